@@ -1,0 +1,6 @@
+"""``python -m dltrain`` is the ``dltrain`` command."""
+
+from dltrain.cli import main
+
+if __name__ == "__main__":
+    main()

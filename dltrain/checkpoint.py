@@ -1,0 +1,75 @@
+"""Checkpoints: atomic writes, and loads that never unpickle code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(path, weights_only=True)``. It is written to a temporary file in the same
+directory, flushed and fsynced, then renamed over the target: a kill at any moment leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dltrain.errors import UserError
+
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_tmpfile(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` with the permissions a plain ``open`` would give."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600
+    return fd, tmp
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    Raises:
+        UserError: the write failed (disk full, permissions); ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = atomic_tmpfile(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; "
+                            "the previous checkpoint is unchanged.") from err
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (never falling back to full unpickling).
+
+    Raises:
+        UserError: the file is missing, truncated, not a checkpoint, or holds objects
+            other than tensors and plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: check the path.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure here is the file's fault
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds Python objects other than tensors and plain data, so it is refused"
+        raise UserError(f"checkpoint {path} cannot be loaded: {reason}.") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"checkpoint {path} is not a dltrain checkpoint (no model state inside).")
+    return state

@@ -1,0 +1,118 @@
+"""The command line: Hydra entry point and the boundary where errors become one line.
+
+Config errors (unknown key, wrong type, unknown option, value out of range) and any other
+:class:`~dltrain.errors.UserError` are printed as ``dltrain: error: ...`` with exit code 2
+(3 for a diverged run) and no traceback; ``HYDRA_FULL_ERROR=1`` shows the full one.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import hydra
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from dltrain.config import validate
+from dltrain.errors import UserError
+
+CONFIG_MODULE = "dltrain.conf"
+CONFIG_NAME = "train"
+
+
+@hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name=CONFIG_NAME)
+def _train_app(cfg: DictConfig) -> float | None:
+    validate(cfg)  # before importing torch: a bad value fails in a fraction of a second
+    from dltrain.run import train
+
+    summary = train(cfg)
+    return summary.get("best_value")
+
+
+def main() -> None:
+    """Console script ``dltrain``."""
+    _run_with_error_boundary(_train_app)
+
+
+def _run_with_error_boundary(app: Any) -> None:
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Make Hydra re-raise instead of printing its own multi-line report, so every error
+    # passes through describe_error() below.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("dltrain: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        message = describe_error(err)
+        if user_wants_traceback or message is None:
+            raise
+        print(f"dltrain: error: {message}", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))
+    finally:
+        if not user_wants_traceback:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def describe_error(err: BaseException) -> str | None:
+    """One line for a user error (naming the key and what to do), None for a bug."""
+    if isinstance(err, UserError):
+        return _one_line(str(err))
+    if isinstance(err, MissingConfigException):
+        found = re.search(r"Could not find '([^']+)'", str(err))
+        if found and err.options is not None:
+            group, _, option = found.group(1).rpartition("/")
+            return f"{group}={option} is not a known option: choose one of {', '.join(sorted(err.options))}."
+        return _one_line(str(err))
+    if isinstance(err, OverrideParseException):
+        return _one_line(str(err)) + " (write overrides as key=value)"
+    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
+        cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+            known = _known_keys(getattr(cause, "object_type", None))
+            hint = f" (known keys there: {', '.join(known)})" if known else ""
+            append = re.search(r"use (\+\S+)", str(err))
+            extra = f"; to add a new key write {append.group(1)}" if append else ""
+            return f"{key} is not a config key{hint}: check the spelling{extra}."
+        if isinstance(cause, OmegaConfBaseException) and key:
+            return f"{key}: {_one_line(getattr(cause, 'msg', str(cause)))}."
+        return _one_line(str(err))
+    return None
+
+
+def _known_keys(schema: Any) -> list[str]:
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        return [f.name for f in dataclasses.fields(schema)]
+    return []
+
+
+def _one_line(text: str) -> str:
+    return text.strip().splitlines()[0].rstrip(".") if text.strip() else "unknown error"
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
+    """Compose and validate the config as the command line would, for notebooks and tests.
+
+    Example:
+        >>> from dltrain import compose, train
+        >>> summary = train(compose(["trainer.max_epochs=3"]), run_dir="outputs/nb")
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    validate(cfg)
+    return cfg

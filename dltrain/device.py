@@ -1,0 +1,46 @@
+"""The ``device`` key: ``auto|cpu|cuda|cuda:N|mps``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from dltrain.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The torch device for ``spec``.
+
+    ``auto`` takes CUDA, then MPS, then the CPU, and says which. Any explicit device that
+    is not there is an error, never a silent fallback.
+
+    Raises:
+        ConfigError: the device asked for is not available.
+    """
+    if spec == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+        log.info("device=auto: using %s", device)
+        return device
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec}: CUDA is not available on this machine; use device=cpu or device=auto.")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+        return torch.device(spec)
+    if spec == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ConfigError("device=mps: Apple's MPS backend is not available here; use device=cpu or device=auto.")
+        return torch.device("mps")
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device={spec} is not valid: expected auto, cpu, cuda, cuda:N or mps.")

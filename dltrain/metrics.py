@@ -1,0 +1,67 @@
+"""Per-task metrics, accumulated on the device and read once per pass.
+
+Nothing here calls ``.item()`` per batch: sums stay tensors until :meth:`compute`, so the
+training loop never waits on the device between logging points.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dltrain.losses import CLASSIFICATION
+
+
+class MetricAccumulator:
+    """Running sums for one pass over a split.
+
+    Classification reports ``loss`` and ``accuracy``; regression reports ``loss``,
+    ``rmse``, ``mae`` and ``r2`` (averaged over output columns).
+    """
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    @torch.no_grad()
+    def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        """Add one batch: ``loss`` is the batch's mean loss."""
+        n = target.shape[0]
+        self.count += n
+        self._add("loss", loss.detach().float() * n)
+        if self.task in CLASSIFICATION:
+            self._add("correct", (output.argmax(dim=1) == target).sum())
+        else:
+            pred = output.detach().float()
+            y = target.reshape(pred.shape).float()
+            err = pred - y
+            self._add("sse", (err * err).sum(dim=0))
+            self._add("sae", err.abs().sum(dim=0))
+            self._add("sum_y", y.sum(dim=0))
+            self._add("sum_y2", (y * y).sum(dim=0))
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything seen so far (one device sync)."""
+        if self.count == 0:
+            return {}
+        n = self.count
+        sums = {k: v.double().cpu() for k, v in self.sums.items()}
+        out = {"loss": float(sums["loss"]) / n}
+        if self.task in CLASSIFICATION:
+            out["accuracy"] = float(sums["correct"]) / n
+        else:
+            out["rmse"] = float((sums["sse"] / n).mean().sqrt())
+            out["mae"] = float((sums["sae"] / n).mean())
+            sst = sums["sum_y2"] - sums["sum_y"] ** 2 / n  # total sum of squares per column
+            r2 = 1 - sums["sse"] / sst.clamp_min(1e-12)
+            out["r2"] = float(r2.mean())
+        return out
+
+
+def metric_names(task: str) -> list[str]:
+    """Every per-epoch column ``metrics.csv`` has for ``task`` (what early stopping may monitor)."""
+    per_split = ["loss", "accuracy"] if task in CLASSIFICATION else ["loss", "rmse", "mae", "r2"]
+    return [f"{split}_{m}" for split in ("train", "val") for m in per_split] + ["lr"]

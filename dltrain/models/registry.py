@@ -1,0 +1,5 @@
+"""The model registry: ``model=NAME`` builds ``MODELS.get(NAME)``."""
+
+from dltrain.registry import Registry
+
+MODELS = Registry("model")

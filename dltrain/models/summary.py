@@ -1,0 +1,78 @@
+"""A Keras-style per-layer table of a model: name, type, output shape, parameters, init."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: str
+    params: int
+    init: str
+
+
+def summarize(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    init_applied: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[LayerRow]:
+    """One row per leaf module, in call order, from a forward pass on a dummy batch.
+
+    Args:
+        model: the model; its train/eval mode is restored afterwards.
+        input_shape: shape of one example without the batch dimension.
+        init_applied: module name -> init scheme, as returned by ``dltrain.init.apply_init``.
+        dtype: dtype of the dummy input.
+    """
+    init_applied = init_applied or {}
+    rows: list[LayerRow] = []
+    hooks = []
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+
+    def hook(name: str, module: nn.Module):
+        def record(_module, _inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            shape = "(-1, " + ", ".join(str(d) for d in out.shape[1:]) + ")" if torch.is_tensor(out) else "?"
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(LayerRow(name, type(module).__name__, shape.replace(", )", ")"), params,
+                                 init_applied.get(name, "-" if params == 0 else "default")))
+        return record
+
+    for name, module in leaves:
+        hooks.append(module.register_forward_hook(hook(name, module)))
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((2, *input_shape), dtype=dtype, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
+    """The rows as a fixed-width text table with parameter totals."""
+    header = ("Layer", "Type", "Output shape", "Params", "Init")
+    table = [header] + [(r.name, r.kind, r.output_shape, f"{r.params:,}", r.init) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+
+    def fmt(row):
+        return "  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out = [fmt(header), line, *(fmt(r) for r in table[1:]), line,
+           f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+           f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(s.rstrip() for s in out) + "\n"
