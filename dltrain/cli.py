@@ -29,10 +29,15 @@ CONFIG_NAME = "train"
 
 @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
-    validate(cfg)  # before importing torch: a bad value fails in a fraction of a second
-    from dltrain.run import train
+    try:
+        validate(cfg)  # before importing torch: a bad value fails in a fraction of a second
+        from dltrain.run import train
 
-    summary = train(cfg)
+        summary = train(cfg)
+    except UserError as err:
+        # Reported here rather than re-raised through Hydra, which would add its own
+        # "Error executing job" line.
+        _exit_with(err)
     return summary.get("best_value")
 
 
@@ -41,8 +46,13 @@ def main() -> None:
     _run_with_error_boundary(_train_app)
 
 
+#: Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we set it).
+_full_error = False
+
+
 def _run_with_error_boundary(app: Any) -> None:
-    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global _full_error
+    _full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Make Hydra re-raise instead of printing its own multi-line report, so every error
     # passes through describe_error() below.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -52,14 +62,20 @@ def _run_with_error_boundary(app: Any) -> None:
         print("dltrain: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
-        message = describe_error(err)
-        if user_wants_traceback or message is None:
+        if _full_error or describe_error(err) is None:
             raise
-        print(f"dltrain: error: {message}", file=sys.stderr)
-        sys.exit(getattr(err, "exit_code", 2))
+        _exit_with(err)
     finally:
-        if not user_wants_traceback:
+        if not _full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _exit_with(err: BaseException) -> None:
+    """Print the one-line message for a user error and exit with its code."""
+    if _full_error:
+        raise err
+    print(f"dltrain: error: {describe_error(err)}", file=sys.stderr)
+    sys.exit(getattr(err, "exit_code", 2))
 
 
 def describe_error(err: BaseException) -> str | None:

@@ -48,7 +48,8 @@ def spec(
         help: one line shown in error messages.
     """
     meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices,
-                                  pattern=pattern, items=items, help=help).items() if v}
+                                  pattern=pattern, items=items, help=help).items()
+            if v is not None and v != ""}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -79,7 +80,7 @@ class SGDConfig:
     """``optim=sgd``: ``torch.optim.SGD``."""
 
     name: str = "sgd"
-    lr: float = spec(0.01, gt=0)
+    lr: float = spec(0.01, ge=0)
     momentum: float = spec(0.0, ge=0)
     dampening: float = spec(0.0, ge=0)
     weight_decay: float = spec(0.0, ge=0)
@@ -91,7 +92,7 @@ class AdamConfig:
     """``optim=adam``: ``torch.optim.Adam``."""
 
     name: str = "adam"
-    lr: float = spec(1e-3, gt=0)
+    lr: float = spec(1e-3, ge=0)
     betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
     eps: float = spec(1e-8, gt=0)
     weight_decay: float = spec(0.0, ge=0)

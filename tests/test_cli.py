@@ -1,0 +1,60 @@
+"""The ``dltrain`` command, through a subprocess as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT, run_cli
+
+
+def test_fast_dev_run_smoke(tmp_path):
+    proc = run_cli(["trainer.fast_dev_run=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy:" in proc.stdout
+    run_dirs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(run_dirs) == 1, run_dirs  # outputs/<date>/<time>/ under the working directory
+    run_dir = run_dirs[0]
+    for name in ("metrics.csv", "summary.json", "model_summary.txt", "checkpoints/best.pt",
+                 "checkpoints/last.pt", ".hydra/config.yaml", "dltrain.log"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_overrides_reach_the_run(tmp_path):
+    proc = run_cli(["trainer.fast_dev_run=true", "optim=sgd", "optim.lr=0.1", "model.hidden=[256]",
+                    "loss=auto", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["loss"] == "cross_entropy" and summary["device"] == "cpu"
+    assert summary["num_params"] == 64 * 256 + 256 + 256 * 10 + 10
+
+
+def test_help_lists_groups_without_importing_torch(tmp_path):
+    code = ("import sys; sys.argv = ['dltrain', '--help']\n"
+            "from dltrain.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for group in ("model: mlp", "optim: adam, sgd", "loss: auto, cross_entropy, mse", "data: digits"):
+        assert group in proc.stdout
+    assert proc.stdout.strip().endswith("NO_TORCH")
+
+
+def test_configs_ship_inside_a_regular_install(tmp_path):
+    """A non-editable install, run from an unrelated directory, finds its configs."""
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                            "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    assert (target / "dltrain" / "conf" / "train.yaml").is_file()
+    assert (target / "dltrain" / "conf" / "model" / "mlp.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "dltrain", "trainer.fast_dev_run=true", "hydra.run.dir=run"],
+                          cwd=elsewhere, env={"PYTHONPATH": str(target), "PATH": ""}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (elsewhere / "run" / "summary.json").is_file()

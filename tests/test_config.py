@@ -1,0 +1,95 @@
+"""The config contract: defaults, schema checks, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from dltrain.cli import describe_error
+from dltrain.config import validate
+from dltrain.errors import ConfigError
+
+from .conftest import run_cli
+
+
+def test_default_config(compose):
+    cfg = compose()
+    assert cfg.model.name == "mlp" and list(cfg.model.hidden) == [128, 64]
+    assert cfg.data.name == "digits"
+    assert cfg.optim.name == "adam"
+    assert cfg.loss.name == "auto"
+    assert cfg.init.name == "default"
+    assert cfg.seed == 0 and cfg.device == "auto" and cfg.resume is None
+    assert cfg.regularization.dropout == 0.0 and cfg.regularization.batch_norm is False
+    assert set(cfg.trainer) >= {"max_epochs", "batch_size", "eval_batch_size", "fast_dev_run",
+                                "log_every_n_steps", "early_stopping", "checkpoint"}
+    assert set(cfg.trainer.early_stopping) == {"enabled", "monitor", "mode", "min_delta", "patience"}
+    assert set(cfg.trainer.checkpoint) == {"save_best", "save_last"}
+
+
+def test_overrides_compose(compose):
+    cfg = compose(["optim=sgd", "optim.lr=0.1", "model.hidden=[256]", "trainer.max_epochs=20",
+                   "loss=cross_entropy", "device=cpu", "model.hidden=[]"])
+    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.1 and cfg.optim.momentum == 0.0
+    assert list(cfg.model.hidden) == [] and cfg.trainer.max_epochs == 20
+    assert cfg.loss.name == "cross_entropy" and cfg.device == "cpu"
+
+
+def test_types_are_converted(compose):
+    cfg = compose(["trainer.max_epochs=7", "optim.lr=1e-2"])
+    assert cfg.trainer.max_epochs == 7 and isinstance(cfg.optim.lr, float)
+
+
+# (override, text the one-line message must contain)
+BAD = [
+    ("optim.lrr=0.1", "optim.lrr is not a config key"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs"),
+    ("model=nosuch", "model=nosuch is not a known option: choose one of mlp"),
+    ("optim.lr=-1", "optim.lr=-1.0 is out of range: it must be >= 0"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 is out of range: it must be >= 1"),
+    ("regularization.dropout=1.5", "regularization.dropout=1.5 is out of range: it must be < 1"),
+    ("model.activation=swish", "model.activation=swish is not a known value"),
+    ("model.hidden=[64,0]", "model.hidden[1]=0 is out of range"),
+    ("device=gpu", "device=gpu is not valid"),
+    ("trainer.early_stopping.mode=up", "trainer.early_stopping.mode=up is not a known value"),
+]
+
+
+@pytest.mark.parametrize("override,expected", BAD)
+def test_bad_override_is_described_in_one_line(compose, override, expected):
+    with pytest.raises(Exception) as info:
+        compose([override])
+    message = describe_error(info.value)
+    assert message is not None and "\n" not in message
+    assert expected in message
+
+
+@pytest.mark.parametrize("override,expected", BAD[:6])
+def test_cli_bad_override_exits_with_one_line(tmp_path, override, expected):
+    proc = run_cli([override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"dltrain: error: {lines[0].removeprefix('dltrain: error: ')}"] and expected in lines[0]
+    assert not (tmp_path / "run" / "metrics.csv").exists()  # stopped before training
+
+
+def test_full_traceback_on_request(tmp_path):
+    proc = run_cli(["optim.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                   env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_validate_walks_nested_nodes(compose):
+    cfg = compose()
+    cfg.trainer.early_stopping.patience = -1
+    with pytest.raises(ConfigError, match=r"trainer.early_stopping.patience=-1 is out of range"):
+        validate(cfg)
+
+
+def test_validate_rejects_missing_values(compose):
+    cfg = compose()
+    OmegaConf.update(cfg, "seed", "???")
+    with pytest.raises(ConfigError, match="seed has no value"):
+        validate(cfg)

@@ -1,0 +1,74 @@
+"""The digits dataset and the in-memory batcher."""
+
+from __future__ import annotations
+
+import torch
+
+from dltrain.data import DATASETS, TensorBatches
+from dltrain.data.digits import build_digits
+
+
+def test_digits_splits_sizes_and_shapes():
+    data = build_digits(seed=0)
+    sizes = data.sizes
+    assert sum(sizes.values()) == 1797
+    assert sizes["num_test"] == 360 and sizes["num_val"] == 180
+    assert data.x_train.shape[1:] == (1, 8, 8) and data.input_shape == (1, 8, 8)
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+    assert data.task == "multiclass" and data.num_outputs == 10 and data.class_names[3] == "3"
+
+
+def test_digits_split_is_seeded_and_stratified():
+    a, b, c = build_digits(seed=0), build_digits(seed=0), build_digits(seed=1)
+    assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_train, b.y_train)
+    assert not torch.equal(a.y_test, c.y_test)
+    for split in (a.y_train, a.y_val, a.y_test):
+        share = torch.bincount(split, minlength=10).float() / len(split)
+        assert (share - 0.1).abs().max() < 0.02  # every class about 10% in every split
+
+
+def test_digits_scaling_is_fitted_on_train_only():
+    data = build_digits(seed=0)
+    flat = data.x_train.reshape(len(data.x_train), -1)
+    varying = flat.std(dim=0) > 0
+    assert flat.mean(dim=0).abs().max() < 1e-4
+    assert torch.allclose(flat.std(dim=0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
+    val_mean = data.x_val.reshape(len(data.x_val), -1).mean(dim=0)
+    assert val_mean.abs().max() > 1e-3  # validation statistics were not used
+
+
+def test_registry_builds_digits():
+    assert DATASETS.build("digits", seed=0, val_fraction=0.2, test_fraction=0.2).sizes["num_val"] > 300
+
+
+def test_batches_cover_every_example_once_per_epoch():
+    x = torch.arange(10).float().unsqueeze(1)
+    y = torch.arange(10)
+    batches = TensorBatches(x, y, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert len(batches) == 3
+    epoch1 = torch.cat([yb for _, yb in batches])
+    epoch2 = torch.cat([yb for _, yb in batches])
+    assert sorted(epoch1.tolist()) == list(range(10)) and sorted(epoch2.tolist()) == list(range(10))
+    assert not torch.equal(epoch1, epoch2)  # a new order each epoch
+    for xb, yb in batches:
+        assert torch.equal(xb.squeeze(1).long(), yb)  # x and y stay aligned
+
+
+def test_batches_order_depends_on_the_generator_alone():
+    x, y = torch.randn(50, 3), torch.arange(50)
+
+    def order(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.cat([yb for _, yb in TensorBatches(x, y, 8, shuffle=True, generator=g)])
+
+    torch.manual_seed(123)
+    first = order(5)
+    torch.manual_seed(456)
+    assert torch.equal(first, order(5)) and not torch.equal(first, order(6))
+
+
+def test_unshuffled_batches_and_limit():
+    x, y = torch.randn(10, 2), torch.arange(10)
+    assert [yb.tolist() for _, yb in TensorBatches(x, y, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    limited = TensorBatches(x, y, 4, limit_batches=2)
+    assert len(limited) == 2 and len(list(limited)) == 2

@@ -1,0 +1,121 @@
+"""End to end through the Python API: ``train(compose(overrides), run_dir)``."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dltrain import train
+from dltrain.callbacks import EarlyStopping
+from dltrain.data import TensorBatches
+from dltrain.data.digits import build_digits
+from dltrain.models.mlp import build_mlp
+from dltrain.trainer import Trainer, TrainingDiverged
+
+SUMMARY_KEYS = {"status", "stop_reason", "epochs_run", "best_epoch", "monitor", "best_value", "test",
+                "num_params", "train_seconds", "data", "world_size", "versions"}
+
+
+def read_metrics(run_dir) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_fast_dev_run_writes_every_file(compose, tmp_path):
+    summary = train(compose(["trainer.fast_dev_run=true"]), run_dir=tmp_path)
+    assert SUMMARY_KEYS <= set(summary)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["status"] == summary["status"] == "completed"
+    assert on_disk["epochs_run"] == 1 and on_disk["world_size"] == 1
+    assert set(on_disk["test"]) == {"loss", "accuracy"}
+    assert on_disk["data"] == {"num_train": 1257, "num_val": 180, "num_test": 360}
+    assert on_disk["versions"]["torch"] == torch.__version__.split("+")[0] or on_disk["versions"]["torch"]
+    rows = read_metrics(tmp_path)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_seconds"} <= set(rows[0])
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert ckpt["epoch"] == 1 and "fc1.weight" in ckpt["model"] and ckpt["config"]["model"]["name"] == "mlp"
+    assert "Total params: 17,226" in (tmp_path / "model_summary.txt").read_text()
+
+
+def test_short_run_learns_and_tests_the_best_weights(compose, tmp_path):
+    cfg = compose(["trainer.max_epochs=4", "trainer.early_stopping.enabled=false", "model.hidden=[32]"])
+    summary = train(cfg, run_dir=tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.75 * losses[0]
+    assert summary["status"] == "completed" and summary["epochs_run"] == 4
+    # The reported test metrics are those of best.pt's weights on the test split.
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == summary["best_epoch"]
+    data = build_digits(seed=0)
+    model = build_mlp(data.input_shape, 10, hidden=[32])
+    model.load_state_dict(best["model"])
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+    assert summary["test"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_same_seed_same_run(compose, tmp_path):
+    overrides = ["trainer.max_epochs=2", "regularization.dropout=0.2", "model.hidden=[32]"]
+    train(compose(overrides), run_dir=tmp_path / "a")
+    train(compose(overrides), run_dir=tmp_path / "b")
+    train(compose([*overrides, "seed=1"]), run_dir=tmp_path / "c")
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+
+    assert strip(read_metrics(tmp_path / "a")) == strip(read_metrics(tmp_path / "b"))
+    assert strip(read_metrics(tmp_path / "a")) != strip(read_metrics(tmp_path / "c"))
+
+
+def test_zero_learning_rate_stops_early(compose, tmp_path):
+    summary = train(compose(["optim=sgd", "optim.lr=0", "trainer.early_stopping.patience=3"]), run_dir=tmp_path)
+    assert summary["status"] == "early_stopped" and summary["epochs_run"] == 4 and summary["best_epoch"] == 1
+    assert "patience 3" in summary["stop_reason"]
+
+
+def test_divergence_is_reported(compose, tmp_path):
+    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+        train(compose(["optim=sgd", "optim.lr=1e12", "trainer.max_epochs=3"]), run_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "epoch 1" in summary["stop_reason"]
+
+
+@pytest.mark.parametrize("overrides", [["loss=mse"], ["loss=cross_entropy", "optim=sgd", "optim.lr=0.1"],
+                                       ["regularization.batch_norm=true", "regularization.dropout=0.3"]])
+def test_options_train(compose, tmp_path, overrides):
+    summary = train(compose([*overrides, "trainer.max_epochs=3"]), run_dir=tmp_path)
+    rows = read_metrics(tmp_path)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert summary["test"]["accuracy"] > 0.5
+
+
+class PhaseRecorder(nn.Module):
+    """Records the module mode and grad mode of every forward call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return self.linear(x)
+
+
+def test_trainer_phases_train_with_grad_eval_without():
+    model = PhaseRecorder()
+    x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"))
+    trainer.fit(TensorBatches(x, y, 4, shuffle=True, generator=torch.Generator()), TensorBatches(x, y, 8))
+    assert model.calls == [(True, True), (True, True), (False, False)]
+    assert trainer.global_step == 2 and trainer.history[0]["epoch"] == 1
