@@ -13,7 +13,7 @@ errors stay fast.
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -158,7 +158,7 @@ class TrainConfig:
     init: Any = MISSING
     seed: int = spec(0, ge=0)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
-    resume: Optional[str] = None
+    resume: str | None = None
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

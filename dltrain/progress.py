@@ -38,10 +38,10 @@ class ProgressDisplay:
         self._task = self._progress.add_task("train", total=num_batches, loss="")
         self._progress.start()
 
-    def update(self, step: int, loss: float | None = None) -> None:
-        """Move the bar to ``step``; ``loss`` is read only at logging steps."""
+    def update(self, step: int, running: dict[str, float] | None = None) -> None:
+        """Move the bar to ``step``; ``running`` metrics come only at logging steps."""
         if self._progress is not None:
-            fields = {"loss": f"loss {loss:.4f}"} if loss is not None else {}
+            fields = {"loss": "  ".join(f"{k} {v:.4f}" for k, v in running.items())} if running else {}
             self._progress.update(self._task, completed=step, **fields)
 
     def end_epoch(self, row: dict[str, Any], improved: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,22 +64,53 @@ def default_run_dir() -> Path:
         return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S.%f")
 
 
-def build_data(cfg: DictConfig) -> DataSplits:
-    return DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
+@dataclass
+class Experiment:
+    """Everything a config builds before training starts."""
+
+    data: DataSplits
+    model: torch.nn.Module
+    init_applied: dict[str, str]
+    loss_name: str
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
 
 
-def build_model(cfg: DictConfig, data: DataSplits) -> torch.nn.Module:
-    return MODELS.build(
+def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
+    """Data, model, init, loss and optimizer from ``cfg``: the one place where config
+    keys become builder arguments. Raises ConfigError for combinations that cannot work."""
+    data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data)).to(device)
+    check_monitor(cfg.trainer.early_stopping.monitor, data.task)
+    model = MODELS.build(
         cfg.model.name, input_shape=data.input_shape, num_outputs=data.num_outputs,
         dropout=cfg.regularization.dropout, batch_norm=cfg.regularization.batch_norm,
         **_options(cfg.model))
+    init_applied = apply_init(model, cfg.init.name)
+    model.to(device)
+    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
+    loss_fn = LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs)
+    optimizer = build_optimizer(cfg.optim.name, model.parameters(), **_options(cfg.optim))
+    return Experiment(data, model, init_applied, loss_name, loss_fn, optimizer)
 
 
 def check_monitor(monitor: str, task: str) -> None:
+    """A monitor that is never logged is an error now, not a silent no-op later."""
     logged = metric_names(task)
     if monitor not in logged:
         raise ConfigError(f"trainer.early_stopping.monitor={monitor} is never logged for this {task} task: "
                           f"choose one of {', '.join(logged)}.")
+
+
+def make_batches(data: DataSplits, tcfg: DictConfig, seed: int) -> tuple[TensorBatches, ...]:
+    """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each."""
+    limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
+    generator = torch.Generator().manual_seed(seed)  # the data order depends on this alone
+    return (
+        TensorBatches(data.x_train, data.y_train, tcfg.batch_size, shuffle=True, generator=generator,
+                      limit_batches=limit),
+        TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit),
+        TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit),
+    )
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -94,68 +126,52 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
     Raises:
         UserError: bad config or input, or a diverged run; ``summary.json`` then says
-            ``failed`` or ``diverged`` when the run directory was already written.
+            ``failed`` or ``diverged`` if training had started.
     """
     validate(cfg)
-    tcfg = cfg.trainer
+    tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    data = build_data(cfg).to(device)
-    check_monitor(tcfg.early_stopping.monitor, data.task)
-    model = build_model(cfg, data)
-    init_applied = apply_init(model, cfg.init.name)
-    model.to(device)
-    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
-    loss_fn = LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs)
-    optimizer = build_optimizer(cfg.optim.name, model.parameters(), **_options(cfg.optim))
+    exp = build_experiment(cfg, device)
+    train_batches, val_batches, test_batches = make_batches(exp.data, tcfg, cfg.seed)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
-    summary_text = format_summary(summarize(model, data.input_shape, init_applied), model)
+    summary_text = format_summary(summarize(exp.model, exp.data.input_shape, exp.init_applied), exp.model)
     (run_dir / "model_summary.txt").write_text(summary_text)
-    log.info("model=%s on %s, %s; %d train / %d val / %d test examples; loss=%s\n%s",
-             cfg.model.name, device, cfg.data.name, *data.sizes.values(), loss_name, summary_text)
-
-    fast = tcfg.fast_dev_run
-    limit = FAST_DEV_BATCHES if fast else None
-    generator = torch.Generator().manual_seed(cfg.seed)  # the data order depends on this alone
-    train_batches = TensorBatches(data.x_train, data.y_train, tcfg.batch_size, shuffle=True,
-                                  generator=generator, limit_batches=limit)
-    val_batches = TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit)
-    test_batches = TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit)
+    log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples, loss=%s\n%s",
+             cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(), exp.loss_name, summary_text)
 
     es = tcfg.early_stopping
     stopper = EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience, enabled=es.enabled and not fast)
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"config": resolved, "versions": versions()}
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
         if tcfg.checkpoint.save_last:
-            save_checkpoint({**trainer.state_dict(), **meta}, ckpt_dir / "last.pt")
+            save_checkpoint({**trainer.state_dict(), **meta}, run_dir / "checkpoints" / "last.pt")
         if improved and tcfg.checkpoint.save_best:
-            save_checkpoint({**trainer.state_dict(), **meta}, ckpt_dir / "best.pt")
+            save_checkpoint({**trainer.state_dict(), **meta}, run_dir / "checkpoints" / "best.pt")
 
-    trainer = Trainer(model, optimizer, loss_fn, data.task, max_epochs=1 if fast else tcfg.max_epochs,
+    max_epochs = 1 if fast else tcfg.max_epochs
+    trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
                       stopper=stopper, log_every_n_steps=tcfg.log_every_n_steps,
-                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(1 if fast else tcfg.max_epochs))
+                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs))
     summary: dict[str, Any] = {
         "status": "failed", "stop_reason": None, "epochs_run": 0, "best_epoch": None,
         "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {},
-        "num_params": sum(p.numel() for p in model.parameters()), "train_seconds": 0.0,
-        "task": data.task, "loss": loss_name, "data": data.sizes, "device": str(device), "world_size": 1,
-        "run_dir": str(run_dir), "started_at": datetime.now().isoformat(timespec="seconds"),
+        "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
+        "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(device),
+        "world_size": 1, "run_dir": str(run_dir), "started_at": datetime.now().isoformat(timespec="seconds"),
         "versions": meta["versions"],
     }
     start = time.perf_counter()
     try:
-        status = trainer.fit(train_batches, val_batches)
-        summary["status"] = status
+        summary["status"] = trainer.fit(train_batches, val_batches)
         if fast:
             summary["stop_reason"] = "fast_dev_run: one epoch of a few batches"
-        elif status == "early_stopped":
+        elif summary["status"] == "early_stopped":
             summary["stop_reason"] = (f"no improvement in {stopper.monitor} for {stopper.wait} epochs "
                                       f"(patience {stopper.patience})")
         else:
@@ -171,7 +187,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         raise
     finally:
         trainer.progress.close()
-        summary.update(epochs_run=trainer.epoch, best_epoch=stopper.best_epoch, best_value=stopper.best,
+        summary.update(epochs_run=len(trainer.history), best_epoch=stopper.best_epoch, best_value=stopper.best,
                        train_seconds=round(time.perf_counter() - start, 3))
         if summary["status"] not in ("completed", "early_stopped"):
             write_json(run_dir / "summary.json", summary)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,7 +20,13 @@ from dltrain.errors import UserError
 from dltrain.metrics import MetricAccumulator
 from dltrain.progress import ProgressDisplay
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+class Batches(Protocol):
+    """What the trainer reads: ``(x, y)`` pairs and how many there are (TensorBatches)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
 
 
 class TrainingDiverged(UserError):
@@ -74,6 +80,7 @@ class Trainer:
         """One pass over the training batches with gradient steps."""
         self.model.train()
         acc = MetricAccumulator(self.task)
+        num_batches = len(batches)
         for step, (x, y) in enumerate(batches, start=1):
             output = self.model(x)  # (B, num_outputs)
             loss = self.loss_fn(output, y)
@@ -83,9 +90,9 @@ class Trainer:
             acc.update(output, y, loss)
             self.global_step += 1
             if self.progress is not None and self.progress.live:
-                # Reading the loss syncs with the device: only at logging steps.
-                running = float(acc.sums["loss"]) / acc.count if step % self.log_every_n_steps == 0 else None
-                self.progress.update(step, running)
+                # Reading metrics syncs with the device: only at logging steps.
+                log_now = self.global_step % self.log_every_n_steps == 0 or step == num_batches
+                self.progress.update(step, acc.compute() if log_now else None)
         return acc.compute()
 
     @torch.no_grad()

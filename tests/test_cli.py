@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 from .conftest import ROOT, run_cli
 
@@ -58,3 +61,33 @@ def test_configs_ship_inside_a_regular_install(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (elsewhere / "run" / "summary.json").is_file()
+
+
+def test_diverged_run_exits_3_with_one_line(tmp_path):
+    proc = run_cli(["optim=sgd", "optim.lr=1e12", "trainer.max_epochs=3", "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip()
+    assert message.startswith("dltrain: error: the training loss became") and "\n" not in message
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_ctrl_c_marks_the_run_interrupted(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dltrain", "trainer.max_epochs=100000", "trainer.early_stopping.enabled=false",
+         f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] >= 1

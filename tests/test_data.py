@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dltrain.data import DATASETS, TensorBatches
 from dltrain.data.digits import build_digits
+from dltrain.errors import ConfigError
 
 
 def test_digits_splits_sizes_and_shapes():
@@ -72,3 +74,8 @@ def test_unshuffled_batches_and_limit():
     assert [yb.tolist() for _, yb in TensorBatches(x, y, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     limited = TensorBatches(x, y, 4, limit_batches=2)
     assert len(limited) == 2 and len(list(limited)) == 2
+
+
+def test_fractions_that_leave_no_training_data_are_refused():
+    with pytest.raises(ConfigError, match=r"data.val_fraction \+ data.test_fraction = 1.1"):
+        build_digits(val_fraction=0.5, test_fraction=0.6)

@@ -10,6 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
+from dltrain.errors import ConfigError
 
 
 @DATASETS.register("digits")
@@ -23,6 +24,9 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     Returns:
         Splits of shape ``(N, 1, 8, 8)`` (float32) with integer labels, task ``multiclass``.
     """
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} "
+                          "leaves nothing to train on: make their sum less than 1.")
     digits = load_digits()
     x = digits.data.astype(np.float32)  # (1797, 64), values 0..16
     y = digits.target.astype(np.int64)

@@ -67,8 +67,9 @@ def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
 
-    def fmt(row):
-        return "  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    def fmt(row):  # parameter counts right-aligned, the rest left-aligned
+        cells = zip(row, widths, strict=True)
+        return "  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(cells))
 
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
