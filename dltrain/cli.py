@@ -96,9 +96,7 @@ def describe_error(err: BaseException) -> str | None:
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
             known = _known_keys(getattr(cause, "object_type", None))
             hint = f" (known keys there: {', '.join(known)})" if known else ""
-            append = re.search(r"use (\+\S+)", str(err))
-            extra = f"; to add a new key write {append.group(1)}" if append else ""
-            return f"{key} is not a config key{hint}: check the spelling{extra}."
+            return f"{key} is not a config key{hint}: check the spelling."
         if isinstance(cause, OmegaConfBaseException) and key:
             return f"{key}: {_one_line(getattr(cause, 'msg', str(cause)))}."
         return _one_line(str(err))

@@ -215,15 +215,21 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
 
 
 def validate(cfg: DictConfig, prefix: str = "") -> None:
-    """Check every value of ``cfg`` against the ranges and choices of its schema.
+    """Check every value of ``cfg`` against the keys, ranges and choices of its schema.
 
     Raises:
         ConfigError: naming the first offending key, its value and what is allowed.
     """
+    if not prefix:
+        _check_group_names(cfg)
     schema = OmegaConf.get_type(cfg)
     meta_by_name = {}
     if dataclasses.is_dataclass(schema):
         meta_by_name = {f.name: f.metadata for f in dataclasses.fields(schema)}
+        unknown = [key for key in cfg.keys() if key not in meta_by_name]
+        if unknown:  # appended with +key=value: Hydra lets it in, nothing would read it
+            raise ConfigError(f"{prefix}{unknown[0]} is not a config key (known keys there: "
+                              f"{', '.join(meta_by_name)}): remove +{prefix}{unknown[0]}.")
     for key in cfg.keys():
         full_key = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
@@ -235,6 +241,21 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
         _check_value(full_key, value, dict(meta_by_name.get(key, {})))
+
+
+def _check_group_names(cfg: DictConfig) -> None:
+    """``optim.name=sgd`` on top of ``optim=adam`` would hand Adam's keys to SGD: options
+    are chosen with ``group=option``, and ``name`` must agree with the schema loaded."""
+    for group, options in GROUP_SCHEMAS.items():
+        node = cfg.get(group) if group in cfg and not OmegaConf.is_missing(cfg, group) else None
+        if not isinstance(node, DictConfig) or "name" not in node:
+            continue
+        if node.name not in options:
+            raise ConfigError(f"{group}.name={node.name} is not a known option: choose one of "
+                              f"{', '.join(options)} with {group}=OPTION.")
+        if OmegaConf.get_type(node) is not options[node.name]:
+            raise ConfigError(f"{group}.name={node.name} does not match the {group} config loaded: "
+                              f"choose the option with {group}={node.name} instead.")
 
 
 register_configs()

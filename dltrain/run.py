@@ -136,6 +136,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     exp = build_experiment(cfg, device)
     train_batches, val_batches, test_batches = make_batches(exp.data, tcfg, cfg.seed)
 
+    if (run_dir / "metrics.csv").exists():
+        raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
+                          "choose another directory (hydra.run.dir=...).")
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_text = format_summary(summarize(exp.model, exp.data.input_shape, exp.init_applied), exp.model)
     (run_dir / "model_summary.txt").write_text(summary_text)

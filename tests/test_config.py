@@ -93,3 +93,16 @@ def test_validate_rejects_missing_values(compose):
     OmegaConf.update(cfg, "seed", "???")
     with pytest.raises(ConfigError, match="seed has no value"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("+optim.foo=1", "optim.foo is not a config key"),
+    ("+foo=1", "foo is not a config key"),
+    ("+trainer.early_stopping.patiense=3", "trainer.early_stopping.patiense is not a config key"),
+    ("optim.name=sgd", "optim.name=sgd does not match the optim config loaded: choose the option with optim=sgd"),
+    ("model.name=cnn", "model.name=cnn is not a known option"),
+])
+def test_keys_nothing_would_read_are_refused(compose, override, expected):
+    with pytest.raises(ConfigError) as info:
+        compose([override])
+    assert expected in str(info.value)

@@ -13,6 +13,7 @@ from dltrain import train
 from dltrain.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
 from dltrain.data.digits import build_digits
+from dltrain.errors import ConfigError
 from dltrain.models.mlp import build_mlp
 from dltrain.trainer import Trainer, TrainingDiverged
 
@@ -119,3 +120,11 @@ def test_trainer_phases_train_with_grad_eval_without():
     trainer.fit(TensorBatches(x, y, 4, shuffle=True, generator=torch.Generator()), TensorBatches(x, y, 8))
     assert model.calls == [(True, True), (True, True), (False, False)]
     assert trainer.global_step == 2 and trainer.history[0]["epoch"] == 1
+
+
+def test_an_existing_run_is_never_overwritten(compose, tmp_path):
+    train(compose(["trainer.fast_dev_run=true"]), run_dir=tmp_path)
+    before = (tmp_path / "metrics.csv").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose(["trainer.fast_dev_run=true", "seed=3"]), run_dir=tmp_path)
+    assert (tmp_path / "metrics.csv").read_bytes() == before
