@@ -12,16 +12,19 @@ import dataclasses
 import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dltrain.config import validate
-from dltrain.errors import UserError
+from dltrain.errors import ConfigError, UserError
 
 CONFIG_MODULE = "dltrain.conf"
 CONFIG_NAME = "train"
@@ -34,11 +37,31 @@ def _train_app(cfg: DictConfig) -> float | None:
         from dltrain.run import train
 
         summary = train(cfg)
-    except UserError as err:
-        # Reported here rather than re-raised through Hydra, which would add its own
-        # "Error executing job" line.
+    except Exception as err:
+        # A user error is reported here rather than re-raised through Hydra, which would
+        # print its own "Error executing job" line first.
+        if describe_error(err) is None:
+            raise
         _exit_with(err)
     return summary.get("best_value")
+
+
+class RunStartChecks(Callback):
+    """Checks made before Hydra creates the run directory (``hydra.callbacks`` in train.yaml):
+    an invalid config or a directory that already holds a run stops here, so neither
+    leaves a half-made run directory behind nor touches an old one."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+            run_dir = Path(config.hydra.run.dir)
+            if (run_dir / "metrics.csv").exists():
+                raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
+                                  "choose another directory with hydra.run.dir=...")
+        except Exception as err:
+            if describe_error(err) is None:
+                raise
+            _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
 
 
 def main() -> None:
@@ -62,7 +85,7 @@ def _run_with_error_boundary(app: Any) -> None:
         print("dltrain: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
-        if _full_error or describe_error(err) is None:
+        if describe_error(err) is None:
             raise
         _exit_with(err)
     finally:
@@ -71,9 +94,10 @@ def _run_with_error_boundary(app: Any) -> None:
 
 
 def _exit_with(err: BaseException) -> None:
-    """Print the one-line message for a user error and exit with its code."""
+    """Print the one-line message for a user error (the traceback too with
+    HYDRA_FULL_ERROR=1) and exit with the error's code."""
     if _full_error:
-        raise err
+        traceback.print_exception(err)
     print(f"dltrain: error: {describe_error(err)}", file=sys.stderr)
     sys.exit(getattr(err, "exit_code", 2))
 
@@ -95,6 +119,8 @@ def describe_error(err: BaseException) -> str | None:
         key = getattr(cause, "full_key", None)
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
             known = _known_keys(getattr(cause, "object_type", None))
+            if key.rsplit(".", 1)[-1] in known:  # a key the schema has, removed with ~key
+                return f"{key} has no value: dltrain needs it, so set it (key=value) instead of removing it."
             hint = f" (known keys there: {', '.join(known)})" if known else ""
             return f"{key} is not a config key{hint}: check the spelling."
         if isinstance(cause, OmegaConfBaseException) and key:

@@ -11,6 +11,7 @@ errors stay fast.
 """
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ def spec(
     choices: tuple[str, ...] | None = None,
     pattern: str | None = None,
     items: dict[str, float] | None = None,
+    length: int | None = None,
     help: str = "",
 ) -> Any:
     """A dataclass field whose metadata carries the checks :func:`validate` applies.
@@ -45,10 +47,11 @@ def spec(
         choices: the allowed strings.
         pattern: a regular expression the whole string must match.
         items: bounds applied to every element of a list (same keys as above).
+        length: the exact number of elements a list must have.
         help: one line shown in error messages.
     """
-    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices,
-                                  pattern=pattern, items=items, help=help).items()
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, pattern=pattern,
+                                  items=items, length=length, help=help).items()
             if v is not None and v != ""}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -81,10 +84,13 @@ class SGDConfig:
 
     name: str = "sgd"
     lr: float = spec(0.01, ge=0)
-    momentum: float = spec(0.0, ge=0)
-    dampening: float = spec(0.0, ge=0)
+    momentum: float = spec(0.0, ge=0, le=1)
+    dampening: float = spec(0.0, ge=0, le=1)
     weight_decay: float = spec(0.0, ge=0)
     nesterov: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
 
 
 @dataclass
@@ -93,10 +99,14 @@ class AdamConfig:
 
     name: str = "adam"
     lr: float = spec(1e-3, ge=0)
-    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
     eps: float = spec(1e-8, gt=0)
     weight_decay: float = spec(0.0, ge=0)
     amsgrad: bool = False
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
 
 
 @dataclass
@@ -156,7 +166,7 @@ class TrainConfig:
     optim: Any = MISSING
     loss: Any = MISSING
     init: Any = MISSING
-    seed: int = spec(0, ge=0)
+    seed: int = spec(0, ge=0, le=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
     resume: str | None = None
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
@@ -202,6 +212,19 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
     hint = f" ({meta['help']})" if meta.get("help") else ""
     if value is None:
         return
+    if "items" in meta or "length" in meta:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value} is not valid: expected a list such as [1, 2].")
+        if "length" in meta and len(value) != meta["length"]:
+            raise ConfigError(f"{key}={value} is not valid: expected a list of {meta['length']} values.")
+        for i, item in enumerate(value):
+            _check_value(f"{key}[{i}]", item, meta.get("items", {}))
+        return
+    if any(name in meta for name in _BOUNDS):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value} is not valid: expected a number.")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not valid: expected a finite number.")
     for name, (ok, symbol) in _BOUNDS.items():
         if name in meta and not ok(value, meta[name]):
             raise ConfigError(f"{key}={value} is out of range: it must be {symbol} {meta[name]}{hint}.")
@@ -209,9 +232,6 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
         raise ConfigError(f"{key}={value} is not a known value: choose one of {', '.join(meta['choices'])}.")
     if "pattern" in meta and not re.fullmatch(meta["pattern"], str(value)):
         raise ConfigError(f"{key}={value} is not valid: expected {meta.get('help') or meta['pattern']}.")
-    if "items" in meta:
-        for i, item in enumerate(value):
-            _check_value(f"{key}[{i}]", item, meta["items"])
 
 
 def validate(cfg: DictConfig, prefix: str = "") -> None:
@@ -226,11 +246,17 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
     meta_by_name = {}
     if dataclasses.is_dataclass(schema):
         meta_by_name = {f.name: f.metadata for f in dataclasses.fields(schema)}
-        unknown = [key for key in cfg.keys() if key not in meta_by_name]
+        unknown = [key for key in cfg.keys() if key not in meta_by_name and not (key == "hydra" and not prefix)]
         if unknown:  # appended with +key=value: Hydra lets it in, nothing would read it
             raise ConfigError(f"{prefix}{unknown[0]} is not a config key (known keys there: "
                               f"{', '.join(meta_by_name)}): remove +{prefix}{unknown[0]}.")
+        removed = [name for name in meta_by_name if name not in cfg]
+        if removed:  # deleted with ~key
+            raise ConfigError(f"{prefix}{removed[0]} has no value: dltrain needs it, so set it "
+                              f"({prefix}{removed[0]}=...) instead of removing it.")
     for key in cfg.keys():
+        if not prefix and key == "hydra":  # Hydra's own node, present in callbacks
+            continue
         full_key = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{full_key} has no value: set it on the command line ({full_key}=...).")

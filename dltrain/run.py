@@ -8,6 +8,7 @@ it through ``dltrain.cli``.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -81,10 +82,16 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     keys become builder arguments. Raises ConfigError for combinations that cannot work."""
     data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data)).to(device)
     check_monitor(cfg.trainer.early_stopping.monitor, data.task)
-    model = MODELS.build(
-        cfg.model.name, input_shape=data.input_shape, num_outputs=data.num_outputs,
-        dropout=cfg.regularization.dropout, batch_norm=cfg.regularization.batch_norm,
-        **_options(cfg.model))
+    try:
+        model = MODELS.build(
+            cfg.model.name, input_shape=data.input_shape, num_outputs=data.num_outputs,
+            dropout=cfg.regularization.dropout, batch_norm=cfg.regularization.batch_norm,
+            **_options(cfg.model))
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise
+        raise ConfigError(f"model={cfg.model.name} is too large to build in memory: "
+                          f"make it smaller (model.* sizes) ({str(err).splitlines()[0]}).") from err
     init_applied = apply_init(model, cfg.init.name)
     model.to(device)
     loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
@@ -106,8 +113,10 @@ def make_batches(data: DataSplits, tcfg: DictConfig, seed: int) -> tuple[TensorB
     limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
     generator = torch.Generator().manual_seed(seed)  # the data order depends on this alone
     return (
+        # A last training batch of one example is dropped: batch norm cannot normalise it,
+        # and its gradient would be the noisiest step of the epoch.
         TensorBatches(data.x_train, data.y_train, tcfg.batch_size, shuffle=True, generator=generator,
-                      limit_batches=limit),
+                      limit_batches=limit, min_batch_size=2),
         TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit),
         TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit),
     )
@@ -131,14 +140,22 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     validate(cfg)
     tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    exp = build_experiment(cfg, device)
-    train_batches, val_batches, test_batches = make_batches(exp.data, tcfg, cfg.seed)
-
     if (run_dir / "metrics.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
-                          "choose another directory (hydra.run.dir=...).")
+                          "choose another run directory.")
+    if cfg.resume is not None:
+        raise ConfigError(f"resume={cfg.resume}: resuming is not available in this version of dltrain; "
+                          "remove resume=... to train from scratch.")
+    seed_everything(cfg.seed)
+    try:
+        device = resolve_device(cfg.device)
+        exp = build_experiment(cfg, device)
+    except Exception as err:
+        if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
+            write_json(run_dir / "summary.json", {"status": "failed", "stop_reason": _first_line(err),
+                                                  "epochs_run": 0, "world_size": 1})
+        raise
+    train_batches, val_batches, test_batches = make_batches(exp.data, tcfg, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_text = format_summary(summarize(exp.model, exp.data.input_shape, exp.init_applied), exp.model)
     (run_dir / "model_summary.txt").write_text(summary_text)
@@ -152,6 +169,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
+        if not math.isfinite(row["train_loss"]):  # diverged: no checkpoint of non-finite weights
+            return
         if tcfg.checkpoint.save_last:
             save_checkpoint({**trainer.state_dict(), **meta}, run_dir / "checkpoints" / "last.pt")
         if improved and tcfg.checkpoint.save_best:
@@ -186,7 +205,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         summary.update(status="interrupted", stop_reason="interrupted by the user (Ctrl-C)")
         raise
     except Exception as err:
-        summary.update(status="failed", stop_reason=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        summary.update(status="failed", stop_reason=_first_line(err))
         raise
     finally:
         trainer.progress.close()
@@ -200,5 +219,12 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     summary["test"] = trainer.evaluate(test_batches)
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     write_json(run_dir / "summary.json", summary)
+    log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
+             "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()))
     print_results(summary)
     return summary
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

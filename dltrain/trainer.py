@@ -128,11 +128,14 @@ class Trainer:
             row["epoch_seconds"] = time.perf_counter() - start  # train + validation
             self.history.append(row)
             if not math.isfinite(row["train_loss"]):
+                # Checked once per epoch, not per step: a per-step check would stall on the device.
                 if self.progress is not None:
                     self.progress.close()
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self, row, False)
                 raise TrainingDiverged(
-                    f"the training loss became {row['train_loss']} in epoch {self.epoch} (step {self.global_step}): "
-                    "lower optim.lr, or pick a more stable optimizer (optim=adam).")
+                    f"the training loss became {row['train_loss']} during epoch {self.epoch} "
+                    f"(by step {self.global_step}): lower optim.lr, or pick a more stable optimizer (optim=adam).")
             improved = self.stopper.update(self.epoch, row[self.stopper.monitor])
             if improved:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

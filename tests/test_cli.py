@@ -70,6 +70,9 @@ def test_diverged_run_exits_3_with_one_line(tmp_path):
     message = proc.stderr.strip()
     assert message.startswith("dltrain: error: the training loss became") and "\n" not in message
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("1,nan,")  # the diverged epoch is recorded
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no checkpoint of non-finite weights
 
 
 def test_ctrl_c_marks_the_run_interrupted(tmp_path):
@@ -91,3 +94,13 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert "Traceback" not in stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs_run"] >= 1
+
+
+def test_a_finished_run_directory_is_left_untouched(tmp_path):
+    first = run_cli(["trainer.fast_dev_run=true", "hydra.run.dir=run"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = run_cli(["trainer.fast_dev_run=true", "optim=sgd", "hydra.run.dir=run"], cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before

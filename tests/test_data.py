@@ -79,3 +79,17 @@ def test_unshuffled_batches_and_limit():
 def test_fractions_that_leave_no_training_data_are_refused():
     with pytest.raises(ConfigError, match=r"data.val_fraction \+ data.test_fraction = 1.1"):
         build_digits(val_fraction=0.5, test_fraction=0.6)
+
+
+def test_a_last_batch_below_the_minimum_is_dropped():
+    x, y = torch.randn(9, 2), torch.arange(9)
+    assert [len(yb) for _, yb in TensorBatches(x, y, 4)] == [4, 4, 1]
+    assert [len(yb) for _, yb in TensorBatches(x, y, 4, min_batch_size=2)] == [4, 4]
+    assert [len(yb) for _, yb in TensorBatches(x[:8], y[:8], 4, min_batch_size=2)] == [4, 4]
+    assert [len(yb) for _, yb in TensorBatches(x[:1], y[:1], 4, min_batch_size=2)] == []
+
+
+@pytest.mark.parametrize("val,test", [(0.001, 0.2), (0.1, 0.001), (0.4, 0.595)])
+def test_splits_too_small_for_every_class_are_refused(val, test):
+    with pytest.raises(ConfigError, match="fewer examples than the 10 classes"):
+        build_digits(val_fraction=val, test_fraction=test)

@@ -128,3 +128,21 @@ def test_an_existing_run_is_never_overwritten(compose, tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         train(compose(["trainer.fast_dev_run=true", "seed=3"]), run_dir=tmp_path)
     assert (tmp_path / "metrics.csv").read_bytes() == before
+
+
+def test_default_config_reaches_95_percent_on_digits(compose, tmp_path):
+    summary = train(compose(), run_dir=tmp_path)
+    assert summary["test"]["accuracy"] >= 0.95
+
+
+def test_resume_is_refused_rather_than_ignored(compose, tmp_path):
+    with pytest.raises(ConfigError, match="resume=some/last.pt: resuming is not available"):
+        train(compose(["resume=some/last.pt"]), run_dir=tmp_path)
+    assert not tmp_path.joinpath("metrics.csv").exists()
+
+
+def test_batch_norm_with_a_last_batch_of_one(compose, tmp_path):
+    # 1,257 training images: batch size 8 leaves one over, which batch norm cannot train on.
+    summary = train(compose(["regularization.batch_norm=true", "trainer.batch_size=8", "trainer.max_epochs=1"]),
+                    run_dir=tmp_path)
+    assert summary["status"] == "completed"

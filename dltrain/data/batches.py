@@ -20,6 +20,8 @@ class TensorBatches:
         shuffle: draw a new permutation each epoch from ``generator``.
         generator: a CPU ``torch.Generator``; the data order depends on it alone.
         limit_batches: stop after this many batches (``fast_dev_run``).
+        min_batch_size: drop a last batch smaller than this (its examples come back in
+            other positions next epoch when shuffling).
     """
 
     def __init__(
@@ -30,6 +32,7 @@ class TensorBatches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         limit_batches: int | None = None,
+        min_batch_size: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
@@ -38,9 +41,12 @@ class TensorBatches:
         self.shuffle = shuffle
         self.generator = generator
         self.limit_batches = limit_batches
+        self.min_batch_size = min_batch_size
 
     def __len__(self) -> int:
         n = -(-len(self.x) // self.batch_size)
+        if n and len(self.x) - (n - 1) * self.batch_size < self.min_batch_size:
+            n -= 1
         return min(n, self.limit_batches) if self.limit_batches else n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -30,10 +30,14 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     digits = load_digits()
     x = digits.data.astype(np.float32)  # (1797, 64), values 0..16
     y = digits.target.astype(np.int64)
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed)
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=test_fraction, stratify=y, random_state=seed)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed)
+    except ValueError as err:  # a split too small to hold every class once
+        raise ConfigError(f"data.val_fraction={val_fraction:g} and data.test_fraction={test_fraction:g} leave a split "
+                          f"with fewer examples than the 10 classes: make both between 0.01 and 0.5 ({err}).") from err
     scaler = StandardScaler().fit(x_train)
 
     def images(a: np.ndarray) -> torch.Tensor:
