@@ -9,6 +9,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import sys
@@ -30,7 +31,17 @@ CONFIG_MODULE = "dltrain.conf"
 CONFIG_NAME = "train"
 
 
-@hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name=CONFIG_NAME)
+def config_dir() -> str:
+    """Where the config tree is: the installed package ``dltrain.conf`` (editable or regular
+    install), or ``conf/`` beside the package when dltrain runs from a source checkout that
+    shadows the install (``python -m dltrain`` in the repository root)."""
+    if importlib.util.find_spec(CONFIG_MODULE) is not None:
+        return "pkg://" + CONFIG_MODULE
+    return str(Path(__file__).resolve().parents[1] / "conf")
+
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)  # before importing torch: a bad value fails in a fraction of a second
@@ -147,12 +158,15 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> Di
         >>> summary = train(compose(["trainer.max_epochs=3"]), run_dir="outputs/nb")
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from hydra import initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+    where = config_dir()
+    init = (initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3") if where.startswith("pkg://")
+            else initialize_config_dir(config_dir=where, version_base="1.3"))
+    with init:
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     validate(cfg)
     return cfg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -136,3 +138,18 @@ def test_optimizer_schemas_cover_the_torch_signature(option, torch_class):
     params -= {"self", "params", "differentiable", "capturable"}
     keys = {f.name for f in __import__("dataclasses").fields(GROUP_SCHEMAS["optim"][option])}
     assert params <= keys, params - keys
+
+
+def test_config_dir_falls_back_to_the_source_tree(monkeypatch):
+    """``python -m dltrain`` in a checkout whose ``dltrain/`` shadows the install: the
+    package ``dltrain.conf`` is not importable there, and ``conf/`` beside it is used."""
+    import importlib.util
+
+    from dltrain import cli
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == cli.CONFIG_MODULE else real_find_spec(name, *a))
+    where = cli.config_dir()
+    assert not where.startswith("pkg://") and (Path(where) / "train.yaml").is_file()
+    assert cli.compose(["optim=sgd"]).optim.name == "sgd"
