@@ -9,24 +9,13 @@ either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dltrain.errors import UserError
-
-TMP_PREFIX = ".tmp-"
-
-
-def atomic_tmpfile(path: Path) -> tuple[int, str]:
-    """A temporary file beside ``path`` with the permissions a plain ``open`` would give."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600
-    return fd, tmp
+from dltrain.files import atomic_tmpfile
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

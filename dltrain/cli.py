@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dltrain.config import validate
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import UserError
+from dltrain.files import ensure_new_run_dir
 
 CONFIG_MODULE = "dltrain.conf"
 CONFIG_NAME = "train"
@@ -40,11 +41,12 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
     try:
-        validate(cfg)  # before importing torch: a bad value fails in a fraction of a second
+        # Each job of a sweep is checked here, before torch is imported (a single run was
+        # already checked by RunStartChecks; train() checks again for Python callers).
+        validate(cfg)
         from dltrain.run import train
 
         summary = train(cfg)
@@ -65,10 +67,7 @@ class RunStartChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
-            run_dir = Path(config.hydra.run.dir)
-            if (run_dir / "metrics.csv").exists():
-                raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
-                                  "choose another directory with hydra.run.dir=...")
+            ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...")
         except Exception as err:
             if describe_error(err) is None:
                 raise

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from dltrain.checkpoint import atomic_tmpfile
 
 
 class MetricsCSV:
@@ -36,21 +32,6 @@ class MetricsCSV:
 
 def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = atomic_tmpfile(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def versions() -> dict[str, str]:

@@ -26,6 +26,7 @@ from dltrain.config import validate
 from dltrain.data import DATASETS, DataSplits, TensorBatches
 from dltrain.device import resolve_device
 from dltrain.errors import ConfigError
+from dltrain.files import ensure_new_run_dir, write_json
 from dltrain.init import apply_init
 from dltrain.losses import LOSSES, resolve_auto
 from dltrain.metrics import metric_names
@@ -33,7 +34,7 @@ from dltrain.models import MODELS
 from dltrain.models.summary import format_summary, summarize
 from dltrain.optim import build_optimizer
 from dltrain.progress import ProgressDisplay, print_results
-from dltrain.report import MetricsCSV, versions, write_json
+from dltrain.report import MetricsCSV, versions
 from dltrain.trainer import Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -140,9 +141,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     validate(cfg)
     tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    if (run_dir / "metrics.csv").exists():
-        raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
-                          "choose another run directory.")
+    ensure_new_run_dir(run_dir, "pass another run_dir")
     if cfg.resume is not None:
         raise ConfigError(f"resume={cfg.resume}: resuming is not available in this version of dltrain; "
                           "remove resume=... to train from scratch.")

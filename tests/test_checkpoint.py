@@ -7,8 +7,9 @@ import pickle
 import pytest
 import torch
 
-from dltrain.checkpoint import TMP_PREFIX, load_checkpoint, save_checkpoint
+from dltrain.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.errors import UserError
+from dltrain.files import TMP_PREFIX
 
 
 def state(value: float = 1.0) -> dict:
