@@ -108,7 +108,7 @@ def _exit_with(err: BaseException) -> None:
     HYDRA_FULL_ERROR=1) and exit with the error's code."""
     if _full_error:
         traceback.print_exception(err)
-    print(f"dltrain: error: {describe_error(err)}", file=sys.stderr)
+    print(f"dltrain: error: {describe_error(err).rstrip('.')}.", file=sys.stderr)
     sys.exit(getattr(err, "exit_code", 2))
 
 
@@ -134,7 +134,7 @@ def describe_error(err: BaseException) -> str | None:
             hint = f" (known keys there: {', '.join(known)})" if known else ""
             return f"{key} is not a config key{hint}: check the spelling."
         if isinstance(cause, OmegaConfBaseException) and key:
-            return f"{key}: {_one_line(getattr(cause, 'msg', str(cause)))}."
+            return f"{key}: {_one_line(getattr(cause, 'msg', str(cause)))}"
         return _one_line(str(err))
     return None
 
@@ -146,7 +146,7 @@ def _known_keys(schema: Any) -> list[str]:
 
 
 def _one_line(text: str) -> str:
-    return text.strip().splitlines()[0].rstrip(".") if text.strip() else "unknown error"
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
