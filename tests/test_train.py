@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib import metadata
 
 import pytest
 import torch
 from torch import nn
 
+import dltrain
 from dltrain import train
 from dltrain.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
@@ -34,7 +36,8 @@ def test_fast_dev_run_writes_every_file(compose, tmp_path):
     assert on_disk["epochs_run"] == 1 and on_disk["world_size"] == 1
     assert set(on_disk["test"]) == {"loss", "accuracy"}
     assert on_disk["data"] == {"num_train": 1257, "num_val": 180, "num_test": 360}
-    assert on_disk["versions"]["torch"] == torch.__version__.split("+")[0] or on_disk["versions"]["torch"]
+    assert on_disk["versions"]["torch"] == metadata.version("torch")
+    assert on_disk["versions"]["dltrain"] == dltrain.__version__
     rows = read_metrics(tmp_path)
     assert len(rows) == 1 and rows[0]["epoch"] == "1"
     assert {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_seconds"} <= set(rows[0])
