@@ -1,10 +1,10 @@
-"""Config schemas: one dataclass per config node, stored in Hydra's ConfigStore.
+"""Config checks: the schemas (``dltrain.schemas``) stored in Hydra's ConfigStore, and
+:func:`validate`, which checks the ranges and choices they declare.
 
-Hydra enforces the keys and types of these schemas while it composes the config, so a
-typo (``optim.lrr=0.1``) or a wrong type (``trainer.max_epochs=abc``) fails before any
-code runs. Ranges and choices are declared here too, as field metadata, and checked by
-:func:`validate` right after composition. The YAML files under ``conf/`` are presets:
-each starts from its schema in its defaults list (``/schema_optim_sgd@_here_``).
+Hydra enforces the keys and types of the schemas while it composes the config, so a typo
+(``optim.lrr=0.1``) or a wrong type (``trainer.max_epochs=abc``) fails before any code
+runs; :func:`validate` runs right after composition. The YAML files under ``conf/`` are
+presets: each starts from its schema in its defaults list (``/schema_optim_sgd@_here_``).
 
 This module imports neither torch nor torchvision, so ``dltrain --help`` and config
 errors stay fast.
@@ -13,175 +13,15 @@ errors stay fast.
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dltrain.errors import ConfigError
+from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
 
-#: Activation names accepted by the built-in models (see ``dltrain.models.layers``).
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "identity")
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-
-
-def spec(
-    default: Any = MISSING,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    pattern: str | None = None,
-    items: dict[str, float] | None = None,
-    length: int | None = None,
-    help: str = "",
-) -> Any:
-    """A dataclass field whose metadata carries the checks :func:`validate` applies.
-
-    Args:
-        default: default value; lists are copied per instance.
-        ge, gt, le, lt: numeric bounds (``>=``, ``>``, ``<=``, ``<``).
-        choices: the allowed strings.
-        pattern: a regular expression the whole string must match.
-        items: bounds applied to every element of a list (same keys as above).
-        length: the exact number of elements a list must have.
-        help: one line shown in error messages.
-    """
-    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, pattern=pattern,
-                                  items=items, length=length, help=help).items()
-            if v is not None and v != ""}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-# --- config groups -----------------------------------------------------------------
-
-@dataclass
-class MLPConfig:
-    """``model=mlp``: a multilayer perceptron; input and output sizes come from the data."""
-
-    name: str = "mlp"
-    hidden: list[int] = spec([128, 64], items={"ge": 1}, help="widths of the hidden layers; [] is a linear model")
-    activation: str = spec("relu", choices=ACTIVATIONS)
-
-
-@dataclass
-class DigitsConfig:
-    """``data=digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images)."""
-
-    name: str = "digits"
-    val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the data held out for validation")
-    test_fraction: float = spec(0.2, gt=0, lt=1, help="share of the data held out for the final test")
-
-
-@dataclass
-class SGDConfig:
-    """``optim=sgd``: ``torch.optim.SGD``."""
-
-    name: str = "sgd"
-    lr: float = spec(0.01, ge=0)
-    momentum: float = spec(0.0, ge=0, le=1)
-    dampening: float = spec(0.0, ge=0, le=1)
-    weight_decay: float = spec(0.0, ge=0)
-    nesterov: bool = False
-    maximize: bool = False
-    foreach: bool | None = None
-    fused: bool | None = None
-
-
-@dataclass
-class AdamConfig:
-    """``optim=adam``: ``torch.optim.Adam``."""
-
-    name: str = "adam"
-    lr: float = spec(1e-3, ge=0)
-    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
-    eps: float = spec(1e-8, gt=0)
-    weight_decay: float = spec(0.0, ge=0)
-    amsgrad: bool = False
-    decoupled_weight_decay: bool = False
-    maximize: bool = False
-    foreach: bool | None = None
-    fused: bool | None = None
-
-
-@dataclass
-class LossConfig:
-    """``loss=...``: the training objective; ``auto`` picks one from the data's task."""
-
-    name: str = "auto"
-
-
-@dataclass
-class InitConfig:
-    """``init=...``: the weight-initialisation scheme."""
-
-    name: str = "default"
-
-
-# --- plain nodes ---------------------------------------------------------------------
-
-@dataclass
-class EarlyStoppingConfig:
-    enabled: bool = True
-    monitor: str = spec("val_loss", help="a metric logged each epoch, e.g. val_loss or val_accuracy")
-    mode: str = spec("auto", choices=("auto", "min", "max"))
-    min_delta: float = spec(0.0, ge=0)
-    patience: int = spec(5, ge=0)
-
-
-@dataclass
-class CheckpointConfig:
-    save_best: bool = True
-    save_last: bool = True
-
-
-@dataclass
-class TrainerConfig:
-    max_epochs: int = spec(30, ge=1)
-    batch_size: int = spec(64, ge=1)
-    eval_batch_size: int = spec(512, ge=1)
-    fast_dev_run: bool = False
-    log_every_n_steps: int = spec(50, ge=1)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-
-
-@dataclass
-class RegularizationConfig:
-    dropout: float = spec(0.0, ge=0, lt=1, help="probability of zeroing a hidden unit")
-    batch_norm: bool = False
-
-
-@dataclass
-class TrainConfig:
-    """The primary config (``conf/train.yaml``)."""
-
-    model: Any = MISSING
-    data: Any = MISSING
-    optim: Any = MISSING
-    loss: Any = MISSING
-    init: Any = MISSING
-    seed: int = spec(0, ge=0, le=2**32 - 1)
-    device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
-    resume: str | None = None
-    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-
-#: Schema of every option of every config group: ``GROUP_SCHEMAS[group][option]``.
-GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"mlp": MLPConfig},
-    "data": {"digits": DigitsConfig},
-    "optim": {"sgd": SGDConfig, "adam": AdamConfig},
-    "loss": {"auto": LossConfig, "cross_entropy": LossConfig, "mse": LossConfig},
-    "init": {"default": InitConfig},
-}
-
+__all__ = ["ACTIVATIONS", "AUGMENTATIONS", "GROUP_SCHEMAS", "register_configs", "schema_name", "validate"]
 
 def schema_name(group: str, option: str) -> str:
     """Name under which the schema of ``group=option`` is stored in the ConfigStore."""
@@ -246,11 +86,12 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
     meta_by_name = {}
     if dataclasses.is_dataclass(schema):
         meta_by_name = {f.name: f.metadata for f in dataclasses.fields(schema)}
-        unknown = [key for key in cfg.keys() if key not in meta_by_name and not (key == "hydra" and not prefix)]
+        unknown = [key for key in cfg.keys() if key not in meta_by_name and not (key == "hydra" and not prefix)
+                   and not getattr(schema, "ALLOWS_EXTRA_KEYS", False)]
         if unknown:  # appended with +key=value: Hydra lets it in, nothing would read it
             raise ConfigError(f"{prefix}{unknown[0]} is not a config key (known keys there: "
                               f"{', '.join(meta_by_name)}): remove +{prefix}{unknown[0]}.")
-        removed = [name for name in meta_by_name if name not in cfg]
+        removed = [name for name in meta_by_name if name not in cfg.keys()]  # `in` is False for ???
         if removed:  # deleted with ~key
             raise ConfigError(f"{prefix}{removed[0]} has no value: dltrain needs it, so set it "
                               f"({prefix}{removed[0]}=...) instead of removing it.")

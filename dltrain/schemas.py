@@ -1,0 +1,502 @@
+"""What keys exist: one dataclass per config node, with types, defaults and checks.
+
+Hydra enforces the keys and types while it composes the config; ranges and choices are
+field metadata (:func:`spec`) that ``dltrain.config.validate`` checks right after. The
+YAML presets under ``conf/`` start from these schemas and comment every value.
+
+Options of a group that take the same keys share a schema (``sgd``, ``momentum`` and
+``nesterov`` are all ``torch.optim.SGD``); their presets differ in the values only.
+
+No torch import here: ``dltrain --help`` and config errors stay fast.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import MISSING
+
+#: Activation names accepted by the built-in models (see ``dltrain.models.layers``).
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "identity")
+#: Batched image augmentations (see ``dltrain.regularization``).
+AUGMENTATIONS = ("hflip", "rotate", "shift", "zoom", "brightness", "contrast")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+PRECISIONS = ("32", "bf16", "16")
+
+
+def spec(
+    default: Any = MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    items: dict[str, Any] | None = None,
+    length: int | None = None,
+    help: str = "",
+) -> Any:
+    """A dataclass field whose metadata carries the checks ``validate`` applies.
+
+    Args:
+        default: default value; lists are copied per instance.
+        ge, gt, le, lt: numeric bounds (``>=``, ``>``, ``<=``, ``<``).
+        choices: the allowed strings.
+        pattern: a regular expression the whole string must match.
+        items: checks applied to every element of a list (same keys as here).
+        length: the exact number of elements a list must have.
+        help: one line shown in error messages.
+    """
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, pattern=pattern,
+                                  items=items, length=length, help=help).items()
+            if v is not None and v != ""}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- model= --------------------------------------------------------------------------
+
+@dataclass
+class MLPConfig:
+    """``model=mlp``: a multilayer perceptron; input and output sizes come from the data."""
+
+    name: str = "mlp"
+    hidden: list[int] = spec([128, 64], items={"ge": 1}, help="widths of the hidden layers; [] is a linear model")
+    activation: str = spec("relu", choices=ACTIVATIONS)
+
+
+@dataclass
+class CNNConfig:
+    """``model=cnn``: conv blocks (conv -> [BN] -> activation -> pool), then dense layers."""
+
+    name: str = "cnn"
+    channels: list[int] = spec([32, 64], items={"ge": 1}, help="output channels of each conv block")
+    kernel_size: int = spec(3, ge=1)
+    stride: int = spec(1, ge=1)
+    padding: str = spec("same", pattern=r"same|valid|\d+", help="same, valid or a number of pixels")
+    pool: str = spec("max", choices=("max", "avg", "none"))
+    pool_size: int = spec(2, ge=1)
+    hidden: list[int] = spec([128], items={"ge": 1}, help="widths of the dense layers after the conv blocks")
+    activation: str = spec("relu", choices=ACTIVATIONS)
+
+
+@dataclass
+class RecurrentConfig:
+    """``model=lstm|gru``: a recurrent network over ``(batch, time, features)``."""
+
+    name: str = "lstm"
+    hidden_size: int = spec(64, ge=1)
+    num_layers: int = spec(1, ge=1)
+    bidirectional: bool = False
+    dropout: float = spec(0.0, ge=0, lt=1, help="dropout between stacked recurrent layers (num_layers > 1)")
+    pooling: str = spec("last", choices=("last", "mean", "max"), help="what the head reads from the sequence")
+
+
+@dataclass
+class RNNConfig(RecurrentConfig):
+    """``model=rnn``: an Elman RNN."""
+
+    name: str = "rnn"
+    nonlinearity: str = spec("tanh", choices=("tanh", "relu"))
+
+
+@dataclass
+class CustomModelConfig:
+    """``model=custom``: any importable ``nn.Module`` class or factory, with its own keys
+    added as ``+model.KEY=VALUE``."""
+
+    ALLOWS_EXTRA_KEYS: ClassVar[bool] = True
+
+    name: str = "custom"
+    _target_: str = spec(MISSING, pattern=r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+",
+                         help="a dotted import path such as my_pkg.MyNet")
+
+
+# --- data= ---------------------------------------------------------------------------
+
+@dataclass
+class DigitsConfig:
+    """``data=digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images)."""
+
+    name: str = "digits"
+    val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the data held out for validation")
+    test_fraction: float = spec(0.2, gt=0, lt=1, help="share of the data held out for the final test")
+
+
+# --- optim= --------------------------------------------------------------------------
+# Field names and defaults follow the torch signatures; a test checks that they cover them.
+
+@dataclass
+class SGDConfig:
+    """``optim=sgd|momentum|nesterov``: ``torch.optim.SGD``."""
+
+    name: str = "sgd"
+    lr: float = spec(0.01, ge=0)
+    momentum: float = spec(0.0, ge=0, le=1)
+    dampening: float = spec(0.0, ge=0, le=1)
+    weight_decay: float = spec(0.0, ge=0)
+    nesterov: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
+
+
+@dataclass
+class AdamConfig:
+    """``optim=adam``: ``torch.optim.Adam``."""
+
+    name: str = "adam"
+    lr: float = spec(1e-3, ge=0)
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    amsgrad: bool = False
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
+
+
+@dataclass
+class AdamWConfig:
+    """``optim=adamw``: ``torch.optim.AdamW`` (decoupled weight decay)."""
+
+    name: str = "adamw"
+    lr: float = spec(1e-3, ge=0)
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.01, ge=0)
+    amsgrad: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
+
+
+@dataclass
+class NAdamConfig:
+    """``optim=nadam``: ``torch.optim.NAdam`` (Adam with Nesterov momentum)."""
+
+    name: str = "nadam"
+    lr: float = spec(2e-3, ge=0)
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    momentum_decay: float = spec(4e-3, ge=0)
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+
+
+@dataclass
+class RMSpropConfig:
+    """``optim=rmsprop``: ``torch.optim.RMSprop``."""
+
+    name: str = "rmsprop"
+    lr: float = spec(1e-2, ge=0)
+    alpha: float = spec(0.99, ge=0, le=1, help="decay of the running average of squared gradients")
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    momentum: float = spec(0.0, ge=0, le=1)
+    centered: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+
+
+@dataclass
+class AdagradConfig:
+    """``optim=adagrad``: ``torch.optim.Adagrad``."""
+
+    name: str = "adagrad"
+    lr: float = spec(1e-2, ge=0)
+    lr_decay: float = spec(0.0, ge=0)
+    weight_decay: float = spec(0.0, ge=0)
+    initial_accumulator_value: float = spec(0.0, ge=0)
+    eps: float = spec(1e-10, gt=0)
+    maximize: bool = False
+    foreach: bool | None = None
+    fused: bool | None = None
+
+
+@dataclass
+class AdadeltaConfig:
+    """``optim=adadelta``: ``torch.optim.Adadelta``."""
+
+    name: str = "adadelta"
+    lr: float = spec(1.0, ge=0)
+    rho: float = spec(0.9, ge=0, le=1)
+    eps: float = spec(1e-6, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    maximize: bool = False
+    foreach: bool | None = None
+
+
+@dataclass
+class LBFGSConfig:
+    """``optim=lbfgs``: ``torch.optim.LBFGS``; the trainer supplies the closure it needs."""
+
+    name: str = "lbfgs"
+    lr: float = spec(1.0, ge=0)
+    max_iter: int = spec(20, ge=1, help="iterations per optimizer step (per batch)")
+    max_eval: int | None = spec(None, ge=1)
+    tolerance_grad: float = spec(1e-7, ge=0)
+    tolerance_change: float = spec(1e-9, ge=0)
+    history_size: int = spec(100, ge=1)
+    line_search_fn: str | None = spec("strong_wolfe", choices=("strong_wolfe",))
+    maximize: bool = False
+
+
+# --- loss= ---------------------------------------------------------------------------
+
+@dataclass
+class LossConfig:
+    """``loss=auto|mse|rmse|mae``: losses with no keys of their own."""
+
+    name: str = "auto"
+
+
+@dataclass
+class HuberConfig:
+    """``loss=huber``: squared error below ``delta``, absolute error above."""
+
+    name: str = "huber"
+    delta: float = spec(1.0, gt=0)
+
+
+@dataclass
+class BCEConfig:
+    """``loss=bce``: binary cross-entropy on logits."""
+
+    name: str = "bce"
+    pos_weight: float | None = spec(None, gt=0, help="weight of positive examples; > 1 favours recall")
+
+
+@dataclass
+class CrossEntropyConfig:
+    """``loss=cross_entropy|nll``: negative log-likelihood of the class, optionally weighted."""
+
+    name: str = "cross_entropy"
+    class_weights: Any = spec(None, help="null, balanced, or a list with one weight per class")
+
+
+# --- init= ---------------------------------------------------------------------------
+
+@dataclass
+class InitConfig:
+    """``init=default|zeros|fan_in_uniform|fan_in_normal``: schemes without keys."""
+
+    name: str = "default"
+
+
+@dataclass
+class GainInitConfig:
+    """``init=xavier_*|he_*|orthogonal``: schemes scaled for the activation that follows."""
+
+    name: str = "he_normal"
+    nonlinearity: str | None = spec(None, choices=ACTIVATIONS,
+                                    help="null matches the model's activation (tanh for recurrent models)")
+
+
+@dataclass
+class ConstantInitConfig:
+    """``init=constant``: every weight set to ``value``."""
+
+    name: str = "constant"
+    value: float = spec(0.01, help="the value of every weight")
+
+
+# --- scheduler= ----------------------------------------------------------------------
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler=none``: a constant learning rate (after the optional warm-up)."""
+
+    name: str = "none"
+    warmup_epochs: int = spec(0, ge=0, help="epochs of linear warm-up before the schedule starts")
+
+
+@dataclass
+class StepSchedulerConfig(SchedulerConfig):
+    """``scheduler=step``: multiply the LR by ``gamma`` every ``step_size`` epochs."""
+
+    name: str = "step"
+    step_size: int = spec(10, ge=1)
+    gamma: float = spec(0.1, gt=0)
+
+
+@dataclass
+class MultiStepSchedulerConfig(SchedulerConfig):
+    """``scheduler=multistep``: multiply the LR by ``gamma`` at each milestone epoch."""
+
+    name: str = "multistep"
+    milestones: list[int] = spec([10, 20], items={"ge": 1})
+    gamma: float = spec(0.1, gt=0)
+
+
+@dataclass
+class ExponentialSchedulerConfig(SchedulerConfig):
+    """``scheduler=exponential``: multiply the LR by ``gamma`` every epoch."""
+
+    name: str = "exponential"
+    gamma: float = spec(0.95, gt=0)
+
+
+@dataclass
+class CosineSchedulerConfig(SchedulerConfig):
+    """``scheduler=cosine``: cosine annealing from the LR down to ``eta_min``."""
+
+    name: str = "cosine"
+    T_max: int | None = spec(None, ge=1, help="epochs of the half cosine; null: the epochs left after warm-up")
+    eta_min: float = spec(0.0, ge=0)
+
+
+@dataclass
+class PlateauSchedulerConfig(SchedulerConfig):
+    """``scheduler=plateau``: reduce the LR when the monitored metric stops improving."""
+
+    name: str = "plateau"
+    monitor: str | None = spec(None, help="a logged metric; null: trainer.early_stopping.monitor")
+    mode: str = spec("auto", choices=("auto", "min", "max"))
+    factor: float = spec(0.1, gt=0, lt=1)
+    patience: int = spec(2, ge=0)
+    threshold: float = spec(1e-4, ge=0)
+    threshold_mode: str = spec("rel", choices=("rel", "abs"))
+    cooldown: int = spec(0, ge=0)
+    min_lr: float = spec(0.0, ge=0)
+    eps: float = spec(1e-8, ge=0)
+
+
+@dataclass
+class OneCycleSchedulerConfig(SchedulerConfig):
+    """``scheduler=onecycle``: one cycle up to ``max_lr`` and down, stepped every batch."""
+
+    name: str = "onecycle"
+    max_lr: float | None = spec(None, gt=0, help="peak LR; null: optim.lr")
+    pct_start: float = spec(0.3, gt=0, lt=1)
+    anneal_strategy: str = spec("cos", choices=("cos", "linear"))
+    cycle_momentum: bool = True
+    base_momentum: float = spec(0.85, ge=0, le=1)
+    max_momentum: float = spec(0.95, ge=0, le=1)
+    div_factor: float = spec(25.0, gt=0)
+    final_div_factor: float = spec(1e4, gt=0)
+    three_phase: bool = False
+
+
+# --- plain nodes ---------------------------------------------------------------------
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = spec("val_loss", help="a metric logged each epoch, e.g. val_loss or val_accuracy")
+    mode: str = spec("auto", choices=("auto", "min", "max"))
+    min_delta: float = spec(0.0, ge=0)
+    patience: int = spec(5, ge=0)
+
+
+@dataclass
+class CheckpointConfig:
+    save_best: bool = True
+    save_last: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = spec(30, ge=1)
+    batch_size: int = spec(64, ge=1)
+    eval_batch_size: int = spec(512, ge=1)
+    fast_dev_run: bool = False
+    log_every_n_steps: int = spec(50, ge=1)
+    precision: str = spec("32", choices=PRECISIONS, help="32, bf16 or 16 (16 needs CUDA)")
+    compile: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class HFlipConfig:
+    p: float = spec(0.5, ge=0, le=1, help="probability of mirroring an image left-right")
+
+
+@dataclass
+class RotateConfig:
+    degrees: float = spec(15.0, ge=0, le=180, help="rotation drawn from [-degrees, degrees]")
+
+
+@dataclass
+class ShiftConfig:
+    fraction: float = spec(0.1, ge=0, lt=1, help="shift drawn from [-fraction, fraction] of the width and height")
+
+
+@dataclass
+class ZoomConfig:
+    scale: float = spec(0.1, ge=0, lt=1, help="zoom factor drawn from [1 - scale, 1 + scale]")
+
+
+@dataclass
+class BrightnessConfig:
+    delta: float = spec(0.2, ge=0, help="offset drawn from [-delta, delta], in input units")
+
+
+@dataclass
+class ContrastConfig:
+    delta: float = spec(0.2, ge=0, lt=1, help="contrast factor drawn from [1 - delta, 1 + delta]")
+
+
+@dataclass
+class AugmentParamsConfig:
+    hflip: HFlipConfig = field(default_factory=HFlipConfig)
+    rotate: RotateConfig = field(default_factory=RotateConfig)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    zoom: ZoomConfig = field(default_factory=ZoomConfig)
+    brightness: BrightnessConfig = field(default_factory=BrightnessConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
+
+
+@dataclass
+class RegularizationConfig:
+    dropout: float = spec(0.0, ge=0, lt=1, help="probability of zeroing a hidden unit")
+    batch_norm: bool = False
+    l1: float = spec(0.0, ge=0, help="adds l1 * sum(|w|) over the weights to the loss")
+    l2: float = spec(0.0, ge=0, help="weight decay on the weights (never biases or norm parameters)")
+    label_smoothing: float = spec(0.0, ge=0, lt=1)
+    grad_clip: float | None = spec(None, gt=0, help="clip the gradient norm to this value")
+    grad_clip_value: float | None = spec(None, gt=0, help="clip every gradient element to [-value, value]")
+    augment: list[str] = spec([], items={"choices": AUGMENTATIONS}, help="image augmentations for training")
+    augment_params: AugmentParamsConfig = field(default_factory=AugmentParamsConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The primary config (``conf/train.yaml``)."""
+
+    model: Any = MISSING
+    data: Any = MISSING
+    optim: Any = MISSING
+    loss: Any = MISSING
+    init: Any = MISSING
+    scheduler: Any = MISSING
+    seed: int = spec(0, ge=0, le=2**32 - 1)
+    device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
+    resume: str | None = None
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+#: Schema of every option of every config group: ``GROUP_SCHEMAS[group][option]``.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
+              "gru": RecurrentConfig, "custom": CustomModelConfig},
+    "data": {"digits": DigitsConfig},
+    "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,
+              "adamw": AdamWConfig, "nadam": NAdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig,
+              "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig},
+    "loss": {"auto": LossConfig, "mse": LossConfig, "rmse": LossConfig, "mae": LossConfig, "huber": HuberConfig,
+             "bce": BCEConfig, "cross_entropy": CrossEntropyConfig, "nll": CrossEntropyConfig},
+    "init": {"default": InitConfig, "xavier_uniform": GainInitConfig, "xavier_normal": GainInitConfig,
+             "he_uniform": GainInitConfig, "he_normal": GainInitConfig, "fan_in_uniform": InitConfig,
+             "fan_in_normal": InitConfig, "orthogonal": GainInitConfig, "zeros": InitConfig,
+             "constant": ConstantInitConfig},
+    "scheduler": {"none": SchedulerConfig, "step": StepSchedulerConfig, "multistep": MultiStepSchedulerConfig,
+                  "exponential": ExponentialSchedulerConfig, "cosine": CosineSchedulerConfig,
+                  "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
+}
