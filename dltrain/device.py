@@ -1,4 +1,4 @@
-"""The ``device`` key: ``auto|cpu|cuda|cuda:N|mps``."""
+"""The ``device`` key (``auto|cpu|cuda|cuda:N|mps``) and ``trainer.precision``."""
 
 from __future__ import annotations
 
@@ -44,3 +44,27 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "cpu":
         return torch.device("cpu")
     raise ConfigError(f"device={spec} is not valid: expected auto, cpu, cuda, cuda:N or mps.")
+
+
+def resolve_precision(precision: str, device: torch.device, optim_name: str = "") -> torch.dtype | None:
+    """The autocast dtype for ``trainer.precision`` on ``device``; None for full precision.
+
+    Raises:
+        ConfigError: a precision this device (or optimizer) cannot train in.
+    """
+    if precision == "32":
+        return None
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"trainer.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 "
+                              "support; use trainer.precision=16 or 32.")
+        return torch.bfloat16
+    if precision == "16":
+        if device.type != "cuda":
+            raise ConfigError(f"trainer.precision=16 needs a CUDA device (float16 autocast with a gradient scaler), "
+                              f"and this run is on {device.type}: use trainer.precision=bf16 or 32.")
+        if optim_name == "lbfgs":
+            raise ConfigError("trainer.precision=16 scales the loss, which optim=lbfgs's line search cannot use: "
+                              "use trainer.precision=bf16 or 32 with LBFGS.")
+        return torch.float16
+    raise ConfigError(f"trainer.precision={precision} is not valid: expected 32, bf16 or 16.")

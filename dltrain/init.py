@@ -1,25 +1,225 @@
-"""Weight initialisation schemes (``init=``)."""
+"""Weight initialisation schemes (``init=``).
+
+Every builder takes ``(model, activation=None, **its_options)``, initialises the model in
+place and returns module name -> scheme applied (``"he_normal(relu)"``, ``"zeros"``, ...)
+for every leaf module that owns parameters: the Init column of the model summary.
+
+What a scheme touches: the weights of ``nn.Linear``, ``nn.Conv1d/2d/3d`` and every
+``weight_*`` matrix of ``nn.RNN/LSTM/GRU``; their biases start at 0 (except under
+``default``). Normalisation layers (weight 1, bias 0), embeddings and any other module
+keep PyTorch's own initialisation and are reported as ``"default"``.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
 from torch import nn
 
+from dltrain.errors import ConfigError
 from dltrain.registry import Registry
 
 INITS = Registry("init")
 
+#: Modules whose ``weight`` (and ``bias``) a scheme initialises.
+FEEDFORWARD = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Negative slope of ``nn.LeakyReLU()``, the module ``model.activation=leaky_relu`` builds.
+LEAKY_RELU_SLOPE = 0.01
+#: dltrain activation name -> the nonlinearity name ``torch.nn.init.calculate_gain`` knows.
+#: gelu and elu have no gain in torch; both behave like relu for large inputs (identity on
+#: the positive side, ~0 on the negative), so relu's gain sqrt(2) is the usual stand-in.
+TORCH_NONLINEARITY = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "gelu": "relu",
+    "elu": "relu",
+    "identity": "linear",
+}
+
+# fill(weight, nonlinearity) initialises one weight tensor in place.
+Fill = Callable[[torch.Tensor, str], None]
+
+
+def _leaves_with_params(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) for every leaf module that owns parameters, in definition order."""
+    for name, module in model.named_modules():
+        if not list(module.children()) and any(True for _ in module.parameters(recurse=False)):
+            yield name, module
+
+
+def _nonlinearity(nonlinearity: str | None, activation: str | None, module: nn.Module) -> str:
+    """The dltrain activation name a gain-scaled scheme is matched to, for ``module``.
+
+    ``init.nonlinearity`` wins; otherwise a recurrent module uses its own nonlinearity
+    (tanh, or relu for ``nn.RNN(nonlinearity="relu")``: the gates of LSTM/GRU are
+    sigmoid/tanh, and the model's head activation says nothing about them); any other
+    module uses the model's activation, and relu when the model names none.
+    """
+    if nonlinearity is not None:
+        name, key = nonlinearity, "init.nonlinearity"
+    elif isinstance(module, nn.RNNBase):
+        name, key = getattr(module, "nonlinearity", "tanh"), "init.nonlinearity"
+    else:
+        name, key = activation or "relu", "model.activation"
+    if name not in TORCH_NONLINEARITY:
+        raise ConfigError(f"{key}={name} is not a known activation: choose one of {', '.join(TORCH_NONLINEARITY)}.")
+    return name
+
+
+def _gain(nonlinearity: str) -> float:
+    """``calculate_gain`` for a dltrain activation name."""
+    return nn.init.calculate_gain(TORCH_NONLINEARITY[nonlinearity], LEAKY_RELU_SLOPE)
+
+
+def _fan_in(weight: torch.Tensor) -> int:
+    """Inputs per output unit: in_features (Linear), in_channels/groups * kernel area (Conv), dim 1 (RNN)."""
+    return max(math.prod(weight.shape[1:]), 1)
+
+
+def _init_model(model: nn.Module, scheme: str, fill: Fill, activation: str | None = None,
+                nonlinearity: str | None = None, gain_scaled: bool = False) -> dict[str, str]:
+    """Apply ``fill`` to every weight a scheme touches and zero their biases.
+
+    Args:
+        model: initialised in place.
+        scheme: how the summary names the scheme; gain-scaled ones get ``(nonlinearity)`` appended.
+        fill: initialises one weight tensor, given the nonlinearity it is matched to.
+        activation: the model's activation name, or None.
+        nonlinearity: ``init.nonlinearity``; None matches each module as in :func:`_nonlinearity`.
+        gain_scaled: whether the scheme depends on the nonlinearity.
+    """
+    applied: dict[str, str] = {}
+    for name, module in _leaves_with_params(model):
+        if isinstance(module, FEEDFORWARD):
+            weights = [module.weight]
+            biases = [module.bias] if module.bias is not None else []
+        elif isinstance(module, nn.RNNBase):
+            # weight_ih_l{k}[_reverse], weight_hh_l{k}[_reverse] (and weight_hr_l{k} with proj_size):
+            # each a 2-D matrix with the gates stacked along dim 0, so fan_in is dim 1.
+            params = dict(module.named_parameters(recurse=False))
+            weights = [p for n, p in params.items() if n.startswith("weight_")]
+            biases = [p for n, p in params.items() if n.startswith("bias_")]
+        else:
+            applied[name] = "default"
+            continue
+        act = _nonlinearity(nonlinearity, activation, module) if gain_scaled else ""
+        with torch.no_grad():
+            for weight in weights:
+                fill(weight, act)
+            for bias in biases:
+                bias.zero_()
+        applied[name] = f"{scheme}({act})" if gain_scaled else scheme
+    return applied
+
 
 @INITS.register("default")
-def init_default(model: nn.Module) -> dict[str, str]:
-    """Keep PyTorch's own initialisation (Kaiming-uniform with a=sqrt(5) for Linear)."""
-    return {name: "default" for name, m in model.named_modules()
-            if not list(m.children()) and any(True for _ in m.parameters(recurse=False))}
+def init_default(model: nn.Module, activation: str | None = None) -> dict[str, str]:
+    """Keep PyTorch's own initialisation (Kaiming-uniform with a=sqrt(5) for Linear and Conv)."""
+    return {name: "default" for name, _ in _leaves_with_params(model)}
 
 
-def apply_init(model: nn.Module, name: str) -> dict[str, str]:
+@INITS.register("xavier_uniform")
+def init_xavier_uniform(model: nn.Module, activation: str | None = None,
+                        nonlinearity: str | None = None) -> dict[str, str]:
+    """Glorot uniform: U[-a, a], a = gain * sqrt(6 / (fan_in + fan_out))."""
+    return _init_model(model, "xavier_uniform", lambda w, act: nn.init.xavier_uniform_(w, gain=_gain(act)),
+                       activation, nonlinearity, gain_scaled=True)
+
+
+@INITS.register("xavier_normal")
+def init_xavier_normal(model: nn.Module, activation: str | None = None,
+                       nonlinearity: str | None = None) -> dict[str, str]:
+    """Glorot normal: N(0, std = gain * sqrt(2 / (fan_in + fan_out)))."""
+    return _init_model(model, "xavier_normal", lambda w, act: nn.init.xavier_normal_(w, gain=_gain(act)),
+                       activation, nonlinearity, gain_scaled=True)
+
+
+def _kaiming(fill: Callable[..., Any]) -> Fill:
+    """A Fill calling ``kaiming_uniform_`` or ``kaiming_normal_`` in fan_in mode for a dltrain activation."""
+
+    def apply(weight: torch.Tensor, act: str) -> None:
+        # kaiming_* take the nonlinearity name and compute the gain themselves; `a` is
+        # only read for leaky_relu.
+        fill(weight, a=LEAKY_RELU_SLOPE if act == "leaky_relu" else 0.0, mode="fan_in",
+             nonlinearity=TORCH_NONLINEARITY[act])
+
+    return apply
+
+
+@INITS.register("he_uniform")
+def init_he_uniform(model: nn.Module, activation: str | None = None,
+                    nonlinearity: str | None = None) -> dict[str, str]:
+    """He/Kaiming uniform: U[-a, a], a = gain * sqrt(3 / fan_in) (sqrt(6 / fan_in) for relu)."""
+    return _init_model(model, "he_uniform", _kaiming(nn.init.kaiming_uniform_), activation, nonlinearity,
+                       gain_scaled=True)
+
+
+@INITS.register("he_normal")
+def init_he_normal(model: nn.Module, activation: str | None = None,
+                   nonlinearity: str | None = None) -> dict[str, str]:
+    """He/Kaiming normal: N(0, std = gain / sqrt(fan_in)) (sqrt(2 / fan_in) for relu)."""
+    return _init_model(model, "he_normal", _kaiming(nn.init.kaiming_normal_), activation, nonlinearity,
+                       gain_scaled=True)
+
+
+@INITS.register("fan_in_uniform")
+def init_fan_in_uniform(model: nn.Module, activation: str | None = None) -> dict[str, str]:
+    """U[-1/sqrt(fan_in), 1/sqrt(fan_in)] for every weight."""
+
+    def fill(weight: torch.Tensor, _act: str) -> None:
+        bound = 1.0 / math.sqrt(_fan_in(weight))
+        nn.init.uniform_(weight, -bound, bound)
+
+    return _init_model(model, "fan_in_uniform", fill)
+
+
+@INITS.register("fan_in_normal")
+def init_fan_in_normal(model: nn.Module, activation: str | None = None) -> dict[str, str]:
+    """N(0, std = 1/sqrt(fan_in)) for every weight."""
+    return _init_model(model, "fan_in_normal",
+                       lambda w, _act: nn.init.normal_(w, mean=0.0, std=1.0 / math.sqrt(_fan_in(w))))
+
+
+@INITS.register("orthogonal")
+def init_orthogonal(model: nn.Module, activation: str | None = None,
+                    nonlinearity: str | None = None) -> dict[str, str]:
+    """Orthogonal matrices (rows or columns orthonormal) scaled by the activation's gain.
+
+    Conv kernels are flattened to ``(out_channels, in_channels * kernel area)``; the
+    stacked gate matrices of LSTM/GRU are made orthogonal as a whole.
+    """
+    return _init_model(model, "orthogonal", lambda w, act: nn.init.orthogonal_(w, gain=_gain(act)),
+                       activation, nonlinearity, gain_scaled=True)
+
+
+@INITS.register("zeros")
+def init_zeros(model: nn.Module, activation: str | None = None) -> dict[str, str]:
+    """Every weight and bias 0: the units of a layer stay identical, so the net cannot learn."""
+    return _init_model(model, "zeros", lambda w, _act: nn.init.zeros_(w))
+
+
+@INITS.register("constant")
+def init_constant(model: nn.Module, activation: str | None = None, value: float = 0.01) -> dict[str, str]:
+    """Every weight ``value``, biases 0: like zeros, the symmetry between units never breaks."""
+    return _init_model(model, f"constant({value:g})", lambda w, _act: nn.init.constant_(w, value))
+
+
+def apply_init(model: nn.Module, name: str, activation: str | None = None, **options: Any) -> dict[str, str]:
     """Initialise ``model`` in place with scheme ``name``.
 
+    Args:
+        model: the model to initialise.
+        name: the ``init=`` option (a name in ``INITS``).
+        activation: the model's activation name (``model.activation``), or None for
+            models that have none; gain-scaled schemes match it unless told otherwise.
+        **options: the init config's keys other than ``name`` (``nonlinearity``, ``value``).
+
     Returns:
-        module name -> scheme applied, for the model summary.
+        module name -> scheme applied, for every leaf module with parameters (the summary's Init column).
     """
-    return INITS.build(name, model=model)
+    return INITS.build(name, model, activation=activation, **options)

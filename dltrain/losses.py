@@ -1,10 +1,16 @@
 """Losses (``loss=``), chosen for the data's task and checked against it before training.
 
-Every loss takes the model's raw outputs (logits for classification) and the targets as
-the dataset stores them (class indices for classification, floats for regression).
+Every loss takes the model's raw outputs and the targets as the dataset stores them:
+class indices for ``binary`` and ``multiclass``, 0/1 floats of shape ``(N, labels)`` for
+``multilabel``, floats for ``regression``. A loss also says how wide the model's output
+layer must be (``output_width``): one logit for BCE on binary data, two for
+cross-entropy on the same data, one per class or label otherwise.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,53 +19,182 @@ from torch import nn
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
 
+log = logging.getLogger(__name__)
+
 LOSSES = Registry("loss")
 
-CLASSIFICATION = ("binary", "multiclass")
+CLASSIFICATION = ("binary", "multiclass", "multilabel")
+SINGLE_LABEL = ("binary", "multiclass")  # one class index per example
 
 
-class CrossEntropy(nn.Module):
-    """Softmax cross-entropy on logits and class indices."""
+class Loss(nn.Module):
+    """A loss with what it needs from the model.
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target)
+    Attributes:
+        output_width: the model's output size this loss expects.
+        log_probs: the model must end in log-softmax (``nll``).
+    """
+
+    output_width: int
+    log_probs: bool = False
 
 
-class MSE(nn.Module):
-    """Mean squared error. On a classification task the softmax probabilities are compared
-    with one-hot targets, the way the notes first train a classifier with MSE."""
+def _one_hot(target: torch.Tensor, task: str, width: int, smoothing: float) -> torch.Tensor:
+    """Float targets the shape of a probability output; smoothed toward uniform."""
+    if task == "multiclass":
+        soft = F.one_hot(target, width).float()  # (B, C)
+        return soft * (1 - smoothing) + smoothing / width if smoothing else soft
+    soft = target.float().reshape(target.shape[0], -1)  # binary (B, 1) or multilabel (B, L)
+    return soft * (1 - smoothing) + smoothing / 2 if smoothing else soft
 
-    def __init__(self, task: str) -> None:
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits and class indices. Given log-probabilities it is
+    the negative log-likelihood, since log-softmax leaves log-probabilities unchanged."""
+
+    def __init__(self, width: int, weight: torch.Tensor | None, label_smoothing: float, log_probs: bool) -> None:
         super().__init__()
-        self.task = task
+        self.output_width = width
+        self.log_probs = log_probs
+        self.label_smoothing = label_smoothing
+        self.register_buffer("weight", weight)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task in CLASSIFICATION:
-            probs = output.softmax(dim=1)  # (B, C)
-            return F.mse_loss(probs, F.one_hot(target, probs.shape[1]).to(probs.dtype))
-        return F.mse_loss(output, target.reshape(output.shape))
+        if self.log_probs and not self.label_smoothing:
+            return F.nll_loss(output, target, weight=self.weight)
+        return F.cross_entropy(output, target, weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+class BCE(Loss):
+    """Binary cross-entropy on logits (sigmoid inside the loss, computed stably)."""
+
+    def __init__(self, task: str, width: int, pos_weight: float | None, label_smoothing: float) -> None:
+        super().__init__()
+        self.task, self.output_width, self.label_smoothing = task, width, label_smoothing
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(float(pos_weight)))
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        soft = _one_hot(target, self.task, self.output_width, self.label_smoothing)
+        return F.binary_cross_entropy_with_logits(output.float(), soft, pos_weight=self.pos_weight)
+
+
+class Distance(Loss):
+    """MSE, RMSE, MAE or Huber. On classification data it compares class probabilities
+    (softmax, or sigmoid per label) with one-hot targets, the way the notes first train a
+    classifier with MSE."""
+
+    def __init__(self, kind: str, task: str, width: int, label_smoothing: float, delta: float = 1.0) -> None:
+        super().__init__()
+        self.kind, self.task, self.output_width = kind, task, width
+        self.label_smoothing, self.delta = label_smoothing, delta
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":
+            pred, goal = output, target.reshape(output.shape).to(output.dtype)
+        else:
+            pred = output.softmax(dim=1) if self.task == "multiclass" else output.sigmoid()
+            goal = _one_hot(target, self.task, self.output_width, self.label_smoothing)
+        if self.kind == "mae":
+            return F.l1_loss(pred, goal)
+        if self.kind == "huber":
+            return F.huber_loss(pred, goal, delta=self.delta)
+        mse = F.mse_loss(pred, goal)
+        # torch has no RMSE; the epsilon keeps the gradient finite at a perfect fit.
+        return (mse + 1e-12).sqrt() if self.kind == "rmse" else mse
+
+
+def _class_weights(name: str, class_weights: Any, num_outputs: int, class_counts: torch.Tensor | None,
+                   ) -> torch.Tensor | None:
+    """``loss.class_weights``: null, ``balanced`` or one positive weight per class."""
+    if class_weights is None:
+        return None
+    if class_weights == "balanced":
+        if class_counts is None:
+            raise ConfigError(f"loss.class_weights=balanced needs class labels: use loss={name} without it.")
+        counts = class_counts.double().clamp_min(1)  # a class absent from training gets the largest weight
+        return (counts.sum() / (len(counts) * counts)).float()
+    if not isinstance(class_weights, (list, tuple)) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in class_weights):
+        raise ConfigError(f"loss.class_weights={class_weights} is not valid: use null, balanced, "
+                          "or a list of positive numbers, one per class.")
+    if len(class_weights) != num_outputs:
+        raise ConfigError(f"loss.class_weights has {len(class_weights)} values but the data has {num_outputs} "
+                          "classes: give one weight per class, or use balanced.")
+    return torch.tensor([float(w) for w in class_weights])
+
+
+def _needs_labels(name: str, task: str, allowed: tuple[str, ...]) -> None:
+    if task not in allowed:
+        hint = "loss=mse or loss=auto" if task == "regression" else "loss=bce or loss=auto"
+        raise ConfigError(f"loss={name} needs {' or '.join(allowed)} targets, but this data's task is "
+                          f"{task}: use {hint}.")
+
+
+def _no_smoothing(name: str, task: str, label_smoothing: float) -> None:
+    if label_smoothing and task == "regression":
+        raise ConfigError(f"regularization.label_smoothing={label_smoothing:g} smooths class labels, but this data's "
+                          f"target is continuous: set regularization.label_smoothing=0 for loss={name}.")
 
 
 @LOSSES.register("cross_entropy")
-def build_cross_entropy(task: str, num_outputs: int) -> nn.Module:
-    if task not in CLASSIFICATION:
-        raise ConfigError(
-            f"loss=cross_entropy needs class labels, but this data's target is continuous ({task}): "
-            "use loss=mse or loss=auto.")
-    return CrossEntropy()
+def build_cross_entropy(task: str, num_outputs: int, label_smoothing: float = 0.0,
+                        class_counts: torch.Tensor | None = None, class_weights: Any = None) -> Loss:
+    """Softmax cross-entropy; one logit per class (two for binary data)."""
+    _needs_labels("cross_entropy", task, SINGLE_LABEL)
+    weight = _class_weights("cross_entropy", class_weights, num_outputs, class_counts)
+    return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=False)
 
 
-@LOSSES.register("mse")
-def build_mse(task: str, num_outputs: int) -> nn.Module:
-    return MSE(task)
+@LOSSES.register("nll")
+def build_nll(task: str, num_outputs: int, label_smoothing: float = 0.0,
+              class_counts: torch.Tensor | None = None, class_weights: Any = None) -> Loss:
+    """Negative log-likelihood of log-softmax outputs."""
+    _needs_labels("nll", task, SINGLE_LABEL)
+    weight = _class_weights("nll", class_weights, num_outputs, class_counts)
+    return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=True)
+
+
+@LOSSES.register("bce")
+def build_bce(task: str, num_outputs: int, label_smoothing: float = 0.0,
+              class_counts: torch.Tensor | None = None, pos_weight: float | None = None) -> Loss:
+    """Binary cross-entropy on logits: one output for binary data, one per label or class."""
+    _needs_labels("bce", task, CLASSIFICATION)
+    return BCE(task, 1 if task == "binary" else num_outputs, pos_weight, label_smoothing)
+
+
+def _distance(kind: str):
+    def build(task: str, num_outputs: int, label_smoothing: float = 0.0,
+              class_counts: torch.Tensor | None = None, **options: Any) -> Loss:
+        _no_smoothing(kind, task, label_smoothing)
+        return Distance(kind, task, 1 if task == "binary" else num_outputs, label_smoothing, **options)
+
+    build.__doc__ = f"``loss={kind}``; on classification data, between probabilities and one-hot targets."
+    return build
+
+
+for _kind in ("mse", "rmse", "mae", "huber"):
+    LOSSES.register(_kind)(_distance(_kind))
 
 
 @LOSSES.register("auto")
-def build_auto(task: str, num_outputs: int) -> nn.Module:
-    """Cross-entropy for classification, MSE for regression."""
-    return LOSSES.build(resolve_auto(task), task=task, num_outputs=num_outputs)
+def build_auto(task: str, num_outputs: int, **kwargs: Any) -> Loss:
+    """The loss :func:`resolve_auto` picks for the task, with its default settings."""
+    return LOSSES.build(resolve_auto(task), task=task, num_outputs=num_outputs, **kwargs)
 
 
 def resolve_auto(task: str) -> str:
-    """The loss ``loss=auto`` picks for ``task``."""
-    return "cross_entropy" if task in CLASSIFICATION else "mse"
+    """``loss=auto``: regression -> mse, binary and multi-label -> bce, multi-class -> cross_entropy."""
+    return {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy", "multilabel": "bce"}[task]
+
+
+def trap_warnings(loss_name: str, last_layer: str) -> list[str]:
+    """Known traps the notes warn about, from the type of the model's last layer."""
+    if loss_name in ("cross_entropy", "bce") and last_layer in ("Softmax", "Sigmoid", "LogSoftmax"):
+        if not (loss_name == "cross_entropy" and last_layer == "LogSoftmax"):  # log-softmax twice is harmless
+            return [f"the model ends in {last_layer} and loss={loss_name} applies "
+                    f"{'softmax' if loss_name == 'cross_entropy' else 'a sigmoid'} again: remove that last layer "
+                    "(the loss takes raw logits), or training will be slow and the loss wrong"]
+    if loss_name == "nll" and last_layer != "LogSoftmax":
+        return [f"loss=nll expects log-probabilities but the model ends in {last_layer}: end it in "
+                "nn.LogSoftmax(dim=1), or use loss=cross_entropy on raw logits"]
+    return []

@@ -14,7 +14,7 @@ from dltrain.losses import CLASSIFICATION
 class MetricAccumulator:
     """Running sums for one pass over a split.
 
-    Classification reports ``loss`` and ``accuracy``; regression reports ``loss``,
+    Classification reports ``loss`` and ``accuracy`` (per label for multi-label data); regression reports ``loss``,
     ``rmse``, ``mae`` and ``r2`` (averaged over output columns).
     """
 
@@ -32,8 +32,12 @@ class MetricAccumulator:
         n = target.shape[0]
         self.count += n
         self._add("loss", loss.detach().float() * n)
-        if self.task in CLASSIFICATION:
-            self._add("correct", (output.argmax(dim=1) == target).sum())
+        if self.task == "multilabel":  # share of labels right, averaged over examples
+            self._add("correct", ((output > 0) == (target > 0.5)).float().mean(dim=1).sum())
+        elif self.task in CLASSIFICATION:
+            # One output column is a binary logit (loss=bce); otherwise one column per class.
+            pred = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
+            self._add("correct", (pred == target).sum())
         else:
             pred = output.detach().float()
             y = target.reshape(pred.shape).float()

@@ -1,5 +1,10 @@
-"""Optimizers (``optim=``). Each builder takes the parameters and the torch keyword
-arguments; every hyperparameter of the torch optimizer is a config key."""
+"""Optimizers (``optim=``). Each builder takes parameter groups and the torch keyword
+arguments; every hyperparameter of the torch optimizer is a config key.
+
+Weight decay, whether set as ``regularization.l2`` or as the optimizer's own
+``weight_decay``, applies to the weights only: biases and normalisation parameters sit in
+a parameter group without decay (see ``dltrain.regularization``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import nn
 
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
+from dltrain.regularization import param_groups
 
 OPTIMIZERS = Registry("optim")
+
+#: Optimizers that re-evaluate the loss within a step: the trainer passes them a closure.
+CLOSURE_OPTIMIZERS = ("lbfgs",)
 
 
 def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
@@ -22,18 +32,40 @@ def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[
         try:
             return make(params, **kwargs)
         except ValueError as err:
-            raise ConfigError(f"optim={name}: {err}") from err
+            raise ConfigError(f"optim={name}: {str(err).rstrip('.')}; change the optim.* value it names.") from err
 
     build.__doc__ = f"Build ``{make.__module__}.{make.__qualname__}``."
     return build
 
 
-OPTIMIZERS.register("sgd")(_checked("sgd", torch.optim.SGD))
-OPTIMIZERS.register("adam")(_checked("adam", torch.optim.Adam))
+for _name, _cls in {
+    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+    "lbfgs": torch.optim.LBFGS,
+}.items():
+    OPTIMIZERS.register(_name)(_checked(_name, _cls))
 
 
-def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    """The optimizer registered as ``name`` over ``params`` with torch's keyword arguments."""
+def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, **kwargs: Any) -> torch.optim.Optimizer:
+    """The optimizer registered as ``name`` over ``model``'s parameters.
+
+    Args:
+        name: the ``optim=`` option.
+        model: whose parameters to optimise.
+        l2: ``regularization.l2``, the weight decay on the weights. For LBFGS, which has no
+            weight decay, the trainer adds it to the loss instead (``WeightPenalty``).
+        **kwargs: the torch optimizer's keyword arguments (the ``optim.*`` keys).
+
+    Raises:
+        ConfigError: for values torch refuses, or decay set twice.
+    """
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    return OPTIMIZERS.build(name, params, **kwargs)
+    if name in CLOSURE_OPTIMIZERS:  # one parameter group only: LBFGS refuses several
+        return OPTIMIZERS.build(name, [p for p in model.parameters() if p.requires_grad], **kwargs)
+    decay = kwargs.pop("weight_decay", 0.0)
+    if l2 and decay and l2 != decay:
+        raise ConfigError(f"regularization.l2={l2:g} and optim.weight_decay={decay:g} both set weight decay: "
+                          "keep one of them and set the other to 0.")
+    return OPTIMIZERS.build(name, param_groups(model, l2 or decay), **kwargs)

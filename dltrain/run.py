@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,25 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from dltrain.callbacks import EarlyStopping
 from dltrain.checkpoint import save_checkpoint
 from dltrain.config import validate
-from dltrain.data import DATASETS, DataSplits, TensorBatches
-from dltrain.device import resolve_device
+from dltrain.data import DATASETS, Augment, DataSplits, TensorBatches, build_augment
+from dltrain.device import resolve_device, resolve_precision
 from dltrain.errors import ConfigError
 from dltrain.files import ensure_new_run_dir, write_json
 from dltrain.init import apply_init
-from dltrain.losses import LOSSES, resolve_auto
+from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
 from dltrain.metrics import metric_names
 from dltrain.models import MODELS
-from dltrain.models.summary import format_summary, summarize
-from dltrain.optim import build_optimizer
+from dltrain.models.summary import LayerRow, format_summary, summarize
+from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
 from dltrain.progress import ProgressDisplay, print_results
+from dltrain.regularization import WeightPenalty
 from dltrain.report import MetricsCSV, versions
+from dltrain.schedulers import LRSchedule, build_scheduler
 from dltrain.trainer import Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -71,41 +74,131 @@ class Experiment:
     """Everything a config builds before training starts."""
 
     data: DataSplits
-    model: torch.nn.Module
+    model: nn.Module
     init_applied: dict[str, str]
+    summary_rows: list[LayerRow]
     loss_name: str
-    loss_fn: torch.nn.Module
+    loss_fn: Loss
     optimizer: torch.optim.Optimizer
+    scheduler: LRSchedule
+    penalty: WeightPenalty
+    augment: Augment | None
+    autocast_dtype: torch.dtype | None
+    batches: tuple[TensorBatches, TensorBatches, TensorBatches]
+    warnings: list[str] = field(default_factory=list)
 
 
 def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
-    """Data, model, init, loss and optimizer from ``cfg``: the one place where config
-    keys become builder arguments. Raises ConfigError for combinations that cannot work."""
+    """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
+    place where config keys become builder arguments.
+
+    Raises:
+        ConfigError: for combinations that cannot work, before any training step.
+    """
+    reg, tcfg = cfg.regularization, cfg.trainer
     data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data)).to(device)
-    check_monitor(cfg.trainer.early_stopping.monitor, data.task)
+    check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
+    autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
+
+    # The loss first: it decides how wide the model's output layer is.
+    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
+    loss_fn = LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
+                           label_smoothing=reg.label_smoothing, class_counts=data.class_counts(),
+                           **_options(cfg.loss)).to(device)
+    warnings: list[str] = []
+    model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings)
+    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity")
+    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
+    if loss_fn.log_probs and cfg.model.name != "custom":
+        model = with_log_softmax(model)
+    model.to(device)
+    summary_rows = check_model(cfg.model.name, model, data.input_shape, init_applied, loss_fn, loss_name)
+    warnings += trap_warnings(loss_name, summary_rows[-1].kind if summary_rows else "")
+
+    closure = cfg.optim.name in CLOSURE_OPTIMIZERS
+    optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2, **_options(cfg.optim))
+    penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
+    augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
+    batches = make_batches(data, tcfg, cfg.seed)
+
+    sched = _options(cfg.scheduler)
+    if cfg.scheduler.name == "plateau":
+        sched["monitor"] = sched["monitor"] or tcfg.early_stopping.monitor
+        check_monitor("scheduler.monitor", sched["monitor"], data.task)
+    max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
+    scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
+                                steps_per_epoch=len(batches[0]), **sched)
+    return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
+                      penalty, augment, autocast_dtype, batches, warnings)
+
+
+def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int, warnings: list[str]) -> nn.Module:
+    """``model=...`` with ``regularization.dropout`` and ``batch_norm`` passed to the built-in
+    models (a recurrent model's own ``model.dropout`` sits between its layers, so the
+    regularization one reaches it as ``head_dropout``)."""
+    opts = _options(cfg.model)
+    reg = cfg.regularization
+    if cfg.model.name == "custom":
+        for key, off in (("dropout", 0.0), ("batch_norm", False)):
+            if reg[key] != off:
+                warnings.append(f"regularization.{key}={reg[key]} does not apply to model=custom: "
+                                "add the layers to your module instead")
+    else:
+        opts["head_dropout" if "dropout" in opts else "dropout"] = reg.dropout
+        opts["batch_norm"] = reg.batch_norm
     try:
-        model = MODELS.build(
-            cfg.model.name, input_shape=data.input_shape, num_outputs=data.num_outputs,
-            dropout=cfg.regularization.dropout, batch_norm=cfg.regularization.batch_norm,
-            **_options(cfg.model))
+        return MODELS.build(cfg.model.name, input_shape=input_shape, num_outputs=num_outputs, **opts)
     except (MemoryError, RuntimeError) as err:
         if not isinstance(err, MemoryError) and "allocate" not in str(err):
             raise
         raise ConfigError(f"model={cfg.model.name} is too large to build in memory: "
                           f"make it smaller (model.* sizes) ({str(err).splitlines()[0]}).") from err
-    init_applied = apply_init(model, cfg.init.name)
-    model.to(device)
-    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
-    loss_fn = LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs)
-    optimizer = build_optimizer(cfg.optim.name, model.parameters(), **_options(cfg.optim))
-    return Experiment(data, model, init_applied, loss_name, loss_fn, optimizer)
 
 
-def check_monitor(monitor: str, task: str) -> None:
+def with_log_softmax(model: nn.Module) -> nn.Module:
+    """``model`` ending in log-softmax, for ``loss=nll``."""
+    if isinstance(model, nn.Sequential):
+        model.add_module("log_softmax", nn.LogSoftmax(dim=1))
+        return model
+    return LogProbs(model)
+
+
+class LogProbs(nn.Module):
+    """Log-softmax on top of a model that is not an ``nn.Sequential``."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.log_softmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.log_softmax(self.body(*args, **kwargs))
+
+
+def check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], init_applied: dict[str, str],
+                loss_fn: Loss, loss_name: str) -> list[LayerRow]:
+    """One forward pass on a dummy batch: the per-layer summary, and an error now for a
+    model whose output does not fit the loss (a custom model sized for other data)."""
+    try:
+        rows, output = summarize(model, input_shape, init_applied, return_output=True)
+    except Exception as err:
+        if name != "custom":
+            raise
+        raise ConfigError(f"model=custom failed on a batch of shape {(2, *input_shape)}: "
+                          f"{_first_line(err)} (make it accept inputs of that shape).") from err
+    width = loss_fn.output_width
+    if output.ndim != 2 or output.shape[1] != width:
+        raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of 2, but loss={loss_name} "
+                          f"on this data needs (2, {width}): make the model's last layer {width} wide "
+                          "(use the num_outputs argument dltrain passes).")
+    return rows
+
+
+def check_monitor(key: str, monitor: str, task: str) -> None:
     """A monitor that is never logged is an error now, not a silent no-op later."""
     logged = metric_names(task)
     if monitor not in logged:
-        raise ConfigError(f"trainer.early_stopping.monitor={monitor} is never logged for this {task} task: "
+        raise ConfigError(f"{key}={monitor} is never logged for this {task} task: "
                           f"choose one of {', '.join(logged)}.")
 
 
@@ -154,12 +247,15 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             write_json(run_dir / "summary.json", {"status": "failed", "stop_reason": _first_line(err),
                                                   "epochs_run": 0, "world_size": 1})
         raise
-    train_batches, val_batches, test_batches = make_batches(exp.data, tcfg, cfg.seed)
+    train_batches, val_batches, test_batches = exp.batches
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary_text = format_summary(summarize(exp.model, exp.data.input_shape, exp.init_applied), exp.model)
+    summary_text = format_summary(exp.summary_rows, exp.model)
     (run_dir / "model_summary.txt").write_text(summary_text)
-    log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples, loss=%s\n%s",
-             cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(), exp.loss_name, summary_text)
+    log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
+             "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
+             exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, tcfg.precision, summary_text)
+    for warning in exp.warnings:
+        log.warning("warning: %s.", warning)
 
     es = tcfg.early_stopping
     stopper = EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience, enabled=es.enabled and not fast)
@@ -178,13 +274,19 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     max_epochs = 1 if fast else tcfg.max_epochs
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
                       stopper=stopper, log_every_n_steps=tcfg.log_every_n_steps,
-                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs))
+                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs),
+                      scheduler=exp.scheduler, penalty=exp.penalty, augment=exp.augment,
+                      grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
+                      autocast_dtype=exp.autocast_dtype,
+                      scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
+                      forward=torch.compile(exp.model) if tcfg.compile else None)
     summary: dict[str, Any] = {
         "status": "failed", "stop_reason": None, "epochs_run": 0, "best_epoch": None,
         "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {},
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
         "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(device),
-        "world_size": 1, "run_dir": str(run_dir), "started_at": datetime.now().isoformat(timespec="seconds"),
+        "world_size": 1, "warnings": exp.warnings, "run_dir": str(run_dir),
+        "started_at": datetime.now().isoformat(timespec="seconds"),
         "versions": meta["versions"],
     }
     start = time.perf_counter()
@@ -205,6 +307,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         raise
     except Exception as err:
         summary.update(status="failed", stop_reason=_first_line(err))
+        if tcfg.compile and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise ConfigError(f"trainer.compile=true failed ({_first_line(err)}): "
+                              "set trainer.compile=false.") from err
         raise
     finally:
         trainer.progress.close()

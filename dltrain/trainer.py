@@ -3,6 +3,10 @@
 Phases follow the notes: ``model.train()`` with gradients while training, ``model.eval()``
 under ``torch.no_grad()`` for validation and test. Losses and metrics are summed on the
 device and read once per epoch (and at ``log_every_n_steps``), never per step.
+
+One training step: [augment the batch] -> forward (under autocast for bf16/fp16) -> loss
+(+ weight penalty) -> backward -> [clip] -> optimizer step -> [scheduler batch step]. LBFGS
+takes the same path inside the closure it re-evaluates.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -19,6 +23,9 @@ from dltrain.callbacks import EarlyStopping
 from dltrain.errors import UserError
 from dltrain.metrics import MetricAccumulator
 from dltrain.progress import ProgressDisplay
+
+if TYPE_CHECKING:
+    from dltrain.schedulers import LRSchedule
 
 
 class Batches(Protocol):
@@ -47,6 +54,15 @@ class Trainer:
         on_epoch_end: called as ``on_epoch_end(trainer, row, improved)`` after each epoch,
             to write metrics and checkpoints.
         progress: the console display; None for silence.
+        scheduler: the learning-rate schedule, stepped after each batch and epoch.
+        penalty: returns the weight penalty added to the training loss (L1, or L2 for LBFGS).
+        augment: transforms each training batch of inputs (never validation or test).
+        grad_clip: clip the gradients' total norm to this value.
+        grad_clip_value: clip every gradient element to ``[-value, value]``.
+        autocast_dtype: run forward passes under autocast to this dtype (bf16, fp16).
+        scaler: a ``torch.amp.GradScaler`` for float16 training.
+        forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to
+            ``model``, which keeps the weights, modes and state dict either way.
     """
 
     def __init__(
@@ -61,6 +77,14 @@ class Trainer:
         log_every_n_steps: int = 50,
         on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None,
         progress: ProgressDisplay | None = None,
+        scheduler: LRSchedule | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        grad_clip: float | None = None,
+        grad_clip_value: float | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -71,10 +95,75 @@ class Trainer:
         self.log_every_n_steps = log_every_n_steps
         self.on_epoch_end = on_epoch_end
         self.progress = progress
+        self.scheduler = scheduler
+        self.penalty = penalty or None  # a penalty with nothing to add costs nothing per step
+        self.augment = augment
+        self.grad_clip = grad_clip
+        self.grad_clip_value = grad_clip_value
+        self.autocast_dtype = autocast_dtype
+        self.scaler = scaler
+        self.forward = forward or model
+        # LBFGS evaluates the loss several times per step, through a closure.
+        self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+
+    def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.autocast_dtype is None:
+            output = self.forward(x)  # (B, num_outputs)
+            return output, self.loss_fn(output, y)
+        device_type = x.device.type
+        with torch.autocast(device_type, dtype=self.autocast_dtype):
+            output = self.forward(x)
+            return output, self.loss_fn(output, y)
+
+    def _clip(self) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.grad_clip_value)
+
+    def _closure_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            output, loss = self._outputs_and_loss(x, y)
+            total = loss + self.penalty() if self.penalty is not None else loss
+            total.backward()
+            self._clip()
+            if not first:  # the metrics report the loss before the step, as for other optimizers
+                first.append((output.detach(), loss.detach()))
+            return total
+
+        self.optimizer.step(closure)
+        return first[0]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.uses_closure:
+            output, loss = self._closure_step(x, y)
+        else:
+            output, loss = self._outputs_and_loss(x, y)
+            total = loss + self.penalty() if self.penalty is not None else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                self._clip()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                total.backward()
+                self._clip()
+                self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step_batch()
+        return output, loss
 
     def train_epoch(self, batches: Batches) -> dict[str, float]:
         """One pass over the training batches with gradient steps."""
@@ -82,11 +171,7 @@ class Trainer:
         acc = MetricAccumulator(self.task)
         num_batches = len(batches)
         for step, (x, y) in enumerate(batches, start=1):
-            output = self.model(x)  # (B, num_outputs)
-            loss = self.loss_fn(output, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
             self.global_step += 1
             if self.progress is not None and self.progress.live:
@@ -101,8 +186,8 @@ class Trainer:
         self.model.eval()
         acc = MetricAccumulator(self.task)
         for x, y in batches:
-            output = self.model(x)
-            acc.update(output, y, self.loss_fn(output, y))
+            output, loss = self._outputs_and_loss(x, y)
+            acc.update(output, y, loss)
         return acc.compute()
 
     def fit(self, train_batches: Batches, val_batches: Batches) -> str:
@@ -117,6 +202,7 @@ class Trainer:
         while self.epoch < self.max_epochs:
             self.epoch += 1
             start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch trains with
             if self.progress is not None:
                 self.progress.start_epoch(self.epoch, len(train_batches))
             train = self.train_epoch(train_batches)
@@ -124,7 +210,7 @@ class Trainer:
             row: dict[str, Any] = {"epoch": self.epoch}
             row.update({f"train_{k}": v for k, v in train.items()})
             row.update({f"val_{k}": v for k, v in val.items()})
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["lr"] = lr
             row["epoch_seconds"] = time.perf_counter() - start  # train + validation
             self.history.append(row)
             if not math.isfinite(row["train_loss"]):
@@ -136,6 +222,8 @@ class Trainer:
                 raise TrainingDiverged(
                     f"the training loss became {row['train_loss']} during epoch {self.epoch} "
                     f"(by step {self.global_step}): lower optim.lr, or pick a more stable optimizer (optim=adam).")
+            if self.scheduler is not None:
+                self.scheduler.step_epoch(row)
             improved = self.stopper.update(self.epoch, row[self.stopper.monitor])
             if improved:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -162,5 +250,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "early_stopping": self.stopper.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "history": [dict(row) for row in self.history],
         }

@@ -41,7 +41,10 @@ def test_help_lists_groups_without_importing_torch(tmp_path):
             "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for group in ("model: mlp", "optim: adam, sgd", "loss: auto, cross_entropy, mse", "data: digits"):
+    for group in ("model: cnn, custom, gru, lstm, mlp, rnn",
+                  "loss: auto, bce, cross_entropy, huber, mae, mse, nll, rmse",
+                  "optim: adadelta, adagrad, adam, adamw, lbfgs, momentum, nadam, nesterov, rmsprop, sgd",
+                  "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step", "data: digits"):
         assert group in proc.stdout
     assert proc.stdout.strip().endswith("NO_TORCH")
 

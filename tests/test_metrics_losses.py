@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from dltrain.errors import ConfigError
-from dltrain.losses import LOSSES, resolve_auto
+from dltrain.losses import LOSSES, resolve_auto, trap_warnings
 from dltrain.metrics import MetricAccumulator, metric_names
 
 
@@ -45,7 +47,8 @@ def test_metric_names_per_task():
 
 def test_auto_loss_follows_the_task():
     assert resolve_auto("multiclass") == "cross_entropy"
-    assert resolve_auto("binary") == "cross_entropy"
+    assert resolve_auto("binary") == "bce"
+    assert resolve_auto("multilabel") == "bce"
     assert resolve_auto("regression") == "mse"
 
 
@@ -56,7 +59,8 @@ def test_cross_entropy_matches_torch():
 
 
 def test_cross_entropy_on_continuous_target_is_refused():
-    with pytest.raises(ConfigError, match="loss=cross_entropy needs class labels"):
+    with pytest.raises(ConfigError, match="loss=cross_entropy needs binary or multiclass targets, but this data's "
+                                          "task is regression: use loss=mse or loss=auto"):
         LOSSES.build("cross_entropy", task="regression", num_outputs=1)
 
 
@@ -71,3 +75,117 @@ def test_mse_on_regression():
     out, y = torch.randn(4, 1), torch.randn(4)
     assert torch.allclose(LOSSES.build("mse", task="regression", num_outputs=1)(out, y),
                           F.mse_loss(out.squeeze(1), y))
+
+
+# --- the rest of the loss catalog ----------------------------------------------------
+
+def test_binary_accuracy_from_one_logit_or_two():
+    acc = MetricAccumulator("binary")
+    acc.update(torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 0, 0]), torch.tensor(0.1))
+    assert acc.compute()["accuracy"] == pytest.approx(2 / 3)
+    acc2 = MetricAccumulator("binary")
+    acc2.update(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 1]), torch.tensor(0.1))
+    assert acc2.compute()["accuracy"] == pytest.approx(1 / 2)
+
+
+def test_multilabel_accuracy_is_per_label():
+    acc = MetricAccumulator("multilabel")
+    acc.update(torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
+               torch.tensor(0.1))
+    assert acc.compute()["accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_rmse_is_the_root_of_mse_and_mae_huber_match_torch():
+    out, y = torch.randn(8, 1), torch.randn(8)
+    mse = F.mse_loss(out.squeeze(1), y)
+    assert torch.allclose(LOSSES.build("rmse", task="regression", num_outputs=1)(out, y), mse.sqrt(), atol=1e-6)
+    assert torch.allclose(LOSSES.build("mae", task="regression", num_outputs=1)(out, y), F.l1_loss(out.squeeze(1), y))
+    huber = LOSSES.build("huber", task="regression", num_outputs=1, delta=0.5)
+    assert torch.allclose(huber(out, y), F.huber_loss(out.squeeze(1), y, delta=0.5))
+
+
+def test_rmse_gradient_is_finite_at_a_perfect_fit():
+    out = torch.zeros(4, 1, requires_grad=True)
+    LOSSES.build("rmse", task="regression", num_outputs=1)(out, torch.zeros(4)).backward()
+    assert torch.isfinite(out.grad).all()
+
+
+def test_bce_on_logits_binary_one_output_with_pos_weight():
+    loss = LOSSES.build("bce", task="binary", num_outputs=2, pos_weight=3.0)
+    assert loss.output_width == 1
+    logits, y = torch.tensor([[0.3], [-2.0], [1.5]]), torch.tensor([1, 0, 1])
+    expected = F.binary_cross_entropy_with_logits(logits, y.float()[:, None], pos_weight=torch.tensor(3.0))
+    assert torch.allclose(loss(logits, y), expected)
+    # stable where sigmoid-then-log is not: a huge logit on the wrong side stays finite
+    assert torch.isfinite(loss(torch.tensor([[-200.0]]), torch.tensor([1])))
+
+
+def test_bce_multiclass_is_one_vs_rest_and_multilabel_takes_float_targets():
+    logits = torch.randn(4, 3)
+    y = torch.tensor([0, 2, 1, 1])
+    loss = LOSSES.build("bce", task="multiclass", num_outputs=3)
+    assert torch.allclose(loss(logits, y), F.binary_cross_entropy_with_logits(logits, F.one_hot(y, 3).float()))
+    targets = torch.tensor([[1.0, 0.0, 1.0]] * 4)
+    ml = LOSSES.build("bce", task="multilabel", num_outputs=3)
+    assert torch.allclose(ml(logits, targets), F.binary_cross_entropy_with_logits(logits, targets))
+
+
+def test_cross_entropy_label_smoothing_and_class_weights():
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 0, 1])
+    loss = LOSSES.build("cross_entropy", task="multiclass", num_outputs=3, label_smoothing=0.1,
+                        class_weights=[1.0, 2.0, 0.5])
+    expected = F.cross_entropy(logits, y, weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=0.1)
+    assert torch.allclose(loss(logits, y), expected)
+
+
+def test_balanced_class_weights_are_inverse_frequencies():
+    loss = LOSSES.build("cross_entropy", task="multiclass", num_outputs=2, class_weights="balanced",
+                        class_counts=torch.tensor([30, 10]))
+    assert torch.allclose(loss.weight, torch.tensor([40 / 60, 40 / 20]))
+
+
+@pytest.mark.parametrize("weights,expected", [
+    ([1.0, 2.0], "loss.class_weights has 2 values but the data has 3 classes"),
+    ([1.0, -2.0, 1.0], "loss.class_weights=[1.0, -2.0, 1.0] is not valid"),
+    ("heavy", "loss.class_weights=heavy is not valid"),
+])
+def test_bad_class_weights(weights, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        LOSSES.build("cross_entropy", task="multiclass", num_outputs=3, class_weights=weights)
+
+
+def test_nll_on_log_probabilities_equals_cross_entropy_on_logits():
+    logits, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 2])
+    nll = LOSSES.build("nll", task="multiclass", num_outputs=4)
+    ce = LOSSES.build("cross_entropy", task="multiclass", num_outputs=4)
+    assert nll.log_probs and not ce.log_probs
+    assert torch.allclose(nll(logits.log_softmax(1), y), ce(logits, y))
+    smooth = LOSSES.build("nll", task="multiclass", num_outputs=4, label_smoothing=0.2)
+    assert torch.allclose(smooth(logits.log_softmax(1), y), F.cross_entropy(logits, y, label_smoothing=0.2))
+
+
+@pytest.mark.parametrize("name", ["bce", "nll"])
+def test_classification_losses_refuse_continuous_targets(name):
+    with pytest.raises(ConfigError, match=f"loss={name} needs .* targets, but this data's task is regression"):
+        LOSSES.build(name, task="regression", num_outputs=1)
+
+
+def test_label_smoothing_refused_for_regression():
+    with pytest.raises(ConfigError, match="regularization.label_smoothing=0.1 smooths class labels"):
+        LOSSES.build("mse", task="regression", num_outputs=1, label_smoothing=0.1)
+
+
+def test_label_smoothing_moves_one_hot_targets():
+    logits, y = torch.zeros(2, 4), torch.tensor([0, 1])
+    loss = LOSSES.build("mse", task="multiclass", num_outputs=4, label_smoothing=0.4)
+    soft = F.one_hot(y, 4).float() * 0.6 + 0.1
+    assert torch.allclose(loss(logits, y), F.mse_loss(torch.full((2, 4), 0.25), soft))
+
+
+@pytest.mark.parametrize("loss,last,warns", [
+    ("cross_entropy", "Softmax", True), ("bce", "Sigmoid", True), ("cross_entropy", "Linear", False),
+    ("cross_entropy", "LogSoftmax", False), ("nll", "Linear", True), ("nll", "LogSoftmax", False),
+    ("mse", "Softmax", False),
+])
+def test_trap_warnings(loss, last, warns):
+    assert bool(trap_warnings(loss, last)) is warns

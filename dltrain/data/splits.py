@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-TASKS = ("regression", "binary", "multiclass")
+TASKS = ("regression", "binary", "multiclass", "multilabel")
 
 
 @dataclass
@@ -14,10 +14,15 @@ class DataSplits:
     """Train/validation/test tensors plus what the model and loss need to know.
 
     Attributes:
-        task: ``regression``, ``binary`` or ``multiclass``; drives ``loss=auto`` and metrics.
-        num_outputs: width of the model's output layer.
+        task: ``regression``, ``binary``, ``multiclass`` or ``multilabel``; drives
+            ``loss=auto`` and the metrics.
+        num_outputs: classes (2 for binary), labels (multi-label) or target columns
+            (regression). The loss decides the output layer's width from it.
         input_shape: shape of one example, no batch dimension (``(1, 8, 8)`` for digits).
         class_names: label of each class index (classification only).
+
+    Targets: int64 class indices ``(N,)`` for binary and multi-class data, 0/1 floats
+    ``(N, labels)`` for multi-label data, floats ``(N,)`` or ``(N, columns)`` for regression.
     """
 
     x_train: torch.Tensor
@@ -35,6 +40,12 @@ class DataSplits:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         self.input_shape = tuple(self.x_train.shape[1:])
+
+    def class_counts(self) -> torch.Tensor | None:
+        """Training examples per class (single-label classification), else None."""
+        if self.task not in ("binary", "multiclass"):
+            return None
+        return torch.bincount(self.y_train.cpu(), minlength=self.num_outputs)
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -22,14 +22,16 @@ def summarize(
     input_shape: tuple[int, ...],
     init_applied: dict[str, str] | None = None,
     dtype: torch.dtype = torch.float32,
-) -> list[LayerRow]:
-    """One row per leaf module, in call order, from a forward pass on a dummy batch.
+    return_output: bool = False,
+) -> list[LayerRow] | tuple[list[LayerRow], torch.Tensor]:
+    """One row per leaf module, in call order, from a forward pass on a dummy batch of two.
 
     Args:
         model: the model; its train/eval mode is restored afterwards.
         input_shape: shape of one example without the batch dimension.
         init_applied: module name -> init scheme, as returned by ``dltrain.init.apply_init``.
         dtype: dtype of the dummy input.
+        return_output: also return the model's output for the dummy batch.
     """
     init_applied = init_applied or {}
     rows: list[LayerRow] = []
@@ -52,12 +54,12 @@ def summarize(
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((2, *input_shape), dtype=dtype, device=device))
+            output = model(torch.zeros((2, *input_shape), dtype=dtype, device=device))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return rows
+    return (rows, output) if return_output else rows
 
 
 def format_summary(rows: list[LayerRow], model: nn.Module) -> str:

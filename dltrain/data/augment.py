@@ -1,0 +1,142 @@
+"""Batched, on-device image augmentation for the training split (``regularization.augment``).
+
+Like the fastest CIFAR-10 trainers, a whole batch is augmented at once on the device it
+already lives on: one random draw per example and per augmentation, no per-sample Python
+and no PIL. Rotation, shift and zoom share one ``affine_grid`` + ``grid_sample`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+
+from dltrain.errors import ConfigError
+from dltrain.schemas import AUGMENTATIONS, AugmentParamsConfig
+
+#: Augmentations that move pixels; they are combined into one affine resampling.
+GEOMETRIC = ("rotate", "shift", "zoom")
+
+
+class Augment:
+    """Random augmentations applied to a batch of images ``(B, C, H, W)``.
+
+    Order: hflip, then one affine warp (rotate, shift, zoom), then brightness and
+    contrast. Brightness and contrast commute (contrast scales around the mean, which a
+    brightness offset moves along with every pixel), so their order does not matter.
+
+    Args:
+        params: augmentation name -> its keys, e.g. ``{"hflip": {"p": 0.5}}``; only the
+            names to apply, in any order.
+    """
+
+    def __init__(self, params: Mapping[str, Mapping[str, float]]) -> None:
+        self.params = {name: dict(params[name]) for name in AUGMENTATIONS if name in params}
+        self._geometric = any(name in self.params for name in GEOMETRIC)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """A new, augmented batch; ``x`` is left as it is.
+
+        Random numbers come from torch's default generator of ``x``'s device, so a run
+        under ``torch.manual_seed`` repeats exactly.
+        """
+        if x.dim() != 4:
+            raise ValueError(f"Augment expects a batch of images (B, C, H, W), got shape {tuple(x.shape)}.")
+        if "hflip" in self.params:
+            flip = torch.rand(x.shape[0], device=x.device) < self.params["hflip"]["p"]  # (B,)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self._geometric:
+            x = self._affine(x)
+        if "brightness" in self.params:
+            delta = self.params["brightness"]["delta"]
+            offset = _uniform(x.shape[0], -delta, delta, x)  # (B,)
+            x = x + offset[:, None, None, None]
+        if "contrast" in self.params:
+            delta = self.params["contrast"]["delta"]
+            factor = _uniform(x.shape[0], 1 - delta, 1 + delta, x)[:, None, None, None]  # (B, 1, 1, 1)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1): over the example's pixels
+            x = mean + (x - mean) * factor
+        # Every branch above builds a new tensor; only with nothing to do would x itself come back.
+        return x if self.params else x.clone()
+
+    def _affine(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate, shift and zoom every example by its own random amounts, in one resampling."""
+        b, _, h, w = x.shape
+        degrees = self.params.get("rotate", {}).get("degrees", 0.0)
+        fraction = self.params.get("shift", {}).get("fraction", 0.0)
+        scale = self.params.get("zoom", {}).get("scale", 0.0)
+        # Disabled ones draw too (over a range of width 0): one resampling serves them all anyway.
+        angle = _uniform(b, -degrees, degrees, x) * (math.pi / 180)  # (B,) radians
+        zoom = _uniform(b, 1 - scale, 1 + scale, x)  # (B,) > 1 magnifies
+        shift = _uniform(2 * b, -fraction, fraction, x).view(b, 2)  # (B, 2) fractions of (W, H)
+
+        # affine_grid maps each output pixel's normalised coordinates (x, y in [-1, 1]) to
+        # the input point it samples: input = A @ output + t. A rotation in pixel space
+        # becomes D^-1 R D in normalised space, D = diag(W, H) / 2, so non-square images
+        # rotate without shearing. Dividing by zoom samples a smaller area: zoom > 1 magnifies.
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([
+            torch.stack([cos, -sin * (h / w), 2 * shift[:, 0]], dim=1),
+            torch.stack([sin * (w / h), cos, 2 * shift[:, 1]], dim=1),
+        ], dim=1)  # (B, 2, 3); a shift of the whole size is 2 in normalised units
+        grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)  # (B, H, W, 2)
+        # Pixels that come from outside the image need a value. Inputs are standardised, so
+        # "zeros" would paint the dataset's mean (mid-grey), which real backgrounds rarely
+        # are; "border" repeats the edge pixels, which are almost always background, so the
+        # filled area looks like the rest of the background whatever the normalisation.
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def __repr__(self) -> str:
+        parts = [f"{name}({', '.join(f'{k}={v:g}' for k, v in keys.items())})" for name, keys in self.params.items()]
+        return f"Augment({', '.join(parts)})"
+
+
+def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+    """``n`` draws from U[low, high] on ``like``'s device, in its dtype."""
+    u = torch.rand(n, device=like.device)  # float32 draws: the same stream for every input dtype
+    return (low + (high - low) * u).to(like.dtype)
+
+
+def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]],
+                  input_shape: tuple[int, ...]) -> Augment | None:
+    """The training-set augmentation ``regularization.augment`` asks for.
+
+    Args:
+        names: augmentations to apply (``regularization.augment``), each at most once.
+        params: ``regularization.augment_params`` as a plain dict; missing names or keys
+            take the schema's defaults.
+        input_shape: shape of one example, without the batch dimension.
+
+    Returns:
+        An :class:`Augment`, or None when ``names`` is empty.
+
+    Raises:
+        ConfigError: for an unknown or repeated name, an unknown key, or examples that
+            are not images ``(C, H, W)``.
+    """
+    if not names:
+        return None
+    seen: set[str] = set()
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"regularization.augment={name} is not a known augmentation: "
+                              f"choose one of {', '.join(AUGMENTATIONS)}.")
+        if name in seen:
+            raise ConfigError(f"regularization.augment lists {name} twice: list each augmentation once.")
+        seen.add(name)
+    if len(input_shape) != 3:
+        raise ConfigError(f"regularization.augment needs images (channels, height, width), but this data's "
+                          f"examples have shape {tuple(input_shape)}: remove regularization.augment.")
+    defaults = asdict(AugmentParamsConfig())
+    chosen: dict[str, dict[str, float]] = {}
+    for name in names:
+        given = dict(params.get(name) or {})
+        unknown = sorted(set(given) - set(defaults[name]))
+        if unknown:
+            raise ConfigError(f"regularization.augment_params.{name} has no key {unknown[0]}: "
+                              f"use {', '.join(defaults[name])}.")
+        chosen[name] = {key: float(value) for key, value in {**defaults[name], **given}.items()}
+    return Augment(chosen)

@@ -1,0 +1,193 @@
+"""``model=rnn|lstm|gru``: a recurrent network over ``(batch, time, features)`` with a linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from dltrain.errors import ConfigError
+from dltrain.models.registry import MODELS
+
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+POOLINGS = ("last", "mean", "max")
+
+
+class RecurrentNet(nn.Module):
+    """A stacked (optionally bidirectional) RNN, LSTM or GRU, pooled over time, then
+    ``[BatchNorm1d] -> [Dropout] -> Linear``.
+
+    Examples are read as sequences: ``(T, F)`` as is, ``(F,)`` as F steps of one feature,
+    and an image ``(C, H, W)`` row by row (``H`` steps of ``C * W`` features).
+
+    Args:
+        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``; also the name of the recurrent submodule.
+        input_shape: shape of one example without the batch dimension.
+        num_outputs: width of the output layer.
+        hidden_size: units per layer and direction.
+        num_layers: stacked recurrent layers.
+        bidirectional: read the sequence both ways and join the two states.
+        dropout: torch's dropout between stacked layers (needs ``num_layers > 1``).
+        pooling: ``"last"`` (final hidden state), ``"mean"`` or ``"max"`` over time steps.
+        head_dropout: dropout on the pooled state before the output layer; 0 adds no layer.
+        batch_norm: BatchNorm1d on the pooled state.
+        **cell_kwargs: passed to the torch module (``nonlinearity`` for the RNN).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        input_shape: tuple[int, ...],
+        num_outputs: int,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        pooling: str = "last",
+        head_dropout: float = 0.0,
+        batch_norm: bool = False,
+        **cell_kwargs,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) not in (1, 2, 3):
+            raise ConfigError(
+                f"model={kind} reads examples of shape (features,), (time, features) or (channels, height, width), "
+                f"but this data's examples have shape {tuple(input_shape)}: use model=mlp."
+            )
+        if dropout > 0 and num_layers == 1:
+            raise ConfigError("model.dropout applies between stacked recurrent layers: "
+                              "set model.num_layers above 1 or model.dropout=0.")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling={pooling} is not a known pooling: choose one of {', '.join(POOLINGS)}.")
+        self.kind = kind
+        self.input_shape = tuple(input_shape)
+        self.pooling = pooling
+        if len(input_shape) == 3:
+            features = input_shape[0] * input_shape[2]  # an image row: C * W
+        else:
+            features = 1 if len(input_shape) == 1 else input_shape[1]
+        self.add_module(kind, CELLS[kind](features, hidden_size, num_layers=num_layers, dropout=dropout,
+                                          bidirectional=bidirectional, batch_first=True, **cell_kwargs))
+        width = hidden_size * (2 if bidirectional else 1)
+        self.bn = nn.BatchNorm1d(width) if batch_norm else None
+        self.dropout = nn.Dropout(head_dropout) if head_dropout > 0 else None
+        self.out = nn.Linear(width, num_outputs)  # logits: losses apply softmax/sigmoid
+
+    @property
+    def recurrent(self) -> nn.RNNBase:
+        """The torch RNN/LSTM/GRU module (registered under ``kind``)."""
+        return getattr(self, self.kind)
+
+    def _as_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples as ``(B, T, F)``; T is left free so padded batches of any length pass."""
+        b = x.shape[0]
+        if len(self.input_shape) == 1:
+            return x.reshape(b, -1, 1)  # (B, F) -> (B, F, 1)
+        if len(self.input_shape) == 2:
+            return x.reshape(b, -1, self.input_shape[-1])  # (B, T, F)
+        c, _, w = self.input_shape
+        # (B, C, H, W) -> (B, H, C, W) -> (B, H, C * W): one time step per image row
+        return x.reshape(b, c, -1, w).transpose(1, 2).reshape(b, -1, c * w)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, num_outputs)``.
+
+        Args:
+            x: a batch of examples, sequences padded to a common length when ``lengths`` is given.
+            lengths: 1-D integer tensor, the true length of each sequence; padding steps
+                then play no part in the result.
+        """
+        seq = self._as_sequence(x)  # (B, T, F)
+        steps = seq.shape[1]
+        if lengths is not None:
+            packed = pack_padded_sequence(seq, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+            output, h_n = self.recurrent(packed)
+            # Padding steps come back as zeros; total_length keeps T so the mask lines up.
+            output, _ = pad_packed_sequence(output, batch_first=True, total_length=steps)  # (B, T, D * H)
+        else:
+            output, h_n = self.recurrent(seq)  # (B, T, D * H)
+        if isinstance(h_n, tuple):  # the LSTM returns (h_n, c_n)
+            h_n = h_n[0]
+
+        if self.pooling == "last":
+            # h_n is (layers * D, B, H) in the batch's original order even when packed unsorted;
+            # for a bidirectional net the backward state that read the whole sequence is h_n[-1].
+            r = self.recurrent
+            last = h_n.reshape(r.num_layers, 2 if r.bidirectional else 1, -1, r.hidden_size)[-1]  # (D, B, H)
+            pooled = last.transpose(0, 1).reshape(last.shape[1], -1)  # (B, D * H)
+        elif lengths is None:
+            pooled = output.mean(dim=1) if self.pooling == "mean" else output.amax(dim=1)  # (B, D * H)
+        else:
+            lengths = lengths.to(output.device)
+            mask = (torch.arange(steps, device=output.device)[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
+            if self.pooling == "mean":
+                pooled = (output * mask).sum(dim=1) / lengths[:, None].to(output.dtype)
+            else:
+                pooled = output.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+        if self.bn is not None:
+            pooled = self.bn(pooled)
+        if self.dropout is not None:
+            pooled = self.dropout(pooled)
+        return self.out(pooled)
+
+
+@MODELS.register("rnn")
+def build_rnn(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    hidden_size: int = 64,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    pooling: str = "last",
+    head_dropout: float = 0.0,
+    batch_norm: bool = False,
+    nonlinearity: str = "tanh",
+) -> RecurrentNet:
+    """An Elman RNN (``torch.nn.RNN``) with a linear head; see :class:`RecurrentNet`.
+
+    Args:
+        nonlinearity: ``"tanh"`` or ``"relu"``; the other arguments are those of :class:`RecurrentNet`.
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ConfigError(f"model.nonlinearity={nonlinearity} is not an RNN nonlinearity: choose tanh or relu.")
+    return RecurrentNet("rnn", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
+                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
+                        batch_norm=batch_norm, nonlinearity=nonlinearity)
+
+
+@MODELS.register("lstm")
+def build_lstm(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    hidden_size: int = 64,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    pooling: str = "last",
+    head_dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> RecurrentNet:
+    """An LSTM (``torch.nn.LSTM``) with a linear head; the arguments are those of :class:`RecurrentNet`."""
+    return RecurrentNet("lstm", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
+                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
+                        batch_norm=batch_norm)
+
+
+@MODELS.register("gru")
+def build_gru(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    hidden_size: int = 64,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    pooling: str = "last",
+    head_dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> RecurrentNet:
+    """A GRU (``torch.nn.GRU``) with a linear head; the arguments are those of :class:`RecurrentNet`."""
+    return RecurrentNet("gru", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
+                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
+                        batch_norm=batch_norm)
