@@ -1,0 +1,199 @@
+"""What the trainer adds around a step: augmentation on training batches only, gradient
+clipping, the learning-rate schedule, autocast, and the model checks before training."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dltrain import train
+from dltrain.callbacks import EarlyStopping
+from dltrain.data import TensorBatches
+from dltrain.device import resolve_precision
+from dltrain.errors import ConfigError
+from dltrain.run import build_experiment
+from dltrain.trainer import Trainer
+
+
+def read_metrics(run_dir) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_augmentation_touches_training_batches_only(compose):
+    """The real augmentation, built from the config: it sees every training batch and
+    nothing else, and the stored validation and test inputs are left as they were."""
+    cfg = compose(["regularization.augment=[hflip,rotate,shift,zoom,brightness,contrast]", "device=cpu",
+                   "trainer.batch_size=256"])
+    exp = build_experiment(cfg, torch.device("cpu"))
+    x_val, x_test, x_train = exp.data.x_val.clone(), exp.data.x_test.clone(), exp.data.x_train.clone()
+    seen: list[int] = []
+
+    def spy(x):
+        seen.append(id(x))
+        out = exp.augment(x)
+        assert out.shape == x.shape and not torch.equal(out, x)
+        return out
+
+    train_batches, val_batches, test_batches = exp.batches
+    trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=2,
+                      stopper=EarlyStopping("val_loss"), augment=spy)
+    trainer.fit(train_batches, val_batches)
+    trainer.evaluate(test_batches)
+    assert len(seen) == 2 * len(train_batches)
+    assert torch.equal(exp.data.x_val, x_val) and torch.equal(exp.data.x_test, x_test)
+    assert torch.equal(exp.data.x_train, x_train)  # batches are augmented copies, never the stored data
+
+
+def test_augmentation_needs_images(compose):
+    from dltrain.data.augment import build_augment
+
+    with pytest.raises(ConfigError, match=r"regularization.augment needs images"):
+        build_augment(["rotate"], {}, (64,))
+
+
+def one_step(**kwargs) -> nn.Linear:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(16, 4) * 100, torch.randint(0, 3, (16,))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), **kwargs)
+    trainer.train_step(x, y)
+    return model
+
+
+def test_grad_clip_bounds_the_total_norm():
+    raw = torch.cat([p.grad.flatten() for p in one_step().parameters()]).norm()
+    clipped = torch.cat([p.grad.flatten() for p in one_step(grad_clip=1.0).parameters()]).norm()
+    assert raw > 10 and clipped == pytest.approx(1.0, rel=1e-4)
+
+
+def test_grad_clip_value_bounds_every_element():
+    grads = torch.cat([p.grad.flatten() for p in one_step(grad_clip_value=0.5).parameters()])
+    assert grads.abs().max() == pytest.approx(0.5)
+
+
+def test_l1_penalty_reaches_the_gradient():
+    """The weight gradient gains l1 * sign(w); the bias gradient gains nothing."""
+    from dltrain.regularization import WeightPenalty
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    grads = []
+    for l1 in (0.0, 0.5):
+        torch.manual_seed(1)
+        model = nn.Linear(4, 3)
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), nn.CrossEntropyLoss(), "multiclass",
+                          max_epochs=1, stopper=EarlyStopping("val_loss"), penalty=WeightPenalty(model, l1=l1))
+        trainer.train_step(x, y)
+        grads.append((model.weight.grad, model.bias.grad, model.weight.detach()))
+    (w0, b0, weight), (w1, b1, _) = grads
+    assert torch.allclose(w1 - w0, 0.5 * weight.sign()) and torch.equal(b1, b0)
+
+
+def test_logged_lr_follows_the_schedule(compose, tmp_path):
+    train(compose(["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5", "optim.lr=0.01",
+                   "trainer.max_epochs=3", "trainer.early_stopping.enabled=false"]), run_dir=tmp_path)
+    assert [float(r["lr"]) for r in read_metrics(tmp_path)] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_warmup_then_cosine_is_logged(compose, tmp_path):
+    train(compose(["scheduler=cosine", "scheduler.warmup_epochs=3", "optim.lr=0.01", "trainer.max_epochs=5",
+                   "trainer.early_stopping.enabled=false"]), run_dir=tmp_path)
+    lrs = [float(r["lr"]) for r in read_metrics(tmp_path)]
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])  # then cosine over the 2 epochs left
+    assert lrs[4] == pytest.approx(0.005)
+
+
+def test_plateau_monitor_must_be_logged(compose, tmp_path):
+    with pytest.raises(ConfigError, match="scheduler.monitor=val_f1 is never logged"):
+        train(compose(["scheduler=plateau", "scheduler.monitor=val_f1"]), run_dir=tmp_path)
+
+
+def test_bf16_autocast_trains_on_cpu(compose, tmp_path):
+    summary = train(compose(["trainer.precision=bf16", "device=cpu", "trainer.max_epochs=3"]), run_dir=tmp_path)
+    assert summary["test"]["accuracy"] > 0.8
+
+
+def test_float16_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match="trainer.precision=16 needs a CUDA device .* use trainer.precision=bf16"):
+        resolve_precision("16", torch.device("cpu"))
+    assert resolve_precision("32", torch.device("cpu")) is None
+    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_float16_with_grad_scaler_on_cuda(compose, tmp_path):
+    summary = train(compose(["trainer.precision=16", "device=cuda", "trainer.max_epochs=3"]), run_dir=tmp_path)
+    assert summary["test"]["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(compose, tmp_path):
+    summary = train(compose(["trainer.compile=true", "device=cpu", "trainer.max_epochs=2"]), run_dir=tmp_path)
+    assert summary["test"]["accuracy"] > 0.8
+    # checkpoints hold the plain module's weights, loadable without torch.compile
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert not any(k.startswith("_orig_mod") for k in state)
+
+
+def test_nll_models_end_in_log_softmax(compose, tmp_path):
+    for model in ("mlp", "lstm"):
+        cfg = compose(["loss=nll", f"model={model}"])
+        exp = build_experiment(cfg, torch.device("cpu"))
+        out = exp.model(exp.data.x_val[:4])
+        assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)
+        assert exp.summary_rows[-1].kind == "LogSoftmax" and not exp.warnings
+
+
+def test_binary_width_follows_the_loss():
+    from dltrain.losses import LOSSES
+
+    assert LOSSES.build("bce", task="binary", num_outputs=2).output_width == 1
+    assert LOSSES.build("cross_entropy", task="binary", num_outputs=2).output_width == 2
+
+
+# --- model=custom, end to end -------------------------------------------------------
+
+def test_custom_model_trains_with_its_own_keys(compose, tmp_path):
+    summary = train(compose(["model=custom", "model._target_=tests.nets.TinyNet", "+model.width=32",
+                             "trainer.max_epochs=3"]), run_dir=tmp_path)
+    assert summary["test"]["accuracy"] > 0.8
+    assert "body.1" in (tmp_path / "model_summary.txt").read_text()
+    assert summary["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
+
+
+def test_softmax_before_cross_entropy_warns(compose, tmp_path, caplog):
+    summary = train(compose(["model=custom", "model._target_=tests.nets.softmax_net", "trainer.fast_dev_run=true"]),
+                    run_dir=tmp_path)
+    assert any("ends in Softmax and loss=cross_entropy applies softmax again" in w for w in summary["warnings"])
+    assert "ends in Softmax" in caplog.text
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["warnings"] == summary["warnings"]
+
+
+def test_custom_output_size_must_match_the_classes(compose, tmp_path):
+    with pytest.raises(ConfigError, match=r"model=custom outputs shape \(2, 5\) for a batch of 2, but "
+                                          r"loss=cross_entropy on this data needs \(2, 10\)"):
+        train(compose(["model=custom", "model._target_=tests.nets.fixed_width_net"]), run_dir=tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_regularization_on_custom_model_warns(compose, tmp_path):
+    summary = train(compose(["model=custom", "model._target_=tests.nets.TinyNet", "regularization.dropout=0.5",
+                             "trainer.fast_dev_run=true"]), run_dir=tmp_path)
+    assert any("regularization.dropout=0.5 does not apply to model=custom" in w for w in summary["warnings"])
+
+
+# --- the textbook result on initialisation ------------------------------------------
+
+@pytest.mark.parametrize("init,low,high", [("zeros", 0.0, 0.2), ("he_normal", 0.9, 1.0)])
+def test_zero_init_never_breaks_symmetry_he_normal_learns(compose, tmp_path, init, low, high):
+    """All-zero weights give every hidden unit the same (zero) gradient: the network can
+    only learn the class prior, so it stays near chance (0.1) on ten digits."""
+    summary = train(compose([f"init={init}", "trainer.max_epochs=10"]), run_dir=tmp_path)
+    assert low <= summary["test"]["accuracy"] <= high
