@@ -107,10 +107,10 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
                            **_options(cfg.loss)).to(device)
     warnings: list[str] = []
     model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings)
-    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity")
-    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
     if loss_fn.log_probs and cfg.model.name != "custom":
         model = with_log_softmax(model)
+    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity")
+    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
     model.to(device)
     summary_rows = check_model(cfg.model.name, model, data.input_shape, init_applied, loss_fn, loss_name)
     warnings += trap_warnings(loss_name, summary_rows[-1].kind if summary_rows else "")

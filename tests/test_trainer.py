@@ -143,11 +143,13 @@ def test_compiled_model_trains(compose, tmp_path):
 
 def test_nll_models_end_in_log_softmax(compose, tmp_path):
     for model in ("mlp", "lstm"):
-        cfg = compose(["loss=nll", f"model={model}"])
+        cfg = compose(["loss=nll", f"model={model}", "init=orthogonal"])
         exp = build_experiment(cfg, torch.device("cpu"))
         out = exp.model(exp.data.x_val[:4])
         assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)
         assert exp.summary_rows[-1].kind == "LogSoftmax" and not exp.warnings
+        # the summary's init column still names each layer's scheme after the wrapping
+        assert all(row.init.startswith("orthogonal") for row in exp.summary_rows if row.kind in ("Linear", "LSTM"))
 
 
 def test_binary_width_follows_the_loss():
