@@ -132,11 +132,30 @@ def describe_error(err: BaseException) -> str | None:
             if key.rsplit(".", 1)[-1] in known:  # a key the schema has, removed with ~key
                 return f"{key} has no value: dltrain needs it, so set it (key=value) instead of removing it."
             hint = f" (known keys there: {', '.join(known)})" if known else ""
-            return f"{key} is not a config key{hint}: check the spelling."
+            return f"{key} is not a config key{hint}: {_where_else(key)}."
         if isinstance(cause, OmegaConfBaseException) and key:
-            return f"{key}: {_one_line(getattr(cause, 'msg', str(cause)))}"
+            msg = _one_line(getattr(cause, "msg", str(cause)))
+            if "is not a ListConfig" in msg:
+                value = getattr(cause, "value", "...")
+                return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
+            return f"{key}: {msg}"
         return _one_line(str(err))
     return None
+
+
+def _where_else(key: str) -> str:
+    """What to do about an unknown key: the option of its group that has it, the
+    ``regularization.*`` key meant, or check the spelling."""
+    from dltrain.schemas import GROUP_SCHEMAS, RegularizationConfig
+
+    group, _, leaf = key.partition(".")
+    owners = [option for option, schema in GROUP_SCHEMAS.get(group, {}).items() if leaf in _known_keys(schema)]
+    hints = []
+    if owners:
+        hints.append(f"only {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it")
+    if group in GROUP_SCHEMAS and leaf in _known_keys(RegularizationConfig):
+        hints.append(f"for this {group} set regularization.{leaf}")
+    return "; ".join(hints) or "check the spelling"
 
 
 def _known_keys(schema: Any) -> list[str]:

@@ -60,11 +60,10 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
         for i, item in enumerate(value):
             _check_value(f"{key}[{i}]", item, meta.get("items", {}))
         return
-    if any(name in meta for name in _BOUNDS):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value} is not valid: expected a number.")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}={value} is not valid: expected a finite number.")
+    if any(name in meta for name in _BOUNDS) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{key}={value} is not valid: expected a number.")
+    if isinstance(value, float) and not math.isfinite(value):  # no key of dltrain's takes inf or nan
+        raise ConfigError(f"{key}={value} is not valid: expected a finite number.")
     for name, (ok, symbol) in _BOUNDS.items():
         if name in meta and not ok(value, meta[name]):
             raise ConfigError(f"{key}={value} is out of range: it must be {symbol} {meta[name]}{hint}.")

@@ -10,6 +10,7 @@ cross-entropy on the same data, one per class or label otherwise.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -114,7 +115,8 @@ def _class_weights(name: str, class_weights: Any, num_outputs: int, class_counts
         counts = class_counts.double().clamp_min(1)  # a class absent from training gets the largest weight
         return (counts.sum() / (len(counts) * counts)).float()
     if not isinstance(class_weights, (list, tuple)) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in class_weights):
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+            for w in class_weights):
         raise ConfigError(f"loss.class_weights={class_weights} is not valid: use null, balanced, "
                           "or a list of positive numbers, one per class.")
     if len(class_weights) != num_outputs:
@@ -148,7 +150,7 @@ def build_cross_entropy(task: str, num_outputs: int, label_smoothing: float = 0.
 @LOSSES.register("nll")
 def build_nll(task: str, num_outputs: int, label_smoothing: float = 0.0,
               class_counts: torch.Tensor | None = None, class_weights: Any = None) -> Loss:
-    """Negative log-likelihood of log-softmax outputs."""
+    """Negative log-likelihood of log-softmax outputs (dltrain ends the model in log-softmax)."""
     _needs_labels("nll", task, SINGLE_LABEL)
     weight = _class_weights("nll", class_weights, num_outputs, class_counts)
     return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=True)
@@ -188,13 +190,12 @@ def resolve_auto(task: str) -> str:
 
 
 def trap_warnings(loss_name: str, last_layer: str) -> list[str]:
-    """Known traps the notes warn about, from the type of the model's last layer."""
-    if loss_name in ("cross_entropy", "bce") and last_layer in ("Softmax", "Sigmoid", "LogSoftmax"):
-        if not (loss_name == "cross_entropy" and last_layer == "LogSoftmax"):  # log-softmax twice is harmless
-            return [f"the model ends in {last_layer} and loss={loss_name} applies "
-                    f"{'softmax' if loss_name == 'cross_entropy' else 'a sigmoid'} again: remove that last layer "
-                    "(the loss takes raw logits), or training will be slow and the loss wrong"]
-    if loss_name == "nll" and last_layer != "LogSoftmax":
-        return [f"loss=nll expects log-probabilities but the model ends in {last_layer}: end it in "
-                "nn.LogSoftmax(dim=1), or use loss=cross_entropy on raw logits"]
+    """Known traps the notes warn about, from the type of the model's own last layer."""
+    applies = {"cross_entropy": "softmax", "nll": "log-softmax", "bce": "a sigmoid"}
+    if loss_name in applies and last_layer in ("Softmax", "Sigmoid"):
+        return [f"the model ends in {last_layer} and loss={loss_name} applies {applies[loss_name]} on top of it: "
+                "remove that last layer (the loss takes raw logits), or training will be slow and the loss wrong"]
+    if loss_name == "bce" and last_layer == "LogSoftmax":
+        return ["the model ends in LogSoftmax and loss=bce applies a sigmoid on top of it: remove that last layer "
+                "(the loss takes raw logits)"]
     return []

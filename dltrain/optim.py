@@ -31,7 +31,7 @@ def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[
     def build(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
         try:
             return make(params, **kwargs)
-        except ValueError as err:
+        except (ValueError, RuntimeError) as err:  # e.g. RuntimeError: fused and foreach cannot be True together
             raise ConfigError(f"optim={name}: {str(err).rstrip('.')}; change the optim.* value it names.") from err
 
     build.__doc__ = f"Build ``{make.__module__}.{make.__qualname__}``."

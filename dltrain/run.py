@@ -23,6 +23,7 @@ from torch import nn
 
 from dltrain.callbacks import EarlyStopping
 from dltrain.checkpoint import save_checkpoint
+from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, TensorBatches, build_augment
 from dltrain.device import resolve_device, resolve_precision
@@ -30,7 +31,6 @@ from dltrain.errors import ConfigError
 from dltrain.files import ensure_new_run_dir, write_json
 from dltrain.init import apply_init
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
-from dltrain.metrics import metric_names
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, format_summary, summarize
 from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
@@ -96,6 +96,7 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
         ConfigError: for combinations that cannot work, before any training step.
     """
     reg, tcfg = cfg.regularization, cfg.trainer
+    check_combinations(cfg)
     data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data)).to(device)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
@@ -107,13 +108,17 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
                            **_options(cfg.loss)).to(device)
     warnings: list[str] = []
     model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings)
-    if loss_fn.log_probs and cfg.model.name != "custom":
+    last_layer = _last_layer(model)
+    if loss_fn.log_probs:  # harmless on a model that already ends in log-softmax
         model = with_log_softmax(model)
-    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity")
-    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
+    warnings += trap_warnings(loss_name, last_layer)
     model.to(device)
-    summary_rows = check_model(cfg.model.name, model, data.input_shape, init_applied, loss_fn, loss_name)
-    warnings += trap_warnings(loss_name, summary_rows[-1].kind if summary_rows else "")
+    check_model(cfg, model, data.input_shape, loss_fn, loss_name, autocast_dtype)  # also builds lazy layers
+    # The scheme's gain follows the model's activation; recurrent models compute with tanh.
+    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or (
+        "tanh" if cfg.model.name in ("lstm", "gru") else None)
+    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
+    summary_rows = summarize(model, data.input_shape, init_applied)
 
     closure = cfg.optim.name in CLOSURE_OPTIMIZERS
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2, **_options(cfg.optim))
@@ -128,8 +133,17 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
                                 steps_per_epoch=len(batches[0]), **sched)
+    if not tcfg.fast_dev_run:
+        warnings += schedule_warnings(cfg, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
                       penalty, augment, autocast_dtype, batches, warnings)
+
+
+def _last_layer(model: nn.Module) -> str:
+    """Type name of the model's last leaf module in registration order (an ``nn.Sequential``'s
+    last layer), for the trap warnings."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return type(leaves[-1]).__name__ if leaves else ""
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int, warnings: list[str]) -> nn.Module:
@@ -139,6 +153,9 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int,
     opts = _options(cfg.model)
     reg = cfg.regularization
     if cfg.model.name == "custom":
+        for key in ("input_shape", "num_outputs"):
+            if key in opts:
+                raise ConfigError(f"model.{key} is passed by dltrain from the data: remove +model.{key}.")
         for key, off in (("dropout", 0.0), ("batch_norm", False)):
             if reg[key] != off:
                 warnings.append(f"regularization.{key}={reg[key]} does not apply to model=custom: "
@@ -173,33 +190,6 @@ class LogProbs(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.log_softmax(self.body(*args, **kwargs))
-
-
-def check_model(name: str, model: nn.Module, input_shape: tuple[int, ...], init_applied: dict[str, str],
-                loss_fn: Loss, loss_name: str) -> list[LayerRow]:
-    """One forward pass on a dummy batch: the per-layer summary, and an error now for a
-    model whose output does not fit the loss (a custom model sized for other data)."""
-    try:
-        rows, output = summarize(model, input_shape, init_applied, return_output=True)
-    except Exception as err:
-        if name != "custom":
-            raise
-        raise ConfigError(f"model=custom failed on a batch of shape {(2, *input_shape)}: "
-                          f"{_first_line(err)} (make it accept inputs of that shape).") from err
-    width = loss_fn.output_width
-    if output.ndim != 2 or output.shape[1] != width:
-        raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of 2, but loss={loss_name} "
-                          f"on this data needs (2, {width}): make the model's last layer {width} wide "
-                          "(use the num_outputs argument dltrain passes).")
-    return rows
-
-
-def check_monitor(key: str, monitor: str, task: str) -> None:
-    """A monitor that is never logged is an error now, not a silent no-op later."""
-    logged = metric_names(task)
-    if monitor not in logged:
-        raise ConfigError(f"{key}={monitor} is never logged for this {task} task: "
-                          f"choose one of {', '.join(logged)}.")
 
 
 def make_batches(data: DataSplits, tcfg: DictConfig, seed: int) -> tuple[TensorBatches, ...]:

@@ -156,11 +156,18 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _uses_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer runs with momentum (SGD/RMSprop with momentum > 0) or betas (Adam family)."""
+    if "betas" in optimizer.defaults:
+        return True
+    return any(group.get("momentum", 0) > 0 for group in optimizer.param_groups)
+
+
 def _torch_checked(name: str, make: Callable[[], LRScheduler]) -> LRScheduler:
     """Build a torch scheduler, turning its ValueError into a one-line config error."""
     try:
         return make()
-    except ValueError as err:
+    except (ValueError, ZeroDivisionError) as err:
         raise ConfigError(f"scheduler={name}: {str(err).rstrip('.!')}.") from err
 
 
@@ -230,16 +237,25 @@ def build_onecycle(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_p
         raise ConfigError(
             "scheduler=onecycle warms up by itself (scheduler.pct_start): set scheduler.warmup_epochs=0."
         )
-    if cycle_momentum and "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-        # Checked before OneCycleLR, which would already have rewritten the param groups' LRs.
+    if cycle_momentum and not _uses_momentum(optimizer):
+        # Cycling would switch momentum on for plain SGD or RMSprop (torch writes it into
+        # the param groups) and cannot work for Adagrad or Adadelta: cycle only what the
+        # optimizer already has. Checked before OneCycleLR, which rewrites the param groups.
+        cycle_momentum = False
+    total_steps = int(max_epochs * steps_per_epoch)
+    # torch divides by each phase's length in steps, (end - start); it must not be 0.
+    rise = float(pct_start) * total_steps
+    ends = [rise - 1, 2 * rise - 2, total_steps - 1] if three_phase else [rise - 1, total_steps - 1]
+    if any(end == start for start, end in zip([0.0, *ends[:-1]], ends, strict=True)):
         raise ConfigError(
-            f"scheduler=onecycle cannot cycle the momentum of {type(optimizer).__name__}, which has neither "
-            "momentum nor betas: set scheduler.cycle_momentum=false."
+            f"scheduler=onecycle cannot split {total_steps} optimizer steps into its phases with "
+            f"scheduler.pct_start={pct_start:g}: train for more steps (trainer.max_epochs) "
+            "or change scheduler.pct_start."
         )
     if max_lr is None:
         max_lr = float(optimizer.param_groups[0]["lr"])
     sched = _torch_checked("onecycle", lambda: OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=int(max_epochs * steps_per_epoch), pct_start=float(pct_start),
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=float(pct_start),
         anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum, base_momentum=base_momentum,
         max_momentum=max_momentum, div_factor=div_factor, final_div_factor=final_div_factor,
         three_phase=three_phase))

@@ -63,6 +63,12 @@ BAD = [
     ("~seed", "seed has no value"),
     ("seed=${nosuch}", "seed: Interpolation key 'nosuch' not found"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range: it must be >= 1"),
+    ("init.value=inf", "init.value is not a config key"),
+    ("regularization.augment=rotate", "regularization.augment=rotate is not a list: write it in brackets, "
+                                      "e.g. regularization.augment=[rotate]"),
+    ("model.dropout=0.5", "only model=rnn, lstm, gru have it; for this model set regularization.dropout"),
+    ("loss.class_weights=[1,2]", "only loss=cross_entropy, nll have it"),
+    ("optim.lr=nan", "optim.lr=nan is not valid: expected a finite number"),
 ]
 
 

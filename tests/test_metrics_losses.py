@@ -184,8 +184,8 @@ def test_label_smoothing_moves_one_hot_targets():
 
 @pytest.mark.parametrize("loss,last,warns", [
     ("cross_entropy", "Softmax", True), ("bce", "Sigmoid", True), ("cross_entropy", "Linear", False),
-    ("cross_entropy", "LogSoftmax", False), ("nll", "Linear", True), ("nll", "LogSoftmax", False),
-    ("mse", "Softmax", False),
+    ("cross_entropy", "LogSoftmax", False), ("nll", "Softmax", True), ("nll", "Linear", False),
+    ("nll", "LogSoftmax", False), ("bce", "LogSoftmax", True), ("mse", "Softmax", False),
 ])
 def test_trap_warnings(loss, last, warns):
     assert bool(trap_warnings(loss, last)) is warns

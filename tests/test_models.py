@@ -130,14 +130,21 @@ def test_cnn_steps_and_summarizes():
     assert rows[-1].output_shape == "(-1, 10)"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"channels": [8, 8, 8, 8]},                            # 8 -> 4 -> 2 -> 1 -> 0
-    {"channels": [8], "padding": "valid", "kernel_size": 9},
-    {"channels": [8], "pool_size": 16},
+@pytest.mark.parametrize("kwargs,fixes", [
+    ({"channels": [8, 8, 8, 8]},                            # 8 -> 4 -> 2 -> 1 -> 0
+     "use fewer model.channels, model.pool=none or a smaller model.pool_size."),
+    ({"channels": [8], "padding": "valid", "kernel_size": 9},
+     "use fewer model.channels, model.pool=none, a smaller model.pool_size, a smaller model.kernel_size "
+     "or model.padding=same."),
+    ({"channels": [8], "pool_size": 16}, "use fewer model.channels, model.pool=none or a smaller model.pool_size."),
+    ({"channels": [8] * 3, "pool": "none", "stride": 2, "padding": "valid"},  # 8 -> 3 -> 1 -> 0
+     "use fewer model.channels, model.stride=1, a smaller model.kernel_size or model.padding=same."),
 ])
-def test_cnn_shrinking_to_nothing_is_a_config_error(kwargs):
-    with pytest.raises(ConfigError, match=r"model\.channels.*model\.pool_size.*model\.kernel_size"):
+def test_cnn_shrinking_to_nothing_is_a_config_error(kwargs, fixes):
+    """The message suggests only the changes that would help with these settings."""
+    with pytest.raises(ConfigError, match=r"^model=cnn cannot fit \d+ conv blocks on 8x8 images") as info:
         build_cnn((1, 8, 8), 10, **kwargs)
+    assert str(info.value).endswith(fixes)
 
 
 @pytest.mark.parametrize("shape", [(64,), (8, 8), (1, 1, 8, 8)])

@@ -141,20 +141,36 @@ def test_onecycle_refuses_warmup():
         schedule("onecycle", warmup_epochs=2)
 
 
-def test_onecycle_cycle_momentum_needs_momentum():
-    opt = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(ConfigError, match=r"scheduler=onecycle.*Adagrad.*scheduler\.cycle_momentum=false\.$"):
-        build_scheduler("onecycle", opt, max_epochs=2, steps_per_epoch=3)
-    assert opt.param_groups[0]["lr"] == 0.1 and "initial_lr" not in opt.param_groups[0]  # left untouched
-    sched = build_scheduler("onecycle", opt, max_epochs=2, steps_per_epoch=3, cycle_momentum=False)
+@pytest.mark.parametrize("make,cycles", [
+    (lambda p: torch.optim.Adagrad(p, lr=0.1), False),
+    (lambda p: torch.optim.SGD(p, lr=0.1), False),
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), True),
+    (lambda p: torch.optim.Adam(p, lr=0.1), True),
+])
+def test_onecycle_cycles_only_the_momentum_the_optimizer_has(make, cycles):
+    """Plain SGD stays plain SGD (torch would switch its momentum on); Adagrad has none."""
+    opt = make([torch.nn.Parameter(torch.zeros(1))])
+    momentum_before = opt.param_groups[0].get("momentum")
+    sched = build_scheduler("onecycle", opt, max_epochs=2, steps_per_epoch=3)
     assert sched.lr == pytest.approx(0.1 / 25)
+    assert sched.scheduler.cycle_momentum is cycles
+    if not cycles:
+        assert opt.param_groups[0].get("momentum") == momentum_before
+
+
+@pytest.mark.parametrize("pct_start,three_phase,steps", [(0.5, False, 2), (0.05, False, 20), (0.25, True, 4)])
+def test_onecycle_with_a_zero_length_phase_is_a_config_error(pct_start, three_phase, steps):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    with pytest.raises(ConfigError, match=r"^scheduler=onecycle cannot split \d+ optimizer steps .*pct_start"):
+        build_scheduler("onecycle", opt, max_epochs=1, steps_per_epoch=steps, pct_start=pct_start,
+                        three_phase=three_phase)
 
 
 def test_torch_value_errors_become_one_line_config_errors():
     with pytest.raises(ConfigError, match=r"^scheduler=plateau: Factor should be < 1\.0\.$"):
         schedule("plateau", factor=2.0)
-    with pytest.raises(ConfigError, match=r"^scheduler=onecycle: .*total_steps.*\.$"):
-        schedule("onecycle", max_epochs=1, steps_per_epoch=0)
+    with pytest.raises(ConfigError, match=r"^scheduler=onecycle: .*anneal_strategy.*\.$"):
+        schedule("onecycle", anneal_strategy="zigzag")
 
 
 def test_unknown_name():

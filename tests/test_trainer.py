@@ -12,7 +12,6 @@ from torch import nn
 
 from dltrain import train
 from dltrain.callbacks import EarlyStopping
-from dltrain.data import TensorBatches
 from dltrain.device import resolve_precision
 from dltrain.errors import ConfigError
 from dltrain.run import build_experiment
@@ -172,7 +171,7 @@ def test_custom_model_trains_with_its_own_keys(compose, tmp_path):
 def test_softmax_before_cross_entropy_warns(compose, tmp_path, caplog):
     summary = train(compose(["model=custom", "model._target_=tests.nets.softmax_net", "trainer.fast_dev_run=true"]),
                     run_dir=tmp_path)
-    assert any("ends in Softmax and loss=cross_entropy applies softmax again" in w for w in summary["warnings"])
+    assert any("ends in Softmax and loss=cross_entropy applies softmax on top of it" in w for w in summary["warnings"])
     assert "ends in Softmax" in caplog.text
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["warnings"] == summary["warnings"]
@@ -199,3 +198,70 @@ def test_zero_init_never_breaks_symmetry_he_normal_learns(compose, tmp_path, ini
     only learn the class prior, so it stays near chance (0.1) on ten digits."""
     summary = train(compose([f"init={init}", "trainer.max_epochs=10"]), run_dir=tmp_path)
     assert low <= summary["test"]["accuracy"] <= high
+
+
+# --- combinations caught at start-up --------------------------------------------------
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["model=custom", "model._target_=tests.nets.TupleNet"], "model=custom returned a tuple, not a tensor"),
+    (["model=custom", "model._target_=tests.nets.TinyNet", "+model.num_outputs=3"],
+     "model.num_outputs is passed by dltrain from the data: remove +model.num_outputs"),
+    (["model=custom", "model._target_=tests.nets.NoParams"], "model=custom has no trainable parameters"),
+    (["model=custom", "model._target_=tests.nets.NoAutocast", "trainer.precision=bf16"],
+     "trainer.precision=bf16: model=custom cannot run in bfloat16 on this device"),
+    (["trainer.batch_size=1", "regularization.batch_norm=true"],
+     "regularization.batch_norm=true cannot normalise batches of one example"),
+    (["optim=lbfgs", "regularization.grad_clip=1.0"], "regularization.grad_clip would hand optim=lbfgs"),
+    (["optim.foreach=true", "optim.fused=true"], "optim=adam: `fused` and `foreach` cannot be `True` together"),
+    (["scheduler=onecycle", "scheduler.pct_start=0.5", "trainer.fast_dev_run=true"],
+     "scheduler=onecycle cannot split 2 optimizer steps"),
+])
+def test_impossible_combinations_fail_before_training(compose, tmp_path, overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        train(compose(overrides), run_dir=tmp_path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "rnn", "lstm", "gru"])
+def test_bf16_trains_or_says_it_cannot(compose, tmp_path, model):
+    """Some CPUs have no bfloat16 kernel for a layer (oneDNN's LSTM): that is one line
+    naming trainer.precision, never a traceback in the first step."""
+    try:
+        summary = train(compose([f"model={model}", "trainer.precision=bf16", "trainer.fast_dev_run=true"]),
+                        run_dir=tmp_path)
+    except ConfigError as err:
+        assert str(err).startswith(f"trainer.precision=bf16: model={model} cannot run in bfloat16")
+    else:
+        assert summary["status"] == "completed"
+
+
+def test_lazy_custom_model_takes_any_init(compose, tmp_path):
+    summary = train(compose(["model=custom", "model._target_=tests.nets.lazy_net", "init=he_normal",
+                             "trainer.max_epochs=2"]), run_dir=tmp_path)
+    assert summary["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert "he_normal(relu)" in (tmp_path / "model_summary.txt").read_text()
+
+
+def test_nll_wraps_a_custom_model_too(compose):
+    exp = build_experiment(compose(["loss=nll", "model=custom", "model._target_=tests.nets.TinyNet"]),
+                           torch.device("cpu"))
+    out = exp.model(exp.data.x_val[:4])
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5) and not exp.warnings
+    soft = build_experiment(compose(["loss=nll", "model=custom", "model._target_=tests.nets.softmax_net"]),
+                            torch.device("cpu"))
+    assert any("ends in Softmax and loss=nll applies log-softmax" in w for w in soft.warnings)
+
+
+def test_sgd_under_onecycle_keeps_its_momentum(compose):
+    exp = build_experiment(compose(["optim=sgd", "scheduler=onecycle"]), torch.device("cpu"))
+    assert all(g["momentum"] == 0.0 for g in exp.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["scheduler=cosine", "scheduler.T_max=2", "trainer.max_epochs=6"], "scheduler.T_max=2 is shorter than"),
+    (["scheduler.warmup_epochs=5", "trainer.max_epochs=3"], "the learning rate never reaches optim.lr"),
+])
+def test_schedules_that_will_not_do_what_they_say_warn(compose, overrides, expected):
+    exp = build_experiment(compose(overrides), torch.device("cpu"))
+    assert any(expected in w for w in exp.warnings)

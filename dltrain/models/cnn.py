@@ -102,10 +102,18 @@ def build_cnn(
             layers[f"pool{i}"] = POOLS[pool](pool_size)
             h, w = h // pool_size, w // pool_size
         if h < 1 or w < 1:
+            fixes = ["fewer model.channels"]
+            if POOLS[pool] is not None:
+                fixes += ["model.pool=none", "a smaller model.pool_size"]
+            if stride > 1:
+                fixes.append("model.stride=1")
+            if padding != "same":
+                fixes += ["a smaller model.kernel_size", "model.padding=same"]
             raise ConfigError(
                 f"model=cnn cannot fit {len(channels)} conv blocks on {height}x{width} images (block {i} leaves "
-                f"{h}x{w}): use fewer model.channels, a smaller model.pool_size or model.kernel_size, "
-                f"or model.padding=same."
+                f"{h}x{w}): use {', '.join(fixes[:-1])} or {fixes[-1]}." if len(fixes) > 1 else
+                f"model=cnn cannot fit {len(channels)} conv blocks on {height}x{width} images (block {i} leaves "
+                f"{h}x{w}): use {fixes[0]}."
             )
         c_in = c_out
 

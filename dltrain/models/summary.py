@@ -17,25 +17,39 @@ class LayerRow:
     init: str
 
 
+def dummy_forward(model: nn.Module, input_shape: tuple[int, ...], autocast_dtype: torch.dtype | None = None,
+                  ) -> object:
+    """The model's output for a batch of two zero examples, in eval mode without gradients.
+
+    It also materialises lazy layers (``nn.LazyLinear``). The model's train/eval mode is
+    restored afterwards.
+    """
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros((2, *input_shape), device=device)
+    try:
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                             enabled=autocast_dtype is not None):
+            return model(x)
+    finally:
+        model.train(was_training)
+
+
 def summarize(
     model: nn.Module,
     input_shape: tuple[int, ...],
     init_applied: dict[str, str] | None = None,
-    dtype: torch.dtype = torch.float32,
-    return_output: bool = False,
-) -> list[LayerRow] | tuple[list[LayerRow], torch.Tensor]:
+) -> list[LayerRow]:
     """One row per leaf module, in call order, from a forward pass on a dummy batch of two.
 
     Args:
         model: the model; its train/eval mode is restored afterwards.
         input_shape: shape of one example without the batch dimension.
         init_applied: module name -> init scheme, as returned by ``dltrain.init.apply_init``.
-        dtype: dtype of the dummy input.
-        return_output: also return the model's output for the dummy batch.
     """
     init_applied = init_applied or {}
     rows: list[LayerRow] = []
-    hooks = []
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
 
     def hook(name: str, module: nn.Module):
@@ -47,19 +61,13 @@ def summarize(
                                  init_applied.get(name, "-" if params == 0 else "default")))
         return record
 
-    for name, module in leaves:
-        hooks.append(module.register_forward_hook(hook(name, module)))
-    was_training = model.training
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    hooks = [module.register_forward_hook(hook(name, module)) for name, module in leaves]
     try:
-        model.eval()
-        with torch.no_grad():
-            output = model(torch.zeros((2, *input_shape), dtype=dtype, device=device))
+        dummy_forward(model, input_shape)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
-    return (rows, output) if return_output else rows
+    return rows
 
 
 def format_summary(rows: list[LayerRow], model: nn.Module) -> str:

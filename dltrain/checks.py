@@ -1,0 +1,91 @@
+"""Checks of a config against the data and the built model, before the first step.
+
+The schema (``dltrain.schemas``) checks each key on its own; what can only be known once
+the data is loaded and the model built (a monitor never logged, a custom model whose
+output does not fit the loss, options that cannot work together) is checked here, so a
+run fails at start-up with one line instead of a traceback several epochs in.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from dltrain.errors import ConfigError
+from dltrain.losses import Loss
+from dltrain.metrics import metric_names
+from dltrain.models.summary import dummy_forward
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_monitor(key: str, monitor: str, task: str) -> None:
+    """A monitor that is never logged is an error now, not a silent no-op later."""
+    logged = metric_names(task)
+    if monitor not in logged:
+        raise ConfigError(f"{key}={monitor} is never logged for this {task} task: "
+                          f"choose one of {', '.join(logged)}.")
+
+
+def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...], loss_fn: Loss, loss_name: str,
+                autocast_dtype: torch.dtype | None) -> None:
+    """One forward pass on a dummy batch, in the run's precision: an error now for a model
+    that fails on the data's shape, returns something other than a tensor, has the wrong
+    output width for the loss, cannot run in the precision asked for, or has nothing to train."""
+    name = cfg.model.name
+    try:
+        output = dummy_forward(model, input_shape, autocast_dtype)
+    except Exception as err:
+        if autocast_dtype is not None:  # e.g. oneDNN has no bfloat16 LSTM on some CPUs
+            try:
+                dummy_forward(model, input_shape)
+            except Exception:
+                pass
+            else:
+                raise ConfigError(f"trainer.precision={cfg.trainer.precision}: model={name} cannot run in "
+                                  f"{str(autocast_dtype).removeprefix('torch.')} on this device "
+                                  f"({_first_line(err)}): use trainer.precision=32.") from err
+        if name != "custom":
+            raise
+        raise ConfigError(f"model=custom failed on a batch of shape {(2, *input_shape)}: "
+                          f"{_first_line(err)} (make it accept inputs of that shape).") from err
+    if not torch.is_tensor(output):
+        raise ConfigError(f"model={name} returned a {type(output).__name__}, not a tensor: make forward() "
+                          "return the outputs (logits) as one tensor.")
+    width = loss_fn.output_width
+    if output.ndim != 2 or output.shape[1] != width:
+        raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of 2, but loss={loss_name} "
+                          f"on this data needs (2, {width}): make the model's last layer {width} wide "
+                          "(use the num_outputs argument dltrain passes).")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model={name} has no trainable parameters: give it layers with weights.")
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Options that are each valid but cannot work together."""
+    reg, tcfg = cfg.regularization, cfg.trainer
+    if reg.batch_norm and tcfg.batch_size < 2 and cfg.model.name != "custom":
+        raise ConfigError("regularization.batch_norm=true cannot normalise batches of one example "
+                          "(trainer.batch_size=1): use trainer.batch_size=2 or more, or turn batch norm off.")
+    if cfg.optim.name == "lbfgs":
+        for key in ("grad_clip", "grad_clip_value"):
+            if reg[key] is not None:
+                raise ConfigError(f"regularization.{key} would hand optim=lbfgs's line search gradients that do not "
+                                  f"match the loss: remove regularization.{key} (or pick another optimizer).")
+
+
+def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
+    """Schedules that will not do what their presets describe within ``max_epochs``."""
+    sched, warnings = cfg.scheduler, []
+    if sched.warmup_epochs and sched.warmup_epochs >= max_epochs:
+        warnings.append(f"scheduler.warmup_epochs={sched.warmup_epochs} is not shorter than the {max_epochs} "
+                        "epochs of this run: the learning rate never reaches optim.lr")
+    if sched.name == "cosine" and sched.T_max is not None and sched.T_max < max_epochs - sched.warmup_epochs:
+        warnings.append(f"scheduler.T_max={sched.T_max} is shorter than the {max_epochs - sched.warmup_epochs} "
+                        "epochs after warm-up: the cosine rises again after its minimum (leave T_max null to end "
+                        "at eta_min)")
+    return warnings
