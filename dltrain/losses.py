@@ -138,22 +138,22 @@ def _no_smoothing(name: str, task: str, label_smoothing: float) -> None:
                           f"target is continuous: set regularization.label_smoothing=0 for loss={name}.")
 
 
-@LOSSES.register("cross_entropy")
-def build_cross_entropy(task: str, num_outputs: int, label_smoothing: float = 0.0,
-                        class_counts: torch.Tensor | None = None, class_weights: Any = None) -> Loss:
-    """Softmax cross-entropy; one logit per class (two for binary data)."""
-    _needs_labels("cross_entropy", task, SINGLE_LABEL)
-    weight = _class_weights("cross_entropy", class_weights, num_outputs, class_counts)
-    return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=False)
+def _likelihood(name: str, log_probs: bool):
+    """``cross_entropy`` (on logits) or ``nll`` (on the log-probabilities of a model that
+    ends in log-softmax): one output per class, two for binary data."""
 
-
-@LOSSES.register("nll")
-def build_nll(task: str, num_outputs: int, label_smoothing: float = 0.0,
+    def build(task: str, num_outputs: int, label_smoothing: float = 0.0,
               class_counts: torch.Tensor | None = None, class_weights: Any = None) -> Loss:
-    """Negative log-likelihood of log-softmax outputs (dltrain ends the model in log-softmax)."""
-    _needs_labels("nll", task, SINGLE_LABEL)
-    weight = _class_weights("nll", class_weights, num_outputs, class_counts)
-    return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=True)
+        _needs_labels(name, task, SINGLE_LABEL)
+        weight = _class_weights(name, class_weights, num_outputs, class_counts)
+        return CrossEntropy(num_outputs, weight, label_smoothing, log_probs=log_probs)
+
+    build.__doc__ = _likelihood.__doc__
+    return build
+
+
+build_cross_entropy = LOSSES.register("cross_entropy")(_likelihood("cross_entropy", log_probs=False))
+build_nll = LOSSES.register("nll")(_likelihood("nll", log_probs=True))
 
 
 @LOSSES.register("bce")

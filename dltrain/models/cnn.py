@@ -8,6 +8,7 @@ from torch import nn
 
 from dltrain.errors import ConfigError
 from dltrain.models.layers import activation as make_activation
+from dltrain.models.layers import dense_blocks
 from dltrain.models.registry import MODELS
 
 POOLS: dict[str, type[nn.Module] | None] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
@@ -122,13 +123,7 @@ def build_cnn(
     if dropout > 0:
         layers["dropout0"] = nn.Dropout(dropout)
     # Dense names carry an fc_ prefix so they do not clash with the conv blocks' bn1, act1.
-    for i, units in enumerate(hidden, start=1):
-        layers[f"fc{i}"] = nn.Linear(width_in, units, bias=not batch_norm)
-        if batch_norm:
-            layers[f"fc_bn{i}"] = nn.BatchNorm1d(units)
-        layers[f"fc_act{i}"] = make_activation(activation)
-        if dropout > 0:
-            layers[f"dropout{i}"] = nn.Dropout(dropout)
-        width_in = units
+    blocks, width_in = dense_blocks(width_in, hidden, activation, dropout, batch_norm, prefix="fc_")
+    layers.update(blocks)
     layers["out"] = nn.Linear(width_in, num_outputs)  # logits: losses apply softmax/sigmoid
     return nn.Sequential(layers)

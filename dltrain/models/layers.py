@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from dltrain.errors import ConfigError
@@ -30,3 +32,44 @@ def activation(name: str) -> nn.Module:
         raise ConfigError(
             f"model.activation={name} is not a known activation: choose one of {', '.join(ACTIVATIONS)}."
         ) from None
+
+
+_activation = activation  # dense_blocks takes an argument of that name
+
+
+def dense_blocks(
+    width_in: int,
+    hidden: list[int],
+    activation: str,
+    dropout: float,
+    batch_norm: bool,
+    prefix: str = "",
+) -> tuple[OrderedDict[str, nn.Module], int]:
+    """Hidden dense blocks ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``.
+
+    With batch norm the Linear has no bias: BN subtracts the batch mean, so a bias would be
+    undone, and BN's own shift plays its part.
+
+    Args:
+        width_in: features entering the first block.
+        hidden: width of each block.
+        activation: activation name (see :data:`ACTIVATIONS`).
+        dropout: probability of zeroing a unit after each block; 0 adds no layer.
+        batch_norm: add BatchNorm1d after each Linear.
+        prefix: put before the names of the norm and activation layers (``fc_`` in the CNN,
+            whose conv blocks already use ``bn1``, ``act1``).
+
+    Returns:
+        The named layers (``fc1``, ``{prefix}bn1``, ``{prefix}act1``, ``dropout1``, ...) and
+        the width they end with.
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, width in enumerate(hidden, start=1):
+        layers[f"fc{i}"] = nn.Linear(width_in, width, bias=not batch_norm)
+        if batch_norm:
+            layers[f"{prefix}bn{i}"] = nn.BatchNorm1d(width)
+        layers[f"{prefix}act{i}"] = _activation(activation)
+        if dropout > 0:
+            layers[f"dropout{i}"] = nn.Dropout(dropout)
+        width_in = width
+    return layers, width_in

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from dltrain.models.layers import activation as make_activation
+from dltrain.models.layers import dense_blocks
 from dltrain.models.registry import MODELS
 
 
@@ -22,9 +22,8 @@ def build_mlp(
 ) -> nn.Sequential:
     """A stack of fully connected layers on the flattened input.
 
-    Each hidden block is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``. With batch
-    norm the Linear has no bias: BN subtracts the batch mean, so a bias would be undone,
-    and BN's own shift plays its part.
+    Each hidden block is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]`` (see
+    ``dltrain.models.layers.dense_blocks``).
 
     Args:
         input_shape: shape of one example without the batch dimension, e.g. ``(1, 8, 8)``.
@@ -37,15 +36,7 @@ def build_mlp(
     Returns:
         An ``nn.Sequential`` mapping ``(B, *input_shape)`` to ``(B, num_outputs)`` logits.
     """
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    width_in = math.prod(input_shape)
-    for i, width in enumerate(hidden, start=1):
-        layers[f"fc{i}"] = nn.Linear(width_in, width, bias=not batch_norm)
-        if batch_norm:
-            layers[f"bn{i}"] = nn.BatchNorm1d(width)
-        layers[f"act{i}"] = make_activation(activation)
-        if dropout > 0:
-            layers[f"dropout{i}"] = nn.Dropout(dropout)
-        width_in = width
-    layers["out"] = nn.Linear(width_in, num_outputs)  # logits: losses apply softmax/sigmoid
+    blocks, width = dense_blocks(math.prod(input_shape), hidden, activation, dropout, batch_norm)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten(), **blocks)
+    layers["out"] = nn.Linear(width, num_outputs)  # logits: losses apply softmax/sigmoid
     return nn.Sequential(layers)

@@ -132,62 +132,21 @@ class RecurrentNet(nn.Module):
         return self.out(pooled)
 
 
-@MODELS.register("rnn")
-def build_rnn(
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    hidden_size: int = 64,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    pooling: str = "last",
-    head_dropout: float = 0.0,
-    batch_norm: bool = False,
-    nonlinearity: str = "tanh",
-) -> RecurrentNet:
-    """An Elman RNN (``torch.nn.RNN``) with a linear head; see :class:`RecurrentNet`.
+def _builder(kind: str):
+    """The registered builder of ``model=KIND``: :class:`RecurrentNet` of that kind."""
 
-    Args:
-        nonlinearity: ``"tanh"`` or ``"relu"``; the other arguments are those of :class:`RecurrentNet`.
-    """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ConfigError(f"model.nonlinearity={nonlinearity} is not an RNN nonlinearity: choose tanh or relu.")
-    return RecurrentNet("rnn", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
-                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
-                        batch_norm=batch_norm, nonlinearity=nonlinearity)
+    def build(input_shape: tuple[int, ...], num_outputs: int, **kwargs) -> RecurrentNet:
+        if kind == "rnn" and kwargs.get("nonlinearity", "tanh") not in ("tanh", "relu"):
+            raise ConfigError(f"model.nonlinearity={kwargs['nonlinearity']} is not an RNN nonlinearity: "
+                              "choose tanh or relu.")
+        return RecurrentNet(kind, input_shape, num_outputs, **kwargs)
+
+    build.__name__ = f"build_{kind}"
+    build.__doc__ = (f"``model={kind}``: ``torch.nn.{CELLS[kind].__name__}`` with a linear head; the keyword "
+                     "arguments are those of :class:`RecurrentNet` (and ``nonlinearity`` for the RNN).")
+    return build
 
 
-@MODELS.register("lstm")
-def build_lstm(
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    hidden_size: int = 64,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    pooling: str = "last",
-    head_dropout: float = 0.0,
-    batch_norm: bool = False,
-) -> RecurrentNet:
-    """An LSTM (``torch.nn.LSTM``) with a linear head; the arguments are those of :class:`RecurrentNet`."""
-    return RecurrentNet("lstm", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
-                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
-                        batch_norm=batch_norm)
-
-
-@MODELS.register("gru")
-def build_gru(
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    hidden_size: int = 64,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    pooling: str = "last",
-    head_dropout: float = 0.0,
-    batch_norm: bool = False,
-) -> RecurrentNet:
-    """A GRU (``torch.nn.GRU``) with a linear head; the arguments are those of :class:`RecurrentNet`."""
-    return RecurrentNet("gru", input_shape, num_outputs, hidden_size=hidden_size, num_layers=num_layers,
-                        bidirectional=bidirectional, dropout=dropout, pooling=pooling, head_dropout=head_dropout,
-                        batch_norm=batch_norm)
+build_rnn = MODELS.register("rnn")(_builder("rnn"))
+build_lstm = MODELS.register("lstm")(_builder("lstm"))
+build_gru = MODELS.register("gru")(_builder("gru"))
