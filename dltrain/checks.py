@@ -37,6 +37,10 @@ def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...],
     that fails on the data's shape, returns something other than a tensor, has the wrong
     output width for the loss, cannot run in the precision asked for, or has nothing to train."""
     name = cfg.model.name
+    if cfg.trainer.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        what = "model=custom has batch norm layers, which" if name == "custom" else "regularization.batch_norm=true"
+        raise ConfigError(f"{what} cannot normalise batches of one example (trainer.batch_size=1): "
+                          "use trainer.batch_size=2 or more, or turn batch norm off.")
     try:
         output = dummy_forward(model, input_shape, autocast_dtype)
     except Exception as err:
@@ -51,6 +55,9 @@ def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...],
                                   f"({_first_line(err)}): use trainer.precision=32.") from err
         if name != "custom":
             raise
+        if isinstance(err, TypeError) and "forward()" in str(err):
+            raise ConfigError(f"model=custom: dltrain calls forward(x) with one tensor, but {_first_line(err)}: "
+                              "give forward's other arguments default values.") from err
         raise ConfigError(f"model=custom failed on a batch of shape {(2, *input_shape)}: "
                           f"{_first_line(err)} (make it accept inputs of that shape).") from err
     if not torch.is_tensor(output):
@@ -67,10 +74,7 @@ def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...],
 
 def check_combinations(cfg: DictConfig) -> None:
     """Options that are each valid but cannot work together."""
-    reg, tcfg = cfg.regularization, cfg.trainer
-    if reg.batch_norm and tcfg.batch_size < 2 and cfg.model.name != "custom":
-        raise ConfigError("regularization.batch_norm=true cannot normalise batches of one example "
-                          "(trainer.batch_size=1): use trainer.batch_size=2 or more, or turn batch norm off.")
+    reg = cfg.regularization
     if cfg.optim.name == "lbfgs":
         for key in ("grad_clip", "grad_clip_value"):
             if reg[key] is not None:

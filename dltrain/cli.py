@@ -128,13 +128,18 @@ def describe_error(err: BaseException) -> str | None:
         cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
         key = getattr(cause, "full_key", None)
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
-            known = _known_keys(getattr(cause, "object_type", None))
+            schema = getattr(cause, "object_type", None)
+            known = _known_keys(schema)
             if key.rsplit(".", 1)[-1] in known:  # a key the schema has, removed with ~key
                 return f"{key} has no value: dltrain needs it, so set it (key=value) instead of removing it."
+            if getattr(schema, "ALLOWS_EXTRA_KEYS", False):  # model=custom: the user's own keys
+                return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
             hint = f" (known keys there: {', '.join(known)})" if known else ""
             return f"{key} is not a config key{hint}: {_where_else(key)}."
         if isinstance(cause, OmegaConfBaseException) and key:
             msg = _one_line(getattr(cause, "msg", str(cause)))
+            if "does not support deletion" in msg:
+                return f"{key} cannot be removed: dltrain needs it, so set it ({key}=...) instead."
             if "is not a ListConfig" in msg:
                 value = getattr(cause, "value", "...")
                 return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."

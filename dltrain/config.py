@@ -100,6 +100,8 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         full_key = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{full_key} has no value: set it on the command line ({full_key}=...).")
+        if key not in meta_by_name and meta_by_name:  # a custom model's own key: its module checks it
+            continue
         value = cfg[key]
         if isinstance(value, DictConfig):
             validate(value, prefix=f"{full_key}.")

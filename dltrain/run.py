@@ -107,18 +107,21 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
                            label_smoothing=reg.label_smoothing, class_counts=data.class_counts(),
                            **_options(cfg.loss)).to(device)
     warnings: list[str] = []
-    model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings)
-    last_layer = _last_layer(model)
-    if loss_fn.log_probs:  # harmless on a model that already ends in log-softmax
-        model = with_log_softmax(model)
+    model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings).to(device)
+    # One dummy forward pass first: it fails here, with one line, for a model that cannot
+    # work, and it gives lazy layers their shapes before the init touches them.
+    check_model(cfg, model, data.input_shape, loss_fn, loss_name, autocast_dtype)
+    summary_rows = summarize(model, data.input_shape)  # layers in the order they run
+    last_layer = summary_rows[-1].kind if summary_rows else ""
     warnings += trap_warnings(loss_name, last_layer)
-    model.to(device)
-    check_model(cfg, model, data.input_shape, loss_fn, loss_name, autocast_dtype)  # also builds lazy layers
-    # The scheme's gain follows the model's activation; recurrent models compute with tanh.
+    if loss_fn.log_probs and last_layer != "LogSoftmax":
+        summary_rows.append(add_log_softmax(model, loss_fn.output_width))
+    # The scheme's gain follows the model's activation; LSTM and GRU compute with tanh.
     activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or (
         "tanh" if cfg.model.name in ("lstm", "gru") else None)
     init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
-    summary_rows = summarize(model, data.input_shape, init_applied)
+    for row in summary_rows:
+        row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
 
     closure = cfg.optim.name in CLOSURE_OPTIMIZERS
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2, **_options(cfg.optim))
@@ -137,13 +140,6 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
         warnings += schedule_warnings(cfg, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
                       penalty, augment, autocast_dtype, batches, warnings)
-
-
-def _last_layer(model: nn.Module) -> str:
-    """Type name of the model's last leaf module in registration order (an ``nn.Sequential``'s
-    last layer), for the trap warnings."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return type(leaves[-1]).__name__ if leaves else ""
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int, warnings: list[str]) -> nn.Module:
@@ -172,24 +168,19 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int,
                           f"make it smaller (model.* sizes) ({str(err).splitlines()[0]}).") from err
 
 
-def with_log_softmax(model: nn.Module) -> nn.Module:
-    """``model`` ending in log-softmax, for ``loss=nll``."""
+def add_log_softmax(model: nn.Module, width: int) -> LayerRow:
+    """End ``model`` in log-softmax, for ``loss=nll``, without renaming its weights: an
+    ``nn.Sequential`` gets a last layer (it has no parameters), any other module a forward
+    hook. Returns the summary row of the added step."""
     if isinstance(model, nn.Sequential):
         model.add_module("log_softmax", nn.LogSoftmax(dim=1))
-        return model
-    return LogProbs(model)
+    else:
+        model.register_forward_hook(_log_softmax_hook)
+    return LayerRow("log_softmax", "LogSoftmax", f"(-1, {width})", 0, "-")
 
 
-class LogProbs(nn.Module):
-    """Log-softmax on top of a model that is not an ``nn.Sequential``."""
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-        self.log_softmax = nn.LogSoftmax(dim=1)
-
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.log_softmax(self.body(*args, **kwargs))
+def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(output, dim=1)
 
 
 def make_batches(data: DataSplits, tcfg: DictConfig, seed: int) -> tuple[TensorBatches, ...]:

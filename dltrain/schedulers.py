@@ -8,6 +8,7 @@ epoch, ``state_dict()`` into the checkpoint. Warm-up is done here rather than wi
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,8 @@ from torch.optim.lr_scheduler import (
 from dltrain.callbacks import infer_mode
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS = Registry("scheduler")
 
@@ -158,9 +161,7 @@ def _plain(obj: Any) -> Any:
 
 def _uses_momentum(optimizer: torch.optim.Optimizer) -> bool:
     """Whether the optimizer runs with momentum (SGD/RMSprop with momentum > 0) or betas (Adam family)."""
-    if "betas" in optimizer.defaults:
-        return True
-    return any(group.get("momentum", 0) > 0 for group in optimizer.param_groups)
+    return any(group.get("momentum", 0) > 0 or group.get("betas", (0,))[0] > 0 for group in optimizer.param_groups)
 
 
 def _torch_checked(name: str, make: Callable[[], LRScheduler]) -> LRScheduler:
@@ -241,6 +242,8 @@ def build_onecycle(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_p
         # Cycling would switch momentum on for plain SGD or RMSprop (torch writes it into
         # the param groups) and cannot work for Adagrad or Adadelta: cycle only what the
         # optimizer already has. Checked before OneCycleLR, which rewrites the param groups.
+        log.info("scheduler=onecycle: %s runs without momentum here, so the momentum is not cycled",
+                 type(optimizer).__name__)
         cycle_momentum = False
     total_steps = int(max_epochs * steps_per_epoch)
     # torch divides by each phase's length in steps, (end - start); it must not be 0.

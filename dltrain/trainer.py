@@ -102,7 +102,7 @@ class Trainer:
         self.grad_clip_value = grad_clip_value
         self.autocast_dtype = autocast_dtype
         self.scaler = scaler
-        self.forward = forward or model
+        self.forward = forward if forward is not None else model  # a compiled module has no truth value
         # LBFGS evaluates the loss several times per step, through a closure.
         self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
         self.epoch = 0

@@ -60,3 +60,36 @@ class NoAutocast(TinyNet):
         if torch.is_autocast_enabled(x.device.type):
             raise RuntimeError("could not create a primitive descriptor for this dtype")
         return self.body(x)
+
+
+class HeadFirst(nn.Module):
+    """Registers its softmax before the layer it follows: the call order is what counts."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        self.softmax = nn.Softmax(dim=1)
+        self.fc = nn.Linear(math.prod(input_shape), num_outputs)
+
+    def forward(self, x):
+        return self.softmax(self.fc(x.flatten(1)))
+
+
+class LogSoftmaxNet(TinyNet):
+    """Already ends in log-softmax, as the notes' NLL examples do."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__(input_shape, num_outputs)
+        self.log_softmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, x):
+        return self.log_softmax(self.body(x))
+
+
+class NeedsMask(TinyNet):
+    def forward(self, x, mask):
+        return self.body(x) * mask
+
+
+def batch_norm_net(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, num_outputs))

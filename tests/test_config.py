@@ -69,6 +69,7 @@ BAD = [
     ("model.dropout=0.5", "only model=rnn, lstm, gru have it; for this model set regularization.dropout"),
     ("loss.class_weights=[1,2]", "only loss=cross_entropy, nll have it"),
     ("optim.lr=nan", "optim.lr=nan is not valid: expected a finite number"),
+    ("~optim.lr", "optim.lr cannot be removed: dltrain needs it, so set it (optim.lr=...) instead"),
 ]
 
 
@@ -145,3 +146,15 @@ def test_config_dir_falls_back_to_the_source_tree(monkeypatch):
     where = cli.config_dir()
     assert not where.startswith("pkg://") and (Path(where) / "train.yaml").is_file()
     assert cli.compose(["optim=sgd"]).optim.name == "sgd"
+
+
+def test_custom_model_keys_need_a_plus(compose):
+    with pytest.raises(Exception) as info:
+        compose(["model=custom", "model._target_=tests.nets.TinyNet", "model.width=3"])
+    assert describe_error(info.value) == ("model.width is not a key of model=custom: add your module's keys "
+                                          "with a plus, +model.width=VALUE.")
+
+
+def test_custom_model_keys_are_the_modules_to_check(compose):
+    cfg = compose(["model=custom", "model._target_=tests.nets.TinyNet", "+model.scale=inf", "+model.opts={a: nan}"])
+    assert cfg.model.scale == float("inf")

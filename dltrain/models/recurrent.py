@@ -31,7 +31,7 @@ class RecurrentNet(nn.Module):
         pooling: ``"last"`` (final hidden state), ``"mean"`` or ``"max"`` over time steps.
         head_dropout: dropout on the pooled state before the output layer; 0 adds no layer.
         batch_norm: BatchNorm1d on the pooled state.
-        **cell_kwargs: passed to the torch module (``nonlinearity`` for the RNN).
+        **cell_kwargs: ``nonlinearity`` for the RNN, passed to ``torch.nn.RNN``; nothing else.
     """
 
     def __init__(
@@ -57,6 +57,9 @@ class RecurrentNet(nn.Module):
         if dropout > 0 and num_layers == 1:
             raise ConfigError("model.dropout applies between stacked recurrent layers: "
                               "set model.num_layers above 1 or model.dropout=0.")
+        unknown = set(cell_kwargs) - ({"nonlinearity"} if kind == "rnn" else set())
+        if unknown:
+            raise TypeError(f"model={kind} takes no argument {', '.join(sorted(unknown))}")
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={pooling} is not a known pooling: choose one of {', '.join(POOLINGS)}.")
         self.kind = kind
