@@ -91,6 +91,7 @@ class RecurrentConfig:
     bidirectional: bool = False
     dropout: float = spec(0.0, ge=0, lt=1, help="dropout between stacked recurrent layers (num_layers > 1)")
     pooling: str = spec("last", choices=("last", "mean", "max"), help="what the head reads from the sequence")
+    embedding_dim: int = spec(64, ge=1, help="size of the token embeddings, for text data (data=text_csv)")
 
 
 @dataclass
@@ -114,6 +115,10 @@ class CustomModelConfig:
 
 
 # --- data= ---------------------------------------------------------------------------
+# Every dataset's builder takes these keys (and ``seed``) as keyword arguments.
+
+DATA_TASKS = ("auto", "regression", "binary", "multiclass")
+
 
 @dataclass
 class DigitsConfig:
@@ -122,6 +127,131 @@ class DigitsConfig:
     name: str = "digits"
     val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the data held out for validation")
     test_fraction: float = spec(0.2, gt=0, lt=1, help="share of the data held out for the final test")
+
+
+@dataclass
+class XorConfig:
+    """``data=xor``: the four XOR points, each repeated with Gaussian jitter."""
+
+    name: str = "xor"
+    copies: int = spec(100, ge=3, help="noisy copies of each of the four points")
+    noise: float = spec(0.15, ge=0, help="standard deviation of the jitter added to each copy")
+    val_fraction: float = spec(0.2, gt=0, lt=1)
+    test_fraction: float = spec(0.2, gt=0, lt=1)
+
+
+@dataclass
+class SineConfig:
+    """``data=sine``: function approximation, y = f(x) + noise on a 1-D interval."""
+
+    name: str = "sine"
+    function: str = spec("sin", help="sin, cos, square, cubic, abs, sinc, step, or an expression in x "
+                                     "such as 'sin(3*x) + 0.5*x'")
+    x_min: float = spec(-3.141592653589793)
+    x_max: float = spec(3.141592653589793)
+    samples: int = spec(1000, ge=10)
+    noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on y")
+    val_fraction: float = spec(0.2, gt=0, lt=1)
+    test_fraction: float = spec(0.2, gt=0, lt=1)
+
+
+@dataclass
+class MoonsConfig:
+    """``data=moons``: two interleaving half circles (scikit-learn's make_moons)."""
+
+    name: str = "moons"
+    samples: int = spec(1000, ge=10)
+    noise: float = spec(0.2, ge=0)
+    val_fraction: float = spec(0.2, gt=0, lt=1)
+    test_fraction: float = spec(0.2, gt=0, lt=1)
+
+
+@dataclass
+class SpiralsConfig:
+    """``data=spirals``: interleaved spiral arms, one class per arm."""
+
+    name: str = "spirals"
+    samples: int = spec(300, ge=10, help="points per arm")
+    classes: int = spec(3, ge=2, help="number of arms (classes)")
+    turns: float = spec(1.0, gt=0, help="how many times each arm winds around the centre")
+    noise: float = spec(0.2, ge=0)
+    val_fraction: float = spec(0.2, gt=0, lt=1)
+    test_fraction: float = spec(0.2, gt=0, lt=1)
+
+
+@dataclass
+class ChirpConfig:
+    """``data=chirp``: forecast the next value of a noisy chirp from a window of past values."""
+
+    name: str = "chirp"
+    length: int = spec(4000, ge=100, help="samples in the generated signal")
+    f0: float = spec(1.0, gt=0, help="frequency at the start, in cycles per 100 samples")
+    f1: float = spec(4.0, gt=0, help="frequency at the end, in cycles per 100 samples")
+    noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on the signal")
+    window: int = spec(32, ge=1, help="past values the model reads")
+    horizon: int = spec(1, ge=1, help="how many steps ahead the target lies")
+    val_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's later part, before the test part")
+    test_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's last part")
+
+
+@dataclass
+class CSVConfig:
+    """``data=csv``: a table of features and one target column."""
+
+    name: str = "csv"
+    path: str = spec(MISSING, help="the CSV file")
+    target: str = spec("target", help="the column to predict")
+    features: list[str] | None = spec(None, help="columns to read as features; null: every other column")
+    task: str = spec("auto", choices=DATA_TASKS)
+    missing: str = spec("error", choices=("error", "drop", "mean"),
+                        help="rows with missing values: error, drop them, or fill with training means")
+    max_categories: int = spec(50, ge=2, help="one-hot columns per text column; rarer values share one")
+    delimiter: str = ","
+    val_fraction: float = spec(0.15, gt=0, lt=1)
+    test_fraction: float = spec(0.15, gt=0, lt=1)
+
+
+@dataclass
+class TextCSVConfig:
+    """``data=text_csv``: text classification from a CSV of texts and labels."""
+
+    name: str = "text_csv"
+    path: str = spec(MISSING, help="the CSV file")
+    text_column: str = "text"
+    target: str = "label"
+    task: str = spec("auto", choices=DATA_TASKS)
+    min_freq: int = spec(2, ge=1, help="tokens seen fewer times in the training split become <unk>")
+    max_vocab: int = spec(20000, ge=10, help="the vocabulary keeps the most frequent tokens")
+    max_length: int = spec(200, ge=1, help="tokens per text; longer texts are cut")
+    lowercase: bool = True
+    delimiter: str = ","
+    val_fraction: float = spec(0.15, gt=0, lt=1)
+    test_fraction: float = spec(0.15, gt=0, lt=1)
+
+
+@dataclass
+class TorchvisionConfig:
+    """``data=mnist|fashion_mnist|cifar10``: torchvision's datasets, downloaded to ``root``."""
+
+    name: str = "mnist"
+    root: str = spec("data", help="folder that holds (or receives) the dataset's files")
+    download: bool = True
+    val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the training set held out for validation")
+
+
+@dataclass
+class ImageFolderConfig:
+    """``data=image_folder``: one sub-folder of images per class."""
+
+    name: str = "image_folder"
+    path: str = spec(MISSING, help="folder with one sub-folder per class (or train/ and test/ of those)")
+    image_size: list[int] = spec([64, 64], items={"ge": 1}, length=2, help="height and width after resizing")
+    color: str = spec("rgb", choices=("rgb", "grayscale"))
+    in_memory: Any = spec("auto", help="auto, true or false; auto holds the decoded images in memory "
+                                       "when they take under a quarter of the machine's RAM")
+    num_workers: int = spec(2, ge=0, help="processes that decode images")
+    val_fraction: float = spec(0.15, gt=0, lt=1)
+    test_fraction: float = spec(0.15, gt=0, lt=1, help="used when the folder has no test/ split")
 
 
 # --- optim= --------------------------------------------------------------------------
@@ -486,7 +616,10 @@ class TrainConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
               "gru": RecurrentConfig, "custom": CustomModelConfig},
-    "data": {"digits": DigitsConfig},
+    "data": {"digits": DigitsConfig, "xor": XorConfig, "sine": SineConfig, "moons": MoonsConfig,
+             "spirals": SpiralsConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
+             "mnist": TorchvisionConfig, "fashion_mnist": TorchvisionConfig, "cifar10": TorchvisionConfig,
+             "image_folder": ImageFolderConfig},
     "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,
               "adamw": AdamWConfig, "nadam": NAdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig,
               "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig},

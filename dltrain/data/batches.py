@@ -1,4 +1,5 @@
-"""Mini-batches of in-memory tensors, by index: no per-sample Python, no collate.
+"""Mini-batches: of in-memory tensors by index (no per-sample Python, no collate), or of
+datasets read from disk through a DataLoader.
 
 One shuffled permutation per epoch and one indexing op per batch, on the tensors' own
 device, is the whole data path for datasets that fit in memory.
@@ -61,3 +62,51 @@ class TensorBatches:
                 yield self.x[idx], self.y[idx]
             else:
                 yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+
+
+class LoaderBatches:
+    """Iterate ``(x, y)`` mini-batches of a dataset read from disk, through a DataLoader.
+
+    For data that does not fit in memory (``data.in_memory=false``): worker processes
+    decode examples while the model trains, into pinned memory when the batches go to a
+    GPU, and each batch is copied to ``device`` without blocking. Workers persist across
+    epochs, so they start once per run.
+
+    Args:
+        dataset: a map-style dataset whose item ``i`` is ``(x_i, y_i)``.
+        batch_size, shuffle, generator, limit_batches, min_batch_size: as for
+            :class:`TensorBatches`; the data order depends on ``generator`` alone.
+        device: where the batches are used.
+        num_workers: decoding processes; 0 decodes in the training process.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        *,
+        device: torch.device,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        num_workers: int = 0,
+        limit_batches: int | None = None,
+        min_batch_size: int = 1,
+    ) -> None:
+        n = len(dataset)
+        last = n % batch_size
+        self.device = device
+        self.limit_batches = limit_batches
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+            drop_last=0 < last < min_batch_size)
+
+    def __len__(self) -> int:
+        n = len(self.loader)
+        return min(n, self.limit_batches) if self.limit_batches else n
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, (x, y) in enumerate(self.loader):
+            if self.limit_batches and i >= self.limit_batches:
+                break
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -1,45 +1,80 @@
-"""The in-memory form every dataset is turned into: tensors for train, val and test."""
+"""The form every dataset is turned into (:class:`DataSplits`), and the helpers that every
+builder uses to split and scale it the same way: seeded, stratified where possible, and
+fitted on the training split only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
+
+from dltrain.errors import ConfigError
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 
 
 @dataclass
 class DataSplits:
-    """Train/validation/test tensors plus what the model and loss need to know.
+    """Train/validation/test examples plus what the model, loss and reports need to know.
 
     Attributes:
+        x_train, x_val, x_test: the inputs, as tensors ``(N, *input_shape)`` for data held
+            in memory, or, for data read from disk each epoch (``data.in_memory=false``),
+            map-style datasets whose item ``i`` is ``(x_i, y_i)``.
+        y_train, y_val, y_test: the targets, always tensors: int64 class indices ``(N,)``
+            for binary and multi-class data, 0/1 floats ``(N, labels)`` for multi-label
+            data, floats ``(N,)`` or ``(N, columns)`` for regression.
         task: ``regression``, ``binary``, ``multiclass`` or ``multilabel``; drives
             ``loss=auto`` and the metrics.
         num_outputs: classes (2 for binary), labels (multi-label) or target columns
             (regression). The loss decides the output layer's width from it.
+        class_names: label of each class index (classification only); predictions are
+            reported with these.
+        vocab_size: tokens in the vocabulary when the inputs are token ids (text data,
+            padding id 0); recurrent models then embed them.
+        target_scale: ``(mean, std)`` a regression target was standardised with, so
+            predictions can be mapped back to the target's units.
+        num_workers: DataLoader processes that read datasets from disk (unused for tensors).
+        info: a JSON-able description of the preprocessing (columns, encodings,
+            normalisation statistics, vocabulary), written to the run's ``data.json``.
         input_shape: shape of one example, no batch dimension (``(1, 8, 8)`` for digits).
-        class_names: label of each class index (classification only).
-
-    Targets: int64 class indices ``(N,)`` for binary and multi-class data, 0/1 floats
-    ``(N, labels)`` for multi-label data, floats ``(N,)`` or ``(N, columns)`` for regression.
     """
 
-    x_train: torch.Tensor
+    x_train: torch.Tensor | Dataset
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: torch.Tensor | Dataset
     y_val: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | Dataset
     y_test: torch.Tensor
     task: str
     num_outputs: int
     class_names: list[str] | None = None
+    vocab_size: int | None = None
+    target_scale: tuple[float, float] | None = None
+    num_workers: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        self.input_shape = tuple(self.x_train.shape[1:])
+        self.input_shape = tuple(self.example(1).shape[1:])
+
+    @property
+    def in_memory(self) -> bool:
+        """True when every split's inputs are tensors (batched by index)."""
+        return all(torch.is_tensor(x) for x in (self.x_train, self.x_val, self.x_test))
+
+    def example(self, n: int = 2) -> torch.Tensor:
+        """The first ``n`` training inputs as one batch ``(n, *input_shape)``, on their
+        device: what start-up checks and the model summary run the model on."""
+        if torch.is_tensor(self.x_train):
+            return self.x_train[:n]
+        return torch.stack([self.x_train[i][0] for i in range(min(n, len(self.x_train)))])
 
     def class_counts(self) -> torch.Tensor | None:
         """Training examples per class (single-label classification), else None."""
@@ -49,10 +84,118 @@ class DataSplits:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"num_train": len(self.x_train), "num_val": len(self.x_val), "num_test": len(self.x_test)}
+        return {"num_train": len(self.y_train), "num_val": len(self.y_val), "num_test": len(self.y_test)}
 
     def to(self, device: torch.device) -> DataSplits:
-        """Move every split to ``device`` (in place) and return self."""
+        """Move every tensor split to ``device`` (in place) and return self; datasets read
+        from disk stay where they are (their batches are moved as they are read)."""
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            setattr(self, name, getattr(self, name).to(device))
+            value = getattr(self, name)
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
         return self
+
+
+def check_fractions(val_fraction: float, test_fraction: float | None = None) -> None:
+    """Refuse fractions that leave nothing to train on.
+
+    Raises:
+        ConfigError: naming ``data.val_fraction`` (and ``data.test_fraction``).
+    """
+    total = val_fraction + (test_fraction or 0.0)
+    if total >= 1:
+        keys = "data.val_fraction + data.test_fraction" if test_fraction is not None else "data.val_fraction"
+        raise ConfigError(f"{keys} = {total:g} leaves nothing to train on: make it less than 1.")
+
+
+def split_indices(
+    n: int,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/validation/test indices into ``n`` examples.
+
+    Stratified by ``labels`` (class indices) when every class has enough examples for
+    each split to hold it; random otherwise. Each index list is sorted, so the examples
+    keep their file order within a split.
+
+    Args:
+        n: number of examples.
+        val_fraction, test_fraction: shares of all ``n`` examples.
+        seed: the run's seed; the same seed gives the same split.
+        labels: class index of each example, for a stratified split.
+
+    Raises:
+        ConfigError: when the fractions leave a split empty.
+    """
+    check_fractions(val_fraction, test_fraction)
+    rest, test = _split(np.arange(n), test_fraction, seed, labels, "data.test_fraction")
+    # val_fraction is a share of all examples: of what is left after the test split, it is more.
+    train, val = _split(rest, val_fraction / (1 - test_fraction), seed, None if labels is None else labels[rest],
+                        "data.val_fraction")
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def carve_validation(
+    n: int, *, val_fraction: float, seed: int, labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation indices, for a source that has its own test split.
+
+    Raises:
+        ConfigError: when ``val_fraction`` leaves a split empty.
+    """
+    check_fractions(val_fraction)
+    train, val = _split(np.arange(n), val_fraction, seed, labels, "data.val_fraction")
+    return np.sort(train), np.sort(val)
+
+
+def _split(idx: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None,
+           key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``idx`` cut into (kept, held out) with ``fraction`` held out."""
+    held = int(round(len(idx) * fraction))
+    if held < 1 or held >= len(idx):
+        raise ConfigError(f"{key}={fraction:g} of {len(idx)} examples leaves a split empty: "
+                          "use a fraction that keeps at least one example on each side, or more data.")
+    rng = np.random.default_rng(seed)
+    if labels is not None:
+        classes, counts = np.unique(labels, return_counts=True)
+        # Stratify only when every class can appear on both sides.
+        if len(classes) <= held <= len(idx) - len(classes) and counts.min() >= 2:
+            from sklearn.model_selection import train_test_split
+
+            kept, out = train_test_split(idx, test_size=held, stratify=labels, random_state=seed)
+            return np.asarray(kept), np.asarray(out)
+    order = rng.permutation(len(idx))
+    return idx[order[held:]], idx[order[:held]]
+
+
+@dataclass
+class Standardizer:
+    """Per-feature (or per-channel) mean and standard deviation, fitted on training data.
+
+    Args:
+        mean, std: arrays broadcastable against the data; a constant feature gets std 1,
+            so it maps to 0 instead of dividing by zero.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, axis: int | Sequence[int] = 0) -> Standardizer:
+        """Fit on ``x``, reducing over ``axis`` (0: per feature; (0, 2, 3): per image channel)."""
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=axis, keepdims=True)
+        std = x.std(axis=axis, keepdims=True)
+        return cls(mean, np.where(std > 1e-12, std, 1.0))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """``(x - mean) / std`` as float32."""
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def to_info(self) -> dict[str, list[float]]:
+        """The statistics as JSON-able lists (for ``data.json``)."""
+        return {"mean": self.mean.ravel().round(6).tolist(), "std": self.std.ravel().round(6).tolist()}
