@@ -31,9 +31,10 @@ def check_monitor(key: str, monitor: str, task: str) -> None:
                           f"choose one of {', '.join(logged)}.")
 
 
-def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...], loss_fn: Loss, loss_name: str,
+def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
                 autocast_dtype: torch.dtype | None) -> None:
-    """One forward pass on a dummy batch, in the run's precision: an error now for a model
+    """One forward pass on ``example`` (a batch of two training inputs), in the run's
+    precision: an error now for a model
     that fails on the data's shape, returns something other than a tensor, has the wrong
     output width for the loss, cannot run in the precision asked for, or has nothing to train."""
     name = cfg.model.name
@@ -42,11 +43,11 @@ def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...],
         raise ConfigError(f"{what} cannot normalise batches of one example (trainer.batch_size=1): "
                           "use trainer.batch_size=2 or more, or turn batch norm off.")
     try:
-        output = dummy_forward(model, input_shape, autocast_dtype)
+        output = dummy_forward(model, example, autocast_dtype)
     except Exception as err:
         if autocast_dtype is not None:  # e.g. oneDNN has no bfloat16 LSTM on some CPUs
             try:
-                dummy_forward(model, input_shape)
+                dummy_forward(model, example)
             except Exception:
                 pass
             else:
@@ -58,15 +59,15 @@ def check_model(cfg: DictConfig, model: nn.Module, input_shape: tuple[int, ...],
         if isinstance(err, TypeError) and "forward()" in str(err):
             raise ConfigError(f"model=custom: dltrain calls forward(x) with one tensor, but {_first_line(err)}: "
                               "give forward's other arguments default values.") from err
-        raise ConfigError(f"model=custom failed on a batch of shape {(2, *input_shape)}: "
+        raise ConfigError(f"model=custom failed on a batch of shape {tuple(example.shape)}: "
                           f"{_first_line(err)} (make it accept inputs of that shape).") from err
     if not torch.is_tensor(output):
         raise ConfigError(f"model={name} returned a {type(output).__name__}, not a tensor: make forward() "
                           "return the outputs (logits) as one tensor.")
-    width = loss_fn.output_width
+    width, n = loss_fn.output_width, example.shape[0]
     if output.ndim != 2 or output.shape[1] != width:
-        raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of 2, but loss={loss_name} "
-                          f"on this data needs (2, {width}): make the model's last layer {width} wide "
+        raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of {n}, but loss={loss_name} "
+                          f"on this data needs ({n}, {width}): make the model's last layer {width} wide "
                           "(use the num_outputs argument dltrain passes).")
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model={name} has no trainable parameters: give it layers with weights.")

@@ -14,8 +14,10 @@ from dltrain.losses import CLASSIFICATION
 class MetricAccumulator:
     """Running sums for one pass over a split.
 
-    Classification reports ``loss`` and ``accuracy`` (per label for multi-label data); regression reports ``loss``,
-    ``rmse``, ``mae`` and ``r2`` (averaged over output columns).
+    Classification reports ``loss`` and ``accuracy`` (per label for multi-label data), and for
+    binary data ``precision``, ``recall`` and ``f1`` of the positive class (index 1), which
+    accuracy hides on imbalanced data; regression reports ``loss``, ``rmse``, ``mae`` and ``r2``
+    (averaged over output columns).
     """
 
     def __init__(self, task: str) -> None:
@@ -38,6 +40,10 @@ class MetricAccumulator:
             # One output column is a binary logit (loss=bce); otherwise one column per class.
             pred = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
             self._add("correct", (pred == target).sum())
+            if self.task == "binary":
+                self._add("true_pos", ((pred == 1) & (target == 1)).sum())
+                self._add("pred_pos", (pred == 1).sum())
+                self._add("actual_pos", (target == 1).sum())
         else:
             pred = output.detach().float()
             y = target.reshape(pred.shape).float()
@@ -56,6 +62,11 @@ class MetricAccumulator:
         out = {"loss": float(sums["loss"]) / n}
         if self.task in CLASSIFICATION:
             out["accuracy"] = float(sums["correct"]) / n
+            if self.task == "binary":  # 0 where undefined (nothing predicted or nothing to find)
+                tp, pp, ap = (float(sums[k]) for k in ("true_pos", "pred_pos", "actual_pos"))
+                out["precision"] = tp / pp if pp else 0.0
+                out["recall"] = tp / ap if ap else 0.0
+                out["f1"] = 2 * tp / (pp + ap) if pp + ap else 0.0
         else:
             out["rmse"] = float((sums["sse"] / n).mean().sqrt())
             out["mae"] = float((sums["sae"] / n).mean())
@@ -67,5 +78,10 @@ class MetricAccumulator:
 
 def metric_names(task: str) -> list[str]:
     """Every per-epoch column ``metrics.csv`` has for ``task`` (what early stopping may monitor)."""
-    per_split = ["loss", "accuracy"] if task in CLASSIFICATION else ["loss", "rmse", "mae", "r2"]
+    if task == "binary":
+        per_split = ["loss", "accuracy", "precision", "recall", "f1"]
+    elif task in CLASSIFICATION:
+        per_split = ["loss", "accuracy"]
+    else:
+        per_split = ["loss", "rmse", "mae", "r2"]
     return [f"{split}_{m}" for split in ("train", "val") for m in per_split] + ["lr"]

@@ -1,4 +1,4 @@
-"""What a run leaves behind: metrics.csv, summary.json, model_summary.txt, versions."""
+"""What a run leaves behind: metrics.csv, predictions.csv, versions for summary.json."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 class MetricsCSV:
@@ -43,3 +45,69 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+def prediction_rows(outputs: torch.Tensor, targets: torch.Tensor, task: str, class_names: list[str] | None,
+                    target_scale: tuple[float, float] | None, row_ids: list[Any] | None = None,
+                    ) -> list[dict[str, Any]]:
+    """One row per example: the target and the prediction in the data's own terms.
+
+    Classes are reported by name (``class_names``) with the model's confidence in the
+    predicted class; multi-label predictions list the labels predicted, joined by ``|``;
+    regression values are mapped back to the target's units with ``target_scale``.
+
+    Args:
+        outputs: the model's outputs ``(N, width)`` (logits, or log-probabilities for nll).
+        targets: the split's targets, as in ``DataSplits``.
+        task: the data's task.
+        class_names: name of each class index (classification).
+        target_scale: ``(mean, std)`` a regression target was standardised with.
+        row_ids: an identifier of each example in its source (e.g. its row in a CSV file);
+            defaults to the position in the split.
+    """
+    outputs, targets = outputs.float().cpu(), targets.cpu()
+    n = len(targets)
+    ids = row_ids if row_ids is not None else list(range(n))
+    names = class_names or []
+
+    def name(i: int) -> str:
+        return names[i] if i < len(names) else str(i)
+
+    if task in ("binary", "multiclass"):
+        if outputs.shape[1] == 1:  # one binary logit (loss=bce)
+            p1 = torch.sigmoid(outputs[:, 0])
+            pred = (p1 > 0.5).long()
+            conf = torch.where(pred == 1, p1, 1 - p1)
+        else:  # softmax of logits; of log-probabilities too, since it is shift-invariant
+            probs = torch.softmax(outputs, dim=1)
+            conf, pred = probs.max(dim=1)
+        return [{"row": ids[i], "target": name(int(targets[i])), "prediction": name(int(pred[i])),
+                 "confidence": round(float(conf[i]), 6)} for i in range(n)]
+    if task == "multilabel":
+        on = outputs > 0
+        return [{"row": ids[i], "target": "|".join(name(j) for j in range(on.shape[1]) if targets[i, j] > 0.5),
+                 "prediction": "|".join(name(j) for j in range(on.shape[1]) if on[i, j])} for i in range(n)]
+    mean, std = target_scale or (0.0, 1.0)
+    values = outputs * std + mean  # (N, columns)
+    truth = targets.reshape(n, -1).float() * std + mean
+    if values.shape[1] == 1:
+        return [{"row": ids[i], "target": float(f"{truth[i, 0]:.6g}"), "prediction": float(f"{values[i, 0]:.6g}")}
+                for i in range(n)]
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {"row": ids[i]}
+        for j in range(values.shape[1]):
+            row[f"target_{j}"] = float(f"{truth[i, j]:.6g}")
+            row[f"prediction_{j}"] = float(f"{values[i, j]:.6g}")
+        rows.append(row)
+    return rows
+
+
+def write_predictions(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write prediction rows (see :func:`prediction_rows`) as a CSV file."""
+    if not rows:
+        return
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

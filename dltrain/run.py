@@ -25,7 +25,7 @@ from dltrain.callbacks import EarlyStopping
 from dltrain.checkpoint import save_checkpoint
 from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
-from dltrain.data import DATASETS, Augment, DataSplits, TensorBatches, build_augment
+from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.device import resolve_device, resolve_precision
 from dltrain.errors import ConfigError
 from dltrain.files import ensure_new_run_dir, write_json
@@ -36,7 +36,7 @@ from dltrain.models.summary import LayerRow, format_summary, summarize
 from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
 from dltrain.progress import ProgressDisplay, print_results
 from dltrain.regularization import WeightPenalty
-from dltrain.report import MetricsCSV, versions
+from dltrain.report import MetricsCSV, prediction_rows, versions, write_predictions
 from dltrain.schedulers import LRSchedule, build_scheduler
 from dltrain.trainer import Trainer, TrainingDiverged
 
@@ -84,7 +84,7 @@ class Experiment:
     penalty: WeightPenalty
     augment: Augment | None
     autocast_dtype: torch.dtype | None
-    batches: tuple[TensorBatches, TensorBatches, TensorBatches]
+    batches: tuple[TensorBatches | LoaderBatches, ...]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -97,7 +97,7 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     """
     reg, tcfg = cfg.regularization, cfg.trainer
     check_combinations(cfg)
-    data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data)).to(device)
+    data = load_data(cfg, device)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
 
@@ -107,11 +107,12 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
                            label_smoothing=reg.label_smoothing, class_counts=data.class_counts(),
                            **_options(cfg.loss)).to(device)
     warnings: list[str] = []
-    model = build_model(cfg, data.input_shape, loss_fn.output_width, warnings).to(device)
-    # One dummy forward pass first: it fails here, with one line, for a model that cannot
-    # work, and it gives lazy layers their shapes before the init touches them.
-    check_model(cfg, model, data.input_shape, loss_fn, loss_name, autocast_dtype)
-    summary_rows = summarize(model, data.input_shape)  # layers in the order they run
+    model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
+    # One forward pass on two training examples first: it fails here, with one line, for a
+    # model that cannot work, and it gives lazy layers their shapes before the init touches them.
+    example = data.example(2).to(device)
+    check_model(cfg, model, example, loss_fn, loss_name, autocast_dtype)
+    summary_rows = summarize(model, example)  # layers in the order they run
     last_layer = summary_rows[-1].kind if summary_rows else ""
     warnings += trap_warnings(loss_name, last_layer)
     if loss_fn.log_probs and last_layer != "LogSoftmax":
@@ -127,7 +128,7 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2, **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
-    batches = make_batches(data, tcfg, cfg.seed)
+    batches = make_batches(data, tcfg, cfg.seed, device)
 
     sched = _options(cfg.scheduler)
     if cfg.scheduler.name == "plateau":
@@ -142,12 +143,35 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
                       penalty, augment, autocast_dtype, batches, warnings)
 
 
-def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int, warnings: list[str]) -> nn.Module:
-    """``model=...`` with ``regularization.dropout`` and ``batch_norm`` passed to the built-in
-    models (a recurrent model's own ``model.dropout`` sits between its layers, so the
-    regularization one reaches it as ``head_dropout``)."""
+def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
+    """``data=...``, its tensors moved to ``device`` (data read from disk stays there).
+
+    Raises:
+        ConfigError: for bad data keys or files, or data too large for the device.
+    """
+    data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
+    try:
+        return data.to(device)
+    except torch.OutOfMemoryError as err:
+        hint = "set data.in_memory=false" if "in_memory" in cfg.data else "use device=cpu or a smaller dataset"
+        raise ConfigError(f"data={cfg.data.name} does not fit in the memory of {device}: {hint}.") from err
+
+
+def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str]) -> nn.Module:
+    """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
+    passed to the built-in models (a recurrent model's own ``model.dropout`` sits between its
+    layers, so the regularization one reaches it as ``head_dropout``). Token ids (text data)
+    go to the recurrent models, which embed them, and to custom models that take ``vocab_size``."""
     opts = _options(cfg.model)
     reg = cfg.regularization
+    name = cfg.model.name
+    if data.vocab_size is not None:
+        if name in ("mlp", "cnn"):
+            raise ConfigError(f"data={cfg.data.name} gives sequences of token ids, which model={name} cannot read: "
+                              "use model=lstm, gru or rnn (they embed the tokens first), or model=custom.")
+        opts["vocab_size"] = data.vocab_size
+    elif name in ("rnn", "lstm", "gru"):
+        opts.pop("embedding_dim", None)  # numeric inputs are not embedded
     if cfg.model.name == "custom":
         for key in ("input_shape", "num_outputs"):
             if key in opts:
@@ -160,7 +184,7 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_outputs: int,
         opts["head_dropout" if "dropout" in opts else "dropout"] = reg.dropout
         opts["batch_norm"] = reg.batch_norm
     try:
-        return MODELS.build(cfg.model.name, input_shape=input_shape, num_outputs=num_outputs, **opts)
+        return MODELS.build(name, input_shape=data.input_shape, num_outputs=num_outputs, **opts)
     except (MemoryError, RuntimeError) as err:
         if not isinstance(err, MemoryError) and "allocate" not in str(err):
             raise
@@ -183,10 +207,20 @@ def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) ->
     return torch.log_softmax(output, dim=1)
 
 
-def make_batches(data: DataSplits, tcfg: DictConfig, seed: int) -> tuple[TensorBatches, ...]:
-    """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each."""
+def make_batches(data: DataSplits, tcfg: DictConfig, seed: int,
+                 device: torch.device) -> tuple[TensorBatches | LoaderBatches, ...]:
+    """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each.
+
+    Data in memory is batched by index on its device; data read from disk goes through a
+    DataLoader with ``data.num_workers`` processes."""
     limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
     generator = torch.Generator().manual_seed(seed)  # the data order depends on this alone
+    if not data.in_memory:
+        def loader(x, batch_size, **kw):
+            return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit, **kw)
+
+        return (loader(data.x_train, tcfg.batch_size, shuffle=True, generator=generator, min_batch_size=2),
+                loader(data.x_val, tcfg.eval_batch_size), loader(data.x_test, tcfg.eval_batch_size))
     return (
         # A last training batch of one example is dropped: batch norm cannot normalise it,
         # and its gradient would be the noisiest step of the epoch.
@@ -232,6 +266,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_text = format_summary(exp.summary_rows, exp.model)
     (run_dir / "model_summary.txt").write_text(summary_text)
+    write_json(run_dir / "data.json", describe_data(cfg, exp.data))
     log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
              "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
              exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, tcfg.precision, summary_text)
@@ -301,13 +336,28 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
     # The test split is touched once, at the end, with the best epoch's weights.
     trainer.restore_best()
-    summary["test"] = trainer.evaluate(test_batches)
+    outputs: list[torch.Tensor] = []
+    summary["test"] = trainer.evaluate(test_batches, outputs=outputs)
+    data = exp.data
+    if outputs:
+        write_predictions(run_dir / "predictions.csv", prediction_rows(
+            torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
+            data.target_scale, data.info.get("test_rows")))
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     write_json(run_dir / "summary.json", summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
              "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()))
     print_results(summary)
     return summary
+
+
+def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
+    """``data.json``: what the model was trained on and how it was preprocessed."""
+    info = {k: v for k, v in data.info.items() if k != "test_rows"}
+    return {"dataset": cfg.data.name, "task": data.task, "num_outputs": data.num_outputs,
+            "input_shape": list(data.input_shape), "class_names": data.class_names, **data.sizes,
+            "in_memory": data.in_memory, "vocab_size": data.vocab_size,
+            "target_scale": list(data.target_scale) if data.target_scale else None, **info}
 
 
 def _first_line(err: BaseException) -> str:

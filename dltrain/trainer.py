@@ -181,13 +181,21 @@ class Trainer:
         return acc.compute()
 
     @torch.no_grad()
-    def evaluate(self, batches: Batches) -> dict[str, float]:
-        """Loss and metrics over ``batches`` in eval mode, without gradients."""
+    def evaluate(self, batches: Batches, outputs: list[torch.Tensor] | None = None) -> dict[str, float]:
+        """Loss and metrics over ``batches`` in eval mode, without gradients.
+
+        Args:
+            batches: the split to evaluate.
+            outputs: if given, each batch's model outputs are appended to it (on the device),
+                so one pass gives both the metrics and the predictions.
+        """
         self.model.eval()
         acc = MetricAccumulator(self.task)
         for x, y in batches:
             output, loss = self._outputs_and_loss(x, y)
             acc.update(output, y, loss)
+            if outputs is not None:
+                outputs.append(output.detach())
         return acc.compute()
 
     def fit(self, train_batches: Batches, val_batches: Batches) -> str:

@@ -40,9 +40,29 @@ def test_regression_metrics_match_sklearn_over_batches():
     assert out["loss"] == pytest.approx(float(F.mse_loss(pred, y)), rel=1e-5)
 
 
+def test_binary_precision_recall_f1_of_the_positive_class():
+    # targets 1 1 1 0 0 0 0 0; predictions 1 1 0 1 0 0 0 0: tp 2, fp 1, fn 1
+    target = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
+    logits = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]] + [[1.0, 0.0]] * 4)
+    two_columns = MetricAccumulator("binary")
+    two_columns.update(logits[:5], target[:5], torch.tensor(0.1))
+    two_columns.update(logits[5:], target[5:], torch.tensor(0.1))
+    one_logit = MetricAccumulator("binary")  # loss=bce: one column, positive above 0
+    one_logit.update(logits[:, 1:] - logits[:, :1], target, torch.tensor(0.1))
+    for out in (two_columns.compute(), one_logit.compute()):
+        assert out["accuracy"] == pytest.approx(6 / 8)
+        assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
+        assert out["f1"] == pytest.approx(2 / 3)
+    none_predicted = MetricAccumulator("binary")
+    none_predicted.update(torch.tensor([[1.0, 0.0]] * 2), torch.tensor([1, 0]), torch.tensor(0.1))
+    assert none_predicted.compute()["precision"] == 0.0 and none_predicted.compute()["f1"] == 0.0
+
+
 def test_metric_names_per_task():
     assert metric_names("multiclass") == ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
     assert "val_r2" in metric_names("regression") and "val_accuracy" not in metric_names("regression")
+    assert {"val_precision", "val_recall", "val_f1"} <= set(metric_names("binary"))
+    assert "val_f1" not in metric_names("multiclass")
 
 
 def test_auto_loss_follows_the_task():

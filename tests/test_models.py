@@ -220,6 +220,31 @@ def test_lengths_ignore_the_padding(kind, bidirectional, pooling):
             torch.testing.assert_close(padded[i], model(x[i:i + 1, :n])[0])
 
 
+@pytest.mark.parametrize("kind", RECURRENT)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_token_ids_are_embedded_and_their_padding_ignored(kind, bidirectional):
+    torch.manual_seed(0)
+    model = RECURRENT[kind]((6,), 3, hidden_size=5, vocab_size=20, embedding_dim=4, bidirectional=bidirectional,
+                            pooling="mean").eval()
+    assert model.embedding.num_embeddings == 20 and model.embedding.embedding_dim == 4
+    assert torch.all(model.embedding.weight[0] == 0)  # the padding id's vector
+    x = torch.tensor([[5, 7, 2, 0, 0, 0], [3, 0, 0, 0, 0, 0]])  # texts of 3 and 1 tokens, padded with 0
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (2, 3)
+        torch.testing.assert_close(out[0], model(x[:1, :3])[0])  # the same text without padding
+        torch.testing.assert_close(out[1], model(x[1:, :1])[0])
+    model.train()
+    model(x).sum().backward()
+    assert model.embedding.weight.grad[0].abs().sum() == 0  # padding is never trained
+    assert model.embedding.weight.grad[5].abs().sum() > 0
+
+
+def test_token_ids_need_a_sequence_shape():
+    with pytest.raises(ConfigError, match=r"model=lstm embeds token ids of shape \(time,\)"):
+        build_lstm((6, 2), 2, vocab_size=10)
+
+
 def test_recurrent_head_layers_and_names():
     model = build_rnn((1, 8, 8), 10, hidden_size=6, batch_norm=True, head_dropout=0.3, nonlinearity="relu")
     assert [name for name, _ in model.named_children()] == ["rnn", "bn", "dropout", "out"]

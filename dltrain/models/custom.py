@@ -90,17 +90,20 @@ def _check_arguments(target: str, sig: inspect.Signature, call_kwargs: dict[str,
 
 
 @MODELS.register("custom")
-def build_custom(input_shape: tuple[int, ...], num_outputs: int, _target_: str, **kwargs: Any) -> nn.Module:
+def build_custom(input_shape: tuple[int, ...], num_outputs: int, _target_: str, vocab_size: int | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Import ``_target_`` and call it to build the model.
 
-    ``input_shape`` and ``num_outputs`` are passed (by keyword) only when the callable takes
-    them, by name or through ``**kwargs``; ``kwargs`` (the ``+model.KEY=VALUE`` keys) always are.
+    ``input_shape``, ``num_outputs`` and (for text data) ``vocab_size`` are passed (by keyword)
+    only when the callable takes them, by name or through ``**kwargs``; ``kwargs`` (the
+    ``+model.KEY=VALUE`` keys) always are.
 
     Args:
         input_shape: shape of one example without the batch dimension.
         num_outputs: width of the output layer.
         _target_: dotted import path of an ``nn.Module`` class or a factory function, e.g.
             ``my_pkg.MyNet``; the current directory is searched too.
+        vocab_size: number of token ids when the inputs are text (padding id 0), else None.
         **kwargs: keyword arguments for the callable.
 
     Returns:
@@ -118,9 +121,10 @@ def build_custom(input_shape: tuple[int, ...], num_outputs: int, _target_: str, 
         sig = None
     if sig is not None:
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-        for name, value in (("input_shape", tuple(input_shape)), ("num_outputs", int(num_outputs))):
+        passed = {"input_shape": tuple(input_shape), "num_outputs": int(num_outputs), "vocab_size": vocab_size}
+        for name, value in passed.items():
             param = sig.parameters.get(name)
-            if takes_any or (param is not None and param.kind in _PASSABLE):
+            if value is not None and (takes_any or (param is not None and param.kind in _PASSABLE)):
                 call_kwargs[name] = value
         _check_arguments(_target_, sig, call_kwargs)
         model = factory(**call_kwargs)

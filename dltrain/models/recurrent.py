@@ -18,7 +18,9 @@ class RecurrentNet(nn.Module):
     ``[BatchNorm1d] -> [Dropout] -> Linear``.
 
     Examples are read as sequences: ``(T, F)`` as is, ``(F,)`` as F steps of one feature,
-    and an image ``(C, H, W)`` row by row (``H`` steps of ``C * W`` features).
+    and an image ``(C, H, W)`` row by row (``H`` steps of ``C * W`` features). With
+    ``vocab_size``, examples are token ids ``(T,)`` padded with 0 at the end: an embedding
+    layer turns them into vectors, and the padding steps are packed away.
 
     Args:
         kind: ``"rnn"``, ``"lstm"`` or ``"gru"``; also the name of the recurrent submodule.
@@ -31,6 +33,8 @@ class RecurrentNet(nn.Module):
         pooling: ``"last"`` (final hidden state), ``"mean"`` or ``"max"`` over time steps.
         head_dropout: dropout on the pooled state before the output layer; 0 adds no layer.
         batch_norm: BatchNorm1d on the pooled state.
+        vocab_size: number of token ids, for text; None for numeric inputs.
+        embedding_dim: size of each token's vector (with ``vocab_size`` only).
         **cell_kwargs: ``nonlinearity`` for the RNN, passed to ``torch.nn.RNN``; nothing else.
     """
 
@@ -46,6 +50,8 @@ class RecurrentNet(nn.Module):
         pooling: str = "last",
         head_dropout: float = 0.0,
         batch_norm: bool = False,
+        vocab_size: int | None = None,
+        embedding_dim: int = 64,
         **cell_kwargs,
     ) -> None:
         super().__init__()
@@ -65,7 +71,14 @@ class RecurrentNet(nn.Module):
         self.kind = kind
         self.input_shape = tuple(input_shape)
         self.pooling = pooling
-        if len(input_shape) == 3:
+        if vocab_size is not None and len(input_shape) != 1:
+            raise ConfigError(f"model={kind} embeds token ids of shape (time,), but this data's examples have "
+                              f"shape {tuple(input_shape)}.")
+        # Token id 0 is padding: its vector stays zero and gets no gradient.
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0) if vocab_size is not None else None
+        if self.embedding is not None:
+            features = embedding_dim
+        elif len(input_shape) == 3:
             features = input_shape[0] * input_shape[2]  # an image row: C * W
         else:
             features = 1 if len(input_shape) == 1 else input_shape[1]
@@ -100,7 +113,12 @@ class RecurrentNet(nn.Module):
             lengths: 1-D integer tensor, the true length of each sequence; padding steps
                 then play no part in the result.
         """
-        seq = self._as_sequence(x)  # (B, T, F)
+        if self.embedding is not None:
+            if lengths is None:  # padding (id 0) only ever comes after a text's tokens
+                lengths = (x != 0).sum(dim=1).clamp_min(1)  # (B,)
+            seq = self.embedding(x)  # (B, T) ids -> (B, T, E)
+        else:
+            seq = self._as_sequence(x)  # (B, T, F)
         steps = seq.shape[1]
         if lengths is not None:
             packed = pack_padded_sequence(seq, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False)

@@ -17,16 +17,22 @@ class LayerRow:
     init: str
 
 
-def dummy_forward(model: nn.Module, input_shape: tuple[int, ...], autocast_dtype: torch.dtype | None = None,
-                  ) -> object:
-    """The model's output for a batch of two zero examples, in eval mode without gradients.
+def dummy_forward(model: nn.Module, example: torch.Tensor | tuple[int, ...],
+                  autocast_dtype: torch.dtype | None = None) -> object:
+    """The model's output for a small batch, in eval mode without gradients.
 
     It also materialises lazy layers (``nn.LazyLinear``). The model's train/eval mode is
     restored afterwards.
+
+    Args:
+        model: the model.
+        example: a batch of real inputs (any dtype: token ids stay integers), or the shape
+            of one example, for a batch of two zero examples.
+        autocast_dtype: run under autocast to this dtype.
     """
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros((2, *input_shape), device=device)
+    x = example.to(device) if torch.is_tensor(example) else torch.zeros((2, *example), device=device)
     try:
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
@@ -38,14 +44,14 @@ def dummy_forward(model: nn.Module, input_shape: tuple[int, ...], autocast_dtype
 
 def summarize(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    example: torch.Tensor | tuple[int, ...],
     init_applied: dict[str, str] | None = None,
 ) -> list[LayerRow]:
-    """One row per leaf module, in call order, from a forward pass on a dummy batch of two.
+    """One row per leaf module, in call order, from a forward pass on a small batch.
 
     Args:
         model: the model; its train/eval mode is restored afterwards.
-        input_shape: shape of one example without the batch dimension.
+        example: a batch of inputs, or the shape of one example (see :func:`dummy_forward`).
         init_applied: module name -> init scheme, as returned by ``dltrain.init.apply_init``.
     """
     init_applied = init_applied or {}
@@ -63,7 +69,7 @@ def summarize(
 
     hooks = [module.register_forward_hook(hook(name, module)) for name, module in leaves]
     try:
-        dummy_forward(model, input_shape)
+        dummy_forward(model, example)
     finally:
         for h in hooks:
             h.remove()
