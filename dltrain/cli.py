@@ -123,7 +123,12 @@ def describe_error(err: BaseException) -> str | None:
             return f"{group}={option} is not a known option: choose one of {', '.join(sorted(err.options))}."
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):
-        return _one_line(str(err)) + " (write overrides as key=value)"
+        text = _one_line(str(err))
+        override = re.search(r"'([^=']+)=([^']*)'", text)
+        if override and "(" in override.group(2):  # Hydra reads name(...) as one of its functions
+            key, value = override.groups()
+            return f"{text}: Hydra reads {value} as a function call; quote the value: '{key}=\"{value}\"'."
+        return text + " (write overrides as key=value)"
     if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
         cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
         key = getattr(cause, "full_key", None)

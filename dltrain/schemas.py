@@ -135,7 +135,7 @@ class XorConfig:
 
     name: str = "xor"
     copies: int = spec(100, ge=3, help="noisy copies of each of the four points")
-    noise: float = spec(0.15, ge=0, help="standard deviation of the jitter added to each copy")
+    noise: float = spec(0.1, ge=0, help="standard deviation of the jitter added to each copy")
     val_fraction: float = spec(0.2, gt=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
 

@@ -1,6 +1,7 @@
-"""Datasets, as in-memory splits, and the batches the trainer reads them by."""
+"""Datasets (``data=NAME``) as train/validation/test splits, and the batches the trainer
+reads them by. Importing a dataset's module registers it."""
 
-from dltrain.data import digits  # noqa: F401  (registers the dataset)
+from dltrain.data import digits, image_folder, synthetic, tabular, text, vision  # noqa: F401  (registration)
 from dltrain.data.augment import Augment, build_augment
 from dltrain.data.batches import LoaderBatches, TensorBatches
 from dltrain.data.registry import DATASETS

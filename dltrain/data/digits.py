@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
@@ -27,6 +24,10 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     if val_fraction + test_fraction >= 1:
         raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} "
                           "leaves nothing to train on: make their sum less than 1.")
+    from sklearn.datasets import load_digits  # here: scikit-learn takes a second to import
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     digits = load_digits()
     x = digits.data.astype(np.float32)  # (1797, 64), values 0..16
     y = digits.target.astype(np.int64)

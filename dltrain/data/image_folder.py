@@ -1,0 +1,383 @@
+"""``data=image_folder``: images in one sub-folder per class, decoded with Pillow.
+
+Layouts of ``data.path``:
+
+* ``path/<class>/<images>``: split into train, validation and test, seeded and stratified,
+  by ``data.val_fraction`` and ``data.test_fraction`` (shares of all images).
+* ``path/train/<class>/...`` and ``path/test/<class>/...``, with an optional ``path/val/``
+  (or ``valid/``, ``validation/``): those splits as given. Without a validation folder,
+  ``data.val_fraction`` of the training images is carved out for validation
+  (``data.test_fraction`` is unused). The classes are the folders of all splits together;
+  a class may be missing from a split.
+
+Class names are the class folder names, sorted. Entries whose names start with ``.`` are
+ignored, and so are files without an image extension (``Thumbs.db``, ``notes.txt``). Image
+files are taken from the class folders and their sub-folders in sorted order, so the order,
+and with the seed the split, is the same on every machine. Images Pillow cannot decode are
+skipped, with one warning naming them, and listed in ``data.json`` (``skipped``).
+
+Every image is decoded once, in ``data.num_workers`` processes: converted to RGB (or
+grayscale), resized to ``data.image_size`` (height, width), scaled to [0, 1] and
+standardised per channel with the mean and standard deviation of the training split.
+``data.in_memory=auto`` keeps the decoded images in memory when, as float32
+(``N x C x H x W x 4`` bytes, ``N`` counting every image file found), they take at most a
+quarter of the machine's RAM; otherwise they are read from disk again each epoch, by
+``data.num_workers`` DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dltrain.data.registry import DATASETS
+from dltrain.data.splits import DataSplits, Standardizer, carve_validation, split_indices
+from dltrain.errors import ConfigError
+
+#: File endings read as images (those of torchvision's ImageFolder), compared in lower case.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+log = logging.getLogger("dltrain")
+
+VAL_FOLDERS = ("val", "valid", "validation")
+SCAN_BATCH = 64
+MAX_NAMED = 5  # unreadable files named in the warning
+# What Pillow raises for a file that is not a decodable image: unknown format, corrupt, truncated, too large.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def decode_image(path: str | Path, image_size: Sequence[int], color: str) -> torch.Tensor:
+    """One image file as uint8 ``(C, H, W)``: RGB (C=3) or grayscale (C=1), resized bilinearly
+    to ``image_size`` (height, width).
+
+    Raises:
+        One of ``DECODE_ERRORS`` when Pillow cannot read the file.
+    """
+    mode = "L" if color == "grayscale" else "RGB"
+    size = (image_size[1], image_size[0])  # Pillow wants (width, height)
+    with Image.open(path) as img:
+        img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
+        img = img.convert(mode).resize(size, Image.BILINEAR)
+    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def _standardize(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+    """uint8 images ``(..., C, H, W)`` as float32 in [0, 1], then ``(x - mean) / std`` with ``(C, 1, 1)`` statistics.
+
+    The one formula for images held in memory and images read from disk, so both give the same values.
+    """
+    x = images.float().div_(255)
+    return x if mean is None else x.sub_(mean).div_(std)
+
+
+class ImageFiles(Dataset):
+    """Image files decoded on each access (``data.in_memory=false``); picklable for DataLoader workers.
+
+    Item ``i`` is ``(x, y)``: ``x`` float32 ``(C, H, W)`` scaled to [0, 1] and standardised per
+    channel when ``mean`` and ``std`` are given, ``y`` the int64 label.
+
+    Args:
+        files: image paths.
+        labels: class index of each file.
+        image_size: ``(height, width)`` to resize to.
+        color: ``rgb`` or ``grayscale``.
+        mean, std: per-channel statistics of images scaled to [0, 1].
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        labels: Sequence[int] | np.ndarray,
+        image_size: Sequence[int],
+        color: str,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files = [str(f) for f in files]
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.image_size = tuple(image_size)
+        self.color = color
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = decode_image(self.files[i], self.image_size, self.color)
+        return _standardize(image, self.mean, self.std), self.labels[i]
+
+
+class _ScanFiles(Dataset):
+    """The decode pass over every file. Item ``i`` is ``(image, ok, sums, squares)``: the uint8
+    image ``(C, H, W)`` (empty unless ``keep``), whether it decoded (zeros if not), and the
+    int64 per-channel sums of its values and of their squares ``(C,)``."""
+
+    def __init__(self, files: Sequence[Path], image_size: Sequence[int], color: str, keep: bool) -> None:
+        self.files = files
+        self.image_size = image_size
+        self.color = color
+        self.keep = keep
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, torch.Tensor, torch.Tensor]:
+        try:
+            image, ok = decode_image(self.files[i], self.image_size, self.color), True
+        except DECODE_ERRORS:
+            channels = 1 if self.color == "grayscale" else 3
+            image, ok = torch.zeros((channels, *self.image_size), dtype=torch.uint8), False
+        values = image.flatten(1).long()  # (C, H*W)
+        kept = image if self.keep else torch.empty(0, dtype=torch.uint8)
+        return kept, ok, values.sum(1), values.square().sum(1)
+
+
+def fits_in_memory(num_bytes: int, ram_bytes: int | None = None) -> bool:
+    """The ``data.in_memory=auto`` rule: ``num_bytes`` is at most a quarter of ``ram_bytes``
+    (default: this machine's physical RAM; False where that cannot be read)."""
+    if ram_bytes is None:
+        try:
+            ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, OSError, ValueError):  # no sysconf (Windows)
+            return False
+    return num_bytes <= ram_bytes // 4
+
+
+def parse_in_memory(value: bool | str) -> bool | str:
+    """``data.in_memory`` as True, False or ``"auto"`` (strings in any case).
+
+    Raises:
+        ConfigError: naming ``data.in_memory`` for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    choice = {"auto": "auto", "true": True, "false": False}.get(str(value).strip().lower())
+    if choice is None:
+        raise ConfigError(f"data.in_memory={value!r} is not a choice: use auto, true or false.")
+    return choice
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder`` that are not hidden, sorted by name."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _class_files(folder: Path) -> tuple[list[Path], int]:
+    """Image files under one class folder (sub-folders included, sorted by relative path) and
+    the number of other files ignored."""
+    images, ignored = [], 0
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                images.append(Path(parent, name))
+            else:
+                ignored += 1
+    return sorted(images, key=lambda p: p.relative_to(folder).as_posix()), ignored
+
+
+def _find_images(root: Path) -> tuple[str, list[str], dict[str, tuple[list[Path], list[int]]], int]:
+    """The layout, class names, image files and labels of each split, and the count of ignored files.
+
+    The splits are ``{"all": ...}`` for the ``folders`` layout, else ``train``, ``test`` and
+    possibly ``val``, in that order.
+
+    Raises:
+        ConfigError: naming ``data.path`` when there are no class folders, fewer than 2
+            classes, or no image files.
+    """
+    top = {p.name.lower(): p for p in _subfolders(root)}
+    split_dirs = {"train": top.get("train"), "val": next((top[v] for v in VAL_FOLDERS if v in top), None),
+                  "test": top.get("test")}
+    if split_dirs["train"] and split_dirs["test"]:
+        layout = "train/test"
+        class_dirs = {split: {p.name: p for p in _subfolders(d)} for split, d in split_dirs.items() if d}
+    elif split_dirs["train"] or split_dirs["test"]:
+        have, missing = ("train", "test") if split_dirs["train"] else ("test", "train")
+        raise ConfigError(f"data.path={root} has a {have}/ folder but no {missing}/ folder: add {missing}/ with "
+                          "one sub-folder per class, or put the class folders directly in data.path.")
+    else:
+        layout = "folders"
+        class_dirs = {"all": {p.name: p for p in top.values()}}
+    classes = sorted(set().union(*class_dirs.values()))
+    if not classes:
+        raise ConfigError(f"data.path={root} has no class sub-folders: put the images in one sub-folder per class "
+                          "(data.path/<class>/<image>), or in train/ and test/ folders of those.")
+    if len(classes) < 2:
+        raise ConfigError(f"data.path={root} has one class folder ({classes[0]}): classification needs at least 2, "
+                          "one sub-folder of images per class.")
+    splits, ignored = {}, 0
+    for split in ("all", "train", "val", "test"):
+        if split not in class_dirs:
+            continue
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            if name in class_dirs[split]:
+                found, skipped = _class_files(class_dirs[split][name])
+                files += found
+                labels += [label] * len(found)
+                ignored += skipped
+        splits[split] = (files, labels)
+    if not any(files for files, _ in splits.values()):
+        raise ConfigError(f"data.path={root} has no image files ({', '.join(IMG_EXTENSIONS)}) in its class "
+                          "folders: put the images in data.path/<class>/.")
+    return layout, classes, splits, ignored
+
+
+def _decode_all(
+    files: list[Path], image_size: Sequence[int], color: str, num_workers: int, keep: bool,
+) -> tuple[torch.Tensor | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode every file once, in ``num_workers`` processes.
+
+    Returns:
+        The uint8 images ``(N, C, H, W)`` (None unless ``keep``), whether each decoded ``(N,)``,
+        and the per-channel sums of values and of squares ``(N, C)``.
+    """
+    channels = 1 if color == "grayscale" else 3
+    images = torch.empty((len(files), channels, *image_size), dtype=torch.uint8) if keep else None
+    ok, sums, squares = [], [], []
+    loader = DataLoader(_ScanFiles(files, image_size, color, keep), batch_size=SCAN_BATCH, num_workers=num_workers)
+    for i, (batch, batch_ok, batch_sums, batch_squares) in enumerate(loader):
+        if keep:
+            images[i * SCAN_BATCH:i * SCAN_BATCH + len(batch)] = batch
+        ok.append(batch_ok)
+        sums.append(batch_sums)
+        squares.append(batch_squares)
+    return images, torch.cat(ok).numpy(), torch.cat(sums).numpy(), torch.cat(squares).numpy()
+
+
+def _channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> Standardizer:
+    """Per-channel mean and std of images scaled to [0, 1], from the sums ``(N, C)`` of their
+    uint8 values and squares over ``count`` values per channel.
+
+    The variance is taken in exact integer arithmetic, so a constant channel gets std 0
+    (stored as 1) rather than a rounding error to divide by.
+    """
+    total, total_sq = [int(v) for v in sums.sum(0)], [int(v) for v in squares.sum(0)]
+    mean = np.array([s / (count * 255) for s in total])
+    std = np.sqrt([(count * q - s * s) / (count * count * 255**2) for s, q in zip(total, total_sq, strict=True)])
+    return Standardizer(mean.reshape(1, -1, 1, 1), np.where(std > 1e-12, std, 1.0).reshape(1, -1, 1, 1))
+
+
+def _names(items: list[str]) -> str:
+    """At most ``MAX_NAMED`` of ``items``, then how many more."""
+    named = ", ".join(items[:MAX_NAMED])
+    return named + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
+
+
+@DATASETS.register("image_folder")
+def build_image_folder(
+    seed: int = 0,
+    *,
+    path: str,
+    image_size: Sequence[int] = (64, 64),
+    color: str = "rgb",
+    in_memory: bool | str = "auto",
+    num_workers: int = 2,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DataSplits:
+    """Images in class folders (see the module docstring for the layouts), seeded splits.
+
+    Args:
+        seed: the run's seed; the same seed gives the same split.
+        path: the folder of class folders, or of ``train/``, ``test/`` (and ``val/``) folders of those.
+        image_size: ``(height, width)`` every image is resized to.
+        color: ``rgb`` (3 channels) or ``grayscale`` (1 channel).
+        in_memory: ``auto``, True or False (or those as strings): hold the decoded images in memory,
+            or read them from disk each epoch.
+        num_workers: processes that decode images, in the decode pass and when reading from disk.
+        val_fraction: share of all images for validation, or of the training images when the
+            folder has its own test split.
+        test_fraction: share of all images for the test split (``folders`` layout only).
+
+    Returns:
+        Splits of float32 images ``(N, C, H, W)`` (tensors, or :class:`ImageFiles` when read from
+        disk) with int64 labels; task ``binary`` for 2 classes, else ``multiclass``.
+
+    Raises:
+        ConfigError: naming the key at fault (``data.path``, ``data.in_memory``, ``data.color``, a fraction).
+    """
+    root = Path(path).expanduser().absolute()
+    if not root.is_dir():
+        raise ConfigError(f"data.path={path} ({root}) is not a folder: give a folder with one sub-folder of "
+                          "images per class.")
+    memory = parse_in_memory(in_memory)
+    if color not in ("rgb", "grayscale"):
+        raise ConfigError(f"data.color={color!r} is not a choice: use rgb or grayscale.")
+    layout, classes, splits, ignored = _find_images(root)
+    if ignored:
+        log.debug("data.path=%s: ignored %d non-image files (hidden or without an image extension)",
+                  root, ignored)
+
+    files = [f for split_files, _ in splits.values() for f in split_files]
+    labels = np.array([y for _, split_labels in splits.values() for y in split_labels], dtype=np.int64)
+    split_of = np.repeat(list(splits), [len(split_files) for split_files, _ in splits.values()])
+    shape = (1 if color == "grayscale" else 3, *image_size)  # (C, H, W)
+    image_bytes = int(np.prod(shape)) * 4  # one float32 image
+    # Decided before decoding, from every image file found, so the pass keeps the images only when they are used.
+    keep = memory is True or (memory == "auto" and fits_in_memory(len(files) * image_bytes))
+    log.info("data.path=%s: decoding %d images of %d classes with %d workers", root, len(files), len(classes),
+             num_workers)
+    images, ok, sums, squares = _decode_all(files, image_size, color, num_workers, keep)
+
+    skipped = [files[i].relative_to(root).as_posix() for i in np.flatnonzero(~ok)]
+    if skipped:
+        log.warning("data.path=%s: skipped %d unreadable image%s of %d: %s", root, len(skipped),
+                    "s" if len(skipped) > 1 else "", len(files), _names(skipped))
+    if not ok.any():
+        raise ConfigError(f"data.path={root}: none of its {len(files)} image files could be decoded: "
+                          "check that they are images Pillow can read.")
+
+    readable = {split: np.flatnonzero(ok & (split_of == split)) for split in splits}
+    for split, idx in readable.items():
+        if split != "all" and not len(idx):
+            raise ConfigError(f"data.path={root}: {split}/ has no readable images: put images in its class folders.")
+    if layout == "folders":
+        idx = readable["all"]
+        train, val, test = (idx[i] for i in split_indices(len(idx), val_fraction=val_fraction,
+                                                           test_fraction=test_fraction, seed=seed, labels=labels[idx]))
+    else:
+        train, test = readable["train"], readable["test"]
+        if "val" in readable:
+            val = readable["val"]
+        else:
+            train_part, val_part = carve_validation(len(train), val_fraction=val_fraction, seed=seed,
+                                                    labels=labels[train])
+            train, val = train[train_part], train[val_part]
+
+    scaler = _channel_stats(sums[train], squares[train], len(train) * int(np.prod(image_size)))
+    mean, std = scaler.mean.ravel().tolist(), scaler.std.ravel().tolist()
+    num_readable = int(ok.sum())
+    log.info("data.path=%s: %d images, %.1f MB as float32, %s", root, num_readable,
+             num_readable * image_bytes / 2**20,
+             "held in memory" if keep else f"read from disk each epoch by {num_workers} workers")
+    if keep:
+        mean_t = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        x_train, x_val, x_test = (_standardize(images[torch.from_numpy(idx)], mean_t, std_t)
+                                  for idx in (train, val, test))
+    else:
+        x_train, x_val, x_test = (ImageFiles([files[i] for i in idx], labels[idx], image_size, color, mean, std)
+                                  for idx in (train, val, test))
+    return DataSplits(
+        x_train=x_train, y_train=torch.from_numpy(labels[train]),
+        x_val=x_val, y_val=torch.from_numpy(labels[val]),
+        x_test=x_test, y_test=torch.from_numpy(labels[test]),
+        task="binary" if len(classes) == 2 else "multiclass", num_outputs=len(classes), class_names=classes,
+        num_workers=0 if keep else num_workers,
+        info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
+              "color": color, "in_memory": keep, "normalization": scaler.to_info(), "skipped": skipped,
+              "ignored_files": ignored},
+    )

@@ -1,0 +1,397 @@
+"""``data=csv``: a table of numeric and categorical features with one target column.
+
+Everything preprocessing learns from the data (values that fill gaps, scaling, one-hot
+categories, the target's scale) is fitted on the training split only. The reading, task
+inference and target encoding here are shared with ``data=text_csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dltrain.data.registry import DATASETS
+from dltrain.data.splits import DataSplits, Standardizer, split_indices
+from dltrain.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas and scikit-learn are imported where used: the other datasets never pay for them
+    import pandas as pd
+
+log = logging.getLogger("dltrain")
+
+MAX_CLASS_VALUES = 20
+"""A numeric target of integers with at most this many distinct values is read as classes."""
+
+
+def describe_path(path: str | Path, key: str = "data.path") -> str:
+    """``key=path`` for messages, with the absolute path added when ``path`` is relative."""
+    absolute = Path(path).expanduser().resolve()
+    return f"{key}={path}" if str(absolute) == str(path) else f"{key}={path} ({absolute})"
+
+
+def read_table(path: str | Path, delimiter: str = ",", key: str = "data.path") -> pd.DataFrame:
+    """Read a CSV file with a header row.
+
+    Args:
+        path: the file; relative paths are relative to the working directory.
+        delimiter: the field separator.
+        key: the config key that named the file, for error messages.
+
+    Raises:
+        ConfigError: naming ``key`` and the absolute path, for a missing file, a directory,
+            an empty file, a file without data rows, or one pandas cannot parse.
+    """
+    import pandas as pd
+
+    file = Path(path).expanduser()
+    where = describe_path(path, key)
+    if not file.exists():
+        raise ConfigError(f"{where} does not exist: give the path of a CSV file.")
+    if file.is_dir():
+        raise ConfigError(f"{where} is a directory: give the path of a CSV file.")
+    try:
+        table = pd.read_csv(file, sep=delimiter)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{where} is empty: give a CSV file with a header row and data rows.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8.") from None
+    except ValueError as err:  # parser errors, a bad separator
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{where} cannot be read as CSV ({first_line}): fix the file, "
+                          f"or set data.delimiter (now {delimiter!r}).") from None
+    if table.empty:
+        raise ConfigError(f"{where} has a header but no data rows: give a CSV file with data rows.")
+    return table
+
+
+def _listing(columns: Iterable[Any], limit: int = 10) -> str:
+    """The first ``limit`` column names, comma-separated, and how many there are in all."""
+    names = [str(c) for c in columns]
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} columns)"
+
+
+def require_column(table: pd.DataFrame, column: str, key: str, where: str) -> None:
+    """Refuse a ``column`` that ``table`` lacks.
+
+    Raises:
+        ConfigError: naming ``key`` and listing the table's columns.
+    """
+    if column not in table.columns:
+        hint = " (the file reads as one column: is data.delimiter right?)" if len(table.columns) == 1 else ""
+        raise ConfigError(f"{key}={column} is not a column of {where}: choose one of {_listing(table.columns)}{hint}.")
+
+
+def _is_number(y: pd.Series) -> bool:
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return is_numeric_dtype(y) and not is_bool_dtype(y)
+
+
+def _integer_valued(values: np.ndarray) -> bool:
+    return bool(np.all(np.mod(values, 1) == 0))
+
+
+def _count_classes(y: pd.Series) -> int:
+    """Distinct values of ``y``.
+
+    Raises:
+        ConfigError: when there is only one, naming ``data.target``.
+    """
+    count = y.nunique()
+    if count < 2:
+        raise ConfigError(f"data.target={y.name} holds a single value ({y.iloc[0]}): "
+                          "choose a target column with at least two classes.")
+    return count
+
+
+def infer_task(y: pd.Series) -> tuple[str, str]:
+    """The task a target column asks for, and why.
+
+    Text, category and true/false values are classes; so are integers with at most
+    ``MAX_CLASS_VALUES`` distinct values. Other numbers are a regression target.
+
+    Args:
+        y: the target, without missing values, named after its column.
+
+    Returns:
+        ``(task, reason)`` with task ``regression``, ``binary`` or ``multiclass``.
+
+    Raises:
+        ConfigError: for a class target with a single value.
+    """
+    from pandas.api.types import is_bool_dtype
+
+    if not _is_number(y):
+        reason = f"data.target={y.name} holds {'true/false' if is_bool_dtype(y) else 'non-numeric'} values"
+    else:
+        numbers = y.to_numpy(dtype=np.float64)
+        distinct = len(np.unique(numbers))
+        if not _integer_valued(numbers):
+            return "regression", f"data.target={y.name} holds non-integer numbers"
+        if distinct > MAX_CLASS_VALUES:
+            return "regression", (f"data.target={y.name} holds {distinct} distinct integers "
+                                  f"(more than {MAX_CLASS_VALUES})")
+        reason = f"data.target={y.name} holds {distinct} distinct integers (at most {MAX_CLASS_VALUES})"
+    return ("binary" if _count_classes(y) == 2 else "multiclass"), reason
+
+
+def resolve_task(y: pd.Series, task: str) -> tuple[str, str]:
+    """The task for ``data.task`` (``auto`` infers it) checked against the target, and why.
+
+    Args:
+        y: the target, without missing values, named after its column.
+        task: ``auto``, ``regression``, ``binary`` or ``multiclass``.
+
+    Raises:
+        ConfigError: regression on a non-numeric target, binary without exactly two
+            classes, or classes with a single value.
+    """
+    if task == "auto":
+        task, reason = infer_task(y)
+    else:
+        reason = "set by data.task"
+        if task == "regression" and not _is_number(y):
+            raise ConfigError(f"data.task=regression needs a numeric target, but data.target={y.name} holds "
+                              f"values such as {y.iloc[0]!r}: set data.task=auto to classify them.")
+        classes = _count_classes(y) if task != "regression" else None
+        if task == "binary" and classes != 2:
+            raise ConfigError(f"data.task=binary needs exactly 2 classes, but data.target={y.name} holds "
+                              f"{classes}: set data.task=multiclass.")
+    log.info("data: task=%s (%s)", task, reason)
+    return task, reason
+
+
+def class_indices(y: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each value's class index and the class names.
+
+    Classes are the distinct values, sorted (numbers numerically), named as text:
+    ``fraud``/``ok`` stay as they are, and integer-valued numbers read as ``0``, ``1``.
+    """
+    if _is_number(y):
+        values = y.to_numpy(dtype=np.float64)
+        if _integer_valued(values):
+            values = values.astype(np.int64)
+    else:
+        values = y.astype(str).to_numpy(dtype=object)
+    classes, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), [str(c) for c in classes]
+
+
+@dataclass
+class Target:
+    """An encoded target column and the rows of each split.
+
+    Attributes:
+        task: ``regression``, ``binary`` or ``multiclass``.
+        values: int64 class indices, or float32 values standardised with the training
+            split's mean and standard deviation, one per row.
+        parts: sorted train, validation and test row indices.
+        class_names: label of each class index (classification only).
+        scale: ``(mean, std)`` of a regression target in the training split.
+    """
+
+    task: str
+    values: np.ndarray
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+    class_names: list[str] | None = None
+    scale: tuple[float, float] | None = None
+
+    def splits(self, x: torch.Tensor, info: dict[str, Any], vocab_size: int | None = None) -> DataSplits:
+        """The :class:`DataSplits` of inputs ``x`` (one row per table row) and this target."""
+        y = torch.from_numpy(self.values)
+        train, val, test = (torch.from_numpy(p) for p in self.parts)
+        return DataSplits(
+            x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test], y_test=y[test],
+            task=self.task, num_outputs=1 if self.class_names is None else len(self.class_names),
+            class_names=self.class_names, vocab_size=vocab_size, target_scale=self.scale, info=info,
+        )
+
+
+def split_target(y: pd.Series, task: str, *, seed: int, val_fraction: float, test_fraction: float) -> Target:
+    """Split the rows (seeded, stratified by class for classification) and encode the target.
+
+    Args:
+        y: the target, without missing values.
+        task: ``regression``, ``binary`` or ``multiclass`` (see :func:`resolve_task`).
+        seed, val_fraction, test_fraction: as for :func:`~dltrain.data.splits.split_indices`.
+    """
+    if task == "regression":
+        parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        values = y.to_numpy(dtype=np.float64)
+        scaler = Standardizer.fit(values[parts[0]])
+        return Target(task, scaler.transform(values), parts, scale=(float(scaler.mean[0]), float(scaler.std[0])))
+    codes, names = class_indices(y)
+    parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, labels=codes)
+    return Target(task, codes, parts, class_names=names)
+
+
+def _feature_columns(table: pd.DataFrame, target: str, features: Sequence[str] | None, where: str) -> list[str]:
+    """The input columns: ``features`` checked against the table, or every column but the target."""
+    require_column(table, target, "data.target", where)
+    if features is None:
+        columns = [c for c in table.columns if c != target]
+    else:
+        columns = list(dict.fromkeys(features))
+        unknown = [str(c) for c in columns if c not in table.columns]
+        if unknown:
+            raise ConfigError(f"data.features names columns {where} does not have: {', '.join(unknown)}: "
+                              f"choose from {_listing(table.columns)}.")
+        if target in columns:
+            raise ConfigError(f"data.features lists the target column data.target={target}: remove it from "
+                              "data.features.")
+    if not columns:
+        raise ConfigError(f"{where} gives no feature columns besides data.target={target}: list some in "
+                          "data.features, or use a file with more columns.")
+    return columns
+
+
+def _handle_missing(table: pd.DataFrame, target: str, missing: str, where: str) -> tuple[pd.DataFrame, int]:
+    """Refuse missing values (``error``), or drop the rows with any (``drop``) or with a
+    missing target (``mean``: features are filled after the split). Returns the table and
+    the number of rows dropped."""
+    counts = table.isna().sum()
+    counts = counts[counts > 0]
+    if counts.empty:
+        return table, 0
+    if missing == "error":
+        listed = ", ".join(f"{column} ({count})" for column, count in counts.items())
+        raise ConfigError(f"{where} has missing values: {listed}: set data.missing=drop to drop those rows, "
+                          "or data.missing=mean to fill them from the training split.")
+    keep = table.notna().all(axis=1) if missing == "drop" else table[target].notna()
+    what = "a missing value" if missing == "drop" else "a missing target"
+    dropped = int((~keep).sum())
+    if dropped:
+        log.info("data: dropped %d of %d rows with %s (data.missing=%s)", dropped, len(table), what, missing)
+    table = table[keep]  # the index keeps each row's position in the file, for predictions.csv
+    if table.empty:
+        raise ConfigError(f"{where} has no rows left after dropping those with {what}: fill in the file's gaps.")
+    return table, dropped
+
+
+def _fill_from_train(x: pd.DataFrame, train: np.ndarray) -> dict[str, Any]:
+    """Fill the gaps in ``x`` in place: numbers with the training split's mean, other values
+    with its most frequent one. Returns the value used per column."""
+    fills: dict[str, Any] = {}
+    for column in x.columns[x.isna().any()]:
+        seen = x[column].iloc[train].dropna()
+        if seen.empty:
+            raise ConfigError(f"data.features: column {column} has no values in the training split: remove it "
+                              "from data.features, or fill it in.")
+        value = float(seen.mean()) if _is_number(x[column]) else seen.mode().iloc[0]
+        x[column] = x[column].fillna(value)
+        fills[str(column)] = value if isinstance(value, float) else str(value)
+    if fills:
+        log.info("data: filled missing values from the training split: %s",
+                 ", ".join(f"{column}={value:.6g}" if isinstance(value, float) else f"{column}={value}"
+                           for column, value in fills.items()))
+    return fills
+
+
+def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     max_categories: int) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Numbers (true/false as 0/1) standardised and other columns one-hot encoded, both
+    fitted on the training rows. Returns the float32 matrix ``(rows, encoded columns)``,
+    the encoded column names and the fitted statistics for ``info``."""
+    from pandas.api.types import is_numeric_dtype
+    from sklearn.preprocessing import OneHotEncoder
+
+    train, val, test = parts
+    numeric = [c for c in x.columns if is_numeric_dtype(x[c])]
+    categorical = [c for c in x.columns if c not in numeric]
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    stats: dict[str, Any] = {"numeric_scaling": {}, "categorical": {}}
+    if numeric:
+        values = x[numeric].to_numpy(dtype=np.float64)
+        scaler = Standardizer.fit(values[train])
+        blocks.append(scaler.transform(values))
+        names += [str(c) for c in numeric]
+        fitted = scaler.to_info()
+        stats["numeric_scaling"] = {str(c): {"mean": m, "std": s}
+                                    for c, m, s in zip(numeric, fitted["mean"], fitted["std"], strict=True)}
+    if categorical:
+        values = x[categorical].astype(str).to_numpy(dtype=object)
+        encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=max_categories,
+                                sparse_output=False, dtype=np.float32).fit(values[train])
+        with warnings.catch_warnings():  # unseen categories are counted and logged below
+            warnings.filterwarnings("ignore", message="Found unknown categories")
+            blocks.append(encoder.transform(values))
+        names += encoder.get_feature_names_out([str(c) for c in categorical]).tolist()
+        stats["categorical"] = {str(c): cats.tolist() for c, cats in zip(categorical, encoder.categories_, strict=True)}
+        held_out = np.concatenate([val, test])
+        unseen = {c: int((~np.isin(values[held_out, i], cats)).sum())
+                  for i, (c, cats) in enumerate(zip(categorical, encoder.categories_, strict=True))}
+        if any(unseen.values()):
+            log.info("data: validation/test rows with categories not seen in training (encoded as the "
+                     "infrequent column, or all zeros): %s",
+                     ", ".join(f"{c} ({n})" for c, n in unseen.items() if n))
+    return np.concatenate(blocks, axis=1).astype(np.float32), names, stats
+
+
+@DATASETS.register("csv")
+def build_csv(
+    seed: int = 0,
+    *,
+    path: str,
+    target: str = "target",
+    features: Sequence[str] | None = None,
+    task: str = "auto",
+    missing: str = "error",
+    max_categories: int = 50,
+    delimiter: str = ",",
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DataSplits:
+    """A CSV table as float32 feature rows and one target, split seeded (stratified for classes).
+
+    Args:
+        seed: the run's seed; the same seed gives the same split.
+        path: the CSV file, with a header row.
+        target: the column to predict.
+        features: input columns; None: every column but the target.
+        task: ``auto`` infers it from the target (see :func:`infer_task`).
+        missing: rows with missing values: ``error``, ``drop`` them, or ``mean`` (rows
+            without a target are dropped; features are filled with the training split's
+            mean, or most frequent value for non-numeric columns).
+        max_categories: one-hot columns per non-numeric column; rarer values share one.
+        delimiter: the field separator.
+        val_fraction, test_fraction: shares of all rows.
+
+    Returns:
+        Splits with inputs ``(N, encoded features)``: numbers standardised and other columns
+        one-hot encoded, both fitted on the training split; targets as class indices, or
+        standardised floats with ``target_scale`` set.
+
+    Raises:
+        ConfigError: for an unreadable file, unknown columns, missing values under
+            ``missing=error``, or a target that does not fit the task.
+    """
+    table = read_table(path, delimiter)
+    where = describe_path(path)
+    columns = _feature_columns(table, target, features, where)
+    table, dropped = _handle_missing(table[[*columns, target]], target, missing, where)
+    rows = table.index.to_numpy()  # position in the file (0 = first data row) of each row kept
+    table = table.reset_index(drop=True)
+    task, reason = resolve_task(table[target], task)
+    encoded = split_target(table[target], task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    x = table[columns].copy()
+    fills = _fill_from_train(x, encoded.parts[0]) if missing == "mean" else {}
+    values, names, stats = _encode_features(x, encoded.parts, max_categories)
+    absolute = str(Path(path).expanduser().resolve())
+    log.info("data: %s: %d rows, %d feature columns -> %d inputs", absolute, len(table), len(columns), len(names))
+    info = {
+        "path": absolute, "target": target, "task": task, "task_reason": reason,
+        "features": [str(c) for c in columns], "encoded_features": names, **stats, "rows_dropped": dropped,
+        "missing": missing, "fill_values": fills,
+        "target_scale": None if encoded.scale is None else list(encoded.scale),
+    }
+    info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
+    return encoded.splits(torch.from_numpy(values), info)

@@ -1,0 +1,298 @@
+"""``data=mnist|fashion_mnist|cifar10``: torchvision's image datasets, held in memory.
+
+* ``mnist``: 70,000 28x28 grey images of handwritten digits (60,000 train, 10,000 test).
+* ``fashion_mnist``: the same shapes and sizes, of 10 kinds of clothing.
+* ``cifar10``: 60,000 32x32 colour images of 10 classes (50,000 train, 10,000 test).
+
+The files live under ``data.root`` where torchvision puts them:
+
+* MNIST and Fashion-MNIST: ``ROOT/MNIST/raw`` and ``ROOT/FashionMNIST/raw``, holding
+  ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+  ``t10k-labels-idx1-ubyte`` (or the same names with ``.gz``).
+* CIFAR-10: ``ROOT/cifar-10-batches-py`` with ``data_batch_1`` .. ``data_batch_5``,
+  ``test_batch`` and ``batches.meta`` (or ``ROOT/cifar-10-python.tar.gz``); torchvision checks
+  these against the official MD5 sums.
+
+With ``data.download=true`` missing files are fetched (and checked) by torchvision; with
+``data.download=false`` archives found in those places are unpacked and nothing is fetched.
+Validation is carved, stratified and seeded, from the official training set; the official
+test set is the test split. Pixels are scaled to [0, 1] and standardised per channel with
+statistics of the training split only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dltrain.data.registry import DATASETS
+from dltrain.data.splits import DataSplits, Standardizer, carve_validation
+from dltrain.errors import ConfigError
+
+log = logging.getLogger("dltrain")
+
+# What torchvision raises on a failed download (URLError is an OSError) or on files it cannot parse.
+_LOAD_ERRORS = (OSError, RuntimeError, AssertionError, ValueError, TypeError, KeyError, EOFError,
+                pickle.UnpicklingError)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One torchvision dataset and where its files lie.
+
+    Attributes:
+        key: the ``data=`` option.
+        class_name: its class in ``torchvision.datasets``.
+        title: its name in messages.
+        idx: True for the MNIST layout (IDX files in ``ROOT/<ClassName>/raw``, each
+            downloaded as its own ``.gz``); False for CIFAR's (pickled batches in
+            ``ROOT/<base_folder>``, downloaded as one ``.tar.gz`` into ``ROOT``).
+    """
+
+    key: str
+    class_name: str
+    title: str
+    idx: bool
+
+    def folder(self, cls: Any, root: str) -> str:
+        """The folder torchvision reads the files from."""
+        return os.path.join(root, cls.__name__, "raw") if self.idx else os.path.join(root, cls.base_folder)
+
+    def holder(self, cls: Any) -> str:
+        """That folder relative to ``root``, as a user would look for it."""
+        return f"{cls.__name__}/raw" if self.idx else cls.base_folder
+
+    def files(self, cls: Any) -> list[tuple[str, str | None]]:
+        """``(file name, md5 or None)`` of every file torchvision reads, in the class's current attributes."""
+        if self.idx:  # torchvision only checks that the unpacked files exist
+            return [(os.path.splitext(name)[0], None) for name, _ in cls.resources]
+        return [(name, md5) for name, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"],
+                                                                                 cls.meta["md5"])]
+
+    def missing(self, cls: Any, root: str) -> list[str]:
+        """Names of the files that are absent (or fail their MD5 check) in :meth:`folder`."""
+        from torchvision.datasets.utils import check_integrity
+
+        folder = self.folder(cls, root)
+        return [name for name, md5 in self.files(cls) if not check_integrity(os.path.join(folder, name), md5)]
+
+    def archives(self, cls: Any, root: str) -> list[tuple[str, str]]:
+        """``(archive, folder to unpack it into)`` for each archive the files come in."""
+        if self.idx:
+            folder = self.folder(cls, root)
+            return [(os.path.join(folder, name), folder) for name, _ in cls.resources]
+        return [(os.path.join(root, cls.filename), root)]
+
+    def alternative(self, cls: Any, root: str) -> str:
+        """Where the archives may be put instead of the files, for messages."""
+        return "their .gz" if self.idx else f"{cls.filename} in {root}"
+
+
+_MNIST = _Source("mnist", "MNIST", "MNIST", idx=True)
+_FASHION_MNIST = _Source("fashion_mnist", "FashionMNIST", "Fashion-MNIST", idx=True)
+_CIFAR10 = _Source("cifar10", "CIFAR10", "CIFAR-10", idx=False)
+
+
+@DATASETS.register("mnist")
+def build_mnist(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
+    """MNIST's handwritten digits 0-9, from ``ROOT/MNIST/raw``.
+
+    Args:
+        seed: seeds the validation split.
+        root: folder that holds (or receives) ``MNIST/raw``.
+        download: fetch missing files from torchvision's mirrors.
+        val_fraction: share of the 60,000 training images held out for validation.
+
+    Returns:
+        Splits of shape ``(N, 1, 28, 28)`` (float32) with int64 labels, task ``multiclass``.
+
+    Raises:
+        ConfigError: when the files are missing, cannot be downloaded or cannot be read.
+    """
+    return _build(_MNIST, seed=seed, root=root, download=download, val_fraction=val_fraction)
+
+
+@DATASETS.register("fashion_mnist")
+def build_fashion_mnist(seed: int = 0, root: str = "data", download: bool = True,
+                        val_fraction: float = 0.1) -> DataSplits:
+    """Fashion-MNIST's 10 kinds of clothing, from ``ROOT/FashionMNIST/raw``.
+
+    Args:
+        seed: seeds the validation split.
+        root: folder that holds (or receives) ``FashionMNIST/raw``.
+        download: fetch missing files from torchvision's mirror.
+        val_fraction: share of the 60,000 training images held out for validation.
+
+    Returns:
+        Splits of shape ``(N, 1, 28, 28)`` (float32) with int64 labels, task ``multiclass``.
+
+    Raises:
+        ConfigError: when the files are missing, cannot be downloaded or cannot be read.
+    """
+    return _build(_FASHION_MNIST, seed=seed, root=root, download=download, val_fraction=val_fraction)
+
+
+@DATASETS.register("cifar10")
+def build_cifar10(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
+    """CIFAR-10's colour images of 10 classes, from ``ROOT/cifar-10-batches-py``.
+
+    Args:
+        seed: seeds the validation split.
+        root: folder that holds (or receives) ``cifar-10-batches-py``.
+        download: fetch ``cifar-10-python.tar.gz`` when the files are missing.
+        val_fraction: share of the 50,000 training images held out for validation.
+
+    Returns:
+        Splits of shape ``(N, 3, 32, 32)`` (float32) with int64 labels, task ``multiclass``.
+
+    Raises:
+        ConfigError: when the files are missing, cannot be downloaded or cannot be read.
+    """
+    return _build(_CIFAR10, seed=seed, root=root, download=download, val_fraction=val_fraction)
+
+
+def _build(source: _Source, *, seed: int, root: str, download: bool, val_fraction: float) -> DataSplits:
+    """Load ``source`` with torchvision, carve validation from its training set and standardise."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, source.class_name)
+    path = os.path.expanduser(root)  # as torchvision does
+    folder = source.folder(cls, path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"data.root={root} is a file, not a folder: set data.root to a folder for the "
+                          f"{source.title} files (it is created when missing).")
+    missing = source.missing(cls, path)
+    if missing and not download:
+        _unpack_archives(source, cls, path)
+        missing = source.missing(cls, path)
+        if missing:
+            raise ConfigError(_missing_message(source, cls, path, folder, missing))
+    if missing:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"data.root={root}: cannot create {folder} ({_reason(err)}): set data.root to a "
+                              "folder you can write to.") from err
+        log.info("data=%s: downloading %s into %s", source.key, source.title, folder)
+    try:
+        with _quiet(f"data={source.key}"):
+            train = cls(path, train=True, download=download)
+            test = cls(path, train=False)
+    except _LOAD_ERRORS as err:
+        names = _names(source.files(cls))
+        if download and source.missing(cls, path):
+            raise ConfigError(f"data={source.key}: could not download {source.title} into {folder} ({_reason(err)}): "
+                              f"put the files there by hand ({names}, or {source.alternative(cls, path)}) and set "
+                              "data.download=false, or check the network.") from err
+        raise ConfigError(f"data={source.key}: could not read {source.title} from {folder} ({_reason(err)}): replace "
+                          f"its files ({names}) with the original ones, or delete them and set "
+                          "data.download=true.") from err
+
+    x_all, y_all = _images(train.data), torch.as_tensor(train.targets, dtype=torch.int64)  # (N, C, H, W) uint8, (N,)
+    train_idx, val_idx = carve_validation(len(y_all), val_fraction=val_fraction, seed=seed, labels=y_all.numpy())
+    train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    x_train = x_all[train_idx]
+    scaler = _fit_channels(x_train)
+    return DataSplits(
+        x_train=_standardize(x_train, scaler), y_train=y_all[train_idx],
+        x_val=_standardize(x_all[val_idx], scaler), y_val=y_all[val_idx],
+        x_test=_standardize(_images(test.data), scaler), y_test=torch.as_tensor(test.targets, dtype=torch.int64),
+        task="multiclass", num_outputs=len(train.classes), class_names=[str(name) for name in train.classes],
+        info={"source": f"torchvision.datasets.{source.class_name}", "root": root,
+              "normalization": scaler.to_info(), "val_carved_from_train": True},
+    )
+
+
+def _unpack_archives(source: _Source, cls: Any, root: str) -> None:
+    """Unpack the archives that lie where torchvision would have downloaded them.
+
+    Raises:
+        ConfigError: naming an archive that cannot be unpacked.
+    """
+    from torchvision.datasets.utils import extract_archive
+
+    for archive, into in source.archives(cls, root):
+        if not os.path.isfile(archive):
+            continue
+        try:
+            extract_archive(archive, into)
+        except (OSError, EOFError, tarfile.TarError) as err:
+            raise ConfigError(f"data={source.key}: could not unpack {archive} ({_reason(err)}): unpack it into "
+                              f"{into} by hand, or replace it with a complete copy.") from err
+
+
+def _missing_message(source: _Source, cls: Any, root: str, folder: str, missing: list[str]) -> str:
+    """One line saying which files are missing from ``folder`` and where they can come from."""
+    files = source.files(cls)
+    if len(missing) == len(files):
+        what = f"no {source.title} files in {folder}"
+    else:
+        what = f"{source.title} files missing{'' if source.idx else ' or damaged'} in {folder} ({', '.join(missing)})"
+    return (f"data={source.key}: {what}: put {_names(files)} there (or {source.alternative(cls, root)}), set "
+            f"data.root to a folder that holds {source.holder(cls)}, or set data.download=true on a machine with a "
+            "network.")
+
+
+def _names(files: list[tuple[str, str | None]]) -> str:
+    """``a, b and c`` of the file names."""
+    names = [name for name, _ in files]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _reason(err: BaseException) -> str:
+    """A one-line summary of ``err``: its first and last lines (torchvision's are several)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:  # a bare assertion in torchvision's file parser
+        return "unexpected file contents"
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+@contextlib.contextmanager
+def _quiet(what: str) -> Iterator[None]:
+    """Send what torchvision prints (download progress, mirror retries) to the DEBUG log, not the console."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        if text := buffer.getvalue().strip():
+            log.debug("%s: torchvision printed:\n%s", what, text)
+
+
+def _images(data: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 images as a ``(N, C, H, W)`` view: MNIST's ``(N, H, W)`` tensor or CIFAR's ``(N, H, W, C)`` array."""
+    x = torch.as_tensor(data)  # shares the memory
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
+
+def _fit_channels(x: torch.Tensor) -> Standardizer:
+    """Per-channel mean and std of uint8 images ``(N, C, H, W)`` scaled to [0, 1].
+
+    Exact, in float64, from each channel's histogram of the 256 byte values, so no float
+    copy of the images is made (CIFAR-10's training split would take 1.1 GB in float64).
+    Same statistics as ``Standardizer.fit(x / 255, axis=(0, 2, 3))``.
+    """
+    levels = np.arange(256, dtype=np.float64) / 255  # (256,)
+    counts = np.stack([torch.bincount(x[:, c].reshape(-1), minlength=256).numpy()
+                       for c in range(x.shape[1])]).astype(np.float64)  # (C, 256)
+    n = counts.sum(axis=1, keepdims=True)  # (C, 1)
+    mean = (counts * levels).sum(axis=1, keepdims=True) / n  # (C, 1)
+    std = np.sqrt((counts * (levels - mean) ** 2).sum(axis=1, keepdims=True) / n)  # (C, 1)
+    return Standardizer(mean.reshape(1, -1, 1, 1), np.where(std > 1e-12, std, 1.0).reshape(1, -1, 1, 1))
+
+
+def _standardize(x: torch.Tensor, scaler: Standardizer) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std``, one float32 copy."""
+    mean = torch.from_numpy(scaler.mean.astype(np.float32))  # (1, C, 1, 1)
+    std = torch.from_numpy(scaler.std.astype(np.float32))  # (1, C, 1, 1)
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255).sub_(mean).div_(std)
