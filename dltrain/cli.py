@@ -124,10 +124,11 @@ def describe_error(err: BaseException) -> str | None:
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):
         text = _one_line(str(err))
-        override = re.search(r"'([^=']+)=([^']*)'", text)
-        if override and "(" in override.group(2):  # Hydra reads name(...) as one of its functions
-            key, value = override.groups()
-            return f"{text}: Hydra reads {value} as a function call; quote the value: '{key}=\"{value}\"'."
+        key, eq, value = (getattr(err, "override", "") or "").partition("=")
+        if eq and any(c in value for c in "() ") and not value.startswith(("'", '"')):
+            # Hydra reads name(...) as one of its sweep functions, and a space ends the value.
+            return (f"{key}={value} cannot be read as written ({text}): quote the value, "
+                    f"e.g. '{key}=\"{value}\"'.")
         return text + " (write overrides as key=value)"
     if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
         cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err

@@ -220,7 +220,8 @@ def make_batches(data: DataSplits, tcfg: DictConfig, seed: int,
             return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit, **kw)
 
         return (loader(data.x_train, tcfg.batch_size, shuffle=True, generator=generator, min_batch_size=2),
-                loader(data.x_val, tcfg.eval_batch_size), loader(data.x_test, tcfg.eval_batch_size))
+                loader(data.x_val, tcfg.eval_batch_size),
+                loader(data.x_test, tcfg.eval_batch_size, persistent=False))  # read once
     return (
         # A last training batch of one example is dropped: batch norm cannot normalise it,
         # and its gradient would be the noisiest step of the epoch.

@@ -206,6 +206,8 @@ class CSVConfig:
     missing: str = spec("error", choices=("error", "drop", "mean"),
                         help="rows with missing values: error, drop them, or fill with training means")
     max_categories: int = spec(50, ge=2, help="one-hot columns per text column; rarer values share one")
+    positive_class: str | None = spec(None, help="binary: the label precision/recall/f1 score; null: 1, or the "
+                                                 "rarer text label")
     delimiter: str = ","
     val_fraction: float = spec(0.15, gt=0, lt=1)
     test_fraction: float = spec(0.15, gt=0, lt=1)
@@ -224,6 +226,8 @@ class TextCSVConfig:
     max_vocab: int = spec(20000, ge=10, help="the vocabulary keeps the most frequent tokens")
     max_length: int = spec(200, ge=1, help="tokens per text; longer texts are cut")
     lowercase: bool = True
+    positive_class: str | None = spec(None, help="binary: the label precision/recall/f1 score; null: 1, or the "
+                                                 "rarer text label")
     delimiter: str = ","
     val_fraction: float = spec(0.15, gt=0, lt=1)
     test_fraction: float = spec(0.15, gt=0, lt=1)

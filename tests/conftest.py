@@ -1,4 +1,4 @@
-"""Shared fixtures: configs composed exactly as the command line composes them."""
+"""Shared fixtures: configs composed exactly as the command line composes them, and small data files."""
 
 from __future__ import annotations
 
@@ -6,9 +6,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.files import (
+    patch_cifar10_checksums,
+    write_cifar10,
+    write_image_folder,
+    write_mnist,
+    write_table_csv,
+    write_text_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +38,49 @@ def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
     full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     return subprocess.run([sys.executable, "-m", "dltrain", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Small files for the data options that read files, under ``root``.
+
+    Attributes:
+        root: the folder holding them (``data.root`` of the torchvision datasets).
+        overrides: data option -> the command-line overrides that point it at its files.
+    """
+
+    root: Path
+    overrides: dict[str, list[str]]
+
+
+@pytest.fixture(scope="session")
+def data_files(tmp_path_factory: pytest.TempPathFactory) -> DataFiles:
+    """Tiny files, written once per session, for every data option that needs files:
+    MNIST and Fashion-MNIST (60 + 20 images), CIFAR-10 (50 + 10), a 60-row table whose target
+    column is ``Class`` (string labels, a text column, 3 empty cells in two columns), 60 texts
+    and an image folder of 3 x 13 images with a corrupt one and stray files."""
+    root = tmp_path_factory.mktemp("data_files")
+    write_mnist(root, n_train=60, n_test=20)
+    write_mnist(root, folder="FashionMNIST", n_train=60, n_test=20)
+    write_cifar10(root, n_per_batch=10, n_test=10)
+    local = [f"data.root={root}", "data.download=false"]
+    table = write_table_csv(root / "table.csv", rows=60, target="Class", missing=3)
+    texts = write_text_csv(root / "texts.csv", rows=60)
+    images = write_image_folder(root / "images", per_class=13)
+    return DataFiles(root, {"mnist": local, "fashion_mnist": local, "cifar10": local,
+                            "csv": [f"data.path={table}"], "text_csv": [f"data.path={texts}"],
+                            "image_folder": [f"data.path={images}"]})
+
+
+@pytest.fixture
+def data_overrides(data_files: DataFiles, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[str]]:
+    """``data_overrides(option)``: the overrides that point ``data=option`` at :func:`data_files`'
+    files (none for generated data). For ``cifar10`` it also points torchvision's MD5 sums at the
+    generated files, for this test only."""
+
+    def overrides(option: str) -> list[str]:
+        if option == "cifar10":
+            patch_cifar10_checksums(monkeypatch, data_files.root)
+        return list(data_files.overrides.get(option, []))
+
+    return overrides

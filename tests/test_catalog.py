@@ -1,18 +1,28 @@
-"""Every option of every config group, composed from the real configs and trained for a
-few batches: a new option is covered by registering it (one registry, one test)."""
+"""Every option of every config group, and every experiment preset, composed from the real
+configs and trained for a few batches: a new option is covered by registering it (one registry,
+one test), a new preset by adding its file to conf/experiment. Data options that read files get
+small generated ones (the ``data_files`` fixture in conftest.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
 from dltrain import train
 from dltrain.config import GROUP_SCHEMAS
+from dltrain.errors import ConfigError
 
-#: Keys an option cannot run without.
-REQUIRED = {("model", "custom"): ["model._target_=tests.nets.TinyNet", "+model.width=8"]}
+#: Keys an option cannot run without (besides the files of data options: ``data_overrides``).
+REQUIRED = {
+    ("model", "custom"): ["model._target_=tests.nets.TinyNet", "+model.width=8"],
+    ("data", "csv"): ["data.target=Class", "data.missing=mean"],  # the generated table's target, with gaps
+    ("data", "text_csv"): ["model=lstm"],  # token ids need a model that embeds them
+}
 
 OPTIONS = [(group, option) for group, options in GROUP_SCHEMAS.items() for option in options]
 
@@ -29,18 +39,38 @@ SETTINGS = [
 ]
 
 
+EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+#: The experiment presets: every conf/experiment/*.yaml.
+EXPERIMENTS = sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
+
+
+def preset_choices(name: str) -> dict[str, str]:
+    """The options an experiment preset picks, from its ``- override /GROUP: OPTION`` defaults."""
+    defaults = yaml.safe_load((EXPERIMENT_DIR / f"{name}.yaml").read_text())["defaults"]
+    return {key.removeprefix("override /"): value for entry in defaults if isinstance(entry, dict)
+            for key, value in entry.items() if key.startswith("override /")}
+
+
 def fast_run(compose, tmp_path, overrides):
+    """Compose ``overrides`` for a fast CPU run, train, and check what the run leaves behind;
+    returns the config and the summary."""
     cfg = compose(["trainer.fast_dev_run=true", "device=cpu", *overrides])
-    summary = train(cfg, run_dir=tmp_path / "run")
+    run = tmp_path / "run"
+    summary = train(cfg, run_dir=run)
     assert summary["status"] == "completed"
     assert math.isfinite(summary["test"]["loss"])
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
-    return summary
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    data = json.loads((run / "data.json").read_text())
+    assert data["task"] == summary["task"] and data["dataset"] == cfg.data.name
+    lines = (run / "predictions.csv").read_text().splitlines()
+    assert lines[0].startswith("row,target,prediction") and len(lines) > 1
+    return cfg, summary
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_trains(compose, tmp_path, group, option):
-    summary = fast_run(compose, tmp_path, [f"{group}={option}", *REQUIRED.get((group, option), [])])
+def test_every_option_trains(compose, tmp_path, data_overrides, group, option):
+    files = data_overrides(option) if group == "data" else []
+    _, summary = fast_run(compose, tmp_path, [f"{group}={option}", *REQUIRED.get((group, option), []), *files])
     text = (tmp_path / "run" / "model_summary.txt").read_text()
     if group == "init":
         assert option in text  # the init column names the scheme applied
@@ -51,3 +81,32 @@ def test_every_option_trains(compose, tmp_path, group, option):
 @pytest.mark.parametrize("overrides", SETTINGS, ids=[" ".join(s) for s in SETTINGS])
 def test_every_setting_trains(compose, tmp_path, overrides):
     fast_run(compose, tmp_path, overrides)
+
+
+def test_every_data_option_that_reads_files_gets_them(data_files):
+    readers = {option for option, schema in GROUP_SCHEMAS["data"].items()
+               if {"path", "root"} & {field.name for field in dataclasses.fields(schema)}}
+    assert readers == set(data_files.overrides)
+    assert {"csv", "text_csv", "image_folder", "mnist", "fashion_mnist", "cifar10"} <= readers
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_trains(compose, tmp_path, data_overrides, name):
+    choices = preset_choices(name)
+    assert {"data", "model"} <= choices.keys(), f"experiment={name} names no data or no model"
+    cfg, summary = fast_run(compose, tmp_path, [f"experiment={name}", *data_overrides(choices["data"])])
+    for group, option in choices.items():
+        assert cfg[group].name == option, f"experiment={name}: {group}={cfg[group].name}, the preset names {option}"
+    assert summary["epochs_run"] == 1
+
+
+def test_text_csv_with_mlp_is_a_config_error(compose, tmp_path, data_overrides):
+    cfg = compose(["trainer.fast_dev_run=true", "device=cpu", "data=text_csv", "model=mlp",
+                   *data_overrides("text_csv")])
+    run = tmp_path / "run"
+    run.mkdir()  # as Hydra makes it: the failure is recorded there
+    with pytest.raises(ConfigError) as info:
+        train(cfg, run_dir=run)
+    message = str(info.value)
+    assert "\n" not in message and "model=lstm" in message and "data=text_csv" in message and "model=mlp" in message
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"

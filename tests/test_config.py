@@ -70,6 +70,10 @@ BAD = [
     ("loss.class_weights=[1,2]", "only loss=cross_entropy, nll have it"),
     ("optim.lr=nan", "optim.lr=nan is not valid: expected a finite number"),
     ("~optim.lr", "optim.lr cannot be removed: dltrain needs it, so set it (optim.lr=...) instead"),
+    ("data.function=sin(3*x)", "data.function=sin(3*x) cannot be read as written (Error parsing override "
+                               "'data.function=sin(3*x)'): quote the value, e.g. 'data.function=\"sin(3*x)\"'."),
+    ("data.function=sin(x) + 1", "quote the value, e.g. 'data.function=\"sin(x) + 1\"'."),
+    ("experiment=nosuch", "experiment=nosuch is not a known option: choose one of chirp_rnn, cifar10_cnn"),
 ]
 
 

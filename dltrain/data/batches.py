@@ -70,7 +70,7 @@ class LoaderBatches:
     For data that does not fit in memory (``data.in_memory=false``): worker processes
     decode examples while the model trains, into pinned memory when the batches go to a
     GPU, and each batch is copied to ``device`` without blocking. Workers persist across
-    epochs, so they start once per run.
+    epochs (``persistent``), so they start once per run.
 
     Args:
         dataset: a map-style dataset whose item ``i`` is ``(x_i, y_i)``.
@@ -78,6 +78,7 @@ class LoaderBatches:
             :class:`TensorBatches`; the data order depends on ``generator`` alone.
         device: where the batches are used.
         num_workers: decoding processes; 0 decodes in the training process.
+        persistent: keep the workers between epochs (for splits read every epoch).
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class LoaderBatches:
         num_workers: int = 0,
         limit_batches: int | None = None,
         min_batch_size: int = 1,
+        persistent: bool = True,
     ) -> None:
         n = len(dataset)
         last = n % batch_size
@@ -98,7 +100,7 @@ class LoaderBatches:
         self.limit_batches = limit_batches
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+            pin_memory=device.type == "cuda", persistent_workers=persistent and num_workers > 0,
             drop_last=0 < last < min_batch_size)
 
     def __len__(self) -> int:

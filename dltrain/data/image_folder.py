@@ -4,11 +4,12 @@ Layouts of ``data.path``:
 
 * ``path/<class>/<images>``: split into train, validation and test, seeded and stratified,
   by ``data.val_fraction`` and ``data.test_fraction`` (shares of all images).
-* ``path/train/<class>/...`` and ``path/test/<class>/...``, with an optional ``path/val/``
-  (or ``valid/``, ``validation/``): those splits as given. Without a validation folder,
-  ``data.val_fraction`` of the training images is carved out for validation
-  (``data.test_fraction`` is unused). The classes are the folders of all splits together;
-  a class may be missing from a split.
+* ``path/train/<class>/...`` with optional ``path/test/<class>/...`` and ``path/val/``
+  (or ``valid/``, ``validation/``): those splits as given. Without a test folder,
+  ``data.test_fraction`` of the training images is carved out for the test; without a
+  validation folder, ``data.val_fraction`` of the (remaining) training images is carved
+  out for validation. The classes are the folders of all splits together; a class may be
+  missing from a split.
 
 Class names are the class folder names, sorted. Entries whose names start with ``.`` are
 ignored, and so are files without an image extension (``Thumbs.db``, ``notes.txt``). Image
@@ -200,12 +201,11 @@ def _find_images(root: Path) -> tuple[str, list[str], dict[str, tuple[list[Path]
     top = {p.name.lower(): p for p in _subfolders(root)}
     split_dirs = {"train": top.get("train"), "val": next((top[v] for v in VAL_FOLDERS if v in top), None),
                   "test": top.get("test")}
-    if split_dirs["train"] and split_dirs["test"]:
-        layout = "train/test"
+    if split_dirs["train"]:  # a test/ or val/ folder may be missing: carved from train/ then
+        layout = "/".join(split for split, d in split_dirs.items() if d)
         class_dirs = {split: {p.name: p for p in _subfolders(d)} for split, d in split_dirs.items() if d}
-    elif split_dirs["train"] or split_dirs["test"]:
-        have, missing = ("train", "test") if split_dirs["train"] else ("test", "train")
-        raise ConfigError(f"data.path={root} has a {have}/ folder but no {missing}/ folder: add {missing}/ with "
+    elif split_dirs["test"] or split_dirs["val"]:
+        raise ConfigError(f"data.path={root} has split folders but no train/ folder: add train/ with "
                           "one sub-folder per class, or put the class folders directly in data.path.")
     else:
         layout = "folders"
@@ -300,7 +300,8 @@ def build_image_folder(
         num_workers: processes that decode images, in the decode pass and when reading from disk.
         val_fraction: share of all images for validation, or of the training images when the
             folder has its own test split.
-        test_fraction: share of all images for the test split (``folders`` layout only).
+        test_fraction: share of all images for the test split, or of the training images
+            when the folder has train/ but no test/.
 
     Returns:
         Splits of float32 images ``(N, C, H, W)`` (tensors, or :class:`ImageFiles` when read from
@@ -349,7 +350,13 @@ def build_image_folder(
         train, val, test = (idx[i] for i in split_indices(len(idx), val_fraction=val_fraction,
                                                            test_fraction=test_fraction, seed=seed, labels=labels[idx]))
     else:
-        train, test = readable["train"], readable["test"]
+        train = readable["train"]
+        if "test" in readable:
+            test = readable["test"]
+        else:
+            train_part, test_part = carve_validation(len(train), val_fraction=test_fraction, seed=seed,
+                                                     labels=labels[train], key="data.test_fraction")
+            train, test = train[train_part], train[test_part]
         if "val" in readable:
             val = readable["val"]
         else:
@@ -379,5 +386,6 @@ def build_image_folder(
         num_workers=0 if keep else num_workers,
         info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
               "color": color, "in_memory": keep, "normalization": scaler.to_info(), "skipped": skipped,
-              "ignored_files": ignored},
+              "ignored_files": ignored,
+              "test_rows": [files[i].relative_to(root).as_posix() for i in test]},  # names them in predictions.csv
     )

@@ -140,15 +140,18 @@ def split_indices(
 
 
 def carve_validation(
-    n: int, *, val_fraction: float, seed: int, labels: np.ndarray | None = None,
+    n: int, *, val_fraction: float, seed: int, labels: np.ndarray | None = None, key: str = "data.val_fraction",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation indices, for a source that has its own test split.
+    """Seeded (kept, held-out) indices, for a source that has its own test split: the
+    held-out share ``val_fraction`` becomes the validation split (or, with ``key``
+    ``data.test_fraction``, a test split carved the same way).
 
     Raises:
-        ConfigError: when ``val_fraction`` leaves a split empty.
+        ConfigError: naming ``key`` when the fraction leaves a split empty.
     """
-    check_fractions(val_fraction)
-    train, val = _split(np.arange(n), val_fraction, seed, labels, "data.val_fraction")
+    if val_fraction >= 1:
+        raise ConfigError(f"{key} = {val_fraction:g} leaves nothing to train on: make it less than 1.")
+    train, val = _split(np.arange(n), val_fraction, seed, labels, key)
     return np.sort(train), np.sort(val)
 
 

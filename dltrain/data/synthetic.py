@@ -136,7 +136,8 @@ def build_spirals(seed: int = 0, samples: int = 300, classes: int = 3, turns: fl
         arms, else ``multiclass``.
     """
     rng = np.random.default_rng(seed)
-    t = np.tile(np.linspace(0.0, 1.0, samples), classes)
+    # Arms start a little off the centre, where they would otherwise share one point.
+    t = np.tile(np.linspace(0.05, 1.0, samples), classes)
     y = np.repeat(np.arange(classes, dtype=np.int64), samples)
     angle = 2 * np.pi * y / classes + turns * 2 * np.pi * t
     std = noise * t / (classes * turns)

@@ -169,11 +169,17 @@ def resolve_task(y: pd.Series, task: str) -> tuple[str, str]:
     return task, reason
 
 
-def class_indices(y: pd.Series) -> tuple[np.ndarray, list[str]]:
+def class_indices(y: pd.Series, positive: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Each value's class index and the class names.
 
     Classes are the distinct values, sorted (numbers numerically), named as text:
     ``fraud``/``ok`` stay as they are, and integer-valued numbers read as ``0``, ``1``.
+    With two classes, index 1 is the positive class that precision, recall and f1 score:
+    ``positive`` when given, else the larger number (``1``, ``True``), or for text labels
+    the rarer one (``fraud`` among ``ok``s).
+
+    Raises:
+        ConfigError: ``positive`` is not one of the labels.
     """
     if _is_number(y):
         values = y.to_numpy(dtype=np.float64)
@@ -182,7 +188,19 @@ def class_indices(y: pd.Series) -> tuple[np.ndarray, list[str]]:
     else:
         values = y.astype(str).to_numpy(dtype=object)
     classes, codes = np.unique(values, return_inverse=True)
-    return codes.astype(np.int64), [str(c) for c in classes]
+    names = [str(c) for c in classes]
+    if positive is not None and str(positive) not in names:
+        raise ConfigError(f"data.positive_class={positive} is not a label of data.target={y.name}: "
+                          f"choose one of {_listing(names)}.")
+    if len(names) == 2:
+        counts = np.bincount(codes, minlength=2)
+        if positive is not None:
+            swap = names[0] == str(positive)
+        else:
+            swap = not _is_number(y) and counts[0] < counts[1]
+        if swap:
+            codes, names = 1 - codes, names[::-1]
+    return codes.astype(np.int64), names
 
 
 @dataclass
@@ -215,20 +233,22 @@ class Target:
         )
 
 
-def split_target(y: pd.Series, task: str, *, seed: int, val_fraction: float, test_fraction: float) -> Target:
+def split_target(y: pd.Series, task: str, *, seed: int, val_fraction: float, test_fraction: float,
+                 positive_class: str | None = None) -> Target:
     """Split the rows (seeded, stratified by class for classification) and encode the target.
 
     Args:
         y: the target, without missing values.
         task: ``regression``, ``binary`` or ``multiclass`` (see :func:`resolve_task`).
         seed, val_fraction, test_fraction: as for :func:`~dltrain.data.splits.split_indices`.
+        positive_class: the label scored by precision, recall and f1 (see :func:`class_indices`).
     """
     if task == "regression":
         parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         values = y.to_numpy(dtype=np.float64)
         scaler = Standardizer.fit(values[parts[0]])
         return Target(task, scaler.transform(values), parts, scale=(float(scaler.mean[0]), float(scaler.std[0])))
-    codes, names = class_indices(y)
+    codes, names = class_indices(y, positive_class)
     parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, labels=codes)
     return Target(task, codes, parts, class_names=names)
 
@@ -346,6 +366,7 @@ def build_csv(
     task: str = "auto",
     missing: str = "error",
     max_categories: int = 50,
+    positive_class: str | None = None,
     delimiter: str = ",",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
@@ -381,7 +402,8 @@ def build_csv(
     rows = table.index.to_numpy()  # position in the file (0 = first data row) of each row kept
     table = table.reset_index(drop=True)
     task, reason = resolve_task(table[target], task)
-    encoded = split_target(table[target], task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    encoded = split_target(table[target], task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                           positive_class=positive_class)
     x = table[columns].copy()
     fills = _fill_from_train(x, encoded.parts[0]) if missing == "mean" else {}
     values, names, stats = _encode_features(x, encoded.parts, max_categories)

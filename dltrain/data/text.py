@@ -72,6 +72,7 @@ def build_text_csv(
     max_vocab: int = 20000,
     max_length: int = 200,
     lowercase: bool = True,
+    positive_class: str | None = None,
     delimiter: str = ",",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
@@ -111,7 +112,8 @@ def build_text_csv(
         raise ConfigError(f"data.target={target}: {unlabelled} rows of {where} have no label: "
                           "remove those rows from the file.")
     task, reason = resolve_task(labels, task)
-    encoded = split_target(labels, task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    encoded = split_target(labels, task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                           positive_class=positive_class)
     train, val, _ = encoded.parts
     texts = [tokenize(text, lowercase) for text in table[text_column].fillna("").astype(str)]
     vocab = Vocabulary.build((texts[i] for i in train), min_freq=min_freq, max_vocab=max_vocab)
@@ -130,7 +132,7 @@ def build_text_csv(
              absolute, len(ids), len(vocab), min_freq, length, truncated, max_length, 100 * unknown_share)
     info = {
         "path": absolute, "text_column": text_column, "target": target, "task": task, "task_reason": reason,
-        "vocab_size": len(vocab), "max_length": length, "vocabulary": vocab.tokens, "truncated": truncated,
+        "vocab_size": len(vocab), "padded_length": length, "vocabulary": vocab.tokens, "truncated": truncated,
         "unknown_token_share_val": round(unknown_share, 6),
         "target_scale": None if encoded.scale is None else list(encoded.scale),
         "test_rows": encoded.parts[2].tolist(),  # position in the file, for predictions.csv
