@@ -110,3 +110,15 @@ def test_text_csv_with_mlp_is_a_config_error(compose, tmp_path, data_overrides):
     message = str(info.value)
     assert "\n" not in message and "model=lstm" in message and "data=text_csv" in message and "model=mlp" in message
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_folder_read_from_disk_trains(compose, tmp_path, data_overrides, workers):
+    """data.in_memory=false: batches come through a DataLoader (with worker processes or
+    without), and predictions.csv names each test image by its path."""
+    _, summary = fast_run(compose, tmp_path, ["data=image_folder", *data_overrides("image_folder"),
+                                              "data.in_memory=false", f"data.num_workers={workers}"])
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert data["in_memory"] is False and summary["data"]["num_test"] > 0
+    rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()[1:]
+    assert rows and all(row.split(",")[0].endswith((".png", ".jpg")) for row in rows)
