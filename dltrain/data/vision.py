@@ -103,62 +103,35 @@ _FASHION_MNIST = _Source("fashion_mnist", "FashionMNIST", "Fashion-MNIST", idx=T
 _CIFAR10 = _Source("cifar10", "CIFAR10", "CIFAR-10", idx=False)
 
 
-@DATASETS.register("mnist")
-def build_mnist(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
-    """MNIST's handwritten digits 0-9, from ``ROOT/MNIST/raw``.
+def _builder(source: _Source, about: str, shape: str, train_size: str):
+    """The registered builder of ``data=<source.key>``: :func:`_build` on ``source``."""
+
+    def build(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
+        return _build(source, seed=seed, root=root, download=download, val_fraction=val_fraction)
+
+    build.__name__ = f"build_{source.key}"
+    build.__doc__ = f"""{about}, read with ``torchvision.datasets.{source.class_name}``.
 
     Args:
         seed: seeds the validation split.
-        root: folder that holds (or receives) ``MNIST/raw``.
-        download: fetch missing files from torchvision's mirrors.
-        val_fraction: share of the 60,000 training images held out for validation.
+        root: folder that holds (or receives) the files.
+        download: fetch the files when they are missing.
+        val_fraction: share of the {train_size} training images held out for validation.
 
     Returns:
-        Splits of shape ``(N, 1, 28, 28)`` (float32) with int64 labels, task ``multiclass``.
+        Splits of shape ``(N, {shape})`` (float32) with int64 labels, task ``multiclass``.
 
     Raises:
         ConfigError: when the files are missing, cannot be downloaded or cannot be read.
     """
-    return _build(_MNIST, seed=seed, root=root, download=download, val_fraction=val_fraction)
+    return build
 
 
-@DATASETS.register("fashion_mnist")
-def build_fashion_mnist(seed: int = 0, root: str = "data", download: bool = True,
-                        val_fraction: float = 0.1) -> DataSplits:
-    """Fashion-MNIST's 10 kinds of clothing, from ``ROOT/FashionMNIST/raw``.
-
-    Args:
-        seed: seeds the validation split.
-        root: folder that holds (or receives) ``FashionMNIST/raw``.
-        download: fetch missing files from torchvision's mirror.
-        val_fraction: share of the 60,000 training images held out for validation.
-
-    Returns:
-        Splits of shape ``(N, 1, 28, 28)`` (float32) with int64 labels, task ``multiclass``.
-
-    Raises:
-        ConfigError: when the files are missing, cannot be downloaded or cannot be read.
-    """
-    return _build(_FASHION_MNIST, seed=seed, root=root, download=download, val_fraction=val_fraction)
-
-
-@DATASETS.register("cifar10")
-def build_cifar10(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
-    """CIFAR-10's colour images of 10 classes, from ``ROOT/cifar-10-batches-py``.
-
-    Args:
-        seed: seeds the validation split.
-        root: folder that holds (or receives) ``cifar-10-batches-py``.
-        download: fetch ``cifar-10-python.tar.gz`` when the files are missing.
-        val_fraction: share of the 50,000 training images held out for validation.
-
-    Returns:
-        Splits of shape ``(N, 3, 32, 32)`` (float32) with int64 labels, task ``multiclass``.
-
-    Raises:
-        ConfigError: when the files are missing, cannot be downloaded or cannot be read.
-    """
-    return _build(_CIFAR10, seed=seed, root=root, download=download, val_fraction=val_fraction)
+build_mnist = DATASETS.register("mnist")(_builder(_MNIST, "MNIST's handwritten digits 0-9", "1, 28, 28", "60,000"))
+build_fashion_mnist = DATASETS.register("fashion_mnist")(
+    _builder(_FASHION_MNIST, "Fashion-MNIST's 10 kinds of clothing", "1, 28, 28", "60,000"))
+build_cifar10 = DATASETS.register("cifar10")(
+    _builder(_CIFAR10, "CIFAR-10's colour images of 10 classes", "3, 32, 32", "50,000"))
 
 
 def _build(source: _Source, *, seed: int, root: str, download: bool, val_fraction: float) -> DataSplits:
