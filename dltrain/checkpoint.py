@@ -8,6 +8,7 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ import torch
 
 from dltrain.errors import UserError
 from dltrain.files import atomic_tmpfile
+
+#: ``state["format"]`` of every dltrain checkpoint, and the version of its layout.
+CHECKPOINT_FORMAT = "dltrain-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as JSON-like plain data (dicts, lists, strings, numbers, None), so that it
+    loads with ``weights_only=True``; anything else (NumPy scalars, paths) becomes a number
+    or a string."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.callbacks import EarlyStopping
-from dltrain.checkpoint import save_checkpoint
+from dltrain.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain, save_checkpoint
 from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
@@ -277,7 +277,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     es = tcfg.early_stopping
     stopper = EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience, enabled=es.enabled and not fast)
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "versions": versions()}
+    meta = checkpoint_meta(cfg, exp)
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
@@ -350,6 +350,17 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
              "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()))
     print_results(summary)
     return summary
+
+
+def checkpoint_meta(cfg: DictConfig, exp: Experiment) -> dict[str, Any]:
+    """What a checkpoint holds besides the training state: enough to rebuild the model and
+    its input preprocessing without the training data (``dltrain-eval``, ``dltrain-predict``)."""
+    return {
+        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+        "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
+        "data": plain(describe_data(cfg, exp.data)),
+        "model_spec": {"output_width": exp.loss_fn.output_width, "log_softmax": bool(exp.loss_fn.log_probs)},
+    }
 
 
 def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
