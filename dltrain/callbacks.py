@@ -17,54 +17,147 @@ def infer_mode(monitor: str) -> str:
 class EarlyStopping:
     """Tracks the best value of a monitored metric and decides when to stop.
 
-    An epoch improves when its value beats the best so far by more than ``min_delta``.
-    After ``patience`` epochs in a row without improvement, :attr:`should_stop` is true
-    (with ``patience=0``, at the first epoch that does not improve). The best value and
-    epoch are tracked even when ``enabled`` is false, for ``best.pt`` and the summary.
+    An epoch improves when its value is finite, beats the best so far by more than
+    ``min_delta`` and, with a ``baseline``, also strictly beats the baseline. After
+    ``patience`` epochs in a row without improvement, :attr:`should_stop` is true (with
+    ``patience=0``, at the first epoch that does not improve). With ``check_finite``, a
+    NaN or infinite value stops at once. The best value and epoch are tracked even when
+    ``enabled`` is false, for ``best.pt`` and the summary; then nothing ever stops.
 
     Args:
         monitor: metric name, e.g. ``val_loss``.
         mode: ``min``, ``max`` or ``auto`` (from the name).
-        min_delta: minimum change that counts as an improvement (>= 0).
-        patience: epochs without improvement tolerated before stopping.
+        min_delta: minimum change that counts as an improvement (its absolute value is used).
+        patience: epochs without improvement tolerated before stopping (>= 0).
         enabled: whether to stop at all.
+        baseline: a value an epoch must strictly beat to count as an improvement;
+            ``None`` for no baseline.
+        start_from_epoch: epochs ``1..start_from_epoch`` are not monitored at all (warm-up).
+        check_finite: stop at once when the monitored value is NaN or infinite.
+
+    Raises:
+        ValueError: ``patience`` or ``start_from_epoch`` is negative, or ``mode`` is unknown.
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0,
-                 patience: int = 5, enabled: bool = True) -> None:
+                 patience: int = 5, *, enabled: bool = True, baseline: float | None = None,
+                 start_from_epoch: int = 0, check_finite: bool = True) -> None:
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        if start_from_epoch < 0:
+            raise ValueError(f"start_from_epoch must be >= 0, got {start_from_epoch}")
         self.monitor = monitor
         self.mode = infer_mode(monitor) if mode == "auto" else mode
-        self.min_delta = abs(min_delta)
+        self.min_delta = abs(float(min_delta))
         self.patience = patience
         self.enabled = enabled
+        self.baseline = None if baseline is None else float(baseline)
+        self.start_from_epoch = start_from_epoch
+        self.check_finite = check_finite
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
         self.should_stop = False
+        self.stopped_epoch: int | None = None
+        self.non_finite = False
+        #: The NaN/inf value behind a ``check_finite`` stop, for :attr:`stop_reason`.
+        self.non_finite_value: float | None = None
+
+    def _beats(self, value: float, reference: float, margin: float) -> bool:
+        if self.mode == "min":
+            return value < reference - margin
+        return value > reference + margin
 
     def is_improvement(self, value: float) -> bool:
+        """Whether ``value`` would be a new best (does not record it)."""
         if not math.isfinite(value):
             return False
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+        if self.best is not None and not self._beats(value, self.best, self.min_delta):
+            return False
+        # The baseline is strict but takes no min_delta: it is a bar to clear, not a step.
+        return self.baseline is None or self._beats(value, self.baseline, 0.0)
 
     def update(self, epoch: int, value: float) -> bool:
-        """Record ``value`` for ``epoch``; returns whether it is a new best."""
+        """Record ``value`` for ``epoch``; returns whether it is a new best.
+
+        Args:
+            epoch: the 1-based epoch that produced ``value``.
+            value: the monitored metric's value for that epoch.
+
+        Returns:
+            True if the epoch improved (it is the new :attr:`best`).
+        """
+        if epoch <= self.start_from_epoch:
+            return False  # warm-up: the metric is not meaningful yet, so it must not become best
+        value = float(value)  # plain float even from numpy or 0-d tensors: state_dict stays plain data
+        if self.enabled and self.check_finite and not math.isfinite(value):
+            # Training is broken, not plateaued: waiting out the patience would only waste epochs.
+            self.non_finite, self.non_finite_value = True, value
+            self._stop(epoch)
+            return False
         improved = self.is_improvement(value)
         if improved:
             self.best, self.best_epoch, self.wait = value, epoch, 0
         else:
             self.wait += 1
-            self.should_stop = self.enabled and self.wait >= self.patience
+            if self.enabled and self.wait >= self.patience:
+                self._stop(epoch)
         return improved
 
+    def _stop(self, epoch: int) -> None:
+        if not self.should_stop:  # keep the first stop: later updates must not move it
+            self.should_stop, self.stopped_epoch = True, epoch
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why :attr:`should_stop` is true, for the summary and logs; None while running."""
+        if not self.should_stop:
+            return None
+        if self.non_finite:
+            return (f"{self.monitor} became {self.non_finite_value} at epoch {self.stopped_epoch} "
+                    "(trainer.early_stopping.check_finite)")
+        if self.baseline is not None and self.best is None:
+            return (f"{self.monitor} did not beat the baseline {self.baseline:g} in {self.wait} epochs "
+                    f"(patience {self.patience})")
+        return f"no improvement in {self.monitor} for {self.wait} epochs (patience {self.patience})"
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "should_stop": self.should_stop}
+        """The mutable state plus the settings (for reference), as plain data only."""
+        return {
+            "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+            "should_stop": self.should_stop, "stopped_epoch": self.stopped_epoch,
+            "non_finite": self.non_finite,
+            # A string: NaN and inf are not valid JSON, and the state may be written as JSON.
+            "non_finite_value": None if self.non_finite_value is None else str(self.non_finite_value),
+            "monitor": self.monitor, "mode": self.mode, "min_delta": self.min_delta,
+            "patience": self.patience, "baseline": self.baseline, "start_from_epoch": self.start_from_epoch,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the mutable state from :meth:`state_dict` (also the older 4-key format).
+
+        The settings of this object win over those stored in ``state``, so a resumed run
+        may change ``patience``: a patience stop is recomputed with the current settings,
+        and an early-stopped run loaded with a larger patience continues. A non-finite
+        stop stays stopped.
+        """
         self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.wait, self.should_stop = state["wait"], state["should_stop"]
+        self.wait = state["wait"]
+        self.non_finite = bool(state.get("non_finite", False))
+        raw = state.get("non_finite_value")
+        self.non_finite_value = None if raw is None else float(raw)
+        self.stopped_epoch = state.get("stopped_epoch")
+        if self.non_finite:
+            self.should_stop = True
+            return
+        self.should_stop = self.enabled and self.wait >= self.patience
+        if not self.should_stop:
+            self.stopped_epoch = None
+        elif self.stopped_epoch is None:
+            # Old format, or a smaller patience stops it now: it stops after the last recorded
+            # epoch. Monitored epochs are consecutive and ``wait`` counts those after the best
+            # (or after the warm-up when nothing improved), so that epoch is known.
+            start = self.best_epoch if self.best_epoch is not None else state.get("start_from_epoch", 0)
+            self.stopped_epoch = start + self.wait

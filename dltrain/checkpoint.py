@@ -74,3 +74,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a dltrain checkpoint (no model state inside).")
     return state
+
+
+def prune_periodic(folder: str | Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` periodic checkpoints (``epoch-NNNN.pt``)."""
+    if keep_last is None:
+        return
+    for old in sorted(Path(folder).glob("epoch-*.pt"))[:-keep_last]:
+        old.unlink(missing_ok=True)

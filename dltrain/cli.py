@@ -27,6 +27,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dltrain.config import validate
 from dltrain.errors import UserError
 from dltrain.files import ensure_new_run_dir
+from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
 CONFIG_NAME = "train"
@@ -108,7 +109,8 @@ def _exit_with(err: BaseException) -> None:
     HYDRA_FULL_ERROR=1) and exit with the error's code."""
     if _full_error:
         traceback.print_exception(err)
-    print(f"dltrain: error: {describe_error(err).rstrip('.')}.", file=sys.stderr)
+    kind = "" if isinstance(err, Interrupted) else " error:"  # a stop asked for is no error
+    print(f"dltrain:{kind} {describe_error(err).rstrip('.')}.", file=sys.stderr)
     sys.exit(getattr(err, "exit_code", 2))
 
 

@@ -17,12 +17,38 @@ TMP_PREFIX = ".tmp-"
 
 
 def atomic_tmpfile(path: Path) -> tuple[int, str]:
-    """A temporary file beside ``path`` with the permissions a plain ``open`` would give."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    """A temporary file beside ``path`` with the permissions a plain ``open`` would give.
+    Its name holds the writer's process id, so a later run can tell a leftover of a killed
+    writer (:func:`remove_stale_tmpfiles`) from a file another process is writing now."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600
     return fd, tmp
+
+
+def remove_stale_tmpfiles(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder``; returns
+    them. A file whose writer is still running is left alone."""
+    removed = []
+    for tmp in Path(folder).glob(TMP_PREFIX + "*"):
+        parts = tmp.name[len(TMP_PREFIX):].split(".")
+        pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

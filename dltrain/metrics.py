@@ -53,6 +53,14 @@ class MetricAccumulator:
             self._add("sum_y", y.sum(dim=0))
             self._add("sum_y2", (y * y).sum(dim=0))
 
+    def state_dict(self) -> dict[str, object]:
+        """The sums so far, to continue a pass after a mid-epoch resume."""
+        return {"count": self.count, "sums": {k: v.detach().clone() for k, v in self.sums.items()}}
+
+    def load_state_dict(self, state: dict[str, object], device: torch.device | None = None) -> None:
+        self.count = int(state["count"])
+        self.sums = {k: v.to(device) if device is not None else v for k, v in state["sums"].items()}
+
     def compute(self) -> dict[str, float]:
         """The metrics over everything seen so far (one device sync)."""
         if self.count == 0:

@@ -8,27 +8,31 @@ it through ``dltrain.cli``.
 from __future__ import annotations
 
 import logging
-import math
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.callbacks import EarlyStopping
-from dltrain.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain, save_checkpoint
+from dltrain.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    plain,
+    prune_periodic,
+    save_checkpoint,
+)
 from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.device import resolve_device, resolve_precision
 from dltrain.errors import ConfigError
-from dltrain.files import ensure_new_run_dir, write_json
+from dltrain.files import ensure_new_run_dir, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
 from dltrain.models import MODELS
@@ -37,7 +41,10 @@ from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
 from dltrain.progress import ProgressDisplay, print_results
 from dltrain.regularization import WeightPenalty
 from dltrain.report import MetricsCSV, prediction_rows, versions, write_predictions
+from dltrain.resume import AUTO_ROOT, check_config, find_checkpoint
+from dltrain.rng import seed_everything
 from dltrain.schedulers import LRSchedule, build_scheduler
+from dltrain.signals import Interrupted, StopRequest
 from dltrain.trainer import Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -50,13 +57,6 @@ def _options(node: DictConfig) -> dict[str, Any]:
     opts = OmegaConf.to_container(node, resolve=True)
     opts.pop("name", None)
     return opts
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def default_run_dir() -> Path:
@@ -236,7 +236,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, validate and test one experiment, writing its run directory.
 
     Args:
-        cfg: a config composed from ``conf/train.yaml`` (see ``dltrain.compose``).
+        cfg: a config composed from ``conf/train.yaml`` (see ``dltrain.compose``); with
+            ``resume=...`` it continues a checkpoint's run into ``run_dir``.
         run_dir: where to write; defaults to Hydra's run directory, or
             ``outputs/<date>/<time>`` outside Hydra.
 
@@ -244,24 +245,33 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         The summary, as written to ``summary.json``.
 
     Raises:
-        UserError: bad config or input, or a diverged run; ``summary.json`` then says
-            ``failed`` or ``diverged`` if training had started.
+        UserError: bad config or input, a diverged run (``TrainingDiverged``) or a signal
+            (``Interrupted``); ``summary.json`` then says ``failed``, ``diverged`` or
+            ``interrupted``, and an interrupted run has saved ``last.pt`` to resume from.
     """
     validate(cfg)
-    tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     ensure_new_run_dir(run_dir, "pass another run_dir")
-    if cfg.resume is not None:
-        raise ConfigError(f"resume={cfg.resume}: resuming is not available in this version of dltrain; "
-                          "remove resume=... to train from scratch.")
-    seed_everything(cfg.seed)
+    with StopRequest() as stop:
+        return _train(cfg, run_dir, stop)
+
+
+def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
+    tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
+    es = tcfg.early_stopping
+    started_at = datetime.now().isoformat(timespec="seconds")
     try:
+        resume_path, state = _resume_state(cfg) if cfg.resume is not None else (None, None)
+        if state is not None and (finished := _finished(cfg, state)):
+            return _already_finished(cfg, run_dir, resume_path, state, finished)
+        seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         exp = build_experiment(cfg, device)
     except Exception as err:
         if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
-            write_json(run_dir / "summary.json", {"status": "failed", "stop_reason": _first_line(err),
-                                                  "epochs_run": 0, "world_size": 1})
+            status = "interrupted" if isinstance(err, Interrupted) else "failed"
+            write_json(run_dir / "summary.json", {"status": status, "stop_reason": _first_line(err),
+                                                  "epochs_run": 0, "world_size": 1, "started_at": started_at})
         raise
     train_batches, val_batches, test_batches = exp.batches
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,19 +284,27 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     for warning in exp.warnings:
         log.warning("warning: %s.", warning)
 
-    es = tcfg.early_stopping
-    stopper = EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience, enabled=es.enabled and not fast)
+    stopper = make_stopper(cfg)
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     meta = checkpoint_meta(cfg, exp)
+    checkpoints = run_dir / "checkpoints"
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
-        if not math.isfinite(row["train_loss"]):  # diverged: no checkpoint of non-finite weights
+        if not trainer.healthy:  # the monitored metric is not finite: no checkpoint of such weights
             return
-        if tcfg.checkpoint.save_last:
-            save_checkpoint({**trainer.state_dict(), **meta}, run_dir / "checkpoints" / "last.pt")
-        if improved and tcfg.checkpoint.save_best:
-            save_checkpoint({**trainer.state_dict(), **meta}, run_dir / "checkpoints" / "best.pt")
+        ck = tcfg.checkpoint
+        periodic = ck.every_n_epochs and trainer.epoch % ck.every_n_epochs == 0
+        if not (ck.save_last or (improved and ck.save_best) or periodic):
+            return
+        state = {**trainer.state_dict(), **meta}  # gathered once for every file written this epoch
+        if ck.save_last:
+            save_checkpoint(state, checkpoints / "last.pt")
+        if improved and ck.save_best:
+            save_checkpoint(state, checkpoints / "best.pt")
+        if periodic:
+            save_checkpoint(state, checkpoints / f"epoch-{trainer.epoch:04d}.pt")
+            prune_periodic(checkpoints, ck.keep_last)
 
     max_epochs = 1 if fast else tcfg.max_epochs
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
@@ -296,59 +314,127 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                       grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
                       autocast_dtype=exp.autocast_dtype,
                       scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
-                      forward=torch.compile(exp.model) if tcfg.compile else None)
+                      forward=torch.compile(exp.model) if tcfg.compile else None,
+                      restore_best_weights=es.restore_best_weights, stop=stop)
+    if state is not None:
+        trainer.load_state_dict(state)
+        for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
+            metrics_csv.write(row)
+        partial = state.get("partial_epoch")
+        log.info("resumed from %s: %d epochs done%s", resume_path, trainer.epoch,
+                 f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
     summary: dict[str, Any] = {
-        "status": "failed", "stop_reason": None, "epochs_run": 0, "best_epoch": None,
-        "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {},
+        "status": "failed", "stop_reason": None, "epochs_run": 0, "stopped_epoch": None, "best_epoch": None,
+        "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {}, "test_weights": None,
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
         "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(device),
-        "world_size": 1, "warnings": exp.warnings, "run_dir": str(run_dir),
-        "started_at": datetime.now().isoformat(timespec="seconds"),
-        "versions": meta["versions"],
+        "world_size": 1, "resumed_from": str(resume_path) if resume_path else None, "warnings": exp.warnings,
+        "run_dir": str(run_dir), "started_at": started_at, "versions": meta["versions"],
     }
     start = time.perf_counter()
     try:
+        stop.graceful = True
         summary["status"] = trainer.fit(train_batches, val_batches)
         if fast:
             summary["stop_reason"] = "fast_dev_run: one epoch of a few batches"
         elif summary["status"] == "early_stopped":
-            summary["stop_reason"] = (f"no improvement in {stopper.monitor} for {stopper.wait} epochs "
-                                      f"(patience {stopper.patience})")
+            summary["stop_reason"] = stopper.stop_reason
         else:
             summary["stop_reason"] = f"reached trainer.max_epochs={tcfg.max_epochs}"
     except TrainingDiverged as err:
         summary.update(status="diverged", stop_reason=str(err))
-        raise
-    except KeyboardInterrupt:
-        summary.update(status="interrupted", stop_reason="interrupted by the user (Ctrl-C)")
-        raise
+        diverged: TrainingDiverged | None = err
+    except Interrupted as err:
+        stop.graceful = False  # a second signal now aborts at once, even mid-save
+        summary.update(status="interrupted", stop_reason=str(err))
+        path = save_checkpoint({**trainer.state_dict(), **meta}, checkpoints / "last.pt")
+        summary["checkpoint"] = str(path)
+        raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
         summary.update(status="failed", stop_reason=_first_line(err))
         if tcfg.compile and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
             raise ConfigError(f"trainer.compile=true failed ({_first_line(err)}): "
                               "set trainer.compile=false.") from err
         raise
+    else:
+        diverged = None
     finally:
+        stop.graceful = False
         trainer.progress.close()
-        summary.update(epochs_run=len(trainer.history), best_epoch=stopper.best_epoch, best_value=stopper.best,
-                       train_seconds=round(time.perf_counter() - start, 3))
-        if summary["status"] not in ("completed", "early_stopped"):
+        summary.update(epochs_run=trainer.epoch, stopped_epoch=trainer.epoch, best_epoch=stopper.best_epoch,
+                       best_value=stopper.best, train_seconds=round(time.perf_counter() - start, 3))
+        if summary["status"] not in ("completed", "early_stopped", "diverged"):
             write_json(run_dir / "summary.json", summary)
 
-    # The test split is touched once, at the end, with the best epoch's weights.
-    trainer.restore_best()
-    outputs: list[torch.Tensor] = []
-    summary["test"] = trainer.evaluate(test_batches, outputs=outputs)
-    data = exp.data
-    if outputs:
-        write_predictions(run_dir / "predictions.csv", prediction_rows(
-            torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
-            data.target_scale, data.info.get("test_rows")))
+    # The test split is touched once, at the end, with the best epoch's weights (however
+    # training ended); a run that diverged before any good epoch has nothing to test.
+    restored = es.restore_best_weights and trainer.restore_best()
+    if diverged is None or restored:
+        summary["test_weights"] = f"best epoch {stopper.best_epoch}" if restored else f"last epoch {trainer.epoch}"
+        outputs: list[torch.Tensor] = []
+        summary["test"] = trainer.evaluate(test_batches, outputs=outputs)
+        data = exp.data
+        if outputs:
+            write_predictions(run_dir / "predictions.csv", prediction_rows(
+                torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
+                data.target_scale, data.info.get("test_rows")))
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     write_json(run_dir / "summary.json", summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
-             "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()))
+             "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()) or "not run")
+    if diverged is not None:
+        raise diverged
     print_results(summary)
+    return summary
+
+
+def make_stopper(cfg: DictConfig) -> EarlyStopping:
+    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run)."""
+    es = cfg.trainer.early_stopping
+    return EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience,
+                         enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
+                         start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
+
+
+def _resume_state(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint ``resume=`` names, loaded and checked against this run's config."""
+    current = OmegaConf.to_container(cfg, resolve=True)
+    path = find_checkpoint(str(cfg.resume), current)
+    if path is None:
+        log.info("resume=auto: no last.pt of this config under %s/ yet: training from scratch", AUTO_ROOT)
+        return None, None
+    for tmp in remove_stale_tmpfiles(path.parent):
+        log.info("removed %s, left by a checkpoint write that was killed", tmp)
+    state = load_checkpoint(path)
+    if "rng" not in state or "config" not in state:
+        raise ConfigError(f"resume={path}: this checkpoint holds weights but not the training state a resume needs "
+                          "(it was written by an older dltrain): train a new run.")
+    for line in check_config(path, state["config"], current):
+        log.info("resume: override %s", line)
+    return path, state
+
+
+def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
+    """Why the checkpoint's run has nothing left to train under this config, or None."""
+    stopper = make_stopper(cfg)
+    stopper.load_state_dict(state["early_stopping"])
+    max_epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs
+    if stopper.should_stop:
+        return f"it stopped early after epoch {state['epoch']} ({stopper.stop_reason})"
+    if state["epoch"] >= max_epochs and not state.get("partial_epoch"):
+        return f"it completed {state['epoch']} epochs and trainer.max_epochs={max_epochs}"
+    return None
+
+
+def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[str, Any], why: str) -> dict[str, Any]:
+    """Resuming a finished run trains nothing: it says so, records it, and succeeds."""
+    log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs (or the early-stopping patience) "
+             "to train on.", path, why)
+    summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
+               "epochs_run": int(state["epoch"]), "best_epoch": state["early_stopping"].get("best_epoch"),
+               "best_value": state["early_stopping"].get("best"), "world_size": 1, "run_dir": str(run_dir)}
+    if run_dir.is_dir():
+        write_json(run_dir / "summary.json", summary)
     return summary
 
 

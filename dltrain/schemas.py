@@ -525,12 +525,18 @@ class EarlyStoppingConfig:
     mode: str = spec("auto", choices=("auto", "min", "max"))
     min_delta: float = spec(0.0, ge=0)
     patience: int = spec(5, ge=0)
+    baseline: float | None = spec(None, help="an epoch improves only if it also beats this value; null = no baseline")
+    restore_best_weights: bool = True
+    start_from_epoch: int = spec(0, ge=0, help="epochs at the start that are not monitored")
+    check_finite: bool = True
 
 
 @dataclass
 class CheckpointConfig:
     save_best: bool = True
     save_last: bool = True
+    every_n_epochs: int = spec(0, ge=0, help="also keep checkpoints/epoch-NNNN.pt every N epochs; 0 = never")
+    keep_last: int | None = spec(3, ge=1, help="how many periodic checkpoints to keep; null = all")
 
 
 @dataclass
@@ -611,7 +617,7 @@ class TrainConfig:
     scheduler: Any = MISSING
     seed: int = spec(0, ge=0, le=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
-    resume: str | None = None
+    resume: str | None = spec(None, help="a checkpoint file, a run directory, or auto")
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

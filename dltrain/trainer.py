@@ -23,6 +23,8 @@ from dltrain.callbacks import EarlyStopping
 from dltrain.errors import UserError
 from dltrain.metrics import MetricAccumulator
 from dltrain.progress import ProgressDisplay
+from dltrain.rng import rng_state, set_rng_state
+from dltrain.signals import Interrupted, StopRequest, signal_name
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
@@ -37,7 +39,7 @@ class Batches(Protocol):
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
+    """The loss, the weights or the monitored metric became NaN or infinite."""
 
     exit_code = 3
 
@@ -63,6 +65,8 @@ class Trainer:
         scaler: a ``torch.amp.GradScaler`` for float16 training.
         forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to
             ``model``, which keeps the weights, modes and state dict either way.
+        restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
+        stop: read after every step; once it holds a signal, the loop stops cleanly.
     """
 
     def __init__(
@@ -85,6 +89,8 @@ class Trainer:
         autocast_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        restore_best_weights: bool = True,
+        stop: StopRequest | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -105,10 +111,21 @@ class Trainer:
         self.forward = forward if forward is not None else model  # a compiled module has no truth value
         # LBFGS evaluates the loss several times per step, through a closure.
         self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
-        self.epoch = 0
+        self.restore_best_weights = restore_best_weights
+        self.stop = stop
+        self.device = next(model.parameters()).device
+        self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.healthy = True  # false once the monitored metric is non-finite: no checkpoint then
+        self.train_batches: Batches | None = None
+        self._epoch_acc = MetricAccumulator(task)
+        self._epoch_lr = 0.0
+        self._epoch_started = time.perf_counter()
+        self._resume_partial: dict[str, Any] | None = None
+        self._pending: tuple[Any, Any] | None = None
 
     def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.autocast_dtype is None:
@@ -166,28 +183,60 @@ class Trainer:
         return output, loss
 
     def train_epoch(self, batches: Batches) -> dict[str, float]:
-        """One pass over the training batches with gradient steps."""
+        """One pass over the training batches with gradient steps (continuing an epoch a
+        mid-epoch checkpoint stopped in, after a resume).
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite (checked at logging steps and at
+                the end of the epoch, where reading it from the device costs nothing extra).
+            Interrupted: a stop was requested (SIGINT, SIGTERM, SIGUSR1); the state after the
+                last finished step is in :meth:`state_dict`.
+        """
         self.model.train()
-        acc = MetricAccumulator(self.task)
+        acc = self._epoch_acc
         num_batches = len(batches)
-        for step, (x, y) in enumerate(batches, start=1):
+        losses: torch.Tensor | None = None  # each step's loss, to name the step a divergence began
+        for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
             output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
+            if losses is None:
+                losses = torch.zeros(num_batches, device=loss.device)
+            losses[step - 1] = loss.detach()
             self.global_step += 1
-            if self.progress is not None and self.progress.live:
-                # Reading metrics syncs with the device: only at logging steps.
-                log_now = self.global_step % self.log_every_n_steps == 0 or step == num_batches
-                self.progress.update(step, acc.compute() if log_now else None)
+            self.step_in_epoch = step
+            # Reading from the device waits for it: only at logging steps and the epoch's end.
+            if self.global_step % self.log_every_n_steps == 0 or step == num_batches:
+                if not torch.isfinite(acc.sums["loss"]).item():
+                    self._diverged(losses, step, num_batches)
+                if self.progress is not None and self.progress.live:
+                    self.progress.update(step, acc.compute())
+            elif self.progress is not None and self.progress.live:
+                self.progress.update(step, None)
+            if self.stop is not None and self.stop.signum is not None:
+                raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} in epoch "
+                                                    f"{self.epoch + 1} after step {step} of {num_batches}")
         return acc.compute()
 
+    def _diverged(self, losses: torch.Tensor, step: int, num_batches: int) -> None:
+        bad = (~torch.isfinite(losses[:step])).nonzero()
+        first = int(bad[0]) + 1 if len(bad) else step
+        value = float(losses[first - 1]) if len(bad) else math.nan
+        raise TrainingDiverged(
+            f"the training loss became {value} in epoch {self.epoch + 1} at step {first} of {num_batches} "
+            f"(global step {self.global_step - step + first}): lower optim.lr (it is "
+            f"{self.optimizer.param_groups[0]['lr']:g}), clip the gradients (regularization.grad_clip=1.0), "
+            "or pick a more stable optimizer (optim=adam)")
+
     @torch.no_grad()
-    def evaluate(self, batches: Batches, outputs: list[torch.Tensor] | None = None) -> dict[str, float]:
+    def evaluate(self, batches: Batches, outputs: list[torch.Tensor] | None = None,
+                 stoppable: bool = False) -> dict[str, float]:
         """Loss and metrics over ``batches`` in eval mode, without gradients.
 
         Args:
             batches: the split to evaluate.
             outputs: if given, each batch's model outputs are appended to it (on the device),
                 so one pass gives both the metrics and the predictions.
+            stoppable: check for a stop request after each batch (validation).
         """
         self.model.eval()
         acc = MetricAccumulator(self.task)
@@ -196,52 +245,98 @@ class Trainer:
             acc.update(output, y, loss)
             if outputs is not None:
                 outputs.append(output.detach())
+            if stoppable and self.stop is not None and self.stop.signum is not None:
+                raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} while "
+                                                    f"validating epoch {self.epoch + 1}")
         return acc.compute()
 
     def fit(self, train_batches: Batches, val_batches: Batches) -> str:
-        """Train until ``max_epochs`` or an early stop.
+        """Train until ``max_epochs`` or an early stop (continuing where :meth:`load_state_dict`
+        left off).
 
         Returns:
             ``completed`` or ``early_stopped``.
 
         Raises:
-            TrainingDiverged: the training loss became NaN or infinite.
+            TrainingDiverged: the training loss, the weights or (with ``check_finite``) the
+                monitored metric became NaN or infinite.
+            Interrupted: a stop was requested; :meth:`state_dict` holds the state to resume.
         """
-        while self.epoch < self.max_epochs:
-            self.epoch += 1
-            start = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch trains with
-            if self.progress is not None:
-                self.progress.start_epoch(self.epoch, len(train_batches))
+        self.train_batches = train_batches
+        if self._pending is not None:  # a resume: the data order and RNGs as they were saved
+            order, rng = self._pending
+            self._pending = None
+            if order is not None and hasattr(train_batches, "order"):
+                train_batches.order.load_state_dict(order)
+            set_rng_state(rng)
+        while self.epoch < self.max_epochs and not self.stopper.should_stop:
+            self._run_epoch(train_batches, val_batches)
+        return "early_stopped" if self.stopper.should_stop else "completed"
+
+    def _run_epoch(self, train_batches: Batches, val_batches: Batches) -> None:
+        number = self.epoch + 1
+        partial, self._resume_partial = self._resume_partial, None
+        self._epoch_acc = MetricAccumulator(self.task)
+        if partial:
+            self._epoch_acc.load_state_dict(partial["train"], self.device)
+            self.step_in_epoch = int(partial["step"])
+            self._epoch_lr = float(partial["lr"])
+            self._epoch_started = time.perf_counter() - float(partial["seconds"])
+        else:
+            self.step_in_epoch = 0
+            self._epoch_lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch trains with
+            self._epoch_started = time.perf_counter()
+        if self.progress is not None:
+            self.progress.start_epoch(number, len(train_batches))
+        try:
             train = self.train_epoch(train_batches)
-            val = self.evaluate(val_batches)
-            row: dict[str, Any] = {"epoch": self.epoch}
-            row.update({f"train_{k}": v for k, v in train.items()})
-            row.update({f"val_{k}": v for k, v in val.items()})
-            row["lr"] = lr
-            row["epoch_seconds"] = time.perf_counter() - start  # train + validation
-            self.history.append(row)
-            if not math.isfinite(row["train_loss"]):
-                # Checked once per epoch, not per step: a per-step check would stall on the device.
-                if self.progress is not None:
-                    self.progress.close()
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(self, row, False)
-                raise TrainingDiverged(
-                    f"the training loss became {row['train_loss']} during epoch {self.epoch} "
-                    f"(by step {self.global_step}): lower optim.lr, or pick a more stable optimizer (optim=adam).")
-            if self.scheduler is not None:
-                self.scheduler.step_epoch(row)
-            improved = self.stopper.update(self.epoch, row[self.stopper.monitor])
-            if improved:
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.progress is not None:
-                self.progress.end_epoch(row, improved)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self, row, improved)
-            if self.stopper.should_stop:
-                return "early_stopped"
-        return "completed"
+        except TrainingDiverged:
+            self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
+            raise
+        val = self.evaluate(val_batches, stoppable=True)
+        row = self._row(number, train, val)
+        if not self._weights_finite():  # the last step's gradients overflowed
+            self._record_diverged(row)
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite in epoch {number} at its last step: lower optim.lr (it is "
+                f"{self.optimizer.param_groups[0]['lr']:g}) or clip the gradients (regularization.grad_clip=1.0)")
+        self.history.append(row)
+        self.epoch, self.step_in_epoch = number, 0
+        if self.scheduler is not None:
+            self.scheduler.step_epoch(row)
+        improved = self.stopper.update(number, row[self.stopper.monitor])
+        if improved and self.restore_best_weights:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.healthy = not self.stopper.non_finite
+        if self.progress is not None:
+            self.progress.end_epoch(row, improved)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, row, improved)
+        if self.stopper.non_finite:
+            raise TrainingDiverged(f"{self.stopper.stop_reason}: lower optim.lr (it is "
+                                   f"{self.optimizer.param_groups[0]['lr']:g}) or clip the gradients "
+                                   "(regularization.grad_clip=1.0)")
+
+    def _row(self, number: int, train: dict[str, float], val: dict[str, float] | None) -> dict[str, Any]:
+        """The epoch's line of metrics.csv; a validation that did not run reads NaN."""
+        row: dict[str, Any] = {"epoch": number}
+        row.update({f"train_{k}": v for k, v in train.items()})
+        row.update({f"val_{k}": val[k] if val is not None else math.nan for k in train})
+        row["lr"] = self._epoch_lr
+        row["epoch_seconds"] = time.perf_counter() - self._epoch_started  # train + validation
+        return row
+
+    def _record_diverged(self, row: dict[str, Any]) -> None:
+        """The epoch a divergence stopped still gets its metrics line (no checkpoint)."""
+        self.healthy = False
+        if self.progress is not None:
+            self.progress.close()
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, row, False)
+
+    def _weights_finite(self) -> bool:
+        flags = [torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()]
+        return bool(torch.stack(flags).all()) if flags else True
 
     def restore_best(self) -> bool:
         """Load the best epoch's weights into the model; False if no epoch improved."""
@@ -251,14 +346,52 @@ class Trainer:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        """The training state a checkpoint holds (plain data and tensors only)."""
+        """The whole training state, as tensors and plain data (``weights_only=True`` loads it):
+        weights, optimizer, schedule, grad scaler, counters, early stopping, the best weights
+        (when they are not the current ones), the metrics history, every RNG, the data order,
+        and inside an epoch (after an interrupt) the steps done and the metric sums so far."""
+        inside = self.step_in_epoch > 0
+        best = self.best_state
+        if best is not None and self.stopper.best_epoch == self.epoch and not inside:
+            best = None  # the current weights are the best ones: no second copy
+        order = self.train_batches.order.state_dict(self.step_in_epoch) if hasattr(self.train_batches, "order") \
+            else None
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "early_stopping": self.stopper.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_value": self.stopper.best,
+            "best_model": best,
             "history": [dict(row) for row in self.history],
+            "rng": rng_state(),
+            "data_order": order,
+            "partial_epoch": {
+                "step": self.step_in_epoch, "train": self._epoch_acc.state_dict(), "lr": self._epoch_lr,
+                "seconds": time.perf_counter() - self._epoch_started,
+            } if inside else None,
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`. Weights, optimizer and counters are restored now;
+        the data order and the RNGs when :meth:`fit` starts, after everything that draws
+        random numbers while a run is set up."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history = [dict(row) for row in state["history"]]
+        self.best_state = None
+        if self.restore_best_weights and self.stopper.best_epoch is not None:
+            saved = state.get("best_model")
+            self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
+                               {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        self._resume_partial = state.get("partial_epoch")
+        self._pending = (state.get("data_order"), state["rng"])

@@ -25,8 +25,10 @@ def test_default_config(compose):
     assert cfg.regularization.dropout == 0.0 and cfg.regularization.batch_norm is False
     assert set(cfg.trainer) >= {"max_epochs", "batch_size", "eval_batch_size", "fast_dev_run",
                                 "log_every_n_steps", "early_stopping", "checkpoint"}
-    assert set(cfg.trainer.early_stopping) == {"enabled", "monitor", "mode", "min_delta", "patience"}
-    assert set(cfg.trainer.checkpoint) == {"save_best", "save_last"}
+    assert set(cfg.trainer.early_stopping) == {"enabled", "monitor", "mode", "min_delta", "patience", "baseline",
+                                               "restore_best_weights", "start_from_epoch", "check_finite"}
+    assert cfg.trainer.early_stopping.restore_best_weights is True and cfg.trainer.early_stopping.baseline is None
+    assert set(cfg.trainer.checkpoint) == {"save_best", "save_last", "every_n_epochs", "keep_last"}
 
 
 def test_overrides_compose(compose):

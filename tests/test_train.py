@@ -138,8 +138,8 @@ def test_default_config_reaches_95_percent_on_digits(compose, tmp_path):
     assert summary["test"]["accuracy"] >= 0.95
 
 
-def test_resume_is_refused_rather_than_ignored(compose, tmp_path):
-    with pytest.raises(ConfigError, match="resume=some/last.pt: resuming is not available"):
+def test_resume_from_a_missing_checkpoint_is_an_error_before_training(compose, tmp_path):
+    with pytest.raises(ConfigError, match=r"resume=some/last.pt: no such file or directory: pass a checkpoint"):
         train(compose(["resume=some/last.pt"]), run_dir=tmp_path)
     assert not tmp_path.joinpath("metrics.csv").exists()
 

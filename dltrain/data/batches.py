@@ -8,8 +8,47 @@ device, is the whole data path for datasets that fit in memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
+
+
+class DataOrder:
+    """The state of a training split's shuffling, for exact resumes.
+
+    Each epoch's order is one permutation drawn from ``generator`` when the epoch starts.
+    A checkpoint saved between epochs records the generator's state; one saved inside an
+    epoch records its state *at the start* of that epoch and how many batches were done, so
+    a resume draws the same permutation again and skips what was already trained on.
+    """
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self._epoch_start: torch.Tensor | None = None
+        self._skip = 0
+
+    def start_epoch(self) -> int:
+        """Called as an epoch's iteration starts: remembers the generator's state and
+        returns how many batches to skip (non-zero once, after a mid-epoch resume)."""
+        if self.generator is not None:
+            self._epoch_start = self.generator.get_state()
+        skip, self._skip = self._skip, 0
+        return skip
+
+    def state_dict(self, batches_done: int = 0) -> dict[str, Any]:
+        """The order to continue with: between epochs (``batches_done=0``) the generator's
+        state now, inside an epoch its state when the epoch started."""
+        if self.generator is None:
+            return {"generator": None, "skip": batches_done}
+        inside = batches_done > 0 and self._epoch_start is not None
+        return {"generator": (self._epoch_start if inside else self.generator.get_state()).clone(),
+                "skip": batches_done if inside else 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The next epoch's iteration replays ``state``: same permutation, ``skip`` batches skipped."""
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+        self._skip = int(state.get("skip", 0))
 
 
 class TensorBatches:
@@ -43,6 +82,7 @@ class TensorBatches:
         self.generator = generator
         self.limit_batches = limit_batches
         self.min_batch_size = min_batch_size
+        self.order = DataOrder(generator)
 
     def __len__(self) -> int:
         n = -(-len(self.x) // self.batch_size)
@@ -52,10 +92,11 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
+        skip = self.order.start_epoch()
         if self.shuffle:
             # Drawn on the CPU so the order is the same on every device, then moved once.
             order = torch.randperm(n, generator=self.generator).to(self.x.device)
-        for i in range(len(self)):
+        for i in range(skip, len(self)):
             start = i * self.batch_size
             if self.shuffle:
                 idx = order[start:start + self.batch_size]
@@ -98,17 +139,49 @@ class LoaderBatches:
         last = n % batch_size
         self.device = device
         self.limit_batches = limit_batches
+        self.order = DataOrder(generator)
+        self.sampler = _OrderSampler(n, batch_size, shuffle, self.order)
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
             pin_memory=device.type == "cuda", persistent_workers=persistent and num_workers > 0,
-            drop_last=0 < last < min_batch_size)
+            drop_last=0 < last < min_batch_size, worker_init_fn=_ignore_interrupts,
+            # Worker seeds come from a generator of their own: the loader never draws from
+            # torch's global generator (dropout's) nor from the data order.
+            generator=torch.Generator().manual_seed(0))
 
     def __len__(self) -> int:
         n = len(self.loader)
         return min(n, self.limit_batches) if self.limit_batches else n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        limit = len(self) - self.sampler.peek_skip()
         for i, (x, y) in enumerate(self.loader):
-            if self.limit_batches and i >= self.limit_batches:
+            if i >= limit:
                 break
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class _OrderSampler(torch.utils.data.Sampler[int]):
+    """Indices of one epoch: a permutation drawn from the data order's generator (or
+    0..n-1), less the batches a mid-epoch resume skips."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, order: DataOrder) -> None:
+        self.n, self.batch_size, self.shuffle, self.order = n, batch_size, shuffle, order
+
+    def peek_skip(self) -> int:
+        return self.order._skip
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        skip = self.order.start_epoch()
+        order = torch.randperm(self.n, generator=self.order.generator) if self.shuffle else torch.arange(self.n)
+        yield from order[skip * self.batch_size:].tolist()
+
+
+def _ignore_interrupts(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process, which stops them cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,73 @@
+"""Stopping a run on a signal without losing work.
+
+The first SIGINT (Ctrl-C), SIGTERM or SIGUSR1 (what cluster schedulers send before
+pre-empting a job) asks the training loop to stop after the current step: it writes
+``last.pt`` and ``summary.json`` and exits with ``128 + signal number`` (130, 143, 138).
+A second signal aborts at once. Outside the training loop (loading data, building the
+model) the first signal aborts at once too: there is nothing to save yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from dltrain.errors import UserError
+
+log = logging.getLogger("dltrain")
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+class Interrupted(UserError):
+    """The run was stopped by a signal; its exit code is ``128 + signum``."""
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message or f"interrupted by {signal_name(signum)}")
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopRequest:
+    """Handles SIGINT, SIGTERM and SIGUSR1 while active (a context manager).
+
+    Attributes:
+        signum: the first signal received, or None; the training loop reads it after
+            every step while :attr:`graceful` is true.
+        graceful: whether the loop can stop cleanly now (set around training); when false,
+            a signal raises :class:`Interrupted` at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.graceful = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None or not self.graceful:
+            self.signum = self.signum or signum
+            raise Interrupted(signum, f"aborted by {signal_name(signum)}")
+        self.signum = signum
+        log.warning("%s received: stopping after the current step and saving last.pt "
+                    "(send it again to abort at once)", signal_name(signum))
