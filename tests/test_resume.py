@@ -1,0 +1,249 @@
+"""Checkpoints hold the whole training state; ``resume=`` continues a run exactly.
+
+Every run here trains the digits MLP in-process (``train(compose(overrides), run_dir)``), a
+second or two each. Exactness is checked the strict way: metrics.csv rows equal except for
+timings, and every weight tensor ``torch.equal``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dltrain import train
+from dltrain.checkpoint import load_checkpoint
+from dltrain.errors import ConfigError, UserError
+from dltrain.signals import Interrupted
+from dltrain.trainer import Trainer, TrainingDiverged
+
+# Dropout and a cosine schedule: a resume that lost the RNG, the data order or the
+# schedule's position would not repeat the uninterrupted run.
+EXACT = ["regularization.dropout=0.3", "scheduler=cosine", "scheduler.T_max=7", "model.hidden=[32]",
+         "trainer.early_stopping.patience=2"]
+
+
+def rows(run_dir) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def same_weights(a, b) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted 7-epoch run every resume is compared with."""
+    from dltrain import compose
+
+    run_dir = tmp_path_factory.mktemp("straight")
+    summary = train(compose([*EXACT, "trainer.max_epochs=7"]), run_dir=run_dir)
+    return run_dir, summary
+
+
+def test_three_epochs_then_resume_equals_seven_straight(compose, tmp_path, straight, caplog):
+    straight_dir, straight_summary = straight
+    train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        summary = train(compose([*EXACT, "trainer.max_epochs=7", f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert "resume: override trainer.max_epochs: 3 -> 7" in caplog.text
+    assert len(rows(straight_dir)) == 7
+    assert rows(tmp_path / "resumed") == rows(straight_dir)
+    for name in ("last.pt", "best.pt"):
+        assert same_weights(tmp_path / "resumed" / "checkpoints" / name, straight_dir / "checkpoints" / name)
+    assert summary["test"] == straight_summary["test"]
+    assert summary["resumed_from"] == str(last) and summary["epochs_run"] == 7
+
+
+def test_checkpoint_holds_the_full_state_as_plain_data(straight):
+    state = torch.load(straight[0] / "checkpoints" / "last.pt", weights_only=True)
+    assert state["format"] == "dltrain-checkpoint" and state["epoch"] == 7 and state["global_step"] == 7 * 20
+    for key in ("model", "optimizer", "scheduler", "grad_scaler", "early_stopping", "best_value", "best_model",
+                "history", "rng", "data_order", "config", "versions", "data", "model_spec"):
+        assert key in state, key
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert isinstance(state["data_order"]["generator"], torch.Tensor) and state["data_order"]["skip"] == 0
+    assert [row["epoch"] for row in state["history"]] == list(range(1, 8))
+    assert state["config"]["regularization"]["dropout"] == 0.3 and state["partial_epoch"] is None
+
+
+def test_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, straight, monkeypatch):
+    step = Trainer.train_step
+
+    def interrupt_at_step_47(self, x, y):  # epoch 3, step 7 of 20
+        out = step(self, x, y)
+        if self.global_step == 46:
+            self.stop.signum = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_47)
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 3 after step 7 of 20: saved"):
+        train(compose([*EXACT, "trainer.max_epochs=7"]), run_dir=tmp_path / "first")
+    monkeypatch.undo()
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 2
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["epoch"] == 2 and state["partial_epoch"]["step"] == 7 and state["data_order"]["skip"] == 7
+    train(compose([*EXACT, "trainer.max_epochs=7", f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert rows(tmp_path / "resumed") == rows(straight[0])
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", straight[0] / "checkpoints" / "last.pt")
+
+
+def test_resuming_a_finished_run_trains_nothing(compose, tmp_path, straight):
+    last = straight[0] / "checkpoints" / "last.pt"
+    (tmp_path / "again").mkdir()
+    summary = train(compose([*EXACT, "trainer.max_epochs=7", f"resume={last}"]), run_dir=tmp_path / "again")
+    assert summary["status"] == "already_finished" and "completed 7 epochs" in summary["stop_reason"]
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["status"] == "already_finished"
+    assert not (tmp_path / "again" / "metrics.csv").exists()
+
+
+def test_early_stopped_run_continues_with_more_patience(compose, tmp_path):
+    lr0 = ["optim=sgd", "optim.lr=0", "model.hidden=[16]"]
+    first = train(compose([*lr0, "trainer.early_stopping.patience=1"]), run_dir=tmp_path / "a")
+    assert first["status"] == "early_stopped" and first["stopped_epoch"] == 2
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    again = train(compose([*lr0, "trainer.early_stopping.patience=1", f"resume={last}"]), run_dir=tmp_path / "b")
+    assert again["status"] == "already_finished" and "stopped early after epoch 2" in again["stop_reason"]
+    more = train(compose([*lr0, "trainer.early_stopping.patience=3", f"resume={last}"]), run_dir=tmp_path / "c")
+    assert more["status"] == "early_stopped" and more["stopped_epoch"] == 4 and more["best_epoch"] == 1
+    assert [r["epoch"] for r in rows(tmp_path / "c")] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.hidden=[64]", r"model.hidden=\[64\] \(checkpoint: \[32\]\): the model's architecture"),
+    ("regularization.dropout=0.5", "regularization.dropout=0.5 .*architecture"),
+    ("optim.lr=0.5", r"optim.lr=0.5 \(checkpoint: 0.001\): a resumed run continues the same experiment"),
+    ("seed=4", "seed=4 .*continues the same experiment"),
+])
+def test_changes_a_resume_cannot_make_are_refused(compose, tmp_path, straight, override, message):
+    last = straight[0] / "checkpoints" / "last.pt"
+    with pytest.raises(ConfigError, match=message):
+        train(compose([*EXACT, "trainer.max_epochs=9", override, f"resume={last}"]), run_dir=tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_resume_from_a_directory_and_auto(compose, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fast = ["trainer.max_epochs=2", "model.hidden=[16]"]
+    auto = train(compose([*fast, "resume=auto"]), run_dir=tmp_path / "outputs" / "x")  # nothing to resume yet
+    assert auto["resumed_from"] is None and auto["epochs_run"] == 2
+    train(compose([*fast, "optim.lr=0.01"]), run_dir=tmp_path / "outputs" / "y")  # newer, another config
+    summary = train(compose(["trainer.max_epochs=3", "model.hidden=[16]", "resume=auto"]),
+                    run_dir=tmp_path / "resumed")
+    assert summary["resumed_from"] == "outputs/x/checkpoints/last.pt" and summary["epochs_run"] == 3
+    from_dir = train(compose(["trainer.max_epochs=3", "model.hidden=[16]", "optim.lr=0.01", "resume=outputs"]),
+                     run_dir=tmp_path / "from_dir")
+    assert from_dir["resumed_from"] == "outputs/y/checkpoints/last.pt"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="the directory holds no last.pt"):
+        train(compose([*fast, f"resume={tmp_path / 'empty'}"]), run_dir=tmp_path / "z")
+
+
+def test_leftover_temp_files_are_removed_on_resume(compose, tmp_path):
+    train(compose(["trainer.max_epochs=1", "model.hidden=[16]"]), run_dir=tmp_path / "a")
+    folder = tmp_path / "a" / "checkpoints"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = folder / f".tmp-last.pt.{int(dead.stdout)}.abc123"
+    stale.write_bytes(b"half a checkpoint")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = folder / f".tmp-best.pt.{writer.pid}.def456"  # another process is still writing it
+        live.write_bytes(b"being written")
+        train(compose(["trainer.max_epochs=2", "model.hidden=[16]", f"resume={folder / 'last.pt'}"]),
+              run_dir=tmp_path / "b")
+        assert not stale.exists() and live.exists()
+    finally:
+        writer.kill()
+
+
+class _CreatesFile:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_resume_refuses_a_checkpoint_holding_code(compose, tmp_path):
+    marker = tmp_path / "created-by-unpickling"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "rng": _CreatesFile(str(marker))}, evil, pickle_module=pickle)
+    with pytest.raises(UserError, match=r"checkpoint .*evil.pt cannot be loaded: .*refused"):
+        train(compose([f"resume={evil}"]), run_dir=tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(compose, tmp_path):
+    train(compose(["trainer.fast_dev_run=true"]), run_dir=tmp_path / "a")
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(UserError, match=r"checkpoint .*last.pt cannot be loaded"):
+        train(compose(["trainer.fast_dev_run=true", f"resume={last}"]), run_dir=tmp_path / "b")
+
+
+def test_periodic_checkpoints_keep_the_newest(compose, tmp_path):
+    train(compose(["trainer.max_epochs=7", "model.hidden=[16]", "trainer.early_stopping.enabled=false",
+                   "trainer.checkpoint.every_n_epochs=2", "trainer.checkpoint.keep_last=2"]), run_dir=tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "epoch-0004.pt", "epoch-0006.pt", "last.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "epoch-0004.pt")["epoch"] == 4
+
+
+def test_divergence_keeps_checkpoints_finite_and_tests_the_best_epoch(compose, tmp_path, monkeypatch):
+    step = Trainer.train_step
+
+    def poison_at_step_45(self, x, y):  # epoch 3, step 5: the weights become NaN
+        out = step(self, x, y)
+        if self.global_step == 44:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(math.nan)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poison_at_step_45)
+    with pytest.raises(TrainingDiverged, match=r"became nan in epoch 3 at step 6 of 20 \(global step 46\): "
+                                               r"lower optim.lr .*grad_clip"):
+        train(compose(["model.hidden=[16]", "trainer.log_every_n_steps=1"]), run_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs_run"] == 2 and summary["best_epoch"] == 2
+    assert summary["test_weights"] == "best epoch 2" and summary["test"]["accuracy"] > 0.3  # NaN weights: 0.1
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(tmp_path / "checkpoints" / name)
+        assert state["epoch"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert [r["epoch"] for r in rows(tmp_path)] == ["1", "2", "3"] and rows(tmp_path)[2]["train_loss"] == "nan"
+
+
+def test_baseline_never_beaten_stops_and_tests_the_last_weights(compose, tmp_path):
+    summary = train(compose(["model.hidden=[16]", "trainer.early_stopping.baseline=0.0001",
+                             "trainer.early_stopping.patience=2"]), run_dir=tmp_path)
+    assert summary["status"] == "early_stopped" and summary["stopped_epoch"] == 2 and summary["best_epoch"] is None
+    assert summary["stop_reason"] == "val_loss did not beat the baseline 0.0001 in 2 epochs (patience 2)"
+    assert summary["test_weights"] == "last epoch 2" and not (tmp_path / "checkpoints" / "best.pt").exists()
+
+
+def test_restore_best_weights_off_tests_the_last_epoch(compose, tmp_path):
+    summary = train(compose(["optim=sgd", "optim.lr=0", "trainer.early_stopping.patience=2",
+                             "trainer.early_stopping.restore_best_weights=false"]), run_dir=tmp_path)
+    assert summary["test_weights"] == "last epoch 3" and summary["best_epoch"] == 1
+
+
+def test_start_from_epoch_ignores_the_first_epochs(compose, tmp_path):
+    summary = train(compose(["optim=sgd", "optim.lr=0", "trainer.early_stopping.patience=1",
+                             "trainer.early_stopping.start_from_epoch=3"]), run_dir=tmp_path)
+    assert summary["best_epoch"] == 4 and summary["stopped_epoch"] == 5
