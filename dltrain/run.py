@@ -102,10 +102,8 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
 
     # The loss first: it decides how wide the model's output layer is.
-    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
-    loss_fn = LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
-                           label_smoothing=reg.label_smoothing, class_counts=data.class_counts(),
-                           **_options(cfg.loss)).to(device)
+    loss_name, loss_fn = build_loss(cfg, data)
+    loss_fn = loss_fn.to(device)
     warnings: list[str] = []
     model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
@@ -141,6 +139,14 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
         warnings += schedule_warnings(cfg, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
                       penalty, augment, autocast_dtype, batches, warnings)
+
+
+def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
+    """``loss=...`` for ``data`` (``auto`` resolved from its task); returns the name and the loss."""
+    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
+    return loss_name, LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
+                                   label_smoothing=cfg.regularization.label_smoothing,
+                                   class_counts=data.class_counts(), **_options(cfg.loss))
 
 
 def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:

@@ -44,7 +44,8 @@ def test_help_lists_groups_without_importing_torch(tmp_path):
     for group in ("model: cnn, custom, gru, lstm, mlp, rnn",
                   "loss: auto, bce, cross_entropy, huber, mae, mse, nll, rmse",
                   "optim: adadelta, adagrad, adam, adamw, lbfgs, momentum, nadam, nesterov, rmsprop, sgd",
-                  "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step", "data: chirp, cifar10, csv",
+                  "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step",
+                  "data: chirp, cifar10, csv",
                   "experiment: chirp_rnn, cifar10_cnn, fraud"):
         assert group in proc.stdout
     assert proc.stdout.strip().endswith("NO_TORCH")

@@ -49,4 +49,8 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
         x_val=images(x_val), y_val=torch.from_numpy(y_val),
         x_test=images(x_test), y_test=torch.from_numpy(y_test),
         task="multiclass", num_outputs=10, class_names=[str(d) for d in digits.target_names],
+        # What dltrain-predict needs to read new images the same way: pixels are ink counts
+        # 0..16 (bright = ink), standardised per pixel, row by row.
+        info={"image_size": [8, 8], "color": "grayscale", "pixel_max": 16,
+              "pixel_scaling": {"mean": scaler.mean_.round(6).tolist(), "std": scaler.scale_.round(6).tolist()}},
     )

@@ -315,6 +315,19 @@ def _fill_from_train(x: pd.DataFrame, train: np.ndarray) -> dict[str, Any]:
     return fills
 
 
+def _fills_for_new_rows(x: pd.DataFrame, train: np.ndarray, fills: dict[str, Any]) -> dict[str, Any]:
+    """The fill value of every column of ``x`` (already filled): ``fills`` where a column had
+    gaps, else the training split's mean, or most frequent value for non-numeric columns,
+    as :func:`_fill_from_train` would have chosen."""
+    from pandas.api.types import is_numeric_dtype
+
+    out: dict[str, Any] = {}
+    for column in x.columns:  # true/false columns are numbers (0/1) to the encoder, so they get a mean
+        seen = x[column].iloc[train]
+        out[str(column)] = float(seen.mean()) if is_numeric_dtype(x[column]) else str(seen.mode().iloc[0])
+    return {**out, **fills}
+
+
 def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.ndarray],
                      max_categories: int) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Numbers (true/false as 0/1) standardised and other columns one-hot encoded, both
@@ -413,6 +426,8 @@ def build_csv(
         "path": absolute, "target": target, "task": task, "task_reason": reason,
         "features": [str(c) for c in columns], "encoded_features": names, **stats, "rows_dropped": dropped,
         "missing": missing, "fill_values": fills,
+        # missing=mean: what an empty cell of any feature column gets in new rows (dltrain-predict).
+        "fill_values_new_rows": _fills_for_new_rows(x, encoded.parts[0], fills) if missing == "mean" else {},
         "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv

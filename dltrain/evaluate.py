@@ -1,0 +1,155 @@
+"""``dltrain-eval``: a checkpoint's loss and metrics on its run's test (or validation) split.
+
+    dltrain-eval ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt [split=test|val] [device=auto] [data.*=...]
+
+The model and the split are rebuilt from the checkpoint's own config and seed, so the test
+metrics of a run's ``best.pt`` are those in its ``summary.json``. Prints the metrics and, for
+classes, a confusion matrix; writes both to ``eval.json`` beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dltrain.errors import UserError
+from dltrain.inference import REQUIRED, Key, Restored, apply_overrides, load_model, parse_args, run_tool
+
+TOOL = "dltrain-eval"
+KEYS = {
+    "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
+    "split": Key("test", "the split to evaluate: test or val"),
+    "device": Key("auto", "auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one"),
+}
+ABOUT = ("Evaluate a checkpoint on its run's test (or validation) split, rebuilt from the checkpoint's own "
+         "config and seed:\nloss and metrics, and a confusion matrix for classification. Writes eval.json beside "
+         "the checkpoint.")
+EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt split=test"
+
+
+def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "auto",
+                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``ckpt`` on ``split`` and write ``eval.json`` beside it.
+
+    Args:
+        ckpt: a checkpoint written by ``dltrain`` training.
+        split: ``test`` or ``val``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        overrides: config keys to change first (``data.path`` of a moved file), as
+            :func:`~dltrain.inference.parse_args` returns them.
+
+    Returns:
+        What ``eval.json`` holds.
+
+    Raises:
+        UserError: a bad checkpoint, split, device or override, or data that no longer
+            matches the checkpoint.
+    """
+    from dltrain.device import resolve_device
+    from dltrain.files import write_json
+    from dltrain.metrics import MetricAccumulator
+    from dltrain.rng import seed_everything
+    from dltrain.run import build_loss, load_data, make_batches
+
+    if split not in ("test", "val"):
+        raise UserError(f"split={split} is not a choice: use test or val")
+    dev = resolve_device(device)
+    restored = load_model(ckpt, dev)
+    cfg = restored.cfg
+    apply_overrides(cfg, overrides or {})
+    cfg.device = device
+    cfg.trainer.fast_dev_run = False  # every batch of the split
+    seed_everything(cfg.seed)
+    data = load_data(cfg, dev)
+    _check_same_data(restored, data)
+    loss_fn = build_loss(cfg, data)[1].to(dev)
+    batches = make_batches(data, cfg.trainer, cfg.seed, dev)[1 if split == "val" else 2]
+
+    acc = MetricAccumulator(data.task)
+    classes = data.task in ("binary", "multiclass")
+    confusion = torch.zeros(data.num_outputs * data.num_outputs, dtype=torch.long, device=dev)
+    # Full precision, whatever trainer.precision trained in: the weights' own quality.
+    with torch.no_grad():
+        for x, y in batches:
+            output = restored.model(x)  # (B, width)
+            acc.update(output, y, loss_fn(output, y))
+            if classes:
+                pred = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
+                confusion += torch.bincount(y * data.num_outputs + pred, minlength=confusion.numel())
+    result: dict[str, Any] = {
+        "checkpoint": str(Path(ckpt).resolve()), "epoch": restored.state.get("epoch"), "split": split,
+        "dataset": cfg.data.name, "task": data.task, "num_examples": acc.count, "metrics": acc.compute(),
+        "overrides": dict(overrides or {}),
+    }
+    if classes:
+        result["class_names"] = list(data.class_names or range(data.num_outputs))
+        result["confusion_matrix"] = confusion.reshape(data.num_outputs, -1).cpu().tolist()
+    target = Path(ckpt).parent / "eval.json"
+    try:
+        write_json(target, result)
+    except OSError as err:
+        raise UserError(f"could not write {target}: {err.strerror or err}; check that its folder is writable") from err
+    print_eval(result, target)
+    return result
+
+
+def _check_same_data(restored: Restored, data: Any) -> None:
+    """Refuse data that is not what the model was trained on (another file behind ``data.path``).
+
+    Raises:
+        UserError: naming what differs.
+    """
+    saved = restored.data
+    differences = [(what, before, now) for what, before, now in (
+        ("input shape", tuple(saved["input_shape"]), tuple(data.input_shape)),
+        ("task", saved["task"], data.task),
+        ("classes", saved.get("class_names"), data.class_names),
+        ("vocabulary size", saved.get("vocab_size"), data.vocab_size)) if before != now]
+    if differences:
+        what, before, now = differences[0]
+        raise UserError(f"the data rebuilt from the checkpoint's config is not what {restored.path} was trained on "
+                        f"({what}: {before} when trained, {now} now): point data.* at the training data")
+
+
+def print_eval(result: dict[str, Any], written: Path | None = None) -> None:
+    """The metrics table, and the confusion matrix (rows: true class, columns: predicted)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{TOOL}: {result['split']} split, {result['num_examples']} examples", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("checkpoint", f"{result['checkpoint']} (epoch {result['epoch']})")
+    console.print(table)
+    if "confusion_matrix" in result:
+        names = [str(name) for name in result["class_names"]]
+        console.print("confusion matrix (rows: true class, columns: predicted)")
+        matrix = Table(header_style="bold")
+        matrix.add_column("true \\ predicted")
+        for name in names:
+            matrix.add_column(name, justify="right")
+        for name, row in zip(names, result["confusion_matrix"], strict=True):
+            matrix.add_row(name, *(str(count) for count in row))
+        console.print(matrix)
+    if written is not None:
+        console.print(f"wrote {written}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``dltrain-eval``."""
+    def run() -> None:
+        args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE)
+        evaluate_checkpoint(args["ckpt"], args["split"], args["device"], args["overrides"])
+
+    run_tool(TOOL, run)
+
+
+if __name__ == "__main__":
+    main()

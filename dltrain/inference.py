@@ -1,0 +1,256 @@
+"""What ``dltrain-eval`` and ``dltrain-predict`` share: a model rebuilt from a checkpoint
+alone (:func:`load_model`), their ``key=value`` arguments (:func:`parse_args`), and the
+boundary where a user error becomes one line on stderr (:func:`run_tool`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dltrain.checkpoint import CHECKPOINT_VERSION, load_checkpoint
+from dltrain.device import resolve_device
+from dltrain.errors import UserError
+
+T = TypeVar("T")
+
+#: Config keys a tool may override besides ``device``: ``data.*`` (e.g. a moved ``data.path``) and this one.
+OVERRIDABLE = ("trainer.eval_batch_size",)
+REQUIRED = object()  # the default of a key that has none
+_UNSET = object()
+
+
+@dataclass
+class Restored:
+    """A model rebuilt from a checkpoint.
+
+    Attributes:
+        cfg: the run's resolved config (``state["config"]``).
+        model: the model with the checkpoint's weights, on its device, in eval mode.
+        data: what the model was trained on and how the inputs were preprocessed (``data.json``).
+        state: the loaded checkpoint.
+        path: the checkpoint file.
+    """
+
+    cfg: DictConfig
+    model: nn.Module
+    data: dict[str, Any]
+    state: dict[str, Any]
+    path: Path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Restored:
+    """Rebuild the model a checkpoint was trained as, and load its weights, without the
+    training data: the checkpoint's config and ``model_spec`` say how to build it, its
+    ``data`` the shape of the inputs.
+
+    Args:
+        path: a ``best.pt`` or ``last.pt`` written by ``dltrain``.
+        device: where to put the model (``auto``, ``cpu``, ``cuda:N``, or a torch device).
+
+    Raises:
+        UserError: the file is missing, damaged, refused (it holds code), not written by the
+            trainer, or its weights do not fit the model its config describes.
+    """
+    path = Path(path)
+    device = resolve_device(device) if isinstance(device, str) else device
+    state = load_checkpoint(path, map_location="cpu")
+    missing = [key for key in ("config", "model_spec", "data") if key not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} has no {', '.join(missing)}: it holds weights only, so the model cannot "
+                        "be rebuilt from it; use a best.pt or last.pt written by dltrain training.")
+    if state.get("format_version", 1) > CHECKPOINT_VERSION:
+        raise UserError(f"checkpoint {path} has format version {state['format_version']}, newer than this dltrain "
+                        f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
+    from dltrain.models.summary import summarize
+    from dltrain.run import add_log_softmax, build_model
+
+    cfg = OmegaConf.create(state["config"])
+    data, spec = state["data"], state["model_spec"]
+    inputs = SimpleNamespace(input_shape=tuple(data["input_shape"]), vocab_size=data.get("vocab_size"))
+    model = build_model(cfg, inputs, spec["output_width"], []).to(device)
+    # One forward pass gives lazy layers their shapes before the weights are loaded.
+    example = (torch.ones((2, *inputs.input_shape), dtype=torch.long) if inputs.vocab_size is not None
+               else torch.zeros((2, *inputs.input_shape)))
+    rows = summarize(model, example.to(device))
+    if spec["log_softmax"] and (not rows or rows[-1].kind != "LogSoftmax"):  # as training added it
+        add_log_softmax(model, spec["output_width"])
+    _check_weights(path, model, state["model"])
+    model.load_state_dict(state["model"], strict=True)
+    return Restored(cfg, model.eval(), data, state, path)
+
+
+def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
+    """Refuse weights that do not fit ``model``, naming a few that differ.
+
+    Raises:
+        UserError: naming the checkpoint and the weights missing, unexpected or of another shape.
+    """
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise UserError(f"checkpoint {path}: its model entry is not a state dict of tensors: "
+                        "use a checkpoint written by dltrain training.")
+    expected = model.state_dict()
+    problems = []
+    if lacking := [k for k in expected if k not in weights]:
+        problems.append(f"missing {_few(lacking)}")
+    if extra := [k for k in weights if k not in expected]:
+        problems.append(f"unexpected {_few(extra)}")
+    if shapes := [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in weights and weights[k].shape != v.shape]:
+        problems.append(f"shape (checkpoint vs model) of {_few(shapes)}")
+    if problems:
+        raise UserError(f"checkpoint {path}: its weights do not fit the model its config describes "
+                        f"({'; '.join(problems)}): the file was changed after training; use the checkpoint "
+                        "as dltrain wrote it.")
+
+
+def _few(items: list[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One ``key=value`` argument of a tool.
+
+    Attributes:
+        default: its value when not given (:data:`REQUIRED` for none); its type converts the value given.
+        meaning: one line for ``--help``.
+    """
+
+    default: Any
+    meaning: str
+
+
+def parse_args(argv: Sequence[str], tool: str, defaults: dict[str, Key], *, about: str, example: str,
+               config_keys: bool = True) -> dict[str, Any]:
+    """Read ``key=value`` arguments; ``--help`` (or ``-h``) prints the usage and exits 0.
+
+    Args:
+        argv: the arguments (without the program name).
+        tool: the command's name, for the usage text.
+        defaults: every key the tool takes, with its default and meaning.
+        about: what the tool does, for the usage text.
+        example: one example command line.
+        config_keys: also take ``data.*`` and ``trainer.eval_batch_size``, overrides of the
+            checkpoint's config (see :func:`apply_overrides`).
+
+    Returns:
+        Every key of ``defaults`` with its value, and ``overrides``: the config keys given, with
+        their values read as on ``dltrain``'s command line (numbers, lists, strings).
+
+    Raises:
+        UserError: an argument that is not ``key=value``, an unknown key, a value of the wrong
+            type, or a required key missing.
+    """
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage(tool, defaults, about=about, example=example, config_keys=config_keys))
+        sys.exit(0)
+    values: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq or not key:
+            raise UserError(f"argument {arg!r} is not key=value: write each argument as key=value, "
+                            f"e.g. {next(iter(defaults))}=...; see {tool} --help")
+        if key in defaults:
+            values[key] = _convert(key, value, defaults[key].default)
+        elif "." in key and config_keys:
+            overrides[key] = _config_value(arg, key)
+        else:
+            known = ", ".join(defaults) + (", data.*, trainer.eval_batch_size" if config_keys else "")
+            raise UserError(f"unknown key {key}: {tool} takes {known}; see {tool} --help")
+    if lacking := [key for key, spec in defaults.items() if spec.default is REQUIRED and key not in values]:
+        raise UserError(f"{', '.join(f'{k}=...' for k in lacking)} {'is' if len(lacking) == 1 else 'are'} required: "
+                        f"e.g. {example}")
+    return {**{k: spec.default for k, spec in defaults.items()}, **values, "overrides": overrides}
+
+
+def _convert(key: str, value: str, default: Any) -> Any:
+    """``value`` as the type of ``default``: a whole number of at least 1 for numbers, else the text."""
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise UserError(f"{key}={value} is not a whole number of at least 1: e.g. {key}={default}")
+        return number
+    return value
+
+
+def _config_value(arg: str, key: str) -> Any:
+    """The value of a config override, read with Hydra's grammar as ``dltrain`` reads it."""
+    if not (key.startswith("data.") or key in OVERRIDABLE) or key == "data.name":
+        raise UserError(f"{key} cannot be changed here: only data.* (except data.name), device and "
+                        f"{', '.join(OVERRIDABLE)} override the checkpoint's config, whose other keys made the model")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(arg)
+    if override.is_sweep_override():
+        raise UserError(f"{arg} is a sweep: give one value")
+    return override.value()
+
+
+def usage(tool: str, defaults: dict[str, Key], *, about: str, example: str, config_keys: bool = True) -> str:
+    """The ``--help`` text: what the tool does, every key with its default and meaning, one example."""
+    width = max(len(key) for key in [*defaults, *(OVERRIDABLE if config_keys else ())]) + 2
+    lines = [f"usage: {tool} " + " ".join(f"{k}=..." if s.default is REQUIRED else f"[{k}={s.default}]"
+                                          for k, s in defaults.items()), "", about, "", "keys:"]
+    for key, spec in defaults.items():
+        default = "required" if spec.default is REQUIRED else f"default {spec.default}"
+        lines.append(f"  {key.ljust(width)}{spec.meaning} ({default})")
+    if config_keys:
+        lines.append(f"  {'data.*'.ljust(width)}override the checkpoint's data config, e.g. a moved data.path "
+                     "or data.root (default: as trained)")
+        lines.append(f"  {OVERRIDABLE[0].ljust(width)}examples per batch (default: as trained)")
+    lines += ["", "example:", f"  {example}"]
+    return "\n".join(lines)
+
+
+def apply_overrides(cfg: DictConfig, overrides: dict[str, Any]) -> None:
+    """Set ``overrides`` (from :func:`parse_args`) in ``cfg``, in place.
+
+    Raises:
+        UserError: a key the checkpoint's config does not have, or a batch size below 1.
+    """
+    for key, value in overrides.items():
+        if OmegaConf.select(cfg, key, default=_UNSET) is _UNSET:
+            group = key.split(".")[0]
+            known = ", ".join(f"{group}.{k}" for k in cfg.get(group, {}) if k != "name")
+            raise UserError(f"{key} is not a key of this checkpoint's data={cfg.data.name} config: "
+                            f"choose one of {known}")
+        if key == "trainer.eval_batch_size" and (not isinstance(value, int) or value < 1):
+            raise UserError(f"{key}={value} is not a whole number of at least 1")
+        OmegaConf.update(cfg, key, value, merge=False)
+
+
+def run_tool(tool: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` as the console script ``tool``: a user error (or config error) is printed
+    as ``{tool}: error: ...`` on one line and exits with code 2, Ctrl-C exits with 130;
+    anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` prints the
+    traceback of user errors too."""
+    from dltrain.cli import describe_error
+
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        message = describe_error(err)
+        if message is None:
+            raise
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exception(err)
+        print(f"{tool}: error: {message.rstrip('.')}.", file=sys.stderr)
+        sys.exit(2)
