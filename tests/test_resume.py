@@ -247,3 +247,59 @@ def test_start_from_epoch_ignores_the_first_epochs(compose, tmp_path):
     summary = train(compose(["optim=sgd", "optim.lr=0", "trainer.early_stopping.patience=1",
                              "trainer.early_stopping.start_from_epoch=3"]), run_dir=tmp_path)
     assert summary["best_epoch"] == 4 and summary["stopped_epoch"] == 5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["32", "16"])
+def test_resume_on_cuda_equals_straight(compose, tmp_path, precision):
+    # On CUDA the CUDA generator (dropout) and, for float16, the gradient scaler's state
+    # travel in the checkpoint too. cuBLAS picks the same kernels for the same shapes, so
+    # the runs agree to the bit on one GPU.
+    cuda = [*EXACT, "device=cuda", f"trainer.precision={precision}"]
+    train(compose([*cuda, "trainer.max_epochs=7"]), run_dir=tmp_path / "straight")
+    train(compose([*cuda, "trainer.max_epochs=3"]), run_dir=tmp_path / "first")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    assert len(state["rng"]["cuda"]) == torch.cuda.device_count()
+    assert (state["grad_scaler"] is not None) == (precision == "16")
+    train(compose([*cuda, "trainer.max_epochs=7", f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}"]),
+          run_dir=tmp_path / "resumed")
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt",
+                        tmp_path / "straight" / "checkpoints" / "last.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_checkpoint_resumes_on_cpu(compose, tmp_path):
+    train(compose(["model.hidden=[16]", "device=cuda", "trainer.max_epochs=2"]), run_dir=tmp_path / "gpu")
+    summary = train(compose(["model.hidden=[16]", "device=cpu", "trainer.max_epochs=3",
+                             f"resume={tmp_path / 'gpu' / 'checkpoints' / 'last.pt'}"]), run_dir=tmp_path / "cpu")
+    assert summary["device"] == "cpu" and summary["epochs_run"] == 3
+
+
+def test_disk_full_mid_run_keeps_the_previous_checkpoint(compose, tmp_path, monkeypatch):
+    import errno
+
+    import dltrain.checkpoint
+
+    real_save, calls, before = torch.save, [], {}
+    folder = tmp_path / "run" / "checkpoints"
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 3's last.pt (epochs 1 and 2 wrote last.pt and best.pt)
+            before["last.pt"] = (folder / "last.pt").read_bytes()
+            f.write(b"the first bytes")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(dltrain.checkpoint.torch, "save", fills_the_disk)
+    with pytest.raises(UserError, match=r"could not write checkpoint .*last.pt: No space left on device; "
+                                        "the previous checkpoint is unchanged"):
+        train(compose(["model.hidden=[16]", "trainer.max_epochs=5"]), run_dir=tmp_path / "run")
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no partial temp file
+    assert (folder / "last.pt").read_bytes() == before["last.pt"]
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 2
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["stop_reason"]
