@@ -70,7 +70,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it holds Python objects other than tensors and plain data, so it is refused"
-        raise UserError(f"checkpoint {path} cannot be loaded: {reason}.") from err
+        raise UserError(f"checkpoint {path} cannot be loaded: {reason.rstrip('.')}.") from err
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a dltrain checkpoint (no model state inside).")
     return state

@@ -377,13 +377,15 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     restored = es.restore_best_weights and trainer.restore_best()
     if diverged is None or restored:
         summary["test_weights"] = f"best epoch {stopper.best_epoch}" if restored else f"last epoch {trainer.epoch}"
-        outputs: list[torch.Tensor] = []
-        summary["test"] = trainer.evaluate(test_batches, outputs=outputs)
-        data = exp.data
-        if outputs:
-            write_predictions(run_dir / "predictions.csv", prediction_rows(
-                torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
-                data.target_scale, data.info.get("test_rows")))
+        try:
+            _test(trainer, exp.data, test_batches, summary, run_dir)
+        except BaseException as err:  # a signal (which aborts at once now) or a failure: say so
+            stopped = isinstance(err, (Interrupted, KeyboardInterrupt))
+            summary.update(status="interrupted" if stopped else "failed",
+                           stop_reason=f"training {summary['status']} ({summary['stop_reason']}), then the test "
+                                       f"evaluation {'was stopped' if stopped else 'failed'}: {_first_line(err)}")
+            write_json(run_dir / "summary.json", summary)
+            raise
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     write_json(run_dir / "summary.json", summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
@@ -392,6 +394,16 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
         raise diverged
     print_results(summary)
     return summary
+
+
+def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, Any], run_dir: Path) -> None:
+    """Evaluate the test split once into ``summary["test"]`` and write ``predictions.csv``."""
+    outputs: list[torch.Tensor] = []
+    summary["test"] = trainer.evaluate(batches, outputs=outputs)
+    if outputs:
+        write_predictions(run_dir / "predictions.csv", prediction_rows(
+            torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
+            data.target_scale, data.info.get("test_rows")))
 
 
 def make_stopper(cfg: DictConfig) -> EarlyStopping:

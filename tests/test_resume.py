@@ -303,3 +303,20 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(compose, tmp_path, monk
     assert load_checkpoint(folder / "last.pt")["epoch"] == 2
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "No space left on device" in summary["stop_reason"]
+
+
+def test_a_stop_during_the_test_evaluation_is_recorded(compose, tmp_path, monkeypatch):
+    evaluate = Trainer.evaluate
+
+    def stopped_while_testing(self, batches, outputs=None, stoppable=False):
+        if outputs is not None:  # the test split (validation passes no outputs)
+            raise Interrupted(signal.SIGTERM, "aborted by SIGTERM")
+        return evaluate(self, batches, outputs=outputs, stoppable=stoppable)
+
+    monkeypatch.setattr(Trainer, "evaluate", stopped_while_testing)
+    with pytest.raises(Interrupted):
+        train(compose(["model.hidden=[16]", "trainer.max_epochs=2"]), run_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 2
+    assert summary["stop_reason"] == ("training completed (reached trainer.max_epochs=2), then the test evaluation "
+                                      "was stopped: aborted by SIGTERM")
