@@ -30,6 +30,19 @@ def plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor on the CPU: a checkpoint saved on a GPU then loads with a
+    plain ``torch.load(path, weights_only=True)`` on a machine without one (serialising
+    copies the tensors to the host anyway)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically.
 

@@ -26,6 +26,7 @@ from dltrain.checkpoint import (
     plain,
     prune_periodic,
     save_checkpoint,
+    to_cpu,
 )
 from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
@@ -303,7 +304,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
         periodic = ck.every_n_epochs and trainer.epoch % ck.every_n_epochs == 0
         if not (ck.save_last or (improved and ck.save_best) or periodic):
             return
-        state = {**trainer.state_dict(), **meta}  # gathered once for every file written this epoch
+        state = to_cpu({**trainer.state_dict(), **meta})  # gathered once for every file written this epoch
         if ck.save_last:
             save_checkpoint(state, checkpoints / "last.pt")
         if improved and ck.save_best:
@@ -353,7 +354,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     except Interrupted as err:
         stop.graceful = False  # a second signal now aborts at once, even mid-save
         summary.update(status="interrupted", stop_reason=str(err))
-        path = save_checkpoint({**trainer.state_dict(), **meta}, checkpoints / "last.pt")
+        path = save_checkpoint(to_cpu({**trainer.state_dict(), **meta}), checkpoints / "last.pt")
         summary["checkpoint"] = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:

@@ -320,3 +320,22 @@ def test_a_stop_during_the_test_evaluation_is_recorded(compose, tmp_path, monkey
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 2
     assert summary["stop_reason"] == ("training completed (reached trainer.max_epochs=2), then the test evaluation "
                                       "was stopped: aborted by SIGTERM")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_checkpoints_of_a_cuda_run_hold_cpu_tensors(compose, tmp_path):
+    train(compose(["model.hidden=[16]", "device=cuda", "trainer.max_epochs=1"]), run_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)  # no map_location needed
+
+    def devices(obj):
+        if isinstance(obj, torch.Tensor):
+            yield obj.device.type
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                yield from devices(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                yield from devices(value)
+
+    assert set(devices(state)) == {"cpu"}
