@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dltrain.errors import UserError
-from dltrain.files import atomic_tmpfile
+from dltrain.files import atomic_tmpfile, fsync_dir
 
 #: ``state["format"]`` of every dltrain checkpoint, and the version of its layout.
 CHECKPOINT_FORMAT = "dltrain-checkpoint"
@@ -47,7 +49,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically.
 
     Raises:
-        UserError: the write failed (disk full, permissions); ``path`` is left as it was.
+        UserError: the write failed (disk full, permissions, an error while serialising);
+            ``path`` is left as it was and no temporary file remains.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,27 +63,54 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; "
-                            "the previous checkpoint is unchanged.") from err
-        raise
+        if isinstance(err, (UserError, KeyboardInterrupt)) or not isinstance(err, Exception):
+            raise  # a signal: not a failed write
+        raise UserError(f"could not write checkpoint {path}: {_write_failure(err, path)}; "
+                        "the previous checkpoint is unchanged.") from err
+    fsync_dir(path.parent)
     return path
+
+
+def _write_failure(err: Exception, path: Path) -> str:
+    """What went wrong, in words: torch's writer reports a full disk as an ``unexpected pos``."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    if full or "unexpected pos" in str(err):  # the file stopped growing mid-write
+        return "the file could not be written to its end (no space left on the device, or a file-size limit)"
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (never falling back to full unpickling).
 
     Raises:
-        UserError: the file is missing, truncated, not a checkpoint, or holds objects
+        UserError: the file is missing, empty, truncated, not a checkpoint, or holds objects
             other than tensors and plain data.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory: pass the file, e.g. {path / 'checkpoints' / 'last.pt'}.")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: check the path.")
+    if not zipfile.is_zipfile(path):
+        what = "it is empty" if path.stat().st_size == 0 else \
+            "it is truncated or not a checkpoint (torch.save writes a zip archive, and this is none)"
+        raise UserError(f"checkpoint {path} cannot be loaded: {what}; point at a last.pt or best.pt dltrain wrote.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure here is the file's fault
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, UserError):  # a signal
+            raise
+        reason = _first_line(err)
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it holds Python objects other than tensors and plain data, so it is refused"
         raise UserError(f"checkpoint {path} cannot be loaded: {reason.rstrip('.')}.") from err

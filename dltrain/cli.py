@@ -181,8 +181,9 @@ def _one_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
-    """Compose and validate the config as the command line would, for notebooks and tests.
+def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check: bool = True) -> DictConfig:
+    """Compose and validate (unless ``check`` is false) the config as the command line would,
+    for notebooks and tests.
 
     Example:
         >>> from dltrain import compose, train
@@ -199,5 +200,6 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> Di
             else initialize_config_dir(config_dir=where, version_base="1.3"))
     with init:
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg

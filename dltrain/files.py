@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,18 +29,53 @@ def atomic_tmpfile(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
+#: A temporary file of :func:`atomic_tmpfile` for a checkpoint: ``.tmp-<name>.pt.<pid>.<8 random>``.
+_CHECKPOINT_TMP = re.compile(rf"^{re.escape(TMP_PREFIX)}(last|best|epoch-\d+)\.pt\.(\d+)\.\w{{8}}$")
+
+
 def remove_stale_tmpfiles(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that writers killed mid-write left in ``folder``; returns
-    them. A file whose writer is still running is left alone."""
+    """Delete the checkpoint temp files that writers killed mid-write left in ``folder``;
+    returns them. Only files named as dltrain names them are touched, and one whose writer
+    (the process id in its name) still runs on this machine is left alone."""
     removed = []
     for tmp in Path(folder).glob(TMP_PREFIX + "*"):
-        parts = tmp.name[len(TMP_PREFIX):].split(".")
-        pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        match = _CHECKPOINT_TMP.match(tmp.name)
+        if match is None or (int(match.group(2)) != os.getpid() and _alive(int(match.group(2)))):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable (survive a power cut, not only a kill)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def copy_atomically(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` to ``target`` through a temp file and a rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = atomic_tmpfile(target)
+    try:
+        with os.fdopen(fd, "wb") as f, Path(source).open("rb") as src:
+            shutil.copyfileobj(src, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def _alive(pid: int) -> bool:

@@ -24,7 +24,10 @@ from dltrain.errors import UserError
 
 T = TypeVar("T")
 
-#: Config keys a tool may override besides ``device``: ``data.*`` (e.g. a moved ``data.path``) and this one.
+#: Config keys a tool may override besides ``device``: where the same data lives now, and the
+#: batch size. Keys that would change the split (fractions, samples, seed) are refused: the
+#: "test" metrics would no longer be those of held-out examples.
+DATA_LOCATION = ("data.path", "data.root", "data.download", "data.num_workers", "data.in_memory")
 OVERRIDABLE = ("trainer.eval_batch_size",)
 REQUIRED = object()  # the default of a key that has none
 _UNSET = object()
@@ -167,7 +170,7 @@ def parse_args(argv: Sequence[str], tool: str, defaults: dict[str, Key], *, abou
         elif "." in key and config_keys:
             overrides[key] = _config_value(arg, key)
         else:
-            known = ", ".join(defaults) + (", data.*, trainer.eval_batch_size" if config_keys else "")
+            known = ", ".join([*defaults, *(("data.path", "data.root", "...") if config_keys else ())])
             raise UserError(f"unknown key {key}: {tool} takes {known}; see {tool} --help")
     if lacking := [key for key, spec in defaults.items() if spec.default is REQUIRED and key not in values]:
         raise UserError(f"{', '.join(f'{k}=...' for k in lacking)} {'is' if len(lacking) == 1 else 'are'} required: "
@@ -190,9 +193,10 @@ def _convert(key: str, value: str, default: Any) -> Any:
 
 def _config_value(arg: str, key: str) -> Any:
     """The value of a config override, read with Hydra's grammar as ``dltrain`` reads it."""
-    if not (key.startswith("data.") or key in OVERRIDABLE) or key == "data.name":
-        raise UserError(f"{key} cannot be changed here: only data.* (except data.name), device and "
-                        f"{', '.join(OVERRIDABLE)} override the checkpoint's config, whose other keys made the model")
+    if key not in DATA_LOCATION and key not in OVERRIDABLE:
+        raise UserError(f"{key} cannot be changed here: only where the data lives ({', '.join(DATA_LOCATION)}), "
+                        f"device and {', '.join(OVERRIDABLE)} override the checkpoint's config, whose other keys "
+                        "made the model and its test split")
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     override = OverridesParser.create().parse_override(arg)
@@ -210,8 +214,8 @@ def usage(tool: str, defaults: dict[str, Key], *, about: str, example: str, conf
         default = "required" if spec.default is REQUIRED else f"default {spec.default}"
         lines.append(f"  {key.ljust(width)}{spec.meaning} ({default})")
     if config_keys:
-        lines.append(f"  {'data.*'.ljust(width)}override the checkpoint's data config, e.g. a moved data.path "
-                     "or data.root (default: as trained)")
+        lines.append(f"  {'data.path'.ljust(width)}where the training data lives now, if it moved: data.path, "
+                     "data.root (also data.download, data.num_workers, data.in_memory; default: as trained)")
         lines.append(f"  {OVERRIDABLE[0].ljust(width)}examples per batch (default: as trained)")
     lines += ["", "example:", f"  {example}"]
     return "\n".join(lines)

@@ -1,34 +1,43 @@
 """``resume=``: which checkpoint to continue from, and whether this run may continue it.
 
-A resumed run is the same experiment carried on, so its config must match the
-checkpoint's. A few keys may change because they do not change what is being trained
-(more epochs, more patience, another device, a moved data folder); every difference is
-listed in the log, and any other difference is refused before anything is built.
+A resumed run is the same experiment carried on: it takes the checkpoint's config, with
+the keys given on the command line on top. A few of those may differ from the checkpoint
+because they do not change what is being trained (more epochs, more patience, another
+device, a moved data folder); every difference is listed in the log, and any other one is
+refused before anything is built.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from dltrain.checkpoint import load_checkpoint
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, UserError
+from dltrain.schemas import GROUP_SCHEMAS
+from dltrain.signals import Interrupted
 
 log = logging.getLogger("dltrain")
 
 #: Where ``resume=auto`` looks: where runs are written by default.
 AUTO_ROOT = Path("outputs")
 
-#: Keys a resumed run may change (a key, or a prefix ending in a dot).
-CHANGEABLE = (
+#: Keys that steer how a run is carried out, not what it trains: a resume may change them,
+#: and ``resume=auto`` ignores them when it looks for a checkpoint of this config.
+RUN_CONTROL = (
     "resume", "device", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
     "trainer.compile", "trainer.checkpoint.", "trainer.early_stopping.patience", "trainer.early_stopping.enabled",
-    "trainer.early_stopping.min_delta", "trainer.early_stopping.baseline",
-    "trainer.early_stopping.restore_best_weights", "trainer.early_stopping.check_finite",
-    "data.root", "data.path", "data.download", "data.num_workers", "data.in_memory",
+    "trainer.early_stopping.min_delta", "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",
+    "data.num_workers",
 )
+#: Keys a resumed run may change (a key, or a prefix ending in a dot): the run-control keys,
+#: and where the same data lives now.
+CHANGEABLE = (*RUN_CONTROL, "data.root", "data.path", "data.download", "data.in_memory")
 
 #: Keys that decide the model's layers and weights' shapes.
 ARCHITECTURE = ("model.", "regularization.dropout", "regularization.batch_norm", "loss.", "data.")
@@ -54,8 +63,77 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[st
             if old.get(key, missing) != new.get(key, missing)]
 
 
+def _matches(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == c or (c.endswith(".") and key.startswith(c)) for c in keys)
+
+
 def _changeable(key: str) -> bool:
-    return any(key == c or (c.endswith(".") and key.startswith(c)) for c in CHANGEABLE)
+    return _matches(key, CHANGEABLE)
+
+
+def explicit_keys(cfg: DictConfig) -> set[str]:
+    """The keys this run sets itself. Under Hydra: the command line's overrides, where a
+    group's option (``data=csv``) counts as its ``name`` key (``data.name``). From Python:
+    the keys whose values differ from the defaults of the same options, and the ``name`` of
+    each group whose option differs from the default one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra: the Python API
+        overrides = None
+    if overrides is not None:
+        keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in keys}
+    from dltrain.cli import compose
+
+    current = OmegaConf.to_container(cfg, resolve=True)
+    default = OmegaConf.to_container(compose([], check=False), resolve=True)
+    same_options = OmegaConf.to_container(compose([f"{g}={current[g]['name']}" for g in GROUP_SCHEMAS], check=False),
+                                          resolve=True)  # a required key (data.path) reads "???"
+    keys = {key for key, _, _ in differences(same_options, current)}
+    return keys | {f"{g}.name" for g in GROUP_SCHEMAS if current[g]["name"] != default[g]["name"]}
+
+
+def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -> DictConfig:
+    """The checkpoint's config with this run's own keys (``explicit``) applied on top, so
+    ``dltrain resume=... trainer.max_epochs=50`` continues the run as it was configured
+    without repeating its command line.
+
+    Raises:
+        ConfigError: the checkpoint's config has an option or key this version lacks, or a
+            key given for this run does not exist in the checkpoint's option.
+    """
+    if "experiment" in explicit:  # a preset sets many keys at once: compare the whole config
+        return cfg
+    merged = copy.deepcopy(cfg)
+    keep = set(explicit)  # keys (or whole nodes) whose value this run decides
+    for group in GROUP_SCHEMAS:
+        node = saved.get(group)
+        if not isinstance(node, dict) or node.get("name") == merged[group].name:
+            continue
+        if f"{group}.name" in explicit:  # another option asked for: it stands, and is refused below
+            keep.add(group)
+            continue
+        schema = GROUP_SCHEMAS[group].get(node.get("name"))
+        if schema is None:
+            raise ConfigError(f"the checkpoint's {group}={node.get('name')} is not an option of this dltrain "
+                              "version: train a new run")
+        merged[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+        for key in sorted(k for k in explicit if k.startswith(group + ".")):
+            _update(merged, key, OmegaConf.select(cfg, key), f"{key} is not a key of the checkpoint's "
+                                                              f"{group}={node.get('name')}")
+    for key, value in flatten(saved).items():
+        if not any(key == k or key.startswith(k + ".") for k in keep):
+            _update(merged, key, value, f"the checkpoint's {key}={value} does not fit this dltrain version's config")
+    return merged
+
+
+def _update(cfg: DictConfig, key: str, value: Any, problem: str) -> None:
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except Exception as err:  # noqa: BLE001 - a key or value the schema does not know
+        raise ConfigError(f"{problem} ({str(err).splitlines()[0]}): train a new run") from err
 
 
 def _show(value: Any) -> str:
@@ -63,10 +141,10 @@ def _show(value: Any) -> str:
 
 
 def check_config(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The differences this run may make, as ``key: old -> new`` lines.
+    """The differences this run makes to the checkpoint's config, as ``key: old -> new`` lines.
 
     Raises:
-        ConfigError: another key differs; the architecture keys are named first.
+        ConfigError: a key differs that a resume may not change; architecture keys first.
     """
     diffs = [d for d in differences(saved, current) if d[0] != "resume"]
     refused = [d for d in diffs if not _changeable(d[0])]
@@ -75,7 +153,7 @@ def check_config(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> 
         listed = "; ".join(f"{k}={_show(new)} (checkpoint: {_show(old)})" for k, old, new in (arch or refused)[:4])
         why = ("the model's architecture and data must stay those the weights were trained with"
                if arch else "a resumed run continues the same experiment")
-        raise ConfigError(f"resume={path}: {listed}: {why}; remove the override, or train a new run without "
+        raise ConfigError(f"resume={path}: {listed}: {why}; drop that override, or train a new run without "
                           "resume= (only trainer.max_epochs, early-stopping patience, device, checkpoint and data "
                           "location keys may change)")
     return [f"{k}: {_show(old)} -> {_show(new)}" for k, old, new in diffs]
@@ -93,7 +171,7 @@ def find_checkpoint(spec: str, current: dict[str, Any]) -> Path | None:
     Args:
         spec: a checkpoint file; a directory (its newest ``last.pt``, sub-folders included);
             or ``auto``: the newest ``last.pt`` under ``outputs/`` whose run had this config
-            (up to the keys a resume may change).
+            (up to the run-control keys: epochs, patience, device, checkpoints).
         current: this run's resolved config.
 
     Returns:
@@ -108,9 +186,11 @@ def find_checkpoint(spec: str, current: dict[str, Any]) -> Path | None:
         for path in _last_checkpoints(AUTO_ROOT):
             try:
                 saved = load_checkpoint(path).get("config", {})
-            except Exception:  # noqa: BLE001 - an unreadable file is no candidate
-                continue
-            if not [d for d in differences(saved, current) if not _changeable(d[0])]:
+            except UserError as err:
+                if isinstance(err, Interrupted):
+                    raise
+                continue  # an unreadable file is no candidate
+            if not [d for d in differences(saved, current) if not _matches(d[0], RUN_CONTROL)]:
                 return path
         return None
     path = Path(spec).expanduser()

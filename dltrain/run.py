@@ -26,14 +26,13 @@ from dltrain.checkpoint import (
     plain,
     prune_periodic,
     save_checkpoint,
-    to_cpu,
 )
 from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.device import resolve_device, resolve_precision
 from dltrain.errors import ConfigError
-from dltrain.files import ensure_new_run_dir, remove_stale_tmpfiles, write_json
+from dltrain.files import copy_atomically, ensure_new_run_dir, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
 from dltrain.models import MODELS
@@ -42,10 +41,10 @@ from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
 from dltrain.progress import ProgressDisplay, print_results
 from dltrain.regularization import WeightPenalty
 from dltrain.report import MetricsCSV, prediction_rows, versions, write_predictions
-from dltrain.resume import AUTO_ROOT, check_config, find_checkpoint
+from dltrain.resume import AUTO_ROOT, check_config, explicit_keys, find_checkpoint, resumed_config
 from dltrain.rng import seed_everything
 from dltrain.schedulers import LRSchedule, build_scheduler
-from dltrain.signals import Interrupted, StopRequest
+from dltrain.signals import Interrupted, StopRequest, signal_name
 from dltrain.trainer import Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -264,34 +263,44 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
-    tcfg, fast = cfg.trainer, cfg.trainer.fast_dev_run
-    es = tcfg.early_stopping
     started_at = datetime.now().isoformat(timespec="seconds")
+    resume_path: Path | None = None
     try:
-        resume_path, state = _resume_state(cfg) if cfg.resume is not None else (None, None)
-        if state is not None and (finished := _finished(cfg, state)):
-            return _already_finished(cfg, run_dir, resume_path, state, finished)
+        if cfg.resume is not None:
+            resume_path, state, cfg = _load_resume(cfg)
+            if state is not None and (finished := _finished(cfg, state)):
+                return _already_finished(cfg, run_dir, resume_path, state, finished)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         exp = build_experiment(cfg, device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        summary_text = format_summary(exp.summary_rows, exp.model)
+        (run_dir / "model_summary.txt").write_text(summary_text)
+        write_json(run_dir / "data.json", describe_data(cfg, exp.data))
+        log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
+                 "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
+                 exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, cfg.trainer.precision,
+                 summary_text)
+        for warning in exp.warnings:
+            log.warning("warning: %s.", warning)
+        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop)
+        if resume_path is not None:
+            _continue(trainer, metrics_csv, state, resume_path, run_dir)
     except Exception as err:
         if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
             status = "interrupted" if isinstance(err, Interrupted) else "failed"
-            write_json(run_dir / "summary.json", {"status": status, "stop_reason": _first_line(err),
-                                                  "epochs_run": 0, "world_size": 1, "started_at": started_at})
+            write_json(run_dir / "summary.json", {
+                "status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
+                "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None, "world_size": 1,
+                "started_at": started_at})
         raise
-    train_batches, val_batches, test_batches = exp.batches
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary_text = format_summary(exp.summary_rows, exp.model)
-    (run_dir / "model_summary.txt").write_text(summary_text)
-    write_json(run_dir / "data.json", describe_data(cfg, exp.data))
-    log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
-             "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
-             exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, tcfg.precision, summary_text)
-    for warning in exp.warnings:
-        log.warning("warning: %s.", warning)
+    return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at)
 
-    stopper = make_stopper(cfg)
+
+def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path,
+                  stop: StopRequest) -> tuple[Trainer, MetricsCSV]:
+    """The trainer, with the end-of-epoch writes: a metrics.csv row and the checkpoints."""
+    tcfg = cfg.trainer
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     meta = checkpoint_meta(cfg, exp)
     checkpoints = run_dir / "checkpoints"
@@ -304,7 +313,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
         periodic = ck.every_n_epochs and trainer.epoch % ck.every_n_epochs == 0
         if not (ck.save_last or (improved and ck.save_best) or periodic):
             return
-        state = to_cpu({**trainer.state_dict(), **meta})  # gathered once for every file written this epoch
+        state = trainer.checkpoint()  # gathered once for every file written this epoch
         if ck.save_last:
             save_checkpoint(state, checkpoints / "last.pt")
         if improved and ck.save_best:
@@ -313,36 +322,57 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
             save_checkpoint(state, checkpoints / f"epoch-{trainer.epoch:04d}.pt")
             prune_periodic(checkpoints, ck.keep_last)
 
-    max_epochs = 1 if fast else tcfg.max_epochs
+    max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
-                      stopper=stopper, log_every_n_steps=tcfg.log_every_n_steps,
+                      stopper=make_stopper(cfg), log_every_n_steps=tcfg.log_every_n_steps,
                       on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs),
                       scheduler=exp.scheduler, penalty=exp.penalty, augment=exp.augment,
                       grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
                       autocast_dtype=exp.autocast_dtype,
                       scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
                       forward=torch.compile(exp.model) if tcfg.compile else None,
-                      restore_best_weights=es.restore_best_weights, stop=stop)
-    if state is not None:
+                      restore_best_weights=tcfg.early_stopping.restore_best_weights, stop=stop,
+                      meta=meta)
+    return trainer, metrics_csv
+
+
+def _continue(trainer: Trainer, metrics_csv: MetricsCSV, state: dict[str, Any], path: Path, run_dir: Path) -> None:
+    """Load a resumed run's state into ``trainer``; its history opens the new metrics.csv,
+    and its ``best.pt`` (when the best epoch came before the resume) is copied beside it."""
+    try:
         trainer.load_state_dict(state)
-        for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
-            metrics_csv.write(row)
-        partial = state.get("partial_epoch")
-        log.info("resumed from %s: %d epochs done%s", resume_path, trainer.epoch,
-                 f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
+    except RuntimeError as err:  # weights of another shape: other data behind data.path, say
+        raise ConfigError(f"resume={path}: the checkpoint's weights do not fit the model this config builds "
+                          f"({_first_line(err)}): point data.* at the data the run was trained on") from err
+    for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
+        metrics_csv.write(row)
+    best = path.parent / "best.pt"
+    if trainer.stopper.best_epoch is not None and best.is_file():
+        copy_atomically(best, run_dir / "checkpoints" / "best.pt")
+    partial = state.get("partial_epoch")
+    log.info("resumed from %s: %d epochs done%s", path, trainer.epoch,
+             f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
+
+
+def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path, stop: StopRequest,
+                  resume_path: Path | None, started_at: str) -> dict[str, Any]:
+    """Train, then test the best epoch's weights; ``summary.json`` records how it ended."""
+    tcfg, stopper = cfg.trainer, trainer.stopper
+    train_batches, val_batches, test_batches = exp.batches
     summary: dict[str, Any] = {
         "status": "failed", "stop_reason": None, "epochs_run": 0, "stopped_epoch": None, "best_epoch": None,
         "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {}, "test_weights": None,
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
-        "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(device),
+        "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(trainer.device),
         "world_size": 1, "resumed_from": str(resume_path) if resume_path else None, "warnings": exp.warnings,
-        "run_dir": str(run_dir), "started_at": started_at, "versions": meta["versions"],
+        "run_dir": str(run_dir), "started_at": started_at, "versions": trainer.meta["versions"],
     }
+    diverged: TrainingDiverged | None = None
     start = time.perf_counter()
     try:
         stop.graceful = True
         summary["status"] = trainer.fit(train_batches, val_batches)
-        if fast:
+        if tcfg.fast_dev_run:
             summary["stop_reason"] = "fast_dev_run: one epoch of a few batches"
         elif summary["status"] == "early_stopped":
             summary["stop_reason"] = stopper.stop_reason
@@ -350,11 +380,13 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
             summary["stop_reason"] = f"reached trainer.max_epochs={tcfg.max_epochs}"
     except TrainingDiverged as err:
         summary.update(status="diverged", stop_reason=str(err))
-        diverged: TrainingDiverged | None = err
+        diverged = err
     except Interrupted as err:
         stop.graceful = False  # a second signal now aborts at once, even mid-save
         summary.update(status="interrupted", stop_reason=str(err))
-        path = save_checkpoint(to_cpu({**trainer.state_dict(), **meta}), checkpoints / "last.pt")
+        if err.aborted:  # mid-step: the state is torn, so the last good last.pt stays
+            raise
+        path = save_checkpoint(trainer.checkpoint(), run_dir / "checkpoints" / "last.pt")
         summary["checkpoint"] = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
@@ -363,19 +395,19 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
             raise ConfigError(f"trainer.compile=true failed ({_first_line(err)}): "
                               "set trainer.compile=false.") from err
         raise
-    else:
-        diverged = None
     finally:
         stop.graceful = False
         trainer.progress.close()
-        summary.update(epochs_run=trainer.epoch, stopped_epoch=trainer.epoch, best_epoch=stopper.best_epoch,
-                       best_value=stopper.best, train_seconds=round(time.perf_counter() - start, 3))
+        inside = trainer.step_in_epoch > 0  # stopped inside an epoch (interrupted, or diverged mid-epoch)
+        summary.update(epochs_run=trainer.epoch, stopped_epoch=trainer.epoch + (1 if inside else 0),
+                       best_epoch=stopper.best_epoch, best_value=stopper.best,
+                       train_seconds=round(time.perf_counter() - start, 3))
         if summary["status"] not in ("completed", "early_stopped", "diverged"):
             write_json(run_dir / "summary.json", summary)
 
     # The test split is touched once, at the end, with the best epoch's weights (however
     # training ended); a run that diverged before any good epoch has nothing to test.
-    restored = es.restore_best_weights and trainer.restore_best()
+    restored = tcfg.early_stopping.restore_best_weights and trainer.restore_best()
     if diverged is None or restored:
         summary["test_weights"] = f"best epoch {stopper.best_epoch}" if restored else f"last epoch {trainer.epoch}"
         try:
@@ -387,6 +419,9 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
                                        f"evaluation {'was stopped' if stopped else 'failed'}: {_first_line(err)}")
             write_json(run_dir / "summary.json", summary)
             raise
+    late = stop.signum  # a signal after the last step: the run is done; its exit code still says so
+    if late is not None and diverged is None:
+        summary["signal"] = signal_name(late)
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     write_json(run_dir / "summary.json", summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
@@ -394,6 +429,9 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     if diverged is not None:
         raise diverged
     print_results(summary)
+    if late is not None:
+        raise Interrupted(late, f"{signal_name(late)} arrived after the last training step: the run "
+                                f"{summary['status']} and wrote its results")
     return summary
 
 
@@ -415,22 +453,24 @@ def make_stopper(cfg: DictConfig) -> EarlyStopping:
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
 
 
-def _resume_state(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
-    """The checkpoint ``resume=`` names, loaded and checked against this run's config."""
-    current = OmegaConf.to_container(cfg, resolve=True)
-    path = find_checkpoint(str(cfg.resume), current)
+def _load_resume(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None, DictConfig]:
+    """The checkpoint ``resume=`` names, loaded, and the config to continue it with: the
+    checkpoint's own, with the keys this run sets on top (checked: see ``dltrain.resume``)."""
+    path = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True))
     if path is None:
         log.info("resume=auto: no last.pt of this config under %s/ yet: training from scratch", AUTO_ROOT)
-        return None, None
+        return None, None, cfg
     for tmp in remove_stale_tmpfiles(path.parent):
         log.info("removed %s, left by a checkpoint write that was killed", tmp)
     state = load_checkpoint(path)
     if "rng" not in state or "config" not in state:
         raise ConfigError(f"resume={path}: this checkpoint holds weights but not the training state a resume needs "
                           "(it was written by an older dltrain): train a new run.")
-    for line in check_config(path, state["config"], current):
+    merged = resumed_config(cfg, state["config"], explicit_keys(cfg))
+    validate(merged)
+    for line in check_config(path, state["config"], OmegaConf.to_container(merged, resolve=True)):
         log.info("resume: override %s", line)
-    return path, state
+    return path, state, merged
 
 
 def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
@@ -449,9 +489,11 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
     """Resuming a finished run trains nothing: it says so, records it, and succeeds."""
     log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs (or the early-stopping patience) "
              "to train on.", path, why)
+    es = state["early_stopping"]
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
-               "epochs_run": int(state["epoch"]), "best_epoch": state["early_stopping"].get("best_epoch"),
-               "best_value": state["early_stopping"].get("best"), "world_size": 1, "run_dir": str(run_dir)}
+               "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),
+               "best_epoch": es.get("best_epoch"), "monitor": cfg.trainer.early_stopping.monitor,
+               "best_value": es.get("best"), "world_size": 1, "run_dir": str(run_dir)}
     if run_dir.is_dir():
         write_json(run_dir / "summary.json", summary)
     return summary

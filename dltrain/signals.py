@@ -25,9 +25,10 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1
 class Interrupted(UserError):
     """The run was stopped by a signal; its exit code is ``128 + signum``."""
 
-    def __init__(self, signum: int, message: str | None = None) -> None:
+    def __init__(self, signum: int, message: str | None = None, aborted: bool = False) -> None:
         self.signum = signum
         self.exit_code = 128 + signum
+        self.aborted = aborted  # raised wherever the program was, not at a step boundary
         super().__init__(message or f"interrupted by {signal_name(signum)}")
 
 
@@ -67,7 +68,7 @@ class StopRequest:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is not None or not self.graceful:
             self.signum = self.signum or signum
-            raise Interrupted(signum, f"aborted by {signal_name(signum)}")
+            raise Interrupted(signum, f"aborted by {signal_name(signum)}", aborted=True)
         self.signum = signum
         log.warning("%s received: stopping after the current step and saving last.pt "
                     "(send it again to abort at once)", signal_name(signum))

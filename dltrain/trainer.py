@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dltrain.callbacks import EarlyStopping
+from dltrain.checkpoint import to_cpu
 from dltrain.errors import UserError
 from dltrain.metrics import MetricAccumulator
 from dltrain.progress import ProgressDisplay
@@ -67,6 +68,7 @@ class Trainer:
             ``model``, which keeps the weights, modes and state dict either way.
         restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
         stop: read after every step; once it holds a signal, the loop stops cleanly.
+        meta: what every checkpoint holds besides the training state (config, versions, data).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Trainer:
         forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
         restore_best_weights: bool = True,
         stop: StopRequest | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -113,6 +116,7 @@ class Trainer:
         self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
         self.restore_best_weights = restore_best_weights
         self.stop = stop
+        self.meta = meta or {}
         self.device = next(model.parameters()).device
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
@@ -213,6 +217,13 @@ class Trainer:
             elif self.progress is not None and self.progress.live:
                 self.progress.update(step, None)
             if self.stop is not None and self.stop.signum is not None:
+                # Never save a diverged state as a checkpoint to resume from.
+                if not torch.isfinite(acc.sums["loss"]).item():
+                    self._diverged(losses, step, num_batches)
+                if not self._weights_finite():
+                    raise TrainingDiverged(f"the weights became NaN or infinite in epoch {self.epoch + 1} by step "
+                                           f"{step}: lower optim.lr or clip the gradients "
+                                           "(regularization.grad_clip=1.0)")
                 raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} in epoch "
                                                     f"{self.epoch + 1} after step {step} of {num_batches}")
         return acc.compute()
@@ -374,6 +385,10 @@ class Trainer:
                 "seconds": time.perf_counter() - self._epoch_started,
             } if inside else None,
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a checkpoint file holds: :meth:`state_dict` and ``meta``, every tensor on the CPU."""
+        return to_cpu({**self.state_dict(), **self.meta})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`. Weights, optimizer and counters are restored now;

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -42,7 +44,7 @@ def test_error_raised_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = save_checkpoint(state(1.0), tmp_path / "best.pt")
     before = path.read_bytes()
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(UserError, match="could not write checkpoint .*best.pt: boom; the previous checkpoint"):
         save_checkpoint(state(2.0), path)
     assert path.read_bytes() == before
     assert not any(p.name.startswith(TMP_PREFIX) for p in tmp_path.iterdir())
@@ -86,3 +88,28 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path):
     with pytest.raises(UserError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_real_write_failure_inside_torch_save_is_one_clear_error(tmp_path):
+    # The kernel refuses the write itself (a file-size limit, as a full disk would): torch's
+    # zip writer then raises its own RuntimeError mid-save, not an OSError.
+    script = f"""
+import resource, signal, torch
+from dltrain.checkpoint import save_checkpoint
+from dltrain.errors import UserError
+path = {str(tmp_path / "last.pt")!r}
+save_checkpoint({{"model": {{"w": torch.zeros(10)}}}}, path)
+before = open(path, "rb").read()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    save_checkpoint({{"model": {{"w": torch.zeros(1_000_000)}}}}, path)
+except UserError as err:
+    print("ERROR", err)
+assert open(path, "rb").read() == before
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ERROR could not write checkpoint ") and proc.stdout.count("\n") == 1
+    assert "the previous checkpoint is unchanged" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

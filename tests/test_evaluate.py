@@ -132,9 +132,11 @@ def test_checkpoint_errors_are_one_line(digits_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["split=val", "colour=red"], "unknown key colour: dltrain-eval takes ckpt, split, device, data.*"),
+    (["split=val", "colour=red"], "unknown key colour: dltrain-eval takes ckpt, split, device, data.path, data.root"),
     (["trainer.max_epochs=3"], "trainer.max_epochs cannot be changed here"),
-    (["data.wrong_key=3"], "data.wrong_key is not a key of this checkpoint's data=digits config"),
+    (["data.wrong_key=3"], "data.wrong_key cannot be changed here: only where the data lives (data.path"),
+    (["data.val_fraction=0.5"], "data.val_fraction cannot be changed here"),  # would move examples into test
+    (["data.path=elsewhere.csv"], "data.path is not a key of this checkpoint's data=digits config"),
     (["split=train"], "split=train is not a choice: use test or val"),
     (["device=tpu"], "device=tpu is not valid"),
     (["best.pt"], "argument 'best.pt' is not key=value"),
@@ -151,7 +153,7 @@ def test_required_key_and_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: dltrain-eval ckpt=... [split=test] [device=auto]")
-    assert all(key in out for key in ("ckpt", "split", "device", "data.*", "trainer.eval_batch_size", "example:"))
+    assert all(key in out for key in ("ckpt", "split", "device", "data.path", "trainer.eval_batch_size", "example:"))
 
 
 def test_error_boundary(capsys, monkeypatch):

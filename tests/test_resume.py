@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,8 @@ def test_early_stopped_run_continues_with_more_patience(compose, tmp_path):
     more = train(compose([*lr0, "trainer.early_stopping.patience=3", f"resume={last}"]), run_dir=tmp_path / "c")
     assert more["status"] == "early_stopped" and more["stopped_epoch"] == 4 and more["best_epoch"] == 1
     assert [r["epoch"] for r in rows(tmp_path / "c")] == ["1", "2", "3", "4"]
+    # Its best epoch came before the resume: the first run's best.pt is carried over.
+    assert load_checkpoint(tmp_path / "c" / "checkpoints" / "best.pt")["epoch"] == 1
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -160,15 +163,17 @@ def test_leftover_temp_files_are_removed_on_resume(compose, tmp_path):
     train(compose(["trainer.max_epochs=1", "model.hidden=[16]"]), run_dir=tmp_path / "a")
     folder = tmp_path / "a" / "checkpoints"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = folder / f".tmp-last.pt.{int(dead.stdout)}.abc123"
+    stale = folder / f".tmp-last.pt.{int(dead.stdout)}.abc12345"
     stale.write_bytes(b"half a checkpoint")
+    mine = folder / ".tmp-notes.txt"  # not a name dltrain gives its temp files: never touched
+    mine.write_text("the user's")
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = folder / f".tmp-best.pt.{writer.pid}.def456"  # another process is still writing it
+        live = folder / f".tmp-best.pt.{writer.pid}.def45678"  # another process is still writing it
         live.write_bytes(b"being written")
         train(compose(["trainer.max_epochs=2", "model.hidden=[16]", f"resume={folder / 'last.pt'}"]),
               run_dir=tmp_path / "b")
-        assert not stale.exists() and live.exists()
+        assert not stale.exists() and live.exists() and mine.exists()
     finally:
         writer.kill()
 
@@ -339,3 +344,106 @@ def test_checkpoints_of_a_cuda_run_hold_cpu_tensors(compose, tmp_path):
                 yield from devices(value)
 
     assert set(devices(state)) == {"cpu"}
+
+
+def test_resume_takes_the_checkpoints_config_and_only_the_keys_given(compose, tmp_path, straight):
+    # Nothing of EXACT is repeated: the checkpoint's config is continued, max_epochs on top.
+    train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    summary = train(compose(["trainer.max_epochs=7", f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert rows(tmp_path / "resumed") == rows(straight[0]) and summary["epochs_run"] == 7
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", straight[0] / "checkpoints" / "last.pt")
+    config = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["config"]
+    assert config["regularization"]["dropout"] == 0.3 and config["scheduler"]["name"] == "cosine"
+
+
+def test_restore_best_weights_cannot_change_on_resume(compose, tmp_path, straight):
+    last = straight[0] / "checkpoints" / "last.pt"
+    with pytest.raises(ConfigError, match="trainer.early_stopping.restore_best_weights=False"):
+        train(compose(["trainer.max_epochs=9", "trainer.early_stopping.restore_best_weights=false",
+                       f"resume={last}"]), run_dir=tmp_path)
+
+
+def test_auto_matches_the_data_and_ignores_run_control_keys(tmp_path, monkeypatch):
+    from dltrain.checkpoint import save_checkpoint
+    from dltrain.resume import find_checkpoint
+
+    def config(path, epochs):
+        return {"data": {"name": "csv", "path": path}, "trainer": {"max_epochs": epochs}, "seed": 0}
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint({"model": {}, "config": config("a.csv", 5)}, tmp_path / "outputs" / "a" / "checkpoints" / "last.pt")
+    save_checkpoint({"model": {}, "config": config("b.csv", 5)}, tmp_path / "outputs" / "b" / "checkpoints" / "last.pt")
+    assert find_checkpoint("auto", config("a.csv", 50)) == Path("outputs/a/checkpoints/last.pt")
+    assert find_checkpoint("auto", config("b.csv", 50)) == Path("outputs/b/checkpoints/last.pt")
+    assert find_checkpoint("auto", config("c.csv", 5)) is None
+
+
+def test_resuming_onto_weights_of_another_shape_is_one_clear_error(compose, tmp_path, data_files):
+    import pandas as pd
+
+    table = data_files.overrides["csv"][0].split("=", 1)[1]
+    train(compose(["data=csv", f"data.path={table}", "data.target=Class", "data.missing=mean", "trainer.max_epochs=1"]),
+          run_dir=tmp_path / "a")
+    fewer = tmp_path / "fewer.csv"
+    frame = pd.read_csv(table)
+    frame.drop(columns=["age"]).to_csv(fewer, index=False)
+    with pytest.raises(ConfigError, match=r"the checkpoint's weights do not fit the model this config builds "
+                                          r"\(Error\(s\) in loading state_dict.*point data.\* at the data"):
+        train(compose(["trainer.max_epochs=2", "data=csv", f"data.path={fewer}",
+                       f"resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"]), run_dir=tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_second_signal_mid_step_keeps_the_last_good_checkpoint(compose, tmp_path, monkeypatch):
+    step = Trainer.train_step
+
+    def aborted_in_step_47(self, x, y):  # the handler raises wherever the program is
+        out = step(self, x, y)
+        if self.global_step == 46:
+            raise Interrupted(signal.SIGINT, "aborted by SIGINT", aborted=True)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", aborted_in_step_47)
+    with pytest.raises(Interrupted, match="^aborted by SIGINT$"):
+        train(compose(["model.hidden=[16]"]), run_dir=tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["partial_epoch"] is None  # the end of epoch 2, not a torn step
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "checkpoint" not in summary and summary["stopped_epoch"] == 3
+
+
+def test_an_interrupt_after_the_loss_went_nan_is_a_divergence(compose, tmp_path, monkeypatch):
+    step = Trainer.train_step
+
+    def poison_then_stop(self, x, y):
+        out = step(self, x, y)
+        if self.global_step == 44:  # epoch 3: weights NaN, and a SIGTERM two steps later
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(math.nan)
+        if self.global_step == 46:
+            self.stop.signum = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poison_then_stop)
+    with pytest.raises(TrainingDiverged, match="became nan in epoch 3 at step 6 of 20"):
+        train(compose(["model.hidden=[16]", "trainer.log_every_n_steps=1000"]), run_dir=tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_signal_after_the_last_step_finishes_the_run_and_exits_with_it(compose, tmp_path, monkeypatch):
+    fit = Trainer.fit
+
+    def signalled_while_saving_the_last_epoch(self, *args):
+        result = fit(self, *args)
+        self.stop.signum = signal.SIGTERM
+        return result
+
+    monkeypatch.setattr(Trainer, "fit", signalled_while_saving_the_last_epoch)
+    with pytest.raises(Interrupted, match="SIGTERM arrived after the last training step: the run completed") as err:
+        train(compose(["model.hidden=[16]", "trainer.max_epochs=2"]), run_dir=tmp_path)
+    assert err.value.exit_code == 143
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["signal"] == "SIGTERM" and summary["test"]

@@ -120,8 +120,8 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_that_resumes(tmp_path):
     assert len(interrupted_lines) == 1 + state["epoch"]
 
     target = state["epoch"] + 2
-    proc2 = run_cli([*config, f"trainer.max_epochs={target}", f"resume={last}", f"hydra.run.dir={resumed}"],
-                    cwd=tmp_path)
+    # Only what changes is given: the rest of the config comes from the checkpoint.
+    proc2 = run_cli([f"trainer.max_epochs={target}", f"resume={last}", f"hydra.run.dir={resumed}"], cwd=tmp_path)
     assert proc2.returncode == 0, proc2.stderr
     lines = (resumed / "metrics.csv").read_text().splitlines()
     assert lines[:len(interrupted_lines)] == interrupted_lines
@@ -129,6 +129,8 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_that_resumes(tmp_path):
     after = summary(resumed)
     assert after["resumed_from"] == str(last)
     assert after["status"] == "completed" and after["epochs_run"] == target
+    assert "resume: override trainer.max_epochs: 100000 -> " in (resumed / "dltrain.log").read_text()
+    assert torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["config"]["trainer"]["batch_size"] == 8
 
 
 def test_sigusr1_stops_like_a_preemption_warning(tmp_path):

@@ -181,7 +181,10 @@ class _OrderSampler(torch.utils.data.Sampler[int]):
 
 
 def _ignore_interrupts(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the training process, which stops them cleanly."""
+    """DataLoader workers leave Ctrl-C, SIGTERM and SIGUSR1 (sent to the whole process group
+    by a terminal or a scheduler) to the training process, which stops them cleanly."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
