@@ -40,6 +40,18 @@ def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def tool_error(capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], None], tool: str,
+               argv: list[str]) -> str:
+    """Run a console script's ``main(argv)`` expecting a user error: the one line it prints
+    (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{tool}: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
 @dataclass(frozen=True)
 class DataFiles:
     """Small files for the data options that read files, under ``root``.

@@ -17,7 +17,7 @@ import torch
 from dltrain import compose, train
 from dltrain.evaluate import main
 from dltrain.inference import load_model, run_tool
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_error
 
 
 def _train(tmp_path_factory: pytest.TempPathFactory, name: str, overrides: list[str]) -> Path:
@@ -42,13 +42,7 @@ def _summary(run: Path) -> dict:
 
 
 def _fails(capsys, argv: list[str]) -> str:
-    """Run dltrain-eval expecting a user error: the one line it prints."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("dltrain-eval: error: ") and err.count("\n") == 1 and "Traceback" not in err
-    return err
+    return tool_error(capsys, main, "dltrain-eval", argv)
 
 
 def test_best_checkpoint_reproduces_the_runs_test_metrics(digits_run, capsys):

@@ -19,7 +19,7 @@ from dltrain import compose, train
 from dltrain.data import DATASETS
 from dltrain.inference import load_model
 from dltrain.predict import _one_hot_columns, main, read_inputs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_error
 from tests.files import mnist_arrays
 
 
@@ -67,12 +67,7 @@ def _agrees_with_run(ckpt: Path, predicted: pd.DataFrame, to_input=lambda row: r
 
 
 def _fails(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("dltrain-predict: error: ") and err.count("\n") == 1 and "Traceback" not in err
-    return err
+    return tool_error(capsys, main, "dltrain-predict", argv)
 
 
 def test_table_rows(runs, data_files, tmp_path, capsys):

@@ -75,6 +75,19 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> str:
     return stderr
 
 
+def signal_once_training(args: list[str], run: Path, signum: int) -> tuple[int, str]:
+    """Start ``dltrain ARGS`` with ``run`` as its run directory, send ``signum`` once it has
+    written its first metrics row, and wait up to 15 s for it to exit: its exit code and stderr."""
+    proc = start([*args, f"hydra.run.dir={run}"], run.parent)
+    try:
+        wait_for_file(run / "metrics.csv", proc)
+        proc.send_signal(signum)
+        stderr = finish(proc, timeout=15)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "metrics.csv").open(newline="") as f:
         return list(csv.DictReader(f))
@@ -96,14 +109,8 @@ def assert_one_line(stderr: str, start: str) -> str:
 def test_sigterm_saves_a_checkpoint_mid_epoch_that_resumes(tmp_path):
     run, resumed = tmp_path / "run", tmp_path / "resumed"
     config = ["trainer.early_stopping.enabled=false", "trainer.batch_size=8"]  # 158 steps per epoch
-    proc = start([*config, "trainer.max_epochs=100000", f"hydra.run.dir={run}"], tmp_path)
-    try:
-        wait_for_file(run / "metrics.csv", proc)
-        proc.send_signal(signal.SIGTERM)
-        stderr = finish(proc, timeout=15)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, stderr
+    returncode, stderr = signal_once_training([*config, "trainer.max_epochs=100000"], run, signal.SIGTERM)
+    assert returncode == 143, stderr
     last = run / "checkpoints" / "last.pt"
     line = assert_one_line(stderr, "dltrain: interrupted by SIGTERM")
     assert f"saved {last};" in line and line.endswith(f"continue with resume={last}."), line
@@ -135,14 +142,8 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_that_resumes(tmp_path):
 
 def test_sigusr1_stops_like_a_preemption_warning(tmp_path):
     run = tmp_path / "run"
-    proc = start([*ENDLESS, f"hydra.run.dir={run}"], tmp_path)
-    try:
-        wait_for_file(run / "metrics.csv", proc)
-        proc.send_signal(signal.SIGUSR1)
-        stderr = finish(proc, timeout=15)
-    finally:
-        proc.kill()
-    assert proc.returncode == 138, stderr
+    returncode, stderr = signal_once_training(ENDLESS, run, signal.SIGUSR1)
+    assert returncode == 138, stderr
     assert_one_line(stderr, "dltrain: interrupted by SIGUSR1")
     done = summary(run)
     assert done["status"] == "interrupted" and done["stop_reason"].startswith("interrupted by SIGUSR1")
