@@ -4,12 +4,17 @@ Config errors (unknown key, wrong type, unknown option, value out of range) and 
 :class:`~dltrain.errors.UserError` are printed as ``dltrain: error: ...`` with exit code 2
 (3 for a diverged run) and no traceback; ``HYDRA_FULL_ERROR=1`` shows the full one.
 Anything else is a bug and keeps its traceback.
+
+In a sweep (``dltrain -m``) a job that fails is recorded in its own ``summary.json`` and
+the sweep goes on; at the end the sweep is summarised (``dltrain.sweep``) and the exit code
+is non-zero if any job failed. A signal stops the whole sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -19,14 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from dltrain.callbacks import infer_mode
 from dltrain.config import validate
 from dltrain.errors import UserError
-from dltrain.files import ensure_new_run_dir
+from dltrain.files import claim_new_dir, ensure_new_run_dir, write_json
 from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
@@ -42,8 +50,13 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
+#: Statuses of a job that trained as asked (``summary.json``); any other is a failure.
+SUCCESS = ("completed", "early_stopped", "already_finished")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
+    sweeping = _in_sweep()
     try:
         # Each job of a sweep is checked here, before torch is imported (a single run was
         # already checked by RunStartChecks; train() checks again for Python callers).
@@ -51,13 +64,134 @@ def _train_app(cfg: DictConfig) -> float | None:
         from dltrain.run import train
 
         summary = train(cfg)
+    except Interrupted as err:
+        if sweeping:  # Hydra records a job's Exception and goes on; a signal must stop the sweep
+            raise SweepStopped(err) from err
+        _exit_with(err)
     except Exception as err:
+        if sweeping:
+            return _job_failed(err)
         # A user error is reported here rather than re-raised through Hydra, which would
         # print its own "Error executing job" line first.
         if describe_error(err) is None:
             raise
         _exit_with(err)
-    return summary.get("best_value")
+    # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
+    return summary.get("best_value") if summary.get("status") in SUCCESS else None
+
+
+class SweepStopped(BaseException):
+    """A signal stopped a job of a sweep: the sweep stops too (Hydra's launchers record a
+    job's ``Exception`` and start the next job, so this one is not an ``Exception``)."""
+
+    def __init__(self, interrupted: Interrupted) -> None:
+        super().__init__(str(interrupted))
+        self.interrupted = interrupted
+
+
+def _in_sweep() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not under Hydra
+        return False
+
+
+def _job_failed(err: Exception) -> None:
+    """Record a failed job of a sweep and let the sweep go on: one line on stderr (with the
+    traceback for a bug), and the job's ``summary.json`` says ``failed`` (or ``diverged``)
+    with the message. Returns nothing, which a sweeper reads as a failed trial."""
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    message = describe_error(err)
+    if message is None or _full_error:  # a bug keeps its traceback, in a sweep too
+        traceback.print_exception(err)
+    message = message or f"{type(err).__name__}: {_one_line(str(err))}"
+    summary_path = job_dir / "summary.json"
+    try:
+        written = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        written = {}
+    status = written.get("status") if written.get("status") in ("failed", "diverged") else "failed"
+    if status != written.get("status"):  # failed before train() wrote anything (e.g. a value out of range)
+        write_json(summary_path, {"status": "failed", "stop_reason": message.rstrip("."), "epochs_run": 0,
+                                  "stopped_epoch": None, "best_epoch": None, "best_value": None})
+    overrides = " ".join(hc.overrides.task)
+    print(f"dltrain: error: job {hc.job.num} ({overrides}) {status}: {message.rstrip('.')}.", file=sys.stderr)
+    return None
+
+
+class SweepReport(Callback):
+    """A sweep's start and end (``hydra.callbacks`` in train.yaml): the optimisation
+    direction of ``hydra/sweeper=optuna`` follows the monitored metric, and the finished
+    sweep is summarised (``sweep_summary.csv`` and ``.json``, ``best_overrides.yaml``,
+    ``sweep.png``, a ranked table)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _claim_dir(config, "sweep"):
+            # Each job's config is composed again from the overrides: they carry the directory.
+            with read_write(config.hydra.overrides):
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={config.hydra.sweep.dir}")
+        _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0)
+        _set_sweep_direction(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _summarize_sweep()
+
+
+#: The sweep this process runs: its directory, whether it was summarised, its exit code.
+_sweep: dict[str, Any] = {"dir": None, "summarized": False, "exit_code": 0}
+
+
+def _claim_dir(config: DictConfig, mode: str) -> bool:
+    """Create ``hydra.<mode>.dir`` now (``mode`` is ``run`` or ``sweep``), or the first free
+    ``<dir>_2``, ``<dir>_3``, ... when a run started in the same second has it, so two runs
+    never share a directory. A directory given on the command line is left to the user.
+    Returns whether it claimed one."""
+    key = f"hydra.{mode}.dir"
+    if any(o.lstrip("+~").split("=")[0] == key for o in config.hydra.overrides.hydra):
+        return False
+    node = config.hydra[mode]
+    claimed = claim_new_dir(str(node.dir))
+    with read_write(node):
+        node.dir = claimed
+    return True
+
+
+def _set_sweep_direction(config: DictConfig) -> None:
+    """``hydra.sweeper.direction`` of a sweeper that has one (optuna) from the monitored
+    metric's mode, unless the command line sets it."""
+    sweeper = config.hydra.sweeper
+    if "direction" not in sweeper:
+        return
+    if any(o.lstrip("+~").split("=")[0] == "hydra.sweeper.direction" for o in config.hydra.overrides.hydra):
+        return
+    es = config.trainer.early_stopping
+    mode = infer_mode(es.monitor) if es.mode == "auto" else es.mode
+    with read_write(sweeper), open_dict(sweeper):
+        sweeper.direction = "maximize" if mode == "max" else "minimize"
+
+
+def _summarize_sweep() -> None:
+    """Write and print the summary of this process's sweep (once), keeping its exit code.
+    A failure here is reported and never hides the jobs' own results."""
+    if _sweep["dir"] is None or _sweep["summarized"]:
+        return
+    _sweep["summarized"] = True
+    try:
+        from dltrain.sweep import summarize_sweep
+
+        summary = summarize_sweep(_sweep["dir"])
+    except Exception as err:
+        traceback.print_exception(err)
+        print(f"dltrain: error: could not summarise the sweep in {_sweep['dir']}: {_one_line(str(err))}.",
+              file=sys.stderr)
+        _sweep["exit_code"] = 2
+        return
+    _sweep["exit_code"] = summary.exit_code
+    if summary.failed:
+        jobs = ", ".join(str(row["job"]) for row in summary.failed)
+        _sweep["failed"] = (f"{len(summary.failed)} of {len(summary.rows)} jobs failed (job {jobs}): "
+                            f"see {_sweep['dir'] / 'sweep_summary.csv'}")
 
 
 class RunStartChecks(Callback):
@@ -68,6 +202,7 @@ class RunStartChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
+            _claim_dir(config, "run")
             ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...")
         except Exception as err:
             if describe_error(err) is None:
@@ -92,16 +227,25 @@ def _run_with_error_boundary(app: Any) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
+    except SweepStopped as stopped:  # a job of a sweep was stopped by a signal
+        _summarize_sweep()
+        _exit_with(stopped.interrupted)
     except KeyboardInterrupt:
+        _summarize_sweep()
         print("dltrain: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
+        _summarize_sweep()  # a sweep that broke off still gets the summary of its jobs
         if describe_error(err) is None:
             raise
         _exit_with(err)
     finally:
         if not _full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+    _summarize_sweep()
+    if _sweep["exit_code"]:
+        print(f"dltrain: error: {_sweep.get('failed', 'the sweep failed')}.", file=sys.stderr)
+        sys.exit(_sweep["exit_code"])
 
 
 def _exit_with(err: BaseException) -> None:

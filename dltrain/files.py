@@ -103,6 +103,24 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def claim_new_dir(path: str) -> str:
+    """Create the directory ``path`` and return it, or, when it exists already (a run that
+    started in the same second), the first free ``path_2``, ``path_3``, ...
+
+    Creating is what claims it: two processes never get the same directory, however close
+    together they start.
+    """
+    base = Path(path)
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return str(candidate)
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+
+
 def ensure_new_run_dir(run_dir: str | Path, how_to_change: str) -> None:
     """Refuse a directory that already holds a run: dltrain never overwrites one.
 

@@ -33,7 +33,7 @@ RUN_CONTROL = (
     "resume", "device", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
     "trainer.compile", "trainer.checkpoint.", "trainer.early_stopping.patience", "trainer.early_stopping.enabled",
     "trainer.early_stopping.min_delta", "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",
-    "data.num_workers",
+    "data.num_workers", "logger.",
 )
 #: Keys a resumed run may change (a key, or a prefix ending in a dot): the run-control keys,
 #: and where the same data lives now.

@@ -34,6 +34,7 @@ from dltrain.device import resolve_device, resolve_precision
 from dltrain.errors import ConfigError
 from dltrain.files import copy_atomically, ensure_new_run_dir, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
+from dltrain.loggers import Logger, build_logger
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, format_summary, summarize
@@ -283,9 +284,11 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
                  summary_text)
         for warning in exp.warnings:
             log.warning("warning: %s.", warning)
-        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop)
+        logger = build_logger(cfg.logger.name, run_dir, **_options(cfg.logger))
+        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop, logger)
+        logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
         if resume_path is not None:
-            _continue(trainer, metrics_csv, state, resume_path, run_dir)
+            _continue(trainer, metrics_csv, logger, state, resume_path, run_dir)
     except Exception as err:
         if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
             status = "interrupted" if isinstance(err, Interrupted) else "failed"
@@ -294,12 +297,12 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
                 "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None, "world_size": 1,
                 "started_at": started_at})
         raise
-    return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at)
+    return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger)
 
 
 def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path,
-                  stop: StopRequest) -> tuple[Trainer, MetricsCSV]:
-    """The trainer, with the end-of-epoch writes: a metrics.csv row and the checkpoints."""
+                  stop: StopRequest, logger: Logger) -> tuple[Trainer, MetricsCSV]:
+    """The trainer, with the end-of-epoch writes: a metrics.csv row, the logger's, and the checkpoints."""
     tcfg = cfg.trainer
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     meta = checkpoint_meta(cfg, exp)
@@ -307,6 +310,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
+        logger.log_epoch(row)
         if not trainer.healthy:  # the monitored metric is not finite: no checkpoint of such weights
             return
         ck = tcfg.checkpoint
@@ -336,9 +340,11 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     return trainer, metrics_csv
 
 
-def _continue(trainer: Trainer, metrics_csv: MetricsCSV, state: dict[str, Any], path: Path, run_dir: Path) -> None:
-    """Load a resumed run's state into ``trainer``; its history opens the new metrics.csv,
-    and its ``best.pt`` (when the best epoch came before the resume) is copied beside it."""
+def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: dict[str, Any], path: Path,
+              run_dir: Path) -> None:
+    """Load a resumed run's state into ``trainer``; its history opens the new metrics.csv
+    (and the logger's record), and its ``best.pt`` (when the best epoch came before the
+    resume) is copied beside it."""
     try:
         trainer.load_state_dict(state)
     except RuntimeError as err:  # weights of another shape: other data behind data.path, say
@@ -346,6 +352,7 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, state: dict[str, Any], 
                           f"({_first_line(err)}): point data.* at the data the run was trained on") from err
     for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
         metrics_csv.write(row)
+        logger.log_epoch(row)
     best = path.parent / "best.pt"
     if trainer.stopper.best_epoch is not None and best.is_file():
         copy_atomically(best, run_dir / "checkpoints" / "best.pt")
@@ -355,10 +362,10 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, state: dict[str, Any], 
 
 
 def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path, stop: StopRequest,
-                  resume_path: Path | None, started_at: str) -> dict[str, Any]:
-    """Train, then test the best epoch's weights; ``summary.json`` records how it ended."""
-    tcfg, stopper = cfg.trainer, trainer.stopper
-    train_batches, val_batches, test_batches = exp.batches
+                  resume_path: Path | None, started_at: str, logger: Logger) -> dict[str, Any]:
+    """Train, then test the best epoch's weights; ``summary.json`` records how it ended, and
+    ``curves.png`` and the logger close the run however it ended."""
+    stopper = trainer.stopper
     summary: dict[str, Any] = {
         "status": "failed", "stop_reason": None, "epochs_run": 0, "stopped_epoch": None, "best_epoch": None,
         "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {}, "test_weights": None,
@@ -367,6 +374,16 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
         "world_size": 1, "resumed_from": str(resume_path) if resume_path else None, "warnings": exp.warnings,
         "run_dir": str(run_dir), "started_at": started_at, "versions": trainer.meta["versions"],
     }
+    try:
+        return _fit_and_test_into(summary, cfg, exp, trainer, run_dir, stop)
+    finally:
+        _close_run(trainer, summary, run_dir, logger)
+
+
+def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path,
+                       stop: StopRequest) -> dict[str, Any]:
+    tcfg, stopper = cfg.trainer, trainer.stopper
+    train_batches, val_batches, test_batches = exp.batches
     diverged: TrainingDiverged | None = None
     start = time.perf_counter()
     try:
@@ -433,6 +450,44 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
         raise Interrupted(late, f"{signal_name(late)} arrived after the last training step: the run "
                                 f"{summary['status']} and wrote its results")
     return summary
+
+
+def _close_run(trainer: Trainer, summary: dict[str, Any], run_dir: Path, logger: Logger) -> None:
+    """``curves.png`` of the epochs trained, and the logger's last record. Neither may
+    cost the run its results, so a failure of either is a warning."""
+    if trainer.history:
+        try:
+            from dltrain.plots import plot_curves
+
+            plot_curves(trainer.history, run_dir / "curves.png", monitor=summary["monitor"],
+                        best_epoch=summary["best_epoch"], stopped_epoch=summary["stopped_epoch"],
+                        status=summary["status"], title=f"{run_dir.name}: {summary['status']}")
+        except Exception as err:  # noqa: BLE001 - a plot is never worth the run
+            log.warning("warning: could not draw curves.png: %s", _first_line(err))
+    try:
+        logger.finish(summary)
+    except Exception as err:  # noqa: BLE001
+        log.warning("warning: the %s logger could not finish: %s", type(logger).__name__, _first_line(err))
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The run's main hyperparameters, flat, for a logger's hyperparameter table: each
+    group's option, the usual knobs, and every key the command line set."""
+    reg, tcfg = cfg.regularization, cfg.trainer
+    hparams: dict[str, Any] = {group: cfg[group].name for group in ("model", "data", "optim", "loss", "init",
+                                                                    "scheduler")}
+    hparams.update({"optim.lr": cfg.optim.lr, "trainer.batch_size": tcfg.batch_size,
+                    "trainer.max_epochs": tcfg.max_epochs, "regularization.dropout": reg.dropout,
+                    "regularization.l1": reg.l1, "regularization.l2": reg.l2,
+                    "regularization.batch_norm": reg.batch_norm, "seed": cfg.seed,
+                    "trainer.precision": tcfg.precision})
+    for key in sorted(explicit_keys(cfg)):
+        value = OmegaConf.select(cfg, key, default=None)
+        if key.endswith(".name"):
+            key, value = key[:-len(".name")], value
+        if value is not None and not isinstance(value, DictConfig):
+            hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return hparams
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, Any], run_dir: Path) -> None:

@@ -516,6 +516,20 @@ class OneCycleSchedulerConfig(SchedulerConfig):
     three_phase: bool = False
 
 
+# --- logger= -------------------------------------------------------------------------
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    name: str = MISSING
+    subdir: str = spec("tensorboard", help="folder of the event files, inside the run directory")
+    flush_secs: int = spec(30, ge=1, help="how often the event files are flushed to disk")
+
+
 # --- plain nodes ---------------------------------------------------------------------
 
 @dataclass
@@ -615,6 +629,7 @@ class TrainConfig:
     loss: Any = MISSING
     init: Any = MISSING
     scheduler: Any = MISSING
+    logger: Any = MISSING
     seed: int = spec(0, ge=0, le=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
     resume: str | None = spec(None, help="a checkpoint file, a run directory, or auto")
@@ -642,4 +657,5 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": {"none": SchedulerConfig, "step": StepSchedulerConfig, "multistep": MultiStepSchedulerConfig,
                   "exponential": ExponentialSchedulerConfig, "cosine": CosineSchedulerConfig,
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
+    "logger": {"csv": LoggerConfig, "tensorboard": TensorBoardLoggerConfig},
 }
