@@ -50,8 +50,9 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
-#: Statuses of a job that trained as asked (``summary.json``); any other is a failure.
-SUCCESS = ("completed", "early_stopped", "already_finished")
+#: Launchers and sweepers that are optional extras of dltrain: the extra that installs each.
+PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "optuna",
+                 "hydra/launcher=submitit_slurm": "submitit", "hydra/launcher=submitit_local": "submitit"}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
@@ -76,6 +77,8 @@ def _train_app(cfg: DictConfig) -> float | None:
         if describe_error(err) is None:
             raise
         _exit_with(err)
+    from dltrain.sweep import SUCCESS
+
     # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
     return summary.get("best_value") if summary.get("status") in SUCCESS else None
 
@@ -103,9 +106,10 @@ def _job_failed(err: Exception) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     message = describe_error(err)
-    if message is None or _full_error:  # a bug keeps its traceback, in a sweep too
+    bug = message is None
+    if bug or _full_error:  # a bug keeps its traceback, in a sweep too
         traceback.print_exception(err)
-    message = message or f"{type(err).__name__}: {_one_line(str(err))}"
+    message = (message or f"{type(err).__name__}: {_one_line(str(err))}").rstrip(".")
     summary_path = job_dir / "summary.json"
     try:
         written = json.loads(summary_path.read_text())
@@ -113,10 +117,12 @@ def _job_failed(err: Exception) -> None:
         written = {}
     status = written.get("status") if written.get("status") in ("failed", "diverged") else "failed"
     if status != written.get("status"):  # failed before train() wrote anything (e.g. a value out of range)
-        write_json(summary_path, {"status": "failed", "stop_reason": message.rstrip("."), "epochs_run": 0,
+        write_json(summary_path, {"status": "failed", "stop_reason": message, "epochs_run": 0,
                                   "stopped_epoch": None, "best_epoch": None, "best_value": None})
+    elif bug:  # name the exception: the message alone rarely says what broke
+        write_json(summary_path, {**written, "stop_reason": message})
     overrides = " ".join(hc.overrides.task)
-    print(f"dltrain: error: job {hc.job.num} ({overrides}) {status}: {message.rstrip('.')}.", file=sys.stderr)
+    print(f"dltrain: error: job {hc.job.num} ({overrides}) {status}: {message}.", file=sys.stderr)
     return None
 
 
@@ -266,6 +272,9 @@ def describe_error(err: BaseException) -> str | None:
         found = re.search(r"Could not find '([^']+)'", str(err))
         if found and err.options is not None:
             group, _, option = found.group(1).rpartition("/")
+            extra = PLUGIN_EXTRAS.get(f"{group}={option}")
+            if extra:
+                return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
             return f"{group}={option} is not a known option: choose one of {', '.join(sorted(err.options))}."
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):

@@ -13,11 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dltrain.files import atomic_tmpfile
+from dltrain.sweep import SUCCESS
 
 #: Resolution of the saved PNGs: enough to read, small enough to keep beside every run.
 DPI = 100
 #: The statuses of a sweep job that finished training; anything else is a failure.
-SUCCESS_STATUSES = frozenset({"completed", "early_stopped", "already_finished"})
 
 #: Columns of metrics.csv that are not a train_*/val_* metric.
 _NOT_METRICS = frozenset({"epoch", "lr", "epoch_seconds"})
@@ -139,7 +139,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]], *, monitor: str, mode: str, par
         raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
     params = list(params)
     values = [_num(row.get("best_value")) for row in rows]
-    ok = [str(row.get("status")) in SUCCESS_STATUSES and math.isfinite(v) for row, v in zip(rows, values, strict=True)]
+    ok = [str(row.get("status")) in SUCCESS and math.isfinite(v) for row, v in zip(rows, values, strict=True)]
     good = [i for i in range(len(rows)) if ok[i]]
     best = (min if mode == "min" else max)(good, key=lambda i: values[i]) if good else None
     with_params = 1 <= len(params) <= 2 and best is not None

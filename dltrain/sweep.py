@@ -156,7 +156,10 @@ def write_summary(summary: SweepSummary) -> None:
 
 def print_summary(summary: SweepSummary, console: Console | None = None) -> None:
     """Print the ranked table, where the files are, the best job's command and which jobs failed."""
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=160)  # a log file or a pipe: one line per job beats rich's 80 columns
     rows, monitor = summary.rows, summary.monitor
     n = len(rows)
     title = f"sweep: {n} job{'s' if n != 1 else ''}"
@@ -169,7 +172,7 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
         table.add_column(name, justify="right")
     for param in summary.params:
         table.add_column(param)
-    table.add_column("status")
+    table.add_column("status", no_wrap=True)
     table.add_column(f"best {monitor}" if monitor else "best value", justify="right")
     table.add_column("epoch", justify="right")
     for key in test_keys:
@@ -177,7 +180,7 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
     table.add_column("epochs", justify="right")
     table.add_column("seconds", justify="right")
     if with_note:
-        table.add_column("note")
+        table.add_column("note", no_wrap=True, overflow="ellipsis")
 
     for row in rows:
         ok = row["status"] in SUCCESS

@@ -149,3 +149,62 @@ def test_batch_norm_with_a_last_batch_of_one(compose, tmp_path):
     summary = train(compose(["regularization.batch_norm=true", "trainer.batch_size=8", "trainer.max_epochs=1"]),
                     run_dir=tmp_path)
     assert summary["status"] == "completed"
+
+
+def test_every_run_draws_its_curves(compose, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import dltrain.plots
+
+    seen = {}
+    draw = dltrain.plots.plot_curves
+
+    def spy(history, path, **kw):
+        seen.update(kw, epochs=[row["epoch"] for row in history])
+        return draw(history, path, **kw)
+
+    monkeypatch.setattr(dltrain.plots, "plot_curves", spy)
+    summary = train(compose(["data=xor", "optim=sgd", "optim.lr=5", "trainer.max_epochs=30",
+                             "trainer.early_stopping.patience=2"]), run_dir=tmp_path)
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.format == "PNG" and image.width > 300
+    # The best epoch and the early stop are what the plot was asked to mark.
+    assert seen["best_epoch"] == summary["best_epoch"] and seen["stopped_epoch"] == summary["stopped_epoch"]
+    assert seen["status"] == summary["status"] and seen["monitor"] == "val_loss"
+    assert seen["epochs"] == list(range(1, summary["epochs_run"] + 1))
+
+
+def test_a_plot_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatch, caplog):
+    import dltrain.plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts here")
+
+    monkeypatch.setattr(dltrain.plots, "plot_curves", broken)
+    summary = train(compose(["data=xor", "trainer.max_epochs=2"]), run_dir=tmp_path)
+    assert summary["status"] == "completed" and (tmp_path / "summary.json").is_file()
+    assert not (tmp_path / "curves.png").exists()
+    assert "could not draw curves.png: no fonts here" in caplog.text
+
+
+def test_logger_tensorboard_in_a_run(compose, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(compose(["data=xor", "logger=tensorboard", "trainer.max_epochs=3", "optim.lr=0.01"]), run_dir=tmp_path)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3]
+    assert [e.value for e in acc.Scalars("loss/val")] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-5)
+    assert "hparam/best_value" in acc.Tags()["scalars"]
+
+
+def test_run_hparams_hold_the_choices_and_the_keys_set(compose):
+    from dltrain.run import run_hparams
+
+    hparams = run_hparams(compose(["optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]"]))
+    assert hparams["optim"] == "sgd" and hparams["optim.lr"] == 0.3 and hparams["model"] == "mlp"
+    assert hparams["model.hidden"] == "[16, 8]"  # set by the caller, shown as text
+    assert all(isinstance(v, (bool, int, float, str)) for v in hparams.values())
