@@ -184,8 +184,10 @@ def _summarize_sweep() -> None:
         return
     _sweep["summarized"] = True
     try:
-        from dltrain.sweep import summarize_sweep
+        from dltrain.sweep import collect_jobs, summarize_sweep
 
+        if not collect_jobs(_sweep["dir"]):  # stopped before its first job (a value Hydra could not compose)
+            return
         summary = summarize_sweep(_sweep["dir"])
     except Exception as err:
         traceback.print_exception(err)

@@ -329,3 +329,12 @@ def test_a_signal_stops_the_whole_sweep(tmp_path):
     assert row["status"] == "interrupted"
     assert json.loads((sweep / "0" / "summary.json").read_text())["checkpoint"].endswith("last.pt")
     assert "dltrain: interrupted by SIGINT" in stderr and "continue with resume=" in stderr
+
+
+def test_a_value_hydra_cannot_compose_stops_the_sweep_before_its_first_job(tmp_path):
+    proc = run_cli(["-m", "optim.lr=0.1,abc", "trainer.fast_dev_run=true", *QUICK], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "dltrain: error: optim.lr: Value 'abc' of type 'str' could not be converted to Float.\n"
+    [sweep] = sweep_dirs(tmp_path)
+    assert not [p for p in sweep.iterdir() if p.is_dir()]  # no job ran
+    assert not (sweep / "sweep_summary.csv").exists()

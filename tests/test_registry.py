@@ -10,6 +10,7 @@ from dltrain.config import ACTIVATIONS, GROUP_SCHEMAS
 from dltrain.data import DATASETS
 from dltrain.errors import ConfigError
 from dltrain.init import INITS
+from dltrain.loggers import LOGGERS
 from dltrain.losses import LOSSES
 from dltrain.models import MODELS
 from dltrain.models.layers import ACTIVATIONS as ACTIVATION_MODULES
@@ -17,7 +18,7 @@ from dltrain.optim import OPTIMIZERS
 from dltrain.registry import Registry
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-REGISTRIES = {"model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "loss": LOSSES, "init": INITS}
+REGISTRIES = {"model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "loss": LOSSES, "init": INITS, "logger": LOGGERS}
 
 
 def test_register_get_build_names():
