@@ -33,8 +33,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from dltrain.callbacks import infer_mode
 from dltrain.config import validate
-from dltrain.errors import UserError
-from dltrain.files import claim_new_dir, ensure_new_run_dir, write_json
+from dltrain.errors import ConfigError, UserError
+from dltrain.files import claim_new_dir, ensure_new_run_dir, ensure_new_sweep_dir, write_json
 from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
@@ -91,6 +91,9 @@ class SweepStopped(BaseException):
         super().__init__(str(interrupted))
         self.interrupted = interrupted
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from a worker process to the sweep
+        return type(self), (self.interrupted,)
+
 
 def _in_sweep() -> bool:
     try:
@@ -116,14 +119,23 @@ def _job_failed(err: Exception) -> None:
     except (OSError, ValueError):
         written = {}
     status = written.get("status") if written.get("status") in ("failed", "diverged") else "failed"
-    if status != written.get("status"):  # failed before train() wrote anything (e.g. a value out of range)
+    if not summary_path.exists():  # failed before train() wrote anything (e.g. a value out of range)
         write_json(summary_path, {"status": "failed", "stop_reason": message, "epochs_run": 0,
                                   "stopped_epoch": None, "best_epoch": None, "best_value": None})
-    elif bug:  # name the exception: the message alone rarely says what broke
+    elif bug and written.get("status") == "failed":  # name the exception: its message alone rarely says what broke
         write_json(summary_path, {**written, "stop_reason": message})
     overrides = " ".join(hc.overrides.task)
     print(f"dltrain: error: job {hc.job.num} ({overrides}) {status}: {message}.", file=sys.stderr)
     return None
+
+
+def _remove_unused_sweep_dir(folder: Path) -> None:
+    """Remove a sweep directory this process created in which no job ran (Hydra's
+    ``multirun.yaml`` at most)."""
+    if _sweep.get("claimed") and folder.is_dir() and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
 
 
 class SweepReport(Callback):
@@ -133,11 +145,19 @@ class SweepReport(Callback):
     ``sweep.png``, a ranked table)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if _claim_dir(config, "sweep"):
+        try:
+            _check_sweep(config)
+            claimed = _claim_dir(config, "sweep")
+            if not claimed:
+                ensure_new_sweep_dir(Path(str(config.hydra.sweep.dir)))
+        except UserError as err:
+            _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
+        if claimed:
             # Each job's config is composed again from the overrides: they carry the directory.
+            quoted = str(config.hydra.sweep.dir).replace("\\", "\\\\").replace("'", "\\'")
             with read_write(config.hydra.overrides):
-                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={config.hydra.sweep.dir}")
-        _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0)
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+        _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0, claimed=claimed)
         _set_sweep_direction(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -145,7 +165,18 @@ class SweepReport(Callback):
 
 
 #: The sweep this process runs: its directory, whether it was summarised, its exit code.
-_sweep: dict[str, Any] = {"dir": None, "summarized": False, "exit_code": 0}
+_sweep: dict[str, Any] = {"dir": None, "summarized": False, "exit_code": 0, "claimed": False}
+
+
+def _check_sweep(config: DictConfig) -> None:
+    """A sweep's summary reads every job's ``.hydra`` folder.
+
+    Raises:
+        ConfigError: ``hydra.output_subdir`` is null.
+    """
+    if config.hydra.output_subdir is None:
+        raise ConfigError("hydra.output_subdir=null: a sweep's summary reads each job's .hydra folder, "
+                          "so keep it (remove the override).")
 
 
 def _claim_dir(config: DictConfig, mode: str) -> bool:
@@ -177,16 +208,23 @@ def _set_sweep_direction(config: DictConfig) -> None:
         sweeper.direction = "maximize" if mode == "max" else "minimize"
 
 
-def _summarize_sweep() -> None:
+def _summarize_sweep(failing: bool = False) -> None:
     """Write and print the summary of this process's sweep (once), keeping its exit code.
-    A failure here is reported and never hides the jobs' own results."""
+    A failure here is reported and never hides the jobs' own results. ``failing``: the
+    sweep broke off with an error of its own."""
     if _sweep["dir"] is None or _sweep["summarized"]:
         return
     _sweep["summarized"] = True
     try:
         from dltrain.sweep import collect_jobs, summarize_sweep
 
-        if not collect_jobs(_sweep["dir"]):  # stopped before its first job (a value Hydra could not compose)
+        if not collect_jobs(_sweep["dir"]):
+            if failing:  # stopped before its first job (a value Hydra could not compose): leave no trace
+                _remove_unused_sweep_dir(_sweep["dir"])
+            else:
+                print(f"dltrain: error: no job directories in {_sweep['dir']}: nothing to summarise.",
+                      file=sys.stderr)
+                _sweep["exit_code"] = 2
             return
         summary = summarize_sweep(_sweep["dir"])
     except Exception as err:
@@ -243,8 +281,12 @@ def _run_with_error_boundary(app: Any) -> None:
         print("dltrain: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
-        _summarize_sweep()  # a sweep that broke off still gets the summary of its jobs
+        _summarize_sweep(failing=True)  # a sweep that broke off still gets the summary of its jobs
         if describe_error(err) is None:
+            if _sweep["exit_code"]:  # e.g. a sweeper giving up because every job failed
+                print(f"dltrain: error: {_sweep.get('failed', 'the sweep failed')}; then the sweeper stopped: "
+                      f"{type(err).__name__}: {_one_line(str(err))}.", file=sys.stderr)
+                sys.exit(_sweep["exit_code"])
             raise
         _exit_with(err)
     finally:
@@ -270,6 +312,8 @@ def describe_error(err: BaseException) -> str | None:
     """One line for a user error (naming the key and what to do), None for a bug."""
     if isinstance(err, UserError):
         return _one_line(str(err))
+    if isinstance(err, ValueError) and str(err).startswith("Only one of --run, --multirun"):
+        return _one_line(str(err))  # Hydra's own check of its flags, e.g. -m with --cfg
     if isinstance(err, MissingConfigException):
         found = re.search(r"Could not find '([^']+)'", str(err))
         if found and err.options is not None:

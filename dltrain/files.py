@@ -130,3 +130,17 @@ def ensure_new_run_dir(run_dir: str | Path, how_to_change: str) -> None:
     if (Path(run_dir) / "metrics.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
                           f"{how_to_change}.")
+
+
+def ensure_new_sweep_dir(folder: str | Path) -> None:
+    """Refuse a sweep directory (given on the command line) that already holds runs: a
+    sweep never mixes its jobs with them, nor writes over them.
+
+    Raises:
+        ConfigError: naming the directory and what to do.
+    """
+    folder = Path(folder)
+    if folder.is_dir() and any(p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.csv").exists())
+                               for p in folder.iterdir()):
+        raise ConfigError(f"hydra.sweep.dir={folder} already holds runs: dltrain never mixes a sweep with them; "
+                          "choose another directory.")

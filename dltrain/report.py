@@ -14,14 +14,17 @@ import torch
 class MetricsCSV:
     """``metrics.csv``: one row per epoch, flushed as it is written so a kill loses nothing.
 
-    The columns are fixed by the first row; later rows may not add columns.
+    The columns are fixed by the first row; later rows may not add columns. ``rows`` keeps
+    what was written (a diverged epoch's row too), for the run's ``curves.png``.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.columns: list[str] | None = None
+        self.rows: list[dict[str, Any]] = []
 
     def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(dict(row))
         new = self.columns is None
         if new:
             self.columns = list(row)

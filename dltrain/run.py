@@ -266,6 +266,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     started_at = datetime.now().isoformat(timespec="seconds")
     resume_path: Path | None = None
+    logger: Logger | None = None
     try:
         if cfg.resume is not None:
             resume_path, state, cfg = _load_resume(cfg)
@@ -290,14 +291,16 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
         if resume_path is not None:
             _continue(trainer, metrics_csv, logger, state, resume_path, run_dir)
     except Exception as err:
+        status = "interrupted" if isinstance(err, Interrupted) else "failed"
+        failed = {"status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
+                  "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None, "world_size": 1,
+                  "started_at": started_at}
         if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
-            status = "interrupted" if isinstance(err, Interrupted) else "failed"
-            write_json(run_dir / "summary.json", {
-                "status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
-                "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None, "world_size": 1,
-                "started_at": started_at})
+            write_json(run_dir / "summary.json", failed)
+        if logger is not None:  # its files are closed, whatever happens next
+            _finish_logger(logger, failed)
         raise
-    return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger)
+    return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger, metrics_csv.rows)
 
 
 def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path,
@@ -310,7 +313,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
         metrics_csv.write(row)
-        logger.log_epoch(row)
+        _log_epoch(logger, row)
         if not trainer.healthy:  # the monitored metric is not finite: no checkpoint of such weights
             return
         ck = tcfg.checkpoint
@@ -340,6 +343,19 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     return trainer, metrics_csv
 
 
+def _log_epoch(logger: Logger, row: dict[str, Any]) -> None:
+    """The logger's epoch record; a logger that fails is switched off with a warning, and
+    the run goes on (metrics.csv has the row)."""
+    if getattr(logger, "broken", False):
+        return
+    try:
+        logger.log_epoch(row)
+    except Exception as err:  # noqa: BLE001
+        logger.broken = True
+        log.warning("warning: the %s logger failed and is off for the rest of the run: %s", type(logger).__name__,
+                    _first_line(err))
+
+
 def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: dict[str, Any], path: Path,
               run_dir: Path) -> None:
     """Load a resumed run's state into ``trainer``; its history opens the new metrics.csv
@@ -352,7 +368,7 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: 
                           f"({_first_line(err)}): point data.* at the data the run was trained on") from err
     for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
         metrics_csv.write(row)
-        logger.log_epoch(row)
+        _log_epoch(logger, row)
     best = path.parent / "best.pt"
     if trainer.stopper.best_epoch is not None and best.is_file():
         copy_atomically(best, run_dir / "checkpoints" / "best.pt")
@@ -362,7 +378,8 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: 
 
 
 def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path, stop: StopRequest,
-                  resume_path: Path | None, started_at: str, logger: Logger) -> dict[str, Any]:
+                  resume_path: Path | None, started_at: str, logger: Logger,
+                  rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Train, then test the best epoch's weights; ``summary.json`` records how it ended, and
     ``curves.png`` and the logger close the run however it ended."""
     stopper = trainer.stopper
@@ -377,7 +394,7 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
     try:
         return _fit_and_test_into(summary, cfg, exp, trainer, run_dir, stop)
     finally:
-        _close_run(trainer, summary, run_dir, logger)
+        _close_run(rows, summary, run_dir, logger)
 
 
 def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path,
@@ -452,21 +469,29 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
     return summary
 
 
-def _close_run(trainer: Trainer, summary: dict[str, Any], run_dir: Path, logger: Logger) -> None:
-    """``curves.png`` of the epochs trained, and the logger's last record. Neither may
-    cost the run its results, so a failure of either is a warning."""
-    if trainer.history:
+def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path, logger: Logger) -> None:
+    """``curves.png`` of the epochs in metrics.csv, and the logger's last record. Neither
+    may cost the run its results, so a failure of either is a warning (a signal is not)."""
+    if rows:
         try:
             from dltrain.plots import plot_curves
 
-            plot_curves(trainer.history, run_dir / "curves.png", monitor=summary["monitor"],
+            plot_curves(rows, run_dir / "curves.png", monitor=summary["monitor"],
                         best_epoch=summary["best_epoch"], stopped_epoch=summary["stopped_epoch"],
                         status=summary["status"], title=f"{run_dir.name}: {summary['status']}")
+        except Interrupted:
+            raise
         except Exception as err:  # noqa: BLE001 - a plot is never worth the run
             log.warning("warning: could not draw curves.png: %s", _first_line(err))
+    _finish_logger(logger, summary)
+
+
+def _finish_logger(logger: Logger, summary: dict[str, Any]) -> None:
     try:
         logger.finish(summary)
-    except Exception as err:  # noqa: BLE001
+    except Interrupted:
+        raise
+    except Exception as err:  # noqa: BLE001 - the run's own files are written already
         log.warning("warning: the %s logger could not finish: %s", type(logger).__name__, _first_line(err))
 
 
@@ -481,13 +506,23 @@ def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
                     "regularization.l1": reg.l1, "regularization.l2": reg.l2,
                     "regularization.batch_norm": reg.batch_norm, "seed": cfg.seed,
                     "trainer.precision": tcfg.precision})
-    for key in sorted(explicit_keys(cfg)):
+    for key in sorted(_command_line_keys()):
         value = OmegaConf.select(cfg, key, default=None)
         if key.endswith(".name"):
             key, value = key[:-len(".name")], value
         if value is not None and not isinstance(value, DictConfig):
             hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return hparams
+
+
+def _command_line_keys() -> set[str]:
+    """The keys set on the command line (``dltrain`` under Hydra); none from Python."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return explicit_keys(None) if HydraConfig.initialized() else set()
+    except ValueError:
+        return set()
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, Any], run_dir: Path) -> None:
@@ -548,6 +583,7 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
                "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),
                "best_epoch": es.get("best_epoch"), "monitor": cfg.trainer.early_stopping.monitor,
+               "mode": make_stopper(cfg).mode,
                "best_value": es.get("best"), "world_size": 1, "run_dir": str(run_dir)}
     if run_dir.is_dir():
         write_json(run_dir / "summary.json", summary)

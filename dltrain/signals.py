@@ -31,6 +31,11 @@ class Interrupted(UserError):
         self.aborted = aborted  # raised wherever the program was, not at a step boundary
         super().__init__(message or f"interrupted by {signal_name(signum)}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable, so a signal in a job that runs in a worker process (joblib, submitit)
+        # reaches the sweep as itself.
+        return type(self), (self.signum, str(self), self.aborted)
+
 
 def signal_name(signum: int) -> str:
     try:

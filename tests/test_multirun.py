@@ -16,6 +16,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
+from omegaconf import read_write
 from PIL import Image
 
 from dltrain.files import claim_new_dir
@@ -207,7 +208,7 @@ def test_launcher_and_sweeper_configs_compose(overrides, plugin, node, target, v
         assert set(chosen.params) == {"optim.lr", "trainer.batch_size", "regularization.dropout",
                                       "regularization.l2"}
         assert chosen.sampler.seed == cfg.seed
-        assert cfg.trainer.max_epochs == 20
+        assert cfg.trainer.max_epochs == 30  # the search leaves the epochs (and an experiment's) alone
     if overrides[0].startswith("cluster="):
         assert str(chosen.submitit_folder).endswith("/.submitit/%j")
 
@@ -216,15 +217,29 @@ def test_launcher_and_sweeper_configs_compose(overrides, plugin, node, target, v
     (["trainer.early_stopping.monitor=val_accuracy"], "maximize"),
     (["trainer.early_stopping.monitor=val_accuracy", "trainer.early_stopping.mode=min"], "minimize"),
     ([], "minimize"),
-    (["trainer.early_stopping.monitor=val_accuracy", "hydra.sweeper.direction=minimize"], "minimize"),
+    (["trainer.early_stopping.monitor=train_loss"], "minimize"),
 ])
 def test_the_optuna_direction_follows_the_monitored_metric(overrides, direction):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from omegaconf import open_dict, read_write
+
     from dltrain.cli import _set_sweep_direction
 
     cfg = _hydra_config(["hydra/sweeper=optuna", *overrides])
+    with read_write(cfg.hydra.sweeper), open_dict(cfg.hydra.sweeper):  # the wrong way round, to start from
+        cfg.hydra.sweeper.direction = "minimize" if direction == "maximize" else "maximize"
     _set_sweep_direction(cfg)
-    assert cfg.hydra.sweeper.direction == direction or cfg.hydra.sweeper.direction.name == direction
+    assert cfg.hydra.sweeper.direction == direction
+
+
+def test_the_optuna_direction_given_on_the_command_line_stands():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from dltrain.cli import _set_sweep_direction
+
+    cfg = _hydra_config(["hydra/sweeper=optuna", "hydra.sweeper.direction=minimize",
+                         "trainer.early_stopping.monitor=val_accuracy"])  # which alone would maximise
+    _set_sweep_direction(cfg)
+    assert cfg.hydra.sweeper.direction == "minimize"
 
 
 def test_the_basic_sweeper_has_no_direction_to_set():
@@ -335,6 +350,70 @@ def test_a_value_hydra_cannot_compose_stops_the_sweep_before_its_first_job(tmp_p
     proc = run_cli(["-m", "optim.lr=0.1,abc", "trainer.fast_dev_run=true", *QUICK], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "dltrain: error: optim.lr: Value 'abc' of type 'str' could not be converted to Float.\n"
+    assert sweep_dirs(tmp_path) == []  # no job ran: the sweep directory it claimed is gone again
+
+
+def test_a_signal_crosses_from_a_worker_process_intact():
+    import pickle
+
+    from dltrain.cli import SweepStopped
+    from dltrain.signals import Interrupted
+
+    stopped = pickle.loads(pickle.dumps(SweepStopped(Interrupted(signal.SIGTERM, "stopped in epoch 2", aborted=True))))
+    assert isinstance(stopped, SweepStopped) and str(stopped.interrupted) == "stopped in epoch 2"
+    assert stopped.interrupted.exit_code == 143 and stopped.interrupted.aborted
+
+
+def test_a_sweep_directory_that_holds_runs_is_refused(tmp_path):
+    old = tmp_path / "S" / "0"
+    old.mkdir(parents=True)
+    (old / "metrics.csv").write_text("epoch\n1\n")
+    (old / "summary.json").write_text('{"status": "completed"}')
+    proc = run_cli(["-m", "hydra.sweep.dir=S", "optim=sgd,adam", "trainer.fast_dev_run=true", *QUICK], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("dltrain: error: hydra.sweep.dir=S already holds runs: dltrain never mixes a sweep with "
+                           "them; choose another directory.\n")
+    assert (old / "summary.json").read_text() == '{"status": "completed"}'  # untouched
+    assert sorted(p.name for p in (tmp_path / "S").iterdir()) == ["0"]
+
+
+def test_a_sweep_without_job_config_folders_is_refused(tmp_path):
+    proc = run_cli(["-m", "hydra.output_subdir=null", "optim=sgd,adam", "trainer.fast_dev_run=true"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("dltrain: error: hydra.output_subdir=null: a sweep's summary reads each job's")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_multirun_with_cfg_is_one_line(tmp_path):
+    proc = run_cli(["-m", "--cfg", "job", "optim=sgd,adam"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("dltrain: error: Only one of --run, --multirun") and proc.stderr.count("\n") == 1
+
+
+def test_the_claimed_sweep_directory_reaches_the_jobs_quoted(tmp_path, monkeypatch):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dltrain.cli import SweepReport
+
+    monkeypatch.chdir(tmp_path)
+    odd = "sweeps/lr=0.1,x'y"
+    cfg = _hydra_config([f"hydra.sweep.dir=\"{odd}\""])
+    with read_write(cfg.hydra.overrides):  # as if a preset had set it, not the command line
+        cfg.hydra.overrides.hydra = []
+    SweepReport().on_multirun_start(cfg)
+    [override] = cfg.hydra.overrides.hydra
+    parsed = OverridesParser.create().parse_override(override)
+    assert parsed.key_or_group == "hydra.sweep.dir" and parsed.value() == odd
+    assert (tmp_path / odd).is_dir()
+
+
+@pytest.mark.slow
+def test_an_optuna_search_where_every_trial_fails_is_one_line(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "optim.lr=interval(-2,-1)",
+                    "trainer.fast_dev_run=true", *QUICK], tmp_path, timeout=240)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dltrain: error: 2 of 2 jobs failed (job 0, 1)") and "No trials are completed yet" in last
     [sweep] = sweep_dirs(tmp_path)
-    assert not [p for p in sweep.iterdir() if p.is_dir()]  # no job ran
-    assert not (sweep / "sweep_summary.csv").exists()
+    assert [row["status"] for row in read_csv(sweep / "sweep_summary.csv")] == ["failed", "failed"]

@@ -111,6 +111,7 @@ def test_resuming_a_finished_run_trains_nothing(compose, tmp_path, straight):
     (tmp_path / "again").mkdir()
     summary = train(compose([*EXACT, "trainer.max_epochs=7", f"resume={last}"]), run_dir=tmp_path / "again")
     assert summary["status"] == "already_finished" and "completed 7 epochs" in summary["stop_reason"]
+    assert summary["mode"] == "min"  # so a sweep of finished runs still ranks them
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["status"] == "already_finished"
     assert not (tmp_path / "again" / "metrics.csv").exists()
 

@@ -201,10 +201,66 @@ def test_logger_tensorboard_in_a_run(compose, tmp_path):
     assert "hparam/best_value" in acc.Tags()["scalars"]
 
 
-def test_run_hparams_hold_the_choices_and_the_keys_set(compose):
+def test_run_hparams_hold_the_choices(compose):
+    from hydra.core.global_hydra import GlobalHydra
+
     from dltrain.run import run_hparams
 
-    hparams = run_hparams(compose(["optim=sgd", "optim.lr=0.3", "model.hidden=[16,8]"]))
+    hparams = run_hparams(compose(["optim=sgd", "optim.lr=0.3", "regularization.dropout=0.25"]))
     assert hparams["optim"] == "sgd" and hparams["optim.lr"] == 0.3 and hparams["model"] == "mlp"
-    assert hparams["model.hidden"] == "[16, 8]"  # set by the caller, shown as text
+    assert hparams["regularization.dropout"] == 0.25 and hparams["data"] == "digits"
     assert all(isinstance(v, (bool, int, float, str)) for v in hparams.values())
+    assert not GlobalHydra.instance().is_initialized()  # from Python, nothing is composed behind the caller's back
+
+
+def test_train_leaves_the_callers_hydra_alone(tmp_path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from dltrain.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="dltrain.conf", version_base="1.3"):
+        for name in ("a", "b"):  # composing again after a run still works
+            cfg = hydra_compose(config_name="train", overrides=["data=xor", "trainer.max_epochs=1"])
+            assert train(cfg, run_dir=tmp_path / name)["status"] == "completed"
+
+
+def test_a_run_that_diverges_in_its_first_epoch_still_draws_it(compose, tmp_path):
+    with pytest.raises(TrainingDiverged):
+        train(compose(["data=sine", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=2"]), run_dir=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_a_signal_while_drawing_the_curves_still_stops(compose, tmp_path, monkeypatch):
+    import signal
+
+    import dltrain.plots
+    from dltrain.signals import Interrupted
+
+    def signalled(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(dltrain.plots, "plot_curves", signalled)
+    with pytest.raises(Interrupted):
+        train(compose(["data=xor", "trainer.max_epochs=1"]), run_dir=tmp_path)
+
+
+def test_a_logger_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatch, caplog):
+    import dltrain.run
+    from dltrain.loggers import Logger
+
+    class Broken(Logger):
+        calls = 0
+
+        def log_epoch(self, row):
+            Broken.calls += 1
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(dltrain.run, "build_logger", lambda *a, **k: Broken())
+    summary = train(compose(["data=xor", "trainer.max_epochs=3"]), run_dir=tmp_path)
+    assert summary["status"] == "completed" and Broken.calls == 1  # switched off after its first failure
+    assert "logger failed and is off for the rest of the run: disk gone" in caplog.text
+    assert len(list(csv.DictReader((tmp_path / "metrics.csv").open()))) == 3
