@@ -168,19 +168,22 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
     table = Table(title=title, header_style="bold")
     test_keys = _shown_tests(rows)
     with_note = bool(summary.failed)
+    def column(name: str, **kw: Any) -> None:  # a header is never cut: the note column gives way
+        table.add_column(name, min_width=min(len(name), 16), **kw)
+
     for name in ("rank", "job"):
-        table.add_column(name, justify="right")
+        column(name, justify="right")
     for param in summary.params:
-        table.add_column(param)
-    table.add_column("status", no_wrap=True)
-    table.add_column(f"best {monitor}" if monitor else "best value", justify="right")
-    table.add_column("epoch", justify="right")
+        column(param)
+    column("status", no_wrap=True)
+    column(f"best {monitor}" if monitor else "best value", justify="right")
+    column("epoch", justify="right")
     for key in test_keys:
-        table.add_column(key.replace("_", " ", 1), justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("seconds", justify="right")
+        column(key.replace("_", " ", 1), justify="right")
+    column("epochs", justify="right")
+    column("seconds", justify="right")
     if with_note:
-        table.add_column("note", no_wrap=True, overflow="ellipsis")
+        table.add_column("note", overflow="ellipsis")  # wrappable, so it is what narrows
 
     for row in rows:
         ok = row["status"] in SUCCESS
@@ -192,7 +195,7 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
         cells += [Text(_show(row.get(key))) for key in test_keys]
         cells += [Text(_show(row["epochs_run"])), Text(_show(row["seconds"], ".1f"))]
         if with_note:
-            cells.append(Text("" if ok else _truncate(row["message"]), style="red"))
+            cells.append(Text("" if ok else _truncate(row["message"]), style="red", no_wrap=True, overflow="ellipsis"))
         table.add_row(*cells, style="bold green" if row is summary.best else None)
     console.print(table)
 
