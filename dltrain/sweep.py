@@ -228,9 +228,16 @@ def summarize_sweep(sweep_dir: str | Path, console: Console | None = None) -> Sw
     return summary
 
 
+#: Config groups that only shape how a sweep runs (its search space, its launcher): a
+#: single run of the best job does without them.
+SWEEP_ONLY = ("hparams_search", "cluster")
+
+
 def rerun_command(overrides: list[str]) -> str:
-    """The command line that runs one job again: ``dltrain`` and its overrides, shell-quoted."""
-    return " ".join(["dltrain", *(shlex.quote(o) for o in overrides)])
+    """The command line that runs one job again: ``dltrain`` and its overrides, shell-quoted
+    (without the groups that only configure a sweep)."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in SWEEP_ONLY]
+    return " ".join(["dltrain", *(shlex.quote(o) for o in kept)])
 
 
 def _plot(summary: SweepSummary) -> None:

@@ -329,3 +329,8 @@ def test_a_second_summary_replaces_the_first_and_leaves_no_temp_files(grid: Path
     summarize_sweep(grid, quiet())  # a second summary replaces the first
     assert sorted(p.name for p in grid.iterdir() if p.is_file()) == sorted(
         ["multirun.yaml", SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES])
+
+
+def test_the_rerun_command_leaves_out_what_only_shapes_a_sweep():
+    assert sweep.rerun_command(["hparams_search=optuna", "optim.lr=0.01", "cluster=slurm", "model.hidden=[8]"]) == \
+        "dltrain optim.lr=0.01 'model.hidden=[8]'"
