@@ -10,8 +10,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dltrain.errors import ConfigError
 
@@ -61,20 +63,30 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Write ``path`` all at once: the ``with`` block writes a temp file beside it, which
+    replaces ``path`` when the block ends and is removed if it fails. Readers see the old
+    file or the new one, never half of one. ``kwargs`` go to ``open`` (e.g. ``newline=""``)."""
+    path = Path(path)
+    fd, tmp = atomic_tmpfile(path)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def copy_atomically(source: str | Path, target: str | Path) -> Path:
     """Copy ``source`` to ``target`` through a temp file and a rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = atomic_tmpfile(target)
-    try:
-        with os.fdopen(fd, "wb") as f, Path(source).open("rb") as src:
-            shutil.copyfileobj(src, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, "wb") as f, Path(source).open("rb") as src:
+        shutil.copyfileobj(src, f)
+        f.flush()
+        os.fsync(f.fileno())
     return target
 
 
@@ -90,17 +102,10 @@ def _alive(pid: int) -> bool:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = atomic_tmpfile(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    return Path(path)
 
 
 def claim_new_dir(path: str) -> str:

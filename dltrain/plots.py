@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dltrain.files import atomic_tmpfile
+from dltrain.files import atomic_write
 from dltrain.sweep import SUCCESS
 
 #: Resolution of the saved PNGs: enough to read, small enough to keep beside every run.
@@ -235,14 +234,8 @@ def _draw_against_params(ax: Axes, rows: Sequence[dict[str, Any]], values: list[
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = atomic_tmpfile(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
     return path
 
 

@@ -343,24 +343,16 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     Raises:
         UserError: the file cannot be written.
     """
-    from dltrain.files import atomic_tmpfile
+    from dltrain.files import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = atomic_tmpfile(path)
-    except OSError as err:
-        raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_write(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
-        raise
+    except OSError as err:
+        raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
 
 
 def main(argv: Sequence[str] | None = None) -> None:

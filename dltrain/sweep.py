@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dltrain.files import atomic_tmpfile, write_json
+from dltrain.files import atomic_write, write_json
 
 log = logging.getLogger("dltrain")
 
@@ -369,14 +369,8 @@ def _csv_value(key: str, value: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = atomic_tmpfile(path)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, newline="") as f:
+        f.write(text)
 
 
 def _shown_tests(rows: list[dict[str, Any]]) -> list[str]:
