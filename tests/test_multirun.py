@@ -90,6 +90,7 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert "ranked by best val_loss (min)" in proc.stdout and f"best: job {best['job']}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_diverged_job_and_a_crashed_job_do_not_stop_the_sweep(tmp_path):
     # A custom module that, with mode=crash, fails on the training batches: a bug in user
     # code, so its traceback is shown. The grid: (ok, 1e12) diverges, (ok, 0.1) completes,
@@ -284,6 +285,7 @@ def _taken_seconds(root: Path, seconds: int = 20) -> list[Path]:
     return taken
 
 
+@pytest.mark.slow
 def test_a_sweep_started_in_a_taken_second_gets_its_own_directory(tmp_path):
     taken = _taken_seconds(tmp_path / "outputs" / "multirun")
     proc = run_cli(["-m", "optim=sgd,adam", "trainer.fast_dev_run=true", *QUICK], tmp_path)
