@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
 from dltrain.data import DATASETS, TensorBatches
 from dltrain.data.digits import build_digits
+from dltrain.data.splits import stratified_split
 from dltrain.errors import ConfigError
 
 
@@ -93,3 +98,59 @@ def test_a_last_batch_below_the_minimum_is_dropped():
 def test_splits_too_small_for_every_class_are_refused(val, test):
     with pytest.raises(ConfigError, match="fewer examples than the 10 classes"):
         build_digits(val_fraction=val, test_fraction=test)
+
+
+def _digits_through_sklearn(seed: int, val_fraction: float, test_fraction: float) -> list[torch.Tensor]:
+    """data=digits as it was built through scikit-learn's load_digits, train_test_split and StandardScaler."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target.astype(np.int64)
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed)
+    scaler = StandardScaler().fit(x_train)
+    images = [torch.from_numpy(scaler.transform(a)).reshape(-1, 1, 8, 8) for a in (x_train, x_val, x_test)]
+    return [images[0], torch.from_numpy(y_train), images[1], torch.from_numpy(y_val), images[2],
+            torch.from_numpy(y_test)]
+
+
+@pytest.mark.parametrize("seed,val,test", [(0, 0.1, 0.2), (1, 0.15, 0.15), (7, 0.05, 0.3), (123, 0.3, 0.01)])
+def test_digits_are_bit_for_bit_those_scikit_learn_gave(seed, val, test):
+    """Reading the digits without importing scikit-learn changes no split and no pixel."""
+    data = build_digits(seed=seed, val_fraction=val, test_fraction=test)
+    ours = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
+    for got, expected in zip(ours, _digits_through_sklearn(seed, val, test), strict=True):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def test_stratified_split_is_scikit_learns():
+    """Same (train, test) positions as train_test_split(stratify=...) on random label sets."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(2, 12))
+        n = int(rng.integers(3 * k, 400))
+        labels = rng.integers(0, k, n)
+        labels[:2 * k] = np.repeat(np.arange(k), 2)  # every class at least twice
+        held, seed = int(rng.integers(k, n - k + 1)), int(rng.integers(0, 10**6))
+        expected_train, expected_test = train_test_split(np.arange(n), test_size=held, stratify=labels,
+                                                         random_state=seed)
+        train, test = stratified_split(labels, held, seed)
+        np.testing.assert_array_equal(train, expected_train)
+        np.testing.assert_array_equal(test, expected_test)
+
+
+def test_stratified_split_refuses_a_class_of_one():
+    with pytest.raises(ValueError, match="smallest class: 1"):
+        stratified_split(np.array([0, 0, 1, 2, 2]), 2, seed=0)
+
+
+def test_digits_do_not_import_scikit_learn():
+    code = ("import sys; from dltrain.data.digits import build_digits; build_digits(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

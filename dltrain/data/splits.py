@@ -167,12 +167,59 @@ def _split(idx: np.ndarray, fraction: float, seed: int, labels: np.ndarray | Non
         classes, counts = np.unique(labels, return_counts=True)
         # Stratify only when every class can appear on both sides.
         if len(classes) <= held <= len(idx) - len(classes) and counts.min() >= 2:
-            from sklearn.model_selection import train_test_split
-
-            kept, out = train_test_split(idx, test_size=held, stratify=labels, random_state=seed)
-            return np.asarray(kept), np.asarray(out)
+            kept, out = stratified_split(labels, held, seed)
+            return idx[kept], idx[out]
     order = rng.permutation(len(idx))
     return idx[order[held:]], idx[order[:held]]
+
+
+def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, test) positions into ``labels``, ``n_test`` of them held out with every
+    class in the same proportion on both sides.
+
+    The same split as scikit-learn's ``train_test_split(..., test_size=n_test,
+    stratify=labels, random_state=seed)`` (its ``StratifiedShuffleSplit``, step for step,
+    which a test checks), without importing scikit-learn, which takes over a second: each
+    class gets its approximate hypergeometric mode of the draws (ties broken at random),
+    its members are permuted, and each side is shuffled.
+
+    Raises:
+        ValueError: a class with fewer than 2 members, or a side smaller than the number of classes.
+    """
+    rng = np.random.RandomState(seed)
+    classes, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    n_train = len(labels) - n_test
+    if counts.min() < 2 or n_train < len(classes) or n_test < len(classes):
+        raise ValueError(f"cannot stratify {len(labels)} examples of {len(classes)} classes "
+                         f"(smallest class: {counts.min()}) into {n_train} and {n_test}")
+    members = np.split(np.argsort(class_of, kind="stable"), np.cumsum(counts)[:-1])
+    in_train = _approximate_mode(counts, n_train, rng)
+    in_test = _approximate_mode(counts - in_train, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i, count in enumerate(counts):
+        shuffled = members[i].take(rng.permutation(count), mode="clip")
+        train.extend(shuffled[:in_train[i]])
+        test.extend(shuffled[in_train[i]:in_train[i] + in_test[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``draws`` come from each class: the floor of the proportional share, then
+    one more for the largest remainders, ties drawn at random."""
+    share = counts / counts.sum() * draws
+    floored = np.floor(share)
+    missing = int(draws - floored.sum())
+    if missing > 0:
+        remainder = share - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            take = min(len(tied), missing)
+            floored[rng.choice(tied, size=take, replace=False)] += 1
+            missing -= take
+            if missing == 0:
+                break
+    return floored.astype(int)
 
 
 @dataclass
