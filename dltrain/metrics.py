@@ -26,14 +26,22 @@ class MetricAccumulator:
         self.count = 0
 
     def _add(self, name: str, value: torch.Tensor) -> None:
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
+        total = self.sums.get(name)
+        if total is None:
+            self.sums[name] = value  # a tensor of this batch's own: added to in place from now on
+        else:
+            total.add_(value)
 
     @torch.no_grad()
     def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         """Add one batch: ``loss`` is the batch's mean loss."""
         n = target.shape[0]
         self.count += n
-        self._add("loss", loss.detach().float() * n)
+        total = self.sums.get("loss")
+        if total is None:
+            self.sums["loss"] = loss.detach().float() * n
+        else:
+            total.add_(loss.detach(), alpha=n)  # one operation: no product tensor per step
         if self.task == "multilabel":  # share of labels right, averaged over examples
             self._add("correct", ((output > 0) == (target > 0.5)).float().mean(dim=1).sum())
         elif self.task in CLASSIFICATION:
@@ -59,7 +67,8 @@ class MetricAccumulator:
 
     def load_state_dict(self, state: dict[str, object], device: torch.device | None = None) -> None:
         self.count = int(state["count"])
-        self.sums = {k: v.to(device) if device is not None else v for k, v in state["sums"].items()}
+        # copies: the sums are added to in place
+        self.sums = {k: v.to(device, copy=True) if device is not None else v.clone() for k, v in state["sums"].items()}
 
     def compute(self) -> dict[str, float]:
         """The metrics over everything seen so far (one device sync)."""

@@ -199,27 +199,29 @@ class Trainer:
         self.model.train()
         acc = self._epoch_acc
         num_batches = len(batches)
-        losses: torch.Tensor | None = None  # each step's loss, to name the step a divergence began
+        log_every, progress = self.log_every_n_steps, self.progress
+        checked = self.step_in_epoch  # the loss sum was finite up to this step
+        recent: list[torch.Tensor] = []  # the losses since then, to name the step a divergence began
         for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
             output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
-            if losses is None:
-                losses = torch.zeros(num_batches, device=loss.device)
-            losses[step - 1] = loss.detach()
+            recent.append(loss.detach())  # a reference, not a device operation
             self.global_step += 1
             self.step_in_epoch = step
             # Reading from the device waits for it: only at logging steps and the epoch's end.
-            if self.global_step % self.log_every_n_steps == 0 or step == num_batches:
+            if self.global_step % log_every == 0 or step == num_batches:
                 if not torch.isfinite(acc.sums["loss"]).item():
-                    self._diverged(losses, step, num_batches)
-                if self.progress is not None and self.progress.live:
-                    self.progress.update(step, acc.compute())
-            elif self.progress is not None and self.progress.live:
-                self.progress.update(step, None)
+                    self._diverged(recent, checked, num_batches)
+                checked = step
+                recent.clear()
+                if progress is not None and progress.live:
+                    progress.update(step, acc.compute())
+            elif progress is not None and progress.live:
+                progress.update(step, None)
             if self.stop is not None and self.stop.signum is not None:
                 # Never save a diverged state as a checkpoint to resume from.
                 if not torch.isfinite(acc.sums["loss"]).item():
-                    self._diverged(losses, step, num_batches)
+                    self._diverged(recent, checked, num_batches)
                 if not self._weights_finite():
                     raise TrainingDiverged(f"the weights became NaN or infinite in epoch {self.epoch + 1} by step "
                                            f"{step}: lower optim.lr or clip the gradients "
@@ -228,10 +230,14 @@ class Trainer:
                                                     f"{self.epoch + 1} after step {step} of {num_batches}")
         return acc.compute()
 
-    def _diverged(self, losses: torch.Tensor, step: int, num_batches: int) -> None:
-        bad = (~torch.isfinite(losses[:step])).nonzero()
-        first = int(bad[0]) + 1 if len(bad) else step
-        value = float(losses[first - 1]) if len(bad) else math.nan
+    def _diverged(self, recent: list[torch.Tensor], checked: int, num_batches: int) -> None:
+        """Raise for a loss sum that is no longer finite; ``recent`` holds the losses of the
+        steps after ``checked``, the last one at which it still was."""
+        step = checked + len(recent)
+        losses = torch.stack(recent) if recent else torch.empty(0)
+        bad = (~torch.isfinite(losses)).nonzero()
+        first = checked + int(bad[0]) + 1 if len(bad) else step  # else finite losses whose sum overflowed
+        value = float(losses[first - checked - 1]) if len(bad) else math.nan
         raise TrainingDiverged(
             f"the training loss became {value} in epoch {self.epoch + 1} at step {first} of {num_batches} "
             f"(global step {self.global_step - step + first}): lower optim.lr (it is "

@@ -1,0 +1,155 @@
+"""Performance properties that can be checked without a clock (timings live in benchmarks/):
+the training loop reads nothing from the device between logging steps, and the jobs of a
+sweep share one process's imports and config store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+from torch import nn
+
+from dltrain.callbacks import EarlyStopping
+from dltrain.data import TensorBatches
+from dltrain.trainer import Trainer
+from tests.conftest import ROOT
+
+#: Tensor methods that copy a value to the host, waiting for the device (a sync on a GPU).
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@contextmanager
+def counting_host_reads() -> Iterator[list[str]]:
+    """Record every host read of a tensor's value while the block runs."""
+    calls: list[str] = []
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def spy(name):
+        original = originals[name]
+
+        def read(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, spy(name))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def reads_in_one_epoch(steps: int, log_every_n_steps: int, task: str = "multiclass") -> int:
+    """Host reads during one training epoch of ``steps`` batches (plain SGD, which keeps no
+    step counters of its own to read)."""
+    torch.manual_seed(0)
+    x = torch.randn(steps * 8, 5)
+    if task == "multiclass":
+        y, model, loss_fn = torch.randint(0, 3, (steps * 8,)), nn.Linear(5, 3), nn.CrossEntropyLoss()
+    else:
+        y, model, loss_fn = torch.randn(steps * 8, 1), nn.Linear(5, 1), nn.MSELoss()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, task, max_epochs=1,
+                      stopper=EarlyStopping("val_loss"), log_every_n_steps=log_every_n_steps)
+    batches = TensorBatches(x, y, 8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    with counting_host_reads() as calls:
+        trainer.train_epoch(batches)
+    return len(calls)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_training_steps_read_nothing_from_the_device_between_logging_steps(task):
+    """The loss and metric sums stay on the device: an epoch of 40 steps reads exactly as
+    often as an epoch of 10 (once, at its end), and each logging step adds its one read."""
+    ten, forty = reads_in_one_epoch(10, 1000, task), reads_in_one_epoch(40, 1000, task)
+    assert ten == forty > 0
+    every_tenth = reads_in_one_epoch(40, 10, task)  # logging steps 10, 20, 30 and the epoch's end at 40
+    assert every_tenth == forty + 3  # one finiteness check of the loss sum per logging step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_steps_do_not_synchronise():
+    """On a GPU, steps between logging steps run without a single host-device sync."""
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).to(device)
+    x, y = torch.randn(640, 16, device=device), torch.randint(0, 4, (640,), device=device)
+    trainer = Trainer(model, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), log_every_n_steps=1000)
+    batches = TensorBatches(x, y, 8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    trainer.train_epoch(batches)  # warm-up: the first steps allocate optimizer state
+    steps = iter(batches)
+    first = next(steps)
+    trainer.train_step(*first)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x_b, y_b in list(steps)[:20]:
+            output, loss = trainer.train_step(x_b, y_b)
+            trainer._epoch_acc.update(output, y_b, loss)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+SWEEP_DRIVER = textwrap.dedent("""
+    import json, sys
+    from hydra.core.config_store import ConfigStore
+    import dltrain.cli, dltrain.run
+
+    jobs, stores = [], []
+    original_store, original_train = ConfigStore.store, dltrain.run.train
+
+    def counting_store(self, *args, **kwargs):
+        stores.append(kwargs.get("name"))
+        return original_store(self, *args, **kwargs)
+
+    def recording_train(cfg, run_dir=None):
+        summary = original_train(cfg, run_dir)
+        jobs.append({"modules": sorted(sys.modules), "torch": id(sys.modules["torch"]),
+                     "store": id(ConfigStore.instance()), "stored": len(stores),
+                     "status": summary["status"]})
+        return summary
+
+    ConfigStore.store = counting_store
+    dltrain.run.train = recording_train
+    sys.argv = ["dltrain", "-m", "trainer.fast_dev_run=true", "seed=0,1,2", "hydra.sweep.dir=" + sys.argv[1]]
+    try:
+        dltrain.cli.main()
+    except SystemExit as exit:
+        code = exit.code
+    else:
+        code = 0
+    print("RESULT " + json.dumps({"code": code, "jobs": jobs, "stores": stores}))
+""")
+
+
+def test_sweep_jobs_share_one_process_imports_and_config_store(tmp_path):
+    """Under the basic launcher the jobs of ``dltrain -m`` run in one process: torch and
+    every other module are imported once (jobs after the first import nothing new), and
+    no schema is stored in Hydra's ConfigStore again."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    out = subprocess.run([sys.executable, "-c", SWEEP_DRIVER, str(tmp_path / "sweep")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env={**env, "PYTHONPATH": str(ROOT)})
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, out.stderr[-2000:]
+    result = json.loads(line[-1][len("RESULT "):])
+    assert result["code"] == 0
+    jobs = result["jobs"]
+    assert [job["status"] for job in jobs] == ["completed"] * 3
+    assert len({job["torch"] for job in jobs}) == 1 and len({job["store"] for job in jobs}) == 1
+    first = set(jobs[0]["modules"])
+    for job in jobs[1:]:
+        assert set(job["modules"]) - first == set()
+    # dltrain's schemas were stored once, when dltrain.config was imported; Hydra stores its
+    # plugins' configs when the sweep starts, and nothing is stored from one job to the next.
+    assert not [name for name in result["stores"] if "schema" in str(name)]
+    assert len({job["stored"] for job in jobs}) == 1
