@@ -172,3 +172,51 @@ def test_lbfgs_gets_l2_as_a_loss_term_not_parameter_groups():
     model = nn.Linear(3, 1)
     opt = build_optimizer("lbfgs", model, l2=0.3, **defaults("lbfgs"))
     assert len(opt.param_groups) == 1
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("option", ["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad"])
+def test_optimizers_with_a_fused_step_use_it_by_default(option):
+    from dltrain.optim import FUSED_OPTIMIZERS
+
+    assert option in FUSED_OPTIMIZERS
+    kwargs = {"momentum": 0.9, "nesterov": option == "nesterov"} if option in ("momentum", "nesterov") else {}
+    optimizer = build_optimizer(option, _mlp(), lr=0.01, **kwargs)
+    assert all(group["fused"] is True for group in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("setting", [{"foreach": True}, {"foreach": False}, {"fused": False}])
+def test_an_explicit_foreach_or_fused_is_left_alone(setting):
+    optimizer = build_optimizer("adam", _mlp(), lr=0.01, **setting)
+    assert all(not group["fused"] for group in optimizer.param_groups)
+    for key, value in setting.items():
+        assert all(group[key] is value for group in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("option", ["rmsprop", "nadam", "adadelta", "lbfgs"])
+def test_optimizers_without_a_fused_step_keep_torchs_default(option):
+    optimizer = build_optimizer(option, _mlp(), lr=0.01)
+    assert not any(group.get("fused") for group in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("option", ["sgd", "nesterov", "adam", "adamw", "adagrad"])
+def test_the_fused_step_is_the_same_update_as_torchs_loop(option):
+    """Ten steps with dltrain's default (fused) and torch's per-parameter loop end at the same
+    weights, to float rounding."""
+    kwargs = {"momentum": 0.9, "nesterov": True} if option == "nesterov" else {}
+    weights = []
+    for impl in ({}, {"foreach": False}):
+        model = _mlp()
+        optimizer = build_optimizer(option, model, l2=0.01, lr=0.05, **kwargs, **impl)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(10):
+            x, y = torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
