@@ -94,3 +94,16 @@ def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
                         "epochs after warm-up: the cosine rises again after its minimum (leave T_max null to end "
                         "at eta_min)")
     return warnings
+
+
+def channels_last_warnings(cfg: DictConfig, input_shape: tuple[int, ...], model: nn.Module) -> list[str]:
+    """``trainer.channels_last=true`` where it changes nothing (see ``dltrain.device.resolve_memory_format``)."""
+    if not cfg.trainer.channels_last:
+        return []
+    if len(input_shape) != 3:
+        return [f"trainer.channels_last=true only changes image models; ignored for data={cfg.data.name}, whose "
+                f"examples have shape {tuple(input_shape)}, not (channels, height, width)"]
+    if not any(p.dim() == 4 for p in model.parameters()):
+        return [f"trainer.channels_last=true only changes convolutions; ignored for model={cfg.model.name}, "
+                "which has none"]
+    return []

@@ -1,10 +1,12 @@
-"""The ``device`` key (``auto|cpu|cuda|cuda:N|mps``) and ``trainer.precision``."""
+"""The ``device`` key (``auto|cpu|cuda|cuda:N|mps``), ``trainer.precision`` and the device's
+speed switches (``trainer.channels_last``, ``trainer.cudnn_benchmark``)."""
 
 from __future__ import annotations
 
 import logging
 
 import torch
+from torch import nn
 
 from dltrain.errors import ConfigError
 
@@ -68,3 +70,29 @@ def resolve_precision(precision: str, device: torch.device, optim_name: str = ""
                               "use trainer.precision=bf16 or 32 with LBFGS.")
         return torch.float16
     raise ConfigError(f"trainer.precision={precision} is not valid: expected 32, bf16 or 16.")
+
+
+def resolve_memory_format(channels_last: bool, input_shape: tuple[int, ...],
+                          model: nn.Module) -> torch.memory_format | None:
+    """The layout ``trainer.channels_last`` puts the model and its batches in.
+
+    Returns:
+        ``torch.channels_last`` when it is asked for, the examples are images ``(C, H, W)``
+        and the model has 4-D weights (convolutions) to run faster; else None, the default
+        layout (``dltrain.checks.channels_last_warnings`` says why it was ignored).
+    """
+    if channels_last and len(input_shape) == 3 and any(p.dim() == 4 for p in model.parameters()):
+        return torch.channels_last
+    return None
+
+
+def set_cudnn_benchmark(enabled: bool, device: torch.device) -> None:
+    """``trainer.cudnn_benchmark``: on CUDA, cuDNN times its convolution algorithms on the
+    first batches of each shape and keeps the fastest.
+
+    That makes convolutions on fixed shapes faster, at the cost of bit-for-bit repeatability
+    across runs (the fastest algorithm can differ from run to run), which is why it is off by
+    default. The flag is process-wide, so it is set on every run, true or false: one run's
+    choice never leaks into the next run a Python process trains.
+    """
+    torch.backends.cudnn.benchmark = enabled and device.type == "cuda"

@@ -23,8 +23,16 @@ def split_weights(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramet
     return weights, others
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Optimizer parameter groups: weight decay on the weights, none on the rest."""
+def param_groups(model: nn.Module, weight_decay: float, split: bool | None = None) -> list[dict]:
+    """Optimizer parameter groups: weight decay on the weights, none on the rest.
+
+    Without weight decay the parameters form one group (in the model's order): an
+    optimizer's step costs per group, and two groups made a small MLP's Adam step about
+    60 us slower per batch on a CPU. ``split`` forces the layout either way (a resumed
+    run keeps the one its checkpoint was saved with).
+    """
+    if not (weight_decay if split is None else split):
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     weights, others = split_weights(model)
     groups = [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]

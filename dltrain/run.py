@@ -27,10 +27,16 @@ from dltrain.checkpoint import (
     prune_periodic,
     save_checkpoint,
 )
-from dltrain.checks import check_combinations, check_model, check_monitor, schedule_warnings
+from dltrain.checks import (
+    channels_last_warnings,
+    check_combinations,
+    check_model,
+    check_monitor,
+    schedule_warnings,
+)
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
-from dltrain.device import resolve_device, resolve_precision
+from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.errors import ConfigError
 from dltrain.files import copy_atomically, ensure_new_run_dir, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
@@ -89,15 +95,19 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
+def build_experiment(cfg: DictConfig, device: torch.device, optimizer_groups: int | None = None) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
+
+    Args:
+        optimizer_groups: a resumed run's number of optimizer parameter groups, kept as saved.
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
     """
     reg, tcfg = cfg.regularization, cfg.trainer
     check_combinations(cfg)
+    set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     data = load_data(cfg, device)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
@@ -122,9 +132,22 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
     for row in summary_rows:
         row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
+    # After the init (orthogonal_ views each weight as a matrix) and before the optimizer.
+    warnings += channels_last_warnings(cfg, data.input_shape, model)
+    memory_format = resolve_memory_format(tcfg.channels_last, data.input_shape, model)
+    if memory_format is not None:
+        model.to(memory_format=memory_format)  # converts its 4-D weights (convolutions) only
+        if data.in_memory:
+            # Indexing (x[idx]) and slicing keep a tensor's layout, so after this one conversion
+            # every batch TensorBatches draws is channels_last already; the trainer converts
+            # only batches that are not (after rotate/shift/zoom, or from a DataLoader).
+            for name in ("x_train", "x_val", "x_test"):
+                setattr(data, name, getattr(data, name).contiguous(memory_format=memory_format))
 
     closure = cfg.optim.name in CLOSURE_OPTIMIZERS
-    optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2, **_options(cfg.optim))
+    optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
+                                split_groups=None if optimizer_groups is None else optimizer_groups > 1,
+                                **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg, cfg.seed, device)
@@ -274,7 +297,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
                 return _already_finished(cfg, run_dir, resume_path, state, finished)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
-        exp = build_experiment(cfg, device)
+        exp = build_experiment(cfg, device, len(state["optimizer"]["param_groups"]) if resume_path else None)
         run_dir.mkdir(parents=True, exist_ok=True)
         summary_text = format_summary(exp.summary_rows, exp.model)
         (run_dir / "model_summary.txt").write_text(summary_text)
@@ -338,6 +361,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
                       autocast_dtype=exp.autocast_dtype,
                       scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
                       forward=torch.compile(exp.model) if tcfg.compile else None,
+                      memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
                       restore_best_weights=tcfg.early_stopping.restore_best_weights, stop=stop,
                       meta=meta)
     return trainer, metrics_csv

@@ -18,7 +18,7 @@ from omegaconf import MISSING
 #: Activation names accepted by the built-in models (see ``dltrain.models.layers``).
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "identity")
 #: Batched image augmentations (see ``dltrain.regularization``).
-AUGMENTATIONS = ("hflip", "rotate", "shift", "zoom", "brightness", "contrast")
+AUGMENTATIONS = ("crop", "hflip", "rotate", "shift", "zoom", "brightness", "contrast")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 PRECISIONS = ("32", "bf16", "16")
 
@@ -562,8 +562,17 @@ class TrainerConfig:
     log_every_n_steps: int = spec(50, ge=1)
     precision: str = spec("32", choices=PRECISIONS, help="32, bf16 or 16 (16 needs CUDA)")
     compile: bool = False
+    channels_last: bool = spec(False, help="images: model and batches in channels_last layout (faster convolutions "
+                                           "on GPUs with tensor cores)")
+    cudnn_benchmark: bool = spec(False, help="CUDA: let cuDNN pick the fastest convolution algorithms "
+                                             "(not bit-for-bit repeatable)")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class CropConfig:
+    padding: int = spec(4, ge=1, help="pixels added on each side by reflection; the window moves by up to this many")
 
 
 @dataclass
@@ -598,6 +607,7 @@ class ContrastConfig:
 
 @dataclass
 class AugmentParamsConfig:
+    crop: CropConfig = field(default_factory=CropConfig)
     hflip: HFlipConfig = field(default_factory=HFlipConfig)
     rotate: RotateConfig = field(default_factory=RotateConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)

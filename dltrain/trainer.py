@@ -66,6 +66,9 @@ class Trainer:
         scaler: a ``torch.amp.GradScaler`` for float16 training.
         forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to
             ``model``, which keeps the weights, modes and state dict either way.
+        memory_format: the layout of every batch the model sees (``torch.channels_last``
+            for ``trainer.channels_last``); a batch already in it is used as it is, others
+            (the affine augmentations' output, DataLoader batches) are converted.
         restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
         stop: read after every step; once it holds a signal, the loop stops cleanly.
         meta: what every checkpoint holds besides the training state (config, versions, data).
@@ -91,6 +94,7 @@ class Trainer:
         autocast_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        memory_format: torch.memory_format | None = None,
         restore_best_weights: bool = True,
         stop: StopRequest | None = None,
         meta: dict[str, Any] | None = None,
@@ -112,6 +116,7 @@ class Trainer:
         self.autocast_dtype = autocast_dtype
         self.scaler = scaler
         self.forward = forward if forward is not None else model  # a compiled module has no truth value
+        self.memory_format = memory_format
         # LBFGS evaluates the loss several times per step, through a closure.
         self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
         self.restore_best_weights = restore_best_weights
@@ -132,6 +137,8 @@ class Trainer:
         self._pending: tuple[Any, Any] | None = None
 
     def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)  # no copy when the batch is in it already
         if self.autocast_dtype is None:
             output = self.forward(x)  # (B, num_outputs)
             return output, self.loss_fn(output, y)

@@ -139,3 +139,97 @@ def test_runs_on_the_gpu():
     torch.manual_seed(0)
     y = build_augment(ALL, PARAMS, SHAPE)(x)
     assert y.device == x.device and torch.isfinite(y).all()
+
+
+# --- crop: reflection padding, then a window at a random offset per example ------------
+
+CROP = {"crop": {"padding": 2}}
+
+
+def crop_offsets(x: torch.Tensor, y: torch.Tensor, p: int) -> list[list[tuple[int, int]]]:
+    """For each example, every offset ``(top, left)`` in [0, 2p]^2 whose window of the
+    reflection-padded input equals the output exactly."""
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+    found: list[list[tuple[int, int]]] = [[] for _ in range(len(x))]
+    for top in range(2 * p + 1):
+        for left in range(2 * p + 1):
+            same = (padded[:, :, top:top + h, left:left + w] == y).flatten(1).all(dim=1)  # (B,)
+            for i in same.nonzero().flatten().tolist():
+                found[i].append((top, left))
+    return found
+
+
+def test_crop_keeps_the_shape_and_leaves_the_input_alone():
+    x = batch()
+    before = x.clone()
+    y = build_augment(["crop"], {"crop": {"padding": 4}}, SHAPE)(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_crop_is_a_window_of_the_reflection_padded_image(p):
+    torch.manual_seed(0)
+    x = batch(16)  # random pixels: exactly one offset matches each example
+    y = build_augment(["crop"], {"crop": {"padding": p}}, SHAPE)(x)
+    found = crop_offsets(x, y, p)
+    assert all(len(offsets) == 1 for offsets in found), found
+
+
+def test_crop_offsets_differ_per_example_and_cover_the_range():
+    p = 2
+    aug = build_augment(["crop"], CROP, SHAPE)
+    torch.manual_seed(0)
+    x = batch(400)
+    found = crop_offsets(x, aug(x), p)
+    offsets = [offsets[0] for offsets in found]
+    assert len(set(offsets)) == (2 * p + 1) ** 2  # every (top, left) in [0, 2p]^2, within one batch
+    tops = torch.tensor([top for top, _ in offsets], dtype=torch.float)
+    assert abs(tops.mean().item() - p) < 0.3  # centred: shifts of -p..p pixels
+
+
+def test_crop_same_seed_same_batch():
+    aug = build_augment(["crop", "hflip"], {**CROP, "hflip": {"p": 0.5}}, SHAPE)
+    x = batch()
+    torch.manual_seed(7)
+    a = aug(x)
+    torch.manual_seed(7)
+    assert torch.equal(aug(x), a)
+    assert not torch.equal(aug(x), a)
+
+
+def test_crop_keeps_channels_last_and_matches_the_default_layout():
+    aug = build_augment(["crop"], CROP, SHAPE)
+    x = batch()
+    torch.manual_seed(3)
+    plain = aug(x)
+    torch.manual_seed(3)
+    nhwc = aug(x.contiguous(memory_format=torch.channels_last))
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
+    assert torch.equal(nhwc, plain)
+
+
+def test_crop_comes_before_hflip_whatever_the_list_order():
+    x = batch()
+    torch.manual_seed(5)
+    expected = build_augment(["hflip"], PARAMS, SHAPE)(build_augment(["crop"], CROP, SHAPE)(x))
+    torch.manual_seed(5)
+    assert torch.equal(build_augment(["hflip", "crop"], {**PARAMS, **CROP}, SHAPE)(x), expected)
+
+
+@pytest.mark.parametrize("padding", [12, 20])
+def test_crop_padding_must_be_below_the_image_size(padding):
+    with pytest.raises(ConfigError) as info:
+        build_augment(["crop"], {"crop": {"padding": padding}}, SHAPE)  # 16 x 12 images
+    message = str(info.value)
+    assert message.startswith(f"regularization.augment_params.crop.padding={padding} does not fit these 16x12 images")
+    assert "from 1 to 11" in message and "\n" not in message
+    assert repr(build_augment(["crop"], {"crop": {"padding": 11}}, SHAPE)) == "Augment(crop(padding=11))"
+
+
+def test_crop_padding_is_checked_by_the_schema(compose):
+    assert compose([]).regularization.augment_params.crop.padding == 4
+    with pytest.raises(ConfigError, match=r"regularization.augment_params.crop.padding=0 is out of range: it must be "
+                                          r">= 1"):
+        compose(["regularization.augment_params.crop.padding=0"])

@@ -94,7 +94,9 @@ def test_every_data_option_that_reads_files_gets_them(data_files):
 def test_every_experiment_composes_and_trains(compose, tmp_path, data_overrides, name):
     choices = preset_choices(name)
     assert {"data", "model"} <= choices.keys(), f"experiment={name} names no data or no model"
-    cfg, summary = fast_run(compose, tmp_path, [f"experiment={name}", *data_overrides(choices["data"])])
+    # torch.compile takes the better part of a minute on a CPU; the slow tests cover it
+    cfg, summary = fast_run(compose, tmp_path, [f"experiment={name}", *data_overrides(choices["data"]),
+                                                "trainer.compile=false"])
     for group, option in choices.items():
         assert cfg[group].name == option, f"experiment={name}: {group}={cfg[group].name}, the preset names {option}"
     assert summary["epochs_run"] == 1
@@ -122,3 +124,27 @@ def test_image_folder_read_from_disk_trains(compose, tmp_path, data_overrides, w
     assert data["in_memory"] is False and summary["data"]["num_test"] > 0
     rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()[1:]
     assert rows and all(row.split(",")[0].endswith((".png", ".jpg")) for row in rows)
+
+
+def test_cifar10_fast_preset_and_its_cpu_smoke_run(compose, tmp_path, data_overrides):
+    """experiment=cifar10_fast holds the GPU settings its header describes, and the CPU smoke
+    check it documents runs on CIFAR-10-shaped files: three-channel images and the convolutions'
+    weights channels_last, crop and flip, nothing reported as ignored."""
+    import torch
+
+    from dltrain.run import build_experiment
+
+    cfg = compose(["experiment=cifar10_fast"])
+    assert cfg.device == "cuda" and cfg.trainer.precision == "bf16" and cfg.trainer.compile
+    assert cfg.trainer.channels_last and cfg.trainer.cudnn_benchmark and not cfg.trainer.early_stopping.enabled
+    assert list(cfg.regularization.augment) == ["crop", "hflip"] and cfg.regularization.augment_params.crop.padding == 2
+    assert (cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.trainer.max_epochs) == (1024, 2048, 10)
+    assert cfg.optim.nesterov and cfg.model.activation == "gelu" and cfg.regularization.batch_norm
+
+    smoke = ["experiment=cifar10_fast", "trainer.precision=32", "trainer.compile=false", *data_overrides("cifar10")]
+    _, summary = fast_run(compose, tmp_path, smoke)
+    assert summary["device"] == "cpu" and not summary["warnings"]
+    exp = build_experiment(compose([*smoke, "device=cpu"]), torch.device("cpu"))
+    for tensor in (exp.data.x_train, exp.data.x_test, exp.model.conv2.weight):
+        assert tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    assert tuple(exp.data.input_shape) == (3, 32, 32) and repr(exp.augment) == "Augment(crop(padding=2), hflip(p=0.5))"

@@ -153,3 +153,43 @@ def test_sweep_jobs_share_one_process_imports_and_config_store(tmp_path):
     # plugins' configs when the sweep starts, and nothing is stored from one job to the next.
     assert not [name for name in result["stores"] if "schema" in str(name)]
     assert len({job["stored"] for job in jobs}) == 1
+
+
+def test_without_weight_decay_the_parameters_form_one_group():
+    """An optimizer step costs per parameter group: decay-free training uses one."""
+    from dltrain.regularization import param_groups
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    (group,) = param_groups(model, 0.0)
+    assert group["params"] == list(model.parameters()) and group["weight_decay"] == 0.0
+    decayed = param_groups(model, 0.1)
+    assert [len(g["params"]) for g in decayed] == [2, 4] and [g["weight_decay"] for g in decayed] == [0.1, 0.0]
+    assert [len(g["params"]) for g in param_groups(model, 0.0, split=True)] == [2, 4]
+
+
+def test_a_checkpoint_with_two_groups_resumes_exactly(compose, tmp_path, monkeypatch):
+    """A checkpoint saved with weights and biases in two groups (as every run before one
+    group existed) resumes into two groups and continues as if never stopped."""
+    import csv
+
+    import dltrain.run
+    from dltrain import train
+
+    built = dltrain.run.build_optimizer
+    overrides = ["model.hidden=[16]", "regularization.dropout=0.2", "trainer.early_stopping.enabled=false"]
+
+    def rows(run_dir):
+        with (run_dir / "metrics.csv").open() as f:
+            return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dltrain.run, "build_optimizer", lambda *a, split_groups=None, **kw: built(*a, split_groups=True,
+                                                                                                  **kw))
+        train(compose([*overrides, "trainer.max_epochs=4"]), run_dir=tmp_path / "straight")
+        train(compose([*overrides, "trainer.max_epochs=2"]), run_dir=tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    assert len(torch.load(last, weights_only=True)["optimizer"]["param_groups"]) == 2
+    train(compose([*overrides, "trainer.max_epochs=4", f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert len(resumed["optimizer"]["param_groups"]) == 2

@@ -448,3 +448,35 @@ def test_a_signal_after_the_last_step_finishes_the_run_and_exits_with_it(compose
     assert err.value.exit_code == 143
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["signal"] == "SIGTERM" and summary["test"]
+
+
+def test_memory_layout_and_cudnn_switches_may_change_on_resume(compose, tmp_path, caplog, monkeypatch):
+    """trainer.channels_last and trainer.cudnn_benchmark change how fast a run goes, not what it
+    trains: a resume may turn them on (or off), and so may a resume of a checkpoint written
+    before the keys existed."""
+    from dltrain.checkpoint import save_checkpoint
+    from dltrain.resume import find_checkpoint
+
+    cnn = ["model=cnn", "model.channels=[8]", "model.hidden=[16]", "regularization.batch_norm=true",
+           "trainer.batch_size=512"]  # 3 steps an epoch: convolutions are slow on some CPUs
+    train(compose([*cnn, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    fast = ["trainer.channels_last=true", "trainer.cudnn_benchmark=true", "trainer.max_epochs=2"]
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        summary = train(compose([*fast, f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert summary["epochs_run"] == 2 and not summary["warnings"]
+    assert "resume: override trainer.channels_last: False -> True" in caplog.text
+    assert "resume: override trainer.cudnn_benchmark: False -> True" in caplog.text
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert state["config"]["trainer"]["channels_last"] is True
+
+    old = load_checkpoint(last)  # as an older dltrain wrote it: no such keys
+    del old["config"]["trainer"]["channels_last"], old["config"]["trainer"]["cudnn_benchmark"]
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(old, Path("outputs/old/checkpoints/last.pt"))
+    again = train(compose(["trainer.max_epochs=2", "resume=outputs/old/checkpoints/last.pt"]), run_dir=tmp_path / "b")
+    assert again["epochs_run"] == 2
+    # resume=auto finds a checkpoint whatever these keys say
+    current = {**old["config"], "trainer": {**old["config"]["trainer"], "channels_last": True,
+                                            "cudnn_benchmark": False}}
+    assert find_checkpoint("auto", current) == Path("outputs/old/checkpoints/last.pt")

@@ -264,3 +264,25 @@ def test_a_logger_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatc
     assert summary["status"] == "completed" and Broken.calls == 1  # switched off after its first failure
     assert "logger failed and is off for the rest of the run: disk gone" in caplog.text
     assert len(list(csv.DictReader((tmp_path / "metrics.csv").open()))) == 3
+
+
+def test_channels_last_run_matches_the_default_layout(compose, tmp_path):
+    """A CNN with crop, flip and rotate (whose resampling hands back the default layout, so the
+    trainer converts those batches): the same losses to float rounding, and checkpoints that load
+    into a model built in the default layout."""
+    from dltrain.models.cnn import build_cnn
+
+    base = ["model=cnn", "model.channels=[8,16]", "model.hidden=[16]", "regularization.batch_norm=true",
+            "regularization.augment=[crop,hflip,rotate]", "regularization.augment_params.crop.padding=2",
+            "trainer.batch_size=512", "trainer.max_epochs=2", "device=cpu"]
+    plain = train(compose(base), run_dir=tmp_path / "plain")
+    fast = train(compose([*base, "trainer.channels_last=true"]), run_dir=tmp_path / "fast")
+    assert not fast["warnings"]
+    for a, b in zip(read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "fast"), strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), key
+    assert fast["test"]["loss"] == pytest.approx(plain["test"]["loss"], rel=1e-4)
+    state = torch.load(tmp_path / "fast" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    model = build_cnn((1, 8, 8), 10, channels=[8, 16], hidden=[16], batch_norm=True)
+    model.load_state_dict(state)
+    assert model.conv2.weight.is_contiguous()

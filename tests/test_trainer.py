@@ -305,3 +305,88 @@ def test_trap_warning_follows_the_call_order(compose, loss):
 def test_onecycle_leaves_adam_without_beta1_alone(compose):
     exp = build_experiment(compose(["scheduler=onecycle", "optim.betas=[0.0,0.999]"]), torch.device("cpu"))
     assert all(tuple(g["betas"]) == (0.0, 0.999) for g in exp.optimizer.param_groups)
+
+
+# --- trainer.channels_last and trainer.cudnn_benchmark -----------------------------------
+
+CNN = ["model=cnn", "model.channels=[8,16]", "model.hidden=[16]", "regularization.batch_norm=true", "device=cpu"]
+
+
+def nhwc(t: torch.Tensor) -> bool:
+    """Laid out channels_last and not also in the default layout (as one channel would be)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def test_channels_last_converts_the_cnn_and_keeps_the_loss(compose):
+    """Digits (one channel): conv2's weights and every activation after conv1 are channels_last."""
+    losses = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        exp = build_experiment(compose([*CNN, f"trainer.channels_last={channels_last}"]), torch.device("cpu"))
+        assert nhwc(exp.model.conv2.weight) == channels_last and not exp.warnings
+        trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=1,
+                          stopper=EarlyStopping("val_loss"),
+                          memory_format=torch.channels_last if channels_last else None)
+        batches = iter(exp.batches[0])
+        losses[channels_last] = torch.stack([trainer.train_step(*next(batches))[1].detach() for _ in range(3)])
+        assert nhwc(exp.model.conv2.weight) == channels_last  # the optimizer's steps keep the layout
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-6)
+
+
+def test_the_trainer_hands_the_model_batches_in_its_memory_format():
+    """Three-channel images stored in the default layout: the model sees channels_last
+    batches in training and evaluation alike."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).to(
+        memory_format=torch.channels_last)
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(nhwc(args[0])))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), memory_format=torch.channels_last,
+                      augment=lambda x: x.flip(-1).contiguous())  # an augmentation that loses the layout
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 2, (8,))
+    trainer.train_step(x, y)
+    trainer.evaluate([(x, y)])
+    assert seen == [True, True]
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["data=sine"], "trainer.channels_last=true only changes image models; ignored for data=sine, whose examples "
+                    "have shape (1,), not (channels, height, width)"),
+    (["model=mlp"], "trainer.channels_last=true only changes convolutions; ignored for model=mlp, which has none"),
+])
+def test_channels_last_where_it_changes_nothing_is_a_warning(compose, overrides, expected):
+    exp = build_experiment(compose([*overrides, "trainer.channels_last=true", "device=cpu"]), torch.device("cpu"))
+    assert expected in exp.warnings
+    assert all(p.is_contiguous() for p in exp.model.parameters())
+    assert not build_experiment(compose([*overrides, "device=cpu"]), torch.device("cpu")).warnings
+
+
+def test_cudnn_benchmark_changes_nothing_on_the_cpu(compose, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # left by an earlier CUDA run, say
+    base = [*CNN, "trainer.fast_dev_run=true"]
+    off = train(compose(base), run_dir=tmp_path / "off")
+    on = train(compose([*base, "trainer.cudnn_benchmark=true"]), run_dir=tmp_path / "on")
+    assert on["status"] == "completed" and on["test"] == off["test"] and not on["warnings"]
+    assert torch.backends.cudnn.benchmark is False  # set on every run, and only CUDA runs turn it on
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cudnn_benchmark_is_set_for_each_cuda_run(compose, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored afterwards
+    cuda = [*CNN, "device=cuda"]
+    build_experiment(compose([*cuda, "trainer.cudnn_benchmark=true"]), torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is True
+    build_experiment(compose(cuda), torch.device("cuda"))  # the next run in this process: off again
+    assert torch.backends.cudnn.benchmark is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_channels_last_on_cuda_trains_like_the_default_layout(compose, tmp_path):
+    base = [*CNN, "device=cuda", "trainer.max_epochs=2", "regularization.augment=[crop,hflip]"]
+    plain = train(compose(base), run_dir=tmp_path / "plain")
+    fast = train(compose([*base, "trainer.channels_last=true", "trainer.cudnn_benchmark=true"]),
+                 run_dir=tmp_path / "fast")
+    assert fast["test"]["loss"] == pytest.approx(plain["test"]["loss"], rel=1e-2)

@@ -2,7 +2,8 @@
 
 Like the fastest CIFAR-10 trainers, a whole batch is augmented at once on the device it
 already lives on: one random draw per example and per augmentation, no per-sample Python
-and no PIL. Rotation, shift and zoom share one ``affine_grid`` + ``grid_sample`` call.
+and no PIL. Rotation, shift and zoom share one ``affine_grid`` + ``grid_sample`` call; a
+random crop is one pad and one gather.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ GEOMETRIC = ("rotate", "shift", "zoom")
 class Augment:
     """Random augmentations applied to a batch of images ``(B, C, H, W)``.
 
-    Order: hflip, then one affine warp (rotate, shift, zoom), then brightness and
+    Order: crop, hflip, then one affine warp (rotate, shift, zoom), then brightness and
     contrast. Brightness and contrast commute (contrast scales around the mean, which a
     brightness offset moves along with every pixel), so their order does not matter.
 
@@ -45,6 +46,8 @@ class Augment:
         """
         if x.dim() != 4:
             raise ValueError(f"Augment expects a batch of images (B, C, H, W), got shape {tuple(x.shape)}.")
+        if "crop" in self.params:
+            x = self._crop(x)
         if "hflip" in self.params:
             flip = torch.rand(x.shape[0], device=x.device) < self.params["hflip"]["p"]  # (B,)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -61,6 +64,27 @@ class Augment:
             x = mean + (x - mean) * factor
         # Every branch above builds a new tensor; only with nothing to do would x itself come back.
         return x if self.params else x.clone()
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Translate every example by its own random offset of up to ``padding`` pixels on
+        each axis: pad each side, then take an H x W window whose corner is drawn from
+        [0, 2 * padding] per example and axis. One pad and one gather for the whole batch."""
+        b, c, h, w = x.shape
+        pad = int(self.params["crop"]["padding"])
+        # The uncovered border is filled by reflection. Inputs are standardised, so zeros
+        # would paint the dataset's mean into it; a mirrored border keeps the image's own
+        # statistics. F.pad's "reflect" needs pad < H and W (build_augment checks it).
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, C, H + 2p, W + 2p)
+        corner = torch.randint(0, 2 * pad + 1, (2, b), device=x.device)  # (2, B): each window's top row, left column
+        batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+        rows = (corner[0, :, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (corner[1, :, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # Gather whole pixels (C values each) from the (B, H', W', C) view, so the batch
+            # stays channels_last (trainer.channels_last) without a second copy.
+            return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        channel = torch.arange(c, device=x.device)[:, None, None]  # (C, 1, 1)
+        return padded[batch[..., None], channel, rows[:, None], cols[:, None]]  # indices broadcast to (B, C, H, W)
 
     def _affine(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate, shift and zoom every example by its own random amounts, in one resampling."""
@@ -114,8 +138,8 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
         An :class:`Augment`, or None when ``names`` is empty.
 
     Raises:
-        ConfigError: for an unknown or repeated name, an unknown key, or examples that
-            are not images ``(C, H, W)``.
+        ConfigError: for an unknown or repeated name, an unknown key, examples that are
+            not images ``(C, H, W)``, or a crop padding the images are too small for.
     """
     if not names:
         return None
@@ -139,4 +163,10 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
             raise ConfigError(f"regularization.augment_params.{name} has no key {unknown[0]}: "
                               f"use {', '.join(defaults[name])}.")
         chosen[name] = {key: float(value) for key, value in {**defaults[name], **given}.items()}
+    if "crop" in chosen:
+        padding, (h, w) = chosen["crop"]["padding"], input_shape[1:]
+        if padding < 1 or padding != int(padding) or padding >= min(h, w):
+            raise ConfigError(f"regularization.augment_params.crop.padding={padding:g} does not fit these {h}x{w} "
+                              f"images: the border is filled by reflecting the image, which needs a whole number of "
+                              f"pixels from 1 to {min(h, w) - 1} (below the height and the width).")
     return Augment(chosen)
