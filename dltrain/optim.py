@@ -54,7 +54,8 @@ for _name, _cls in {
     OPTIMIZERS.register(_name)(_checked(_name, _cls))
 
 
-def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, **kwargs: Any) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, split_groups: bool | None = None,
+                    **kwargs: Any) -> torch.optim.Optimizer:
     """The optimizer registered as ``name`` over ``model``'s parameters.
 
     Args:
@@ -62,6 +63,8 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, **kwargs: Any)
         model: whose parameters to optimise.
         l2: ``regularization.l2``, the weight decay on the weights. For LBFGS, which has no
             weight decay, the trainer adds it to the loss instead (``WeightPenalty``).
+        split_groups: weights and the other parameters in two groups even without decay
+            (None: only with decay; see :func:`~dltrain.regularization.param_groups`).
         **kwargs: the torch optimizer's keyword arguments (the ``optim.*`` keys).
 
     Raises:
@@ -78,7 +81,7 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, **kwargs: Any)
     if l2 and decay and l2 != decay:
         raise ConfigError(f"regularization.l2={l2:g} and optim.weight_decay={decay:g} both set weight decay: "
                           "keep one of them and set the other to 0.")
-    return OPTIMIZERS.build(name, param_groups(model, l2 or decay), **kwargs)
+    return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split_groups), **kwargs)
 
 
 def _fused_supported(model: nn.Module) -> bool:
