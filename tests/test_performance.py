@@ -193,3 +193,37 @@ def test_a_checkpoint_with_two_groups_resumes_exactly(compose, tmp_path, monkeyp
     assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
     assert len(resumed["optimizer"]["param_groups"]) == 2
+
+
+def test_epoch_seconds_is_the_wall_time_of_training_and_validation():
+    """metrics.csv's epoch_seconds spans the epoch's training and its validation (what an
+    outside script times around its own loop), not the checkpoint writes after it."""
+    import time
+
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    written: list[dict] = []
+
+    def slow_writes(trainer, row, improved):
+        written.append(row)
+        time.sleep(0.3)
+
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), on_epoch_end=slow_writes)
+    train_epoch, evaluate = trainer.train_epoch, trainer.evaluate
+
+    def slow_train(batches):
+        time.sleep(0.2)
+        return train_epoch(batches)
+
+    def slow_validation(batches, **kwargs):
+        time.sleep(0.1)
+        return evaluate(batches, **kwargs)
+
+    trainer.train_epoch, trainer.evaluate = slow_train, slow_validation
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    started = time.perf_counter()
+    trainer.fit(TensorBatches(x, y, 16), TensorBatches(x, y, 32))
+    elapsed = time.perf_counter() - started
+    seconds = written[0]["epoch_seconds"]
+    assert 0.3 <= seconds < elapsed - 0.3  # training and validation, not the 0.3 s of writes
