@@ -41,7 +41,7 @@ class MetricAccumulator:
         if total is None:
             self.sums["loss"] = loss.detach().float() * n
         else:
-            total.add_(loss.detach(), alpha=n)  # one operation: no product tensor per step
+            total.add_(loss.detach().float() * n)  # in place; the product first, as the sum always rounded
         if self.task == "multilabel":  # share of labels right, averaged over examples
             self._add("correct", ((output > 0) == (target > 0.5)).float().mean(dim=1).sum())
         elif self.task in CLASSIFICATION:

@@ -54,7 +54,7 @@ for _name, _cls in {
     OPTIMIZERS.register(_name)(_checked(_name, _cls))
 
 
-def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, split_groups: bool | None = None,
+def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: list[dict[str, Any]] | None = None,
                     **kwargs: Any) -> torch.optim.Optimizer:
     """The optimizer registered as ``name`` over ``model``'s parameters.
 
@@ -63,8 +63,10 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, split_groups: 
         model: whose parameters to optimise.
         l2: ``regularization.l2``, the weight decay on the weights. For LBFGS, which has no
             weight decay, the trainer adds it to the loss instead (``WeightPenalty``).
-        split_groups: weights and the other parameters in two groups even without decay
-            (None: only with decay; see :func:`~dltrain.regularization.param_groups`).
+        saved_groups: a resumed checkpoint's parameter groups. The optimizer keeps their
+            number (see :func:`~dltrain.regularization.param_groups`) and their step
+            implementation (fused, foreach or torch's default), so the resume continues with
+            the same arithmetic, whatever today's default is.
         **kwargs: the torch optimizer's keyword arguments (the ``optim.*`` keys).
 
     Raises:
@@ -74,23 +76,41 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, split_groups: 
         kwargs["betas"] = tuple(kwargs["betas"])
     if name in CLOSURE_OPTIMIZERS:  # one parameter group only: LBFGS refuses several
         return OPTIMIZERS.build(name, [p for p in model.parameters() if p.requires_grad], **kwargs)
-    if name in FUSED_OPTIMIZERS and kwargs.get("fused") is None and kwargs.get("foreach") is None \
-            and _fused_supported(model):
+    if saved_groups:
+        for key in ("fused", "foreach"):
+            if kwargs.get(key) is None and key in saved_groups[0]:
+                kwargs[key] = saved_groups[0][key] if key == "foreach" else bool(saved_groups[0][key])
+        if kwargs.get("fused") and not _fused_supported(name, model):  # resumed on a device without the kernel
+            kwargs["fused"] = False
+    elif name in FUSED_OPTIMIZERS and kwargs.get("fused") is None and kwargs.get("foreach") is None \
+            and _fused_supported(name, model):
         kwargs["fused"] = True
     decay = kwargs.pop("weight_decay", 0.0)
     if l2 and decay and l2 != decay:
         raise ConfigError(f"regularization.l2={l2:g} and optim.weight_decay={decay:g} both set weight decay: "
                           "keep one of them and set the other to 0.")
-    return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split_groups), **kwargs)
+    split = len(saved_groups) > 1 if saved_groups else None
+    return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split), **kwargs)
 
 
-def _fused_supported(model: nn.Module) -> bool:
-    """Whether torch has fused optimizer kernels for every trainable parameter: floating
-    point, on a device type it supports (CPU, CUDA, MPS, ...)."""
-    try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-    except ImportError:  # a torch without it: keep torch's default
-        return False
-    devices = _get_fused_kernels_supported_devices()  # the CPU from torch 2.4
+#: The fused kernel behind each option in FUSED_OPTIMIZERS.
+_FUSED_KERNELS = {"sgd": "_fused_sgd_", "momentum": "_fused_sgd_", "nesterov": "_fused_sgd_",
+                  "adam": "_fused_adam_", "adamw": "_fused_adamw_", "adagrad": "_fused_adagrad_"}
+
+
+def _fused_supported(name: str, model: nn.Module) -> bool:
+    """Whether this torch has the fused kernel of optimizer ``name`` for the device of every
+    trainable parameter (fused kernels came to the CPU in torch 2.4, and not to every device
+    for every optimizer), the parameters are floating point, and no layer makes sparse
+    gradients (which fused steps refuse)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
+    if not params or not all(p.is_floating_point() for p in params):
+        return False
+    if any(getattr(module, "sparse", False) is True for module in model.modules()):
+        return False  # nn.Embedding(sparse=True) and nn.EmbeddingBag(sparse=True)
+    has_kernel = getattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", None)
+    if has_kernel is None:  # a torch without it: keep torch's default
+        return False
+    keys = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
+    devices = {p.device.type for p in params}
+    return all(dev in keys and has_kernel(f"aten::{_FUSED_KERNELS[name]}", keys[dev]) for dev in devices)

@@ -31,6 +31,8 @@ def param_groups(model: nn.Module, weight_decay: float, split: bool | None = Non
     60 us slower per batch on a CPU. ``split`` forces the layout either way (a resumed
     run keeps the one its checkpoint was saved with).
     """
+    if split is False and weight_decay:
+        raise ValueError("one parameter group cannot hold weight decay on the weights only")
     if not (weight_decay if split is None else split):
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     weights, others = split_weights(model)

@@ -95,12 +95,14 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_experiment(cfg: DictConfig, device: torch.device, optimizer_groups: int | None = None) -> Experiment:
+def build_experiment(cfg: DictConfig, device: torch.device,
+                     saved_groups: list[dict[str, Any]] | None = None) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
 
     Args:
-        optimizer_groups: a resumed run's number of optimizer parameter groups, kept as saved.
+        saved_groups: a resumed checkpoint's optimizer parameter groups: the new optimizer keeps
+            their layout and implementation (see :func:`~dltrain.optim.build_optimizer`).
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
@@ -146,8 +148,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, optimizer_groups: in
 
     closure = cfg.optim.name in CLOSURE_OPTIMIZERS
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
-                                split_groups=None if optimizer_groups is None else optimizer_groups > 1,
-                                **_options(cfg.optim))
+                                saved_groups=saved_groups, **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg, cfg.seed, device)
@@ -297,7 +298,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
                 return _already_finished(cfg, run_dir, resume_path, state, finished)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
-        exp = build_experiment(cfg, device, len(state["optimizer"]["param_groups"]) if resume_path else None)
+        exp = build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None)
         run_dir.mkdir(parents=True, exist_ok=True)
         summary_text = format_summary(exp.summary_rows, exp.model)
         (run_dir / "model_summary.txt").write_text(summary_text)

@@ -409,6 +409,7 @@ class Trainer:
         random numbers while a run is set up."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        _match_layouts(self.optimizer)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("grad_scaler") is not None:
@@ -423,3 +424,15 @@ class Trainer:
                                {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         self._resume_partial = state.get("partial_epoch")
         self._pending = (state.get("data_order"), state["rng"])
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (moments, momentum buffers) its parameter's
+    memory layout. A checkpoint's state comes back in the layout it was saved in; after a
+    resume that changes ``trainer.channels_last``, a fused step, which reads the tensors as
+    flat memory, would pair a weight's elements with the wrong moments."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -220,3 +220,25 @@ def test_the_fused_step_is_the_same_update_as_torchs_loop(option):
             optimizer.step()
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_embeddings_keep_torchs_default_step():
+    """Fused steps refuse sparse gradients: a model with nn.Embedding(sparse=True) keeps the
+    step that takes them, and trains."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 4, sparse=True), nn.Flatten(), nn.Linear(12, 2))
+    optimizer = build_optimizer("sgd", model, lr=0.1)
+    assert not any(group["fused"] for group in optimizer.param_groups)
+    loss = nn.functional.cross_entropy(model(torch.randint(0, 20, (5, 3))), torch.randint(0, 2, (5,)))
+    loss.backward()
+    optimizer.step()
+    assert model[0].weight.grad.is_sparse
+
+
+def test_a_resumed_optimizer_keeps_its_checkpoints_step_and_groups():
+    saved = build_optimizer("adam", _mlp(), lr=0.01, foreach=False).state_dict()["param_groups"]
+    resumed = build_optimizer("adam", _mlp(), lr=0.01, saved_groups=saved)
+    assert [g["fused"] for g in resumed.param_groups] == [False] and resumed.param_groups[0]["foreach"] is False
+    fused = build_optimizer("adam", _mlp(), lr=0.01, saved_groups=resumed.state_dict()["param_groups"])
+    assert fused.param_groups[0]["fused"] is False  # what was saved, not today's default
+    assert build_optimizer("adam", _mlp(), lr=0.01).param_groups[0]["fused"] is True

@@ -4,6 +4,7 @@ sweep share one process's imports and config store."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -167,32 +168,68 @@ def test_without_weight_decay_the_parameters_form_one_group():
     assert [len(g["params"]) for g in param_groups(model, 0.0, split=True)] == [2, 4]
 
 
-def test_a_checkpoint_with_two_groups_resumes_exactly(compose, tmp_path, monkeypatch):
-    """A checkpoint saved with weights and biases in two groups (as every run before one
-    group existed) resumes into two groups and continues as if never stopped."""
+def test_a_checkpoint_from_before_one_group_and_fused_steps_resumes_exactly(compose, tmp_path, monkeypatch):
+    """A checkpoint saved with weights and biases in two groups and torch's default Adam (as
+    every run was before one group and fused steps) resumes with both, and continues
+    exactly as if never stopped."""
     import csv
 
-    import dltrain.run
+    import dltrain.optim
     from dltrain import train
 
-    built = dltrain.run.build_optimizer
+    split = dltrain.optim.param_groups
     overrides = ["model.hidden=[16]", "regularization.dropout=0.2", "trainer.early_stopping.enabled=false"]
 
     def rows(run_dir):
         with (run_dir / "metrics.csv").open() as f:
             return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
 
-    with monkeypatch.context() as patch:
-        patch.setattr(dltrain.run, "build_optimizer", lambda *a, split_groups=None, **kw: built(*a, split_groups=True,
-                                                                                                  **kw))
+    with monkeypatch.context() as patch:  # the optimizer as it was built then
+        patch.setattr(dltrain.optim, "param_groups", lambda model, decay, _split=None: split(model, decay, True))
+        patch.setattr(dltrain.optim, "_fused_supported", lambda name, model: False)
         train(compose([*overrides, "trainer.max_epochs=4"]), run_dir=tmp_path / "straight")
         train(compose([*overrides, "trainer.max_epochs=2"]), run_dir=tmp_path / "first")
     last = tmp_path / "first" / "checkpoints" / "last.pt"
-    assert len(torch.load(last, weights_only=True)["optimizer"]["param_groups"]) == 2
+    saved = torch.load(last, weights_only=True)["optimizer"]["param_groups"]
+    assert len(saved) == 2 and not saved[0]["fused"]
     train(compose([*overrides, "trainer.max_epochs=4", f"resume={last}"]), run_dir=tmp_path / "resumed")
-    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")  # exact: the same arithmetic
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
-    assert len(resumed["optimizer"]["param_groups"]) == 2
+    assert len(resumed["optimizer"]["param_groups"]) == 2 and not resumed["optimizer"]["param_groups"][0]["fused"]
+    fresh = torch.load(tmp_path / "first" / "checkpoints" / "best.pt", weights_only=True)  # sanity: old layout
+    assert len(fresh["optimizer"]["param_groups"]) == 2
+
+
+def test_optimizer_state_follows_a_change_of_memory_layout():
+    """Resuming with trainer.channels_last switched: the fused step pairs each weight with its
+    own moments (the state is put in the weights' layout), as torch's loop would."""
+    from dltrain.trainer import _match_layouts
+
+    def steps(model, optimizer, n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            x = torch.randn(4, 8, 6, 6, generator=generator).contiguous(
+                memory_format=next(model.parameters()).is_contiguous() and torch.contiguous_format
+                or torch.channels_last)
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+
+    torch.manual_seed(0)
+    model = nn.Conv2d(8, 16, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)
+    steps(model, optimizer, 3, seed=1)
+    saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    steps(model, optimizer, 3, seed=2)  # continuing in the default layout
+
+    resumed = nn.Conv2d(8, 16, 3).to(memory_format=torch.channels_last)
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = torch.optim.Adam(resumed.parameters(), lr=0.01, fused=True)
+    resumed_optimizer.load_state_dict(saved_optimizer)
+    _match_layouts(resumed_optimizer)
+    assert resumed_optimizer.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
+    steps(resumed, resumed_optimizer, 3, seed=2)
+    torch.testing.assert_close(resumed.weight, model.weight, rtol=1e-5, atol=1e-6)
 
 
 def test_epoch_seconds_is_the_wall_time_of_training_and_validation():
