@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.machine import cpu_model, sync
 from dltrain.data import TensorBatches
 from dltrain.models import MODELS
 
@@ -51,12 +51,6 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
     x = torch.rand(8000, 784, generator=generator)
     y = torch.randint(0, 10, (8000,), generator=generator)
     return x, y, f"random, 8,000 x 784 with 10 classes ({MNIST_DIR} not found)"
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that the clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class OnDevice:
@@ -96,7 +90,7 @@ def train_step(device: torch.device) -> Callable[[Batches], None]:
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
-        _sync(device)
+        sync(device)
 
     return epoch
 
@@ -109,22 +103,11 @@ def time_epochs(
     epoch(batches)
     rates = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         epoch(batches)
         rates.append(count / (time.perf_counter() - start))
     return statistics.median(rates)
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo, or what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,6 +85,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import dltrain
+from benchmarks.machine import cpu_model, sync
 from dltrain import compose, train
 from dltrain.data import DataSplits
 from dltrain.run import load_data
@@ -128,23 +129,6 @@ QUICK = Sizes(2_000, 64, 10, 800, 200, 800, 200, 1_500, 8)
 
 
 # --------------------------------------------------------------------------------------------- the machine
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo, or what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock read after it measures the work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
