@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import re
 import sys
@@ -33,8 +34,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from dltrain.callbacks import infer_mode
 from dltrain.config import validate
+from dltrain.distributed import environment
 from dltrain.errors import ConfigError, UserError
-from dltrain.files import claim_new_dir, ensure_new_run_dir, ensure_new_sweep_dir, write_json
+from dltrain.files import claim_new_dir, ensure_new_run_dir, ensure_new_sweep_dir, own_checkpoint, write_json
 from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
@@ -146,6 +148,10 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            if environment().distributed:
+                raise ConfigError("a sweep (-m) cannot run under torchrun, where every rank would launch every job: "
+                                  "run the sweep without torchrun, and give each job several ranks with "
+                                  "cluster=slurm_ddp (or hydra.launcher.tasks_per_node).")
             _check_sweep(config)
             claimed = _claim_dir(config, "sweep")
             if not claimed:
@@ -248,12 +254,44 @@ class RunStartChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
-            _claim_dir(config, "run")
-            ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...")
+            if environment().distributed:
+                _agree_on_run_dir(config)
+            else:
+                _claim_run_dir(config)
         except Exception as err:
             if describe_error(err) is None:
                 raise
             _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
+
+
+def _claim_run_dir(config: DictConfig) -> None:
+    """Claim a new run directory (or, with ``resume=auto``, keep one whose run is continued in place)."""
+    _claim_dir(config, "run")
+    if own_checkpoint(config.resume, config.hydra.run.dir) is None:
+        ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...")
+
+
+def _agree_on_run_dir(config: DictConfig) -> None:
+    """Under torchrun every rank composes the config, each with its own clock: rank 0
+    claims the run directory and the others take it (and leave the .hydra folder to it)."""
+    from dltrain.distributed import init
+
+    ranks = init(config.device)
+    outcome: str | None = None
+    if ranks.is_main:
+        try:
+            _claim_run_dir(config)
+            outcome = str(config.hydra.run.dir)
+        except UserError:
+            ranks.broadcast(None)
+            raise
+    run_dir = ranks.broadcast(outcome)
+    if run_dir is None:
+        raise ConfigError("rank 0 could not claim the run directory: see its error")
+    with read_write(config.hydra):
+        config.hydra.run.dir = run_dir
+        if not ranks.is_main:
+            config.hydra.output_subdir = None
 
 
 def main() -> None:
@@ -304,7 +342,12 @@ def _exit_with(err: BaseException) -> None:
     if _full_error:
         traceback.print_exception(err)
     kind = "" if isinstance(err, Interrupted) else " error:"  # a stop asked for is no error
-    print(f"dltrain:{kind} {describe_error(err).rstrip('.')}.", file=sys.stderr)
+    line = f"dltrain:{kind} {describe_error(err).rstrip('.')}."
+    rank = environment().rank
+    if rank:  # rank 0 speaks for the run (the ranks agree on stops; it names a rank that failed)
+        logging.getLogger("dltrain").warning("rank %d: %s", rank, line)
+    else:
+        print(line, file=sys.stderr)
     sys.exit(getattr(err, "exit_code", 2))
 
 

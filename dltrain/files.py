@@ -126,6 +126,13 @@ def claim_new_dir(path: str) -> str:
             candidate = base.with_name(f"{base.name}_{n}")
 
 
+def own_checkpoint(resume: str | None, run_dir: str | Path) -> Path | None:
+    """``run_dir``'s own ``checkpoints/last.pt`` when ``resume=auto`` is to continue it in
+    place (a job requeued after pre-emption runs again in the directory it started in)."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    return last if resume == "auto" and last.is_file() else None
+
+
 def ensure_new_run_dir(run_dir: str | Path, how_to_change: str) -> None:
     """Refuse a directory that already holds a run: dltrain never overwrites one.
 

@@ -70,6 +70,20 @@ class MetricAccumulator:
         # copies: the sums are added to in place
         self.sums = {k: v.to(device, copy=True) if device is not None else v.clone() for k, v in state["sums"].items()}
 
+    @classmethod
+    def merged(cls, task: str, states: list[dict[str, object]]) -> MetricAccumulator:
+        """One accumulator of the sums of several (each rank's :meth:`state_dict`), in float64
+        on the CPU; a rank that saw no example adds nothing."""
+        acc = cls(task)
+        for state in states:
+            if not state["count"]:
+                continue
+            acc.count += int(state["count"])
+            for k, v in state["sums"].items():
+                v = v.detach().double().cpu()
+                acc.sums[k] = acc.sums[k] + v if k in acc.sums else v
+        return acc
+
     def compute(self) -> dict[str, float]:
         """The metrics over everything seen so far (one device sync)."""
         if self.count == 0:

@@ -44,3 +44,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def fork_rng(rank: int) -> None:
+    """Give this rank generators of its own, drawn from the current (shared) ones: after a
+    resume at another world size, every rank starts from the same saved state."""
+    seed_everything((int(torch.randint(0, 2**32, (1,)).item()) + rank) % 2**32)

@@ -37,8 +37,9 @@ from dltrain.checks import (
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
+from dltrain.distributed import Ranks, device_for, init, route_logs
 from dltrain.errors import ConfigError
-from dltrain.files import copy_atomically, ensure_new_run_dir, remove_stale_tmpfiles, write_json
+from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
 from dltrain.loggers import Logger, build_logger
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
@@ -96,21 +97,26 @@ class Experiment:
 
 
 def build_experiment(cfg: DictConfig, device: torch.device,
-                     saved_groups: list[dict[str, Any]] | None = None) -> Experiment:
+                     saved_groups: list[dict[str, Any]] | None = None, ranks: Ranks | None = None) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
 
     Args:
         saved_groups: a resumed checkpoint's optimizer parameter groups: the new optimizer keeps
             their layout and implementation (see :func:`~dltrain.optim.build_optimizer`).
+        ranks: the processes training together: each gets its shard of every split and
+            ``trainer.batch_size / world_size`` examples per step; batch norm is synced
+            across them with ``trainer.sync_batchnorm``.
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
     """
     reg, tcfg = cfg.regularization, cfg.trainer
+    ranks = ranks or Ranks()
     check_combinations(cfg)
+    check_world(cfg, ranks, device)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
-    data = load_data(cfg, device)
+    data = load_data(cfg, device, ranks)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
 
@@ -134,6 +140,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
     for row in summary_rows:
         row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
+    if tcfg.sync_batchnorm:
+        warnings += sync_batchnorm(model, ranks)  # the same parameters: before or after the init alike
     # After the init (orthogonal_ views each weight as a matrix) and before the optimizer.
     warnings += channels_last_warnings(cfg, data.input_shape, model)
     memory_format = resolve_memory_format(tcfg.channels_last, data.input_shape, model)
@@ -151,7 +159,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
                                 saved_groups=saved_groups, **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
-    batches = make_batches(data, tcfg, cfg.seed, device)
+    batches = make_batches(data, tcfg, cfg.seed, device, ranks)
 
     sched = _options(cfg.scheduler)
     if cfg.scheduler.name == "plateau":
@@ -174,18 +182,64 @@ def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
                                    class_counts=data.class_counts(), **_options(cfg.loss))
 
 
-def load_data(cfg: DictConfig, device: torch.device) -> DataSplits:
-    """``data=...``, its tensors moved to ``device`` (data read from disk stays there).
+def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None) -> DataSplits:
+    """``data=...``, its tensors moved to ``device`` (data read from disk stays there). Of
+    several ranks, rank 0 reads first (and downloads what is missing), the others after it
+    succeeded, so no two processes write the same files.
 
     Raises:
         ConfigError: for bad data keys or files, or data too large for the device.
     """
-    data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
+    ranks = ranks or Ranks()
+    if not ranks.is_main:
+        ranks.check(None, "loading the data")  # waits for rank 0's outcome
     try:
-        return data.to(device)
-    except torch.OutOfMemoryError as err:
-        hint = "set data.in_memory=false" if "in_memory" in cfg.data else "use device=cpu or a smaller dataset"
-        raise ConfigError(f"data={cfg.data.name} does not fit in the memory of {device}: {hint}.") from err
+        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
+        try:
+            data = data.to(device)
+        except torch.OutOfMemoryError as err:
+            hint = "set data.in_memory=false" if "in_memory" in cfg.data else "use device=cpu or a smaller dataset"
+            raise ConfigError(f"data={cfg.data.name} does not fit in the memory of {device}: {hint}.") from err
+    except Exception as err:
+        if ranks.is_main:
+            ranks.check(err, "loading the data")
+        raise
+    if ranks.is_main:
+        ranks.check(None, "loading the data")
+    return data
+
+
+def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
+    """What a run of several ranks needs of the config.
+
+    Raises:
+        ConfigError: a global batch that does not split evenly over the ranks, or batch norm
+            to sync where torch cannot.
+    """
+    if not ranks.distributed:
+        return
+    batch, world = cfg.trainer.batch_size, ranks.world_size
+    if batch % world:
+        raise ConfigError(f"trainer.batch_size={batch} is the global batch, split evenly over the {world} ranks: "
+                          f"make it a multiple of {world} (e.g. {max(world, batch - batch % world)}).")
+    if cfg.trainer.sync_batchnorm and device.type != "cuda":
+        raise ConfigError(f"trainer.sync_batchnorm=true needs CUDA (torch syncs batch norm on GPUs only), and this "
+                          f"run trains on {device}: set trainer.sync_batchnorm=false.")
+
+
+def sync_batchnorm(model: nn.Module, ranks: Ranks) -> list[str]:
+    """Turn ``model``'s batch norm layers into ones whose statistics are computed over every
+    rank's batch (they keep their parameters); returns warnings."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return ["trainer.sync_batchnorm=true: the model has no batch norm layers to sync"]
+    if not ranks.distributed:
+        log.info("trainer.sync_batchnorm=true: one process, so its batch norm has nothing to sync")
+        return []
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if converted is not model:  # the model itself was a batch norm layer: nothing else to convert
+        raise ConfigError("trainer.sync_batchnorm=true cannot convert a model that is a single batch norm layer: "
+                          "set trainer.sync_batchnorm=false.")
+    return []
 
 
 def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str]) -> nn.Module:
@@ -238,37 +292,50 @@ def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) ->
     return torch.log_softmax(output, dim=1)
 
 
-def make_batches(data: DataSplits, tcfg: DictConfig, seed: int,
-                 device: torch.device) -> tuple[TensorBatches | LoaderBatches, ...]:
+def make_batches(data: DataSplits, tcfg: DictConfig, seed: int, device: torch.device,
+                 ranks: Ranks | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
     """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each.
 
     Data in memory is batched by index on its device; data read from disk goes through a
-    DataLoader with ``data.num_workers`` processes."""
+    DataLoader with ``data.num_workers`` processes. Of several ranks, each takes its shard:
+    of every epoch's training order (``trainer.batch_size / world_size`` examples per step),
+    and a contiguous part of validation and test, whose metrics are then summed over ranks."""
+    ranks = ranks or Ranks()
     limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
-    generator = torch.Generator().manual_seed(seed)  # the data order depends on this alone
+    # The data order depends on this alone; every rank draws the same one and takes its shard.
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = tcfg.batch_size // ranks.world_size
+    shard = {"rank": ranks.rank, "world_size": ranks.world_size}
     if not data.in_memory:
         def loader(x, batch_size, **kw):
-            return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit, **kw)
+            return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit,
+                                 **shard, **kw)
 
-        return (loader(data.x_train, tcfg.batch_size, shuffle=True, generator=generator, min_batch_size=2),
+        return (loader(data.x_train, batch_size, shuffle=True, generator=generator, min_batch_size=2),
                 loader(data.x_val, tcfg.eval_batch_size),
                 loader(data.x_test, tcfg.eval_batch_size, persistent=False))  # read once
     return (
         # A last training batch of one example is dropped: batch norm cannot normalise it,
         # and its gradient would be the noisiest step of the epoch.
-        TensorBatches(data.x_train, data.y_train, tcfg.batch_size, shuffle=True, generator=generator,
-                      limit_batches=limit, min_batch_size=2),
-        TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit),
-        TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit),
+        TensorBatches(data.x_train, data.y_train, batch_size, shuffle=True, generator=generator,
+                      limit_batches=limit, min_batch_size=2, **shard),
+        TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit, **shard),
+        TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit, **shard),
     )
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, validate and test one experiment, writing its run directory.
 
+    Under ``torchrun`` (or in a Slurm job of several tasks) every rank calls this: they
+    join one process group, train one DistributedDataParallel model, and rank 0 writes the
+    run directory they agree on (the others log to ``rank<k>.log`` in it).
+
     Args:
         cfg: a config composed from ``conf/train.yaml`` (see ``dltrain.compose``); with
-            ``resume=...`` it continues a checkpoint's run into ``run_dir``.
+            ``resume=...`` it continues a checkpoint's run into ``run_dir``; with
+            ``resume=auto`` and a ``run_dir`` that holds a ``checkpoints/last.pt`` (a Slurm
+            job requeued after pre-emption), it continues that run in place.
         run_dir: where to write; defaults to Hydra's run directory, or
             ``outputs/<date>/<time>`` outside Hydra.
 
@@ -281,45 +348,80 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             ``interrupted``, and an interrupted run has saved ``last.pt`` to resume from.
     """
     validate(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    ensure_new_run_dir(run_dir, "pass another run_dir")
+    ranks = init(cfg.device)
+    # Outside Hydra the default directory is named by each rank's clock: rank 0's is the run's.
+    run_dir = Path(ranks.broadcast(str(run_dir if run_dir is not None else default_run_dir())))
+    own = own_checkpoint(cfg.resume, run_dir)
+    error = None
+    if own is None and ranks.is_main:
+        try:
+            ensure_new_run_dir(run_dir, "pass another run_dir")
+        except ConfigError as err:
+            error = err
+    ranks.check(error, "checking the run directory")
+    if not ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        route_logs(ranks, run_dir)
     with StopRequest() as stop:
-        return _train(cfg, run_dir, stop)
+        return _train(cfg, run_dir, stop, ranks, own)
 
 
-def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own: Path | None) -> dict[str, Any]:
     started_at = datetime.now().isoformat(timespec="seconds")
+    main = ranks.is_main
     resume_path: Path | None = None
+    state: dict[str, Any] | None = None
     logger: Logger | None = None
     try:
-        if cfg.resume is not None:
-            resume_path, state, cfg = _load_resume(cfg)
-            if state is not None and (finished := _finished(cfg, state)):
-                return _already_finished(cfg, run_dir, resume_path, state, finished)
-        seed_everything(cfg.seed)
-        device = resolve_device(cfg.device)
-        exp = build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None)
+        error: Exception | None = None
+        finished = None
+        try:
+            if own is not None or cfg.resume is not None:
+                resume_path, state, cfg = _load_resume(cfg, ranks, own)
+                finished = _finished(cfg, state) if state is not None else None
+            if not finished:
+                seed_everything(cfg.seed)
+                device = device_for(ranks, resolve_device(cfg.device))
+                exp = build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None,
+                                       ranks)
+        except Exception as err:  # noqa: BLE001 - every rank learns whether all of them are ready
+            error = err
+        ranks.check(error, "setting up the run")
+        if finished:
+            return _already_finished(cfg, run_dir, resume_path, state, finished, ranks)
+        train_forward = None
+        if ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Wrapping broadcasts rank 0's weights and buffers: every rank starts the same.
+            train_forward = DistributedDataParallel(exp.model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None)
+            seed_everything(cfg.seed + ranks.rank)  # dropout and augmentation differ by rank, as the data does
+            log.info("%d ranks (%s): a global batch of %d, %d per rank", ranks.world_size, ranks.backend,
+                     cfg.trainer.batch_size, cfg.trainer.batch_size // ranks.world_size)
         run_dir.mkdir(parents=True, exist_ok=True)
         summary_text = format_summary(exp.summary_rows, exp.model)
-        (run_dir / "model_summary.txt").write_text(summary_text)
-        write_json(run_dir / "data.json", describe_data(cfg, exp.data))
+        if main:
+            (run_dir / "model_summary.txt").write_text(summary_text)
+            write_json(run_dir / "data.json", describe_data(cfg, exp.data))
         log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
                  "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
                  exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, cfg.trainer.precision,
                  summary_text)
         for warning in exp.warnings:
             log.warning("warning: %s.", warning)
-        logger = build_logger(cfg.logger.name, run_dir, **_options(cfg.logger))
-        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop, logger)
+        # Rank 0 alone writes the run's files: the other ranks' logger records nothing.
+        logger = build_logger(cfg.logger.name, run_dir, **_options(cfg.logger)) if main else Logger()
+        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop, logger, ranks, train_forward)
         logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
         if resume_path is not None:
-            _continue(trainer, metrics_csv, logger, state, resume_path, run_dir)
+            _continue(trainer, metrics_csv, logger, state, resume_path, run_dir, main)
     except Exception as err:
         status = "interrupted" if isinstance(err, Interrupted) else "failed"
         failed = {"status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
-                  "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None, "world_size": 1,
-                  "started_at": started_at}
-        if run_dir.is_dir():  # Hydra made it: say in it why nothing was trained
+                  "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None,
+                  "world_size": ranks.world_size, "started_at": started_at}
+        if main and run_dir.is_dir() and own is None:  # Hydra made it: say in it why nothing was trained
             write_json(run_dir / "summary.json", failed)
         if logger is not None:  # its files are closed, whatever happens next
             _finish_logger(logger, failed)
@@ -327,17 +429,20 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger, metrics_csv.rows)
 
 
-def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path,
-                  stop: StopRequest, logger: Logger) -> tuple[Trainer, MetricsCSV]:
-    """The trainer, with the end-of-epoch writes: a metrics.csv row, the logger's, and the checkpoints."""
+def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path, stop: StopRequest,
+                  logger: Logger, ranks: Ranks, train_forward: nn.Module | None) -> tuple[Trainer, MetricsCSV]:
+    """The trainer, with the end-of-epoch writes: a metrics.csv row, the logger's, and the
+    checkpoints (by rank 0; every rank gathers the checkpoint's state, which is collective)."""
     tcfg = cfg.trainer
+    main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     meta = checkpoint_meta(cfg, exp)
     checkpoints = run_dir / "checkpoints"
 
     def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
-        metrics_csv.write(row)
-        _log_epoch(logger, row)
+        if main:
+            metrics_csv.write(row)
+            _log_epoch(logger, row)
         if not trainer.healthy:  # the monitored metric is not finite: no checkpoint of such weights
             return
         ck = tcfg.checkpoint
@@ -345,6 +450,8 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
         if not (ck.save_last or (improved and ck.save_best) or periodic):
             return
         state = trainer.checkpoint()  # gathered once for every file written this epoch
+        if not main:
+            return
         if ck.save_last:
             save_checkpoint(state, checkpoints / "last.pt")
         if improved and ck.save_best:
@@ -356,12 +463,14 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
                       stopper=make_stopper(cfg), log_every_n_steps=tcfg.log_every_n_steps,
-                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs),
+                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None,
                       scheduler=exp.scheduler, penalty=exp.penalty, augment=exp.augment,
                       grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
                       autocast_dtype=exp.autocast_dtype,
                       scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
                       forward=torch.compile(exp.model) if tcfg.compile else None,
+                      train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward,
+                      ranks=ranks,
                       memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
                       restore_best_weights=tcfg.early_stopping.restore_best_weights, stop=stop,
                       meta=meta)
@@ -382,7 +491,7 @@ def _log_epoch(logger: Logger, row: dict[str, Any]) -> None:
 
 
 def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: dict[str, Any], path: Path,
-              run_dir: Path) -> None:
+              run_dir: Path, main: bool = True) -> None:
     """Load a resumed run's state into ``trainer``; its history opens the new metrics.csv
     (and the logger's record), and its ``best.pt`` (when the best epoch came before the
     resume) is copied beside it."""
@@ -391,12 +500,14 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: 
     except RuntimeError as err:  # weights of another shape: other data behind data.path, say
         raise ConfigError(f"resume={path}: the checkpoint's weights do not fit the model this config builds "
                           f"({_first_line(err)}): point data.* at the data the run was trained on") from err
+    if not main:
+        return
     for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
         metrics_csv.write(row)
         _log_epoch(logger, row)
-    best = path.parent / "best.pt"
-    if trainer.stopper.best_epoch is not None and best.is_file():
-        copy_atomically(best, run_dir / "checkpoints" / "best.pt")
+    best, target = path.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
+    if trainer.stopper.best_epoch is not None and best.is_file() and best.resolve() != target.resolve():
+        copy_atomically(best, target)
     partial = state.get("partial_epoch")
     log.info("resumed from %s: %d epochs done%s", path, trainer.epoch,
              f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
@@ -413,7 +524,8 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
         "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {}, "test_weights": None,
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
         "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(trainer.device),
-        "world_size": 1, "resumed_from": str(resume_path) if resume_path else None, "warnings": exp.warnings,
+        "world_size": trainer.ranks.world_size, "resumed_from": str(resume_path) if resume_path else None,
+        "warnings": exp.warnings,
         "run_dir": str(run_dir), "started_at": started_at, "versions": trainer.meta["versions"],
     }
     try:
@@ -445,7 +557,9 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         summary.update(status="interrupted", stop_reason=str(err))
         if err.aborted:  # mid-step: the state is torn, so the last good last.pt stays
             raise
-        path = save_checkpoint(trainer.checkpoint(), run_dir / "checkpoints" / "last.pt")
+        state, path = trainer.checkpoint(), run_dir / "checkpoints" / "last.pt"  # every rank gathers; rank 0 saves
+        if trainer.ranks.is_main:
+            save_checkpoint(state, path)
         summary["checkpoint"] = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
@@ -456,13 +570,14 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         raise
     finally:
         stop.graceful = False
-        trainer.progress.close()
+        if trainer.progress is not None:
+            trainer.progress.close()
         inside = trainer.step_in_epoch > 0  # stopped inside an epoch (interrupted, or diverged mid-epoch)
         summary.update(epochs_run=trainer.epoch, stopped_epoch=trainer.epoch + (1 if inside else 0),
                        best_epoch=stopper.best_epoch, best_value=stopper.best,
                        train_seconds=round(time.perf_counter() - start, 3))
         if summary["status"] not in ("completed", "early_stopped", "diverged"):
-            write_json(run_dir / "summary.json", summary)
+            _write_summary(trainer, run_dir, summary)
 
     # The test split is touched once, at the end, with the best epoch's weights (however
     # training ended); a run that diverged before any good epoch has nothing to test.
@@ -476,22 +591,28 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
             summary.update(status="interrupted" if stopped else "failed",
                            stop_reason=f"training {summary['status']} ({summary['stop_reason']}), then the test "
                                        f"evaluation {'was stopped' if stopped else 'failed'}: {_first_line(err)}")
-            write_json(run_dir / "summary.json", summary)
+            _write_summary(trainer, run_dir, summary)
             raise
     late = stop.signum  # a signal after the last step: the run is done; its exit code still says so
     if late is not None and diverged is None:
         summary["signal"] = signal_name(late)
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
-    write_json(run_dir / "summary.json", summary)
+    _write_summary(trainer, run_dir, summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
              "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()) or "not run")
     if diverged is not None:
         raise diverged
-    print_results(summary)
+    if trainer.ranks.is_main:
+        print_results(summary)
     if late is not None:
         raise Interrupted(late, f"{signal_name(late)} arrived after the last training step: the run "
                                 f"{summary['status']} and wrote its results")
     return summary
+
+
+def _write_summary(trainer: Trainer, run_dir: Path, summary: dict[str, Any]) -> None:
+    if trainer.ranks.is_main:  # rank 0 writes the run's files
+        write_json(run_dir / "summary.json", summary)
 
 
 def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path, logger: Logger) -> None:
@@ -551,10 +672,14 @@ def _command_line_keys() -> set[str]:
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, Any], run_dir: Path) -> None:
-    """Evaluate the test split once into ``summary["test"]`` and write ``predictions.csv``."""
+    """Evaluate the test split once into ``summary["test"]`` and write ``predictions.csv``
+    (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
     outputs: list[torch.Tensor] = []
     summary["test"] = trainer.evaluate(batches, outputs=outputs)
-    if outputs:
+    if trainer.ranks.distributed:
+        parts = trainer.ranks.all_gather([o.cpu() for o in outputs])
+        outputs = [o for part in parts for o in part]
+    if outputs and trainer.ranks.is_main:
         write_predictions(run_dir / "predictions.csv", prediction_rows(
             torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
             data.target_scale, data.info.get("test_rows")))
@@ -568,14 +693,26 @@ def make_stopper(cfg: DictConfig) -> EarlyStopping:
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
 
 
-def _load_resume(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None, DictConfig]:
-    """The checkpoint ``resume=`` names, loaded, and the config to continue it with: the
-    checkpoint's own, with the keys this run sets on top (checked: see ``dltrain.resume``)."""
-    path = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True))
+def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
+                 own: Path | None = None) -> tuple[Path | None, dict[str, Any] | None, DictConfig]:
+    """The checkpoint ``resume=`` names (``own``: the run directory's own, continued in place),
+    loaded, and the config to continue it with: the checkpoint's own, with the keys this run
+    sets on top (checked: see ``dltrain.resume``). Rank 0 picks the file; every rank reads it."""
+    ranks = ranks or Ranks()
+    found: Path | str | None = own
+    if own is None and ranks.is_main:
+        try:
+            found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True))
+        except ConfigError as err:
+            found = str(err)  # said on every rank
+    found = ranks.broadcast(found)
+    if isinstance(found, str):
+        raise ConfigError(found)
+    path = found
     if path is None:
         log.info("resume=auto: no last.pt of this config under %s/ yet: training from scratch", AUTO_ROOT)
         return None, None, cfg
-    for tmp in remove_stale_tmpfiles(path.parent):
+    for tmp in remove_stale_tmpfiles(path.parent) if ranks.is_main else ():
         log.info("removed %s, left by a checkpoint write that was killed", tmp)
     state = load_checkpoint(path)
     if "rng" not in state or "config" not in state:
@@ -600,17 +737,28 @@ def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
     return None
 
 
-def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[str, Any], why: str) -> dict[str, Any]:
-    """Resuming a finished run trains nothing: it says so, records it, and succeeds."""
+def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[str, Any], why: str,
+                      ranks: Ranks | None = None) -> dict[str, Any]:
+    """Resuming a finished run trains nothing: it says so, records it, and succeeds. A run
+    continued in place (its own last.pt) keeps the summary it wrote when it finished."""
+    ranks = ranks or Ranks()
     log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs (or the early-stopping patience) "
              "to train on.", path, why)
+    written = run_dir / "summary.json"
+    if path.parent.parent.resolve() == run_dir.resolve() and written.is_file():
+        import json
+
+        try:
+            return json.loads(written.read_text())
+        except ValueError:
+            pass
     es = state["early_stopping"]
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
                "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),
                "best_epoch": es.get("best_epoch"), "monitor": cfg.trainer.early_stopping.monitor,
                "mode": make_stopper(cfg).mode,
-               "best_value": es.get("best"), "world_size": 1, "run_dir": str(run_dir)}
-    if run_dir.is_dir():
+               "best_value": es.get("best"), "world_size": ranks.world_size, "run_dir": str(run_dir)}
+    if run_dir.is_dir() and ranks.is_main:
         write_json(run_dir / "summary.json", summary)
     return summary
 

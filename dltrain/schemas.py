@@ -566,6 +566,8 @@ class TrainerConfig:
                                            "on GPUs with tensor cores)")
     cudnn_benchmark: bool = spec(False, help="CUDA: let cuDNN pick the fastest convolution algorithms "
                                              "(not bit-for-bit repeatable)")
+    sync_batchnorm: bool = spec(False, help="several ranks (torchrun): batch norm statistics over every rank's "
+                                            "batch; needs CUDA")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

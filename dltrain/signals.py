@@ -1,10 +1,15 @@
 """Stopping a run on a signal without losing work.
 
-The first SIGINT (Ctrl-C), SIGTERM or SIGUSR1 (what cluster schedulers send before
-pre-empting a job) asks the training loop to stop after the current step: it writes
-``last.pt`` and ``summary.json`` and exits with ``128 + signal number`` (130, 143, 138).
-A second signal aborts at once. Outside the training loop (loading data, building the
-model) the first signal aborts at once too: there is nothing to save yet.
+The first SIGINT (Ctrl-C), SIGTERM, SIGUSR1 or SIGUSR2 (what Slurm sends ahead of a
+job's time limit or pre-emption, as ``--signal`` asks: submitit's launcher asks for
+SIGUSR2 by default) asks the training loop to stop after the current step: it writes
+``last.pt`` and ``summary.json`` and exits with ``128 + signal number`` (130, 143, 138,
+140). A second signal aborts at once. Outside the training loop (loading data, building
+the model) the first signal aborts at once too: there is nothing to save yet.
+
+A handler for SIGUSR1 or SIGUSR2 that was installed before dltrain's (submitit's, in a
+job of a Slurm sweep) runs once the checkpoint is saved: that is how the job is requeued,
+and ``resume=auto`` then continues it from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from dltrain.errors import UserError
 
 log = logging.getLogger("dltrain")
 
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                if hasattr(signal, name))
+#: The signals whose earlier handler (a cluster launcher's) still runs after the checkpoint.
+CHAINED = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class Interrupted(UserError):
@@ -66,9 +74,15 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
+        previous = dict(self._previous)
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        handler = previous.get(self.signum)
+        if self.signum in CHAINED and callable(handler):
+            # The launcher's own response (submitit: requeue the job), after dltrain's (last.pt).
+            log.info("%s: passing it on to the handler that was there before dltrain's", signal_name(self.signum))
+            handler(self.signum, None)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is not None or not self.graceful:

@@ -21,10 +21,11 @@ from torch import nn
 
 from dltrain.callbacks import EarlyStopping
 from dltrain.checkpoint import to_cpu
+from dltrain.distributed import Ranks
 from dltrain.errors import UserError
 from dltrain.metrics import MetricAccumulator
 from dltrain.progress import ProgressDisplay
-from dltrain.rng import rng_state, set_rng_state
+from dltrain.rng import fork_rng, rng_state, set_rng_state
 from dltrain.signals import Interrupted, StopRequest, signal_name
 
 if TYPE_CHECKING:
@@ -66,6 +67,14 @@ class Trainer:
         scaler: a ``torch.amp.GradScaler`` for float16 training.
         forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to
             ``model``, which keeps the weights, modes and state dict either way.
+        train_forward: what computes the outputs of training steps, when not ``forward``:
+            the DistributedDataParallel wrapper, whose backward averages the gradients over
+            the ranks (evaluation runs without it: no rank waits for another's batches).
+        ranks: the processes training together (``Ranks()``: this one alone). With several,
+            each trains on its shard, the epoch's metrics are summed over all of them, and
+            they agree after every step on a stop signal and at logging steps on a diverged
+            loss, so all stop after the same step; :meth:`checkpoint` must then be called on
+            every rank (it gathers their random states).
         memory_format: the layout of every batch the model sees (``torch.channels_last``
             for ``trainer.channels_last``); a batch already in it is used as it is, others
             (the affine augmentations' output, DataLoader batches) are converted.
@@ -94,6 +103,8 @@ class Trainer:
         autocast_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
         forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        ranks: Ranks | None = None,
         memory_format: torch.memory_format | None = None,
         restore_best_weights: bool = True,
         stop: StopRequest | None = None,
@@ -116,6 +127,8 @@ class Trainer:
         self.autocast_dtype = autocast_dtype
         self.scaler = scaler
         self.forward = forward if forward is not None else model  # a compiled module has no truth value
+        self.train_forward = train_forward if train_forward is not None else self.forward
+        self.ranks = ranks or Ranks()
         self.memory_format = memory_format
         # LBFGS evaluates the loss several times per step, through a closure.
         self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
@@ -136,15 +149,17 @@ class Trainer:
         self._resume_partial: dict[str, Any] | None = None
         self._pending: tuple[Any, Any] | None = None
 
-    def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
+                          | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        forward = forward or self.forward
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)  # no copy when the batch is in it already
         if self.autocast_dtype is None:
-            output = self.forward(x)  # (B, num_outputs)
+            output = forward(x)  # (B, num_outputs)
             return output, self.loss_fn(output, y)
         device_type = x.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype):
-            output = self.forward(x)
+            output = forward(x)
             return output, self.loss_fn(output, y)
 
     def _clip(self) -> None:
@@ -158,7 +173,7 @@ class Trainer:
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            output, loss = self._outputs_and_loss(x, y)
+            output, loss = self._outputs_and_loss(x, y, self.train_forward)
             total = loss + self.penalty() if self.penalty is not None else loss
             total.backward()
             self._clip()
@@ -176,7 +191,7 @@ class Trainer:
         if self.uses_closure:
             output, loss = self._closure_step(x, y)
         else:
-            output, loss = self._outputs_and_loss(x, y)
+            output, loss = self._outputs_and_loss(x, y, self.train_forward)
             total = loss + self.penalty() if self.penalty is not None else loss
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
@@ -200,13 +215,14 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became NaN or infinite (checked at logging steps and at
                 the end of the epoch, where reading it from the device costs nothing extra).
-            Interrupted: a stop was requested (SIGINT, SIGTERM, SIGUSR1); the state after the
+            Interrupted: a stop was requested (SIGINT, SIGTERM, SIGUSR1, SIGUSR2); the state after the
                 last finished step is in :meth:`state_dict`.
         """
         self.model.train()
         acc = self._epoch_acc
         num_batches = len(batches)
         log_every, progress = self.log_every_n_steps, self.progress
+        distributed = self.ranks.distributed
         checked = self.step_in_epoch  # the loss sum was finite up to this step
         recent: list[torch.Tensor] = []  # the losses since then, to name the step a divergence began
         for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
@@ -216,26 +232,48 @@ class Trainer:
             self.global_step += 1
             self.step_in_epoch = step
             # Reading from the device waits for it: only at logging steps and the epoch's end.
-            if self.global_step % log_every == 0 or step == num_batches:
-                if not torch.isfinite(acc.sums["loss"]).item():
-                    self._diverged(recent, checked, num_batches)
+            logging_step = self.global_step % log_every == 0 or step == num_batches
+            bad = logging_step and not torch.isfinite(acc.sums["loss"]).item()
+            signum = self.stop.signum if self.stop is not None else None
+            if distributed:  # every rank takes the same decision after the same step
+                signum, bad_anywhere = self.ranks.vote(signum or 0, int(bad))
+                signum = signum or None
+                if bad_anywhere and not bad:
+                    raise self._peer_diverged(step, num_batches)
+            if bad:
+                self._diverged(recent, checked, num_batches)
+            if logging_step:
                 checked = step
                 recent.clear()
                 if progress is not None and progress.live:
                     progress.update(step, acc.compute())
             elif progress is not None and progress.live:
                 progress.update(step, None)
-            if self.stop is not None and self.stop.signum is not None:
+            if signum is not None:
                 # Never save a diverged state as a checkpoint to resume from.
-                if not torch.isfinite(acc.sums["loss"]).item():
+                bad = not torch.isfinite(acc.sums["loss"]).item()
+                if distributed and self.ranks.vote(int(bad))[0] and not bad:
+                    raise self._peer_diverged(step, num_batches)
+                if bad:
                     self._diverged(recent, checked, num_batches)
                 if not self._weights_finite():
                     raise TrainingDiverged(f"the weights became NaN or infinite in epoch {self.epoch + 1} by step "
                                            f"{step}: lower optim.lr or clip the gradients "
                                            "(regularization.grad_clip=1.0)")
-                raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} in epoch "
-                                                    f"{self.epoch + 1} after step {step} of {num_batches}")
-        return acc.compute()
+                raise Interrupted(signum, f"interrupted by {signal_name(signum)} in epoch "
+                                          f"{self.epoch + 1} after step {step} of {num_batches}")
+        return self._reduce(acc)
+
+    def _peer_diverged(self, step: int, num_batches: int) -> TrainingDiverged:
+        return TrainingDiverged(f"the training loss of another rank became NaN or infinite in epoch {self.epoch + 1} "
+                               f"by step {step} of {num_batches}: lower optim.lr or clip the gradients "
+                               "(regularization.grad_clip=1.0)")
+
+    def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:
+        """The metrics of ``acc`` over every rank's examples (this rank's alone in one process)."""
+        if not self.ranks.distributed:
+            return acc.compute()
+        return MetricAccumulator.merged(self.task, self.ranks.all_gather(to_cpu(acc.state_dict()))).compute()
 
     def _diverged(self, recent: list[torch.Tensor], checked: int, num_batches: int) -> None:
         """Raise for a loss sum that is no longer finite; ``recent`` holds the losses of the
@@ -264,15 +302,22 @@ class Trainer:
         """
         self.model.eval()
         acc = MetricAccumulator(self.task)
+        # Ranks may hold different numbers of evaluation batches: they agree on a stop once, after.
+        check_each = stoppable and self.stop is not None and not self.ranks.distributed
         for x, y in batches:
             output, loss = self._outputs_and_loss(x, y)
             acc.update(output, y, loss)
             if outputs is not None:
                 outputs.append(output.detach())
-            if stoppable and self.stop is not None and self.stop.signum is not None:
+            if check_each and self.stop.signum is not None:
                 raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} while "
                                                     f"validating epoch {self.epoch + 1}")
-        return acc.compute()
+        if stoppable and self.ranks.distributed:
+            signum = self.ranks.vote((self.stop.signum or 0) if self.stop is not None else 0)[0]
+            if signum:
+                raise Interrupted(signum, f"interrupted by {signal_name(signum)} while validating epoch "
+                                          f"{self.epoch + 1}")
+        return self._reduce(acc)
 
     def fit(self, train_batches: Batches, val_batches: Batches) -> str:
         """Train until ``max_epochs`` or an early stop (continuing where :meth:`load_state_dict`
@@ -292,7 +337,7 @@ class Trainer:
             self._pending = None
             if order is not None and hasattr(train_batches, "order"):
                 train_batches.order.load_state_dict(order)
-            set_rng_state(rng)
+            rng() if callable(rng) else set_rng_state(rng)
         while self.epoch < self.max_epochs and not self.stopper.should_stop:
             self._run_epoch(train_batches, val_batches)
         return "early_stopped" if self.stopper.should_stop else "completed"
@@ -302,7 +347,8 @@ class Trainer:
         partial, self._resume_partial = self._resume_partial, None
         self._epoch_acc = MetricAccumulator(self.task)
         if partial:
-            self._epoch_acc.load_state_dict(partial["train"], self.device)
+            if self.ranks.is_main:  # the sums of every rank's steps so far (merged when saved)
+                self._epoch_acc.load_state_dict(partial["train"], self.device)
             self.step_in_epoch = int(partial["step"])
             self._epoch_lr = float(partial["lr"])
             self._epoch_started = time.perf_counter() - float(partial["seconds"])
@@ -318,7 +364,9 @@ class Trainer:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
         val = self.evaluate(val_batches, stoppable=True)
-        row = self._row(number, train, val)
+        # Rank 0's row on every rank (the metrics are the same, the timings not): every
+        # decision taken from it (early stopping, the schedule, checkpoints) is the same.
+        row = self.ranks.broadcast(self._row(number, train, val))
         if not self._weights_finite():  # the last step's gradients overflowed
             self._record_diverged(row)
             raise TrainingDiverged(
@@ -380,6 +428,14 @@ class Trainer:
             best = None  # the current weights are the best ones: no second copy
         order = self.train_batches.order.state_dict(self.step_in_epoch) if hasattr(self.train_batches, "order") \
             else None
+        partial_train = self._epoch_acc.state_dict() if inside else None
+        rng = rng_state()
+        extra: dict[str, Any] = {}
+        if self.ranks.distributed:  # one file for all ranks: their random states, their partial sums merged
+            extra = {"world_size": self.ranks.world_size, "rng_ranks": self.ranks.all_gather(to_cpu(rng))}
+            if inside:
+                partial_train = MetricAccumulator.merged(
+                    self.task, self.ranks.all_gather(to_cpu(partial_train))).state_dict()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -391,12 +447,13 @@ class Trainer:
             "best_value": self.stopper.best,
             "best_model": best,
             "history": [dict(row) for row in self.history],
-            "rng": rng_state(),
+            "rng": rng,
             "data_order": order,
             "partial_epoch": {
-                "step": self.step_in_epoch, "train": self._epoch_acc.state_dict(), "lr": self._epoch_lr,
+                "step": self.step_in_epoch, "train": partial_train, "lr": self._epoch_lr,
                 "seconds": time.perf_counter() - self._epoch_started,
             } if inside else None,
+            **extra,
         }
 
     def checkpoint(self) -> dict[str, Any]:
@@ -423,7 +480,32 @@ class Trainer:
             self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
                                {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         self._resume_partial = state.get("partial_epoch")
-        self._pending = (state.get("data_order"), state["rng"])
+        saved_world = int(state.get("world_size", 1))
+        if self._resume_partial and saved_world != self.ranks.world_size:  # steps of this world's batches
+            step = int(self._resume_partial["step"]) * saved_world // self.ranks.world_size
+            self._resume_partial = {**self._resume_partial, "step": step}
+        self._pending = (_order_for(state, self.ranks.world_size), self._rng_for(state))
+
+    def _rng_for(self, state: dict[str, Any]) -> dict[str, Any] | Callable[[], None]:
+        """This rank's random state in ``state``: its own when the checkpoint has one per rank
+        of a run of this size, else the saved one, forked per rank (a resume at another world
+        size cannot draw exactly what the saved run would have)."""
+        saved = state.get("rng_ranks")
+        if saved is not None and len(saved) == self.ranks.world_size:
+            return saved[self.ranks.rank]
+        if not self.ranks.distributed:
+            return state["rng"]
+        return lambda: (set_rng_state(state["rng"]), fork_rng(self.ranks.rank))
+
+
+def _order_for(state: dict[str, Any], world_size: int) -> dict[str, Any] | None:
+    """The data order to continue with. Inside an epoch, ``skip`` counts each rank's batches:
+    a resume at another world size skips the share of the epoch already trained on."""
+    order = state.get("data_order")
+    saved_world = int(state.get("world_size", 1))
+    if order is None or saved_world == world_size or not order.get("skip"):
+        return order
+    return {**order, "skip": int(order["skip"]) * saved_world // world_size}
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

@@ -1,0 +1,256 @@
+"""One experiment on several processes: torchrun's ranks, or the tasks of a Slurm job.
+
+``torchrun --nproc_per_node=N -m dltrain ...`` starts N copies of dltrain with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT`` in their environment; a
+submitit job with several tasks (``hydra.launcher.tasks_per_node``) has the same facts in
+its Slurm (or local) job environment, which :func:`environment` exports the same way. Each
+rank then joins one process group (``nccl`` for CUDA, ``gloo`` for the CPU), trains a
+DistributedDataParallel copy of the model on its own shard of each batch, and agrees with
+the others on everything that decides what happens next (stop signals, a diverged loss,
+errors while setting up), so no rank is left waiting in a collective for one that left.
+
+A single process (no such variables) gets :class:`Ranks` of one, whose collectives return
+their input: the trainer and the run code are the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dltrain.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("dltrain")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where this process stands in the job (from the environment; no torch needed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def environment() -> Environment:
+    """This process's rank and the job's size: torchrun's variables, else a submitit job's
+    tasks (exported as torchrun's, so ``init_process_group`` reads them), else one process."""
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_FOLDER"):
+        _export_submitit()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Environment()
+    rank = int(os.environ.get("RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return Environment(rank, world, int(os.environ.get("LOCAL_RANK", str(rank % local_world))), local_world)
+
+
+def _export_submitit() -> None:
+    """Inside a submitit job of several tasks, set the variables torchrun would have set."""
+    try:
+        import submitit
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        return
+    if submitit.JobEnvironment().num_tasks > 1:
+        # The CUDA devices stay as Slurm gave them: each rank takes cuda:<local rank>.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+class PeerFailed(UserError):
+    """Another rank failed: this one stops too, instead of waiting for it."""
+
+
+class Ranks:
+    """The processes of one run, and the few collectives dltrain needs besides DDP's own.
+
+    A single process is ``Ranks()``: rank 0 of 1, every collective returns its input.
+    Object collectives and votes go through a CPU (gloo) group even when DDP uses NCCL, so
+    they never wait for the GPU.
+    """
+
+    def __init__(self, env: Environment | None = None, group: Any = None, backend: str | None = None) -> None:
+        self.env = env or Environment()
+        self.group = group  # the CPU group for objects and votes
+        self.backend = backend
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes the run directory and prints."""
+        return self.env.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.env.world_size > 1
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def vote(self, *values: int) -> list[int]:
+        """The largest of each value over the ranks (one small all-reduce on the CPU)."""
+        if not self.distributed:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t.tolist()
+
+    def check(self, error: BaseException | None, what: str) -> None:
+        """Agree on whether a step of the setup worked on every rank: a rank that failed
+        raises its own ``error``; the others raise :class:`PeerFailed` naming it, instead of
+        waiting in the next collective for a rank that has left."""
+        if not self.distributed:
+            if error is not None:
+                raise error
+            return
+        failures = self.all_gather(None if error is None else _first_line(error))
+        if error is not None:
+            raise error
+        failed = [(rank, msg) for rank, msg in enumerate(failures) if msg is not None]
+        if failed:
+            rank, msg = failed[0]
+            raise PeerFailed(f"rank {rank} failed while {what}: {msg}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+#: The process's Ranks once :func:`init` has run (one process group per process).
+_ranks: Ranks | None = None
+
+
+def init(device_spec: str) -> Ranks:
+    """Join the job's process group (once per process) and return this run's ranks.
+
+    The backend follows the device: ``nccl`` when the ranks train on CUDA, ``gloo``
+    otherwise. Each rank of a CUDA run takes ``cuda:<local rank>`` (modulo the devices it sees).
+
+    Raises:
+        ConfigError: ``device`` names one device for several ranks of a node, or
+            ``cuda`` is asked for where there is none.
+    """
+    global _ranks
+    if _ranks is not None:
+        return _ranks
+    env = environment()
+    if not env.distributed:
+        _ranks = Ranks(env)
+        return _ranks
+    import torch
+    import torch.distributed as dist
+
+    cuda = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
+    if cuda:
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device_spec}: CUDA is not available on this machine; use device=cpu.")
+        if ":" in device_spec and env.local_world_size > 1:
+            raise ConfigError(f"device={device_spec} names one GPU, but {env.local_world_size} ranks run on this "
+                              "node: use device=cuda (each rank takes cuda:<local rank>).")
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    set_threads(env)
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_initialized():
+        kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if cuda else {}
+        dist.init_process_group(backend, **kwargs)
+    group = dist.new_group(backend="gloo") if backend == "nccl" else None
+    _ranks = Ranks(env, group, backend)
+    return _ranks
+
+
+def device_for(ranks: Ranks, device: torch.device) -> torch.device:
+    """The device this rank trains on: its own GPU of the node for ``cuda``."""
+    import torch
+
+    if ranks.distributed and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def set_threads(env: Environment) -> int | None:
+    """Share the node's CPUs among its ranks when the user has not chosen: ``OMP_NUM_THREADS``
+    unset, or set only by torchrun's own default of 1. Returns the threads per rank set, or None."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value is not None and not (value == "1" and _set_by_torchrun()):
+        return None
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cpus // max(1, env.local_world_size))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes this one starts (data workers)
+    log.info("OMP_NUM_THREADS=%d per rank (%d CPUs, %d ranks on this node); set OMP_NUM_THREADS to choose",
+             threads, cpus, env.local_world_size)
+    return threads
+
+
+def _set_by_torchrun() -> bool:
+    """Whether ``OMP_NUM_THREADS`` came from torchrun (it sets 1 for several processes per node
+    when its own environment lacks it) rather than from the user: the launcher's environment
+    as it started (Linux's /proc) does not have it."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    try:
+        start_env = Path(f"/proc/{os.getppid()}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return not any(item.startswith(b"OMP_NUM_THREADS=") for item in start_env)
+
+
+def route_logs(ranks: Ranks, run_dir: str | Path) -> None:
+    """A rank other than 0 logs to ``rank<k>.log`` in the run directory instead of the run's
+    log file, and prints nothing but errors to the console (rank 0 speaks for the run)."""
+    if ranks.is_main:
+        return
+    root = logging.getLogger()
+    target = Path(run_dir) / f"rank{ranks.rank}.log"
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            if Path(handler.baseFilename) == target.resolve():
+                continue
+            root.removeHandler(handler)
+            handler.close()
+            own = logging.FileHandler(target)
+            own.setFormatter(handler.formatter)
+            root.addHandler(own)
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.ERROR)
