@@ -218,8 +218,9 @@ def set_threads(env: Environment) -> int | None:
     threads = max(1, cpus // max(1, env.local_world_size))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes this one starts (data workers)
-    log.info("OMP_NUM_THREADS=%d per rank (%d CPUs, %d ranks on this node); set OMP_NUM_THREADS to choose",
-             threads, cpus, env.local_world_size)
+    if env.rank == 0:  # said once for the job
+        log.info("OMP_NUM_THREADS=%d per rank (%d CPUs, %d ranks on this node); set OMP_NUM_THREADS to choose",
+                 threads, cpus, env.local_world_size)
     return threads
 
 

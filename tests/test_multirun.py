@@ -196,6 +196,10 @@ def _hydra_config(overrides: list[str]):
      {"partition": "gpu", "gpus_per_node": 1, "tasks_per_node": 1, "timeout_min": 240}),
     (["cluster=local"], "hydra_submitit_launcher", "launcher",
      "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", {"gpus_per_node": 0}),
+    (["cluster=slurm_ddp", "hydra.launcher.gpus_per_node=8", "hydra.launcher.nodes=2"], "hydra_submitit_launcher",
+     "launcher", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+     {"gpus_per_node": 8, "tasks_per_node": 8, "nodes": 2, "max_num_timeout": 3, "signal_delay_s": 120,
+      "setup": ["export SLURM_KILL_BAD_EXIT=1"]}),
 ])
 def test_launcher_and_sweeper_configs_compose(overrides, plugin, node, target, values):
     pytest.importorskip(f"hydra_plugins.{plugin}")
@@ -212,6 +216,8 @@ def test_launcher_and_sweeper_configs_compose(overrides, plugin, node, target, v
         assert cfg.trainer.max_epochs == 30  # the search leaves the epochs (and an experiment's) alone
     if overrides[0].startswith("cluster="):
         assert str(chosen.submitit_folder).endswith("/.submitit/%j")
+    if overrides[0] in ("cluster=slurm", "cluster=slurm_ddp"):  # a requeued job continues its own run
+        assert cfg.resume == "auto"
 
 
 @pytest.mark.parametrize(("overrides", "direction"), [
