@@ -329,7 +329,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
     Under ``torchrun`` (or in a Slurm job of several tasks) every rank calls this: they
     join one process group, train one DistributedDataParallel model, and rank 0 writes the
-    run directory they agree on (the others log to ``rank<k>.log`` in it).
+    run directory they agree on (under the ``dltrain`` command the others log to
+    ``rank<k>.log`` in it).
 
     Args:
         cfg: a config composed from ``conf/train.yaml`` (see ``dltrain.compose``); with

@@ -480,11 +480,9 @@ class Trainer:
             self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
                                {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         self._resume_partial = state.get("partial_epoch")
-        saved_world = int(state.get("world_size", 1))
-        if self._resume_partial and saved_world != self.ranks.world_size:  # steps of this world's batches
-            step = int(self._resume_partial["step"]) * saved_world // self.ranks.world_size
-            self._resume_partial = {**self._resume_partial, "step": step}
-        self._pending = (_order_for(state, self.ranks.world_size), self._rng_for(state))
+        # The data order and the step count carry over to any world size: trainer.batch_size is
+        # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
+        self._pending = (state.get("data_order"), self._rng_for(state))
 
     def _rng_for(self, state: dict[str, Any]) -> dict[str, Any] | Callable[[], None]:
         """This rank's random state in ``state``: its own when the checkpoint has one per rank
@@ -496,16 +494,6 @@ class Trainer:
         if not self.ranks.distributed:
             return state["rng"]
         return lambda: (set_rng_state(state["rng"]), fork_rng(self.ranks.rank))
-
-
-def _order_for(state: dict[str, Any], world_size: int) -> dict[str, Any] | None:
-    """The data order to continue with. Inside an epoch, ``skip`` counts each rank's batches:
-    a resume at another world size skips the share of the epoch already trained on."""
-    order = state.get("data_order")
-    saved_world = int(state.get("world_size", 1))
-    if order is None or saved_world == world_size or not order.get("skip"):
-        return order
-    return {**order, "skip": int(order["skip"]) * saved_world // world_size}
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
