@@ -59,7 +59,7 @@ PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "opt
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
-    sweeping = _in_sweep()
+    sweeping = in_sweep()
     try:
         # Each job of a sweep is checked here, before torch is imported (a single run was
         # already checked by RunStartChecks; train() checks again for Python callers).
@@ -97,7 +97,8 @@ class SweepStopped(BaseException):
         return type(self), (self.interrupted,)
 
 
-def _in_sweep() -> bool:
+def in_sweep() -> bool:
+    """Whether this process runs a job of a sweep (``dltrain -m``)."""
     try:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:  # not under Hydra
@@ -121,6 +122,9 @@ def _job_failed(err: Exception) -> None:
     except (OSError, ValueError):
         written = {}
     status = written.get("status") if written.get("status") in ("failed", "diverged") else "failed"
+    if environment().rank:  # a job of several ranks: rank 0 writes its summary
+        print(f"dltrain: error: job {hc.job.num} rank {environment().rank} {status}: {message}.", file=sys.stderr)
+        return None
     if not summary_path.exists():  # failed before train() wrote anything (e.g. a value out of range)
         write_json(summary_path, {"status": "failed", "stop_reason": message, "epochs_run": 0,
                                   "stopped_epoch": None, "best_epoch": None, "best_value": None})
@@ -260,7 +264,12 @@ class RunStartChecks(Callback):
                 _claim_run_dir(config)
         except Exception as err:
             if describe_error(err) is None:
-                raise
+                if not environment().distributed:
+                    raise
+                # Hydra would turn it into a warning, and each rank would go on in a directory
+                # of its own: a bug here ends the rank.
+                traceback.print_exception(err)
+                sys.exit(1)
             _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
 
 
@@ -282,12 +291,12 @@ def _agree_on_run_dir(config: DictConfig) -> None:
         try:
             _claim_run_dir(config)
             outcome = str(config.hydra.run.dir)
-        except UserError:
-            ranks.broadcast(None)
+        except BaseException:
+            ranks.broadcast(None)  # the others wait for the outcome, whatever it is
             raise
     run_dir = ranks.broadcast(outcome)
     if run_dir is None:
-        raise ConfigError("rank 0 could not claim the run directory: see its error")
+        raise ConfigError("rank 0 could not claim the run directory: its error above says what to change")
     with read_write(config.hydra):
         config.hydra.run.dir = run_dir
         if not ranks.is_main:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,8 @@ from dltrain.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
+    from omegaconf import DictConfig
+    from torch import nn
 
 log = logging.getLogger("dltrain")
 
@@ -65,7 +70,8 @@ def _export_submitit() -> None:
         return
     if submitit.JobEnvironment().num_tasks > 1:
         # The CUDA devices stay as Slurm gave them: each rank takes cuda:<local rank>.
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        # overwrite: a site-wide MASTER_ADDR/PORT is not this job's (the port is kept if set).
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 class PeerFailed(UserError):
@@ -109,7 +115,8 @@ class Ranks:
         import torch.distributed as dist
 
         box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.group)
+        with _peers_left():
+            dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
     def all_gather(self, obj: Any) -> list[Any]:
@@ -119,18 +126,22 @@ class Ranks:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj, group=self.group)
+        with _peers_left():
+            dist.all_gather_object(out, obj, group=self.group)
         return out
 
     def vote(self, *values: int) -> list[int]:
-        """The largest of each value over the ranks (one small all-reduce on the CPU)."""
+        """The largest of each value over the ranks (one small all-reduce on the CPU). Taken
+        after every training step, it is also how a rank learns, within a step, that another
+        one has left the run."""
         if not self.distributed:
             return list(values)
         import torch
         import torch.distributed as dist
 
         t = torch.tensor(values, dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        with _peers_left():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
         return t.tolist()
 
     def check(self, error: BaseException | None, what: str) -> None:
@@ -141,19 +152,47 @@ class Ranks:
             if error is not None:
                 raise error
             return
-        failures = self.all_gather(None if error is None else _first_line(error))
+        reports = self.all_gather((what, None if error is None else _first_line(error)))
         if error is not None:
             raise error
-        failed = [(rank, msg) for rank, msg in enumerate(failures) if msg is not None]
+        steps = {step for step, _ in reports}
+        if len(steps) > 1:  # a rank skipped a step: say so rather than pair unrelated collectives
+            raise PeerFailed(f"the ranks are out of step while {what} (others: {', '.join(sorted(steps - {what}))})")
+        failed = [(rank, msg) for rank, (_, msg) in enumerate(reports) if msg is not None]
         if failed:
             rank, msg = failed[0]
             raise PeerFailed(f"rank {rank} failed while {what}: {msg}")
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (batch norm's running statistics) on every rank: each rank's last
+        training forward updated its own, and evaluation and checkpoints use one model."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        with _peers_left():
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+@contextmanager
+def _peers_left() -> Iterator[None]:
+    """A collective that fails because another rank has left (its process ended: an error
+    of its own, a kill) is that rank's failure, said in one line."""
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistError and gloo's connection errors
+        raise PeerFailed(f"another rank left the run ({_first_line(err)}): its own log (rank<k>.log, or "
+                         "torchrun's report) says why") from err
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
+
+#: How long a rank waits for the others in a collective (a slow download by rank 0 included).
+JOIN_TIMEOUT = timedelta(hours=2)
 
 #: The process's Ranks once :func:`init` has run (one process group per process).
 _ranks: Ranks | None = None
@@ -186,15 +225,78 @@ def init(device_spec: str) -> Ranks:
         if ":" in device_spec and env.local_world_size > 1:
             raise ConfigError(f"device={device_spec} names one GPU, but {env.local_world_size} ranks run on this "
                               "node: use device=cuda (each rank takes cuda:<local rank>).")
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+        if 1 < gpus < env.local_world_size:
+            raise ConfigError(f"{env.local_world_size} ranks run on this node but it has {gpus} GPUs: start one rank "
+                              f"per GPU (torchrun --nproc_per_node={gpus}).")
+        # With one GPU visible per rank (Slurm binding each task to its own), it is cuda:0.
+        torch.cuda.set_device(env.local_rank % gpus)
     set_threads(env)
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
         kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if cuda else {}
-        dist.init_process_group(backend, **kwargs)
-    group = dist.new_group(backend="gloo") if backend == "nccl" else None
+        try:
+            # Ranks wait on each other while rank 0 alone downloads or indexes the data.
+            dist.init_process_group(backend, timeout=JOIN_TIMEOUT, **kwargs)
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"rank {env.rank} of {env.world_size} could not join the others at "
+                              f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({_first_line(err)}): "
+                              "check torchrun's --rdzv-endpoint (or --master-addr) and that every node reaches it."
+                              ) from err
+    group = dist.new_group(backend="gloo", timeout=JOIN_TIMEOUT) if backend == "nccl" else None
     _ranks = Ranks(env, group, backend)
     return _ranks
+
+
+def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
+    """What a run of several ranks needs of the config.
+
+    Raises:
+        ConfigError: a global batch that does not split evenly over the ranks, or batch norm
+            to sync where torch cannot.
+    """
+    if not ranks.distributed:
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={cfg.device} gave {device.type}, which DistributedDataParallel cannot train on "
+                          "across ranks: use device=cuda or device=cpu under torchrun.")
+    if cfg.optim.name == "lbfgs":
+        raise ConfigError("optim=lbfgs cannot train across ranks: its line search follows each rank's own loss, so "
+                          "the ranks would take different steps; use another optimizer, or one process.")
+    batch, world = cfg.trainer.batch_size, ranks.world_size
+    if batch % world:
+        raise ConfigError(f"trainer.batch_size={batch} is the global batch, split evenly over the {world} ranks: "
+                          f"make it a multiple of {world} (e.g. {max(world, batch - batch % world)}).")
+    if cfg.trainer.sync_batchnorm and device.type != "cuda":
+        raise ConfigError(f"trainer.sync_batchnorm=true needs CUDA (torch syncs batch norm on GPUs only), and this "
+                          f"run trains on {device}: set trainer.sync_batchnorm=false.")
+
+
+def sync_batchnorm(model: nn.Module, ranks: Ranks) -> list[str]:
+    """Turn ``model``'s batch norm layers into ones whose statistics are computed over every
+    rank's batch (they keep their parameters); returns warnings."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        return ["trainer.sync_batchnorm=true: the model has no batch norm layers to sync"]
+    if not ranks.distributed:
+        log.info("trainer.sync_batchnorm=true: one process, so its batch norm has nothing to sync")
+        return []
+    from torch import nn as torch_nn
+
+    converted = torch_nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if converted is not model:  # the model itself was a batch norm layer: nothing else to convert
+        raise ConfigError("trainer.sync_batchnorm=true cannot convert a model that is a single batch norm layer: "
+                          "set trainer.sync_batchnorm=false.")
+    return []
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel, for the training steps. Wrapping broadcasts rank
+    0's weights and buffers, so every rank starts from the same model."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def device_for(ranks: Ranks, device: torch.device) -> torch.device:
@@ -214,13 +316,16 @@ def set_threads(env: Environment) -> int | None:
         return None
     import torch
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cpus // max(1, env.local_world_size))
+    node = os.cpu_count() or 1
+    # A rank bound to its own CPUs (srun --cpus-per-task) uses those; otherwise a fair share.
+    mine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else node
+    cpus = min(mine, node // max(1, env.local_world_size)) if mine >= node else mine
+    threads = max(1, cpus)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes this one starts (data workers)
     if env.rank == 0:  # said once for the job
         log.info("OMP_NUM_THREADS=%d per rank (%d CPUs, %d ranks on this node); set OMP_NUM_THREADS to choose",
-                 threads, cpus, env.local_world_size)
+                 threads, node, env.local_world_size)
     return threads
 
 

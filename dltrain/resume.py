@@ -167,7 +167,7 @@ def _last_checkpoints(folder: Path) -> Iterator[Path]:
     yield from sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
-def find_checkpoint(spec: str, current: dict[str, Any]) -> Path | None:
+def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> Path | None:
     """The checkpoint ``resume=spec`` names.
 
     Args:
@@ -175,6 +175,9 @@ def find_checkpoint(spec: str, current: dict[str, Any]) -> Path | None:
             or ``auto``: the newest ``last.pt`` under ``outputs/`` whose run had this config
             (up to the run-control keys: epochs, patience, device, checkpoints).
         current: this run's resolved config.
+        exact: ``auto`` takes only a run of exactly this config (``resume`` aside): a job of a
+            sweep never continues a sibling that differs from it in a run-control key
+            (``trainer.max_epochs=10,20``), only the same job of an earlier sweep.
 
     Returns:
         The file, or None for ``auto`` when there is none yet (train from scratch).
@@ -192,7 +195,8 @@ def find_checkpoint(spec: str, current: dict[str, Any]) -> Path | None:
                 if isinstance(err, Interrupted):
                     raise
                 continue  # an unreadable file is no candidate
-            if not [d for d in differences(saved, current) if not _matches(d[0], RUN_CONTROL)]:
+            ignored = ("resume",) if exact else RUN_CONTROL
+            if not [d for d in differences(saved, current) if not _matches(d[0], ignored)]:
                 return path
         return None
     path = Path(spec).expanduser()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +37,9 @@ from dltrain.checks import (
 )
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
+from dltrain.data.batches import shard_range
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
-from dltrain.distributed import Ranks, device_for, init, route_logs
+from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
 from dltrain.errors import ConfigError
 from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
@@ -209,39 +211,6 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None)
     return data
 
 
-def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
-    """What a run of several ranks needs of the config.
-
-    Raises:
-        ConfigError: a global batch that does not split evenly over the ranks, or batch norm
-            to sync where torch cannot.
-    """
-    if not ranks.distributed:
-        return
-    batch, world = cfg.trainer.batch_size, ranks.world_size
-    if batch % world:
-        raise ConfigError(f"trainer.batch_size={batch} is the global batch, split evenly over the {world} ranks: "
-                          f"make it a multiple of {world} (e.g. {max(world, batch - batch % world)}).")
-    if cfg.trainer.sync_batchnorm and device.type != "cuda":
-        raise ConfigError(f"trainer.sync_batchnorm=true needs CUDA (torch syncs batch norm on GPUs only), and this "
-                          f"run trains on {device}: set trainer.sync_batchnorm=false.")
-
-
-def sync_batchnorm(model: nn.Module, ranks: Ranks) -> list[str]:
-    """Turn ``model``'s batch norm layers into ones whose statistics are computed over every
-    rank's batch (they keep their parameters); returns warnings."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return ["trainer.sync_batchnorm=true: the model has no batch norm layers to sync"]
-    if not ranks.distributed:
-        log.info("trainer.sync_batchnorm=true: one process, so its batch norm has nothing to sync")
-        return []
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if converted is not model:  # the model itself was a batch norm layer: nothing else to convert
-        raise ConfigError("trainer.sync_batchnorm=true cannot convert a model that is a single batch norm layer: "
-                          "set trainer.sync_batchnorm=false.")
-    return []
-
-
 def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str]) -> nn.Module:
     """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
     passed to the built-in models (a recurrent model's own ``model.dropout`` sits between its
@@ -374,49 +343,51 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
     state: dict[str, Any] | None = None
     logger: Logger | None = None
     try:
-        error: Exception | None = None
+        # Each phase ends in an agreement: a rank that failed says so to the others (which stop
+        # too, naming it) instead of leaving them waiting in the next collective.
         finished = None
-        try:
-            if own is not None or cfg.resume is not None:
-                resume_path, state, cfg = _load_resume(cfg, ranks, own)
-                finished = _finished(cfg, state) if state is not None else None
-            if not finished:
-                seed_everything(cfg.seed)
-                device = device_for(ranks, resolve_device(cfg.device))
-                exp = build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None,
-                                       ranks)
-        except Exception as err:  # noqa: BLE001 - every rank learns whether all of them are ready
-            error = err
-        ranks.check(error, "setting up the run")
+        if own is not None or cfg.resume is not None:
+            resume_path, state, cfg = _agreed(ranks, "reading the checkpoint", _load_resume, cfg, ranks, own)
+            finished = _finished(cfg, state) if state is not None else None
         if finished:
             return _already_finished(cfg, run_dir, resume_path, state, finished, ranks)
+
+        def build() -> tuple[torch.device, Experiment]:
+            seed_everything(cfg.seed)
+            device = device_for(ranks, resolve_device(cfg.device))
+            return device, build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None,
+                                            ranks)
+
+        device, exp = _agreed(ranks, "setting up the run", build)
         train_forward = None
         if ranks.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # Wrapping broadcasts rank 0's weights and buffers: every rank starts the same.
-            train_forward = DistributedDataParallel(exp.model, device_ids=[device.index] if device.type == "cuda"
-                                                    else None)
+            train_forward = wrap(exp.model, device)
             seed_everything(cfg.seed + ranks.rank)  # dropout and augmentation differ by rank, as the data does
             log.info("%d ranks (%s): a global batch of %d, %d per rank", ranks.world_size, ranks.backend,
                      cfg.trainer.batch_size, cfg.trainer.batch_size // ranks.world_size)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        summary_text = format_summary(exp.summary_rows, exp.model)
-        if main:
-            (run_dir / "model_summary.txt").write_text(summary_text)
-            write_json(run_dir / "data.json", describe_data(cfg, exp.data))
-        log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, scheduler=%s, "
-                 "init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name, *exp.data.sizes.values(),
-                 exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name, cfg.trainer.precision,
-                 summary_text)
-        for warning in exp.warnings:
-            log.warning("warning: %s.", warning)
-        # Rank 0 alone writes the run's files: the other ranks' logger records nothing.
-        logger = build_logger(cfg.logger.name, run_dir, **_options(cfg.logger)) if main else Logger()
-        trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop, logger, ranks, train_forward)
-        logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
-        if resume_path is not None:
-            _continue(trainer, metrics_csv, logger, state, resume_path, run_dir, main)
+
+        def start() -> tuple[Trainer, MetricsCSV]:
+            nonlocal logger
+            run_dir.mkdir(parents=True, exist_ok=True)
+            summary_text = format_summary(exp.summary_rows, exp.model)
+            if main:
+                (run_dir / "model_summary.txt").write_text(summary_text)
+                write_json(run_dir / "data.json", describe_data(cfg, exp.data))
+            log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, "
+                     "scheduler=%s, init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name,
+                     *exp.data.sizes.values(), exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name,
+                     cfg.trainer.precision, summary_text)
+            for warning in exp.warnings:
+                log.warning("warning: %s.", warning)
+            # Rank 0 alone writes the run's files: the other ranks' logger records nothing.
+            logger = build_logger(cfg.logger.name, run_dir, **_options(cfg.logger)) if main else Logger()
+            trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, stop, logger, ranks, train_forward)
+            logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+            if resume_path is not None:
+                _continue(trainer, metrics_csv, logger, state, resume_path, run_dir, main)
+            return trainer, metrics_csv
+
+        trainer, metrics_csv = _agreed(ranks, "starting the run", start)
     except Exception as err:
         status = "interrupted" if isinstance(err, Interrupted) else "failed"
         failed = {"status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
@@ -428,6 +399,18 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
             _finish_logger(logger, failed)
         raise
     return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger, metrics_csv.rows)
+
+
+def _agreed(ranks: Ranks, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on every rank, then an agreement that it worked on all of them."""
+    error: BaseException | None = None
+    result = None
+    try:
+        result = fn(*args)
+    except Exception as err:  # noqa: BLE001 - re-raised by the agreement, on this rank
+        error = err
+    ranks.check(error, what)
+    return result
 
 
 def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path, stop: StopRequest,
@@ -559,8 +542,9 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         if err.aborted:  # mid-step: the state is torn, so the last good last.pt stays
             raise
         state, path = trainer.checkpoint(), run_dir / "checkpoints" / "last.pt"  # every rank gathers; rank 0 saves
-        if trainer.ranks.is_main:
-            save_checkpoint(state, path)
+        # No rank leaves before last.pt exists: a launcher may end the job when the first does.
+        _agreed(trainer.ranks, "saving last.pt",
+                lambda: save_checkpoint(state, path) if trainer.ranks.is_main else None)
         summary["checkpoint"] = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
@@ -677,13 +661,18 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, A
     (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
     outputs: list[torch.Tensor] = []
     summary["test"] = trainer.evaluate(batches, outputs=outputs)
-    if trainer.ranks.distributed:
-        parts = trainer.ranks.all_gather([o.cpu() for o in outputs])
-        outputs = [o for part in parts for o in part]
-    if outputs and trainer.ranks.is_main:
+    ranks = trainer.ranks
+    # Which examples of the split the outputs are: a prefix of each rank's part (all of it,
+    # unless fast_dev_run cut it short).
+    start = shard_range(len(data.y_test), ranks.rank, ranks.world_size)[0]
+    parts = ranks.all_gather((start, [o.cpu() for o in outputs])) if ranks.distributed else [(start, outputs)]
+    index = [i for first, outs in parts for i in range(first, first + sum(len(o) for o in outs))]
+    outputs = [o for _, outs in parts for o in outs]
+    if outputs and ranks.is_main:
+        rows = data.info.get("test_rows")
         write_predictions(run_dir / "predictions.csv", prediction_rows(
-            torch.cat(outputs), data.y_test[:sum(len(o) for o in outputs)], data.task, data.class_names,
-            data.target_scale, data.info.get("test_rows")))
+            torch.cat(outputs), data.y_test[torch.tensor(index, device=data.y_test.device)], data.task,
+            data.class_names, data.target_scale, [rows[i] for i in index] if rows is not None else index))
 
 
 def make_stopper(cfg: DictConfig) -> EarlyStopping:
@@ -703,11 +692,14 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
     found: Path | str | None = own
     if own is None and ranks.is_main:
         try:
-            found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True))
-        except ConfigError as err:
-            found = str(err)  # said on every rank
+            from dltrain.cli import in_sweep
+
+            found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True), exact=in_sweep())
+        except BaseException as err:  # the others wait for the outcome, whatever it is
+            ranks.broadcast(_first_line(err))
+            raise
     found = ranks.broadcast(found)
-    if isinstance(found, str):
+    if isinstance(found, str):  # rank 0's error, said on every rank
         raise ConfigError(found)
     path = found
     if path is None:
@@ -750,9 +742,11 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
         import json
 
         try:
-            return json.loads(written.read_text())
+            done = json.loads(written.read_text())
         except ValueError:
-            pass
+            done = {}
+        if done.get("status") in ("completed", "early_stopped"):
+            return done
     es = state["early_stopping"]
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
                "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),

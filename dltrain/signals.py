@@ -53,7 +53,7 @@ def signal_name(signum: int) -> str:
 
 
 class StopRequest:
-    """Handles SIGINT, SIGTERM and SIGUSR1 while active (a context manager).
+    """Handles SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 while active (a context manager).
 
     Attributes:
         signum: the first signal received, or None; the training loop reads it after
@@ -73,16 +73,22 @@ class StopRequest:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         previous = dict(self._previous)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
         handler = previous.get(self.signum)
-        if self.signum in CHAINED and callable(handler):
-            # The launcher's own response (submitit: requeue the job), after dltrain's (last.pt).
+        stopped = exc_type is not None and issubclass(exc_type, Interrupted)  # not diverged, not failed
+        if stopped and self.signum in CHAINED and callable(handler):
+            # The launcher's own response (submitit: requeue the job), after dltrain's (last.pt);
+            # a repeat of the signal meanwhile waits rather than re-enter it.
             log.info("%s: passing it on to the handler that was there before dltrain's", signal_name(self.signum))
-            handler(self.signum, None)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {self.signum})
+            try:
+                handler(self.signum, None)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is not None or not self.graceful:

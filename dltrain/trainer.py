@@ -151,7 +151,8 @@ class Trainer:
 
     def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
                           | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        forward = forward or self.forward
+        if forward is None:  # not `or`: a compiled module has no truth value
+            forward = self.forward
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)  # no copy when the batch is in it already
         if self.autocast_dtype is None:
@@ -300,6 +301,7 @@ class Trainer:
                 so one pass gives both the metrics and the predictions.
             stoppable: check for a stop request after each batch (validation).
         """
+        self.ranks.sync_buffers(self.model)  # one model for every rank's share of the split
         self.model.eval()
         acc = MetricAccumulator(self.task)
         # Ranks may hold different numbers of evaluation batches: they agree on a stop once, after.

@@ -12,6 +12,7 @@ reference the tests compute in pytest's own process is built by the same code.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -169,7 +170,18 @@ def run_two_ranks(ranks: Ranks, out: Path) -> dict[str, Any]:
         Trainer.train_step = step
     last = out / "interrupted" / "checkpoints" / "last.pt"
     result["resumed"] = train(compose([*RUN, f"resume={last}"]), run_dir=out / "resumed")
+    # fast_dev_run tests 2 batches of 16 of each rank's part (0-179 and 180-359): 0-31, 180-211.
+    result["fast"] = train(compose([*RUN, "trainer.fast_dev_run=true", "trainer.eval_batch_size=16"]),
+                           run_dir=out / "fast")
     return result
+
+
+def peer_left(ranks: Ranks) -> dict[str, Any]:
+    """Rank 1 leaves the run (its process ends); rank 0's next vote finds out. Last: the
+    group is broken afterwards."""
+    if ranks.rank == 1:
+        return {}
+    return raised(lambda: ranks.vote(0), PeerFailed)
 
 
 def main(out: Path) -> None:
@@ -177,7 +189,7 @@ def main(out: Path) -> None:
     scenarios: dict[str, Callable[[Ranks], dict[str, Any]]] = {
         "equivalence": equivalence, "evaluation": evaluation, "stop": stop_agreement,
         "divergence": divergence_agreement, "setup_error": setup_error_agreement,
-        "runs": lambda r: run_two_ranks(r, out),
+        "runs": lambda r: run_two_ranks(r, out), "peer_left": peer_left,
     }
     for name, scenario in scenarios.items():
         try:
@@ -185,7 +197,8 @@ def main(out: Path) -> None:
         except BaseException:  # noqa: BLE001 - recorded for the test, and the next scenario still runs
             result = {"unexpected": traceback.format_exc()}
         torch.save(result, out / f"{name}.rank{ranks.rank}.pt")
-    torch.distributed.destroy_process_group()
+    if ranks.rank == 1:
+        os._exit(0)  # leaves without a word to rank 0 (peer_left): as a killed or failed rank does
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ import torch
 from dltrain import train
 from dltrain.checkpoint import load_checkpoint
 from dltrain.data.batches import TensorBatches
-from dltrain.distributed import Environment, Ranks, _set_by_torchrun, environment, route_logs, set_threads
+from dltrain.distributed import Environment, Ranks, _set_by_torchrun, check_world, environment, route_logs, set_threads
 from dltrain.errors import ConfigError
 from dltrain.metrics import MetricAccumulator
-from dltrain.run import check_world
 from dltrain.trainer import Trainer
 from tests import ddp_workers as workers
 
@@ -190,7 +189,7 @@ def test_two_rank_run_writes_one_run_directory(ranks):
     for rank, result in enumerate(results):
         assert result["straight"]["status"] == "completed" and result["straight"]["world_size"] == WORLD, rank
     assert results[0]["straight"]["test"] == results[1]["straight"]["test"]
-    assert sorted(p.name for p in ranks.out.iterdir() if p.is_dir()) == ["interrupted", "resumed", "straight"]
+    assert sorted(p.name for p in ranks.out.iterdir() if p.is_dir()) == ["fast", "interrupted", "resumed", "straight"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == WORLD and summary["status"] == "completed"
     assert summary["run_dir"] == str(run_dir)
@@ -375,6 +374,12 @@ def test_check_world_refuses_what_several_ranks_cannot_run(compose):
                                           r"false"):
         check_world(sync, Ranks(Environment(0, 2, 0, 2)), cpu)
     check_world(sync, Ranks(), cpu)
+    lbfgs = compose(["device=cpu", "optim=lbfgs"])  # its line search follows each rank's own loss
+    with pytest.raises(ConfigError, match=r"optim=lbfgs cannot train across ranks"):
+        check_world(lbfgs, Ranks(Environment(0, 2, 0, 2)), cpu)
+    check_world(lbfgs, Ranks(), cpu)
+    with pytest.raises(ConfigError, match=r"device=mps gave mps, which DistributedDataParallel cannot train on"):
+        check_world(compose(["device=mps"]), Ranks(Environment(0, 2, 0, 2)), torch.device("mps"))
 
 
 def test_sweep_is_refused_under_torchrun(tmp_path):
@@ -443,3 +448,36 @@ def test_torchrun_two_ranks_end_to_end(tmp_path):
     assert (run_dir / "dltrain.log").read_text().count("2 ranks (gloo)") == 1
     assert (run_dir / "rank1.log").read_text().count("2 ranks (gloo)") == 1
     assert len(rows(run_dir)) == 2
+
+
+def test_fast_dev_run_predictions_pair_each_output_with_its_own_example(ranks):
+    """fast_dev_run tests a prefix of each rank's part of the test split: predictions.csv
+    names those examples and pairs each prediction with its own target."""
+    from dltrain.data import DATASETS
+
+    ranks.result("runs", 0)
+    with (ranks.out / "fast" / "predictions.csv").open() as f:
+        predictions = list(csv.DictReader(f))
+    assert [int(p["row"]) for p in predictions] == [*range(32), *range(180, 212)]
+    data = DATASETS.build("digits", seed=0, **{k: v for k, v in _digits_options().items()})
+    names = data.class_names
+    assert all(p["target"] == str(names[int(data.y_test[int(p["row"])])] if names else int(data.y_test[int(p["row"])]))
+               for p in predictions)
+
+
+def _digits_options() -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from dltrain import compose
+
+    options = OmegaConf.to_container(compose(workers.RUN).data, resolve=True)
+    options.pop("name")
+    return options
+
+
+def test_a_rank_that_leaves_is_noticed_at_the_next_vote(ranks):
+    """A rank whose process ends (an error of its own, a kill) does not leave the others
+    waiting: the next vote (taken after every training step) fails with one line."""
+    result = ranks.result("peer_left", 0)
+    assert result["error"] == "PeerFailed", result
+    assert result["message"].startswith("another rank left the run")

@@ -166,6 +166,7 @@ def test_error_boundary(capsys, monkeypatch):
     assert "Traceback" in err and err.splitlines()[-1].startswith("dltrain-eval: error: checkpoint /no/such")
 
 
+@pytest.mark.slow  # a process start of its own: kept out of the default suite
 def test_python_dash_m(digits_run):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     done = subprocess.run([sys.executable, "-m", "dltrain.evaluate", f"ckpt={digits_run / 'checkpoints' / 'last.pt'}",

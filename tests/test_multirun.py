@@ -198,8 +198,7 @@ def _hydra_config(overrides: list[str]):
      "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", {"gpus_per_node": 0}),
     (["cluster=slurm_ddp", "hydra.launcher.gpus_per_node=8", "hydra.launcher.nodes=2"], "hydra_submitit_launcher",
      "launcher", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
-     {"gpus_per_node": 8, "tasks_per_node": 8, "nodes": 2, "max_num_timeout": 3, "signal_delay_s": 120,
-      "setup": ["export SLURM_KILL_BAD_EXIT=1"]}),
+     {"gpus_per_node": 8, "tasks_per_node": 8, "nodes": 2, "max_num_timeout": 3, "signal_delay_s": 120}),
 ])
 def test_launcher_and_sweeper_configs_compose(overrides, plugin, node, target, values):
     pytest.importorskip(f"hydra_plugins.{plugin}")

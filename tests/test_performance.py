@@ -133,6 +133,7 @@ SWEEP_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process start of its own: kept out of the default suite
 def test_sweep_jobs_share_one_process_imports_and_config_store(tmp_path):
     """Under the basic launcher the jobs of ``dltrain -m`` run in one process: torch and
     every other module are imported once (jobs after the first import nothing new), and

@@ -204,6 +204,7 @@ def test_other_errors(runs, tmp_path, capsys):
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.slow  # a process start of its own: kept out of the default suite
 def test_python_dash_m(runs, tmp_path):
     pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [0.5, -0.5, 0.0]}).to_csv(tmp_path / "points.csv", index=False)
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

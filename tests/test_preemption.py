@@ -39,13 +39,31 @@ def test_a_launchers_handler_runs_after_the_stop_for_the_preemption_signals(name
     seen: list[int] = []
     before = signal.signal(sig, lambda signum, _frame: seen.append(signum))
     try:
-        with StopRequest() as stop:
+        with pytest.raises(Interrupted), StopRequest() as stop:
             stop.graceful = True
             os.kill(os.getpid(), sig)
             assert stop.signum == sig and seen == []  # dltrain's handler ran, not the launcher's yet
+            raise Interrupted(sig, "stopped after the step")  # what the training loop raises, last.pt saved
         assert seen == [sig]  # once the run is over
     finally:
         signal.signal(sig, before)
+
+
+def test_a_run_that_diverged_after_the_signal_is_not_handed_on():
+    """A run that ended some other way than stopping for the signal (diverged, failed) is not
+    requeued: the launcher's handler does not run."""
+    from dltrain.trainer import TrainingDiverged
+
+    seen: list[int] = []
+    before = signal.signal(signal.SIGUSR1, lambda signum, _frame: seen.append(signum))
+    try:
+        with pytest.raises(TrainingDiverged), StopRequest() as stop:
+            stop.graceful = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+            raise TrainingDiverged("the loss became nan")
+        assert seen == []
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 def test_sigterm_is_not_handed_on_and_a_run_without_a_signal_hands_nothing():
@@ -152,3 +170,22 @@ def test_a_preempted_two_rank_job_is_requeued_and_continues(tmp_path):
     assert summary["status"] == "completed" and summary["epochs_run"] == epochs and summary["world_size"] == 2
     assert summary["resumed_from"] == str(job_dir / "checkpoints" / "last.pt")
     assert [int(r["epoch"]) for r in _rows(job_dir)] == list(range(1, epochs + 1))
+
+
+def test_resume_auto_in_a_sweep_takes_only_a_run_of_exactly_its_config(tmp_path, monkeypatch):
+    """Jobs of a sweep that differ only in a run-control key (trainer.max_epochs=10,20) must
+    not continue each other's checkpoint: in a sweep, resume=auto wants the exact config."""
+    import torch
+
+    from dltrain.resume import find_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    config = {"seed": 0, "resume": None, "trainer": {"max_epochs": 10}}
+    sibling = tmp_path / "outputs" / "multirun" / "0" / "checkpoints" / "last.pt"
+    sibling.parent.mkdir(parents=True)
+    torch.save({"model": {}, "config": config}, sibling)
+    other = {**config, "resume": "auto", "trainer": {"max_epochs": 20}}
+    assert find_checkpoint("auto", other) == Path("outputs/multirun/0/checkpoints/last.pt")  # one run: continue
+    assert find_checkpoint("auto", other, exact=True) is None  # a sweep's sibling: no
+    same = {**config, "resume": "auto"}
+    assert find_checkpoint("auto", same, exact=True) == Path("outputs/multirun/0/checkpoints/last.pt")
