@@ -35,6 +35,7 @@ def child(out: Path, device_spec: str) -> None:
     from dltrain.device import resolve_device
     from dltrain.distributed import device_for, init, wrap
     from dltrain.models import MODELS
+    from dltrain.optim import build_optimizer
     from dltrain.trainer import Trainer
 
     ranks = init(device_spec)
@@ -45,7 +46,8 @@ def child(out: Path, device_spec: str) -> None:
     torch.manual_seed(0)
     model = MODELS.build("mlp", input_shape=(FEATURES,), num_outputs=CLASSES, hidden=[128, 64], activation="relu",
                          dropout=0.0, batch_norm=False).to(device)
-    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss(), "multiclass",
+    optimizer = build_optimizer("adam", model, l2=0.0, lr=1e-3)  # as dltrain builds it (fused on CPU and CUDA)
+    trainer = Trainer(model, optimizer, torch.nn.CrossEntropyLoss(), "multiclass",
                       max_epochs=EPOCHS + 1, stopper=EarlyStopping("val_loss"), ranks=ranks,
                       train_forward=wrap(model, device) if ranks.distributed else None)
     batches = TensorBatches(x, y, BATCH // ranks.world_size, shuffle=True, generator=torch.Generator().manual_seed(1),
