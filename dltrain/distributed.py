@@ -15,6 +15,7 @@ their input: the trainer and the run code are the same either way.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Iterator
@@ -244,8 +245,21 @@ def init(device_spec: str) -> Ranks:
                               "check torchrun's --rdzv-endpoint (or --master-addr) and that every node reaches it."
                               ) from err
     group = dist.new_group(backend="gloo", timeout=JOIN_TIMEOUT) if backend == "nccl" else None
+    atexit.register(_leave)
     _ranks = Ranks(env, group, backend)
     return _ranks
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter exits: torch asks for it (NCCL warns
+    otherwise), and a group torn down at exit while a peer's connection is closing can abort."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - exiting anyway; nothing left to protect
+            pass
 
 
 def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
