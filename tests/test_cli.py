@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import ROOT, run_cli
 
 
@@ -51,6 +53,7 @@ def test_help_lists_groups_without_importing_torch(tmp_path):
     assert proc.stdout.strip().endswith("NO_TORCH")
 
 
+@pytest.mark.slow  # a pip install and a process start: kept out of the default suite
 def test_configs_ship_inside_a_regular_install(tmp_path):
     """A non-editable install, run from an unrelated directory, finds its configs."""
     target = tmp_path / "site"

@@ -187,6 +187,7 @@ def _is_interrupt_save(line: str) -> bool:
     return line.startswith("SLOW-WRITE-START") and not line.endswith(" partial=0")
 
 
+@pytest.mark.slow  # a process with slowed writes: kept out of the default suite
 def test_a_second_sigint_aborts_the_save_and_leaves_no_half_file(tmp_path):
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
