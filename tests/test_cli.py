@@ -83,6 +83,7 @@ def test_diverged_run_exits_3_with_one_line(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()  # no checkpoint of non-finite weights
 
 
+@pytest.mark.slow  # two processes; SIGUSR1 through the command line stays in the default suite (test_signals.py)
 def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

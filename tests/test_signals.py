@@ -106,6 +106,7 @@ def assert_one_line(stderr: str, start: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # two processes; the same stop and resume runs in-process in test_resume.py
 def test_sigterm_saves_a_checkpoint_mid_epoch_that_resumes(tmp_path):
     run, resumed = tmp_path / "run", tmp_path / "resumed"
     config = ["trainer.early_stopping.enabled=false", "trainer.batch_size=8"]  # 158 steps per epoch
