@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from dltrain.errors import UserError
+from dltrain.errors import UserError, first_line
 from dltrain.files import atomic_tmpfile, fsync_dir
 
 #: ``state["format"]`` of every dltrain checkpoint, and the version of its layout.
@@ -81,12 +81,7 @@ def _write_failure(err: Exception, path: Path) -> str:
         full = False
     if full or "unexpected pos" in str(err):  # the file stopped growing mid-write
         return "the file could not be written to its end (no space left on the device, or a file-size limit)"
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -110,7 +105,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # noqa: BLE001 - every failure here is the file's fault
         if isinstance(err, UserError):  # a signal
             raise
-        reason = _first_line(err)
+        reason = first_line(err)
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it holds Python objects other than tensors and plain data, so it is refused"
         raise UserError(f"checkpoint {path} cannot be loaded: {reason.rstrip('.')}.") from err

@@ -12,15 +12,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, first_line
 from dltrain.losses import Loss
 from dltrain.metrics import metric_names
 from dltrain.models.summary import dummy_forward
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def check_monitor(key: str, monitor: str, task: str) -> None:
@@ -53,14 +48,14 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
             else:
                 raise ConfigError(f"trainer.precision={cfg.trainer.precision}: model={name} cannot run in "
                                   f"{str(autocast_dtype).removeprefix('torch.')} on this device "
-                                  f"({_first_line(err)}): use trainer.precision=32.") from err
+                                  f"({first_line(err)}): use trainer.precision=32.") from err
         if name != "custom":
             raise
         if isinstance(err, TypeError) and "forward()" in str(err):
-            raise ConfigError(f"model=custom: dltrain calls forward(x) with one tensor, but {_first_line(err)}: "
+            raise ConfigError(f"model=custom: dltrain calls forward(x) with one tensor, but {first_line(err)}: "
                               "give forward's other arguments default values.") from err
         raise ConfigError(f"model=custom failed on a batch of shape {tuple(example.shape)}: "
-                          f"{_first_line(err)} (make it accept inputs of that shape).") from err
+                          f"{first_line(err)} (make it accept inputs of that shape).") from err
     if not torch.is_tensor(output):
         raise ConfigError(f"model={name} returned a {type(output).__name__}, not a tensor: make forward() "
                           "return the outputs (logits) as one tensor.")

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import ConfigError, UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +153,7 @@ class Ranks:
             if error is not None:
                 raise error
             return
-        reports = self.all_gather((what, None if error is None else _first_line(error)))
+        reports = self.all_gather((what, None if error is None else first_line(error)))
         if error is not None:
             raise error
         steps = {step for step, _ in reports}
@@ -183,13 +183,8 @@ def _peers_left() -> Iterator[None]:
     try:
         yield
     except RuntimeError as err:  # torch.distributed.DistError and gloo's connection errors
-        raise PeerFailed(f"another rank left the run ({_first_line(err)}): its own log (rank<k>.log, or "
+        raise PeerFailed(f"another rank left the run ({first_line(err)}): its own log (rank<k>.log, or "
                          "torchrun's report) says why") from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 #: How long a rank waits for the others in a collective (a slow download by rank 0 included).
@@ -241,7 +236,7 @@ def init(device_spec: str) -> Ranks:
             dist.init_process_group(backend, timeout=JOIN_TIMEOUT, **kwargs)
         except (RuntimeError, ValueError) as err:
             raise ConfigError(f"rank {env.rank} of {env.world_size} could not join the others at "
-                              f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({_first_line(err)}): "
+                              f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({first_line(err)}): "
                               "check torchrun's --rdzv-endpoint (or --master-addr) and that every node reaches it."
                               ) from err
     group = dist.new_group(backend="gloo", timeout=JOIN_TIMEOUT) if backend == "nccl" else None

@@ -14,3 +14,9 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config value is missing, out of range or inconsistent with the data."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -40,7 +40,7 @@ from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBat
 from dltrain.data.batches import shard_range
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, first_line
 from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, remove_stale_tmpfiles, write_json
 from dltrain.init import apply_init
 from dltrain.loggers import Logger, build_logger
@@ -390,7 +390,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
         trainer, metrics_csv = _agreed(ranks, "starting the run", start)
     except Exception as err:
         status = "interrupted" if isinstance(err, Interrupted) else "failed"
-        failed = {"status": status, "stop_reason": _first_line(err), "epochs_run": 0, "stopped_epoch": None,
+        failed = {"status": status, "stop_reason": first_line(err), "epochs_run": 0, "stopped_epoch": None,
                   "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None,
                   "world_size": ranks.world_size, "started_at": started_at}
         if main and run_dir.is_dir() and own is None:  # Hydra made it: say in it why nothing was trained
@@ -471,7 +471,7 @@ def _log_epoch(logger: Logger, row: dict[str, Any]) -> None:
     except Exception as err:  # noqa: BLE001
         logger.broken = True
         log.warning("warning: the %s logger failed and is off for the rest of the run: %s", type(logger).__name__,
-                    _first_line(err))
+                    first_line(err))
 
 
 def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: dict[str, Any], path: Path,
@@ -483,7 +483,7 @@ def _continue(trainer: Trainer, metrics_csv: MetricsCSV, logger: Logger, state: 
         trainer.load_state_dict(state)
     except RuntimeError as err:  # weights of another shape: other data behind data.path, say
         raise ConfigError(f"resume={path}: the checkpoint's weights do not fit the model this config builds "
-                          f"({_first_line(err)}): point data.* at the data the run was trained on") from err
+                          f"({first_line(err)}): point data.* at the data the run was trained on") from err
     if not main:
         return
     for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
@@ -548,9 +548,9 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         summary["checkpoint"] = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
-        summary.update(status="failed", stop_reason=_first_line(err))
+        summary.update(status="failed", stop_reason=first_line(err))
         if tcfg.compile and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            raise ConfigError(f"trainer.compile=true failed ({_first_line(err)}): "
+            raise ConfigError(f"trainer.compile=true failed ({first_line(err)}): "
                               "set trainer.compile=false.") from err
         raise
     finally:
@@ -575,7 +575,7 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
             stopped = isinstance(err, (Interrupted, KeyboardInterrupt))
             summary.update(status="interrupted" if stopped else "failed",
                            stop_reason=f"training {summary['status']} ({summary['stop_reason']}), then the test "
-                                       f"evaluation {'was stopped' if stopped else 'failed'}: {_first_line(err)}")
+                                       f"evaluation {'was stopped' if stopped else 'failed'}: {first_line(err)}")
             _write_summary(trainer, run_dir, summary)
             raise
     late = stop.signum  # a signal after the last step: the run is done; its exit code still says so
@@ -613,7 +613,7 @@ def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Pat
         except Interrupted:
             raise
         except Exception as err:  # noqa: BLE001 - a plot is never worth the run
-            log.warning("warning: could not draw curves.png: %s", _first_line(err))
+            log.warning("warning: could not draw curves.png: %s", first_line(err))
     _finish_logger(logger, summary)
 
 
@@ -623,7 +623,7 @@ def _finish_logger(logger: Logger, summary: dict[str, Any]) -> None:
     except Interrupted:
         raise
     except Exception as err:  # noqa: BLE001 - the run's own files are written already
-        log.warning("warning: the %s logger could not finish: %s", type(logger).__name__, _first_line(err))
+        log.warning("warning: the %s logger could not finish: %s", type(logger).__name__, first_line(err))
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
@@ -696,7 +696,7 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
 
             found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True), exact=in_sweep())
         except BaseException as err:  # the others wait for the outcome, whatever it is
-            ranks.broadcast(_first_line(err))
+            ranks.broadcast(first_line(err))
             raise
     found = ranks.broadcast(found)
     if isinstance(found, str):  # rank 0's error, said on every rank
@@ -776,8 +776,3 @@ def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
             "input_shape": list(data.input_shape), "class_names": data.class_names, **data.sizes,
             "in_memory": data.in_memory, "vocab_size": data.vocab_size,
             "target_scale": list(data.target_scale) if data.target_scale else None, **info}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
