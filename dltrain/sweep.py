@@ -137,7 +137,7 @@ def write_summary(summary: SweepSummary) -> None:
 
     if best is not None:
         overrides = list(best["_overrides"])
-        command = rerun_command(overrides)
+        command = _rerun(summary.sweep_dir, best)
         text = yaml.safe_dump({
             "job": best["job"], "monitor": summary.monitor, "best_value": best["best_value"],
             "run_dir": best["run_dir"], "overrides": overrides, "command": command,
@@ -207,7 +207,7 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
         best = summary.best
         # soft_wrap: the command stays on one line, ready to copy
         console.print(f"best: job {best['job']} ({monitor}={best['best_value']:.4g}): "
-                      f"{rerun_command(best['_overrides'])}", markup=False, highlight=False, soft_wrap=True)
+                      f"{_rerun(summary.sweep_dir, best)}", markup=False, highlight=False, soft_wrap=True)
     if summary.failed:
         jobs = ", ".join(str(row["job"]) for row in summary.failed)
         console.print(f"{len(summary.failed)} of {n} jobs failed: job{'s' if len(summary.failed) > 1 else ''} "
@@ -233,11 +233,37 @@ def summarize_sweep(sweep_dir: str | Path, console: Console | None = None) -> Sw
 SWEEP_ONLY = ("hparams_search", "cluster")
 
 
-def rerun_command(overrides: list[str]) -> str:
-    """The command line that runs one job again: ``dltrain`` and its overrides, shell-quoted
-    (without the groups that only configure a sweep)."""
+def rerun_command(overrides: list[str], config_dir: str | None = None, config_name: str | None = None) -> str:
+    """The command line that runs one job again: ``dltrain``, the ``--config-dir`` and
+    ``--config-name`` the sweep was started with (when given), and the job's overrides,
+    shell-quoted (without the groups that only configure a sweep)."""
     kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in SWEEP_ONLY]
-    return " ".join(["dltrain", *(shlex.quote(o) for o in kept)])
+    flags = [*(["--config-dir", config_dir] if config_dir else []),
+             *(["--config-name", config_name] if config_name else [])]
+    return " ".join(["dltrain", *(shlex.quote(o) for o in [*flags, *kept])])
+
+
+def _rerun(sweep_dir: Path, row: dict[str, Any]) -> str:
+    """The command line that runs the job of ``row`` again."""
+    return rerun_command(row["_overrides"], *config_source(sweep_dir / row["run_dir"]))
+
+
+def config_source(job_dir: Path) -> tuple[str | None, str | None]:
+    """The config directory (``--config-dir``) and config name (``--config-name``) a job was
+    composed from, as its ``.hydra/hydra.yaml`` records them; None for dltrain's own. An
+    unreadable or odd hydra.yaml gives (None, None): the command is then only incomplete."""
+    from dltrain.cli import CONFIG_NAME  # here: the command line's module is heavy for a summary
+
+    try:
+        hydra = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml"))["hydra"]
+        sources = (hydra.get("runtime") or {}).get("config_sources") or []
+        config_dir = next((s.get("path") for s in sources if isinstance(s, dict) and s.get("provider") == "command-line"
+                           and s.get("schema") == "file"), None)
+        name = (hydra.get("job") or {}).get("config_name")
+    except Exception:  # noqa: BLE001 - whatever is wrong in the file, the overrides still re-run the job
+        return None, None
+    config_dir = config_dir if isinstance(config_dir, str) and config_dir else None
+    return config_dir, name if isinstance(name, str) and name and name != CONFIG_NAME else None
 
 
 def _plot(summary: SweepSummary) -> None:
