@@ -94,10 +94,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Restored
 
 
 def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
-    """Refuse weights that do not fit ``model``, naming a few that differ.
+    """Refuse weights that do not fit ``model``, or that are not finite, naming a few at fault.
 
     Raises:
-        UserError: naming the checkpoint and the weights missing, unexpected or of another shape.
+        UserError: naming the checkpoint and the weights missing, unexpected, of another shape,
+            or holding NaN or infinite values.
     """
     if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise UserError(f"checkpoint {path}: its model entry is not a state dict of tensors: "
@@ -115,6 +116,12 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
         raise UserError(f"checkpoint {path}: its weights do not fit the model its config describes "
                         f"({'; '.join(problems)}): the file was changed after training; use the checkpoint "
                         "as dltrain wrote it.")
+    # A diverged or tampered model still runs, and would report chance-level metrics or NaN confidences.
+    if broken := [k for k, v in weights.items()
+                  if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]:
+        raise UserError(f"checkpoint {path}: its weights hold NaN or infinite values ({_few(broken)}), so the model "
+                        "cannot compute anything from them; use an earlier checkpoint (best.pt, an epoch-NNNN.pt) "
+                        "or retrain.")
 
 
 def _few(items: list[str], limit: int = 3) -> str:

@@ -21,6 +21,10 @@ ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "identity
 AUGMENTATIONS = ("crop", "hflip", "rotate", "shift", "zoom", "brightness", "contrast")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 PRECISIONS = ("32", "bf16", "16")
+#: Largest height or width ``data.image_size`` takes.
+MAX_IMAGE_SIDE = 4096
+IMAGE_SIDE_HELP = (f"pixels a side, 1 to {MAX_IMAGE_SIDE}: one {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} RGB image "
+                   "already takes 200 MB as float32")
 
 
 def spec(
@@ -249,7 +253,9 @@ class ImageFolderConfig:
 
     name: str = "image_folder"
     path: str = spec(MISSING, help="folder with one sub-folder per class (or train/ and test/ of those)")
-    image_size: list[int] = spec([64, 64], items={"ge": 1}, length=2, help="height and width after resizing")
+    # Bounded before any image is decoded: a worker holds a batch of decoded images at this size.
+    image_size: list[int] = spec([64, 64], items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP}, length=2,
+                                 help="height and width after resizing")
     color: str = spec("rgb", choices=("rgb", "grayscale"))
     in_memory: Any = spec("auto", help="auto, true or false; auto holds the decoded images in memory "
                                        "when they take under a quarter of the machine's RAM")

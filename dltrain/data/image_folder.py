@@ -18,8 +18,9 @@ and with the seed the split, is the same on every machine. Images Pillow cannot 
 skipped, with one warning naming them, and listed in ``data.json`` (``skipped``).
 
 Every image is decoded once, in ``data.num_workers`` processes: converted to RGB (or
-grayscale), resized to ``data.image_size`` (height, width), scaled to [0, 1] and
-standardised per channel with the mean and standard deviation of the training split.
+grayscale; 16-bit, 32-bit and float pixels scaled to 8 bits by their bit depth), resized to
+``data.image_size`` (height, width), scaled to [0, 1] and standardised per channel with the
+mean and standard deviation of the training split.
 ``data.in_memory=auto`` keeps the decoded images in memory when, as float32
 (``N x C x H x W x 4`` bytes, ``N`` counting every image file found), they take at most a
 quarter of the machine's RAM; otherwise they are read from disk again each epoch, by
@@ -49,6 +50,7 @@ log = logging.getLogger("dltrain")
 
 VAL_FOLDERS = ("val", "valid", "validation")
 SCAN_BATCH = 64
+SCAN_BYTES = 2**28  # at most this much of uint8 images per decode batch: a few large images, not 64
 MAX_NAMED = 5  # unreadable files named in the warning
 # What Pillow raises for a file that is not a decodable image: unknown format, corrupt, truncated, too large.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -65,9 +67,48 @@ def decode_image(path: str | Path, image_size: Sequence[int], color: str) -> tor
     size = (image_size[1], image_size[0])  # Pillow wants (width, height)
     with Image.open(path) as img:
         img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
-        img = img.convert(mode).resize(size, Image.BILINEAR)
+        img = to_8bit(img).convert(mode).resize(size, Image.BILINEAR)
     pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
     return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit grayscale (``L``) when its pixels are 16-bit, 32-bit integers or floats;
+    any other mode unchanged (``convert`` reads those right).
+
+    ``convert`` would clip such values at 255, turning a 16-bit image nearly white. They are
+    scaled by their bit depth instead, ``round(v * 255 / 65535)`` for 16 bits, so a 16-bit image
+    made from an 8-bit one (``v * 257``) decodes to that 8-bit image exactly. Floats are read
+    as values in [0, 1].
+
+    Raises:
+        ValueError: values outside the range of the file's bit depth (negative integers, floats
+            outside [0, 1] or not finite), whose scale is unknown.
+    """
+    if img.mode.startswith("I;16") or img.mode == "I":
+        top = _integer_max(img)
+        values = np.asarray(img).astype(np.int64 if top > 2**16 else np.int32)  # (H, W); v * 255 fits
+        if values.size and (values.min() < 0 or values.max() > top):
+            raise ValueError(f"{img.mode} pixel values {values.min()}..{values.max()} are outside 0..{top}")
+        pixels = (values * 255 + top // 2) // top  # rounded to the nearest 8-bit value, in exact integers
+    elif img.mode == "F":
+        values = np.asarray(img, dtype=np.float32)  # (H, W)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise ValueError("float pixel values are not all in [0, 1]")
+        pixels = np.rint(values * 255)
+    else:
+        return img
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def _integer_max(img: Image.Image) -> int:
+    """The largest value of an integer image's bit depth: 65535 for 16 bits. Pillow reads
+    16-bit PNG and PGM files as 32-bit mode ``I`` in some versions; a TIFF says its depth."""
+    if img.mode.startswith("I;16") or img.format in ("PNG", "PPM"):
+        return 2**16 - 1
+    bits = getattr(img, "tag_v2", {}).get(258, 32)  # TIFF BitsPerSample, one value or one per channel
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    return 2**bits - 1 if bits < 32 else 2**31 - 1  # mode I is signed 32-bit
 
 
 def _standardize(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
@@ -247,10 +288,11 @@ def _decode_all(
     channels = 1 if color == "grayscale" else 3
     images = torch.empty((len(files), channels, *image_size), dtype=torch.uint8) if keep else None
     ok, sums, squares = [], [], []
-    loader = DataLoader(_ScanFiles(files, image_size, color, keep), batch_size=SCAN_BATCH, num_workers=num_workers)
+    per_batch = max(1, min(SCAN_BATCH, SCAN_BYTES // (channels * int(np.prod(image_size)))))
+    loader = DataLoader(_ScanFiles(files, image_size, color, keep), batch_size=per_batch, num_workers=num_workers)
     for i, (batch, batch_ok, batch_sums, batch_squares) in enumerate(loader):
         if keep:
-            images[i * SCAN_BATCH:i * SCAN_BATCH + len(batch)] = batch
+            images[i * per_batch:i * per_batch + len(batch)] = batch
         ok.append(batch_ok)
         sums.append(batch_sums)
         squares.append(batch_squares)
