@@ -159,8 +159,11 @@ build_nll = LOSSES.register("nll")(_likelihood("nll", log_probs=True))
 @LOSSES.register("bce")
 def build_bce(task: str, num_outputs: int, label_smoothing: float = 0.0,
               class_counts: torch.Tensor | None = None, pos_weight: float | None = None) -> Loss:
-    """Binary cross-entropy on logits: one output for binary data, one per label or class."""
+    """Binary cross-entropy on logits: one output for binary data, one per label for multi-label data."""
     _needs_labels("bce", task, CLASSIFICATION)
+    if task == "multiclass":  # one sigmoid per class would score classes that exclude each other independently
+        raise ConfigError(f"loss=bce scores two classes (or independent labels), but this data's target has "
+                          f"{num_outputs} classes, one per example: use loss=cross_entropy (or loss=auto).")
     return BCE(task, 1 if task == "binary" else num_outputs, pos_weight, label_smoothing)
 
 

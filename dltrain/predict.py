@@ -110,7 +110,7 @@ def _read(restored: Restored, path: Path) -> Any:
 def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
     """``data=csv``: the feature columns, gaps filled, numbers standardised and the other
     columns one-hot encoded with the training split's statistics, in ``encoded_features`` order."""
-    import pandas as pd
+    from dltrain.data.cells import read_numbers, rows_text
 
     data = restored.data
     table = _read(restored, path)
@@ -119,10 +119,12 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
         raise UserError(f"input={path} has no column {', '.join(lacking)}: the model reads the columns "
                         f"{', '.join(features)} (others are ignored); add the missing ones")
     x = table[features].copy()
+    # The model reads these columns as numbers: a cell that is not one is a missing value, as in training.
+    strays = read_numbers(x, list(data["numeric_scaling"]), share=0.0)
     gaps = x.isna().sum()
     gaps = gaps[gaps > 0]
     if len(gaps):
-        listed = ", ".join(f"{c} ({n} row{'s' if n > 1 else ''})" for c, n in gaps.items())
+        listed = ", ".join(f"{c} ({n} row{'s' if n > 1 else ''}{_stray_note(strays.get(c))})" for c, n in gaps.items())
         if data.get("missing") != "mean":
             raise UserError(f"input={path} has empty cells in {listed}: the model was trained with "
                             f"data.missing={data.get('missing')}, which gives no values to fill them with; "
@@ -134,16 +136,25 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
                             "so this checkpoint records no value to fill them with: fill them in")
         for column in gaps.index:
             x[column] = x[column].fillna(fills[column])
+        if strays:
+            print(f"{TOOL}: warning: cells that are not numbers filled as missing values (data.missing=mean): "
+                  f"{', '.join(f'{c} ({rows_text(s.rows)}: {s.describe()})' for c, s in strays.items())}",
+                  file=sys.stderr)
 
     columns = data["encoded_features"]
     out = np.zeros((len(x), len(columns)), dtype=np.float32)
     for j, (column, stats) in enumerate(data["numeric_scaling"].items()):
-        values = pd.to_numeric(x[column], errors="coerce")
-        if (bad := values.isna() & x[column].notna()).any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(f"input={path}: column {column} holds values that are not numbers, e.g. "
-                            f"{x[column].iloc[row]!r} in row {row}, but the model read it as numbers: fix the file")
-        out[:, j] = (values.to_numpy(dtype=np.float64) - stats["mean"]) / stats["std"]
+        values = x[column].to_numpy(dtype=np.float64)
+        if (infinite := np.isinf(values)).any():
+            raise UserError(f"input={path}: column {column} holds infinite numbers in "
+                            f"{rows_text(x.index[infinite])} (0 = the first data row): the model reads finite "
+                            "numbers; fix those cells")
+        with np.errstate(over="ignore"):
+            out[:, j] = (values - stats["mean"]) / stats["std"]
+        if not np.isfinite(out[:, j]).all():
+            rows = x.index[~np.isfinite(out[:, j])]
+            raise UserError(f"input={path}: column {column} holds numbers too large for the model in "
+                            f"{rows_text(rows)} (0 = the first data row): fix those cells")
     position = len(data["numeric_scaling"])
     for column, categories in data["categorical"].items():
         index, position = _one_hot_columns(column, categories, columns, position)
@@ -156,6 +167,16 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
         raise UserError(f"checkpoint {restored.path}: its encoded_features do not match its columns' encodings, "
                         "so the inputs cannot be encoded as in training: use the checkpoint as dltrain wrote it")
     return torch.from_numpy(out)
+
+
+def _stray_note(stray: Any) -> str:
+    """``; row 3 not numbers: '?'`` for the cells of a numeric column that were not numbers
+    (a :class:`~dltrain.data.cells.Stray`, or None)."""
+    from dltrain.data.cells import rows_text
+
+    if stray is None:
+        return ""
+    return f"; {rows_text(stray.rows)} not numbers: {', '.join(repr(v) for v in stray.values[:3])}"
 
 
 def _one_hot_columns(column: str, categories: list[str], columns: list[str],
@@ -218,6 +239,11 @@ def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
     x = table[numeric].to_numpy(dtype=np.float64)
     if np.isnan(x).any():
         raise UserError(f"input={path} has {int(np.isnan(x).any(axis=1).sum())} rows with empty cells: fill them in")
+    if (infinite := np.isinf(x).any(axis=1)).any():
+        from dltrain.data.cells import rows_text
+
+        raise UserError(f"input={path} holds infinite numbers in {rows_text(table.index[infinite])} (0 = the first "
+                        "data row): the model reads finite numbers; fix those cells")
     if scaling := data.get("input_scaling"):
         x = (x - np.asarray(scaling["mean"])) / np.asarray(scaling["std"])
     return torch.from_numpy(x.astype(np.float32))

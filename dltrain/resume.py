@@ -194,8 +194,10 @@ def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> 
             except UserError as err:
                 if isinstance(err, Interrupted):
                     raise
-                continue  # an unreadable file is no candidate
-            ignored = ("resume",) if exact else RUN_CONTROL
+                # An unreadable file is no candidate; said aloud, as it may hold the run meant to continue.
+                log.warning("resume=auto passed over an unreadable checkpoint: %s", err)
+                continue
+            ignored = ("resume", "trust_code") if exact else RUN_CONTROL
             if not [d for d in differences(saved, current) if not _matches(d[0], ignored)]:
                 return path
         return None

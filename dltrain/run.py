@@ -125,7 +125,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # The loss first: it decides how wide the model's output layer is.
     loss_name, loss_fn = build_loss(cfg, data)
     loss_fn = loss_fn.to(device)
-    warnings: list[str] = []
+    warnings: list[str] = list(data.warnings)
     model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.

@@ -41,6 +41,8 @@ class DataSplits:
         num_workers: DataLoader processes that read datasets from disk (unused for tensors).
         info: a JSON-able description of the preprocessing (columns, encodings,
             normalisation statistics, vocabulary), written to the run's ``data.json``.
+        warnings: what the data's reading noticed and the user should know (cells read as
+            missing, a class too rare to stratify): logged and listed in ``summary.json``.
         input_shape: shape of one example, no batch dimension (``(1, 8, 8)`` for digits).
     """
 
@@ -57,6 +59,7 @@ class DataSplits:
     target_scale: tuple[float, float] | None = None
     num_workers: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -10,13 +10,22 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from dltrain.data.cells import (
+    Stray,
+    check_finite,
+    check_header,
+    check_standardised,
+    check_target_scale,
+    read_numbers,
+    stray_warnings,
+)
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, Standardizer, split_indices
 from dltrain.errors import ConfigError
@@ -46,7 +55,8 @@ def read_table(path: str | Path, delimiter: str = ",", key: str = "data.path") -
 
     Raises:
         ConfigError: naming ``key`` and the absolute path, for a missing file, a directory,
-            an empty file, a file without data rows, or one pandas cannot parse.
+            an empty file, a file without data rows, one pandas cannot parse, or a header
+            that names a column twice.
     """
     import pandas as pd
 
@@ -68,6 +78,7 @@ def read_table(path: str | Path, delimiter: str = ",", key: str = "data.path") -
                           f"or set data.delimiter (now {delimiter!r}).") from None
     if table.empty:
         raise ConfigError(f"{where} has a header but no data rows: give a CSV file with data rows.")
+    check_header(file, delimiter, table.columns, where)
     return table
 
 
@@ -203,6 +214,33 @@ def class_indices(y: pd.Series, positive: str | None = None) -> tuple[np.ndarray
     return codes.astype(np.int64), names
 
 
+def check_classes(y: pd.Series, codes: np.ndarray, names: list[str]) -> list[str]:
+    """Refuse a target whose classes are mostly single rows (an id, free text): more than
+    two classes and either more classes than half the rows, or more than
+    ``MAX_CLASS_VALUES`` classes most of which hold one row. Warn of a class with a single
+    row: it cannot be in every split, so the split is not stratified.
+
+    Returns:
+        The warnings, for the log and ``summary.json``.
+
+    Raises:
+        ConfigError: naming ``data.target``.
+    """
+    counts = np.bincount(codes, minlength=len(names))
+    single = [name for name, count in zip(names, counts, strict=True) if count == 1]
+    if len(names) > 2 and (len(names) > len(codes) / 2
+                           or (len(names) > MAX_CLASS_VALUES and len(single) > len(names) / 2)):
+        hint = "set data.task=regression, or choose another data.target" if _is_number(y) else \
+            "choose another data.target (a column of labels)"
+        raise ConfigError(f"data.target={y.name} has {len(names)} classes in {len(codes)} rows, {len(single)} of them "
+                          f"with a single row, too few examples to learn a class from: {hint}.")
+    if not single:
+        return []
+    which = f"class {single[0]} has" if len(single) == 1 else f"classes {_listing(single, 5)} have"
+    return [f"data.target={y.name}: {which} a single row, which is in one split only (so the splits are not "
+            "stratified): it is either learned or evaluated, never both; add rows of it, or remove it"]
+
+
 @dataclass
 class Target:
     """An encoded target column and the rows of each split.
@@ -214,6 +252,7 @@ class Target:
         parts: sorted train, validation and test row indices.
         class_names: label of each class index (classification only).
         scale: ``(mean, std)`` of a regression target in the training split.
+        warnings: what the user should know about the target (see :func:`check_classes`).
     """
 
     task: str
@@ -221,15 +260,19 @@ class Target:
     parts: tuple[np.ndarray, np.ndarray, np.ndarray]
     class_names: list[str] | None = None
     scale: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)
 
-    def splits(self, x: torch.Tensor, info: dict[str, Any], vocab_size: int | None = None) -> DataSplits:
-        """The :class:`DataSplits` of inputs ``x`` (one row per table row) and this target."""
+    def splits(self, x: torch.Tensor, info: dict[str, Any], vocab_size: int | None = None,
+               warnings: Sequence[str] = ()) -> DataSplits:
+        """The :class:`DataSplits` of inputs ``x`` (one row per table row) and this target,
+        with ``warnings`` about the inputs added to the target's."""
         y = torch.from_numpy(self.values)
         train, val, test = (torch.from_numpy(p) for p in self.parts)
         return DataSplits(
             x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test], y_test=y[test],
             task=self.task, num_outputs=1 if self.class_names is None else len(self.class_names),
             class_names=self.class_names, vocab_size=vocab_size, target_scale=self.scale, info=info,
+            warnings=[*warnings, *self.warnings],
         )
 
 
@@ -242,15 +285,21 @@ def split_target(y: pd.Series, task: str, *, seed: int, val_fraction: float, tes
         task: ``regression``, ``binary`` or ``multiclass`` (see :func:`resolve_task`).
         seed, val_fraction, test_fraction: as for :func:`~dltrain.data.splits.split_indices`.
         positive_class: the label scored by precision, recall and f1 (see :func:`class_indices`).
+
+    Raises:
+        ConfigError: a regression target too large to standardise, or a class target of
+            mostly single rows (see :func:`check_classes`).
     """
     if task == "regression":
-        parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         values = y.to_numpy(dtype=np.float64)
+        check_target_scale(values, str(y.name))
+        parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         scaler = Standardizer.fit(values[parts[0]])
         return Target(task, scaler.transform(values), parts, scale=(float(scaler.mean[0]), float(scaler.std[0])))
     codes, names = class_indices(y, positive_class)
+    warnings = check_classes(y, codes, names)
     parts = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, labels=codes)
-    return Target(task, codes, parts, class_names=names)
+    return Target(task, codes, parts, class_names=names, warnings=warnings)
 
 
 def _feature_columns(table: pd.DataFrame, target: str, features: Sequence[str] | None, where: str) -> list[str]:
@@ -273,16 +322,19 @@ def _feature_columns(table: pd.DataFrame, target: str, features: Sequence[str] |
     return columns
 
 
-def _handle_missing(table: pd.DataFrame, target: str, missing: str, where: str) -> tuple[pd.DataFrame, int]:
+def _handle_missing(table: pd.DataFrame, target: str, missing: str, where: str,
+                    strays: dict[str, Stray]) -> tuple[pd.DataFrame, int]:
     """Refuse missing values (``error``), or drop the rows with any (``drop``) or with a
-    missing target (``mean``: features are filled after the split). Returns the table and
+    missing target (``mean``: features are filled after the split). ``strays`` are the
+    cells of numeric columns that were not numbers, now missing too. Returns the table and
     the number of rows dropped."""
     counts = table.isna().sum()
     counts = counts[counts > 0]
     if counts.empty:
         return table, 0
     if missing == "error":
-        listed = ", ".join(f"{column} ({count})" for column, count in counts.items())
+        listed = ", ".join(f"{column} ({count}{f'; {strays[column].describe()}' if column in strays else ''})"
+                           for column, count in counts.items())
         raise ConfigError(f"{where} has missing values: {listed}: set data.missing=drop to drop those rows, "
                           "or data.missing=mean to fill them from the training split.")
     keep = table.notna().all(axis=1) if missing == "drop" else table[target].notna()
@@ -329,10 +381,13 @@ def _fills_for_new_rows(x: pd.DataFrame, train: np.ndarray, fills: dict[str, Any
 
 
 def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     max_categories: int) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+                     max_categories: int, where: str) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Numbers (true/false as 0/1) standardised and other columns one-hot encoded, both
     fitted on the training rows. Returns the float32 matrix ``(rows, encoded columns)``,
-    the encoded column names and the fitted statistics for ``info``."""
+    the encoded column names and the fitted statistics for ``info``.
+
+    Raises:
+        ConfigError: a numeric column of ``where`` too large to standardise."""
     from pandas.api.types import is_numeric_dtype
     from sklearn.preprocessing import OneHotEncoder
 
@@ -344,8 +399,10 @@ def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.nd
     stats: dict[str, Any] = {"numeric_scaling": {}, "categorical": {}}
     if numeric:
         values = x[numeric].to_numpy(dtype=np.float64)
-        scaler = Standardizer.fit(values[train])
-        blocks.append(scaler.transform(values))
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, naming the column
+            scaler = Standardizer.fit(values[train])
+            blocks.append(scaler.transform(values))
+        check_standardised(numeric, scaler.mean, scaler.std, blocks[-1], where)
         names += [str(c) for c in numeric]
         fitted = scaler.to_info()
         stats["numeric_scaling"] = {str(c): {"mean": m, "std": s}
@@ -411,7 +468,10 @@ def build_csv(
     table = read_table(path, delimiter)
     where = describe_path(path)
     columns = _feature_columns(table, target, features, where)
-    table, dropped = _handle_missing(table[[*columns, target]], target, missing, where)
+    table = table[[*columns, target]].copy()
+    strays = read_numbers(table, [*columns, target])
+    check_finite(table, [*columns, target], where)
+    table, dropped = _handle_missing(table, target, missing, where, strays)
     rows = table.index.to_numpy()  # position in the file (0 = first data row) of each row kept
     table = table.reset_index(drop=True)
     task, reason = resolve_task(table[target], task)
@@ -419,7 +479,7 @@ def build_csv(
                            positive_class=positive_class)
     x = table[columns].copy()
     fills = _fill_from_train(x, encoded.parts[0]) if missing == "mean" else {}
-    values, names, stats = _encode_features(x, encoded.parts, max_categories)
+    values, names, stats = _encode_features(x, encoded.parts, max_categories, where)
     absolute = str(Path(path).expanduser().resolve())
     log.info("data: %s: %d rows, %d feature columns -> %d inputs", absolute, len(table), len(columns), len(names))
     info = {
@@ -431,4 +491,4 @@ def build_csv(
         "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
-    return encoded.splits(torch.from_numpy(values), info)
+    return encoded.splits(torch.from_numpy(values), info, warnings=stray_warnings(strays, missing))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dltrain.data.cells import check_finite, read_numbers
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
 from dltrain.data.tabular import describe_path, read_table, require_column, resolve_task, split_target
@@ -60,6 +61,21 @@ class Vocabulary:
         return len(self.tokens)
 
 
+def _check_vocabulary(vocab: Vocabulary, train_texts: list[list[str]], column: str, min_freq: int) -> None:
+    """Refuse a vocabulary with no token: every training text empty, or no token frequent enough.
+
+    Raises:
+        ConfigError: naming ``data.text_column`` or ``data.min_freq``.
+    """
+    if len(vocab) > 2:  # <pad> and <unk> are always there
+        return
+    if not any(train_texts):
+        raise ConfigError(f"data.text_column={column}: every text of the training split is empty (no words or "
+                          "punctuation): point data.text_column at the column that holds the texts.")
+    raise ConfigError(f"data.min_freq={min_freq}: no token appears {min_freq} times in the training split's texts, "
+                      "so every token would read as <unk>: lower data.min_freq (1 keeps every token).")
+
+
 @DATASETS.register("text_csv")
 def build_text_csv(
     seed: int = 0,
@@ -99,17 +115,20 @@ def build_text_csv(
         val_fraction, test_fraction: shares of all rows.
 
     Raises:
-        ConfigError: for an unreadable file, unknown columns, rows without a label, or
-            labels that do not fit the task.
+        ConfigError: for an unreadable file, unknown columns, rows without a label, labels
+            that do not fit the task, or texts without a token in the vocabulary.
     """
     table = read_table(path, delimiter)
     where = describe_path(path)
     require_column(table, text_column, "data.text_column", where)
     require_column(table, target, "data.target", where)
+    strays = read_numbers(table, [target])  # a stray '?' among numeric labels is no label
+    check_finite(table, [target], where)
     labels = table[target]
     unlabelled = int(labels.isna().sum())
     if unlabelled:
-        raise ConfigError(f"data.target={target}: {unlabelled} rows of {where} have no label: "
+        stray = f" ({strays[target].describe()})" if target in strays else ""
+        raise ConfigError(f"data.target={target}: {unlabelled} rows of {where} have no label{stray}: "
                           "remove those rows from the file.")
     task, reason = resolve_task(labels, task)
     encoded = split_target(labels, task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
@@ -117,6 +136,7 @@ def build_text_csv(
     train, val, _ = encoded.parts
     texts = [tokenize(text, lowercase) for text in table[text_column].fillna("").astype(str)]
     vocab = Vocabulary.build((texts[i] for i in train), min_freq=min_freq, max_vocab=max_vocab)
+    _check_vocabulary(vocab, [texts[i] for i in train], text_column, min_freq)
     ids = [vocab.encode(tokens[:max_length]) or [UNK_ID] for tokens in texts]
     length = max(map(len, ids))
     x = np.full((len(ids), length), PAD_ID, dtype=np.int64)
