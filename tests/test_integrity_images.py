@@ -173,6 +173,19 @@ def test_a_bit_rotted_checkpoint_is_refused_everywhere(digits_run, image, tmp_pa
         train(compose(["device=cpu", "trainer.max_epochs=2", f"resume={rotten}"]), run_dir=tmp_path / "resumed")
 
 
+def test_resume_auto_names_a_bit_rotted_last_checkpoint_it_passes_over(digits_run, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "old" / "checkpoints").mkdir(parents=True)
+    rotten = Path("outputs/old/checkpoints/last.pt")
+    _bit_rot(digits_run / "checkpoints" / "last.pt", rotten)
+    with caplog.at_level("WARNING", logger="dltrain"):
+        summary = train(compose(["device=cpu", "trainer.max_epochs=1", "resume=auto"]), run_dir=tmp_path / "new")
+    assert summary["resumed_from"] is None  # trained from scratch, not from the damaged weights
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"resume=auto passed over an unreadable checkpoint: checkpoint {rotten} is damaged" in w
+               for w in warnings)
+
+
 def test_a_checkpoint_with_a_broken_member_header_is_refused(digits_run, tmp_path):
     source = digits_run / "checkpoints" / "best.pt"
     with zipfile.ZipFile(source) as archive:
