@@ -1,0 +1,494 @@
+"""The bad-input corpus: every bad input dltrain has learned to refuse, in one table, through
+the three console scripts.
+
+Each entry writes its files into a fresh folder and gives the arguments of ``dltrain``,
+``dltrain-eval`` or ``dltrain-predict``. The tool must end with exactly one line on stderr,
+``<tool>: error: ...``, holding the entry's fragments, exit with code 2 (or the entry's
+code), print no traceback, and leave every file that was there before byte-identical
+(the entry's own files and the shared finished runs alike).
+
+The tools run in this process: ``dltrain`` through its console script's own entry point
+(Hydra's argument parsing and composition, the run-start checks and the error boundary) with
+``sys.argv`` set, the other two through ``main(argv)``. A new bad input is one more entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.files import write_csv, write_image_folder, write_table_csv, write_text_csv
+
+TOOLS = ("dltrain", "dltrain-eval", "dltrain-predict")
+NO_CUDA = not torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Finished runs the checkpoint entries start from, trained once for the module.
+
+    Attributes:
+        root: the folder holding everything below (checked untouched after each entry).
+        digits: the run directory of a ``fast_dev_run`` on ``data=digits`` (an MLP).
+        table: a CSV file of 60 rows with string labels in ``Class`` and 3 gaps in ``age`` and ``city``.
+        csv: the run directory of a ``fast_dev_run`` on ``table`` (``data.missing=mean``).
+    """
+
+    root: Path
+    digits: Path
+    table: Path
+    csv: Path
+
+    @property
+    def best(self) -> Path:
+        """The digits run's ``best.pt``."""
+        return self.digits / "checkpoints" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    from dltrain import compose, train
+
+    root = tmp_path_factory.mktemp("corpus_runs")
+    table = write_table_csv(root / "table.csv", rows=60, target="Class", missing=3)
+    train(compose(["device=cpu", "trainer.fast_dev_run=true"]), run_dir=root / "digits")
+    train(compose(["device=cpu", "trainer.fast_dev_run=true", "data=csv", f"data.path={table}", "data.target=Class",
+                   "data.missing=mean"]), run_dir=root / "csv")
+    return Runs(root, root / "digits", table, root / "csv")
+
+
+#: ``build(folder, runs) -> argv``: writes what the entry needs into ``folder`` (the working directory).
+Build = Callable[[Path, Runs], list[str]]
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad input.
+
+    Attributes:
+        tool: the console script it is given to.
+        build: writes its files and returns the arguments.
+        expected: fragments of the one error line.
+        code: the exit code.
+    """
+
+    tool: str
+    build: Build
+    expected: tuple[str, ...]
+    code: int = 2
+
+
+def bad(name: str, tool: str, build: Build | list[str], *expected: str, code: int = 2,
+        marks: tuple[pytest.MarkDecorator, ...] = ()) -> object:
+    """A corpus entry named ``name``; ``build`` may be the arguments themselves, for an entry
+    that needs no files."""
+    if isinstance(build, list):
+        argv = build
+        build = lambda folder, runs: list(argv)  # noqa: E731
+    return pytest.param(Bad(tool, build, expected, code), id=name, marks=marks)
+
+
+# --- builders -----------------------------------------------------------------------------------------------------
+
+
+class _CreatesFile:
+    """Unpickling this creates the file ``target``: what a malicious pickle does."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def _edited(runs: Runs, folder: Path, edit: Callable[[dict], object], name: str = "edited.pt",
+            source: Path | None = None) -> Path:
+    """A copy of a checkpoint (the digits run's best.pt by default) changed by ``edit(state)``."""
+    state = torch.load(source or runs.best, weights_only=True)
+    edit(state)
+    torch.save(state, folder / name)
+    return folder / name
+
+
+def _truncated(folder: Path, runs: Runs) -> Path:
+    whole = runs.best.read_bytes()
+    (folder / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    return folder / "truncated.pt"
+
+
+def _evil(folder: Path) -> Path:
+    """A checkpoint whose pickle would create ``folder/pwned`` (which the check then looks for)."""
+    torch.save({"model": {}, "payload": _CreatesFile(str(folder / "pwned"))}, folder / "evil.pt")
+    return folder / "evil.pt"
+
+
+def _weights_only(folder: Path) -> Path:
+    torch.save({"model": {"w": torch.zeros(2)}}, folder / "weights.pt")
+    return folder / "weights.pt"
+
+
+def _one_weight_less(state: dict) -> None:
+    state["model"].pop(next(iter(state["model"])))
+
+
+def _copy_run(folder: Path, runs: Runs) -> Path:
+    """A copy of the finished digits run, at ``folder/old``."""
+    return Path(shutil.copytree(runs.digits, folder / "old"))
+
+
+def _csv(folder: Path, columns: dict, name: str = "table.csv") -> Path:
+    return write_csv(folder / name, columns)
+
+
+def _table(folder: Path, **kwargs: object) -> Path:
+    return write_table_csv(folder / "table.csv", rows=60, **kwargs)
+
+
+def _image_folder(folder: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 4) -> Path:
+    return write_image_folder(folder / "images", classes=classes, per_class=per_class, corrupt=False, strays=False)
+
+
+def _empty_class_folders(folder: Path) -> Path:
+    for name in ("cat", "dog"):
+        (folder / "images" / name).mkdir(parents=True)
+        (folder / "images" / name / "notes.txt").write_text("no images here")
+    return folder / "images"
+
+
+def _csv_text(text: str) -> Build:
+    """``data=csv`` reading a file that holds ``text``."""
+    def build(folder: Path, runs: Runs) -> list[str]:
+        (folder / "data.csv").write_text(text)
+        return ["data=csv", f"data.path={folder / 'data.csv'}", RUN_DIR]
+
+    return build
+
+
+def _latin1(folder: Path) -> Path:
+    (folder / "latin1.csv").write_bytes("a,b\nété,1\nça,2\n".encode("latin-1"))
+    return folder / "latin1.csv"
+
+
+def _texts_without_labels(folder: Path) -> Path:
+    table = pd.DataFrame({"text": [f"text {i}" for i in range(20)], "label": ["neg", "pos"] * 10})
+    table.loc[[3, 5], "label"] = None
+    return write_csv(folder / "texts.csv", table)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _old_sweep(folder: Path) -> Path:
+    """A sweep directory that holds a finished job."""
+    (folder / "S" / "0").mkdir(parents=True)
+    (folder / "S" / "0" / "metrics.csv").write_text("epoch\n1\n")
+    (folder / "S" / "0" / "summary.json").write_text('{"status": "completed"}')
+    return folder / "S"
+
+
+def _ckpt_entries(tool: str, extra: Callable[[Path], list[str]]) -> list:
+    """The broken checkpoints, given to ``tool`` (``extra(folder)``: its other arguments)."""
+    return [
+        bad(f"{tool}-ckpt-missing", tool, lambda f, r: [f"ckpt={f / 'nope.pt'}", *extra(f)], "nope.pt does not exist"),
+        bad(f"{tool}-ckpt-a-directory", tool, lambda f, r: [f"ckpt={f}", *extra(f)], "is a directory: pass the file"),
+        bad(f"{tool}-ckpt-truncated", tool, lambda f, r: [f"ckpt={_truncated(f, r)}", *extra(f)], "cannot be loaded"),
+        bad(f"{tool}-ckpt-pickled-code", tool, lambda f, r: [f"ckpt={_evil(f)}", *extra(f)], "refused"),
+        bad(f"{tool}-ckpt-weights-only", tool, lambda f, r: [f"ckpt={_weights_only(f)}", *extra(f)],
+            "has no config, model_spec, data"),
+        bad(f"{tool}-ckpt-weight-removed", tool, lambda f, r: [f"ckpt={_edited(r, f, _one_weight_less)}", *extra(f)],
+            "do not fit the model its config describes (missing "),
+    ]
+
+
+def _points(folder: Path) -> list[str]:
+    return [f"input={_csv(folder, {'x': [0.0, 1.0]}, 'points.csv')}", f"output={folder / 'out.csv'}"]
+
+
+def _wider(folder: Path, runs: Runs) -> Path:
+    return write_csv(folder / "wider.csv", pd.read_csv(runs.table).assign(extra=1.0))
+
+
+def _no_score(folder: Path, runs: Runs) -> Path:
+    return write_csv(folder / "no_score.csv", pd.read_csv(runs.table).drop(columns="score"))
+
+
+def _trained_with_drop(state: dict) -> None:
+    state["data"]["missing"] = "drop"  # as a run with data.missing=drop records it
+
+
+def _chirp(state: dict) -> None:
+    state["data"]["dataset"] = "chirp"
+
+
+# --- the corpus ---------------------------------------------------------------------------------------------------
+
+RUN_DIR = "hydra.run.dir=run"
+
+CONFIG = [  # composition and validation: stopped before any run directory exists
+    bad("unknown-key", "dltrain", ["optim.lrr=0.1"], "optim.lrr is not a config key", "check the spelling"),
+    bad("unknown-key-plus", "dltrain", ["+foo=1"], "foo is not a config key"),
+    bad("wrong-type", "dltrain", ["trainer.max_epochs=abc"], "trainer.max_epochs: Value 'abc'"),
+    bad("unknown-option", "dltrain", ["model=nosuch"], "model=nosuch is not a known option: choose one of"),
+    bad("batch-size-0", "dltrain", ["trainer.batch_size=0"], "trainer.batch_size=0 is out of range"),
+    bad("dropout-1.5", "dltrain", ["regularization.dropout=1.5"], "regularization.dropout=1.5 is out of range"),
+    bad("lr-inf", "dltrain", ["optim.lr=inf"], "optim.lr=inf is not valid: expected a finite number"),
+    bad("eps-nan", "dltrain", ["optim.eps=nan"], "optim.eps=nan is not valid: expected a finite number"),
+    bad("unknown-value", "dltrain", ["model.activation=swish"], "model.activation=swish is not a known value"),
+    bad("list-length", "dltrain", ["optim.betas=[0.9]"], "optim.betas=[0.9] is not valid: expected a list of 2"),
+    bad("list-item-range", "dltrain", ["model.hidden=[64,0]"], "model.hidden[1]=0 is out of range"),
+    bad("nested-list", "dltrain", ["model.hidden=[[1]]"], "model.hidden[0]=[1] is not valid: expected a number"),
+    bad("scalar-for-list", "dltrain", ["regularization.augment=rotate"], "is not a list: write it in brackets"),
+    bad("device-string", "dltrain", ["device=gpu"], "device=gpu is not valid"),
+    bad("removed-key", "dltrain", ["~seed"], "seed has no value"),
+    bad("removed-group-key", "dltrain", ["~optim.lr"], "optim.lr cannot be removed"),
+    bad("bad-interpolation", "dltrain", ["seed=${nosuch}"], "seed: Interpolation key 'nosuch' not found"),
+    bad("option-name-mismatch", "dltrain", ["optim.name=sgd"], "does not match the optim config loaded"),
+    bad("key-of-another-option", "dltrain", ["model.dropout=0.5"], "only model=rnn, lstm, gru have it"),
+    bad("unquoted-parentheses", "dltrain", ["data.function=sin(3*x)"], "quote the value"),
+    bad("not-key-value", "dltrain", ["optim.lr"], "Error parsing override 'optim.lr'", "write overrides as key=value"),
+    bad("custom-key-without-plus", "dltrain", ["model=custom", "model._target_=tests.nets.TinyNet", "model.width=3"],
+        "model.width is not a key of model=custom", "+model.width=VALUE"),
+    bad("multirun-with-cfg", "dltrain", ["-m", "--cfg", "job", "optim=sgd,adam"], "Only one of --run, --multirun"),
+    bad("fused-and-foreach", "dltrain", ["optim.fused=true", "optim.foreach=true"],
+        "`fused` and `foreach` cannot be `True` together"),
+]
+
+DATA = [  # the data and the model it meets: a failed run says so in its summary.json
+    bad("csv-missing-file", "dltrain", ["data=csv", "data.path=nope.csv", RUN_DIR],
+        "data.path=nope.csv", "does not exist"),
+    bad("csv-a-directory", "dltrain", lambda f, r: ["data=csv", f"data.path={f}", RUN_DIR], "is a directory"),
+    bad("csv-empty-file", "dltrain", _csv_text(""), "is empty"),
+    bad("csv-header-only", "dltrain", _csv_text("a,b\n"), "has a header but no data rows"),
+    bad("csv-ragged", "dltrain", _csv_text("a,b\n1,2\n1,2,3,4\n"), "cannot be read as CSV"),
+    bad("csv-not-utf8", "dltrain", lambda f, r: ["data=csv", f"data.path={_latin1(f)}", RUN_DIR],
+        "is not UTF-8 text", "save it as UTF-8"),
+    bad("csv-wrong-delimiter", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.delimiter=';'", RUN_DIR], "is data.delimiter right"),
+    bad("csv-unknown-target", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.target=nope", RUN_DIR],
+        "data.target=nope is not a column", "id, age, score, city"),
+    bad("csv-unknown-features", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.target=label", "data.features=[age,nope]", RUN_DIR],
+        "data.features names columns", "nope"),
+    bad("csv-target-in-features", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.target=label", "data.features=[age,label]", RUN_DIR],
+        "data.features lists the target column"),
+    bad("csv-missing-values", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f, missing=3)}", "data.target=label", RUN_DIR],
+        "has missing values: age (3), city (3)", "data.missing="),
+    bad("csv-single-class", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_csv(f, {'x': range(30), 'target': ['a'] * 30})}", RUN_DIR],
+        "data.target=target holds a single value"),
+    bad("csv-regression-on-labels", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.target=label", "data.task=regression", RUN_DIR],
+        "data.task=regression needs a numeric target"),
+    bad("csv-binary-of-three", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_csv(f, {'x': range(60), 'target': [0, 1, 2] * 20})}",
+                      "data.task=binary", RUN_DIR], "data.task=binary needs exactly 2 classes"),
+    bad("csv-unknown-positive-class", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_table(f)}", "data.target=label", "data.positive_class=spam", RUN_DIR],
+        "data.positive_class=spam is not a label of data.target=label"),
+    bad("text-unknown-column", "dltrain",
+        lambda f, r: ["data=text_csv", f"data.path={write_text_csv(f / 't.csv', 20)}", "data.text_column=body",
+                      RUN_DIR], "data.text_column=body is not a column"),
+    bad("text-rows-without-label", "dltrain",
+        lambda f, r: ["data=text_csv", f"data.path={_texts_without_labels(f)}", RUN_DIR],
+        "2 rows of data.path=", "have no label"),
+    bad("images-not-a-folder", "dltrain", ["data=image_folder", "data.path=missing", RUN_DIR], "is not a folder"),
+    bad("images-one-class", "dltrain",
+        lambda f, r: ["data=image_folder", f"data.path={_image_folder(f, ('cat',))}", RUN_DIR],
+        "one class folder (cat)"),
+    bad("images-none", "dltrain", lambda f, r: ["data=image_folder", f"data.path={_empty_class_folders(f)}", RUN_DIR],
+        "no image files"),
+    bad("images-no-class-folders", "dltrain",
+        lambda f, r: ["data=image_folder", f"data.path={_mkdir(f / 'nothing')}", RUN_DIR],
+        "no class sub-folders"),
+    bad("mnist-no-files", "dltrain", ["data=mnist", "data.root=mn", "data.download=false", RUN_DIR],
+        "data=mnist: no MNIST files in", "data.download=true"),
+    bad("fractions-over-1", "dltrain", ["data.val_fraction=0.5", "data.test_fraction=0.6", RUN_DIR],
+        "data.val_fraction + data.test_fraction = 1.1"),
+    bad("split-smaller-than-classes", "dltrain", ["data.val_fraction=0.001", RUN_DIR],
+        "fewer examples than the 10 classes"),
+    bad("sine-range", "dltrain", ["data=sine", "data.x_min=2", "data.x_max=1", RUN_DIR], "data.x_min=", "data.x_max"),
+    bad("chirp-window", "dltrain", ["data=chirp", "data.length=200", "data.window=200", RUN_DIR],
+        "make data.window smaller"),
+    bad("classification-loss-on-regression", "dltrain", ["data=sine", "loss=cross_entropy", RUN_DIR],
+        "loss=cross_entropy needs", "regression"),
+    bad("label-smoothing-on-regression", "dltrain", ["data=sine", "regularization.label_smoothing=0.1", RUN_DIR],
+        "regularization.label_smoothing=0.1 smooths class labels"),
+    bad("monitor-never-logged", "dltrain", ["trainer.early_stopping.monitor=val_f1", RUN_DIR],
+        "trainer.early_stopping.monitor=val_f1 is never logged"),
+    bad("augment-without-images", "dltrain", ["data=sine", "regularization.augment=[hflip]", RUN_DIR],
+        "regularization.augment needs images"),
+    bad("crop-padding-too-big", "dltrain", ["regularization.augment=[crop]",
+                                             "regularization.augment_params.crop.padding=8", RUN_DIR],
+        "regularization.augment_params.crop.padding=8 does not fit"),
+    bad("cnn-too-deep", "dltrain", ["model=cnn", "model.channels=[8,8,8,8]", RUN_DIR], "model=cnn cannot fit"),
+    bad("custom-module-missing", "dltrain", ["model=custom", "model._target_=my_net.MyNet", RUN_DIR],
+        "model._target_=my_net.MyNet", "no module named my_net"),
+    bad("two-weight-decays", "dltrain", ["optim=adamw", "regularization.l2=0.1", RUN_DIR],
+        "both set weight decay"),
+    bad("nesterov-without-momentum", "dltrain", ["optim=nesterov", "optim.momentum=0", RUN_DIR],
+        "optim=nesterov", "momentum"),
+    bad("lbfgs-with-grad-clip", "dltrain", ["optim=lbfgs", "regularization.grad_clip=1.0", RUN_DIR],
+        "regularization.grad_clip would hand optim=lbfgs"),
+    bad("fp16-on-cpu", "dltrain", ["device=cpu", "trainer.precision=16", RUN_DIR], "trainer.precision=16 needs a CUDA"),
+    bad("cuda-without-cuda", "dltrain", ["device=cuda", RUN_DIR], "device=cuda: CUDA is not available",
+        marks=(pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA"),)),
+]
+
+RUNS = [  # run directories and resume: what is on disk stays as it was
+    bad("resume-missing", "dltrain", ["resume=gone/last.pt", RUN_DIR], "resume=gone/last.pt", "no such file"),
+    bad("resume-empty-dir", "dltrain", lambda f, r: [f"resume={_mkdir(f / 'empty')}", RUN_DIR], "holds no last.pt"),
+    bad("resume-truncated", "dltrain", lambda f, r: [f"resume={_truncated(f, r)}", RUN_DIR], "cannot be loaded"),
+    bad("resume-pickled-code", "dltrain", lambda f, r: [f"resume={_evil(f)}", RUN_DIR], "cannot be loaded", "refused"),
+    bad("resume-architecture-change", "dltrain",
+        lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}", "model.hidden=[7]", RUN_DIR],
+        "model.hidden=[7]", "architecture"),
+    bad("resume-experiment-change", "dltrain",
+        lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}", "optim.lr=0.5", RUN_DIR],
+        "optim.lr=0.5", "continues the same experiment"),
+    bad("resume-into-its-own-run", "dltrain",
+        lambda f, r: [f"resume={_copy_run(f, r) / 'checkpoints' / 'last.pt'}", "trainer.max_epochs=3",
+                      f"hydra.run.dir={f / 'old'}"], "already holds a run", "hydra.run.dir"),
+    bad("run-dir-holds-a-run", "dltrain", lambda f, r: [f"hydra.run.dir={_copy_run(f, r)}"], "already holds a run"),
+    bad("bad-value-at-a-finished-run", "dltrain",
+        lambda f, r: ["trainer.batch_size=0", f"hydra.run.dir={_copy_run(f, r)}"], "trainer.batch_size=0"),
+    bad("sweep-dir-holds-runs", "dltrain", lambda f, r: ["-m", f"hydra.sweep.dir={_old_sweep(f)}", "optim=sgd,adam"],
+        "hydra.sweep.dir=", "already holds runs"),
+    bad("sweep-without-job-config", "dltrain", ["-m", "hydra.output_subdir=null", "optim=sgd,adam"],
+        "hydra.output_subdir=null"),
+    bad("sweep-value-cannot-compose", "dltrain", ["-m", "optim.lr=0.1,abc", "hydra.sweep.dir=S"],
+        "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    bad("diverged", "dltrain", ["data=xor", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=1", RUN_DIR],
+        "the training loss became nan", "lower optim.lr", code=3),
+]
+
+EVAL = [
+    *_ckpt_entries("dltrain-eval", lambda f: []),
+    bad("eval-ckpt-required", "dltrain-eval", ["split=val"], "ckpt=... is required"),
+    bad("eval-unknown-key", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "colour=red"],
+        "unknown key colour: dltrain-eval takes ckpt, split, device"),
+    bad("eval-training-key", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "trainer.max_epochs=3"],
+        "trainer.max_epochs cannot be changed here"),
+    bad("eval-split-key", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "data.val_fraction=0.5"],
+        "data.val_fraction cannot be changed here"),
+    bad("eval-key-of-other-data", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "data.path=elsewhere.csv"],
+        "data.path is not a key of this checkpoint's data=digits config"),
+    bad("eval-split", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "split=train"], "split=train is not a choice"),
+    bad("eval-device", "dltrain-eval", lambda f, r: [f"ckpt={r.best}", "device=tpu"], "device=tpu is not valid"),
+    bad("eval-positional", "dltrain-eval", ["best.pt"], "argument 'best.pt' is not key=value"),
+    bad("eval-other-table", "dltrain-eval",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"data.path={_wider(f, r)}"],
+        "not what", "input shape: (6,) when trained, (7,) now"),
+]
+
+PREDICT = [
+    *_ckpt_entries("dltrain-predict", _points),
+    bad("predict-input-output-required", "dltrain-predict", lambda f, r: [f"ckpt={r.best}"],
+        "input=..., output=... are required"),
+    bad("predict-unknown-key", "dltrain-predict", lambda f, r: [f"ckpt={r.best}", *_points(f), "colour=red"],
+        "unknown key colour: dltrain-predict takes ckpt, input, output, device, batch_size"),
+    bad("predict-config-key", "dltrain-predict", lambda f, r: [f"ckpt={r.best}", *_points(f), "data.path=x.csv"],
+        "unknown key data.path"),
+    bad("predict-batch-size", "dltrain-predict", lambda f, r: [f"ckpt={r.best}", *_points(f), "batch_size=0"],
+        "batch_size=0 is not a whole number"),
+    bad("predict-input-missing", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"input={f / 'absent.csv'}",
+                      f"output={f / 'o.csv'}"], "input=", "absent.csv does not exist"),
+    bad("predict-column-missing", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"input={_no_score(f, r)}", f"output={f / 'o.csv'}"],
+        "has no column score: the model reads the columns id, age, score, city"),
+    bad("predict-gaps-after-drop", "dltrain-predict",
+        lambda f, r: [f"ckpt={_edited(r, f, _trained_with_drop, source=r.csv / 'checkpoints' / 'best.pt')}",
+                      f"input={r.table}", f"output={f / 'o.csv'}"], "empty cells in age (3 rows)", "data.missing=drop"),
+    bad("predict-unknown-dataset", "dltrain-predict",
+        lambda f, r: [f"ckpt={_edited(r, f, _chirp)}", f"input={f}", f"output={f / 'o.csv'}"],
+        "dltrain-predict does not read inputs of data=chirp"),
+    bad("predict-no-images", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.best}", f"input={_mkdir(f / 'empty')}", f"output={f / 'o.csv'}"],
+        "holds no image files"),
+]
+
+CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT]
+
+
+# --- running a tool in this process -------------------------------------------------------------------------------
+
+
+def _snapshot(*folders: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Hydra points the root logger at the run's log file: put back the handlers there were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | str | None:
+    """Run a console script in this process; its exit code (0 when it returned)."""
+    from dltrain import cli, evaluate, predict
+
+    mains = {"dltrain": cli.main, "dltrain-eval": lambda: evaluate.main(argv),
+             "dltrain-predict": lambda: predict.main(argv)}
+    monkeypatch.setattr(sys, "argv", [tool, *argv])
+    monkeypatch.setattr(cli, "_sweep", {**cli._sweep, "dir": None, "summarized": False, "exit_code": 0})
+    with _logging_restored():
+        try:
+            mains[tool]()
+        except SystemExit as done:
+            return done.code
+    return 0
+
+
+@pytest.mark.parametrize("case", CORPUS)
+def test_bad_input_is_one_line_and_loses_nothing(case: Bad, runs: Runs, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # a custom model's folder is added to it
+    argv = case.build(tmp_path, runs)
+    before = _snapshot(tmp_path, runs.root)
+    capsys.readouterr()
+    code = _run(case.tool, argv, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{case.tool}: error: "), err
+    assert all(fragment in lines[0] for fragment in case.expected), lines[0]
+    assert not (tmp_path / "pwned").exists()  # a pickle that would create it never ran
+    after = _snapshot(tmp_path, runs.root)
+    assert {p: after.get(p) for p in before} == before  # nothing already written was changed or removed
+    summary = tmp_path / "run" / "summary.json"
+    if summary in after and summary not in before:  # a run that started says why it ended
+        written = json.loads(summary.read_text())
+        assert written["status"] in ("failed", "diverged") and written["stop_reason"].rstrip(".") in lines[0]
+
+
+def test_the_corpus_covers_every_tool() -> None:
+    assert {p.values[0].tool for p in CORPUS} == set(TOOLS)
+    assert len({p.id for p in CORPUS}) == len(CORPUS)
