@@ -17,13 +17,15 @@ from typing import Any
 import torch
 
 from dltrain.errors import UserError
-from dltrain.inference import REQUIRED, Key, Restored, apply_overrides, load_model, parse_args, run_tool
+from dltrain.inference import (REQUIRED, TRUST_KEYS, Key, Restored, apply_overrides, load_model, parse_args,
+                                run_tool)
 
 TOOL = "dltrain-eval"
 KEYS = {
     "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
     "split": Key("test", "the split to evaluate: test or val"),
     "device": Key("auto", "auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one"),
+    **TRUST_KEYS,
 }
 ABOUT = ("Evaluate a checkpoint on its run's test (or validation) split, rebuilt from the checkpoint's own "
          "config and seed:\nloss and metrics, and a confusion matrix for classification. Writes eval.json beside "
@@ -32,7 +34,8 @@ EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt split=te
 
 
 def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "auto",
-                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                        overrides: dict[str, Any] | None = None, *, model_target: str | None = None,
+                        trust_code: bool = False) -> dict[str, Any]:
     """Evaluate ``ckpt`` on ``split`` and write ``eval.json`` beside it.
 
     Args:
@@ -41,6 +44,8 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         overrides: config keys to change first (``data.path`` of a moved file), as
             :func:`~dltrain.inference.parse_args` returns them.
+        model_target, trust_code: what the user allows a ``model=custom`` checkpoint to
+            import (``target`` and ``trust_code`` of :func:`~dltrain.inference.load_model`).
 
     Returns:
         What ``eval.json`` holds.
@@ -58,7 +63,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     if split not in ("test", "val"):
         raise UserError(f"split={split} is not a choice: use test or val")
     dev = resolve_device(device)
-    restored = load_model(ckpt, dev)
+    restored = load_model(ckpt, dev, target=model_target, trust_code=trust_code)
     cfg = restored.cfg
     apply_overrides(cfg, overrides or {})
     cfg.device = device
@@ -146,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``dltrain-eval``."""
     def run() -> None:
         args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE)
-        evaluate_checkpoint(args["ckpt"], args["split"], args["device"], args["overrides"])
+        evaluate_checkpoint(args["ckpt"], args["split"], args["device"], args["overrides"],
+                            model_target=args["model._target_"], trust_code=args["trust_code"])
 
     run_tool(TOOL, run)
 

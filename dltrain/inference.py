@@ -52,7 +52,8 @@ class Restored:
     path: Path
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Restored:
+def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: str | None = None,
+               trust_code: bool = False) -> Restored:
     """Rebuild the model a checkpoint was trained as, and load its weights, without the
     training data: the checkpoint's config and ``model_spec`` say how to build it, its
     ``data`` the shape of the inputs.
@@ -60,10 +61,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Restored
     Args:
         path: a ``best.pt`` or ``last.pt`` written by ``dltrain``.
         device: where to put the model (``auto``, ``cpu``, ``cuda:N``, or a torch device).
+        target: the ``model._target_`` the user names: a ``model=custom`` checkpoint is
+            rebuilt only when it is the stored one (or with ``trust_code``).
+        trust_code: import and call whatever ``model._target_`` the checkpoint names.
 
     Raises:
-        UserError: the file is missing, damaged, refused (it holds code), not written by the
-            trainer, or its weights do not fit the model its config describes.
+        UserError: the file is missing, damaged, refused (it holds code, or its config names
+            code the user did not allow), not written by the trainer, or its weights do not
+            fit the model its config describes.
     """
     path = Path(path)
     device = resolve_device(device) if isinstance(device, str) else device
@@ -77,7 +82,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Restored
                         f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
     from dltrain.models.summary import summarize
     from dltrain.run import add_log_softmax, build_model
+    from dltrain.trust import check_stored_config
 
+    check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = OmegaConf.create(state["config"])
     data, spec = state["data"], state["model_spec"]
     inputs = SimpleNamespace(input_shape=tuple(data["input_shape"]), vocab_size=data.get("vocab_size"))
@@ -141,6 +148,14 @@ class Key:
     meaning: str
 
 
+#: The keys with which a user allows the code a ``model=custom`` checkpoint names (see ``dltrain.trust``).
+TRUST_KEYS = {
+    "model._target_": Key(None, "model=custom checkpoints: the code to build the model with; must be the "
+                                "checkpoint's own"),
+    "trust_code": Key(False, "true: import and run whatever model._target_ the checkpoint names"),
+}
+
+
 def parse_args(argv: Sequence[str], tool: str, defaults: dict[str, Key], *, about: str, example: str,
                config_keys: bool = True) -> dict[str, Any]:
     """Read ``key=value`` arguments; ``--help`` (or ``-h``) prints the usage and exits 0.
@@ -186,8 +201,13 @@ def parse_args(argv: Sequence[str], tool: str, defaults: dict[str, Key], *, abou
 
 
 def _convert(key: str, value: str, default: Any) -> Any:
-    """``value`` as the type of ``default``: a whole number of at least 1 for numbers, else the text."""
-    if isinstance(default, int) and not isinstance(default, bool):
+    """``value`` as the type of ``default``: true or false for flags, a whole number of at least 1
+    for numbers, else the text."""
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise UserError(f"{key}={value} is not true or false: e.g. {key}=true")
+        return value.lower() == "true"
+    if isinstance(default, int):
         try:
             number = int(value)
         except ValueError:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dltrain.errors import UserError
-from dltrain.inference import REQUIRED, Key, Restored, load_model, parse_args, run_tool
+from dltrain.inference import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
 
 TOOL = "dltrain-predict"
 POINT_DATA = ("xor", "moons", "spirals", "sine")
@@ -34,6 +34,7 @@ KEYS = {
     "output": Key(REQUIRED, "the CSV file to write (replaced if it exists)"),
     "device": Key("auto", "auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one"),
     "batch_size": Key(512, "inputs per forward pass"),
+    **TRUST_KEYS,
 }
 ABOUT = """Predict with a checkpoint, preprocessing the inputs exactly as its training data was. input is:
   data=csv          a CSV with the training feature columns (other columns are ignored)
@@ -48,8 +49,11 @@ EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt input=ne
 
 
 def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, device: str = "auto",
-                 batch_size: int = 512) -> int:
+                 batch_size: int = 512, *, model_target: str | None = None, trust_code: bool = False) -> int:
     """Predict every row or image of ``source`` (the ``input`` key) with ``ckpt`` and write ``output``.
+
+    ``model_target`` and ``trust_code`` say what a ``model=custom`` checkpoint may import
+    (``target`` and ``trust_code`` of :func:`~dltrain.inference.load_model`).
 
     Returns:
         The number of rows written.
@@ -58,7 +62,7 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
         UserError: a bad checkpoint or device, inputs that cannot be read or do not match
             what the model was trained on, or a dataset whose inputs this tool does not read.
     """
-    restored = load_model(ckpt, device)
+    restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     source, target = Path(source), Path(output)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UserError(f"output={output} is the input file: write the predictions to another file")
@@ -386,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     def run() -> None:
         args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE,
                           config_keys=False)
-        predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"])
+        predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
+                     model_target=args["model._target_"], trust_code=args["trust_code"])
 
     run_tool(TOOL, run)
 

@@ -35,7 +35,7 @@ RUN_CONTROL = (
     "trainer.checkpoint.",
     "trainer.early_stopping.patience", "trainer.early_stopping.enabled", "trainer.early_stopping.min_delta",
     "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",
-    "data.num_workers", "logger.",
+    "data.num_workers", "logger.", "trust_code",
 )
 #: Keys a resumed run may change (a key, or a prefix ending in a dot): the run-control keys,
 #: and where the same data lives now.

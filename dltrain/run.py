@@ -56,6 +56,7 @@ from dltrain.rng import seed_everything
 from dltrain.schedulers import LRSchedule, build_scheduler
 from dltrain.signals import Interrupted, StopRequest, signal_name
 from dltrain.trainer import Trainer, TrainingDiverged
+from dltrain.trust import check_stored_config, named_target
 
 log = logging.getLogger("dltrain")
 
@@ -711,7 +712,11 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
     if "rng" not in state or "config" not in state:
         raise ConfigError(f"resume={path}: this checkpoint holds weights but not the training state a resume needs "
                           "(it was written by an older dltrain): train a new run.")
+    # Before anything of the stored config is used: the trust comes from this run's own config alone.
+    check_stored_config(path, state["config"], target=named_target(cfg.model), trust_code=cfg.trust_code,
+                        naming="model=custom model._target_=")
     merged = resumed_config(cfg, state["config"], explicit_keys(cfg))
+    merged.trust_code = cfg.trust_code
     validate(merged)
     for line in check_config(path, state["config"], OmegaConf.to_container(merged, resolve=True)):
         log.info("resume: override %s", line)

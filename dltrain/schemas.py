@@ -651,6 +651,8 @@ class TrainConfig:
     seed: int = spec(0, ge=0, le=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
     resume: str | None = spec(None, help="a checkpoint file, a run directory, or auto")
+    # Never taken from a checkpoint: only the user's own command line or config allows code.
+    trust_code: bool = False
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

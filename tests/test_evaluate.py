@@ -88,9 +88,9 @@ def test_custom_models_with_log_softmax_are_rebuilt(tmp_path, target, capsys):
     run = tmp_path / "run"
     summary = train(compose(["device=cpu", "trainer.fast_dev_run=true", "model=custom", f"model._target_={target}",
                              "loss=nll"]), run_dir=run)
-    restored = load_model(run / "checkpoints" / "best.pt")
+    restored = load_model(run / "checkpoints" / "best.pt", target=target)  # the user names the code to run
     assert not restored.model.training and restored.cfg.model._target_ == target
-    main([f"ckpt={run / 'checkpoints' / 'best.pt'}", "device=cpu"])
+    main([f"ckpt={run / 'checkpoints' / 'best.pt'}", "device=cpu", f"model._target_={target}"])
     result = json.loads((run / "checkpoints" / "eval.json").read_text())
     assert result["metrics"] == pytest.approx(summary["test"], rel=1e-6)
 
@@ -126,7 +126,8 @@ def test_checkpoint_errors_are_one_line(digits_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["split=val", "colour=red"], "unknown key colour: dltrain-eval takes ckpt, split, device, data.path, data.root"),
+    (["split=val", "colour=red"],
+     "unknown key colour: dltrain-eval takes ckpt, split, device, model._target_, trust_code, data.path, data.root"),
     (["trainer.max_epochs=3"], "trainer.max_epochs cannot be changed here"),
     (["data.wrong_key=3"], "data.wrong_key cannot be changed here: only where the data lives (data.path"),
     (["data.val_fraction=0.5"], "data.val_fraction cannot be changed here"),  # would move examples into test

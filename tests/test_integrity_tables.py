@@ -18,17 +18,21 @@ from dltrain.data.cells import MOSTLY_NUMERIC
 from dltrain.data.tabular import build_csv
 from dltrain.data.text import build_text_csv
 from dltrain.errors import ConfigError
+from dltrain.inference import load_model
 from dltrain.losses import LOSSES
 from dltrain.predict import main as predict_main
+from dltrain.predict import read_inputs
 from tests.conftest import run_cli, tool_error
 from tests.files import write_csv
 
 
 def numbers(rows: int = 300, seed: int = 0) -> pd.DataFrame:
-    """Numeric features ``x`` and ``z`` and a 0/1 target ``y`` that depends on ``x``."""
+    """Numeric features ``x`` and ``z``, a true/false feature ``flag`` and a 0/1 target ``y``
+    that depends on ``x``."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=rows).round(3)
-    return pd.DataFrame({"x": x, "z": rng.normal(size=rows).round(3), "y": (x > 0).astype(int)})
+    return pd.DataFrame({"x": x, "z": rng.normal(size=rows).round(3), "flag": rng.normal(size=rows) > 0,
+                         "y": (x > 0).astype(int)})
 
 
 def with_cells(table: pd.DataFrame, column: str, cells: dict[int, str]) -> pd.DataFrame:
@@ -45,8 +49,8 @@ def with_cells(table: pd.DataFrame, column: str, cells: dict[int, str]) -> pd.Da
 def test_a_stray_string_keeps_a_numeric_column_numeric(tmp_path):
     path = write_csv(tmp_path / "t.csv", with_cells(numbers(), "x", {5: "?"}))
     data = build_csv(path=str(path), target="y", missing="mean")
-    assert data.info["encoded_features"] == ["x", "z"]  # standardised, not one-hot encoded
-    assert set(data.info["numeric_scaling"]) == {"x", "z"}
+    assert data.info["encoded_features"] == ["x", "z", "flag"]  # standardised, not one-hot encoded
+    assert set(data.info["numeric_scaling"]) == {"x", "z", "flag"}
     assert data.info["fill_values"]["x"] == pytest.approx(data.info["numeric_scaling"]["x"]["mean"], abs=1e-6)
     [warning] = data.warnings
     assert warning.startswith("column x: 1 of 300 cells is not a number ('?'), read as missing values")
@@ -60,7 +64,14 @@ def test_stray_strings_are_missing_values_that_data_missing_decides(tmp_path):
     assert "has missing values: x (3; 3 of 300 cells are not numbers ('?', '-'))" in str(err.value)
     assert "data.missing=drop" in str(err.value)
     data = build_csv(path=str(path), target="y", missing="drop")
-    assert data.info["rows_dropped"] == 3 and data.info["encoded_features"] == ["x", "z"]
+    assert data.info["rows_dropped"] == 3 and data.info["encoded_features"] == ["x", "z", "flag"]
+
+
+def test_a_stray_string_keeps_a_true_false_column_numeric(tmp_path):
+    path = write_csv(tmp_path / "t.csv", with_cells(numbers(), "flag", {8: "?"}))
+    data = build_csv(path=str(path), target="y", missing="drop")
+    assert "flag" in data.info["numeric_scaling"] and "flag" not in data.info["categorical"]
+    assert data.warnings[0].startswith("column flag: 1 of 300 cells is not a number ('?')")
 
 
 def test_a_stray_string_in_the_target_is_a_missing_target(tmp_path):
@@ -147,7 +158,7 @@ def test_a_header_that_names_a_column_twice_is_refused(tmp_path):
 def test_a_column_really_named_with_a_dot_number_is_read(tmp_path):
     table = numbers().rename(columns={"z": "x.1"})
     data = build_csv(path=str(write_csv(tmp_path / "t.csv", table)), target="y")
-    assert data.info["features"] == ["x", "x.1"]
+    assert data.info["features"] == ["x", "x.1", "flag"]
 
 
 def test_a_target_of_single_row_classes_is_refused(tmp_path):
@@ -218,6 +229,17 @@ def test_predict_fills_a_stray_string_as_missing_and_says_so(table_model, tmp_pa
     err = capsys.readouterr().err
     assert "warning: cells that are not numbers filled as missing values (data.missing=mean): x (row 2" in err
     assert len(pd.read_csv(out)) == 10
+
+
+def test_predict_reads_true_false_cells_beside_a_stray_string(table_model, tmp_path, capsys):
+    table = numbers(10)
+    source = write_csv(tmp_path / "new.csv", with_cells(table, "flag", {3: "?"}))
+    (_, x), = read_inputs(load_model(table_model), source, 512)
+    flag = load_model(table_model).data["numeric_scaling"]["flag"]
+    expected = (table["flag"].astype(float) - flag["mean"]) / flag["std"]
+    expected[3] = (flag["mean"] - flag["mean"]) / flag["std"]  # the missing cell gets the training mean
+    assert x[:, 2].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert "flag (row 3: 1 of 10 cells is not a number ('?'))" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_stray_string_without_fill_values(table_model, tmp_path, capsys):

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 MOSTLY_NUMERIC = 0.9
 """Share of a column's non-empty cells that must be numbers for the column to be numeric."""
 
+TRUTH = {"True": 1.0, "TRUE": 1.0, "true": 1.0, "False": 0.0, "FALSE": 0.0, "false": 0.0}
+"""The true/false cells pandas reads as booleans, which a numeric column holds as 1 and 0."""
+
 TARGET_LIMIT = 1e30
 """Largest magnitude of a regression target: predictions in its units are float32 (up to 3.4e38)."""
 
@@ -63,6 +66,7 @@ def read_numbers(table: pd.DataFrame, columns: Sequence[str], share: float = MOS
     """Make each mostly numeric text column of ``columns`` numeric, in place: its cells that
     are not numbers become missing. A column with fewer numbers than ``share`` of its
     non-empty cells stays text (``share=0``: every column of ``columns`` becomes numeric).
+    True/false cells count as the numbers 1 and 0, as in a column of true/false alone.
 
     Returns:
         column -> the cells that were not numbers, for the columns changed.
@@ -76,7 +80,7 @@ def read_numbers(table: pd.DataFrame, columns: Sequence[str], share: float = MOS
         if not (is_object_dtype(cells) or is_string_dtype(cells)):
             continue
         present = cells.notna()
-        numbers = pd.to_numeric(cells, errors="coerce")
+        numbers = pd.to_numeric(cells.map(lambda v: TRUTH.get(v, v) if isinstance(v, str) else v), errors="coerce")
         stray = present & numbers.isna()
         count = int(present.sum())
         if not stray.any() or count - int(stray.sum()) < share * count:

@@ -1,0 +1,108 @@
+"""What a checkpoint's stored config may make dltrain do.
+
+A checkpoint is loaded as plain data, but its config names what to build. The model is
+rebuilt only through the model registry; ``model=custom`` imports and calls its
+``_target_``, so a checkpoint that wants one is rebuilt only when the user names the same
+target on the command line or passes ``trust_code=true``. Anything else in the stored
+config that names code (Hydra's ``_target_``-style keys) or would be resolved (an
+``${...}`` interpolation, such as ``${oc.env:SECRET}``) is refused. ``resume=``,
+``dltrain-eval`` and ``dltrain-predict`` all ask :func:`check_stored_config` first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain.data import expression
+from dltrain.data.synthetic import FUNCTIONS
+from dltrain.errors import UserError
+from dltrain.models import MODELS
+
+#: Keys with which Hydra's ``instantiate`` imports or calls code.
+CODE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+#: Stored keys whose text is an expression in ``x``: parsed (never run) before anything is built.
+EXPRESSIONS = ("data.function",)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def check_stored_config(path: str | Path, saved: Any, *, target: str | None = None, trust_code: bool = False,
+                        naming: str = "model._target_=") -> None:
+    """Refuse a stored config that would import, call or resolve anything the user did not allow.
+
+    Args:
+        path: the checkpoint, for the message.
+        saved: its stored config (``state["config"]``).
+        target: the ``model._target_`` the user gave on the command line, or None.
+        trust_code: the user's opt-in to run whatever code the checkpoint names.
+        naming: how the user names a target on this command line (for the message).
+
+    Raises:
+        UserError: one line naming the checkpoint, the key, and how to allow it where that is possible.
+    """
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise UserError(f"checkpoint {path}: its config is not a config with a model node: "
+                        "use a checkpoint written by dltrain training")
+    model = saved["model"]
+    name = model.get("name")
+    if not isinstance(name, str) or name not in MODELS:
+        raise UserError(f"checkpoint {path} was trained with model={name}, which is not a model of this dltrain "
+                        f"version ({', '.join(MODELS.names())}): use a checkpoint written by dltrain training")
+    stored_target = model.get("_target_") if name == "custom" else None
+    for key, value in _walk(saved):
+        if key.rpartition(".")[2] in CODE_KEYS and not (key == "model._target_" and name == "custom"):
+            raise UserError(f"checkpoint {path}: its config sets {key}={_short(value)}, which names code to run; "
+                            "a checkpoint's config never does that: use a checkpoint written by dltrain training")
+        if isinstance(value, str) and "${" in value:
+            raise UserError(f"checkpoint {path}: its config sets {key}={_short(value)}, an interpolation that "
+                            "would be resolved; a checkpoint's config is never resolved: use a checkpoint written "
+                            "by dltrain training")
+        if key in EXPRESSIONS and not (isinstance(value, str) and value in FUNCTIONS):
+            try:
+                expression.parse(value)
+            except expression.ExpressionError as err:
+                raise UserError(f"checkpoint {path}: its config sets {key}={_short(value)}, which is not an allowed "
+                                f"expression ({err}): use a checkpoint written by dltrain training") from None
+    if name == "custom":
+        _check_target(path, stored_target, target, trust_code, naming)
+
+
+def named_target(model: DictConfig) -> str | None:
+    """The ``model._target_`` of the user's own config (``model=custom``), or None."""
+    if model.get("name") != "custom" or OmegaConf.is_missing(model, "_target_"):
+        return None
+    return model.get("_target_")
+
+
+def _check_target(path: str | Path, stored: Any, given: str | None, trust_code: bool, naming: str) -> None:
+    """A custom model's target is imported only when the user named the same one or trusts the file."""
+    if not isinstance(stored, str) or not _DOTTED.fullmatch(stored):
+        raise UserError(f"checkpoint {path}: its model._target_={_short(stored)} is not a dotted import path: "
+                        "use a checkpoint written by dltrain training")
+    if trust_code or given == stored:
+        return
+    if given is not None:
+        raise UserError(f"checkpoint {path} was trained with model._target_={stored}, not the model._target_={given} "
+                        f"given: name the same code ({naming}{stored}) if you trust it, or use another checkpoint")
+    raise UserError(f"checkpoint {path} was trained with model=custom model._target_={stored}, which would import "
+                    f"and run that code: if you trust it, name it on the command line ({naming}{stored}) or pass "
+                    "trust_code=true")
+
+
+def _walk(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every entry of nested dicts and lists, inner nodes included."""
+    items: list[tuple[str, Any]] = []
+    entries = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in entries:
+        name = f"{prefix}{key}"
+        items.append((name, value))
+        items += _walk(value, name + ".")
+    return items
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
