@@ -5,6 +5,7 @@ boundary where a user error becomes one line on stderr (:func:`run_tool`).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -87,6 +88,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = OmegaConf.create(state["config"])
     data, spec = state["data"], state["model_spec"]
+    _check_input_size(path, data)
     inputs = SimpleNamespace(input_shape=tuple(data["input_shape"]), vocab_size=data.get("vocab_size"))
     model = build_model(cfg, inputs, spec["output_width"], []).to(device)
     # One forward pass gives lazy layers their shapes before the weights are loaded.
@@ -129,6 +131,24 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
         raise UserError(f"checkpoint {path}: its weights hold NaN or infinite values ({_few(broken)}), so the model "
                         "cannot compute anything from them; use an earlier checkpoint (best.pt, an epoch-NNNN.pt) "
                         "or retrain.")
+
+
+def _check_input_size(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a stored input shape or image size no config could have produced, before a model
+    and an example input of that size are allocated.
+
+    Raises:
+        UserError: naming the checkpoint, the shape and the bound.
+    """
+    from dltrain.schemas import MAX_IMAGE_SIDE
+
+    shape, size = data.get("input_shape"), data.get("image_size") or [1, 1]
+    limit = 3 * MAX_IMAGE_SIDE**2  # the values of the largest image data.image_size allows
+    sizes_ok = all(isinstance(v, list) and all(type(n) is int and n >= 1 for n in v) for v in (shape, size))
+    if not sizes_ok or math.prod(shape) > limit or max(size) > MAX_IMAGE_SIDE:
+        raise UserError(f"checkpoint {path}: its input shape {shape} (image size {size}) is not one dltrain "
+                        f"trains on (at most {limit} values, {MAX_IMAGE_SIDE} pixels a side): the file was changed "
+                        "after training; use the checkpoint as dltrain wrote it.")
 
 
 def _few(items: list[str], limit: int = 3) -> str:

@@ -210,3 +210,16 @@ def test_non_finite_weights_are_refused_by_eval_and_predict(digits_run, image, t
     assert expected in tool_error(capsys, predict_main, "dltrain-predict",
                                   [f"ckpt={tmp_path / 'bad.pt'}", f"input={image}", f"output={out}", "device=cpu"])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("data", [{"input_shape": [1, 100000, 100000], "image_size": [100000, 100000]},
+                                  {"image_size": [100000, 100000]}, {"input_shape": ["8", 8]}])
+def test_a_stored_input_size_no_config_allows_is_refused_before_building(digits_run, image, tmp_path, capsys, data):
+    state = torch.load(digits_run / "checkpoints" / "best.pt", weights_only=True)
+    state["data"].update(data)
+    torch.save(state, tmp_path / "huge.pt")
+
+    expected = f"checkpoint {tmp_path / 'huge.pt'}: its input shape"
+    assert expected in tool_error(capsys, eval_main, "dltrain-eval", [f"ckpt={tmp_path / 'huge.pt'}", "device=cpu"])
+    assert expected in tool_error(capsys, predict_main, "dltrain-predict", [f"ckpt={tmp_path / 'huge.pt'}",
+                                  f"input={image}", f"output={tmp_path / 'out.csv'}", "device=cpu"])
