@@ -163,7 +163,7 @@ def build_bce(task: str, num_outputs: int, label_smoothing: float = 0.0,
     _needs_labels("bce", task, CLASSIFICATION)
     if task == "multiclass":  # one sigmoid per class would score classes that exclude each other independently
         raise ConfigError(f"loss=bce scores two classes (or independent labels), but this data's target has "
-                          f"{num_outputs} classes, one per example: use loss=cross_entropy (or loss=auto).")
+                          f"{num_outputs} classes that exclude each other: use loss=cross_entropy (or loss=auto).")
     return BCE(task, 1 if task == "binary" else num_outputs, pos_weight, label_smoothing)
 
 
