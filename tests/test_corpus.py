@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import struct
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -141,6 +144,37 @@ def _one_weight_less(state: dict) -> None:
     state["model"].pop(next(iter(state["model"])))
 
 
+def _nan_weight(state: dict) -> None:
+    state["model"]["fc1.weight"] = torch.full_like(state["model"]["fc1.weight"], float("nan"))
+
+
+def _member_start(raw: bytes, member: zipfile.ZipInfo) -> int:
+    """Where the bytes of an archive member start (after its local header)."""
+    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26:member.header_offset + 30])
+    return member.header_offset + 30 + name_length + extra_length
+
+
+def _bit_rotted(folder: Path, runs: Runs) -> Path:
+    """The digits run's last.pt with one bit flipped in its largest tensor (torch.load alone takes it)."""
+    source = runs.digits / "checkpoints" / "last.pt"
+    with zipfile.ZipFile(source) as archive:
+        member = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(source.read_bytes())
+    raw[_member_start(raw, member) + member.file_size // 2] ^= 0x10
+    (folder / "rotten.pt").write_bytes(raw)
+    return folder / "rotten.pt"
+
+
+def _broken_header(folder: Path, runs: Runs) -> Path:
+    """The digits run's best.pt with the signature of a tensor's local header overwritten."""
+    with zipfile.ZipFile(runs.best) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename)
+    raw = bytearray(runs.best.read_bytes())
+    raw[member.header_offset] ^= 0xFF
+    (folder / "broken.pt").write_bytes(raw)
+    return folder / "broken.pt"
+
+
 def _copy_run(folder: Path, runs: Runs) -> Path:
     """A copy of the finished digits run, at ``folder/old``."""
     return Path(shutil.copytree(runs.digits, folder / "old"))
@@ -209,6 +243,12 @@ def _ckpt_entries(tool: str, extra: Callable[[Path], list[str]]) -> list:
             "has no config, model_spec, data"),
         bad(f"{tool}-ckpt-weight-removed", tool, lambda f, r: [f"ckpt={_edited(r, f, _one_weight_less)}", *extra(f)],
             "do not fit the model its config describes (missing "),
+        bad(f"{tool}-ckpt-bit-rot", tool, lambda f, r: [f"ckpt={_bit_rotted(f, r)}", *extra(f)],
+            "is damaged (member", "fails its checksum"),
+        bad(f"{tool}-ckpt-broken-member-header", tool, lambda f, r: [f"ckpt={_broken_header(f, r)}", *extra(f)],
+            "is damaged (member", "cannot be read"),
+        bad(f"{tool}-ckpt-nan-weights", tool, lambda f, r: [f"ckpt={_edited(r, f, _nan_weight)}", *extra(f)],
+            "its weights hold NaN or infinite values (fc1.weight)"),
     ]
 
 
@@ -230,6 +270,46 @@ def _trained_with_drop(state: dict) -> None:
 
 def _chirp(state: dict) -> None:
     state["data"]["dataset"] = "chirp"
+
+
+def _numbers(rows: int = 100) -> pd.DataFrame:
+    """Numeric features ``x`` and ``z`` and a 0/1 target ``y`` that depends on ``x``."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=rows).round(3)
+    return pd.DataFrame({"x": x, "z": rng.normal(size=rows).round(3), "y": (x > 0).astype(int)})
+
+
+def _numbers_csv(folder: Path, name: str = "t.csv", rows: int = 100, **columns: object) -> Path:
+    """:func:`_numbers` with some columns replaced or added (``column=values``), as a CSV file."""
+    return write_csv(folder / name, _numbers(rows).astype(object).assign(**columns))
+
+
+def _with_cells(column: list[object], cells: dict[int, object]) -> list[object]:
+    return [cells.get(i, value) for i, value in enumerate(column)]
+
+
+def _csv_lines(folder: Path, header: str, rows: int) -> Path:
+    """A CSV file of ``header`` and ``rows`` rows of small integers, one a column."""
+    width = header.count(",") + 1
+    lines = [header] + [",".join(str((i + j) % 3) for j in range(width)) for i in range(rows)]
+    (folder / "t.csv").write_text("\n".join(lines) + "\n")
+    return folder / "t.csv"
+
+
+def _table_with_cell(folder: Path, runs: Runs, row: int, cell: str) -> Path:
+    """The shared table with one ``age`` cell replaced (gaps filled, so only that cell is odd)."""
+    table = pd.read_csv(runs.table).fillna({"age": 40.0, "city": "rome"}).astype({"age": object})
+    table.loc[row, "age"] = cell
+    return write_csv(folder / "new.csv", table)
+
+
+def _texts(folder: Path, texts: list[str]) -> Path:
+    """A text_csv file of ``texts`` labelled a, b, a, ..."""
+    return write_csv(folder / "texts.csv", {"text": texts, "label": ["a", "b"] * (len(texts) // 2)})
+
+
+def _table_run_with_missing_error(state: dict) -> None:
+    state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
 
 # --- the corpus ---------------------------------------------------------------------------------------------------
@@ -422,7 +502,47 @@ PREDICT = [
         "holds no image files"),
 ]
 
-CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT]
+INTEGRITY = [  # numbers, tables, texts and sizes that would train on nonsense
+    bad("csv-infinite-cell", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_numbers_csv(f, z=_with_cells(_numbers().z.tolist(), {7: 'inf'}))}",
+                      "data.target=y", RUN_DIR], "column z holds infinite numbers in row 7", "replace them"),
+    bad("csv-target-too-large", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_numbers_csv(f, price=_numbers().z * 1e300)}", "data.target=price",
+                      "data.features=[x]", RUN_DIR],
+        "data.target=price holds values up to", "too large to standardise"),
+    bad("csv-feature-too-large", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_numbers_csv(f, z=_numbers().z * 1e200)}", "data.target=y", RUN_DIR],
+        "column z cannot be standardised: the values are too large"),
+    bad("csv-duplicate-column-names", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_csv_lines(f, 'a,b,a,y', 40)}", "data.target=y", RUN_DIR],
+        "names a column more than once in its header: a (2 columns)"),
+    bad("csv-single-row-classes", "dltrain",
+        lambda f, r: ["data=csv", f"data.path={_numbers_csv(f, customer=[f'c{i}' for i in range(100)])}",
+                      "data.target=customer", "data.features=[x]", RUN_DIR],
+        "data.target=customer has 100 classes in 100 rows", "choose another data.target"),
+    bad("text-all-empty", "dltrain",
+        lambda f, r: ["data=text_csv", f"data.path={_texts(f, [''] * 40 + [' '] * 10)}", RUN_DIR],
+        "data.text_column=text: every text of the training split is empty"),
+    bad("text-no-frequent-token", "dltrain",
+        lambda f, r: ["data=text_csv", f"data.path={_texts(f, [f'w{i}' for i in range(50)])}", RUN_DIR],
+        "data.min_freq=2: no token appears 2 times", "lower data.min_freq"),
+    bad("bce-on-several-classes", "dltrain", ["loss=bce", RUN_DIR], "loss=bce scores two classes",
+        "use loss=cross_entropy"),
+    bad("image-size-huge", "dltrain",
+        ["data=image_folder", "data.path=nowhere", "data.image_size=[100000,100000]", RUN_DIR],
+        "data.image_size[0]=100000 is out of range: it must be <= 4096"),
+    bad("resume-bit-rot", "dltrain", lambda f, r: [f"resume={_bit_rotted(f, r)}", RUN_DIR],
+        "is damaged (member", "fails its checksum"),
+    bad("predict-infinite-cell", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"input={_table_with_cell(f, r, 4, '-inf')}",
+                      f"output={f / 'o.csv'}"], "column age holds infinite numbers in row 4 (0 = the first data row)"),
+    bad("predict-stray-string-without-fill", "dltrain-predict",
+        lambda f, r: [f"ckpt={_edited(r, f, _table_run_with_missing_error, source=r.csv / 'checkpoints' / 'best.pt')}",
+                      f"input={_table_with_cell(f, r, 2, '?')}", f"output={f / 'o.csv'}"],
+        "empty cells in age (1 row; row 2 not numbers: '?')"),
+]
+
+CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY]
 
 
 # --- running a tool in this process -------------------------------------------------------------------------------
