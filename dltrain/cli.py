@@ -36,7 +36,14 @@ from dltrain.callbacks import infer_mode
 from dltrain.config import validate
 from dltrain.distributed import environment
 from dltrain.errors import ConfigError, UserError
-from dltrain.files import claim_new_dir, ensure_new_run_dir, ensure_new_sweep_dir, own_checkpoint, write_json
+from dltrain.files import (
+    claim_new_dir,
+    ensure_new_run_dir,
+    ensure_new_sweep_dir,
+    hydra_file_names,
+    own_checkpoint,
+    write_json,
+)
 from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
@@ -274,10 +281,12 @@ class RunStartChecks(Callback):
 
 
 def _claim_run_dir(config: DictConfig) -> None:
-    """Claim a new run directory (or, with ``resume=auto``, keep one whose run is continued in place)."""
+    """Claim a new run directory (or, with ``resume=auto``, keep one whose run is continued in place).
+    Hydra has written nothing into it yet, so a ``.hydra`` folder found there is an earlier run's."""
     _claim_dir(config, "run")
     if own_checkpoint(config.resume, config.hydra.run.dir) is None:
-        ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...")
+        ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...",
+                           resume=config.resume, hydra_files=hydra_file_names(config.hydra))
 
 
 def _agree_on_run_dir(config: DictConfig) -> None:

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -133,15 +133,64 @@ def own_checkpoint(resume: str | None, run_dir: str | Path) -> Path | None:
     return last if resume == "auto" and last.is_file() else None
 
 
-def ensure_new_run_dir(run_dir: str | Path, how_to_change: str) -> None:
-    """Refuse a directory that already holds a run: dltrain never overwrites one.
+#: What a run writes into its directory before its first epoch ends (and its first checkpoint).
+FIRST_FILES = frozenset({"data.json", "model_summary.txt", "summary.json", "checkpoints", "tensorboard"})
+_RANK_LOG = re.compile(r"^rank\d+\.log$")
+
+
+def ensure_new_run_dir(run_dir: str | Path, how_to_change: str, *, resume: str | None = None,
+                       hydra_files: Collection[str] = (), hydra_started: bool = False) -> None:
+    """Refuse a directory that holds anything: a run claims only an empty or new directory,
+    so dltrain never overwrites a file it did not write (nor a run).
+
+    Args:
+        run_dir: the run's directory.
+        how_to_change: what the user does instead; ends the message.
+        resume: under ``auto``, a Hydra run directory that holds only what a run writes
+            before its first epoch ends (one killed then, e.g. on a node that failed, and
+            requeued) is that same run's, started again in place.
+        hydra_files: the names of what Hydra writes into a run directory (the ``.hydra``
+            folder, the job's log file).
+        hydra_started: Hydra wrote ``hydra_files`` for this run already (dltrain runs as
+            Hydra's task), so they are this run's own.
 
     Raises:
-        ConfigError: ``run_dir`` has a ``metrics.csv``; the message ends with ``how_to_change``.
+        ConfigError: naming ``run_dir`` and a few of its entries; it ends with ``how_to_change``.
     """
-    if (Path(run_dir) / "metrics.csv").exists():
+    folder = Path(run_dir)
+    if (folder / "metrics.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run (metrics.csv): dltrain never overwrites one; "
                           f"{how_to_change}.")
+    try:
+        entries = sorted(p.name for p in folder.iterdir())
+    except OSError:  # absent (a new directory), or no directory: whoever creates it says why it cannot
+        return
+    others = [name for name in entries if not (hydra_started and name in hydra_files)]
+    if not others or (resume == "auto" and _killed_before_first_epoch(entries, hydra_files)):
+        return
+    others.sort(key=lambda name: _run_file(name, hydra_files))  # what no run writes first: the user's
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    raise ConfigError(f"{run_dir} is not empty (it holds {shown}): a run claims only an empty or new directory, "
+                      f"so dltrain never overwrites what is there; {how_to_change}.")
+
+
+def hydra_file_names(hydra: Any) -> tuple[str, ...]:
+    """What Hydra writes into a run directory, from its ``hydra`` config node: the output
+    subdirectory (``.hydra``) and the job's log file (``<job name>.log``)."""
+    subdir, job = hydra.get("output_subdir"), hydra.get("job") or {}
+    names = (Path(str(subdir)).parts[0] if subdir else None, f"{job['name']}.log" if job.get("name") else None)
+    return tuple(name for name in names if name)
+
+
+def _killed_before_first_epoch(entries: list[str], hydra_files: Collection[str]) -> bool:
+    """Whether ``entries`` are those of a Hydra run that was killed before its first epoch
+    ended: Hydra's files, and only what a run writes at its start."""
+    return any(name in hydra_files for name in entries) and all(_run_file(name, hydra_files) for name in entries)
+
+
+def _run_file(name: str, hydra_files: Collection[str]) -> bool:
+    """Whether a run writes ``name`` into its directory before its first epoch ends."""
+    return name in hydra_files or name in FIRST_FILES or bool(_RANK_LOG.match(name)) or name.startswith(TMP_PREFIX)
 
 
 def ensure_new_sweep_dir(folder: str | Path) -> None:

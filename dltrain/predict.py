@@ -31,9 +31,10 @@ IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 KEYS = {
     "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
     "input": Key(REQUIRED, "what to predict (see above)"),
-    "output": Key(REQUIRED, "the CSV file to write (replaced if it exists)"),
+    "output": Key(REQUIRED, "the CSV file to write; an existing one only if dltrain-predict wrote it"),
     "device": Key("auto", "auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one"),
     "batch_size": Key(512, "inputs per forward pass"),
+    "overwrite": Key(False, "true: replace output= even if it is not an earlier dltrain-predict file"),
     **TRUST_KEYS,
 }
 ABOUT = """Predict with a checkpoint, preprocessing the inputs exactly as its training data was. input is:
@@ -49,7 +50,8 @@ EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt input=ne
 
 
 def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, device: str = "auto",
-                 batch_size: int = 512, *, model_target: str | None = None, trust_code: bool = False) -> int:
+                 batch_size: int = 512, *, model_target: str | None = None, trust_code: bool = False,
+                 overwrite: bool = False) -> int:
     """Predict every row or image of ``source`` (the ``input`` key) with ``ckpt`` and write ``output``.
 
     ``model_target`` and ``trust_code`` say what a ``model=custom`` checkpoint may import
@@ -62,10 +64,9 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
         UserError: a bad checkpoint or device, inputs that cannot be read or do not match
             what the model was trained on, or a dataset whose inputs this tool does not read.
     """
-    restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     source, target = Path(source), Path(output)
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise UserError(f"output={output} is the input file: write the predictions to another file")
+    check_output(target, Path(ckpt), source, overwrite)
+    restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
@@ -339,6 +340,36 @@ def _image_files(path: Path) -> tuple[Path, list[Path]]:
 # --- output ------------------------------------------------------------------------------------------------------
 
 
+def check_output(output: Path, ckpt: Path, source: Path, overwrite: bool = False) -> None:
+    """Refuse an ``output`` that would replace a file dltrain-predict did not write: one is
+    recognised by its first line, the header this tool writes (``input`` then ``prediction``
+    or ``prediction_0``); an empty file holds nothing to lose. ``overwrite`` allows any other
+    file, but never the checkpoint or the input being read.
+
+    Raises:
+        UserError: naming the file and how to choose another.
+    """
+    for role, path in (("the checkpoint", ckpt), ("the input file", source)):
+        if output.exists() and path.exists() and output.samefile(path):
+            raise UserError(f"output={output} is {role}: write the predictions to another file (output=...)")
+    if overwrite or not output.is_file() or output.stat().st_size == 0 or _is_predictions_file(output):
+        return
+    raise UserError(f"output={output} exists and is not a predictions file of {TOOL} (its first line is not "
+                    f"{TOOL}'s header), and dltrain never overwrites a file it did not write: choose another "
+                    "output=... or pass overwrite=true")
+
+
+def _is_predictions_file(path: Path) -> bool:
+    """Whether the first line of ``path`` is a header :func:`write_rows` wrote for this tool."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 16).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    header = next(csv.reader([first]), [])
+    return len(header) >= 2 and header[0] == "input" and header[1] in ("prediction", "prediction_0")
+
+
 def output_rows(outputs: torch.Tensor, ids: list[Any], data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per input from the model's outputs ``(N, width)``, in the data's own terms
     (class names, probabilities, the target's units), rounded as ``predictions.csv`` is."""
@@ -391,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE,
                           config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
-                     model_target=args["model._target_"], trust_code=args["trust_code"])
+                     model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"])
 
     run_tool(TOOL, run)
 

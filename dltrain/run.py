@@ -41,7 +41,14 @@ from dltrain.data.batches import shard_range
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
 from dltrain.errors import ConfigError, first_line
-from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, remove_stale_tmpfiles, write_json
+from dltrain.files import (
+    copy_atomically,
+    ensure_new_run_dir,
+    hydra_file_names,
+    own_checkpoint,
+    remove_stale_tmpfiles,
+    write_json,
+)
 from dltrain.init import apply_init
 from dltrain.loggers import Logger, build_logger
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
@@ -78,6 +85,18 @@ def default_run_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not running under Hydra: the Python API
         return Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S.%f")
+
+
+def hydra_files_in(run_dir: Path) -> tuple[str, ...]:
+    """What Hydra wrote into ``run_dir`` for this run (``.hydra``, the job's log) when it is
+    Hydra's run directory; nothing from the Python API."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra = HydraConfig.get()
+    except ValueError:  # not running under Hydra
+        return ()
+    return hydra_file_names(hydra) if Path(hydra.runtime.output_dir).resolve() == run_dir.resolve() else ()
 
 
 @dataclass
@@ -326,7 +345,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     error = None
     if own is None and ranks.is_main:
         try:
-            ensure_new_run_dir(run_dir, "pass another run_dir")
+            ensure_new_run_dir(run_dir, "pass another run_dir", resume=cfg.resume, hydra_files=hydra_files_in(run_dir),
+                               hydra_started=True)
         except ConfigError as err:
             error = err
     ranks.check(error, "checking the run directory")
@@ -350,8 +370,11 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
         if own is not None or cfg.resume is not None:
             resume_path, state, cfg = _agreed(ranks, "reading the checkpoint", _load_resume, cfg, ranks, own)
             finished = _finished(cfg, state) if state is not None else None
-        if finished:
+        if finished and _results_written(resume_path, ranks):
             return _already_finished(cfg, run_dir, resume_path, state, finished, ranks)
+        if finished:  # stopped between its last checkpoint and its results: the run ends now
+            log.info("resume=%s: nothing to train (%s), but the run's results were never written: testing its "
+                     "weights and writing them into %s", resume_path, finished, run_dir)
 
         def build() -> tuple[torch.device, Experiment]:
             seed_everything(cfg.seed)
@@ -561,7 +584,8 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         inside = trainer.step_in_epoch > 0  # stopped inside an epoch (interrupted, or diverged mid-epoch)
         summary.update(epochs_run=trainer.epoch, stopped_epoch=trainer.epoch + (1 if inside else 0),
                        best_epoch=stopper.best_epoch, best_value=stopper.best,
-                       train_seconds=round(time.perf_counter() - start, 3))
+                       train_seconds=round(trainer.train_seconds, 3),  # the whole run, every segment
+                       segment_seconds=round(time.perf_counter() - start, 3))
         if summary["status"] not in ("completed", "early_stopped", "diverged"):
             _write_summary(trainer, run_dir, summary)
 
@@ -733,6 +757,24 @@ def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
     if state["epoch"] >= max_epochs and not state.get("partial_epoch"):
         return f"it completed {state['epoch']} epochs and trainer.max_epochs={max_epochs}"
     return None
+
+
+def _results_written(path: Path, ranks: Ranks) -> bool:
+    """Whether the run of the checkpoint ``path`` wrote its results: its run directory's
+    ``summary.json`` says it finished and holds its test metrics. A run killed after its last
+    checkpoint has none (or one that says the test was stopped). Rank 0 reads it; every rank
+    gets the answer."""
+    written = False
+    if ranks.is_main:
+        import json
+
+        try:
+            done = json.loads((path.parent.parent / "summary.json").read_text())
+        except (OSError, ValueError):
+            done = None
+        written = (isinstance(done, dict) and done.get("status") in ("completed", "early_stopped")
+                   and bool(done.get("test")))
+    return ranks.broadcast(written)
 
 
 def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[str, Any], why: str,

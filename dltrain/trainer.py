@@ -148,6 +148,8 @@ class Trainer:
         self._epoch_started = time.perf_counter()
         self._resume_partial: dict[str, Any] | None = None
         self._pending: tuple[Any, Any] | None = None
+        self._seconds_before = 0.0  # in fit() before this one: earlier segments of a resumed run, or earlier calls
+        self._fit_started: float | None = None
 
     def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
                           | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,9 +342,20 @@ class Trainer:
             if order is not None and hasattr(train_batches, "order"):
                 train_batches.order.load_state_dict(order)
             rng() if callable(rng) else set_rng_state(rng)
-        while self.epoch < self.max_epochs and not self.stopper.should_stop:
-            self._run_epoch(train_batches, val_batches)
+        self._fit_started = time.perf_counter()
+        try:
+            while self.epoch < self.max_epochs and not self.stopper.should_stop:
+                self._run_epoch(train_batches, val_batches)
+        finally:
+            self._seconds_before, self._fit_started = self.train_seconds, None
         return "early_stopped" if self.stopper.should_stop else "completed"
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in :meth:`fit` over the whole run: every segment of a resumed run
+        (from the checkpoint) and this one so far."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self._seconds_before + running
 
     def _run_epoch(self, train_batches: Batches, val_batches: Batches) -> None:
         number = self.epoch + 1
@@ -422,8 +435,9 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """The whole training state, as tensors and plain data (``weights_only=True`` loads it):
         weights, optimizer, schedule, grad scaler, counters, early stopping, the best weights
-        (when they are not the current ones), the metrics history, every RNG, the data order,
-        and inside an epoch (after an interrupt) the steps done and the metric sums so far."""
+        (when they are not the current ones), the metrics history, the training seconds so far,
+        every RNG, the data order, and inside an epoch (after an interrupt) the steps done and
+        the metric sums so far."""
         inside = self.step_in_epoch > 0
         best = self.best_state
         if best is not None and self.stopper.best_epoch == self.epoch and not inside:
@@ -449,6 +463,7 @@ class Trainer:
             "best_value": self.stopper.best,
             "best_model": best,
             "history": [dict(row) for row in self.history],
+            "train_seconds": self.train_seconds,
             "rng": rng,
             "data_order": order,
             "partial_epoch": {
@@ -482,6 +497,7 @@ class Trainer:
             self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
                                {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         self._resume_partial = state.get("partial_epoch")
+        self._seconds_before = _seconds_so_far(state)
         # The data order and the step count carry over to any world size: trainer.batch_size is
         # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
         self._pending = (state.get("data_order"), self._rng_for(state))
@@ -496,6 +512,15 @@ class Trainer:
         if not self.ranks.distributed:
             return state["rng"]
         return lambda: (set_rng_state(state["rng"]), fork_rng(self.ranks.rank))
+
+
+def _seconds_so_far(state: dict[str, Any]) -> float:
+    """The training seconds a checkpoint's run spent; for one written before checkpoints
+    kept them, what its history says: its epochs' times, and the steps of an epoch under way."""
+    if state.get("train_seconds") is not None:
+        return float(state["train_seconds"])
+    partial = state.get("partial_epoch") or {}
+    return sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"]) + float(partial.get("seconds", 0.0))
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
