@@ -44,6 +44,14 @@ from dltrain.files import (
     own_checkpoint,
     write_json,
 )
+from dltrain.messages import (
+    describe_disk_error,
+    describe_yaml_error,
+    find_yaml_error,
+    quoting_hint,
+    run_dir_error,
+    say_once_when_unwritable,
+)
 from dltrain.signals import Interrupted
 
 CONFIG_MODULE = "dltrain.conf"
@@ -66,6 +74,18 @@ PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "opt
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
 def _train_app(cfg: DictConfig) -> float | None:
+    if not in_sweep():
+        return _train_job(cfg)
+    from dltrain.sweep_signals import worker_job
+
+    try:
+        with worker_job(Path(HydraConfig.get().runtime.output_dir)):
+            return _train_job(cfg)
+    except Interrupted as err:  # in a worker process of a stopped sweep: before the job began, or just after
+        raise SweepStopped(err) from err
+
+
+def _train_job(cfg: DictConfig) -> float | None:
     sweeping = in_sweep()
     try:
         # Each job of a sweep is checked here, before torch is imported (a single run was
@@ -176,6 +196,10 @@ class SweepReport(Callback):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
         _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0, claimed=claimed)
         _set_sweep_direction(config)
+        from dltrain.sweep_signals import SweepSignals
+
+        # Jobs in worker processes (joblib) stop after their step on a signal, as jobs in this one do.
+        _sweep["signals"] = SweepSignals(SweepStopped).install()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _summarize_sweep()
@@ -229,6 +253,8 @@ def _summarize_sweep(failing: bool = False) -> None:
     """Write and print the summary of this process's sweep (once), keeping its exit code.
     A failure here is reported and never hides the jobs' own results. ``failing``: the
     sweep broke off with an error of its own."""
+    if _sweep.get("signals") is not None:  # the jobs are over: a signal now acts as it did before the sweep
+        _sweep.pop("signals").uninstall()
     if _sweep["dir"] is None or _sweep["summarized"]:
         return
     _sweep["summarized"] = True
@@ -279,14 +305,32 @@ class RunStartChecks(Callback):
                 sys.exit(1)
             _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """The job's log files are open now: one on a full disk says so once, not with a
+        traceback for every record (unless ``HYDRA_FULL_ERROR=1``)."""
+        if not _full_error:
+            for handler in logging.getLogger().handlers:
+                say_once_when_unwritable(handler)
+
+
+#: The run directory this process claimed (a single run), for messages after Hydra's job ends.
+_run_dir: str | None = None
+
 
 def _claim_run_dir(config: DictConfig) -> None:
     """Claim a new run directory (or, with ``resume=auto``, keep one whose run is continued in place).
     Hydra has written nothing into it yet, so a ``.hydra`` folder found there is an earlier run's."""
-    _claim_dir(config, "run")
-    if own_checkpoint(config.resume, config.hydra.run.dir) is None:
-        ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...",
-                           resume=config.resume, hydra_files=hydra_file_names(config.hydra))
+    try:
+        _claim_dir(config, "run")
+        if own_checkpoint(config.resume, config.hydra.run.dir) is None:
+            ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...",
+                               resume=config.resume, hydra_files=hydra_file_names(config.hydra))
+        # Created here rather than by Hydra, so a file in the way or a read-only disk is one line.
+        Path(config.hydra.run.dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise run_dir_error("hydra.run.dir", config.hydra.run.dir, err) from err
+    global _run_dir
+    _run_dir = str(config.hydra.run.dir)
 
 
 def _agree_on_run_dir(config: DictConfig) -> None:
@@ -373,6 +417,8 @@ def describe_error(err: BaseException) -> str | None:
     """One line for a user error (naming the key and what to do), None for a bug."""
     if isinstance(err, UserError):
         return _one_line(str(err))
+    if (yaml_error := find_yaml_error(err)) is not None:  # a config file of the user's (--config-dir)
+        return describe_yaml_error(yaml_error)
     if isinstance(err, ValueError) and str(err).startswith("Only one of --run, --multirun"):
         return _one_line(str(err))  # Hydra's own check of its flags, e.g. -m with --cfg
     if isinstance(err, MissingConfigException):
@@ -386,11 +432,12 @@ def describe_error(err: BaseException) -> str | None:
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):
         text = _one_line(str(err))
-        key, eq, value = (getattr(err, "override", "") or "").partition("=")
-        if eq and any(c in value for c in "() ") and not value.startswith(("'", '"')):
-            # Hydra reads name(...) as one of its sweep functions, and a space ends the value.
-            return (f"{key}={value} cannot be read as written ({text}): quote the value, "
-                    f"e.g. '{key}=\"{value}\"'.")
+        override = getattr(err, "override", "") or ""
+        hint = quoting_hint(override)
+        if hint is not None:
+            # Hydra reads name(...) as one of its sweep functions, a space ends the value and
+            # characters such as ; , = [ ] are its syntax: a quoted value is read as it is.
+            return f"{override} cannot be read as written ({text}): quote the value, e.g. {hint}."
         return text + " (write overrides as key=value)"
     if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
         cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
@@ -413,7 +460,18 @@ def describe_error(err: BaseException) -> str | None:
                 return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
             return f"{key}: {msg}"
         return _one_line(str(err))
+    if isinstance(err, OSError):  # a full or read-only disk: the user's to fix, not a bug
+        return describe_disk_error(err, _hydra_run_dir())
     return None
+
+
+def _hydra_run_dir() -> str | None:
+    """The directory of the run Hydra started (it may be the one that cannot be written):
+    Hydra forgets it when its job ends, so :class:`RunStartChecks` keeps it."""
+    try:
+        return str(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not in a job now: the run's (None for dltrain-eval, dltrain-predict)
+        return _run_dir
 
 
 def _where_else(key: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -28,6 +29,21 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1
                 if hasattr(signal, name))
 #: The signals whose earlier handler (a cluster launcher's) still runs after the checkpoint.
 CHAINED = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+
+#: The first stop signal this process received, whoever handled it: a worker process of a
+#: sweep starts no job after it (``dltrain.sweep_signals``).
+_received: int | None = None
+
+
+def received() -> int | None:
+    """The first stop signal this process received, or None."""
+    return _received
+
+
+def note(signum: int) -> None:
+    """Record a stop signal this process received (only the first is kept)."""
+    global _received
+    _received = _received or signum
 
 
 class Interrupted(UserError):
@@ -60,12 +76,18 @@ class StopRequest:
             every step while :attr:`graceful` is true.
         graceful: whether the loop can stop cleanly now (set around training); when false,
             a signal raises :class:`Interrupted` at once.
+        repeat_window: a repeat of the first signal within this many seconds counts as the
+            same request (a worker process of a sweep gets a signal sent to the whole process
+            group twice: directly, and passed on by the sweep).
     """
+
+    repeat_window = 0.0
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.graceful = False
         self._previous: dict[int, Any] = {}
+        self._first_at = 0.0
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
@@ -91,6 +113,11 @@ class StopRequest:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == self.signum and time.monotonic() - self._first_at < self.repeat_window:
+            return
+        note(signum)
+        if self.signum is None:
+            self._first_at = time.monotonic()
         if self.signum is not None or not self.graceful:
             self.signum = self.signum or signum
             raise Interrupted(signum, f"aborted by {signal_name(signum)}", aborted=True)
