@@ -148,6 +148,10 @@ def _nan_weight(state: dict) -> None:
     state["model"]["fc1.weight"] = torch.full_like(state["model"]["fc1.weight"], float("nan"))
 
 
+def _huge_input(state: dict) -> None:
+    state["data"].update(input_shape=[1, 100000, 100000], image_size=[100000, 100000])
+
+
 def _member_start(raw: bytes, member: zipfile.ZipInfo) -> int:
     """Where the bytes of an archive member start (after its local header)."""
     name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26:member.header_offset + 30])
@@ -249,6 +253,8 @@ def _ckpt_entries(tool: str, extra: Callable[[Path], list[str]]) -> list:
             "is damaged (member", "cannot be read"),
         bad(f"{tool}-ckpt-nan-weights", tool, lambda f, r: [f"ckpt={_edited(r, f, _nan_weight)}", *extra(f)],
             "its weights hold NaN or infinite values (fc1.weight)"),
+        bad(f"{tool}-ckpt-huge-input-shape", tool, lambda f, r: [f"ckpt={_edited(r, f, _huge_input)}", *extra(f)],
+            "its input shape [1, 100000, 100000] (image size [100000, 100000]) is not one dltrain trains on"),
     ]
 
 
@@ -527,7 +533,7 @@ INTEGRITY = [  # numbers, tables, texts and sizes that would train on nonsense
         lambda f, r: ["data=text_csv", f"data.path={_texts(f, [f'w{i}' for i in range(50)])}", RUN_DIR],
         "data.min_freq=2: no token appears 2 times", "lower data.min_freq"),
     bad("bce-on-several-classes", "dltrain", ["loss=bce", RUN_DIR], "loss=bce scores two classes",
-        "use loss=cross_entropy"),
+        "10 classes that exclude each other", "use loss=cross_entropy"),
     bad("image-size-huge", "dltrain",
         ["data=image_folder", "data.path=nowhere", "data.image_size=[100000,100000]", RUN_DIR],
         "data.image_size[0]=100000 is out of range: it must be <= 4096"),
