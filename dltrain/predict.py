@@ -405,13 +405,12 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         UserError: the file cannot be written.
     """
     from dltrain.files import atomic_write
+    from dltrain.report import write_table
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+            write_table(f, rows)
     except OSError as err:
         raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
 

@@ -152,13 +152,24 @@ def check_config(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> 
     refused = [d for d in diffs if not _changeable(d[0])]
     if refused:
         arch = [d for d in refused if d[0].startswith(ARCHITECTURE)]
-        listed = "; ".join(f"{k}={_show(new)} (checkpoint: {_show(old)})" for k, old, new in (arch or refused)[:4])
+        listed = "; ".join(_describe_changes(arch or refused)[:4])
         why = ("the model's architecture and data must stay those the weights were trained with"
                if arch else "a resumed run continues the same experiment")
         raise ConfigError(f"resume={path}: {listed}: {why}; drop that override, or train a new run without "
                           "resume= (only trainer.max_epochs, early-stopping patience, device, checkpoint and data "
                           "location keys may change)")
     return [f"{k}: {_show(old)} -> {_show(new)}" for k, old, new in diffs]
+
+
+def _describe_changes(changes: list[tuple[str, Any, Any]]) -> list[str]:
+    """``key=new (checkpoint: old)`` for each changed key; a group whose option changed
+    (``model=mlp`` to ``model=cnn``) is named once by its option, not by each of its keys
+    (most of which the other option lacks)."""
+    groups = {key.removesuffix(".name"): (old, new) for key, old, new in changes
+              if key.removesuffix(".name") in GROUP_SCHEMAS}
+    described = [f"{g}={_show(old)} (checkpoint) vs {g}={_show(new)} (now)" for g, (old, new) in groups.items()]
+    return described + [f"{k}={_show(new)} (checkpoint: {_show(old)})" for k, old, new in changes
+                        if k.split(".", 1)[0] not in groups]
 
 
 def _last_checkpoints(folder: Path) -> Iterator[Path]:

@@ -40,7 +40,7 @@ from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBat
 from dltrain.data.batches import shard_range
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
-from dltrain.errors import ConfigError, first_line
+from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import (
     copy_atomically,
     ensure_new_run_dir,
@@ -52,6 +52,7 @@ from dltrain.files import (
 from dltrain.init import apply_init
 from dltrain.loggers import Logger, build_logger
 from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
+from dltrain.messages import results_not_saved
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, format_summary, summarize
 from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
@@ -607,17 +608,29 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
     if late is not None and diverged is None:
         summary["signal"] = signal_name(late)
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
-    _write_summary(trainer, run_dir, summary)
+    unsaved = _write_final_summary(trainer, run_dir, summary)
     log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
              "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()) or "not run")
+    if trainer.ranks.is_main and (diverged is None or unsaved is not None):
+        print_results(summary)  # the results reach the console even when the disk cannot take them
+    if unsaved is not None:
+        raise unsaved
     if diverged is not None:
         raise diverged
-    if trainer.ranks.is_main:
-        print_results(summary)
     if late is not None:
         raise Interrupted(late, f"{signal_name(late)} arrived after the last training step: the run "
                                 f"{summary['status']} and wrote its results")
     return summary
+
+
+def _write_final_summary(trainer: Trainer, run_dir: Path, summary: dict[str, Any]) -> UserError | None:
+    """Write the finished run's ``summary.json``; a disk that cannot take it (full, read-only)
+    is returned as the error to end the run with, once its results are printed."""
+    try:
+        _write_summary(trainer, run_dir, summary)
+    except OSError as err:
+        return results_not_saved(run_dir / "summary.json", err)
+    return None
 
 
 def _write_summary(trainer: Trainer, run_dir: Path, summary: dict[str, Any]) -> None:
