@@ -314,6 +314,28 @@ def _texts(folder: Path, texts: list[str]) -> Path:
     return write_csv(folder / "texts.csv", {"text": texts, "label": ["a", "b"] * (len(texts) // 2)})
 
 
+def _user_table(folder: Path) -> Path:
+    """A CSV file of the user's (not a predictions file)."""
+    (folder / "train.csv").write_text("x1,x2,label\n1,2,a\n")
+    return folder / "train.csv"
+
+
+def _user_files(folder: Path) -> Path:
+    """A folder of the user's that holds files named as a run's results."""
+    (folder / "mine").mkdir()
+    for name in ("predictions.csv", "data.json", "summary.json"):
+        (folder / "mine" / name).write_text(f"the user's {name}\n")
+    return folder / "mine"
+
+
+def _copy_ckpt(folder: Path, runs: Runs) -> Path:
+    return Path(shutil.copy(runs.csv / "checkpoints" / "best.pt", folder / "best.pt"))
+
+
+def _copy_table(folder: Path, runs: Runs) -> Path:
+    return Path(shutil.copy(runs.table, folder / "table.csv"))
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -548,7 +570,26 @@ INTEGRITY = [  # numbers, tables, texts and sizes that would train on nonsense
         "empty cells in age (1 row; row 2 not numbers: '?')"),
 ]
 
-CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY]
+NEVER_OVERWRITTEN = [  # files of the user's that a run or a prediction would otherwise replace
+    bad("run-dir-with-user-files", "dltrain", lambda f, r: [f"hydra.run.dir={_user_files(f)}"],
+        "mine is not empty (it holds ", "data.json", "predictions.csv", "summary.json",
+        "choose another directory with hydra.run.dir="),
+    bad("predict-output-is-the-checkpoint", "dltrain-predict",
+        lambda f, r: [f"ckpt={_copy_ckpt(f, r)}", f"input={r.table}", f"output={f / 'best.pt'}"],
+        "is the checkpoint", "another file"),
+    bad("predict-output-is-the-checkpoint-even-told", "dltrain-predict",
+        lambda f, r: [f"ckpt={_copy_ckpt(f, r)}", f"input={r.table}", f"output={f / 'best.pt'}", "overwrite=true"],
+        "is the checkpoint", "another file"),
+    bad("predict-output-is-the-input", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"input={_copy_table(f, r)}",
+                      f"output={f / 'table.csv'}", "overwrite=true"], "is the input file"),
+    bad("predict-output-a-user-file", "dltrain-predict",
+        lambda f, r: [f"ckpt={r.csv / 'checkpoints' / 'best.pt'}", f"input={r.table}",
+                      f"output={_user_table(f)}"],
+        "exists and is not a predictions file of dltrain-predict", "choose another output=... or pass overwrite=true"),
+]
+
+CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY, *NEVER_OVERWRITTEN]
 
 
 # --- running a tool in this process -------------------------------------------------------------------------------
