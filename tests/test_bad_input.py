@@ -137,14 +137,13 @@ def test_resuming_into_the_checkpoints_own_run_directory_is_refused(tmp_path, fi
     assert snapshot(finished_run) == before
 
 
-def test_a_failed_run_keeps_what_was_already_in_its_directory(tmp_path):
-    """A run directory that exists without a run in it (the user's notes) is used, and the
-    failure on bad data adds its summary without removing anything."""
+def test_a_run_directory_holding_the_users_files_is_refused_and_kept(tmp_path):
+    """A run claims only an empty or new directory: one that holds the user's notes is
+    refused before anything is written there, whatever else is wrong with the run."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("why this run\n")
     proc = run_cli(["data=csv", "data.path=nope.csv", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     line = error_line(proc)
-    assert "data.path=nope.csv" in line
-    assert (run_dir / "notes.txt").read_text() == "why this run\n"
-    assert_nothing_trained(run_dir, line)
+    assert f"{run_dir} is not empty (it holds notes.txt)" in line and "hydra.run.dir" in line
+    assert snapshot(run_dir) == {Path("notes.txt"): b"why this run\n"}
