@@ -323,7 +323,7 @@ def _claim_run_dir(config: DictConfig) -> None:
     try:
         _claim_dir(config, "run")
         if own_checkpoint(config.resume, config.hydra.run.dir) is None:
-            ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=...",
+            ensure_new_run_dir(config.hydra.run.dir, "choose another directory with hydra.run.dir=PATH",
                                resume=config.resume, hydra_files=hydra_file_names(config.hydra))
         # Created here rather than by Hydra, so a file in the way or a read-only disk is one line.
         Path(config.hydra.run.dir).mkdir(parents=True, exist_ok=True)
