@@ -336,6 +336,53 @@ def _copy_table(folder: Path, runs: Runs) -> Path:
     return Path(shutil.copy(runs.table, folder / "table.csv"))
 
 
+#: Crafted ``model`` nodes: the code runs (and creates ``pwned``) if the target is ever called or imported.
+EVIL_MODELS = {
+    "os.system": {"name": "custom", "_target_": "os.system", "command": "id > pwned"},
+    "subprocess.getoutput": {"name": "custom", "_target_": "subprocess.getoutput", "cmd": "id > pwned"},
+    "corpus_evil_module.Net": {"name": "custom", "_target_": "corpus_evil_module.Net"},
+}
+
+
+def _crafted(folder: Path, runs: Runs, key: str, value: object, **top: object) -> Path:
+    """The digits run's best.pt with the dotted ``key`` of its stored config set to ``value`` (and
+    top-level config keys ``top``), beside a module whose top-level code would create ``pwned``."""
+    (folder / "corpus_evil_module.py").write_text('open("pwned", "w").write("top-level code ran")\n')
+
+    def edit(state: dict) -> None:
+        *parents, last = key.split(".")
+        node = state["config"]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        state["config"].update(top)
+
+    return _edited(runs, folder, edit, name="evil.pt")
+
+
+def _trust_entries(tool: str, ckpt_key: str, extra: Callable[[Path], list[str]]) -> list:
+    """Checkpoints whose stored config names code, given to ``tool`` as ``ckpt_key=``."""
+    named = "model=custom model._target_=" if tool == "dltrain" else "model._target_="
+    entries = [
+        bad(f"{tool}-stored-target-{target}", tool,
+            lambda f, r, node=node: [f"{ckpt_key}={_crafted(f, r, 'model', node)}", *extra(f)],
+            f"was trained with model=custom model._target_={target}, which would import and run that code",
+            f"name it on the command line ({named}{target}) or pass trust_code=true")
+        for target, node in EVIL_MODELS.items()]
+    return [
+        *entries,
+        bad(f"{tool}-stored-trust-code", tool,
+            lambda f, r: [f"{ckpt_key}={_crafted(f, r, 'model', EVIL_MODELS['os.system'], trust_code=True)}",
+                          *extra(f)], "pass trust_code=true"),
+        bad(f"{tool}-stored-power-tower", tool,
+            lambda f, r: [f"{ckpt_key}={_crafted(f, r, 'data', {'name': 'sine', 'function': '9**9**9'})}", *extra(f)],
+            "data.function=9**9**9, which is not an allowed expression"),
+        bad(f"{tool}-stored-optim-target", tool,
+            lambda f, r: [f"{ckpt_key}={_crafted(f, r, 'optim._target_', 'os.system')}", *extra(f)],
+            "its config sets optim._target_=os.system, which names code to run"),
+    ]
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -589,7 +636,20 @@ NEVER_OVERWRITTEN = [  # files of the user's that a run or a prediction would ot
         "exists and is not a predictions file of dltrain-predict", "choose another output=... or pass overwrite=true"),
 ]
 
-CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY, *NEVER_OVERWRITTEN]
+TRUST = [  # nothing a checkpoint stores is imported, called or evaluated without the user's say-so
+    *_trust_entries("dltrain", "resume", lambda f: [RUN_DIR]),
+    *_trust_entries("dltrain-eval", "ckpt", lambda f: []),
+    *_trust_entries("dltrain-predict", "ckpt", _points),
+    bad("eval-another-target-named", "dltrain-eval",
+        lambda f, r: [f"ckpt={_crafted(f, r, 'model', EVIL_MODELS['os.system'])}", "model._target_=tests.nets.TinyNet"],
+        "was trained with model._target_=os.system, not the model._target_=tests.nets.TinyNet given"),
+    bad("function-power-tower", "dltrain", ["data=sine", "data.function='9**9**9'", RUN_DIR],
+        "is not a known function or a valid expression", "the exponent 9 ** 9 holds another power"),
+    bad("function-code", "dltrain", ["data=sine", "data.function='().__class__.__bases__[0].__subclasses__()'",
+                                     RUN_DIR], "is not a known function or a valid expression", "is not allowed"),
+]
+
+CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY, *NEVER_OVERWRITTEN, *TRUST]
 
 
 # --- running a tool in this process -------------------------------------------------------------------------------
@@ -624,6 +684,7 @@ def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | s
              "dltrain-predict": lambda: predict.main(argv)}
     monkeypatch.setattr(sys, "argv", [tool, *argv])
     monkeypatch.setattr(cli, "_sweep", {**cli._sweep, "dir": None, "summarized": False, "exit_code": 0})
+    monkeypatch.setattr(cli, "_run_dir", None)  # the run directory this process claimed
     # Hydra composes the config twice: first only to read hydra.mode, swallowing any error,
     # then for the run. No dltrain config sets hydra.mode (so the first gives None, as it does
     # whenever composition fails): skipping it halves the corpus's time and changes nothing else.
