@@ -132,6 +132,26 @@ def test_full_disk_at_summary_json_still_prints_the_results(tmp_path, capsys, mo
     assert not list(run_dir.glob(".tmp-*"))
 
 
+def test_full_disk_while_dltrain_starts_the_run(tmp_path, monkeypatch):
+    """dltrain's own first files (data.json) meet a full disk: one line, no half-written file."""
+    import dltrain.files
+
+    real_replace = dltrain.files.os.replace
+
+    def full(source, target):
+        if Path(target).name == "data.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(dltrain.files.os, "replace", full)
+    run_dir = tmp_path / "run"
+    with pytest.raises(OSError) as raised:
+        train(compose(["trainer.fast_dev_run=true"]), run_dir=run_dir)
+    line = describe_error(raised.value)
+    assert line is not None and "\n" not in line and "No space left on device" in line
+    assert not (run_dir / "data.json").exists() and not list(run_dir.glob(".tmp-*"))
+
+
 def test_disk_errors_name_the_file():
     err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/run/metrics.csv")
     assert describe_error(err) == ("cannot write /data/run/metrics.csv: No space left on device: "
