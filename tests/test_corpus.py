@@ -383,6 +383,26 @@ def _trust_entries(tool: str, ckpt_key: str, extra: Callable[[Path], list[str]])
     ]
 
 
+def _user_note(folder: Path) -> Path:
+    (folder / "notes.txt").write_text("mine\n")
+    return folder / "notes.txt"
+
+
+def _full_disk(folder: Path) -> Path:
+    """A folder whose files are /dev/full, which answers every write with ENOSPC."""
+    (folder / "full").mkdir()
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (folder / "full" / name).symlink_to("/dev/full")
+    return folder / "full"
+
+
+def _config_dir(folder: Path, name: str, text: str) -> list[str]:
+    """``--config-dir`` arguments for a folder of the user's that holds ``model/<name>.yaml``."""
+    (folder / "conf" / "model").mkdir(parents=True)
+    (folder / "conf" / "model" / f"{name}.yaml").write_text(text)
+    return ["--config-dir", str(folder / "conf"), f"model={name}"]
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -649,7 +669,29 @@ TRUST = [  # nothing a checkpoint stores is imported, called or evaluated withou
                                      RUN_DIR], "is not a known function or a valid expression", "is not allowed"),
 ]
 
-CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY, *NEVER_OVERWRITTEN, *TRUST]
+PYTHON_TAG = "!!python/object/apply:os.system"
+
+ONE_LINE = [  # what once ended in a traceback
+    bad("run-dir-a-file", "dltrain", lambda f, r: [f"hydra.run.dir={_user_note(f).name}"],
+        "hydra.run.dir=notes.txt", "it is a file", "choose another directory"),
+    bad("run-dir-below-a-file", "dltrain", lambda f, r: [f"hydra.run.dir={_user_note(f).name}/run"],
+        "hydra.run.dir=notes.txt/run", "a folder above it is a file"),
+    bad("full-disk-at-start-up", "dltrain", lambda f, r: [RUN_DIR, f"hydra.output_subdir={_full_disk(f)}"],
+        "No space left on device", "free some space",
+        marks=(pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full"),)),
+    bad("config-dir-yaml-syntax", "dltrain", lambda f, r: _config_dir(f, "mine", "name: mlp\nhidden: [64, 32\n"),
+        "mine.yaml, line 3: not valid YAML", "fix the file"),
+    bad("config-dir-python-tag", "dltrain",
+        lambda f, r: _config_dir(f, "evil", f"name: mlp\nhidden: {PYTHON_TAG} ['touch {f / 'pwned'}']\n"),
+        f"evil.yaml, line 2: the tag {PYTHON_TAG} is not allowed", "remove the tag"),
+    bad("unquoted-delimiter", "dltrain", ["data=csv", "data.path=t.csv", "data.delimiter=;"],
+        "data.delimiter=; cannot be read as written", "quote the value, e.g. 'data.delimiter=\";\"'"),
+    bad("resume-another-model", "dltrain",
+        lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}", "model=cnn", RUN_DIR],
+        "model=mlp (checkpoint) vs model=cnn (now)"),
+]
+
+CORPUS = [*CONFIG, *DATA, *RUNS, *EVAL, *PREDICT, *INTEGRITY, *NEVER_OVERWRITTEN, *TRUST, *ONE_LINE]
 
 
 # --- running a tool in this process -------------------------------------------------------------------------------
