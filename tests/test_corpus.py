@@ -726,7 +726,7 @@ def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | s
              "dltrain-predict": lambda: predict.main(argv)}
     monkeypatch.setattr(sys, "argv", [tool, *argv])
     monkeypatch.setattr(cli, "_sweep", {**cli._sweep, "dir": None, "summarized": False, "exit_code": 0})
-    monkeypatch.setattr(cli, "_run_dir", None)  # the run directory this process claimed
+    monkeypatch.setattr(cli, "_run_dir", None, raising=False)  # the run directory this process claimed
     # Hydra composes the config twice: first only to read hydra.mode, swallowing any error,
     # then for the run. No dltrain config sets hydra.mode (so the first gives None, as it does
     # whenever composition fails): skipping it halves the corpus's time and changes nothing else.
