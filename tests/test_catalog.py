@@ -22,6 +22,7 @@ REQUIRED = {
     ("model", "custom"): ["model._target_=tests.nets.TinyNet", "+model.width=8"],
     ("data", "csv"): ["data.target=Class", "data.missing=mean"],  # the generated table's target, with gaps
     ("data", "text_csv"): ["model=lstm"],  # token ids need a model that embeds them
+    ("loss", "bce"): ["data=moons"],  # two classes: bce refuses classes that exclude each other
 }
 
 OPTIONS = [(group, option) for group, options in GROUP_SCHEMAS.items() for option in options]
