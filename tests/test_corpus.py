@@ -14,8 +14,10 @@ The tools run in this process: ``dltrain`` through its console script's own entr
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shutil
 import struct
 import sys
@@ -83,22 +85,26 @@ class Bad:
         build: writes its files and returns the arguments.
         expected: fragments of the one error line.
         code: the exit code.
+        machine: simulates, through ``monkeypatch``, a machine that behaves otherwise (a disk
+            that refuses writes), where the real thing cannot be made in a test.
     """
 
     tool: str
     build: Build
     expected: tuple[str, ...]
     code: int = 2
+    machine: Callable[[pytest.MonkeyPatch], None] | None = None
 
 
 def bad(name: str, tool: str, build: Build | list[str], *expected: str, code: int = 2,
+        machine: Callable[[pytest.MonkeyPatch], None] | None = None,
         marks: tuple[pytest.MarkDecorator, ...] = ()) -> object:
     """A corpus entry named ``name``; ``build`` may be the arguments themselves, for an entry
     that needs no files."""
     if isinstance(build, list):
         argv = build
         build = lambda folder, runs: list(argv)  # noqa: E731
-    return pytest.param(Bad(tool, build, expected, code), id=name, marks=marks)
+    return pytest.param(Bad(tool, build, expected, code, machine), id=name, marks=marks)
 
 
 # --- builders -----------------------------------------------------------------------------------------------------
@@ -403,6 +409,19 @@ def _config_dir(folder: Path, name: str, text: str) -> list[str]:
     return ["--config-dir", str(folder / "conf"), f"model={name}"]
 
 
+def _read_only_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders named ``locked`` (and below) cannot be created: a read-only filesystem, which
+    root (who ignores permissions) cannot otherwise be shown."""
+    real_mkdir = Path.mkdir
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        if "locked" in self.parts:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -679,6 +698,8 @@ ONE_LINE = [  # what once ended in a traceback
     bad("full-disk-at-start-up", "dltrain", lambda f, r: [RUN_DIR, f"hydra.output_subdir={_full_disk(f)}"],
         "No space left on device", "free some space",
         marks=(pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full"),)),
+    bad("run-dir-read-only", "dltrain", ["hydra.run.dir=locked/run"], "hydra.run.dir=locked/run cannot be created",
+        "Read-only file system", machine=_read_only_disk),
     bad("config-dir-yaml-syntax", "dltrain", lambda f, r: _config_dir(f, "mine", "name: mlp\nhidden: [64, 32\n"),
         "mine.yaml, line 3: not valid YAML", "fix the file"),
     bad("config-dir-python-tag", "dltrain",
@@ -748,6 +769,8 @@ def test_bad_input_is_one_line_and_loses_nothing(case: Bad, runs: Runs, tmp_path
     monkeypatch.setattr(sys, "path", list(sys.path))  # a custom model's folder is added to it
     argv = case.build(tmp_path, runs)
     before = _snapshot(tmp_path, runs.root)
+    if case.machine is not None:
+        case.machine(monkeypatch)
     capsys.readouterr()
     code = _run(case.tool, argv, monkeypatch)
     out, err = capsys.readouterr()
