@@ -422,6 +422,20 @@ def _read_only_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Path, "mkdir", refuse)
 
 
+def _full_disk_for_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.json meets a full disk (the run's other files do not)."""
+    import dltrain.run
+
+    real_write_json = dltrain.run.write_json
+
+    def full(path: Path, obj: object) -> None:
+        if Path(path).name == "summary.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_json(path, obj)
+
+    monkeypatch.setattr(dltrain.run, "write_json", full)
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -700,6 +714,9 @@ ONE_LINE = [  # what once ended in a traceback
         marks=(pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full"),)),
     bad("run-dir-read-only", "dltrain", ["hydra.run.dir=locked/run"], "hydra.run.dir=locked/run cannot be created",
         "Read-only file system", machine=_read_only_disk),
+    bad("full-disk-at-summary", "dltrain", ["data=xor", "trainer.fast_dev_run=true", RUN_DIR],
+        "summary.json could not be written (No space left on device)", "results are printed above",
+        machine=_full_disk_for_summary),
     bad("config-dir-yaml-syntax", "dltrain", lambda f, r: _config_dir(f, "mine", "name: mlp\nhidden: [64, 32\n"),
         "mine.yaml, line 3: not valid YAML", "fix the file"),
     bad("config-dir-python-tag", "dltrain",
