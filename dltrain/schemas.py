@@ -23,6 +23,10 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 PRECISIONS = ("32", "bf16", "16")
 #: Largest height or width ``data.image_size`` takes.
 MAX_IMAGE_SIDE = 4096
+#: Points a generated dataset may have (xor, sine, moons, spirals, chirp): far more than any of
+#: them needs, and few enough to fit in memory, whether set on the command line or read from a
+#: checkpoint's config.
+MAX_POINTS = 10_000_000
 IMAGE_SIDE_HELP = (f"pixels a side, 1 to {MAX_IMAGE_SIDE}: one {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} RGB image "
                    "already takes 200 MB as float32")
 
@@ -138,7 +142,7 @@ class XorConfig:
     """``data=xor``: the four XOR points, each repeated with Gaussian jitter."""
 
     name: str = "xor"
-    copies: int = spec(100, ge=3, help="noisy copies of each of the four points")
+    copies: int = spec(100, ge=3, le=MAX_POINTS // 4, help="noisy copies of each of the four points")
     noise: float = spec(0.1, ge=0, help="standard deviation of the jitter added to each copy")
     val_fraction: float = spec(0.2, gt=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
@@ -153,7 +157,7 @@ class SineConfig:
                                      "such as 'sin(3*x) + 0.5*x'")
     x_min: float = spec(-3.141592653589793)
     x_max: float = spec(3.141592653589793)
-    samples: int = spec(1000, ge=10)
+    samples: int = spec(1000, ge=10, le=MAX_POINTS)
     noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on y")
     val_fraction: float = spec(0.2, gt=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
@@ -164,7 +168,7 @@ class MoonsConfig:
     """``data=moons``: two interleaving half circles (scikit-learn's make_moons)."""
 
     name: str = "moons"
-    samples: int = spec(1000, ge=10)
+    samples: int = spec(1000, ge=10, le=MAX_POINTS)
     noise: float = spec(0.2, ge=0)
     val_fraction: float = spec(0.2, gt=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
@@ -175,8 +179,8 @@ class SpiralsConfig:
     """``data=spirals``: interleaved spiral arms, one class per arm."""
 
     name: str = "spirals"
-    samples: int = spec(300, ge=10, help="points per arm")
-    classes: int = spec(3, ge=2, help="number of arms (classes)")
+    samples: int = spec(300, ge=10, le=MAX_POINTS // 100, help="points per arm")
+    classes: int = spec(3, ge=2, le=100, help="number of arms (classes)")
     turns: float = spec(1.0, gt=0, help="how many times each arm winds around the centre")
     noise: float = spec(0.2, ge=0)
     val_fraction: float = spec(0.2, gt=0, lt=1)
@@ -188,11 +192,11 @@ class ChirpConfig:
     """``data=chirp``: forecast the next value of a noisy chirp from a window of past values."""
 
     name: str = "chirp"
-    length: int = spec(4000, ge=100, help="samples in the generated signal")
+    length: int = spec(4000, ge=100, le=MAX_POINTS // 10, help="samples in the generated signal")
     f0: float = spec(1.0, gt=0, help="frequency at the start, in cycles per 100 samples")
     f1: float = spec(4.0, gt=0, help="frequency at the end, in cycles per 100 samples")
     noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on the signal")
-    window: int = spec(32, ge=1, help="past values the model reads")
+    window: int = spec(32, ge=1, le=1000, help="past values the model reads")
     horizon: int = spec(1, ge=1, help="how many steps ahead the target lies")
     val_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's later part, before the test part")
     test_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's last part")

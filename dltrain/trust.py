@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from dltrain.config import GROUP_SCHEMAS, validate
 from dltrain.data import expression
 from dltrain.data.synthetic import FUNCTIONS
-from dltrain.errors import UserError
+from dltrain.errors import ConfigError, UserError, first_line
+from dltrain.schemas import TrainConfig
 from dltrain.models import MODELS
 
 #: Keys with which Hydra's ``instantiate`` imports or calls code.
@@ -68,6 +71,38 @@ def check_stored_config(path: str | Path, saved: Any, *, target: str | None = No
                                 f"expression ({err}): use a checkpoint written by dltrain training") from None
     if name == "custom":
         _check_target(path, stored_target, target, trust_code, naming)
+
+
+def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
+    """The stored config (checked by :func:`check_stored_config` first) typed by the schemas and
+    validated as a composed one is: a value out of range (``data.samples`` of a billion points,
+    a negative batch size) is refused before anything is built from it. ``trust_code`` is never
+    taken from the file.
+
+    Raises:
+        UserError: naming the checkpoint and the first key that does not fit this version's schemas.
+    """
+    where = ""  # the node being merged: OmegaConf names keys relative to it
+    try:
+        cfg = OmegaConf.structured(TrainConfig)
+        for group, options in GROUP_SCHEMAS.items():
+            where = f"{group}."
+            node = saved.get(group)
+            schema = options.get(node.get("name")) if isinstance(node, dict) else None
+            if schema is None:
+                raise ConfigError(f"{group}={node.get('name') if isinstance(node, dict) else node} is not an option "
+                                  "of this dltrain version")
+            cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+        where = ""
+        cfg = OmegaConf.merge(cfg, {k: v for k, v in saved.items() if k not in GROUP_SCHEMAS})
+        cfg.trust_code = False
+        validate(cfg)
+    except (ConfigError, OmegaConfBaseException) as err:
+        key = getattr(err, "full_key", None)  # OmegaConf's errors name the key apart from their message
+        problem = f"{where}{key}: {first_line(err)}" if key else first_line(err)
+        raise UserError(f"checkpoint {path}: its config does not fit this dltrain version "
+                        f"({problem.rstrip('.')}): use a checkpoint written by dltrain training") from None
+    return cfg
 
 
 def named_target(model: DictConfig) -> str | None:

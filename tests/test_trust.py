@@ -164,6 +164,29 @@ def test_stored_values_that_name_code_are_refused(sine_ckpt, workdir, key, value
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("entry", ["eval", "predict"])
+@pytest.mark.parametrize("key, value, says", [
+    ("data.samples", 10**12, "data.samples=1000000000000 is out of range: it must be <= 10000000"),
+    ("trainer.eval_batch_size", -5, "trainer.eval_batch_size=-5 is out of range"),
+    ("data.noise", "loud", "data.noise"),
+    ("data.unknown", 1, "unknown"),
+])
+def test_stored_values_out_of_range_are_refused_before_anything_is_built(sine_ckpt, workdir, capsys, entry, key,
+                                                                         value, says):
+    # A stored config is typed and validated as a composed one: a billion generated points would
+    # otherwise be allocated by dltrain-eval before anything else failed.
+    evil = craft(sine_ckpt, workdir / "evil.pt", set_key(key, value))
+    start = time.perf_counter()
+    message = refusal(entry, evil, workdir, capsys)
+    assert time.perf_counter() - start < 10
+    assert "its config does not fit this dltrain version" in message and says in message
+
+
+def test_generated_datasets_are_bounded_on_the_command_line():
+    with pytest.raises(ConfigError, match=r"data.samples=100000000 is out of range: it must be <= 10000000"):
+        compose(["data=sine", "data.samples=100000000"])
+
+
 def test_resume_of_a_crafted_checkpoint_is_one_line_on_the_command_line(custom_ckpt, tmp_path):
     evil = craft(custom_ckpt, tmp_path / "evil.pt", set_key("model", EVIL_MODELS["os.system"]))
     proc = run_cli([f"resume={evil}", "device=cpu", "hydra.run.dir=run"], cwd=tmp_path)
