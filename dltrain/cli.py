@@ -186,7 +186,12 @@ class SweepReport(Callback):
             _check_sweep(config)
             claimed = _claim_dir(config, "sweep")
             if not claimed:
-                ensure_new_sweep_dir(Path(str(config.hydra.sweep.dir)))
+                sweep_dir = Path(str(config.hydra.sweep.dir))
+                ensure_new_sweep_dir(sweep_dir)
+                try:  # here rather than in Hydra's sweeper, so a file in the way or a read-only disk is one line
+                    sweep_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise run_dir_error("hydra.sweep.dir", sweep_dir, err) from err
         except UserError as err:
             _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
         if claimed:

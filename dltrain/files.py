@@ -194,14 +194,22 @@ def _run_file(name: str, hydra_files: Collection[str]) -> bool:
 
 
 def ensure_new_sweep_dir(folder: str | Path) -> None:
-    """Refuse a sweep directory (given on the command line) that already holds runs: a
-    sweep never mixes its jobs with them, nor writes over them.
+    """Refuse a sweep directory (given on the command line) that is not empty: a sweep never
+    mixes its jobs with earlier runs, nor writes its jobs' folders and its summary
+    (``sweep_summary.*``, ``best_overrides.yaml``, ``sweep.png``) over the user's files.
 
     Raises:
-        ConfigError: naming the directory and what to do.
+        ConfigError: naming the directory, what is there, and what to do.
     """
     folder = Path(folder)
-    if folder.is_dir() and any(p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.csv").exists())
-                               for p in folder.iterdir()):
+    if not folder.is_dir():
+        return  # absent (created with the sweep), or in the way: the caller's mkdir says so
+    entries = sorted(p.name for p in folder.iterdir())
+    if any((folder / name / ".hydra").is_dir() or (folder / name / "metrics.csv").exists() for name in entries):
         raise ConfigError(f"hydra.sweep.dir={folder} already holds runs: dltrain never mixes a sweep with them; "
                           "choose another directory.")
+    if entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise ConfigError(f"hydra.sweep.dir={folder} is not empty (it holds {shown}): a sweep claims only an empty "
+                          "or new directory, so dltrain never overwrites what is there; choose another directory "
+                          "with hydra.sweep.dir=PATH")

@@ -73,6 +73,31 @@ def test_run_dir_below_a_file(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "notes.txt").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize(("setup", "sweep_dir", "says"), [
+    ("file", "notes.txt", "hydra.sweep.dir=notes.txt cannot be created: File exists (it is a file, not a directory)"),
+    ("file", "notes.txt/sweep", "cannot be created: Not a directory (a folder above it is a file)"),
+    ("job folder", "S", "hydra.sweep.dir=S is not empty (it holds 0): a sweep claims only an empty or new directory"),
+    ("user files", "S", "hydra.sweep.dir=S is not empty (it holds a.txt, b.txt, c.txt and 1 more)"),
+])
+def test_a_sweep_dir_that_is_a_file_or_holds_the_users_files(tmp_path, capsys, monkeypatch, setup, sweep_dir, says):
+    """The sweep's own directory is checked before Hydra writes anything: neither a job's
+    folder nor the sweep's summary may land on the user's files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    if setup == "job folder":  # a folder named like a sweep's first job, not a run
+        (tmp_path / "S" / "0").mkdir(parents=True)
+        (tmp_path / "S" / "0" / "notes.txt").write_text("mine\n")
+    elif setup == "user files":
+        (tmp_path / "S").mkdir()
+        for name in ("a.txt", "b.txt", "c.txt", "sweep_summary.csv"):
+            (tmp_path / "S" / name).write_text("mine\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    line = cli_error(capsys, monkeypatch, ["-m", f"hydra.sweep.dir={sweep_dir}", "optim=sgd,adam",
+                                           "trainer.fast_dev_run=true"])
+    assert says in line and line.endswith("with hydra.sweep.dir=PATH.")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize(("code", "reason"), [(errno.EROFS, "Read-only file system"),
                                               (errno.EACCES, "Permission denied")])
 def test_run_dir_on_a_disk_that_refuses_it(tmp_path, capsys, monkeypatch, code, reason):
