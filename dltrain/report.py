@@ -11,6 +11,8 @@ from typing import IO, Any
 
 import torch
 
+from dltrain.files import atomic_write
+
 
 class MetricsCSV:
     """``metrics.csv``: one row per epoch, flushed as it is written so a kill loses nothing.
@@ -108,10 +110,11 @@ def prediction_rows(outputs: torch.Tensor, targets: torch.Tensor, task: str, cla
 
 
 def write_predictions(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write prediction rows (see :func:`prediction_rows`) as a CSV file."""
+    """Write prediction rows (see :func:`prediction_rows`) as a CSV file, all at once: a run
+    stopped while writing it leaves no half a file."""
     if not rows:
         return
-    with Path(path).open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         write_table(f, rows)
 
 

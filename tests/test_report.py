@@ -38,3 +38,22 @@ def test_multilabel_lists_the_labels_predicted():
     rows = prediction_rows(torch.tensor([[1.0, -1.0, 2.0]]), torch.tensor([[1.0, 1.0, 0.0]]), "multilabel",
                            ["a", "b", "c"], None)
     assert rows == [{"row": 0, "target": "a|b", "prediction": "a|c"}]
+
+
+def test_predictions_are_written_all_at_once(tmp_path, monkeypatch):
+    """A write stopped halfway (a signal, a full disk) leaves the earlier file whole and no temp file."""
+    import dltrain.report as report
+
+    path = tmp_path / "predictions.csv"
+    report.write_predictions(path, [{"row": 0, "target": 1, "prediction": 1}])
+    before = path.read_bytes()
+
+    def half(f, rows):
+        f.write("row,target,predic")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_table", half)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_predictions(path, [{"row": 0, "target": 1, "prediction": 0}])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
