@@ -9,7 +9,9 @@ code), print no traceback, and leave every file that was there before byte-ident
 
 The tools run in this process: ``dltrain`` through its console script's own entry point
 (Hydra's argument parsing and composition, the run-start checks and the error boundary) with
-``sys.argv`` set, the other two through ``main(argv)``. A new bad input is one more entry.
+``sys.argv`` set, the other two through ``main(argv)``. A disk that refuses writes is simulated
+where it cannot be made. A new bad input is one more entry; the whole corpus takes about half
+a minute on two cores, nearly all of it Hydra composing ``dltrain``'s config once per entry.
 """
 
 from __future__ import annotations
