@@ -33,7 +33,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dltrain.callbacks import infer_mode
-from dltrain.config import validate
+from dltrain.config import CONFIG_MODULE, CONFIG_NAME, validate
 from dltrain.distributed import environment
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import (
@@ -54,8 +54,6 @@ from dltrain.messages import (
 )
 from dltrain.signals import Interrupted
 
-CONFIG_MODULE = "dltrain.conf"
-CONFIG_NAME = "train"
 
 
 def config_dir() -> str:

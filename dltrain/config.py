@@ -21,7 +21,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dltrain.errors import ConfigError
 from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
 
-__all__ = ["ACTIVATIONS", "AUGMENTATIONS", "GROUP_SCHEMAS", "register_configs", "schema_name", "validate"]
+__all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "register_configs",
+           "schema_name", "validate"]
+
+#: Where the config tree is installed, and the name of its primary config (``conf/train.yaml``).
+CONFIG_MODULE = "dltrain.conf"
+CONFIG_NAME = "train"
+
 
 def schema_name(group: str, option: str) -> str:
     """Name under which the schema of ``group=option`` is stored in the ConfigStore."""

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dltrain.config import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
 
 log = logging.getLogger("dltrain")
@@ -252,7 +253,6 @@ def config_source(job_dir: Path) -> tuple[str | None, str | None]:
     """The config directory (``--config-dir``) and config name (``--config-name``) a job was
     composed from, as its ``.hydra/hydra.yaml`` records them; None for dltrain's own. An
     unreadable or odd hydra.yaml gives (None, None): the command is then only incomplete."""
-    from dltrain.cli import CONFIG_NAME  # here: the command line's module is heavy for a summary
 
     try:
         hydra = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml"))["hydra"]
