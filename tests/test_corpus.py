@@ -34,7 +34,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.files import write_csv, write_image_folder, write_table_csv, write_text_csv
+from tests.files import write_csv, write_image_folder, write_mnist, write_table_csv, write_text_csv
 
 TOOLS = ("dltrain", "dltrain-eval", "dltrain-predict")
 NO_CUDA = not torch.cuda.is_available()
@@ -438,6 +438,19 @@ def _full_disk_for_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dltrain.run, "write_json", full)
 
 
+def _test_split_only(folder: Path) -> Path:
+    """An image folder with a test/ split and no train/ one."""
+    write_image_folder(folder / "images" / "test", classes=("cat", "dog"), per_class=2, corrupt=False, strays=False)
+    return folder / "images"
+
+
+def _broken_mnist(folder: Path) -> Path:
+    """A data.root whose MNIST training images are two bytes."""
+    raw = write_mnist(folder / "mn")
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00")
+    return folder / "mn"
+
+
 def _table_run_with_missing_error(state: dict) -> None:
     state["data"]["missing"] = "error"  # as a run with data.missing=error records it
 
@@ -554,6 +567,35 @@ DATA = [  # the data and the model it meets: a failed run says so in its summary
         "optim=nesterov", "momentum"),
     bad("lbfgs-with-grad-clip", "dltrain", ["optim=lbfgs", "regularization.grad_clip=1.0", RUN_DIR],
         "regularization.grad_clip would hand optim=lbfgs"),
+    bad("custom-output-width", "dltrain", ["model=custom", "model._target_=tests.nets.fixed_width_net", RUN_DIR],
+        "model=custom outputs shape (2, 5) for a batch of 2"),
+    bad("custom-returns-tuple", "dltrain", ["model=custom", "model._target_=tests.nets.TupleNet", RUN_DIR],
+        "model=custom returned a tuple, not a tensor"),
+    bad("custom-needs-mask", "dltrain", ["model=custom", "model._target_=tests.nets.NeedsMask", RUN_DIR],
+        "dltrain calls forward(x) with one tensor", "give forward's other arguments default values"),
+    bad("custom-no-parameters", "dltrain", ["model=custom", "model._target_=tests.nets.NoParams", RUN_DIR],
+        "model=custom has no trainable parameters"),
+    bad("custom-attribute-typo", "dltrain", ["model=custom", "model._target_=tests.nets.TinyNett", RUN_DIR],
+        "has no attribute TinyNett", "did you mean tests.nets.TinyNet"),
+    bad("custom-unknown-argument", "dltrain",
+        ["model=custom", "model._target_=tests.nets.TinyNet", "+model.depth=3", RUN_DIR],
+        "takes no argument model.depth"),
+    bad("onecycle-zero-phase", "dltrain", ["scheduler=onecycle", "scheduler.pct_start=0.05", "trainer.max_epochs=1",
+                                            RUN_DIR], "scheduler=onecycle cannot split", "pct_start"),
+    bad("onecycle-with-warmup", "dltrain", ["scheduler=onecycle", "scheduler.warmup_epochs=1", RUN_DIR],
+        "scheduler=onecycle warms up by itself"),
+    bad("class-weights-length", "dltrain", ["loss=cross_entropy", "loss.class_weights=[1,2]", RUN_DIR],
+        "loss.class_weights has 2 values but the data has 10 classes"),
+    bad("in-memory-maybe", "dltrain",
+        lambda f, r: ["data=image_folder", f"data.path={_image_folder(f)}", "data.in_memory=maybe", RUN_DIR],
+        "data.in_memory='maybe'"),
+    bad("images-split-without-train", "dltrain",
+        lambda f, r: ["data=image_folder", f"data.path={_test_split_only(f)}", RUN_DIR],
+        "has split folders but no train/ folder"),
+    bad("mnist-unreadable-file", "dltrain", lambda f, r: ["data=mnist", f"data.root={_broken_mnist(f)}",
+                                                           "data.download=false", RUN_DIR], "could not read MNIST"),
+    bad("data-root-a-file", "dltrain", lambda f, r: ["data=mnist", f"data.root={_user_note(f)}", RUN_DIR],
+        "data.root=", "is a file, not a folder"),
     bad("fp16-on-cpu", "dltrain", ["device=cpu", "trainer.precision=16", RUN_DIR], "trainer.precision=16 needs a CUDA"),
     bad("cuda-without-cuda", "dltrain", ["device=cuda", RUN_DIR], "device=cuda: CUDA is not available",
         marks=(pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA"),)),
@@ -567,6 +609,10 @@ RUNS = [  # run directories and resume: what is on disk stays as it was
     bad("resume-architecture-change", "dltrain",
         lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}", "model.hidden=[7]", RUN_DIR],
         "model.hidden=[7]", "architecture"),
+    bad("resume-restore-best-weights-change", "dltrain",
+        lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}",
+                      "trainer.early_stopping.restore_best_weights=false", RUN_DIR],
+        "trainer.early_stopping.restore_best_weights=False"),
     bad("resume-experiment-change", "dltrain",
         lambda f, r: [f"resume={r.digits / 'checkpoints' / 'last.pt'}", "optim.lr=0.5", RUN_DIR],
         "optim.lr=0.5", "continues the same experiment"),
