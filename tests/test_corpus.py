@@ -624,6 +624,11 @@ RUNS = [  # run directories and resume: what is on disk stays as it was
         lambda f, r: ["trainer.batch_size=0", f"hydra.run.dir={_copy_run(f, r)}"], "trainer.batch_size=0"),
     bad("sweep-dir-holds-runs", "dltrain", lambda f, r: ["-m", f"hydra.sweep.dir={_old_sweep(f)}", "optim=sgd,adam"],
         "hydra.sweep.dir=", "already holds runs"),
+    bad("sweep-dir-a-file", "dltrain", lambda f, r: ["-m", f"hydra.sweep.dir={_user_note(f).name}", "optim=sgd,adam"],
+        "hydra.sweep.dir=notes.txt cannot be created", "it is a file", "with hydra.sweep.dir=PATH"),
+    bad("sweep-dir-with-user-files", "dltrain",
+        lambda f, r: ["-m", f"hydra.sweep.dir={_user_files(f)}", "optim=sgd,adam"],
+        "is not empty (it holds", "a sweep claims only an empty or new directory"),
     bad("sweep-without-job-config", "dltrain", ["-m", "hydra.output_subdir=null", "optim=sgd,adam"],
         "hydra.output_subdir=null"),
     bad("sweep-value-cannot-compose", "dltrain", ["-m", "optim.lr=0.1,abc", "hydra.sweep.dir=S"],
@@ -737,7 +742,23 @@ NEVER_OVERWRITTEN = [  # files of the user's that a run or a prediction would ot
         "exists and is not a predictions file of dltrain-predict", "choose another output=... or pass overwrite=true"),
 ]
 
+def _stored_value_entries(tool: str, extra: Callable[[Path], list[str]]) -> list:
+    """Checkpoints whose stored config holds a value no composed config could."""
+    return [
+        bad(f"{tool}-stored-value-out-of-range", tool,
+            lambda f, r: [f"ckpt={_crafted(f, r, 'trainer.eval_batch_size', -5)}", *extra(f)],
+            "its config does not fit this dltrain version", "trainer.eval_batch_size=-5 is out of range"),
+        bad(f"{tool}-stored-unknown-key", tool,
+            lambda f, r: [f"ckpt={_crafted(f, r, 'data.unknown', 1)}", *extra(f)],
+            "its config does not fit this dltrain version", "data.unknown: Key 'unknown' not in"),
+    ]
+
+
 TRUST = [  # nothing a checkpoint stores is imported, called or evaluated without the user's say-so
+    *_stored_value_entries("dltrain-eval", lambda f: []),
+    *_stored_value_entries("dltrain-predict", _points),
+    bad("generated-samples-bound", "dltrain", ["data=sine", "data.samples=100000000", RUN_DIR],
+        "data.samples=100000000 is out of range: it must be <= 10000000"),
     *_trust_entries("dltrain", "resume", lambda f: [RUN_DIR]),
     *_trust_entries("dltrain-eval", "ckpt", lambda f: []),
     *_trust_entries("dltrain-predict", "ckpt", _points),
