@@ -261,25 +261,26 @@ def _image_batches(restored: Restored, path: Path, batch_size: int) -> Iterator[
     """Batches of decoded, standardised images and their paths relative to ``path``; files
     Pillow cannot decode are skipped with one warning at the end."""
     from dltrain.data.image_folder import DECODE_ERRORS, decode_image
+    from dltrain.data.pixel_depth import describe_skipped, skip_reason
 
     size, color, standardize = _image_preprocessing(restored)
     root, files = _image_files(path)
-    skipped = []
+    skipped, reasons = [], []
     for start in range(0, len(files), batch_size):
         ids, images = [], []
         for file in files[start:start + batch_size]:
             try:
                 images.append(decode_image(file, size, color))  # uint8 (C, H, W)
-            except DECODE_ERRORS:
+            except DECODE_ERRORS as err:
                 skipped.append(file.relative_to(root).as_posix())
+                reasons.append(skip_reason(err))
                 continue
             ids.append(file.relative_to(root).as_posix())
         if images:
             yield ids, standardize(torch.stack(images))
     if skipped:
         print(f"{TOOL}: warning: skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''}: "
-              f"{', '.join(skipped[:5])}{f' and {len(skipped) - 5} more' if len(skipped) > 5 else ''}",
-              file=sys.stderr)
+              f"{describe_skipped(skipped, reasons)}", file=sys.stderr)
 
 
 def _image_preprocessing(restored: Restored) -> tuple[list[int], str, Callable[[torch.Tensor], torch.Tensor]]:

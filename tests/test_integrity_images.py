@@ -223,3 +223,126 @@ def test_a_stored_input_size_no_config_allows_is_refused_before_building(digits_
     assert expected in tool_error(capsys, eval_main, "dltrain-eval", [f"ckpt={tmp_path / 'huge.pt'}", "device=cpu"])
     assert expected in tool_error(capsys, predict_main, "dltrain-predict", [f"ckpt={tmp_path / 'huge.pt'}",
                                   f"input={image}", f"output={tmp_path / 'out.csv'}", "device=cpu"])
+
+
+# --- bit depths the file does not state, and deep images that use little of it ----------------------------------
+
+
+def _as_int32_tiff(pixels: np.ndarray, path: Path, scale: int) -> None:
+    """``pixels * scale`` saved as a PNG, then converted to Pillow's 32-bit mode ``I`` and saved
+    as a TIFF: the usual way such files are made."""
+    png = path.with_suffix(".png")
+    Image.fromarray(pixels.astype(np.uint16) * scale if scale > 1 else pixels).save(png)
+    with Image.open(png) as img:
+        img.convert("I").save(path)
+    png.unlink()
+
+
+@pytest.mark.parametrize("scale", [1, 257], ids=["from_8bit", "from_16bit"])
+def test_32bit_tiffs_converted_from_8_or_16_bits_decode_as_their_original(tmp_path, scale):
+    pixels = _gray_pixels(seed=3)
+    Image.fromarray(pixels).save(tmp_path / "eight.png")
+    _as_int32_tiff(pixels, tmp_path / "deep.tif", scale)
+    with Image.open(tmp_path / "deep.tif") as img:
+        assert img.mode == "I" and img.tag_v2[258] == (32,)  # nothing in the file says 8 or 16 bits
+    expected = decode_image(tmp_path / "eight.png", SIZE, "grayscale")
+    assert expected.float().mean() > 100  # the original is far from black
+    assert torch.equal(decode_image(tmp_path / "deep.tif", SIZE, "grayscale"), expected)
+
+
+def test_a_folder_of_32bit_tiffs_from_8bit_images_gives_the_training_data_of_the_originals(tmp_path):
+    eight, _ = write_twin_folders(tmp_path)
+    deep = tmp_path / "tiff32"
+    for png in eight.rglob("*.png"):
+        target = deep / png.relative_to(eight).with_suffix(".tif")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _as_int32_tiff(np.asarray(Image.open(png)), target, 1)
+    data = {name: build_image_folder(path=str(folder), image_size=SIZE, num_workers=0, in_memory=True)
+            for name, folder in (("png", eight), ("tiff", deep))}
+    assert data["tiff"].info["normalization"] == data["png"].info["normalization"]
+    assert torch.equal(data["tiff"].x_train, data["png"].x_train)
+
+
+def write_12bit_folder(root: Path, per_class: int = 5) -> Path:
+    """Two classes of 16-bit PNGs holding 12-bit values (0..4095), as medical scanners write them."""
+    rng = np.random.default_rng(4)
+    for k, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            values = rng.integers(0, 2048 + 2047 * k, (10, 14)).astype(np.uint16)
+            values[0, 0] = 4095 if (k, i) == (1, 0) else values[0, 0]  # the largest value of the folder
+            Image.fromarray(values).save(root / name / f"scan{i}.png")
+    return root
+
+
+def test_12bit_values_in_16bit_files_are_scaled_by_the_depth_and_named_in_the_log_and_summary(tmp_path, caplog):
+    folder = write_12bit_folder(tmp_path / "scans")
+    png = folder / "b" / "scan0.png"
+    values = np.asarray(Image.open(png)).astype(np.int64)
+    by_depth = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+    by_depth.save(tmp_path / "by_depth.png")
+    assert torch.equal(decode_image(png, SIZE, "grayscale"), decode_image(tmp_path / "by_depth.png", SIZE, "grayscale"))
+
+    expected = (f"data.path={folder}: its 10 images deeper than 8 bits use only values up to 4095 of their range "
+                "0..65535 (under 1/16), so they decode dark, in few grey levels: dltrain scales pixels by the file's "
+                "bit depth; if they hold 12-bit values, scale the files to the full range (multiply by 16)")
+    assert build_image_folder(path=str(folder), image_size=SIZE, num_workers=0).warnings == [expected]
+    with caplog.at_level("WARNING", logger="dltrain"):
+        summary = train(compose(["device=cpu", "data=image_folder", f"data.path={folder}", f"data.image_size={SIZE}",
+                                 "data.num_workers=0", "model=mlp", "trainer.fast_dev_run=true"]),
+                        run_dir=tmp_path / "run")
+    assert expected in summary["warnings"]
+    assert [r.getMessage() for r in caplog.records].count(f"warning: {expected}.") == 1
+
+
+def test_16bit_images_using_their_range_get_no_warning(tmp_path):
+    _, sixteen = write_twin_folders(tmp_path)
+    assert build_image_folder(path=str(sixteen), image_size=SIZE, num_workers=0).warnings == []
+
+
+# --- why an image was skipped ---------------------------------------------------------------------------------------
+
+
+def write_odd_floats(folder: Path) -> Path:
+    """A folder of two readable classes, two float TIFFs of values beyond [0, 1] and a broken PNG."""
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(_gray_pixels(seed=10 + i, shape=(8, 8))).save(folder / name / f"ok{i}.png")
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 3.0 + i, dtype=np.float32)).save(folder / "a" / f"hdr{i}.tif")
+    (folder / "b" / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_the_warning_of_skipped_images_names_each_reason_with_its_count_and_first_file(tmp_path, caplog):
+    folder = write_odd_floats(tmp_path / "images")
+    with caplog.at_level("WARNING", logger="dltrain"):
+        build_image_folder(path=str(folder), image_size=SIZE, num_workers=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data.path={folder}: skipped 3 unreadable images of 11: a/hdr0.tif, a/hdr1.tif, b/broken.png "
+        "(float pixel values are not all in [0, 1]: 2, the first a/hdr0.tif; "
+        "not an image Pillow can read: 1, the first b/broken.png)"]
+
+
+def test_a_folder_of_only_out_of_range_floats_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for i, name in enumerate(("a", "b")):
+        Image.fromarray(np.full((8, 8), -1.0 - i, dtype=np.float32)).save(tmp_path / name / "x.tif")
+    with pytest.raises(ConfigError, match=r"none of its 2 image files could be decoded: a/x\.tif, b/x\.tif \(float "
+                                          r"pixel values are not all in \[0, 1\]: 2, the first a/x\.tif\)"):
+        build_image_folder(path=str(tmp_path), image_size=SIZE, num_workers=0)
+
+
+def test_predict_names_why_it_skipped_an_image(tmp_path, capsys):
+    folder = write_odd_floats(tmp_path / "images")
+    run = tmp_path / "run"
+    train(compose(["device=cpu", "data=image_folder", f"data.path={folder}", f"data.image_size={SIZE}",
+                   "data.num_workers=0", "model=mlp", "trainer.fast_dev_run=true"]), run_dir=run)
+    capsys.readouterr()
+    predict_main([f"ckpt={run / 'checkpoints' / 'best.pt'}", f"input={folder / 'a'}",
+                  f"output={tmp_path / 'out.csv'}", "device=cpu"])
+    assert ("dltrain-predict: warning: skipped 2 unreadable images: hdr0.tif, hdr1.tif "
+            "(float pixel values are not all in [0, 1]: 2, the first hdr0.tif)\n") in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 4

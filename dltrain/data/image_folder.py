@@ -18,7 +18,9 @@ and with the seed the split, is the same on every machine. Images Pillow cannot 
 skipped, with one warning naming them, and listed in ``data.json`` (``skipped``).
 
 Every image is decoded once, in ``data.num_workers`` processes: converted to RGB (or
-grayscale; 16-bit, 32-bit and float pixels scaled to 8 bits by their bit depth), resized to
+grayscale; 16-bit, 32-bit and float pixels scaled to 8 bits by their bit depth, see
+:mod:`dltrain.data.pixel_depth`; a folder whose deep images use under 1/16 of their range
+is warned about), resized to
 ``data.image_size`` (height, width), scaled to [0, 1] and standardised per channel with the
 mean and standard deviation of the training split.
 ``data.in_memory=auto`` keeps the decoded images in memory when, as float32
@@ -33,12 +35,14 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from dltrain.data.pixel_depth import describe_skipped, low_range_warning, skip_reason, to_8bit
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, Standardizer, carve_validation, split_indices
 from dltrain.errors import ConfigError
@@ -51,7 +55,6 @@ log = logging.getLogger("dltrain")
 VAL_FOLDERS = ("val", "valid", "validation")
 SCAN_BATCH = 64
 SCAN_BYTES = 2**28  # at most this much of uint8 images per decode batch: a few large images, not 64
-MAX_NAMED = 5  # unreadable files named in the warning
 # What Pillow raises for a file that is not a decodable image: unknown format, corrupt, truncated, too large.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
@@ -63,52 +66,21 @@ def decode_image(path: str | Path, image_size: Sequence[int], color: str) -> tor
     Raises:
         One of ``DECODE_ERRORS`` when Pillow cannot read the file.
     """
+    return decode_with_depth(path, image_size, color)[0]
+
+
+def decode_with_depth(path: str | Path, image_size: Sequence[int], color: str) -> tuple[torch.Tensor, int, int]:
+    """:func:`decode_image`, with the largest integer value of the file and of its bit depth
+    (both 0 unless the file holds integers deeper than 8 bits)."""
     mode = "L" if color == "grayscale" else "RGB"
     size = (image_size[1], image_size[0])  # Pillow wants (width, height)
     with Image.open(path) as img:
         img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
-        img = to_8bit(img).convert(mode).resize(size, Image.BILINEAR)
+        img, peak, top = to_8bit(img)
+        img = img.convert(mode).resize(size, Image.BILINEAR)
     pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
-    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit grayscale (``L``) when its pixels are 16-bit, 32-bit integers or floats;
-    any other mode unchanged (``convert`` reads those right).
-
-    ``convert`` would clip such values at 255, turning a 16-bit image nearly white. They are
-    scaled by their bit depth instead, ``round(v * 255 / 65535)`` for 16 bits, so a 16-bit image
-    made from an 8-bit one (``v * 257``) decodes to that 8-bit image exactly. Floats are read
-    as values in [0, 1].
-
-    Raises:
-        ValueError: values outside the range of the file's bit depth (negative integers, floats
-            outside [0, 1] or not finite), whose scale is unknown.
-    """
-    if img.mode.startswith("I;16") or img.mode == "I":
-        top = _integer_max(img)
-        values = np.asarray(img).astype(np.int64 if top > 2**16 else np.int32)  # (H, W); v * 255 fits
-        if values.size and (values.min() < 0 or values.max() > top):
-            raise ValueError(f"{img.mode} pixel values {values.min()}..{values.max()} are outside 0..{top}")
-        pixels = (values * 255 + top // 2) // top  # rounded to the nearest 8-bit value, in exact integers
-    elif img.mode == "F":
-        values = np.asarray(img, dtype=np.float32)  # (H, W)
-        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-            raise ValueError("float pixel values are not all in [0, 1]")
-        pixels = np.rint(values * 255)
-    else:
-        return img
-    return Image.fromarray(pixels.astype(np.uint8))
-
-
-def _integer_max(img: Image.Image) -> int:
-    """The largest value of an integer image's bit depth: 65535 for 16 bits. Pillow reads
-    16-bit PNG and PGM files as 32-bit mode ``I`` in some versions; a TIFF says its depth."""
-    if img.mode.startswith("I;16") or img.format in ("PNG", "PPM"):
-        return 2**16 - 1
-    bits = getattr(img, "tag_v2", {}).get(258, 32)  # TIFF BitsPerSample, one value or one per channel
-    bits = bits[0] if isinstance(bits, tuple) else bits
-    return 2**bits - 1 if bits < 32 else 2**31 - 1  # mode I is signed 32-bit
+    image = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+    return image, peak, top
 
 
 def _standardize(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
@@ -161,9 +133,10 @@ class ImageFiles(Dataset):
 
 
 class _ScanFiles(Dataset):
-    """The decode pass over every file. Item ``i`` is ``(image, ok, sums, squares)``: the uint8
-    image ``(C, H, W)`` (empty unless ``keep``), whether it decoded (zeros if not), and the
-    int64 per-channel sums of its values and of their squares ``(C,)``."""
+    """The decode pass over every file. Item ``i`` is ``(image, why, sums, squares, peak, top)``:
+    the uint8 image ``(C, H, W)`` (empty unless ``keep``), why it did not decode (``""`` if it
+    did; zeros then), the int64 per-channel sums of its values and of their squares ``(C,)``,
+    and its largest integer value and its depth's (see :func:`decode_with_depth`)."""
 
     def __init__(self, files: Sequence[Path], image_size: Sequence[int], color: str, keep: bool) -> None:
         self.files = files
@@ -174,15 +147,17 @@ class _ScanFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, torch.Tensor, torch.Tensor, int, int]:
+        why = ""
         try:
-            image, ok = decode_image(self.files[i], self.image_size, self.color), True
-        except DECODE_ERRORS:
+            image, peak, top = decode_with_depth(self.files[i], self.image_size, self.color)
+        except DECODE_ERRORS as err:
             channels = 1 if self.color == "grayscale" else 3
-            image, ok = torch.zeros((channels, *self.image_size), dtype=torch.uint8), False
+            image, peak, top = torch.zeros((channels, *self.image_size), dtype=torch.uint8), 0, 0
+            why = skip_reason(err)
         values = image.flatten(1).long()  # (C, H*W)
         kept = image if self.keep else torch.empty(0, dtype=torch.uint8)
-        return kept, ok, values.sum(1), values.square().sum(1)
+        return kept, why, values.sum(1), values.square().sum(1), peak, top
 
 
 def fits_in_memory(num_bytes: int, ram_bytes: int | None = None) -> bool:
@@ -276,27 +251,33 @@ def _find_images(root: Path) -> tuple[str, list[str], dict[str, tuple[list[Path]
     return layout, classes, splits, ignored
 
 
-def _decode_all(
-    files: list[Path], image_size: Sequence[int], color: str, num_workers: int, keep: bool,
-) -> tuple[torch.Tensor | None, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode every file once, in ``num_workers`` processes.
+class _Decoded(NamedTuple):
+    """What the decode pass of :func:`_decode_all` found, one row per file."""
 
-    Returns:
-        The uint8 images ``(N, C, H, W)`` (None unless ``keep``), whether each decoded ``(N,)``,
-        and the per-channel sums of values and of squares ``(N, C)``.
-    """
+    images: torch.Tensor | None  # uint8 (N, C, H, W), None unless kept
+    why: list[str]  # why each file did not decode; "" where it did
+    sums: np.ndarray  # per-channel sums of the uint8 values (N, C)
+    squares: np.ndarray  # and of their squares (N, C)
+    peaks: np.ndarray  # largest integer value of each file deeper than 8 bits (N,), else 0
+    tops: np.ndarray  # largest value of that file's bit depth (N,), else 0
+
+
+def _decode_all(files: list[Path], image_size: Sequence[int], color: str, num_workers: int, keep: bool) -> _Decoded:
+    """Decode every file once, in ``num_workers`` processes."""
     channels = 1 if color == "grayscale" else 3
     images = torch.empty((len(files), channels, *image_size), dtype=torch.uint8) if keep else None
-    ok, sums, squares = [], [], []
+    why, sums, squares, peaks, tops = [], [], [], [], []
     per_batch = max(1, min(SCAN_BATCH, SCAN_BYTES // (channels * int(np.prod(image_size)))))
     loader = DataLoader(_ScanFiles(files, image_size, color, keep), batch_size=per_batch, num_workers=num_workers)
-    for i, (batch, batch_ok, batch_sums, batch_squares) in enumerate(loader):
+    for i, (batch, batch_why, batch_sums, batch_squares, batch_peaks, batch_tops) in enumerate(loader):
         if keep:
             images[i * per_batch:i * per_batch + len(batch)] = batch
-        ok.append(batch_ok)
+        why += batch_why
         sums.append(batch_sums)
         squares.append(batch_squares)
-    return images, torch.cat(ok).numpy(), torch.cat(sums).numpy(), torch.cat(squares).numpy()
+        peaks.append(batch_peaks)
+        tops.append(batch_tops)
+    return _Decoded(images, why, *(torch.cat(parts).numpy() for parts in (sums, squares, peaks, tops)))
 
 
 def _channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> Standardizer:
@@ -310,12 +291,6 @@ def _channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> Standar
     mean = np.array([s / (count * 255) for s in total])
     std = np.sqrt([(count * q - s * s) / (count * count * 255**2) for s, q in zip(total, total_sq, strict=True)])
     return Standardizer(mean.reshape(1, -1, 1, 1), np.where(std > 1e-12, std, 1.0).reshape(1, -1, 1, 1))
-
-
-def _names(items: list[str]) -> str:
-    """At most ``MAX_NAMED`` of ``items``, then how many more."""
-    named = ", ".join(items[:MAX_NAMED])
-    return named + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
 
 
 @DATASETS.register("image_folder")
@@ -373,15 +348,20 @@ def build_image_folder(
     keep = memory is True or (memory == "auto" and fits_in_memory(len(files) * image_bytes))
     log.info("data.path=%s: decoding %d images of %d classes with %d workers", root, len(files), len(classes),
              num_workers)
-    images, ok, sums, squares = _decode_all(files, image_size, color, num_workers, keep)
+    decoded = _decode_all(files, image_size, color, num_workers, keep)
+    images, sums, squares = decoded.images, decoded.sums, decoded.squares
+    ok = np.array([not why for why in decoded.why], dtype=bool)
 
     skipped = [files[i].relative_to(root).as_posix() for i in np.flatnonzero(~ok)]
-    if skipped:
-        log.warning("data.path=%s: skipped %d unreadable image%s of %d: %s", root, len(skipped),
-                    "s" if len(skipped) > 1 else "", len(files), _names(skipped))
+    reasons = [why for why in decoded.why if why]
     if not ok.any():
         raise ConfigError(f"data.path={root}: none of its {len(files)} image files could be decoded: "
-                          "check that they are images Pillow can read.")
+                          f"{describe_skipped(skipped, reasons)}; give images Pillow can read, with pixel values "
+                          "in their bit depth's range (floats in [0, 1]).")
+    if skipped:
+        log.warning("data.path=%s: skipped %d unreadable image%s of %d: %s", root, len(skipped),
+                    "s" if len(skipped) > 1 else "", len(files), describe_skipped(skipped, reasons))
+    warnings = [f"data.path={root}: {dark}" for dark in [low_range_warning(decoded.peaks, decoded.tops)] if dark]
 
     readable = {split: np.flatnonzero(ok & (split_of == split)) for split in splits}
     for split, idx in readable.items():
@@ -425,7 +405,7 @@ def build_image_folder(
         x_val=x_val, y_val=torch.from_numpy(labels[val]),
         x_test=x_test, y_test=torch.from_numpy(labels[test]),
         task="binary" if len(classes) == 2 else "multiclass", num_outputs=len(classes), class_names=classes,
-        num_workers=0 if keep else num_workers,
+        num_workers=0 if keep else num_workers, warnings=warnings,
         info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
               "color": color, "in_memory": keep, "normalization": scaler.to_info(), "skipped": skipped,
               "ignored_files": ignored,
