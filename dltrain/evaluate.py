@@ -54,6 +54,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         UserError: a bad checkpoint, split, device or override, or data that no longer
             matches the checkpoint.
     """
+    from dltrain.data.synthetic import FunctionValuesError
     from dltrain.device import resolve_device
     from dltrain.files import write_json
     from dltrain.metrics import MetricAccumulator
@@ -69,7 +70,11 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     cfg.device = device
     cfg.trainer.fast_dev_run = False  # every batch of the split
     seed_everything(cfg.seed)
-    data = load_data(cfg, dev)
+    try:
+        data = load_data(cfg, dev)
+    except FunctionValuesError as err:  # the function is the checkpoint's, not the user's
+        raise UserError(f"checkpoint {ckpt}: its {err.problem}: use a checkpoint written by dltrain "
+                        "training") from None
     _check_same_data(restored, data)
     loss_fn = build_loss(cfg, data)[1].to(dev)
     batches = make_batches(data, cfg.trainer, cfg.seed, dev)[1 if split == "val" else 2]

@@ -38,6 +38,7 @@ from dltrain.checks import (
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.data.batches import shard_range
+from dltrain.data.synthetic import FunctionValuesError
 from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
 from dltrain.errors import ConfigError, UserError, first_line
@@ -380,8 +381,15 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
         def build() -> tuple[torch.device, Experiment]:
             seed_everything(cfg.seed)
             device = device_for(ranks, resolve_device(cfg.device))
-            return device, build_experiment(cfg, device, state["optimizer"]["param_groups"] if resume_path else None,
-                                            ranks)
+            try:
+                return device, build_experiment(cfg, device,
+                                                state["optimizer"]["param_groups"] if resume_path else None, ranks)
+            except FunctionValuesError as err:
+                if resume_path is None:
+                    raise
+                # A resume cannot change the data: the function is the checkpoint's.
+                raise ConfigError(f"resume={resume_path}: the checkpoint's {err.problem}: resume a checkpoint "
+                                  "written by dltrain training, or train a new run") from None
 
         device, exp = _agreed(ranks, "setting up the run", build)
         train_forward = None

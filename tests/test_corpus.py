@@ -766,7 +766,7 @@ TRUST = [  # nothing a checkpoint stores is imported, called or evaluated withou
         lambda f, r: [f"ckpt={_crafted(f, r, 'model', EVIL_MODELS['os.system'])}", "model._target_=tests.nets.TinyNet"],
         "was trained with model._target_=os.system, not the model._target_=tests.nets.TinyNet given"),
     bad("function-power-tower", "dltrain", ["data=sine", "data.function='9**9**9'", RUN_DIR],
-        "is not a known function or a valid expression", "the exponent 9 ** 9 holds another power"),
+        "is not a known function or a valid expression", "the exponent 9**9 = 387420489 is beyond ±100"),
     bad("function-code", "dltrain", ["data=sine", "data.function='().__class__.__bases__[0].__subclasses__()'",
                                      RUN_DIR], "is not a known function or a valid expression", "is not allowed"),
 ]

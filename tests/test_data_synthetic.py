@@ -90,7 +90,7 @@ def test_sine_input_is_standardised_on_train():
 
 
 @pytest.mark.parametrize("function", ["sin(3*x", "no_such_function", "__import__('os').system('true')",
-                                      "().__class__.__bases__", "open('f')", "log(x)", "x[:3]", "''"])
+                                      "().__class__.__bases__", "open('f')", "x[:3]", "''"])
 def test_sine_refuses_what_is_not_a_function_of_x(function):
     with pytest.raises(ConfigError, match=r"^data\.function=.*sin\(3\*x\) \+ 0\.5\*x") as err:
         build_sine(seed=0, function=function, samples=50)

@@ -126,8 +126,8 @@ def test_a_stored_power_tower_is_refused_at_once(sine_ckpt, workdir, capsys, ent
     start = time.perf_counter()
     message = refusal(entry, evil, workdir, capsys)
     assert time.perf_counter() - start < 10
-    assert "data.function=9**9**9, which is not an allowed expression (the exponent 9 ** 9 holds another power" \
-        in message
+    assert "data.function=9**9**9, which is not an allowed expression (the exponent 9**9 = 387420489 is beyond " \
+        "±100" in message
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -233,6 +233,9 @@ def test_a_module_in_the_working_directory_runs_once_the_user_names_it(custom_ck
     ("0 < x <= 2", lambda x: ((0 < x) & (x <= 2)).astype(float)),
     ("tanh", np.tanh),
     ("(9**9)**9", lambda x: np.full_like(x, 9.0**81)),
+    ("e**(-x**2)", lambda x: np.exp(-x**2)),
+    ("2**(x**2) - x**(3**4) + 2**-(1+2)", lambda x: 2.0**(x**2) - x**81.0 + 0.125),
+    ("+".join(["x"] * 60), lambda x: 60 * x),
     ("3", lambda x: np.full_like(x, 3.0)),
     (f"{'(' * 50}x{')' * 50}", lambda x: x),
 ])
@@ -242,9 +245,12 @@ def test_allowed_expressions_equal_numpy(text, f):
 
 
 @pytest.mark.parametrize("text, reason", [
-    ("9**9**9", "the exponent 9 ** 9 holds another power"),
-    ("x**1000", "the exponent 1000 is outside [-100, 100]"),
-    ("2**-400", "the exponent -400 is outside [-100, 100]"),
+    ("9**9**9", "the exponent 9**9 = 387420489 is beyond ±100"),
+    ("x**1000", "the exponent 1000 is beyond ±100"),
+    ("2**-400", "the exponent -400 is beyond ±100"),
+    ("x**(0-1000)", "the exponent 0-1000 = -1000 is beyond ±100"),
+    ("sin(x)**(1/0)", "the exponent 1/0 = inf is beyond ±100"),
+    ("x**(0/0)", "the exponent 0/0 = nan is not a number"),
     ("1e999 * x", "beyond the float range"),
     ("__import__('os').system('id')", "is not allowed"),
     ("open('f')", "unknown function open"),
@@ -259,7 +265,8 @@ def test_allowed_expressions_equal_numpy(text, f):
     ("sin + 1", "sin is a function: call it"),
     ("y", "unknown name y"),
     ("x" + "+x" * 300, "more than the 500 allowed"),
-    ("-" * 300 + "x", "parts, more than the 200 allowed"),
+    ("-" * 300 + "x", "301 numbers, names and operations, more than the 200 allowed"),
+    ("+".join(["x"] * 101), "201 numbers, names and operations, more than the 200 allowed"),
     ("sin(3*x", "not an expression"),
 ])
 def test_disallowed_expressions_are_refused_at_once(text, reason):
@@ -277,6 +284,23 @@ def test_data_function_on_the_command_line_is_one_config_error(function):
     assert "\n" not in str(err.value) and time.perf_counter() - start < 1
 
 
-def test_values_beyond_float32_are_refused():
-    with pytest.raises(ConfigError, match=r"not finite \(as float32\)"):
-        build_sine(seed=0, function="(9**9)**9", samples=50)
+@pytest.mark.parametrize("function, bad", [("(9**9)**9", 50), ("exp(x**4)", None), ("log(x)", None)])
+def test_values_that_are_not_finite_are_said_to_be_so(function, bad):
+    with pytest.raises(ConfigError) as err:
+        build_sine(seed=0, function=function, samples=50)
+    message = str(err.value)
+    assert message.startswith(f"data.function={function!r} is valid, but its values are not finite as float32")
+    assert "points of [data.x_min, data.x_max] = [-3.14159, 3.14159]: use a function whose values stay finite " \
+        "there, or narrow data.x_min and data.x_max" in message
+    assert "Error" not in message and "not a known function" not in message
+    if bad is not None:
+        assert f" at {bad} of 50 points " in message
+
+
+@pytest.mark.parametrize("entry", ["resume", "eval"])
+def test_a_stored_function_that_overflows_names_the_checkpoint(sine_ckpt, workdir, capsys, entry):
+    evil = craft(sine_ckpt, workdir / "evil.pt", set_key("data.function", "exp(x**4)"))
+    message = refusal(entry, evil, workdir, capsys)
+    where = f"resume={evil}: the checkpoint's" if entry == "resume" else f"checkpoint {evil}: its"
+    assert f"{where} data.function='exp(x**4)' is valid, but its values are not finite as float32" in message
+    assert "[data.x_min, data.x_max] = [-3.14159, 3.14159]: " in message and "Error" not in message

@@ -27,6 +27,17 @@ FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 """The functions ``data=sine`` knows by name (``data.function=NAME``)."""
 
 
+class FunctionValuesError(ConfigError):
+    """``data.function`` is valid, but its values on ``[data.x_min, data.x_max]`` are not all
+    finite as float32. ``problem`` says so without advice, for a caller that knows where the
+    function came from (a checkpoint) and gives its own."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}: use a function whose values stay finite there, or narrow "
+                         "data.x_min and data.x_max")
+        self.problem = problem
+
+
 @DATASETS.register("xor")
 def build_xor(seed: int = 0, copies: int = 100, noise: float = 0.1, val_fraction: float = 0.2,
               test_fraction: float = 0.2) -> DataSplits:
@@ -67,15 +78,15 @@ def build_sine(seed: int = 0, function: str = "sin", x_min: float = -np.pi, x_ma
 
     Raises:
         ConfigError: naming ``data.x_min``/``data.x_max`` for an empty interval, or
-            ``data.function`` for an unknown name or an expression that fails or gives
-            non-finite values on the interval.
+            ``data.function`` for an unknown name or an expression that fails, and
+            :class:`FunctionValuesError` for one whose values are not finite on the interval.
     """
     if x_min >= x_max:
         raise ConfigError(f"data.x_min={x_min:g} is not below data.x_max={x_max:g}: "
                           "make data.x_min smaller than data.x_max.")
     rng = np.random.default_rng(seed)
     x = rng.uniform(x_min, x_max, samples)
-    y = _evaluate(function, x) + rng.normal(0.0, noise, samples)
+    y = _evaluate(function, x, (x_min, x_max)) + rng.normal(0.0, noise, samples)
     train, val, test = split_indices(samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     scaler = Standardizer.fit(x[train, None])
 
@@ -222,11 +233,12 @@ def _classification(x: np.ndarray, y: np.ndarray, *, classes: int, seed: int, va
     )
 
 
-def _evaluate(function: str, x: np.ndarray) -> np.ndarray:
+def _evaluate(function: str, x: np.ndarray, interval: tuple[float, float]) -> np.ndarray:
     """``function`` (a name from :data:`FUNCTIONS` or an expression in ``x``) at every ``x``.
 
     Raises:
-        ConfigError: naming ``data.function`` when it is neither, or gives non-finite values.
+        ConfigError: naming ``data.function`` when it is neither.
+        FunctionValuesError: when it is, but gives values that are not finite as float32.
     """
     try:
         if function in FUNCTIONS:
@@ -235,14 +247,17 @@ def _evaluate(function: str, x: np.ndarray) -> np.ndarray:
         else:  # parsed and walked, never eval'd: the text may come from a checkpoint
             value = expression.evaluate(expression.parse(function), x)
         y = np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape)
-        # The targets are float32: a value beyond its range would become inf there.
-        bad = int((~np.isfinite(y) | (np.abs(y) > np.finfo(np.float32).max)).sum())
-        if bad:
-            raise ValueError(f"not finite (as float32) at {bad} of {len(x)} points in [data.x_min, data.x_max]")
     except Exception as err:  # anything an expression can raise is the user's to fix
         reason = first_line(err) if isinstance(err, expression.ExpressionError) else \
             f"{type(err).__name__}: {err}".splitlines()[0]
         raise ConfigError(f"data.function={str(function)[:80]!r} is not a known function or a valid expression in x "
                           f"({reason}): use one of {', '.join(FUNCTIONS)} or an expression such as "
                           "'sin(3*x) + 0.5*x'.") from None
+    # The targets are float32: a value beyond its range would become inf there.
+    bad = int((~np.isfinite(y) | (np.abs(y) > np.finfo(np.float32).max)).sum())
+    if bad:
+        raise FunctionValuesError(
+            f"data.function={str(function)[:80]!r} is valid, but its values are not finite as float32 (NaN, "
+            f"infinite or beyond ±3.4e38) at {bad} of {len(x)} points of [data.x_min, data.x_max] = "
+            f"[{interval[0]:g}, {interval[1]:g}]")
     return y
