@@ -17,13 +17,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from dltrain.errors import UserError
 from dltrain.inference import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOOL = "dltrain-predict"
 POINT_DATA = ("xor", "moons", "spirals", "sine")
@@ -149,17 +152,7 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
     columns = data["encoded_features"]
     out = np.zeros((len(x), len(columns)), dtype=np.float32)
     for j, (column, stats) in enumerate(data["numeric_scaling"].items()):
-        values = x[column].to_numpy(dtype=np.float64)
-        if (infinite := np.isinf(values)).any():
-            raise UserError(f"input={path}: column {column} holds infinite numbers in "
-                            f"{rows_text(x.index[infinite])} (0 = the first data row): the model reads finite "
-                            "numbers; fix those cells")
-        with np.errstate(over="ignore"):
-            out[:, j] = (values - stats["mean"]) / stats["std"]
-        if not np.isfinite(out[:, j]).all():
-            rows = x.index[~np.isfinite(out[:, j])]
-            raise UserError(f"input={path}: column {column} holds numbers too large for the model in "
-                            f"{rows_text(rows)} (0 = the first data row): fix those cells")
+        out[:, j] = _standardised(x[column], stats["mean"], stats["std"], path)
     position = len(data["numeric_scaling"])
     for column, categories in data["categorical"].items():
         index, position = _one_hot_columns(column, categories, columns, position)
@@ -172,6 +165,28 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
         raise UserError(f"checkpoint {restored.path}: its encoded_features do not match its columns' encodings, "
                         "so the inputs cannot be encoded as in training: use the checkpoint as dltrain wrote it")
     return torch.from_numpy(out)
+
+
+def _standardised(cells: pd.Series, mean: float, std: float, path: Path) -> np.ndarray:
+    """``(cells - mean) / std`` in float32, as the model reads a numeric column.
+
+    Raises:
+        UserError: an infinite cell, or one whose value does not fit float32 (``1e39``),
+            naming the column and its rows.
+    """
+    from dltrain.data.cells import rows_text
+
+    values = cells.to_numpy(dtype=np.float64)
+    if (infinite := np.isinf(values)).any():
+        raise UserError(f"input={path}: column {cells.name} holds infinite numbers in "
+                        f"{rows_text(cells.index[infinite])} (0 = the first data row): the model reads finite "
+                        "numbers; fix those cells")
+    with np.errstate(over="ignore"):
+        out = ((values - mean) / std).astype(np.float32)
+    if not (finite := np.isfinite(out)).all():
+        raise UserError(f"input={path}: column {cells.name} holds numbers too large for the model in "
+                        f"{rows_text(cells.index[~finite])} (0 = the first data row): fix those cells")
+    return out
 
 
 def _stray_note(stray: Any) -> str:
@@ -241,17 +256,16 @@ def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
         raise UserError(f"input={path} has {len(numeric)} numeric columns ({', '.join(map(str, numeric))}), "
                         f"but the data={data['dataset']} model reads {width} number{plural} per row: give a CSV "
                         f"whose numeric columns are exactly its {width} input{plural}, in order")
-    x = table[numeric].to_numpy(dtype=np.float64)
-    if np.isnan(x).any():
-        raise UserError(f"input={path} has {int(np.isnan(x).any(axis=1).sum())} rows with empty cells: fill them in")
-    if (infinite := np.isinf(x).any(axis=1)).any():
-        from dltrain.data.cells import rows_text
-
-        raise UserError(f"input={path} holds infinite numbers in {rows_text(table.index[infinite])} (0 = the first "
-                        "data row): the model reads finite numbers; fix those cells")
-    if scaling := data.get("input_scaling"):
-        x = (x - np.asarray(scaling["mean"])) / np.asarray(scaling["std"])
-    return torch.from_numpy(x.astype(np.float32))
+    if gaps := int(table[numeric].isna().any(axis=1).sum()):
+        raise UserError(f"input={path} has {gaps} rows with empty cells: fill them in")
+    scaling = data.get("input_scaling") or {"mean": [0.0] * width, "std": [1.0] * width}
+    if not len(scaling["mean"]) == len(scaling["std"]) == width:
+        raise UserError(f"checkpoint {restored.path}: its input_scaling does not hold {width} means and standard "
+                        "deviations, so the inputs cannot be scaled as in training: use the checkpoint as dltrain "
+                        "wrote it")
+    columns = [_standardised(table[c], m, s, path) for c, m, s in zip(numeric, scaling["mean"], scaling["std"],
+                                                                      strict=True)]
+    return torch.from_numpy(np.stack(columns, axis=1))
 
 
 # --- images ------------------------------------------------------------------------------------------------------

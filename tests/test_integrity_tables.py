@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from dltrain.losses import LOSSES
 from dltrain.predict import main as predict_main
 from dltrain.predict import read_inputs
 from tests.conftest import run_cli, tool_error
-from tests.files import write_csv
+from tests.files import reviews, write_csv
 
 
 def numbers(rows: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -74,11 +75,77 @@ def test_a_stray_string_keeps_a_true_false_column_numeric(tmp_path):
     assert data.warnings[0].startswith("column flag: 1 of 300 cells is not a number ('?')")
 
 
-def test_a_stray_string_in_the_target_is_a_missing_target(tmp_path):
-    path = write_csv(tmp_path / "t.csv", with_cells(numbers(), "y", {7: "?"}))
+def test_a_stray_string_in_a_regression_target_is_a_missing_target(tmp_path):
+    table = numbers().assign(y=lambda t: (3 * t["x"]).round(3))
+    path = write_csv(tmp_path / "t.csv", with_cells(table, "y", {7: "?"}))
     data = build_csv(path=str(path), target="y", missing="drop")
-    assert data.task == "binary" and data.class_names == ["0", "1"]
-    assert data.info["rows_dropped"] == 1
+    assert data.task == "regression" and data.info["rows_dropped"] == 1
+    assert data.warnings[0].startswith("column y: 1 of 300 cells is not a number ('?'), read as missing values")
+    # integer labels are classes unless data.task says otherwise
+    data = build_csv(path=str(write_csv(tmp_path / "c.csv", with_cells(numbers(), "y", {7: "?"}))), target="y",
+                     missing="drop", task="regression")
+    assert data.task == "regression" and data.info["rows_dropped"] == 1
+
+
+def labels_with_other(rows: int = 300, share: float = 0.05) -> np.ndarray:
+    """Labels ``0``, ``1``, ``2`` as text, and ``other`` in ``share`` of the rows."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, rows).astype(str).astype(object)
+    labels[rng.choice(rows, int(rows * share), replace=False)] = "other"
+    return labels
+
+
+@pytest.mark.parametrize("task", ["auto", "multiclass"])
+def test_a_text_label_among_numeric_class_labels_is_a_class(tmp_path, task):
+    path = write_csv(tmp_path / "t.csv", numbers().assign(y=labels_with_other()))
+    data = build_csv(path=str(path), target="y", missing="drop", task=task)
+    assert data.task == "multiclass" and data.class_names == ["0", "1", "2", "other"]
+    assert data.info["rows_dropped"] == 0
+    why = "its numbers are integers with at most 20 distinct values" if task == "auto" else "data.task=multiclass"
+    assert data.warnings == [f"data.target=y: 15 of 300 cells are not numbers ('other'), read as labels of their own "
+                             f"since the target is classes ({why}): empty those cells if they mean a missing label"]
+
+
+def test_a_text_label_among_numeric_labels_of_texts_is_a_class(tmp_path):
+    texts = write_csv(tmp_path / "t.csv", {**reviews(300), "label": labels_with_other()})
+    data = build_text_csv(path=str(texts))
+    assert data.task == "multiclass" and data.class_names == ["0", "1", "2", "other"]
+    assert len(data.warnings) == 1 and "15 of 300 cells are not numbers ('other'), read as labels" in data.warnings[0]
+    with pytest.raises(ConfigError, match=r"15 rows of .* have no label \(15 of 300 cells are not numbers"):
+        build_text_csv(path=str(texts), task="regression")
+
+
+def test_binary_names_the_labels_it_found(tmp_path):
+    path = write_csv(tmp_path / "t.csv", with_cells(numbers(), "y", {7: "?"}))
+    with pytest.raises(ConfigError, match=r"data.task=binary needs exactly 2 classes, but data.target=y holds 3 "
+                                          r"\(0, 1, \?\): set data.task=multiclass, or empty the cells that are no"):
+        build_csv(path=str(path), target="y", missing="drop", task="binary")
+
+
+def true_among_numbers(rows: int = 300) -> pd.DataFrame:
+    """A feature ``a`` of numbers near 1000 that decides ``y``, with ``true`` in row 5, and noise ``b``."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(1000, 10, rows).round(2)
+    return with_cells(pd.DataFrame({"a": a, "b": rng.normal(size=rows).round(3), "y": (a > 1000).astype(int)}),
+                      "a", {5: "true"})
+
+
+def test_a_true_cell_among_numbers_is_a_stray_cell(tmp_path):
+    path = write_csv(tmp_path / "t.csv", true_among_numbers())
+    data = build_csv(path=str(path), target="y", missing="drop")
+    assert data.info["encoded_features"] == ["a", "b"] and data.info["rows_dropped"] == 1
+    assert data.warnings[0].startswith("column a: 1 of 300 cells is not a number ('true'), read as missing values")
+    path = write_csv(tmp_path / "q.csv", with_cells(true_among_numbers(), "a", {9: "?"}))
+    with pytest.raises(ConfigError, match=r"missing values: a \(2; 2 of 300 cells are not numbers \('true', '\?'\)"):
+        build_csv(path=str(path), target="y")
+
+
+def test_a_true_false_column_with_gaps_is_numeric(tmp_path):
+    table = numbers().astype({"flag": object})
+    table.loc[[4, 9], "flag"] = None
+    data = build_csv(path=str(write_csv(tmp_path / "t.csv", table)), target="y", missing="drop")
+    assert data.info["encoded_features"] == ["x", "z", "flag"] and "flag" in data.info["numeric_scaling"]
+    assert data.warnings == []
 
 
 def test_a_text_column_with_some_numbers_stays_categorical(tmp_path):
@@ -250,3 +317,37 @@ def test_predict_refuses_a_stray_string_without_fill_values(table_model, tmp_pat
     err = tool_error(capsys, predict_main, "dltrain-predict", [f"ckpt={tmp_path / 'error.pt'}", f"input={source}",
                                                                  f"output={tmp_path / 'o.csv'}", "device=cpu"])
     assert "empty cells in x (2 rows; rows 2, 6 not numbers: '?')" in err
+
+
+def test_predict_reads_a_true_cell_among_numbers_as_missing(table_model, tmp_path, capsys):
+    source = write_csv(tmp_path / "new.csv", with_cells(numbers(10), "x", {2: "true"}))
+    (_, x), = read_inputs(load_model(table_model), source, 512)
+    assert x[2, 0].item() == pytest.approx(0.0, abs=1e-6)  # the training mean, standardised; not the number 1
+    assert "x (row 2: 1 of 10 cells is not a number ('true'))" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def point_model(tmp_path_factory) -> Path:
+    """A checkpoint of ``data=xor`` (two numbers per row)."""
+    run = tmp_path_factory.mktemp("point_model") / "run"
+    train(compose(["device=cpu", "data=xor", "trainer.fast_dev_run=true"]), run_dir=run)
+    return run / "checkpoints" / "best.pt"
+
+
+@pytest.mark.parametrize("cell", [1e39, 1e300, -1e300])
+def test_predict_refuses_point_numbers_beyond_float32(point_model, tmp_path, capsys, cell):
+    source = write_csv(tmp_path / "points.csv", {"u": [0.1, 0.2, 0.3, cell], "v": [0.5, cell, 0.0, 0.1]})
+    out = tmp_path / "out.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning either
+        err = tool_error(capsys, predict_main, "dltrain-predict", [f"ckpt={point_model}", f"input={source}",
+                                                                     f"output={out}", "device=cpu"])
+    assert "column u holds numbers too large for the model in row 3 (0 = the first data row)" in err
+    assert not out.exists()
+
+
+def test_predict_names_the_column_of_an_infinite_point(point_model, tmp_path, capsys):
+    source = write_csv(tmp_path / "points.csv", {"u": [0.1, 0.2], "v": [0.5, float("inf")]})
+    err = tool_error(capsys, predict_main, "dltrain-predict", [f"ckpt={point_model}", f"input={source}",
+                                                                 f"output={tmp_path / 'out.csv'}", "device=cpu"])
+    assert "column v holds infinite numbers in row 1 (0 = the first data row)" in err

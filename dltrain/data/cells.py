@@ -4,8 +4,9 @@ names a column twice.
 
 The rule for a column of mixed cells: when at least ``MOSTLY_NUMERIC`` of its non-empty
 cells are numbers, it is a numeric column and the other cells are treated as missing
-(``data.missing`` decides); otherwise it is a text column. Row numbers in messages count
-the file's data rows from 0, as ``predictions.csv``'s ``row`` does.
+(``data.missing`` decides); otherwise it is a text column. A ``true`` among other numbers
+is such a cell, not the number 1. Row numbers in messages count the file's data rows from
+0, as ``predictions.csv``'s ``row`` does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MOSTLY_NUMERIC = 0.9
 """Share of a column's non-empty cells that must be numbers for the column to be numeric."""
 
 TRUTH = {"True": 1.0, "TRUE": 1.0, "true": 1.0, "False": 0.0, "FALSE": 0.0, "false": 0.0}
-"""The true/false cells pandas reads as booleans, which a numeric column holds as 1 and 0."""
+"""The true/false cells pandas reads as booleans, which a boolean column holds as 1 and 0."""
 
 TARGET_LIMIT = 1e30
 """Largest magnitude of a regression target: predictions in its units are float32 (up to 3.4e38)."""
@@ -62,16 +63,29 @@ def rows_text(rows: Sequence[int], limit: int = 5) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def numbers_of(cells: pd.Series) -> pd.Series:
+    """Each cell as a float64 number, NaN where it is none. True/false cells count as 1 and 0
+    only in a boolean column, whose other cells are no numbers either: among other numbers a
+    ``true`` is a stray cell, not the number 1."""
+    import pandas as pd
+
+    truth = cells.map(lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v in TRUTH))
+    parsed = pd.to_numeric(cells.where(~truth), errors="coerce")
+    if parsed.notna().any():
+        return parsed.astype(np.float64)
+    return pd.to_numeric(cells.map(lambda v: TRUTH.get(v, v) if isinstance(v, str) else v).where(truth),
+                         errors="coerce").astype(np.float64)
+
+
 def read_numbers(table: pd.DataFrame, columns: Sequence[str], share: float = MOSTLY_NUMERIC) -> dict[str, Stray]:
-    """Make each mostly numeric text column of ``columns`` numeric, in place: its cells that
-    are not numbers become missing. A column with fewer numbers than ``share`` of its
-    non-empty cells stays text (``share=0``: every column of ``columns`` becomes numeric).
-    True/false cells count as the numbers 1 and 0, as in a column of true/false alone.
+    """Make each mostly numeric text column of ``columns`` a float column, in place: its cells
+    that are not numbers (see :func:`numbers_of`) become missing. A column with fewer numbers
+    than ``share`` of its non-empty cells stays text (``share=0``: every column of
+    ``columns`` becomes numeric).
 
     Returns:
-        column -> the cells that were not numbers, for the columns changed.
+        column -> the cells that were not numbers, for the columns with such cells.
     """
-    import pandas as pd
     from pandas.api.types import is_object_dtype, is_string_dtype
 
     strays: dict[str, Stray] = {}
@@ -80,14 +94,15 @@ def read_numbers(table: pd.DataFrame, columns: Sequence[str], share: float = MOS
         if not (is_object_dtype(cells) or is_string_dtype(cells)):
             continue
         present = cells.notna()
-        numbers = pd.to_numeric(cells.map(lambda v: TRUTH.get(v, v) if isinstance(v, str) else v), errors="coerce")
+        numbers = numbers_of(cells)
         stray = present & numbers.isna()
         count = int(present.sum())
-        if not stray.any() or count - int(stray.sum()) < share * count:
+        if count - int(stray.sum()) < share * count:
             continue
-        table[column] = numbers
-        strays[str(column)] = Stray(table.index[stray.to_numpy()].tolist(),
-                                    list(dict.fromkeys(cells[stray].astype(str))), count)
+        table[column] = numbers  # float even without stray cells: an object column would be one-hot encoded
+        if stray.any():
+            strays[str(column)] = Stray(table.index[stray.to_numpy()].tolist(),
+                                        list(dict.fromkeys(cells[stray].astype(str))), count)
     return strays
 
 

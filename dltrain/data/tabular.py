@@ -174,10 +174,40 @@ def resolve_task(y: pd.Series, task: str) -> tuple[str, str]:
                               f"values such as {y.iloc[0]!r}: set data.task=auto to classify them.")
         classes = _count_classes(y) if task != "regression" else None
         if task == "binary" and classes != 2:
+            labels = sorted(map(str, y.unique()))
+            shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
             raise ConfigError(f"data.task=binary needs exactly 2 classes, but data.target={y.name} holds "
-                              f"{classes}: set data.task=multiclass.")
+                              f"{classes} ({shown}): set data.task=multiclass, or empty the cells that are no class.")
     log.info("data: task=%s (%s)", task, reason)
     return task, reason
+
+
+def read_target(table: pd.DataFrame, target: str, task: str) -> tuple[dict[str, Stray], list[str]]:
+    """Read a mostly numeric target column with a few other cells (``?``, ``other``), in place.
+
+    A regression target (``data.task=regression``, or ``auto`` when its numbers alone are
+    not classes: not all integers, or more than ``MAX_CLASS_VALUES`` distinct) becomes
+    numbers and its other cells missing, as a feature column would. A class target keeps
+    every cell as a label: ``other`` among ``0``, ``1``, ``2`` is a fourth class, said in a
+    warning.
+
+    Returns:
+        the target's cells read as missing (see :func:`~dltrain.data.cells.read_numbers`),
+        and the warnings.
+    """
+    probe = table[[target]].copy()
+    strays = read_numbers(probe, [target])
+    if not strays:
+        return {}, []  # a column of numbers or of text alone is read as pandas read it
+    numbers = probe[target].dropna().to_numpy()
+    classes = len(numbers) > 0 and _integer_valued(numbers) and len(np.unique(numbers)) <= MAX_CLASS_VALUES
+    if task == "regression" or (task == "auto" and not classes):
+        table[target] = probe[target]
+        return strays, []
+    why = f"data.task={task}" if task != "auto" else \
+        f"its numbers are integers with at most {MAX_CLASS_VALUES} distinct values"
+    return {}, [f"data.target={target}: {strays[target].describe()}, read as labels of their own since the "
+                f"target is classes ({why}): empty those cells if they mean a missing label"]
 
 
 def class_indices(y: pd.Series, positive: str | None = None) -> tuple[np.ndarray, list[str]]:
@@ -469,7 +499,9 @@ def build_csv(
     where = describe_path(path)
     columns = _feature_columns(table, target, features, where)
     table = table[[*columns, target]].copy()
-    strays = read_numbers(table, [*columns, target])
+    strays = read_numbers(table, columns)
+    target_strays, label_warnings = read_target(table, target, task)
+    strays.update(target_strays)
     check_finite(table, [*columns, target], where)
     table, dropped = _handle_missing(table, target, missing, where, strays)
     rows = table.index.to_numpy()  # position in the file (0 = first data row) of each row kept
@@ -491,4 +523,5 @@ def build_csv(
         "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
-    return encoded.splits(torch.from_numpy(values), info, warnings=stray_warnings(strays, missing))
+    warned = [*stray_warnings(strays, missing), *label_warnings]
+    return encoded.splits(torch.from_numpy(values), info, warnings=warned)

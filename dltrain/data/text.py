@@ -15,10 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dltrain.data.cells import check_finite, read_numbers
+from dltrain.data.cells import check_finite
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
-from dltrain.data.tabular import describe_path, read_table, require_column, resolve_task, split_target
+from dltrain.data.tabular import (
+    describe_path,
+    read_table,
+    read_target,
+    require_column,
+    resolve_task,
+    split_target,
+)
 from dltrain.errors import ConfigError
 
 log = logging.getLogger("dltrain")
@@ -122,7 +129,7 @@ def build_text_csv(
     where = describe_path(path)
     require_column(table, text_column, "data.text_column", where)
     require_column(table, target, "data.target", where)
-    strays = read_numbers(table, [target])  # a stray '?' among numeric labels is no label
+    strays, label_warnings = read_target(table, target, task)  # '?' among regression targets is none
     check_finite(table, [target], where)
     labels = table[target]
     unlabelled = int(labels.isna().sum())
@@ -157,4 +164,4 @@ def build_text_csv(
         "target_scale": None if encoded.scale is None else list(encoded.scale),
         "test_rows": encoded.parts[2].tolist(),  # position in the file, for predictions.csv
     }
-    return encoded.splits(torch.from_numpy(x), info, vocab_size=len(vocab))
+    return encoded.splits(torch.from_numpy(x), info, vocab_size=len(vocab), warnings=label_warnings)
