@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dltrain.errors import ConfigError
 from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
 
-__all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "register_configs",
+__all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
            "schema_name", "validate"]
 
 #: Where the config tree is installed, and the name of its primary config (``conf/train.yaml``).
@@ -32,6 +32,15 @@ CONFIG_NAME = "train"
 def schema_name(group: str, option: str) -> str:
     """Name under which the schema of ``group=option`` is stored in the ConfigStore."""
     return f"schema_{group}_{option}"
+
+
+def group_node(schema: type, values: Any) -> DictConfig:
+    """``values`` (a group's stored config, e.g. a checkpoint's ``model``) typed by ``schema``;
+    a schema that takes the user's own keys (``model=custom``) takes them."""
+    base = OmegaConf.structured(schema)
+    if getattr(schema, "ALLOWS_EXTRA_KEYS", False):
+        OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, values)
 
 
 def register_configs() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.checkpoint import load_checkpoint
+from dltrain.config import group_node
 from dltrain.errors import ConfigError, UserError
 from dltrain.schemas import GROUP_SCHEMAS
 from dltrain.signals import Interrupted
@@ -121,10 +122,13 @@ def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -
         if schema is None:
             raise ConfigError(f"the checkpoint's {group}={node.get('name')} is not an option of this dltrain "
                               "version: train a new run")
-        merged[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+        merged[group] = group_node(schema, node)
         for key in sorted(k for k in explicit if k.startswith(group + ".")):
             _update(merged, key, OmegaConf.select(cfg, key), f"{key} is not a key of the checkpoint's "
                                                               f"{group}={node.get('name')}")
+    for group in GROUP_SCHEMAS:  # model=custom: the checkpoint's +model.KEY values are its module's own
+        if getattr(GROUP_SCHEMAS[group].get(merged[group].name), "ALLOWS_EXTRA_KEYS", False):
+            OmegaConf.set_struct(merged[group], False)
     for key, value in flatten(saved).items():
         if not any(key == k or key.startswith(k + ".") for k in keep):
             _update(merged, key, value, f"the checkpoint's {key}={value} does not fit this dltrain version's config")

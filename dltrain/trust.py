@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dltrain.config import GROUP_SCHEMAS, validate
+from dltrain.config import GROUP_SCHEMAS, group_node, validate
 from dltrain.data import expression
 from dltrain.data.synthetic import FUNCTIONS
 from dltrain.errors import ConfigError, UserError, first_line
@@ -92,7 +92,7 @@ def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
             if schema is None:
                 raise ConfigError(f"{group}={node.get('name') if isinstance(node, dict) else node} is not an option "
                                   "of this dltrain version")
-            cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+            cfg[group] = group_node(schema, node)
         where = ""
         cfg = OmegaConf.merge(cfg, {k: v for k, v in saved.items() if k not in GROUP_SCHEMAS})
         cfg.trust_code = False

@@ -43,10 +43,11 @@ EVIL_MODELS = {
 
 @pytest.fixture(scope="module")
 def custom_ckpt(tmp_path_factory) -> Path:
-    """best.pt of a one-epoch xor run of a custom model (``tests.nets.TinyNet``)."""
+    """best.pt of a one-epoch xor run of a custom model (``tests.nets.TinyNet``) with a key of
+    its own (``+model.width=8``), which a rebuild must pass on."""
     run = tmp_path_factory.mktemp("custom") / "run"
     train(compose(["device=cpu", "data=xor", "data.copies=25", "trainer.max_epochs=1", "model=custom",
-                   f"model._target_={NET}"]), run_dir=run)
+                   f"model._target_={NET}", "+model.width=8"]), run_dir=run)
     return run / "checkpoints" / "best.pt"
 
 
@@ -213,7 +214,7 @@ def test_the_named_target_or_trust_code_rebuilds_the_custom_model(custom_ckpt, w
 
 
 def test_a_module_in_the_working_directory_runs_once_the_user_names_it(custom_ckpt, workdir, capsys):
-    crafted = craft(custom_ckpt, workdir / "download.pt", set_key("model", EVIL_MODELS["evilmod.Net"]))
+    crafted = craft(custom_ckpt, workdir / "download.pt", set_key("model._target_", "evilmod.Net"))
     eval_tool.main([f"ckpt={crafted}", "device=cpu", "model._target_=evilmod.Net"])
     assert "accuracy" in capsys.readouterr().out
     assert (workdir / MARKER).read_text() == "top-level code ran"  # the user's own decision
