@@ -83,10 +83,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
                         f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
     from dltrain.models.summary import summarize
     from dltrain.run import add_log_softmax, build_model
-    from dltrain.trust import check_stored_config, stored_config
+    from dltrain.trust import check_data_record, check_stored_config, stored_config
 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = stored_config(path, state["config"])
+    check_data_record(path, state["data"])
     data, spec = state["data"], state["model_spec"]
     _check_input_size(path, data)
     inputs = SimpleNamespace(input_shape=tuple(data["input_shape"]), vocab_size=data.get("vocab_size"))

@@ -11,6 +11,7 @@ config that names code (Hydra's ``_target_``-style keys) or would be resolved (a
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.config import GROUP_SCHEMAS, group_node, validate
 from dltrain.data import expression
+from dltrain.data.splits import TASKS
 from dltrain.data.synthetic import FUNCTIONS
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.schemas import TrainConfig
@@ -103,6 +105,72 @@ def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
         raise UserError(f"checkpoint {path}: its config does not fit this dltrain version "
                         f"({problem.rstrip('.')}): use a checkpoint written by dltrain training") from None
     return cfg
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _scaling(v: Any) -> bool:
+    return isinstance(v, dict) and _numbers(v.get("mean")) and _numbers(v.get("std")) \
+        and len(v["mean"]) == len(v["std"])
+
+
+def _cells(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and (_number(x) or isinstance(x, str)) for k, x in v.items())
+
+
+#: What each entry of a checkpoint's ``data`` record (the preprocessing ``dltrain-eval`` and
+#: ``dltrain-predict`` apply to new inputs) must be: it is read from the file, so it is checked
+#: before any of it is used, and a damaged or crafted one is one line instead of a traceback.
+DATA_RECORD: dict[str, tuple[Any, str]] = {
+    "task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}"),
+    "num_outputs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+    "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) or _number(x) for x in v)),
+                    "a list of names"),
+    "target_scale": (lambda v: v is None or (_numbers(v) and len(v) == 2), "[mean, std]"),
+    "vocab_size": (lambda v: v is None or (isinstance(v, int) and v >= 1), "a whole number"),
+    "padded_length": (lambda v: v is None or (isinstance(v, int) and v >= 1), "a whole number"),
+    "vocabulary": (_strings, "a list of tokens"),
+    "features": (_strings, "a list of column names"),
+    "encoded_features": (_strings, "a list of column names"),
+    "numeric_scaling": (lambda v: isinstance(v, dict) and all(
+        isinstance(s, dict) and _number(s.get("mean")) and _number(s.get("std")) for s in v.values()),
+        "{column: {mean, std}}"),
+    "categorical": (lambda v: isinstance(v, dict) and all(isinstance(c, list) for c in v.values()),
+                    "{column: [categories]}"),
+    "fill_values": (_cells, "{column: value}"),
+    "fill_values_new_rows": (_cells, "{column: value}"),
+    "input_scaling": (lambda v: v is None or _scaling(v), "{mean: [...], std: [...]}"),
+    "normalization": (_scaling, "{mean: [...], std: [...]}"),
+    "pixel_scaling": (_scaling, "{mean: [...], std: [...]}"),
+    "pixel_max": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "color": (lambda v: v in ("grayscale", "rgb"), "grayscale or rgb"),
+}
+
+
+def check_data_record(path: str | Path, data: Any) -> None:
+    """Refuse a checkpoint whose ``data`` record (classes, scaling, vocabulary, ...) is not
+    what dltrain writes, naming the first entry at fault.
+
+    Raises:
+        UserError: one line naming the checkpoint, the entry and what it should be.
+    """
+    if not isinstance(data, dict):
+        raise UserError(f"checkpoint {path}: its data record is not a record: use a checkpoint written by "
+                        "dltrain training")
+    for key, (ok, what) in DATA_RECORD.items():
+        if key in data and not ok(data[key]):
+            raise UserError(f"checkpoint {path}: its data record's {key}={_short(data[key])} is not {what}: the "
+                            "file was changed after training; use a checkpoint written by dltrain training")
 
 
 def named_target(model: DictConfig) -> str | None:

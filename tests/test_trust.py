@@ -305,3 +305,21 @@ def test_a_stored_function_that_overflows_names_the_checkpoint(sine_ckpt, workdi
     where = f"resume={evil}: the checkpoint's" if entry == "resume" else f"checkpoint {evil}: its"
     assert f"{where} data.function='exp(x**4)' is valid, but its values are not finite as float32" in message
     assert "[data.x_min, data.x_max] = [-3.14159, 3.14159]: " in message and "Error" not in message
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("input_scaling", {"mean": ["abc", 0.0], "std": [1.0, 1.0]}, "input_scaling="),
+    ("class_names", 5, "class_names=5 is not a list of names"),
+    ("task", "weird", "task=weird is not one of regression, binary, multiclass, multilabel"),
+    ("target_scale", ["a", "b"], "target_scale=['a', 'b'] is not [mean, std]"),
+    ("num_outputs", -1, "num_outputs=-1 is not a whole number >= 1"),
+])
+@pytest.mark.parametrize("entry", ["eval", "predict"])
+def test_a_damaged_data_record_is_one_line(sine_ckpt, workdir, capsys, entry, key, value, says):
+    """The preprocessing a checkpoint records is read from the file too: checked before use."""
+    state = torch.load(sine_ckpt, weights_only=True)
+    state["data"][key] = value
+    torch.save(state, workdir / "evil.pt")
+    (workdir / "points.csv").write_text("x\n0.5\n")
+    message = refusal(entry, workdir / "evil.pt", workdir, capsys)
+    assert f"its data record's {says}" in message and "use a checkpoint written by dltrain training" in message
