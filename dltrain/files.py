@@ -166,7 +166,7 @@ def ensure_new_run_dir(run_dir: str | Path, how_to_change: str, *, resume: str |
     except OSError:  # absent (a new directory), or no directory: whoever creates it says why it cannot
         return
     others = [name for name in entries if not (hydra_started and name in hydra_files)]
-    if not others or (resume == "auto" and _killed_before_first_epoch(entries, hydra_files)):
+    if not others or (resume == "auto" and _killed_before_first_epoch(folder, entries, hydra_files)):
         return
     others.sort(key=lambda name: _run_file(name, hydra_files))  # what no run writes first: the user's
     shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -182,10 +182,29 @@ def hydra_file_names(hydra: Any) -> tuple[str, ...]:
     return tuple(name for name in names if name)
 
 
-def _killed_before_first_epoch(entries: list[str], hydra_files: Collection[str]) -> bool:
+#: The files Hydra writes into a run's output subdirectory (``.hydra``).
+HYDRA_RECORDS = ("config.yaml", "hydra.yaml", "overrides.yaml")
+#: A key each JSON file a run writes at its start holds: a file of that name without it is the user's.
+_JSON_MARKS = {"data.json": "dataset", "summary.json": "status"}
+
+
+def _killed_before_first_epoch(folder: Path, entries: list[str], hydra_files: Collection[str]) -> bool:
     """Whether ``entries`` are those of a Hydra run that was killed before its first epoch
-    ended: Hydra's files, and only what a run writes at its start."""
-    return any(name in hydra_files for name in entries) and all(_run_file(name, hydra_files) for name in entries)
+    ended: Hydra's files (its three records in the output subdirectory), and only what a run
+    writes at its start, as dltrain writes it."""
+    subdirs = [name for name in entries if name in hydra_files and (folder / name).is_dir()]
+    if not subdirs or not all((folder / subdirs[0] / record).is_file() for record in HYDRA_RECORDS):
+        return False
+    if not all(_run_file(name, hydra_files) for name in entries):
+        return False
+    for name, key in _JSON_MARKS.items():
+        if name in entries:
+            try:
+                if key not in json.loads((folder / name).read_text()):
+                    return False
+            except (OSError, ValueError, TypeError):
+                return False
+    return True
 
 
 def _run_file(name: str, hydra_files: Collection[str]) -> bool:

@@ -357,9 +357,9 @@ def _image_files(path: Path) -> tuple[Path, list[Path]]:
 
 def check_output(output: Path, ckpt: Path, source: Path, overwrite: bool = False) -> None:
     """Refuse an ``output`` that would replace a file dltrain-predict did not write: one is
-    recognised by its first line, the header this tool writes (``input`` then ``prediction``
-    or ``prediction_0``); an empty file holds nothing to lose. ``overwrite`` allows any other
-    file, but never the checkpoint or the input being read.
+    recognised by its shape (see :func:`_is_predictions_file`); an empty file holds nothing to
+    lose. ``overwrite`` allows any other regular file, but never the checkpoint or the input
+    being read, nor what is not a regular file (a folder, a pipe, a device).
 
     Raises:
         UserError: naming the file and how to choose another.
@@ -367,22 +367,52 @@ def check_output(output: Path, ckpt: Path, source: Path, overwrite: bool = False
     for role, path in (("the checkpoint", ckpt), ("the input file", source)):
         if output.exists() and path.exists() and output.samefile(path):
             raise UserError(f"output={output} is {role}: write the predictions to another file (output=...)")
-    if overwrite or not output.is_file() or output.stat().st_size == 0 or _is_predictions_file(output):
+    if not output.exists():
         return
-    raise UserError(f"output={output} exists and is not a predictions file of {TOOL} (its first line is not "
-                    f"{TOOL}'s header), and dltrain never overwrites a file it did not write: choose another "
+    if not output.is_file():
+        kind = "a folder" if output.is_dir() else "not a regular file (a pipe, a device or a socket)"
+        raise UserError(f"output={output} is {kind}: write the predictions to a file (output=....csv)")
+    if overwrite or output.stat().st_size == 0 or _is_predictions_file(output):
+        return
+    raise UserError(f"output={output} exists and is not a predictions file of {TOOL} (it does not have the "
+                    f"columns {TOOL} writes), and dltrain never overwrites a file it did not write: choose another "
                     "output=... or pass overwrite=true")
 
 
+#: The most of an existing output file read to recognise it (a predictions file is rewritten whole anyway).
+_RECOGNISE_BYTES = 8 << 20
+
+
 def _is_predictions_file(path: Path) -> bool:
-    """Whether the first line of ``path`` is a header :func:`write_rows` wrote for this tool."""
+    """Whether ``path`` has the shape :func:`write_rows` gives this tool's output: the header
+    ``input,prediction[,confidence,p_<class>...]`` (or ``input,p_...`` columns of several labels,
+    or ``input,prediction_0,prediction_1,...``), every row as wide as it, and probabilities in
+    [0, 1]. A user's file that merely starts with ``input,prediction`` does not pass."""
     try:
-        with path.open("rb") as f:
-            first = f.readline(1 << 16).decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        if path.stat().st_size > _RECOGNISE_BYTES:
+            return False
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    header = next(csv.reader([first]), [])
-    return len(header) >= 2 and header[0] == "input" and header[1] in ("prediction", "prediction_0")
+    if not rows:
+        return False
+    header, body = rows[0], rows[1:]
+    if len(header) < 2 or header[0] != "input":
+        return False
+    rest = header[1:]
+    numbered = [f"prediction_{j}" for j in range(len(rest))]
+    probabilities = [c for c in rest if c.startswith("p_")]
+    shapes = (rest == numbered,
+              rest == ["prediction"],
+              rest[:2] == ["prediction", "confidence"] and len(probabilities) == len(rest) - 2 >= 1,
+              rest[0] == "prediction" and len(probabilities) == len(rest) - 1 >= 1)
+    if not any(shapes) or any(len(row) != len(header) for row in body):
+        return False
+    columns = [i for i, c in enumerate(header) if c == "confidence" or c.startswith("p_")]
+    try:
+        return all(0.0 <= float(row[i]) <= 1.0 for row in body for i in columns)
+    except ValueError:
+        return False
 
 
 def output_rows(outputs: torch.Tensor, ids: list[Any], data: dict[str, Any]) -> list[dict[str, Any]]:

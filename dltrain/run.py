@@ -782,8 +782,9 @@ def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
 
 def _results_written(path: Path, ranks: Ranks) -> bool:
     """Whether the run of the checkpoint ``path`` wrote its results: its run directory's
-    ``summary.json`` says it finished and holds its test metrics. A run killed after its last
-    checkpoint has none (or one that says the test was stopped). Rank 0 reads it; every rank
+    ``summary.json`` says it finished and holds its test metrics, and ``predictions.csv`` and
+    ``curves.png`` (drawn after the summary) are there. A run killed after its last checkpoint
+    lacks some of them (or its summary says the test was stopped). Rank 0 reads it; every rank
     gets the answer."""
     written = False
     if ranks.is_main:
@@ -793,8 +794,10 @@ def _results_written(path: Path, ranks: Ranks) -> bool:
             done = json.loads((path.parent.parent / "summary.json").read_text())
         except (OSError, ValueError):
             done = None
+        folder = path.parent.parent
         written = (isinstance(done, dict) and done.get("status") in ("completed", "early_stopped")
-                   and bool(done.get("test")))
+                   and bool(done.get("test")) and (folder / "predictions.csv").is_file()
+                   and (folder / "curves.png").is_file())
     return ranks.broadcast(written)
 
 

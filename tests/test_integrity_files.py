@@ -88,6 +88,38 @@ def test_predict_replaces_its_own_earlier_output(moons, tmp_path):
     assert out.read_bytes() == first
 
 
+@pytest.mark.parametrize("content", [
+    "input,prediction,notes\nmy,own,important data\n",  # starts like the tool's header, but is not its shape
+    "input,prediction_0\na,b,c\n",  # a row wider than the header
+    "input,prediction,confidence,p_a,p_b\n0,a,0.9,0.9,7\n",  # a probability that is none
+])
+def test_predict_recognises_its_output_by_its_whole_shape(moons, tmp_path, capsys, content):
+    ckpt, points = moons
+    mine = tmp_path / "mine.csv"
+    mine.write_text(content)
+    line = tool_error(capsys, main, "dltrain-predict", [f"ckpt={ckpt}", f"input={points}", f"output={mine}",
+                                                         "device=cpu"])
+    assert "is not a predictions file of dltrain-predict" in line
+    assert mine.read_text() == content
+
+
+def test_predict_never_replaces_what_is_not_a_regular_file(moons, tmp_path, capsys):
+    import os
+    import stat
+
+    ckpt, points = moons
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for extra in ([], ["overwrite=true"]):
+        line = tool_error(capsys, main, "dltrain-predict", [f"ckpt={ckpt}", f"input={points}", f"output={fifo}",
+                                                             "device=cpu", *extra])
+        assert f"output={fifo} is not a regular file" in line
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    line = tool_error(capsys, main, "dltrain-predict", [f"ckpt={ckpt}", f"input={points}", f"output={tmp_path}",
+                                                         "device=cpu"])
+    assert f"output={tmp_path} is a folder" in line
+
+
 def test_predict_takes_an_empty_file_and_shows_overwrite_in_help(moons, tmp_path, capsys):
     ckpt, points = moons
     out = tmp_path / "made-by-mktemp.csv"
@@ -146,8 +178,11 @@ def test_resume_auto_starts_again_a_run_killed_before_its_first_epoch_ended(tmp_
     start: resume=auto starts it again in place; a user's file there still stops it."""
     hydra = (".hydra", "dltrain.log")
     (tmp_path / ".hydra").mkdir()
-    for name in ("dltrain.log", "data.json", "model_summary.txt", "rank1.log"):
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (tmp_path / ".hydra" / name).write_text("{}\n")
+    for name in ("dltrain.log", "model_summary.txt", "rank1.log"):
         (tmp_path / name).touch()
+    (tmp_path / "data.json").write_text('{"dataset": "digits", "task": "multiclass"}')
     (tmp_path / "checkpoints").mkdir()
     ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)
     with pytest.raises(ConfigError, match="is not empty"):
@@ -157,6 +192,27 @@ def test_resume_auto_starts_again_a_run_killed_before_its_first_epoch_ended(tmp_
     (tmp_path / "notes.txt").touch()
     with pytest.raises(ConfigError, match="notes.txt"):
         ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)
+
+
+def test_resume_auto_never_takes_user_files_named_as_a_runs_for_a_killed_run(tmp_path):
+    """Files named as a run's first files, but not as dltrain writes them (a user's data.json, a
+    .hydra folder without Hydra's records), are the user's: resume=auto refuses the folder too."""
+    hydra = (".hydra", "dltrain.log")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("user: cfg\n")
+    (tmp_path / "data.json").write_text('{"mine": 1}')
+    (tmp_path / "summary.json").write_text('{"mine": 2}')
+    with pytest.raises(ConfigError, match="is not empty"):
+        ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)
+    for name in ("hydra.yaml", "overrides.yaml"):  # Hydra's records complete: the JSON files still tell
+        (tmp_path / ".hydra" / name).write_text("{}\n")
+    with pytest.raises(ConfigError, match="is not empty"):
+        ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)
+    (tmp_path / "data.json").write_text('{"dataset": "digits"}')
+    with pytest.raises(ConfigError, match="is not empty"):
+        ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)  # summary.json is still the user's
+    (tmp_path / "summary.json").write_text('{"status": "failed"}')
+    ensure_new_run_dir(tmp_path, "x", resume="auto", hydra_files=hydra)
 
 
 # --- a run stopped after its last checkpoint ---------------------------------------------------------------------
@@ -176,7 +232,8 @@ def straight(tmp_path_factory) -> tuple[Path, dict]:
 def _stop_after_last_checkpoint(run: Path, how: str, monkeypatch) -> None:
     """Train ``run`` to its end and stop it after its last checkpoint, before its results:
     ``kill`` leaves the files a SIGKILL would (no summary.json, no curves.png), ``test`` is a
-    SIGTERM during the test evaluation (summary.json says interrupted)."""
+    SIGTERM during the test evaluation (summary.json says interrupted), ``curves`` a SIGKILL
+    after the final summary.json (no curves.png)."""
     with monkeypatch.context() as patch:
         if how == "kill":
             fit = Trainer.fit
@@ -190,6 +247,9 @@ def _stop_after_last_checkpoint(run: Path, how: str, monkeypatch) -> None:
                 train(compose([*SMALL, "trainer.max_epochs=3"]), run_dir=run)
             for name in ("summary.json", "curves.png"):  # written by the finally blocks a SIGKILL skips
                 (run / name).unlink(missing_ok=True)
+        elif how == "curves":  # killed after the final summary.json, before curves.png is drawn
+            train(compose([*SMALL, "trainer.max_epochs=3"]), run_dir=run)
+            (run / "curves.png").unlink()
         else:
             def stopped(*args):
                 raise Interrupted(signal.SIGTERM, "interrupted by SIGTERM while testing")
@@ -199,10 +259,10 @@ def _stop_after_last_checkpoint(run: Path, how: str, monkeypatch) -> None:
                 train(compose([*SMALL, "trainer.max_epochs=3"]), run_dir=run)
             assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3
-    assert not (run / "predictions.csv").exists()
+    assert not (run / ("curves.png" if how == "curves" else "predictions.csv")).exists()
 
 
-@pytest.mark.parametrize("how", ["kill", "test"])
+@pytest.mark.parametrize("how", ["kill", "test", "curves"])
 def test_resume_auto_in_place_writes_the_results_a_stop_after_the_last_checkpoint_lost(
         tmp_path, straight, how, monkeypatch):
     run = tmp_path / "job"
