@@ -156,6 +156,10 @@ def _nan_weight(state: dict) -> None:
     state["model"]["fc1.weight"] = torch.full_like(state["model"]["fc1.weight"], float("nan"))
 
 
+def _weird_task(state: dict) -> None:
+    state["data"]["task"] = "weird"
+
+
 def _huge_input(state: dict) -> None:
     state["data"].update(input_shape=[1, 100000, 100000], image_size=[100000, 100000])
 
@@ -748,6 +752,9 @@ def _stored_value_entries(tool: str, extra: Callable[[Path], list[str]]) -> list
         bad(f"{tool}-stored-value-out-of-range", tool,
             lambda f, r: [f"ckpt={_crafted(f, r, 'trainer.eval_batch_size', -5)}", *extra(f)],
             "its config does not fit this dltrain version", "trainer.eval_batch_size=-5 is out of range"),
+        bad(f"{tool}-stored-data-record", tool,
+            lambda f, r: [f"ckpt={_edited(r, f, _weird_task)}", *extra(f)],
+            "its data record's task=weird is not one of", "use a checkpoint written by dltrain training"),
         bad(f"{tool}-stored-unknown-key", tool,
             lambda f, r: [f"ckpt={_crafted(f, r, 'data.unknown', 1)}", *extra(f)],
             "its config does not fit this dltrain version", "data.unknown: Key 'unknown' not in"),
