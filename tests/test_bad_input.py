@@ -17,6 +17,10 @@ from tests.files import write_csv, write_table_csv
 
 from .conftest import run_cli
 
+# Each runs the real console script (3-5 s): the same bad inputs run in-process in the default
+# suite (tests/test_corpus.py), these with the slow tests (CI's second step).
+pytestmark = pytest.mark.slow
+
 
 def error_line(proc) -> str:
     """The one line of a failed run's stderr, checked: exit code 2, no traceback."""

@@ -88,6 +88,7 @@ def test_bad_override_is_described_in_one_line(compose, override, expected):
     assert expected in message
 
 
+@pytest.mark.slow  # the real console script, 3-5 s a case; test_corpus.py runs these in-process by default
 @pytest.mark.parametrize("override,expected", BAD[:6] + BAD[-3:])
 def test_cli_bad_override_exits_with_one_line(tmp_path, override, expected):
     proc = run_cli([override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
