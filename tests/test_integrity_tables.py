@@ -186,6 +186,7 @@ def test_an_infinite_feature_cell_is_named_with_its_rows(tmp_path, cell):
         build_csv(path=str(path), target="y")
 
 
+@pytest.mark.slow  # the console script in a subprocess; test_corpus.py runs the input in-process
 def test_an_infinite_cell_through_the_command_line_is_one_line(tmp_path):
     path = write_csv(tmp_path / "t.csv", with_cells(numbers(), "z", {7: "inf"}))
     result = run_cli(["data=csv", f"data.path={path}", "data.target=y", "device=cpu", "trainer.max_epochs=1",

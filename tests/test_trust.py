@@ -188,6 +188,7 @@ def test_generated_datasets_are_bounded_on_the_command_line():
         compose(["data=sine", "data.samples=100000000"])
 
 
+@pytest.mark.slow  # the console script in a subprocess; test_corpus.py runs the input in-process
 def test_resume_of_a_crafted_checkpoint_is_one_line_on_the_command_line(custom_ckpt, tmp_path):
     evil = craft(custom_ckpt, tmp_path / "evil.pt", set_key("model", EVIL_MODELS["os.system"]))
     proc = run_cli([f"resume={evil}", "device=cpu", "hydra.run.dir=run"], cwd=tmp_path)
