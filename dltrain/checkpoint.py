@@ -119,8 +119,8 @@ def verify_checksums(path: Path) -> None:
     """Check the CRC-32 of every member of the checkpoint's zip archive.
 
     ``torch.load`` does not: a flipped bit in a tensor's bytes (a failing disk, a bad copy)
-    loads as a silently different weight. Reading the archive once costs less than loading it
-    (about 0.45 ms per MB from the page cache: 2 ms for a 4 MB checkpoint, 42 ms for 95 MB).
+    loads as a silently different weight. Reading the archive once costs about as much as
+    loading it (0.4 to 0.7 ms per MB from the page cache: ``benchmarks/checkpoint_load.py``).
 
     Raises:
         UserError: naming the checkpoint and the first member whose bytes do not match.
