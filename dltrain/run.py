@@ -140,7 +140,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     check_combinations(cfg)
     check_world(cfg, ranks, device)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
-    data = load_data(cfg, device, ranks)
+    data = load_data(cfg, device, ranks, make_samples=True)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
 
@@ -206,18 +206,25 @@ def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
                                    class_counts=data.class_counts(), **_options(cfg.loss))
 
 
-def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None) -> DataSplits:
+def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None, *,
+              make_samples: bool = False) -> DataSplits:
     """``data=...``, its tensors moved to ``device`` (data read from disk stays there). Of
     several ranks, rank 0 reads first (and downloads what is missing), the others after it
-    succeeded, so no two processes write the same files.
+    succeeded, so no two processes write the same files. With ``make_samples`` (training), a
+    missing ``data.path`` of ``samples/fraud.csv``, ``samples/reviews.csv`` or ``samples/shapes``
+    is written first (:func:`~dltrain.samples.provide`).
 
     Raises:
         ConfigError: for bad data keys or files, or data too large for the device.
     """
+    from dltrain.samples import provide
+
     ranks = ranks or Ranks()
     if not ranks.is_main:
         ranks.check(None, "loading the data")  # waits for rank 0's outcome
     try:
+        if "path" in cfg.data:
+            provide(cfg.data.path, create=make_samples)
         data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
         try:
             data = data.to(device)

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import pickle
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,26 +151,29 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
         missing = source.missing(cls, path)
         if missing:
             raise ConfigError(_missing_message(source, cls, path, folder, missing))
-    if missing:
+    # A download that fails takes back what it wrote (partial files, the folders it made).
+    with _undo_on_failure(_download_paths(source, cls, path) if missing else []):
+        if missing:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as err:
+                raise ConfigError(f"data.root={root}: cannot create {folder} ({_reason(err)}): set data.root to a "
+                                  "folder you can write to.") from err
+            log.info("data=%s: downloading %s into %s", source.key, source.title, folder)
         try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"data.root={root}: cannot create {folder} ({_reason(err)}): set data.root to a "
-                              "folder you can write to.") from err
-        log.info("data=%s: downloading %s into %s", source.key, source.title, folder)
-    try:
-        with _quiet(f"data={source.key}"):
-            train = cls(path, train=True, download=download)
-            test = cls(path, train=False)
-    except _LOAD_ERRORS as err:
-        names = _names(source.files(cls))
-        if download and source.missing(cls, path):
-            raise ConfigError(f"data={source.key}: could not download {source.title} into {folder} ({_reason(err)}): "
-                              f"put the files there by hand ({names}, or {source.alternative(cls, path)}) and set "
-                              "data.download=false, or check the network.") from err
-        raise ConfigError(f"data={source.key}: could not read {source.title} from {folder} ({_reason(err)}): replace "
-                          f"its files ({names}) with the original ones, or delete them and set "
-                          "data.download=true.") from err
+            with _quiet(f"data={source.key}"):
+                train = cls(path, train=True, download=download)
+                test = cls(path, train=False)
+        except _LOAD_ERRORS as err:
+            names = _names(source.files(cls))
+            if download and source.missing(cls, path):
+                raise ConfigError(f"data={source.key}: could not download {source.title} into {folder} "
+                                  f"({_reason(err)}): put the files there by hand ({names}, or "
+                                  f"{source.alternative(cls, path)}) and set data.download=false, or check the "
+                                  "network.") from err
+            raise ConfigError(f"data={source.key}: could not read {source.title} from {folder} ({_reason(err)}): "
+                              f"replace its files ({names}) with the original ones, or delete them and set "
+                              "data.download=true.") from err
 
     x_all, y_all = _images(train.data), torch.as_tensor(train.targets, dtype=torch.int64)  # (N, C, H, W) uint8, (N,)
     train_idx, val_idx = carve_validation(len(y_all), val_fraction=val_fraction, seed=seed, labels=y_all.numpy())
@@ -184,6 +188,35 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
         info={"source": f"torchvision.datasets.{source.class_name}", "root": root,
               "normalization": scaler.to_info(), "val_carved_from_train": True},
     )
+
+
+def _download_paths(source: _Source, cls: Any, root: str) -> list[str]:
+    """What a download of ``source`` into ``root`` may create: its files, its archives, and the
+    outermost folder on the way to them that does not exist yet."""
+    folder = source.folder(cls, root)
+    paths = [os.path.join(folder, name) for name, _ in source.files(cls)]
+    paths += [archive for archive, _ in source.archives(cls, root)]
+    top, parent = None, os.path.abspath(folder)
+    while not os.path.lexists(parent):
+        top, parent = parent, os.path.dirname(parent)
+    return paths + ([top] if top else [])
+
+
+@contextlib.contextmanager
+def _undo_on_failure(paths: list[str]) -> Iterator[None]:
+    """When the block fails, remove those of ``paths`` (files, or folders with all they hold) that
+    did not exist when it began; what existed before is never touched."""
+    new = [path for path in paths if not os.path.lexists(path)]
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                with contextlib.suppress(OSError):  # the download's own error is the one to report
+                    os.unlink(path)
+        raise
 
 
 def _unpack_archives(source: _Source, cls: Any, root: str) -> None:
