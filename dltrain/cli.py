@@ -44,6 +44,7 @@ from dltrain.files import (
     own_checkpoint,
     write_json,
 )
+from dltrain.help import help_requested, print_help
 from dltrain.messages import (
     describe_disk_error,
     describe_yaml_error,
@@ -361,6 +362,10 @@ def _agree_on_run_dir(config: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dltrain``."""
+    argv = sys.argv[1:]
+    if help_requested(argv):  # served here: Hydra's help copies its config store once per group
+        _run_with_error_boundary(lambda: print_help(argv, _train_app, config_dir()))
+        return
     _run_with_error_boundary(_train_app)
 
 

@@ -1,0 +1,65 @@
+"""What a run and a sweep write into their directories: one list, shown by ``dltrain --help``
+and checked against a real run directory by the tests, so the two cannot drift apart.
+
+Imports nothing: ``dltrain --help`` reads it before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class RunFile(NamedTuple):
+    """One file or folder (a name ending in ``/``) of a run or sweep directory.
+
+    Attributes:
+        name: its path inside the directory; ``NNNN`` stands for an epoch's four digits,
+            ``<k>`` for a rank and ``<job>`` for a job's number.
+        what: what it holds.
+        when: when it is written (empty: by every run).
+    """
+
+    name: str
+    what: str
+    when: str = ""
+
+
+#: Every file and folder of a run directory, in the order ``--help`` lists them.
+RUN_FILES: tuple[RunFile, ...] = (
+    RunFile("metrics.csv", "one row per epoch: losses, metrics, learning rate, seconds"),
+    RunFile("summary.json", "how the run ended: status, best epoch and value, test metrics, data sizes"),
+    RunFile("predictions.csv", "the test split's target, prediction and confidence, one row per example"),
+    RunFile("curves.png", "loss and metric curves per epoch, the best epoch marked"),
+    RunFile("model_summary.txt", "layers, output shapes, parameter counts and initialisation"),
+    RunFile("data.json", "the dataset: task, shapes, class names, split sizes, preprocessing"),
+    RunFile("checkpoints/last.pt", "the latest epoch's full training state: resume= continues it exactly",
+            "trainer.checkpoint.save_last"),
+    RunFile("checkpoints/best.pt", "the epoch with the best monitored value", "trainer.checkpoint.save_best"),
+    RunFile("checkpoints/epoch-NNNN.pt", "every N epochs, the newest keep_last of them",
+            "trainer.checkpoint.every_n_epochs=N"),
+    RunFile("tensorboard/", "the same metrics as TensorBoard event files", "logger=tensorboard"),
+    RunFile(".hydra/", "the composed config, Hydra's config and the overrides given: config.yaml, hydra.yaml, "
+            "overrides.yaml", "by the dltrain command"),
+    RunFile("dltrain.log", "the run's log", "by the dltrain command"),
+    RunFile("rank<k>.log", "the log of each rank but rank 0", "under torchrun"),
+)
+
+#: What a sweep (``dltrain -m``) writes into its directory besides its jobs' run directories.
+SWEEP_FILES: tuple[RunFile, ...] = (
+    RunFile("<job>/", "one run directory per job (0/, 1/, ...), holding the files above"),
+    RunFile("sweep_summary.csv", "one row per job: its overrides, status, best value and test metrics, ranked"),
+    RunFile("sweep_summary.json", "the same rows, the monitored metric and the best job"),
+    RunFile("best_overrides.yaml", "the best job: its number, value, overrides and the command that re-runs it"),
+    RunFile("sweep.png", "the monitored value of each job, the best one marked"),
+    RunFile("multirun.yaml", "Hydra's record of the sweep's config"),
+)
+
+_PLACEHOLDERS = {"NNNN": r"\d{4,}", "<k>": r"\d+", "<job>": r"\d+"}
+
+
+def name_pattern(name: str) -> re.Pattern[str]:
+    """The paths ``name`` (a :class:`RunFile` name) stands for, relative to the directory,
+    a folder without its trailing ``/``."""
+    parts = re.split("(" + "|".join(map(re.escape, _PLACEHOLDERS)) + ")", name.rstrip("/"))
+    return re.compile("".join(_PLACEHOLDERS.get(part) or re.escape(part) for part in parts))
