@@ -7,7 +7,9 @@ The output CSV has one row per input: ``input`` (the row number in the CSV, 0 = 
 row, or the image's path relative to the input folder), then ``prediction`` (a class name;
 labels joined by ``|`` for multi-label data; a value in the target's units for regression,
 ``prediction_<j>`` for several targets) and for classes ``confidence`` and one
-``p_<class>`` probability column per class (per label for multi-label data).
+``p_<class>`` probability column per class (per label for multi-label data), and last
+``input_warnings``: empty, or why the input does not look like the training data (see
+:mod:`dltrain.drift`), with one warning on stderr for them all.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dltrain import drift
 from dltrain.errors import UserError
 from dltrain.inference import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
 
@@ -48,7 +51,9 @@ ABOUT = """Predict with a checkpoint, preprocessing the inputs exactly as its tr
   data=digits, mnist, fashion_mnist, cifar10, image_folder
                     a folder of images (searched recursively; hidden and non-image files skipped) or one image
 The output CSV has one row per input: input (row number from 0, or image path), prediction,
-and for classes confidence and a p_<class> probability per class."""
+for classes confidence and a p_<class> probability per class, and input_warnings: why the
+input does not look like the training data (resized, inverted, out_of_range: columns,
+unknown_words), if it does not."""
 EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt input=new.csv output=predictions.csv"
 
 
@@ -73,12 +78,15 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
-        for ids, x in read_inputs(restored, source, batch_size):
-            rows += output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data)
+        for ids, x, flags in read_flagged_inputs(restored, source, batch_size):
+            batch = output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data)
+            rows += [{**row, drift.COLUMN: flag} for row, flag in zip(batch, flags, strict=True)]
     if not rows:
         raise UserError(f"input={source} gave nothing to predict: check the file")
     write_rows(target, rows)
     print(f"{TOOL}: wrote {len(rows)} predictions to {target}")
+    if warning := drift.summary([row[drift.COLUMN] for row in rows]):
+        print(f"{TOOL}: warning: {warning}.", file=sys.stderr)
     return len(rows)
 
 
@@ -88,22 +96,36 @@ def read_inputs(restored: Restored, path: Path, batch_size: int) -> Iterator[tup
     Raises:
         UserError: see :func:`predict_file`.
     """
+    for ids, x, _ in read_flagged_inputs(restored, path, batch_size):
+        yield ids, x
+
+
+def read_flagged_inputs(restored: Restored, path: Path,
+                        batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor, list[str]]]:
+    """:func:`read_inputs` with each input's flags: why it does not look like the training
+    data (see :mod:`dltrain.drift`), empty where it does.
+
+    Raises:
+        UserError: see :func:`predict_file`.
+    """
     dataset = restored.data["dataset"]
     if dataset in IMAGE_DATA:
         yield from _image_batches(restored, path, batch_size)
         return
     if dataset == "csv":
-        x = _table_inputs(restored, path)
+        x, flags = _table_inputs(restored, path)
     elif dataset == "text_csv":
-        x = _text_inputs(restored, path)
+        x, flags = _text_inputs(restored, path)
     elif dataset in POINT_DATA:
         x = _point_inputs(restored, path)
+        flags = [""] * len(x)
     else:
         raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data=csv, text_csv, "
                         f"{', '.join(POINT_DATA + IMAGE_DATA)}; for data={dataset} call the model from Python "
                         "(dltrain.inference.load_model)")
     for start in range(0, len(x), batch_size):
-        yield list(range(start, min(start + batch_size, len(x)))), x[start:start + batch_size]
+        yield list(range(start, min(start + batch_size, len(x)))), x[start:start + batch_size], \
+            flags[start:start + batch_size]
 
 
 # --- tables ------------------------------------------------------------------------------------------------------
@@ -115,9 +137,10 @@ def _read(restored: Restored, path: Path) -> Any:
     return read_table(path, restored.cfg.data.get("delimiter", ","), key="input")
 
 
-def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
+def _table_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
     """``data=csv``: the feature columns, gaps filled, numbers standardised and the other
-    columns one-hot encoded with the training split's statistics, in ``encoded_features`` order."""
+    columns one-hot encoded with the training split's statistics, in ``encoded_features`` order;
+    and each row's ``out_of_range`` flag (see :mod:`dltrain.drift`)."""
     from dltrain.data.cells import read_numbers, rows_text
 
     data = restored.data
@@ -153,6 +176,8 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
     out = np.zeros((len(x), len(columns)), dtype=np.float32)
     for j, (column, stats) in enumerate(data["numeric_scaling"].items()):
         out[:, j] = _standardised(x[column], stats["mean"], stats["std"], path)
+    flags = drift.range_flags({c: x[c].to_numpy(dtype=np.float64) for c in data["numeric_scaling"]},
+                              data.get("numeric_range"))
     position = len(data["numeric_scaling"])
     for column, categories in data["categorical"].items():
         index, position = _one_hot_columns(column, categories, columns, position)
@@ -164,7 +189,7 @@ def _table_inputs(restored: Restored, path: Path) -> torch.Tensor:
     if position != len(columns):
         raise UserError(f"checkpoint {restored.path}: its encoded_features do not match its columns' encodings, "
                         "so the inputs cannot be encoded as in training: use the checkpoint as dltrain wrote it")
-    return torch.from_numpy(out)
+    return torch.from_numpy(out), flags
 
 
 def _standardised(cells: pd.Series, mean: float, std: float, path: Path) -> np.ndarray:
@@ -223,9 +248,10 @@ def _one_hot_columns(column: str, categories: list[str], columns: list[str],
     return index, position
 
 
-def _text_inputs(restored: Restored, path: Path) -> torch.Tensor:
+def _text_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
     """``data=text_csv``: token ids of the text column with the training vocabulary, cut to
-    ``data.max_length`` and padded with 0 to at least the training length."""
+    ``data.max_length`` and padded with 0 to at least the training length; and each text's
+    ``unknown_words`` flag (see :mod:`dltrain.drift`)."""
     from dltrain.data.text import UNK_ID, Vocabulary, tokenize
 
     data, cfg = restored.data, restored.cfg.data
@@ -240,7 +266,8 @@ def _text_inputs(restored: Restored, path: Path) -> torch.Tensor:
     x = torch.zeros((len(ids), max(*map(len, ids), data.get("padded_length") or 1)), dtype=torch.long)
     for row, sequence in enumerate(ids):
         x[row, :len(sequence)] = torch.tensor(sequence)
-    return x
+    known = [sum(i != UNK_ID for i in sequence) for sequence in ids]
+    return x, drift.text_flags(known, [len(sequence) for sequence in ids])
 
 
 def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
@@ -271,27 +298,32 @@ def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
 # --- images ------------------------------------------------------------------------------------------------------
 
 
-def _image_batches(restored: Restored, path: Path, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Batches of decoded, standardised images and their paths relative to ``path``; files
-    Pillow cannot decode are skipped with one warning at the end."""
-    from dltrain.data.image_folder import DECODE_ERRORS, decode_image
+def _image_batches(restored: Restored, path: Path,
+                   batch_size: int) -> Iterator[tuple[list[str], torch.Tensor, list[str]]]:
+    """Batches of decoded, standardised images, their paths relative to ``path`` and their
+    flags (see :mod:`dltrain.drift`); files Pillow cannot decode are skipped with one
+    warning at the end."""
+    from dltrain.data.image_folder import DECODE_ERRORS, decode_with_depth
     from dltrain.data.pixel_depth import describe_skipped, skip_reason
 
     size, color, standardize = _image_preprocessing(restored)
+    brightness = drift.training_brightness(restored.data)
     root, files = _image_files(path)
     skipped, reasons = [], []
     for start in range(0, len(files), batch_size):
-        ids, images = [], []
+        ids, images, flags = [], [], []
         for file in files[start:start + batch_size]:
             try:
-                images.append(decode_image(file, size, color))  # uint8 (C, H, W)
+                image, _, _, native = decode_with_depth(file, size, color)  # uint8 (C, H, W)
             except DECODE_ERRORS as err:
                 skipped.append(file.relative_to(root).as_posix())
                 reasons.append(skip_reason(err))
                 continue
             ids.append(file.relative_to(root).as_posix())
+            images.append(image)
+            flags.append(drift.image_flags(native, image, restored.data, brightness))
         if images:
-            yield ids, standardize(torch.stack(images))
+            yield ids, standardize(torch.stack(images)), flags
     if skipped:
         print(f"{TOOL}: warning: skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''}: "
               f"{describe_skipped(skipped, reasons)}", file=sys.stderr)
@@ -386,8 +418,9 @@ _RECOGNISE_BYTES = 8 << 20
 def _is_predictions_file(path: Path) -> bool:
     """Whether ``path`` has the shape :func:`write_rows` gives this tool's output: the header
     ``input,prediction[,confidence,p_<class>...]`` (or ``input,p_...`` columns of several labels,
-    or ``input,prediction_0,prediction_1,...``), every row as wide as it, and probabilities in
-    [0, 1]. A user's file that merely starts with ``input,prediction`` does not pass."""
+    or ``input,prediction_0,prediction_1,...``), with or without a last ``input_warnings``
+    column of flags, every row as wide as it, and probabilities in [0, 1]. A user's file that
+    merely starts with ``input,prediction`` does not pass."""
     try:
         if path.stat().st_size > _RECOGNISE_BYTES:
             return False
@@ -399,7 +432,10 @@ def _is_predictions_file(path: Path) -> bool:
     header, body = rows[0], rows[1:]
     if len(header) < 2 or header[0] != "input":
         return False
-    rest = header[1:]
+    flagged = header[-1] == drift.COLUMN  # outputs written before this column was added lack it
+    rest = header[1:-1] if flagged else header[1:]
+    if not rest:
+        return False
     numbered = [f"prediction_{j}" for j in range(len(rest))]
     probabilities = [c for c in rest if c.startswith("p_")]
     shapes = (rest == numbered,
@@ -407,6 +443,8 @@ def _is_predictions_file(path: Path) -> bool:
               rest[:2] == ["prediction", "confidence"] and len(probabilities) == len(rest) - 2 >= 1,
               rest[0] == "prediction" and len(probabilities) == len(rest) - 1 >= 1)
     if not any(shapes) or any(len(row) != len(header) for row in body):
+        return False
+    if flagged and not all(drift.is_flag_cell(row[-1]) for row in body):
         return False
     columns = [i for i, c in enumerate(header) if c == "confidence" or c.startswith("p_")]
     try:

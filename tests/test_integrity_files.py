@@ -83,7 +83,7 @@ def test_predict_replaces_its_own_earlier_output(moons, tmp_path):
     out = tmp_path / "out.csv"
     assert predict_file(ckpt, points, out, device="cpu") == 3
     first = out.read_bytes()
-    out.write_bytes(first + b"9,extra,0.5,0.5,0.5\n")  # edited since, and still its header
+    out.write_bytes(first + b"9,extra,0.5,0.5,0.5,\n")  # edited since, and still its header
     assert predict_file(ckpt, points, out, device="cpu") == 3
     assert out.read_bytes() == first
 

@@ -294,7 +294,8 @@ def test_formula_labels_through_training_and_dltrain_predict(tmp_path):
     predict_file(run / "checkpoints" / "best.pt", table, out, device="cpu")
     cells = _cells(out)
     assert cells[0][:3] == ["input", "prediction", "confidence"]
-    assert sorted(cells[0][3:]) == sorted(f"p_{label}" for label in set(labels))  # start with p_: text already
+    assert cells[0][-1] == "input_warnings"
+    assert sorted(cells[0][3:-1]) == sorted(f"p_{label}" for label in set(labels))  # start with p_: text already
     assert {row[1] for row in cells[1:]} <= {"'" + label for label in set(labels)}
     assert not any(cell.startswith(("=", "+", "@")) for row in cells for cell in row)
 

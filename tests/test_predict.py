@@ -75,7 +75,7 @@ def test_table_rows(runs, data_files, tmp_path, capsys):
     table = data_files.root / "table.csv"
     out = _predict(runs["csv"], table, tmp_path / "out.csv")
     assert "wrote 60 predictions" in capsys.readouterr().out
-    assert list(out.columns) == ["input", "prediction", "confidence", "p_ok", "p_fraud"]
+    assert list(out.columns) == ["input", "prediction", "confidence", "p_ok", "p_fraud", "input_warnings"]
     assert out["input"].tolist() == list(range(60))
     assert np.allclose(out["p_ok"] + out["p_fraud"], 1, atol=1e-5)
     assert np.allclose(out[["p_ok", "p_fraud"]].max(axis=1), out["confidence"])
@@ -121,7 +121,8 @@ def test_table_errors(runs, data_files, tmp_path, capsys):
 
 def test_texts(runs, data_files, tmp_path):
     out = _predict(runs["text"], data_files.root / "texts.csv", tmp_path / "out.csv")
-    assert list(out.columns) == ["input", "prediction", "confidence", "p_neg", "p_pos"] and len(out) == 60
+    assert list(out.columns) == ["input", "prediction", "confidence", "p_neg", "p_pos", "input_warnings"]
+    assert len(out) == 60
     _agrees_with_run(runs["text"], out)
     restored = load_model(runs["text"])
     vocab = restored.data["vocabulary"]
@@ -136,7 +137,7 @@ def test_image_folder(runs, data_files, tmp_path, capsys):
     out = _predict(runs["images"], data_files.root / "images", tmp_path / "out.csv")
     assert "skipped 1 unreadable image: dog/bad.png" in capsys.readouterr().err
     assert len(out) == 39 and out["input"].iloc[0] == "cat/img0.png"  # 3 x 13 images, hidden and stray files skipped
-    assert list(out.columns)[3:] == ["p_cat", "p_dog", "p_fox"]
+    assert list(out.columns)[3:] == ["p_cat", "p_dog", "p_fox", "input_warnings"]
     _agrees_with_run(runs["images"], out)
 
 
@@ -177,7 +178,7 @@ def test_points(runs, tmp_path, name):
     frame.to_csv(tmp_path / "points.csv", index=False)
     out = _predict(runs[name], tmp_path / "points.csv", tmp_path / "out.csv")
     assert list(out.columns) == (["input", "prediction"] if name == "sine" else
-                                 ["input", "prediction", "confidence", "p_0", "p_1"])
+                                 ["input", "prediction", "confidence", "p_0", "p_1"]) + ["input_warnings"]
     _agrees_with_run(runs[name], out)
 
 

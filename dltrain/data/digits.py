@@ -53,7 +53,8 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
         # What dltrain-predict needs to read new images the same way: pixels are ink counts
         # 0..16 (bright = ink), standardised per pixel, row by row.
         info={"image_size": [8, 8], "color": "grayscale", "pixel_max": 16,
-              "pixel_scaling": {"mean": mean.round(6).tolist(), "std": scale.round(6).tolist()}},
+              "pixel_scaling": {"mean": mean.round(6).tolist(), "std": scale.round(6).tolist()},
+              "native_sizes": {"min": [8, 8], "max": [8, 8]}},  # dltrain-predict flags images of another size
     )
 
 

@@ -69,18 +69,21 @@ def decode_image(path: str | Path, image_size: Sequence[int], color: str) -> tor
     return decode_with_depth(path, image_size, color)[0]
 
 
-def decode_with_depth(path: str | Path, image_size: Sequence[int], color: str) -> tuple[torch.Tensor, int, int]:
+def decode_with_depth(path: str | Path, image_size: Sequence[int],
+                      color: str) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
     """:func:`decode_image`, with the largest integer value of the file and of its bit depth
-    (both 0 unless the file holds integers deeper than 8 bits)."""
+    (both 0 unless the file holds integers deeper than 8 bits) and the file's own
+    ``(height, width)``."""
     mode = "L" if color == "grayscale" else "RGB"
     size = (image_size[1], image_size[0])  # Pillow wants (width, height)
     with Image.open(path) as img:
+        native = (img.height, img.width)  # before draft(), which may shrink a JPEG as it decodes
         img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
         img, peak, top = to_8bit(img)
         img = img.convert(mode).resize(size, Image.BILINEAR)
     pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
     image = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
-    return image, peak, top
+    return image, peak, top, native
 
 
 def _standardize(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
@@ -133,10 +136,11 @@ class ImageFiles(Dataset):
 
 
 class _ScanFiles(Dataset):
-    """The decode pass over every file. Item ``i`` is ``(image, why, sums, squares, peak, top)``:
+    """The decode pass over every file. Item ``i`` is ``(image, why, sums, squares, peak, top, native)``:
     the uint8 image ``(C, H, W)`` (empty unless ``keep``), why it did not decode (``""`` if it
     did; zeros then), the int64 per-channel sums of its values and of their squares ``(C,)``,
-    and its largest integer value and its depth's (see :func:`decode_with_depth`)."""
+    its largest integer value and its depth's, and its own ``(height, width)`` (see
+    :func:`decode_with_depth`)."""
 
     def __init__(self, files: Sequence[Path], image_size: Sequence[int], color: str, keep: bool) -> None:
         self.files = files
@@ -147,17 +151,17 @@ class _ScanFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, torch.Tensor, torch.Tensor, int, int, torch.Tensor]:
         why = ""
         try:
-            image, peak, top = decode_with_depth(self.files[i], self.image_size, self.color)
+            image, peak, top, native = decode_with_depth(self.files[i], self.image_size, self.color)
         except DECODE_ERRORS as err:
             channels = 1 if self.color == "grayscale" else 3
-            image, peak, top = torch.zeros((channels, *self.image_size), dtype=torch.uint8), 0, 0
+            image, peak, top, native = torch.zeros((channels, *self.image_size), dtype=torch.uint8), 0, 0, (0, 0)
             why = skip_reason(err)
         values = image.flatten(1).long()  # (C, H*W)
         kept = image if self.keep else torch.empty(0, dtype=torch.uint8)
-        return kept, why, values.sum(1), values.square().sum(1), peak, top
+        return kept, why, values.sum(1), values.square().sum(1), peak, top, torch.tensor(native)
 
 
 def fits_in_memory(num_bytes: int, ram_bytes: int | None = None) -> bool:
@@ -260,16 +264,17 @@ class _Decoded(NamedTuple):
     squares: np.ndarray  # and of their squares (N, C)
     peaks: np.ndarray  # largest integer value of each file deeper than 8 bits (N,), else 0
     tops: np.ndarray  # largest value of that file's bit depth (N,), else 0
+    native: np.ndarray  # each file's own (height, width) (N, 2); 0 where it did not decode
 
 
 def _decode_all(files: list[Path], image_size: Sequence[int], color: str, num_workers: int, keep: bool) -> _Decoded:
     """Decode every file once, in ``num_workers`` processes."""
     channels = 1 if color == "grayscale" else 3
     images = torch.empty((len(files), channels, *image_size), dtype=torch.uint8) if keep else None
-    why, sums, squares, peaks, tops = [], [], [], [], []
+    why, sums, squares, peaks, tops, native = [], [], [], [], [], []
     per_batch = max(1, min(SCAN_BATCH, SCAN_BYTES // (channels * int(np.prod(image_size)))))
     loader = DataLoader(_ScanFiles(files, image_size, color, keep), batch_size=per_batch, num_workers=num_workers)
-    for i, (batch, batch_why, batch_sums, batch_squares, batch_peaks, batch_tops) in enumerate(loader):
+    for i, (batch, batch_why, batch_sums, batch_squares, batch_peaks, batch_tops, batch_sizes) in enumerate(loader):
         if keep:
             images[i * per_batch:i * per_batch + len(batch)] = batch
         why += batch_why
@@ -277,7 +282,8 @@ def _decode_all(files: list[Path], image_size: Sequence[int], color: str, num_wo
         squares.append(batch_squares)
         peaks.append(batch_peaks)
         tops.append(batch_tops)
-    return _Decoded(images, why, *(torch.cat(parts).numpy() for parts in (sums, squares, peaks, tops)))
+        native.append(batch_sizes)
+    return _Decoded(images, why, *(torch.cat(parts).numpy() for parts in (sums, squares, peaks, tops, native)))
 
 
 def _channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> Standardizer:
@@ -408,6 +414,9 @@ def build_image_folder(
         num_workers=0 if keep else num_workers, warnings=warnings,
         info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
               "color": color, "in_memory": keep, "normalization": scaler.to_info(), "skipped": skipped,
+              # The range of the training images' own sizes: dltrain-predict flags inputs outside it.
+              "native_sizes": {"min": decoded.native[train].min(0).tolist(),
+                               "max": decoded.native[train].max(0).tolist()},
               "ignored_files": ignored,
               "test_rows": [files[i].relative_to(root).as_posix() for i in test]},  # names them in predictions.csv
     )

@@ -437,6 +437,9 @@ def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.nd
         fitted = scaler.to_info()
         stats["numeric_scaling"] = {str(c): {"mean": m, "std": s}
                                     for c, m, s in zip(numeric, fitted["mean"], fitted["std"], strict=True)}
+        # The training range of each column: dltrain-predict flags new rows far beyond it.
+        stats["numeric_range"] = {str(c): [float(lo), float(hi)] for c, lo, hi in
+                                  zip(numeric, values[train].min(axis=0), values[train].max(axis=0), strict=True)}
     if categorical:
         values = x[categorical].astype(str).to_numpy(dtype=object)
         encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=max_categories,

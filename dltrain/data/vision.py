@@ -186,7 +186,9 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
         x_test=_standardize(_images(test.data), scaler), y_test=torch.as_tensor(test.targets, dtype=torch.int64),
         task="multiclass", num_outputs=len(train.classes), class_names=[str(name) for name in train.classes],
         info={"source": f"torchvision.datasets.{source.class_name}", "root": root,
-              "normalization": scaler.to_info(), "val_carved_from_train": True},
+              "normalization": scaler.to_info(), "val_carved_from_train": True,
+              # Every image is of the dataset's one size; dltrain-predict flags inputs of another.
+              "native_sizes": {"min": list(x_all.shape[2:]), "max": list(x_all.shape[2:])}},
     )
 
 
