@@ -25,7 +25,9 @@ class EarlyStopping:
     ``enabled`` is false, for ``best.pt`` and the summary; then nothing ever stops.
 
     Args:
-        monitor: metric name, e.g. ``val_loss``.
+        monitor: metric name, e.g. ``val_loss``; None watches nothing (a run without a
+            validation split whose monitor is a validation metric): no epoch improves,
+            nothing stops.
         mode: ``min``, ``max`` or ``auto`` (from the name).
         min_delta: minimum change that counts as an improvement (its absolute value is used).
         patience: epochs without improvement tolerated before stopping (>= 0).
@@ -39,7 +41,7 @@ class EarlyStopping:
         ValueError: ``patience`` or ``start_from_epoch`` is negative, or ``mode`` is unknown.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0,
+    def __init__(self, monitor: str | None = "val_loss", mode: str = "auto", min_delta: float = 0.0,
                  patience: int = 5, *, enabled: bool = True, baseline: float | None = None,
                  start_from_epoch: int = 0, check_finite: bool = True) -> None:
         if mode not in ("auto", "min", "max"):
@@ -49,10 +51,10 @@ class EarlyStopping:
         if start_from_epoch < 0:
             raise ValueError(f"start_from_epoch must be >= 0, got {start_from_epoch}")
         self.monitor = monitor
-        self.mode = infer_mode(monitor) if mode == "auto" else mode
+        self.mode = infer_mode(monitor or "") if mode == "auto" else mode
+        self.enabled = enabled and monitor is not None
         self.min_delta = abs(float(min_delta))
         self.patience = patience
-        self.enabled = enabled
         self.baseline = None if baseline is None else float(baseline)
         self.start_from_epoch = start_from_epoch
         self.check_finite = check_finite
@@ -89,8 +91,8 @@ class EarlyStopping:
         Returns:
             True if the epoch improved (it is the new :attr:`best`).
         """
-        if epoch <= self.start_from_epoch:
-            return False  # warm-up: the metric is not meaningful yet, so it must not become best
+        if epoch <= self.start_from_epoch or self.monitor is None:
+            return False  # warm-up (the metric is not meaningful yet, so it must not become best), or no metric
         value = float(value)  # plain float even from numpy or 0-d tensors: state_dict stays plain data
         if self.enabled and self.check_finite and not math.isfinite(value):
             # Training is broken, not plateaued: waiting out the patience would only waste epochs.

@@ -26,6 +26,34 @@ def check_monitor(key: str, monitor: str, task: str) -> None:
                           f"choose one of {', '.join(logged)}.")
 
 
+#: The warning of a run without a validation split whose monitor is the default ``val_loss``.
+NO_VALIDATION = ("data.val_fraction=0: no validation split, so early stopping is off (set "
+                 "trainer.early_stopping.monitor=train_loss to stop on the training loss); the last epoch's weights "
+                 "are tested")
+
+
+def validation_warnings(cfg: DictConfig, has_validation: bool) -> list[str]:
+    """What a run without a validation split (``data.val_fraction=0``) cannot do: watch a
+    ``val_*`` metric. The default monitor, ``val_loss``, then watches nothing (a warning
+    says so); any other ``val_*`` monitor, of early stopping or of ``scheduler=plateau``, is an error.
+
+    Raises:
+        ConfigError: naming the monitor's key and ``data.val_fraction``.
+    """
+    if has_validation:
+        return []
+    es = cfg.trainer.early_stopping
+    watched = {"trainer.early_stopping.monitor": es.monitor}
+    if cfg.scheduler.name == "plateau":  # a plateau schedule has no "off": it needs a metric that is logged
+        watched["scheduler.monitor"] = cfg.scheduler.monitor or es.monitor
+    for key, monitor in watched.items():
+        if monitor.startswith("val_") and (key != "trainer.early_stopping.monitor" or monitor != "val_loss"):
+            raise ConfigError(f"{key}={monitor} needs a validation split, but data.val_fraction=0 leaves none: "
+                              f"set {key}=train_{monitor[4:]}, or hold out data for validation "
+                              "(data.val_fraction=0.1).")
+    return [NO_VALIDATION] if es.monitor.startswith("val_") else []
+
+
 def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
                 autocast_dtype: torch.dtype | None) -> None:
     """One forward pass on ``example`` (a batch of two training inputs), in the run's

@@ -76,6 +76,9 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         raise UserError(f"checkpoint {ckpt}: its {err.problem}: use a checkpoint written by dltrain "
                         "training") from None
     _check_same_data(restored, data)
+    if split == "val" and not data.has_validation:
+        raise UserError(f"checkpoint {ckpt}: its run had no validation split (data.val_fraction=0), so split=val "
+                        "has nothing to evaluate: use split=test")
     loss_fn = build_loss(cfg, data)[1].to(dev)
     batches = make_batches(data, cfg.trainer, cfg.seed, dev)[1 if split == "val" else 2]
 

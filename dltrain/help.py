@@ -19,15 +19,16 @@ from typing import Any
 import yaml
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import (
-    create_automatic_config_search_path,
+    compute_search_path_dir,
+    create_config_search_path,
     detect_calling_file_or_module_from_task_function,
     detect_task_name,
     get_args_parser,
     validate_config_path,
 )
+from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.config_search_path import SearchPathQuery
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -49,7 +50,7 @@ def print_help(argv: Sequence[str], task: Callable[..., Any], config_path: str) 
     whose primary config lives at ``config_path``."""
     args = get_args_parser().parse_args(argv)
     try:
-        hydra = _create_hydra(args, task, config_path)
+        hydra, primary = _create_hydra(args, task, config_path)
         cfg = hydra.compose_config(args.config_name or CONFIG_NAME, args.overrides, run_mode=RunMode.RUN)
         HydraConfig.instance().set_config(cfg)  # ${hydra:...} in the config, under --resolve
         template, choices = str(cfg.hydra.help.template), cfg.hydra.runtime.choices.copy()
@@ -57,7 +58,7 @@ def print_help(argv: Sequence[str], task: Callable[..., Any], config_path: str) 
             del cfg["hydra"]
         chosen = {override.lstrip("+~").split("=")[0] for override in args.overrides}
         text = string.Template(template).safe_substitute(
-            APP_CONFIG_GROUPS=format_groups(group_options(config_path, args.config_dir), choices, chosen),
+            APP_CONFIG_GROUPS=format_groups(group_options(primary, args.config_dir), choices, chosen),
             HYDRA_CONFIG_GROUPS="(see --hydra-help)\n",
             FLAGS_HELP=hydra.format_args_help(get_args_parser()),
             CONFIG=compact_yaml(OmegaConf.to_container(cfg, resolve=args.resolve, enum_to_str=True)),
@@ -74,12 +75,14 @@ def print_help(argv: Sequence[str], task: Callable[..., Any], config_path: str) 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> Hydra:
-    """Hydra with the config search path that ``hydra.main`` builds for ``task``."""
+def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> tuple[Hydra, str | None]:
+    """Hydra with the config search path that ``hydra.main`` builds for ``task``, and the
+    folder of the primary config in it (``pkg://...`` for a package)."""
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task)
     config_path = args.config_path if args.config_path is not None else config_path
     validate_config_path(config_path)
-    search_path = create_automatic_config_search_path(calling_file, calling_module, config_path)
+    primary = compute_search_path_dir(calling_file, calling_module, config_path)
+    search_path = create_config_search_path(primary)
     if args.config_dir is not None:
         config_dir = os.path.abspath(args.config_dir)
         if not os.path.isdir(config_dir):
@@ -87,28 +90,41 @@ def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> Hydr
                               "your config files.")
         search_path.prepend(provider="command-line", path=f"file://{config_dir}",
                             anchor=SearchPathQuery(provider="schema"))
-    return Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
-                                    config_search_path=search_path)
+    hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
+                                     config_search_path=search_path)
+    return hydra, primary
 
 
-def group_options(config_path: str, config_dir: str | None = None) -> dict[str, list[str]]:
+def group_options(config_path: str | None, config_dir: str | None = None) -> dict[str, list[str]]:
     """Each config group and its options: those of dltrain's schemas, the presets of the other
-    groups (``experiment``, ``cluster``, ...) in the config tree at ``config_path``, and the
-    YAML files of a ``--config-dir``, by folder."""
-    folders = [files(config_path.removeprefix("pkg://")) if config_path.startswith("pkg://") else Path(config_path)]
-    if config_dir is not None:
-        folders.append(Path(config_dir))
+    groups (``experiment``, ``cluster``, ...) in the config tree at ``config_path`` (a folder,
+    or ``pkg://`` and a package), and the YAML files of a ``--config-dir``, by folder."""
     options: dict[str, set[str]] = {group: set(names) for group, names in GROUP_SCHEMAS.items()}
-    for index, folder in enumerate(folders):
-        for group, names in _presets(folder):
-            if group not in GROUP_SCHEMAS or index > 0:  # a schema's options are its registered ones
-                options.setdefault(group, set()).update(names)
+    for group, names in _presets(_folder(config_path)):
+        if group not in GROUP_SCHEMAS:  # a schema's options are its registered ones
+            options.setdefault(group, set()).update(names)
+    for group, names in _presets(_folder(config_dir)):
+        options.setdefault(group, set()).update(names)
     return {group: sorted(names) for group, names in sorted(options.items())}
+
+
+def _folder(config_path: str | None) -> Any:
+    """The folder (a path, or a package's resources) at a config search path entry."""
+    if config_path is None:
+        return None
+    if not config_path.startswith("pkg://"):
+        return Path(config_path)
+    try:
+        return files(config_path.removeprefix("pkg://").strip("/").replace("/", "."))
+    except (ImportError, TypeError, ValueError):  # no such package: Hydra's composition says so
+        return None
 
 
 def _presets(folder: Any) -> Iterable[tuple[str, list[str]]]:
     """The groups in a config folder (its subfolders, Hydra's own left out) and the options
     (YAML files) of each."""
+    if folder is None:
+        return
     try:
         groups = [entry for entry in folder.iterdir() if entry.is_dir() and entry.name != "hydra"]
     except OSError:

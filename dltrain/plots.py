@@ -27,13 +27,14 @@ _BAR_COLOR, _BEST_COLOR, _FAILED_COLOR = "#8fa9c4", "tab:orange", "red"
 _PANEL_WIDTH, _PANEL_HEIGHT = 4.2, 3.6
 
 
-def curves_figure(history: Sequence[dict[str, Any]], *, monitor: str, best_epoch: int | None = None,
+def curves_figure(history: Sequence[dict[str, Any]], *, monitor: str | None, best_epoch: int | None = None,
                   stopped_epoch: int | None = None, status: str | None = None, title: str | None = None) -> Figure:
     """Draw a run's training curves: loss, the monitored metric and the learning rate, side by side.
 
     Args:
         history: One row per epoch, as in metrics.csv (values may be numbers, None, NaN or strings).
         monitor: The metric the run monitored (e.g. ``val_accuracy``); its curve gets the best-epoch star.
+            None for a run that monitored nothing (no validation split and a validation monitor).
         best_epoch: The epoch of the best monitored value, marked by a dashed line.
         stopped_epoch: The epoch training stopped at, marked when ``status`` says it stopped early.
         status: The run's status (``completed``, ``early_stopped``, ``diverged``, ``interrupted``...).
@@ -113,8 +114,9 @@ def curves_figure(history: Sequence[dict[str, Any]], *, monitor: str, best_epoch
     return fig
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, monitor: str, best_epoch: int | None = None,
-                stopped_epoch: int | None = None, status: str | None = None, title: str | None = None) -> Path:
+def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, monitor: str | None,
+                best_epoch: int | None = None, stopped_epoch: int | None = None, status: str | None = None,
+                title: str | None = None) -> Path:
     """Draw :func:`curves_figure` and save it as a PNG at ``path``, atomically; returns the path."""
     fig = curves_figure(history, monitor=monitor, best_epoch=best_epoch, stopped_epoch=stopped_epoch,
                         status=status, title=title)
@@ -280,11 +282,13 @@ def _is_loss(name: str) -> bool:
     return _base(name) == "loss"
 
 
-def _metric_curves(monitor: str, keys: list[str]) -> list[str]:
+def _metric_curves(monitor: str | None, keys: list[str]) -> list[str]:
     """The columns of the metric panel: the monitored metric and its train/val counterpart, or, when the
-    run monitors a loss (already on the loss panel), the first validation metric that is not a loss."""
-    candidates = [] if _is_loss(monitor) else [monitor]
+    run monitors a loss (already on the loss panel) or nothing, the first validation metric that is not a
+    loss (the first training one in a run without validation)."""
+    candidates = [] if monitor is None or _is_loss(monitor) else [monitor]
     candidates += [k for k in keys if k.startswith("val_") and not _is_loss(k)]
+    candidates += [k for k in keys if k.startswith("train_") and not _is_loss(k)]
     for name in candidates:
         pair = [f"train_{_base(name)}", f"val_{_base(name)}"] if _base(name) != name else [name]
         found = [k for k in pair if k in keys]

@@ -68,6 +68,8 @@ def print_results(summary: dict[str, Any], console: Console | None = None) -> No
     table.add_row("status", summary["status"])
     table.add_row("stop reason", str(summary["stop_reason"]))
     table.add_row("epochs run", str(summary["epochs_run"]))
+    if str(summary.get("validation", "")).startswith("none"):  # no validation split: say what was tested
+        table.add_row("validation", f"{summary['validation']}; tested: {summary.get('test_weights')}")
     if summary.get("best_value") is not None:
         table.add_row(f"best {summary['monitor']}", f"{summary['best_value']:.4f} (epoch {summary['best_epoch']})")
     for name, value in summary.get("test", {}).items():

@@ -34,6 +34,7 @@ from dltrain.checks import (
     check_model,
     check_monitor,
     schedule_warnings,
+    validation_warnings,
 )
 from dltrain.config import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
@@ -147,7 +148,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # The loss first: it decides how wide the model's output layer is.
     loss_name, loss_fn = build_loss(cfg, data)
     loss_fn = loss_fn.to(device)
-    warnings: list[str] = list(data.warnings)
+    warnings: list[str] = list(data.warnings) + validation_warnings(cfg, data.has_validation)
     model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.
@@ -486,7 +487,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
 
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
-                      stopper=make_stopper(cfg), log_every_n_steps=tcfg.log_every_n_steps,
+                      stopper=make_stopper(cfg, exp.data.has_validation), log_every_n_steps=tcfg.log_every_n_steps,
                       on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None,
                       scheduler=exp.scheduler, penalty=exp.penalty, augment=exp.augment,
                       grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
@@ -549,6 +550,8 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
         "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(trainer.device),
         "world_size": trainer.ranks.world_size, "resumed_from": str(resume_path) if resume_path else None,
+        "validation": (f"{exp.data.sizes['num_val']} examples" if exp.data.has_validation
+                       else "none (data.val_fraction=0)"),
         "warnings": exp.warnings,
         "run_dir": str(run_dir), "started_at": started_at, "versions": trainer.meta["versions"],
     }
@@ -566,7 +569,7 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
     start = time.perf_counter()
     try:
         stop.graceful = True
-        summary["status"] = trainer.fit(train_batches, val_batches)
+        summary["status"] = trainer.fit(train_batches, val_batches if exp.data.has_validation else None)
         if tcfg.fast_dev_run:
             summary["stop_reason"] = "fast_dev_run: one epoch of a few batches"
         elif summary["status"] == "early_stopped":
@@ -728,10 +731,12 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: dict[str, A
             data.class_names, data.target_scale, [rows[i] for i in index] if rows is not None else index))
 
 
-def make_stopper(cfg: DictConfig) -> EarlyStopping:
-    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run)."""
+def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
+    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run);
+    without a validation split, a ``val_*`` monitor watches nothing and nothing stops."""
     es = cfg.trainer.early_stopping
-    return EarlyStopping(es.monitor, es.mode, es.min_delta, es.patience,
+    monitor = es.monitor if has_validation or not es.monitor.startswith("val_") else None
+    return EarlyStopping(monitor, es.mode, es.min_delta, es.patience,
                          enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
 
@@ -777,7 +782,7 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
 
 def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
     """Why the checkpoint's run has nothing left to train under this config, or None."""
-    stopper = make_stopper(cfg)
+    stopper = make_stopper(cfg, _validated(state))
     stopper.load_state_dict(state["early_stopping"])
     max_epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs
     if stopper.should_stop:
@@ -785,6 +790,12 @@ def _finished(cfg: DictConfig, state: dict[str, Any]) -> str | None:
     if state["epoch"] >= max_epochs and not state.get("partial_epoch"):
         return f"it completed {state['epoch']} epochs and trainer.max_epochs={max_epochs}"
     return None
+
+
+def _validated(state: dict[str, Any]) -> bool:
+    """Whether the checkpoint's run had a validation split (its data record says how large)."""
+    record = state.get("data")
+    return not (isinstance(record, dict) and record.get("num_val") == 0)
 
 
 def _results_written(path: Path, ranks: Ranks) -> bool:
@@ -828,7 +839,7 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
     es = state["early_stopping"]
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
                "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),
-               "best_epoch": es.get("best_epoch"), "monitor": cfg.trainer.early_stopping.monitor,
+               "best_epoch": es.get("best_epoch"), "monitor": make_stopper(cfg, _validated(state)).monitor,
                "mode": make_stopper(cfg).mode,
                "best_value": es.get("best"), "world_size": ranks.world_size, "run_dir": str(run_dir)}
     if run_dir.is_dir() and ranks.is_main:

@@ -133,7 +133,7 @@ class DigitsConfig:
     """``data=digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images)."""
 
     name: str = "digits"
-    val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the data held out for validation")
+    val_fraction: float = spec(0.1, ge=0, lt=1, help="share of the data held out for validation (0: none)")
     test_fraction: float = spec(0.2, gt=0, lt=1, help="share of the data held out for the final test")
 
 
@@ -144,7 +144,7 @@ class XorConfig:
     name: str = "xor"
     copies: int = spec(100, ge=3, le=MAX_POINTS // 4, help="noisy copies of each of the four points")
     noise: float = spec(0.1, ge=0, help="standard deviation of the jitter added to each copy")
-    val_fraction: float = spec(0.2, gt=0, lt=1)
+    val_fraction: float = spec(0.2, ge=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
 
 
@@ -159,7 +159,7 @@ class SineConfig:
     x_max: float = spec(3.141592653589793)
     samples: int = spec(1000, ge=10, le=MAX_POINTS)
     noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on y")
-    val_fraction: float = spec(0.2, gt=0, lt=1)
+    val_fraction: float = spec(0.2, ge=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
 
 
@@ -170,7 +170,7 @@ class MoonsConfig:
     name: str = "moons"
     samples: int = spec(1000, ge=10, le=MAX_POINTS)
     noise: float = spec(0.2, ge=0)
-    val_fraction: float = spec(0.2, gt=0, lt=1)
+    val_fraction: float = spec(0.2, ge=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
 
 
@@ -183,7 +183,7 @@ class SpiralsConfig:
     classes: int = spec(3, ge=2, le=100, help="number of arms (classes)")
     turns: float = spec(1.0, gt=0, help="how many times each arm winds around the centre")
     noise: float = spec(0.2, ge=0)
-    val_fraction: float = spec(0.2, gt=0, lt=1)
+    val_fraction: float = spec(0.2, ge=0, lt=1)
     test_fraction: float = spec(0.2, gt=0, lt=1)
 
 
@@ -198,7 +198,7 @@ class ChirpConfig:
     noise: float = spec(0.1, ge=0, help="standard deviation of the Gaussian noise on the signal")
     window: int = spec(32, ge=1, le=1000, help="past values the model reads")
     horizon: int = spec(1, ge=1, help="how many steps ahead the target lies")
-    val_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's later part, before the test part")
+    val_fraction: float = spec(0.15, ge=0, lt=1, help="the signal's later part, before the test part")
     test_fraction: float = spec(0.15, gt=0, lt=1, help="the signal's last part")
 
 
@@ -217,7 +217,7 @@ class CSVConfig:
     positive_class: str | None = spec(None, help="binary: the label precision/recall/f1 score; null: 1, or the "
                                                  "rarer text label")
     delimiter: str = ","
-    val_fraction: float = spec(0.15, gt=0, lt=1)
+    val_fraction: float = spec(0.15, ge=0, lt=1)
     test_fraction: float = spec(0.15, gt=0, lt=1)
 
 
@@ -237,7 +237,7 @@ class TextCSVConfig:
     positive_class: str | None = spec(None, help="binary: the label precision/recall/f1 score; null: 1, or the "
                                                  "rarer text label")
     delimiter: str = ","
-    val_fraction: float = spec(0.15, gt=0, lt=1)
+    val_fraction: float = spec(0.15, ge=0, lt=1)
     test_fraction: float = spec(0.15, gt=0, lt=1)
 
 
@@ -248,7 +248,7 @@ class TorchvisionConfig:
     name: str = "mnist"
     root: str = spec("data", help="folder that holds (or receives) the dataset's files")
     download: bool = True
-    val_fraction: float = spec(0.1, gt=0, lt=1, help="share of the training set held out for validation")
+    val_fraction: float = spec(0.1, ge=0, lt=1, help="share of the training set held out for validation (0: none)")
 
 
 @dataclass
@@ -264,7 +264,7 @@ class ImageFolderConfig:
     in_memory: Any = spec("auto", help="auto, true or false; auto holds the decoded images in memory "
                                        "when they take under a quarter of the machine's RAM")
     num_workers: int = spec(2, ge=0, help="processes that decode images")
-    val_fraction: float = spec(0.15, gt=0, lt=1)
+    val_fraction: float = spec(0.15, ge=0, lt=1)
     test_fraction: float = spec(0.15, gt=0, lt=1, help="used when the folder has no test/ split")
 
 

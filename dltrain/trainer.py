@@ -143,6 +143,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.healthy = True  # false once the monitored metric is non-finite: no checkpoint then
         self.train_batches: Batches | None = None
+        self.validates = True  # false for a run without a validation split: no val_* metrics then
         self._epoch_acc = MetricAccumulator(task)
         self._epoch_lr = 0.0
         self._epoch_started = time.perf_counter()
@@ -323,9 +324,10 @@ class Trainer:
                                           f"{self.epoch + 1}")
         return self._reduce(acc)
 
-    def fit(self, train_batches: Batches, val_batches: Batches) -> str:
+    def fit(self, train_batches: Batches, val_batches: Batches | None) -> str:
         """Train until ``max_epochs`` or an early stop (continuing where :meth:`load_state_dict`
-        left off).
+        left off). With ``val_batches`` None (no validation split) no epoch validates: every
+        rank skips it alike, so none waits on another's validation metrics.
 
         Returns:
             ``completed`` or ``early_stopped``.
@@ -336,6 +338,7 @@ class Trainer:
             Interrupted: a stop was requested; :meth:`state_dict` holds the state to resume.
         """
         self.train_batches = train_batches
+        self.validates = val_batches is not None
         if self._pending is not None:  # a resume: the data order and RNGs as they were saved
             order, rng = self._pending
             self._pending = None
@@ -357,7 +360,7 @@ class Trainer:
         running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
         return self._seconds_before + running
 
-    def _run_epoch(self, train_batches: Batches, val_batches: Batches) -> None:
+    def _run_epoch(self, train_batches: Batches, val_batches: Batches | None) -> None:
         number = self.epoch + 1
         partial, self._resume_partial = self._resume_partial, None
         self._epoch_acc = MetricAccumulator(self.task)
@@ -378,7 +381,7 @@ class Trainer:
         except TrainingDiverged:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
-        val = self.evaluate(val_batches, stoppable=True)
+        val = self.evaluate(val_batches, stoppable=True) if val_batches is not None else None
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         row = self.ranks.broadcast(self._row(number, train, val))
@@ -391,7 +394,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = number, 0
         if self.scheduler is not None:
             self.scheduler.step_epoch(row)
-        improved = self.stopper.update(number, row[self.stopper.monitor])
+        monitor = self.stopper.monitor  # None: a validation monitor in a run without validation
+        improved = monitor is not None and self.stopper.update(number, row[monitor])
         if improved and self.restore_best_weights:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.healthy = not self.stopper.non_finite
@@ -405,10 +409,12 @@ class Trainer:
                                    "(regularization.grad_clip=1.0)")
 
     def _row(self, number: int, train: dict[str, float], val: dict[str, float] | None) -> dict[str, Any]:
-        """The epoch's line of metrics.csv; a validation that did not run reads NaN."""
+        """The epoch's line of metrics.csv; a validation that did not run reads NaN, and a run
+        without a validation split has no val_* columns."""
         row: dict[str, Any] = {"epoch": number}
         row.update({f"train_{k}": v for k, v in train.items()})
-        row.update({f"val_{k}": val[k] if val is not None else math.nan for k in train})
+        if self.validates:
+            row.update({f"val_{k}": val[k] if val is not None else math.nan for k in train})
         row["lr"] = self._epoch_lr
         row["epoch_seconds"] = time.perf_counter() - self._epoch_started  # train + validation
         return row

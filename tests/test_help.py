@@ -15,8 +15,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from omegaconf import OmegaConf
 
-from dltrain import compose, train
-from dltrain import sweep
+from dltrain import compose, sweep, train
 from dltrain.cli import main
 from dltrain.config import CONFIG_MODULE, CONFIG_NAME
 from dltrain.data import DATASETS

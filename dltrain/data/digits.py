@@ -20,7 +20,7 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     """1,797 real 8x8 images of digits 0-9, split stratified and seeded.
 
     The test split takes ``test_fraction`` of all images and validation ``val_fraction``
-    of all images; the rest trains. Each pixel is standardised with statistics fitted on
+    of all images (none with 0); the rest trains. Each pixel is standardised with statistics fitted on
     the training split only, so nothing about validation or test leaks into training.
 
     Returns:
@@ -32,7 +32,10 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     x, y = _load_digits()  # (1797, 64) float32 ink counts 0..16, (1797,) int64
     try:
         rest, test = stratified_split(y, math.ceil(test_fraction * len(y)), seed)
-        train, val = stratified_split(y[rest], math.ceil(val_fraction / (1 - test_fraction) * len(rest)), seed)
+        if val_fraction == 0:  # no validation split: every image outside the test split trains
+            train, val = np.arange(len(rest)), np.arange(0)
+        else:
+            train, val = stratified_split(y[rest], math.ceil(val_fraction / (1 - test_fraction) * len(rest)), seed)
     except ValueError as err:  # a split too small to hold every class once
         raise ConfigError(f"data.val_fraction={val_fraction:g} and data.test_fraction={test_fraction:g} leave a split "
                           f"with fewer examples than the 10 classes: make both between 0.01 and 0.5 ({err}).") from err

@@ -86,6 +86,11 @@ class DataSplits:
         return torch.bincount(self.y_train.cpu(), minlength=self.num_outputs)
 
     @property
+    def has_validation(self) -> bool:
+        """False when no example is held out for validation (``data.val_fraction=0``)."""
+        return len(self.y_val) > 0
+
+    @property
     def sizes(self) -> dict[str, int]:
         return {"num_train": len(self.y_train), "num_val": len(self.y_val), "num_test": len(self.y_test)}
 
@@ -160,7 +165,9 @@ def carve_validation(
 
 def _split(idx: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None,
            key: str) -> tuple[np.ndarray, np.ndarray]:
-    """``idx`` cut into (kept, held out) with ``fraction`` held out."""
+    """``idx`` cut into (kept, held out) with ``fraction`` held out (none at all for 0)."""
+    if fraction == 0:  # data.val_fraction=0: every example trains, and no split is drawn
+        return idx, idx[:0]
     held = int(round(len(idx) * fraction))
     if held < 1 or held >= len(idx):
         raise ConfigError(f"{key}={fraction:g} of {len(idx)} examples leaves a split empty: "

@@ -186,7 +186,7 @@ def build_chirp(seed: int = 0, length: int = 4000, f0: float = 1.0, f1: float = 
     examples = max(length - window - horizon + 1, 0)
     num_val, num_test = round(examples * val_fraction), round(examples * test_fraction)
     num_train = examples - num_val - num_test
-    if min(num_train, num_val, num_test) < 1:
+    if min(num_train, num_test) < 1 or (val_fraction > 0 and num_val < 1):  # val_fraction=0: no validation
         raise ConfigError(f"data.window={window} and data.horizon={horizon} leave {examples} examples in a signal of "
                           f"data.length={length}, too few for non-empty train/validation/test splits: "
                           "make data.window smaller or data.length larger.")
@@ -211,7 +211,7 @@ def build_chirp(seed: int = 0, length: int = 4000, f0: float = 1.0, f1: float = 
               "signal_scaling": {"mean": round(mean, 6), "std": round(std, 6)},
               # first and last signal position each split's targets come from
               "target_positions": {name: [start + window + horizon - 1, stop + window + horizon - 2]
-                                   for name, (start, stop) in bounds.items()}},
+                                   for name, (start, stop) in bounds.items() if stop > start}},
     )
 
 
