@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dltrain.errors import ConfigError, first_line
+from dltrain.init import xavier_gain
 from dltrain.losses import Loss
 from dltrain.metrics import metric_names
 from dltrain.models.summary import dummy_forward
@@ -98,6 +99,8 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
 
 def check_combinations(cfg: DictConfig) -> None:
     """Options that are each valid but cannot work together."""
+    if cfg.init.name in ("xavier_uniform", "xavier_normal"):
+        xavier_gain(cfg.init.gain, cfg.init.nonlinearity)  # init.gain and init.nonlinearity both set
     reg = cfg.regularization
     if cfg.optim.name == "lbfgs":
         for key in ("grad_clip", "grad_clip_value"):

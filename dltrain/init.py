@@ -123,20 +123,52 @@ def init_default(model: nn.Module, activation: str | None = None) -> dict[str, s
     return {name: "default" for name, _ in _leaves_with_params(model)}
 
 
+def xavier_gain(gain: float, nonlinearity: str | None) -> tuple[float, str]:
+    """The gain a Xavier scheme scales by, and how the summary names it.
+
+    Glorot's formula has no activation gain: 1 unless ``init.gain`` or
+    ``init.nonlinearity`` asks for one, whatever the model's activation.
+
+    Raises:
+        ConfigError: both keys are set, or the gain is not a positive finite number.
+    """
+    if not (math.isfinite(gain) and gain > 0):
+        raise ConfigError(f"init.gain={gain} is not valid: expected a positive number (1 is Glorot's formula).")
+    if nonlinearity is None:
+        return gain, "" if gain == 1 else f"gain={gain:g}"
+    if gain != 1:
+        raise ConfigError(f"init.gain={gain:g} and init.nonlinearity={nonlinearity} both set the gain: "
+                          "keep one of them.")
+    return _gain(_nonlinearity(nonlinearity, None, nn.Identity())), nonlinearity
+
+
+def _xavier(model: nn.Module, scheme: str, fill: Callable[..., Any], gain: float,
+            nonlinearity: str | None) -> dict[str, str]:
+    """Apply ``fill(weight, gain=...)`` to every weight with one gain; the label names a gain other than 1."""
+    value, shown = xavier_gain(gain, nonlinearity)
+    applied = _init_model(model, scheme, lambda w, _act: fill(w, gain=value))
+    label = f"{scheme}({shown})" if shown else scheme
+    return {name: label if applied_as == scheme else applied_as for name, applied_as in applied.items()}
+
+
 @INITS.register("xavier_uniform")
-def init_xavier_uniform(model: nn.Module, activation: str | None = None,
+def init_xavier_uniform(model: nn.Module, activation: str | None = None, gain: float = 1.0,
                         nonlinearity: str | None = None) -> dict[str, str]:
-    """Glorot uniform: U[-a, a], a = gain * sqrt(6 / (fan_in + fan_out))."""
-    return _init_model(model, "xavier_uniform", lambda w, act: nn.init.xavier_uniform_(w, gain=_gain(act)),
-                       activation, nonlinearity, gain_scaled=True)
+    """Glorot uniform: U[-a, a], a = gain * sqrt(6 / (fan_in + fan_out)), gain 1 by default.
+
+    ``activation`` (the model's) is not used: Glorot's formula has no activation gain.
+    """
+    return _xavier(model, "xavier_uniform", nn.init.xavier_uniform_, gain, nonlinearity)
 
 
 @INITS.register("xavier_normal")
-def init_xavier_normal(model: nn.Module, activation: str | None = None,
+def init_xavier_normal(model: nn.Module, activation: str | None = None, gain: float = 1.0,
                        nonlinearity: str | None = None) -> dict[str, str]:
-    """Glorot normal: N(0, std = gain * sqrt(2 / (fan_in + fan_out)))."""
-    return _init_model(model, "xavier_normal", lambda w, act: nn.init.xavier_normal_(w, gain=_gain(act)),
-                       activation, nonlinearity, gain_scaled=True)
+    """Glorot normal: N(0, variance = gain^2 * 2 / (fan_in + fan_out)), gain 1 by default.
+
+    ``activation`` (the model's) is not used: Glorot's formula has no activation gain.
+    """
+    return _xavier(model, "xavier_normal", nn.init.xavier_normal_, gain, nonlinearity)
 
 
 def _kaiming(fill: Callable[..., Any]) -> Fill:
@@ -207,6 +239,41 @@ def init_zeros(model: nn.Module, activation: str | None = None) -> dict[str, str
 def init_constant(model: nn.Module, activation: str | None = None, value: float = 0.01) -> dict[str, str]:
     """Every weight ``value``, biases 0: like zeros, the symmetry between units never breaks."""
     return _init_model(model, f"constant({value:g})", lambda w, _act: nn.init.constant_(w, value))
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}"
+
+
+#: scheme -> its weights' distribution, given the gain g the label names (1 where it names none).
+FORMULAS: dict[str, Callable[[float], str]] = {
+    "xavier_normal": lambda g: f"w ~ N(0, variance {_number(2 * g * g)}/(fan_in+fan_out))",
+    "xavier_uniform": lambda g: f"w ~ U(-a, a), a = sqrt({_number(6 * g * g)}/(fan_in+fan_out))",
+    "he_normal": lambda g: f"w ~ N(0, variance {_number(g * g)}/fan_in)",
+    "he_uniform": lambda g: f"w ~ U(-a, a), a = sqrt({_number(3 * g * g)}/fan_in)",
+    "orthogonal": lambda g: f"w = {_number(g)} * Q, Q (out, fan_in) with orthonormal rows or columns",
+    "fan_in_normal": lambda _g: "w ~ N(0, variance 1/fan_in)",
+    "fan_in_uniform": lambda _g: "w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
+    "zeros": lambda _g: "w = 0",
+    "constant": lambda g: f"w = {g:g}",
+}
+
+
+def init_formula(label: str) -> str:
+    """What a label of :func:`apply_init` (``"he_normal(relu)"``, ``"xavier_normal(gain=2)"``) draws.
+
+    The argument in brackets is the activation whose gain scales the scheme, ``gain=X``, or
+    ``constant``'s value.
+    """
+    scheme, _, arg = label.removesuffix(")").partition("(")
+    if scheme == "default":
+        return "default: PyTorch's own (Linear, Conv: w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
+    if arg in TORCH_NONLINEARITY:
+        g = _gain(arg)
+    else:
+        g = float(arg.removeprefix("gain=")) if arg else 1.0
+    formula = FORMULAS.get(scheme)
+    return f"{label}: {formula(g)}, b = 0" if formula else f"{label}: biases 0"
 
 
 def apply_init(model: nn.Module, name: str, activation: str | None = None, **options: Any) -> dict[str, str]:

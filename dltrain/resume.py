@@ -10,6 +10,7 @@ refused before anything is built.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,11 @@ RUN_CONTROL = (
 #: and where the same data lives now.
 CHANGEABLE = (*RUN_CONTROL, "data.root", "data.path", "data.download", "data.in_memory")
 
+#: Keys added to an option after checkpoints were written without them: a checkpoint that
+#: lacks one resumes with the schema default. ``init.gain``: the init ran when the
+#: checkpoint's run started, and a resume never repeats it.
+ADDED_KEYS = ("init.gain",)
+
 #: Keys that decide the model's layers and weights' shapes.
 ARCHITECTURE = ("model.", "regularization.dropout", "regularization.batch_norm", "loss.", "data.")
 
@@ -72,6 +78,19 @@ def _matches(key: str, keys: tuple[str, ...]) -> bool:
 
 def _changeable(key: str) -> bool:
     return _matches(key, CHANGEABLE)
+
+
+def _added_later(key: str, old: Any, new: Any, current: dict[str, Any]) -> bool:
+    """Whether ``key`` is one of :data:`ADDED_KEYS`, absent from the checkpoint's config, and
+    this run has it at its option's schema default: no change to the checkpoint's run."""
+    group, _, leaf = key.partition(".")
+    node = current.get(group)
+    schema = GROUP_SCHEMAS.get(group, {}).get(node.get("name")) if isinstance(node, dict) else None
+    # differences() marks an absent key with a bare object()
+    if key not in ADDED_KEYS or type(old) is not object or schema is None:
+        return False
+    default = {f.name: f.default for f in dataclasses.fields(schema)}.get(leaf, dataclasses.MISSING)
+    return default is not dataclasses.MISSING and new == default
 
 
 def explicit_keys(cfg: DictConfig) -> set[str]:
@@ -152,7 +171,7 @@ def check_config(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> 
     Raises:
         ConfigError: a key differs that a resume may not change; architecture keys first.
     """
-    diffs = [d for d in differences(saved, current) if d[0] != "resume"]
+    diffs = [d for d in differences(saved, current) if d[0] != "resume" and not _added_later(*d, current)]
     refused = [d for d in diffs if not _changeable(d[0])]
     if refused:
         arch = [d for d in refused if d[0].startswith(ARCHITECTURE)]
@@ -213,7 +232,8 @@ def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> 
                 log.warning("resume=auto passed over an unreadable checkpoint: %s", err)
                 continue
             ignored = ("resume", "trust_code") if exact else RUN_CONTROL
-            if not [d for d in differences(saved, current) if not _matches(d[0], ignored)]:
+            if not [d for d in differences(saved, current)
+                    if not _matches(d[0], ignored) and not _added_later(*d, current)]:
                 return path
         return None
     path = Path(spec).expanduser()

@@ -433,8 +433,18 @@ class InitConfig:
 
 
 @dataclass
+class XavierInitConfig:
+    """``init=xavier_*``: Glorot's variance 2/(fan_in+fan_out), times gain² when asked for."""
+
+    name: str = "xavier_uniform"
+    gain: float = spec(1.0, gt=0, help="scales every weight; 1 is Glorot's and Keras's glorot_* formula")
+    nonlinearity: str | None = spec(None, choices=ACTIVATIONS,
+                                    help="null: gain 1 (or init.gain); relu, tanh, ...: that activation's gain")
+
+
+@dataclass
 class GainInitConfig:
-    """``init=xavier_*|he_*|orthogonal``: schemes scaled for the activation that follows."""
+    """``init=he_*|orthogonal``: schemes scaled for the activation that follows."""
 
     name: str = "he_normal"
     nonlinearity: str | None = spec(None, choices=ACTIVATIONS,
@@ -674,7 +684,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
               "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig},
     "loss": {"auto": LossConfig, "mse": LossConfig, "rmse": LossConfig, "mae": LossConfig, "huber": HuberConfig,
              "bce": BCEConfig, "cross_entropy": CrossEntropyConfig, "nll": CrossEntropyConfig},
-    "init": {"default": InitConfig, "xavier_uniform": GainInitConfig, "xavier_normal": GainInitConfig,
+    "init": {"default": InitConfig, "xavier_uniform": XavierInitConfig, "xavier_normal": XavierInitConfig,
              "he_uniform": GainInitConfig, "he_normal": GainInitConfig, "fan_in_uniform": InitConfig,
              "fan_in_normal": InitConfig, "orthogonal": GainInitConfig, "zeros": InitConfig,
              "constant": ConstantInitConfig},

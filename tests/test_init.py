@@ -53,7 +53,7 @@ def test_he_uniform_bound_is_sqrt_6_over_fan_in():
 
 def test_xavier_uniform_bound():
     layer = big_linear(300, 700)
-    assert apply_init(layer, "xavier_uniform", activation="tanh") == {"": "xavier_uniform(tanh)"}
+    assert apply_init(layer, "xavier_uniform", nonlinearity="tanh") == {"": "xavier_uniform(tanh)"}
     bound = (5 / 3) * math.sqrt(6 / (300 + 700))
     top = layer.weight.abs().max().item()
     assert top <= bound and top > 0.99 * bound
@@ -157,14 +157,14 @@ def test_lstm_weights_get_the_scheme_with_tanh_gain():
 
 def test_rnn_uses_its_own_nonlinearity():
     rnn = nn.RNN(8, 16, nonlinearity="relu")
-    assert apply_init(rnn, "xavier_uniform") == {"": "xavier_uniform(relu)"}
+    assert apply_init(rnn, "he_uniform") == {"": "he_uniform(relu)"}
 
 
 def test_mapping_names_the_modules():
     model = build_mlp((1, 8, 8), 10, hidden=[32, 16], activation="tanh", batch_norm=True)
-    applied = apply_init(model, "xavier_normal", activation="tanh")
-    assert applied == {"fc1": "xavier_normal(tanh)", "bn1": "default", "fc2": "xavier_normal(tanh)",
-                       "bn2": "default", "out": "xavier_normal(tanh)"}
+    applied = apply_init(model, "he_normal", activation="tanh")
+    assert applied == {"fc1": "he_normal(tanh)", "bn1": "default", "fc2": "he_normal(tanh)",
+                       "bn2": "default", "out": "he_normal(tanh)"}
 
 
 def test_embedding_keeps_its_default():

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dltrain.init import init_formula
+
 
 @dataclass
 class LayerRow:
@@ -77,7 +79,7 @@ def summarize(
 
 
 def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
-    """The rows as a fixed-width text table with parameter totals."""
+    """The rows as a fixed-width text table with parameter totals, then what each init scheme draws."""
     header = ("Layer", "Type", "Output shape", "Params", "Init")
     table = [header] + [(r.name, r.kind, r.output_shape, f"{r.params:,}", r.init) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -92,4 +94,7 @@ def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
     out = [fmt(header), line, *(fmt(r) for r in table[1:]), line,
            f"Total params: {total:,}", f"Trainable params: {trainable:,}",
            f"Non-trainable params: {total - trainable:,}"]
+    # What each scheme in the Init column draws, once per scheme: the column stays short.
+    labels = dict.fromkeys(r.init for r in rows if r.init != "-")
+    out += [f"Init {init_formula(label)}" for label in labels]
     return "\n".join(s.rstrip() for s in out) + "\n"
