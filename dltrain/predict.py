@@ -117,8 +117,7 @@ def read_flagged_inputs(restored: Restored, path: Path,
     elif dataset == "text_csv":
         x, flags = _text_inputs(restored, path)
     elif dataset in POINT_DATA:
-        x = _point_inputs(restored, path)
-        flags = [""] * len(x)
+        x, flags = _point_inputs(restored, path)
     else:
         raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data=csv, text_csv, "
                         f"{', '.join(POINT_DATA + IMAGE_DATA)}; for data={dataset} call the model from Python "
@@ -270,8 +269,9 @@ def _text_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str
     return x, drift.text_flags(known, [len(sequence) for sequence in ids])
 
 
-def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
-    """Generated point data: the CSV's numeric columns, standardised as the training split was."""
+def _point_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
+    """Generated point data: the CSV's numeric columns, standardised as the training split was;
+    and each row's ``out_of_range`` flag (see :mod:`dltrain.drift`)."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     data = restored.data
@@ -292,7 +292,11 @@ def _point_inputs(restored: Restored, path: Path) -> torch.Tensor:
                         "wrote it")
     columns = [_standardised(table[c], m, s, path) for c, m, s in zip(numeric, scaling["mean"], scaling["std"],
                                                                       strict=True)]
-    return torch.from_numpy(np.stack(columns, axis=1))
+    bounds = data.get("input_range")
+    ranges = dict(zip(map(str, numeric), zip(bounds["min"], bounds["max"], strict=True), strict=True)) \
+        if bounds and len(bounds["min"]) == width else None
+    flags = drift.range_flags({str(c): table[c].to_numpy(dtype=np.float64) for c in numeric}, ranges)
+    return torch.from_numpy(np.stack(columns, axis=1)), flags
 
 
 # --- images ------------------------------------------------------------------------------------------------------

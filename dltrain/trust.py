@@ -156,6 +156,9 @@ DATA_RECORD: dict[str, tuple[Any, str]] = {
     "color": (lambda v: v in ("grayscale", "rgb"), "grayscale or rgb"),
     "numeric_range": (lambda v: isinstance(v, dict) and all(
         _numbers(r) and len(r) == 2 and r[0] <= r[1] for r in v.values()), "{column: [min, max]}"),
+    "input_range": (lambda v: isinstance(v, dict) and _numbers(v.get("min")) and _numbers(v.get("max"))
+                    and len(v["min"]) == len(v["max"]) and all(lo <= hi for lo, hi in zip(v["min"], v["max"])),
+                    "{min: [...], max: [...]}"),
     "native_sizes": (lambda v: isinstance(v, dict) and all(
         isinstance(v.get(k), list) and len(v[k]) == 2 and all(type(n) is int and n >= 1 for n in v[k])
         for k in ("min", "max")), "{min: [height, width], max: [height, width]}"),

@@ -96,6 +96,14 @@ def test_a_checkpoint_without_training_ranges_predicts_without_range_flags(table
     assert before.drop(columns="input_warnings").equals(now.drop(columns="input_warnings"))
 
 
+def test_points_far_outside_the_training_range_are_flagged(tmp_path, capsys):
+    ckpt = _train(tmp_path, ["data=moons"])
+    points = write_csv(tmp_path / "points.csv", {"a": [0.5, 0.0, 40.0, -1.0], "b": [0.2, 0.5, 0.0, -30.0]})
+    out, err = _predict(capsys, ckpt, points, tmp_path / "out.csv")
+    assert out["input_warnings"].tolist() == ["", "", "out_of_range: a", "out_of_range: b"]
+    assert err.endswith(WARNING.format(2, 4, "2 out_of_range"))
+
+
 # --- images ------------------------------------------------------------------------------------------------------
 
 
@@ -215,6 +223,8 @@ def test_earlier_outputs_with_or_without_the_column_are_replaced_others_refused(
     ("numeric_range", {"age": [50.0, 20.0]}),
     ("numeric_range", {"age": [20.0, float("inf")]}),
     ("numeric_range", {"age": [20.0]}),
+    ("input_range", {"min": [0.0, 1.0], "max": [1.0, 0.0]}),
+    ("input_range", {"min": [0.0], "max": [1.0, 2.0]}),
     ("native_sizes", {"min": [8, 8]}),
     ("native_sizes", {"min": [8, 0], "max": [8, 8]}),
     ("native_sizes", {"min": [8, 8], "max": [8, 8.5]}),

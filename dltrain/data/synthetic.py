@@ -98,7 +98,7 @@ def build_sine(seed: int = 0, function: str = "sin", x_min: float = -np.pi, x_ma
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         task="regression", num_outputs=1,
         info={"function": function, "x_min": x_min, "x_max": x_max, "samples": samples, "noise": noise,
-              "input_scaling": scaler.to_info()},
+              "input_scaling": scaler.to_info(), "input_range": _input_range(x[train, None])},
     )
 
 
@@ -229,8 +229,15 @@ def _classification(x: np.ndarray, y: np.ndarray, *, classes: int, seed: int, va
     return DataSplits(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         task="binary" if classes == 2 else "multiclass", num_outputs=classes,
-        class_names=[str(k) for k in range(classes)], info={**info, "input_scaling": scaler.to_info()},
+        class_names=[str(k) for k in range(classes)],
+        info={**info, "input_scaling": scaler.to_info(), "input_range": _input_range(x[train])},
     )
+
+
+def _input_range(x: np.ndarray) -> dict[str, list[float]]:
+    """Each input's smallest and largest value over the training points ``(N, inputs)``:
+    dltrain-predict flags new points far beyond them."""
+    return {"min": x.min(axis=0).tolist(), "max": x.max(axis=0).tolist()}
 
 
 def _evaluate(function: str, x: np.ndarray, interval: tuple[float, float]) -> np.ndarray:
