@@ -200,10 +200,23 @@ class SweepReport(Callback):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
         _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0, claimed=claimed)
         _set_sweep_direction(config)
+        from dltrain.sweep_progress import SweepProgress
+
+        # Kept on the callback, which Hydra hands (pickled) to a launcher's worker processes too.
+        self.progress = SweepProgress.of(config)
         from dltrain.sweep_signals import SweepSignals
 
         # Jobs in worker processes (joblib) stop after their step on a signal, as jobs in this one do.
         _sweep["signals"] = SweepSignals(SweepStopped).install()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A job of the sweep starts: which of how many, and about how long the rest will take."""
+        if getattr(self, "progress", None) is not None:
+            self.progress.job_started(config)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if getattr(self, "progress", None) is not None:
+            self.progress.job_ended()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _summarize_sweep()

@@ -60,7 +60,8 @@ class ProgressDisplay:
 
 
 def print_results(summary: dict[str, Any], console: Console | None = None) -> None:
-    """The final table: status, epochs, best monitored value and the test metrics."""
+    """The table that closes a run: how it ended, its best monitored value, its size and time.
+    The files it wrote and its test result follow it (``dltrain.run_end``)."""
     console = console or Console()
     table = Table(title="dltrain results", show_header=True, header_style="bold")
     table.add_column("metric")
@@ -72,11 +73,6 @@ def print_results(summary: dict[str, Any], console: Console | None = None) -> No
         table.add_row("validation", f"{summary['validation']}; tested: {summary.get('test_weights')}")
     if summary.get("best_value") is not None:
         table.add_row(f"best {summary['monitor']}", f"{summary['best_value']:.4f} (epoch {summary['best_epoch']})")
-    for name, value in summary.get("test", {}).items():
-        table.add_row(f"test {name}", f"{value:.4f}")
     table.add_row("parameters", f"{summary['num_params']:,}")
     table.add_row("train seconds", f"{summary['train_seconds']:.1f}")
-    table.add_row("run directory", str(summary["run_dir"]))
     console.print(table)
-    if "accuracy" in summary.get("test", {}):
-        console.print(f"test accuracy: {summary['test']['accuracy']:.4f}")

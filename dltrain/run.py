@@ -63,6 +63,7 @@ from dltrain.regularization import WeightPenalty
 from dltrain.report import MetricsCSV, prediction_rows, versions, write_predictions
 from dltrain.resume import AUTO_ROOT, check_config, explicit_keys, find_checkpoint, resumed_config
 from dltrain.rng import seed_everything
+from dltrain.run_end import report_end
 from dltrain.schedulers import LRSchedule, build_scheduler
 from dltrain.signals import Interrupted, StopRequest, signal_name
 from dltrain.trainer import Trainer, TrainingDiverged
@@ -558,7 +559,11 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
     try:
         return _fit_and_test_into(summary, cfg, exp, trainer, run_dir, stop)
     finally:
-        _close_run(rows, summary, run_dir, logger)
+        try:
+            _close_run(rows, summary, run_dir, logger)
+        finally:
+            if trainer.ranks.is_main:  # last, so the list holds curves.png when it was drawn
+                report_end(summary, run_dir)
 
 
 def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: Path,
@@ -627,8 +632,9 @@ def _fit_and_test_into(summary: dict[str, Any], cfg: DictConfig, exp: Experiment
         summary["signal"] = signal_name(late)
     summary["finished_at"] = datetime.now().isoformat(timespec="seconds")
     unsaved = _write_final_summary(trainer, run_dir, summary)
-    log.info("%s after %d epochs (%s); test: %s", summary["status"], summary["epochs_run"], summary["stop_reason"],
-             "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items()) or "not run")
+    # The test result is the run's last line (report_end), after the files it wrote.
+    log.info("%s after %d epochs (%s)%s", summary["status"], summary["epochs_run"], summary["stop_reason"],
+             "" if summary["test"] else "; not tested")
     if trainer.ranks.is_main and (diverged is None or unsaved is not None):
         print_results(summary)  # the results reach the console even when the disk cannot take them
     if unsaved is not None:

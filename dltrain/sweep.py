@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -35,7 +37,8 @@ _MISSING = "no summary.json: the job was killed or has not finished"
 #: The columns after the params; ``test_*`` columns go between ``best_epoch`` and ``epochs_run``.
 _HEAD = ("status", "monitor", "best_value", "best_epoch")
 _TAIL = ("epochs_run", "seconds", "overrides", "message", "run_dir")
-_NOTE_WIDTH = 60
+#: The note column folds a word longer than this, rather than widen the table beyond the console.
+_NOTE_FOLD = 40
 
 
 @dataclass
@@ -169,14 +172,18 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
     table = Table(title=title, header_style="bold")
     test_keys = _shown_tests(rows)
     with_note = bool(summary.failed)
-    def column(name: str, **kw: Any) -> None:  # a header is never cut: the note column gives way
-        table.add_column(name, min_width=min(len(name), 16), **kw)
+    # The run directory of a job, relative to the sweep's: a column of its own when it is not the job's number.
+    with_dir = any(row["run_dir"] != str(row["job"]) for row in rows)
+    def column(name: str, **kw: Any) -> None:  # never cut (see _keep_whole): the note column gives way
+        table.add_column(name, no_wrap=True, **kw)
 
     for name in ("rank", "job"):
         column(name, justify="right")
+    if with_dir:
+        column("run dir")
     for param in summary.params:
         column(param)
-    column("status", no_wrap=True)
+    column("status")
     column(f"best {monitor}" if monitor else "best value", justify="right")
     column("epoch", justify="right")
     for key in test_keys:
@@ -184,21 +191,22 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
     column("epochs", justify="right")
     column("seconds", justify="right")
     if with_note:
-        table.add_column("note", overflow="ellipsis")  # wrappable, so it is what narrows
+        table.add_column("note", overflow="fold")  # the one wrappable column: it narrows, and folds what is long
 
     for row in rows:
         ok = row["status"] in SUCCESS
         # Text, not markup: values such as model.hidden=[64,32] or an error text hold brackets.
         cells = [Text(str(row["rank"])), Text(str(row["job"]))]
+        cells += [Text(row["run_dir"] + "/")] if with_dir else []
         cells += [Text(_show(row.get(param))) for param in summary.params]
         cells.append(Text(row["status"], style=None if ok else "red"))
         cells += [Text(_show(row["best_value"])), Text(_show(row["best_epoch"]))]
         cells += [Text(_show(row.get(key))) for key in test_keys]
         cells += [Text(_show(row["epochs_run"])), Text(_show(row["seconds"], ".1f"))]
         if with_note:
-            cells.append(Text("" if ok else _truncate(row["message"]), style="red", no_wrap=True, overflow="ellipsis"))
+            cells.append(Text("" if ok else " ".join(row["message"].split()), style="red", overflow="fold"))
         table.add_row(*cells, style="bold green" if row is summary.best else None)
-    console.print(table)
+    console.print(_AtWidth(table, _keep_whole(table, console)), crop=False)
 
     names = [name for name in (SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES, SWEEP_PLOT)
              if (summary.sweep_dir / name).exists()]
@@ -406,12 +414,33 @@ def _shown_tests(rows: list[dict[str, Any]]) -> list[str]:
     return (preferred + sorted(present - set(preferred)))[:3]
 
 
+class _AtWidth:
+    """A renderable drawn at a width of its own, which may be wider than the console."""
+
+    def __init__(self, renderable: Any, width: int) -> None:
+        self.renderable, self.width = renderable, width
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield from console.render(self.renderable, options.update_width(self.width))
+
+
+def _keep_whole(table: Table, console: Console) -> int:
+    """The width to print ``table`` at: its unwrapped columns as wide as their longest cell,
+    and the console's width unless that is too narrow for them. A path or a value shortened
+    with "…" would be a wrong one, so a table wider than a narrow terminal is wrapped by it."""
+    wrapped = [col for col in table.columns if not col.no_wrap]
+    for col in table.columns:
+        if col.no_wrap:
+            col.min_width = max([cell_len(str(col.header)), *(cell_len(cell.plain) for cell in col.cells)])
+        else:  # a long word of a note folds rather than widen the table
+            col.max_width = _NOTE_FOLD
+    needed = Measurement.get(console, console.options.update_width(1 << 16), table).minimum
+    for col in wrapped:
+        col.max_width = None
+    return max(needed, console.width)
+
+
 def _show(value: Any, fmt: str = ".4g") -> str:
     if value is None:
         return "-"
     return format(value, fmt) if isinstance(value, float) else str(value)
-
-
-def _truncate(text: str) -> str:
-    text = " ".join(text.split())  # one line in the table
-    return text if len(text) <= _NOTE_WIDTH else text[:_NOTE_WIDTH - 1] + "…"

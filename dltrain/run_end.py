@@ -1,0 +1,86 @@
+"""The last lines of a run: which files its directory holds, then its test result.
+
+Both go through the ``dltrain`` logger when it reaches a handler at INFO (the command line:
+the console and the run's ``dltrain.log``), else to stdout (``train()`` from Python), so a
+run's log file keeps them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dltrain")
+
+#: The order a run's files are named in; any other entry follows, alphabetically.
+_ORDER = ("metrics.csv", "summary.json", "predictions.csv", "curves.png", "model_summary.txt", "data.json",
+          "checkpoints", "tensorboard", "dltrain.log", ".hydra")
+
+
+def written_files(run_dir: Path) -> list[str]:
+    """What ``run_dir`` holds now, as it is named at the end of a run: files by name,
+    folders with a slash, the checkpoints one by one (``checkpoints/{best.pt,last.pt}``).
+    Temporary files of an atomic write are left out."""
+    try:
+        entries = [p for p in run_dir.iterdir() if not p.name.startswith(".tmp-")]
+    except OSError:  # gone, or unreadable: nothing to name
+        return []
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    entries.sort(key=lambda p: (rank.get(p.name, len(_ORDER)), p.name))
+    return [_name(p) for p in entries]
+
+
+def _name(path: Path) -> str:
+    if not path.is_dir():
+        return path.name
+    if path.name != "checkpoints":
+        return path.name + "/"
+    try:
+        inside = sorted(p.name for p in path.iterdir() if not p.name.startswith(".tmp-"))
+    except OSError:
+        inside = []
+    if len(inside) == 1:
+        return f"checkpoints/{inside[0]}"
+    return f"checkpoints/{{{','.join(inside)}}}" if inside else "checkpoints/"
+
+
+def shown_dir(run_dir: Path) -> str:
+    """``run_dir`` as the user can type it: relative to the working directory when inside it, with a slash."""
+    try:
+        shown = os.path.relpath(run_dir)
+    except ValueError:  # another drive
+        shown = str(run_dir)
+    if shown.startswith(".."):
+        shown = str(run_dir)
+    return shown.rstrip("/\\") + "/"
+
+
+def result_line(test: dict[str, float]) -> str | None:
+    """``test accuracy: 0.9694  loss: 0.1090``: accuracy first when there is one; None without metrics."""
+    if not test:
+        return None
+    names = sorted(test, key=lambda name: name != "accuracy")  # stable: the others keep their order
+    return "test " + "  ".join(f"{name}: {test[name]:.4f}" for name in names)
+
+
+def report_end(summary: dict[str, Any], run_dir: Path) -> None:
+    """Name the files the run directory holds, then the test result (when there is one): the
+    run's last lines, however it ended. Never raises: the run's outcome is already decided."""
+    try:
+        names = written_files(run_dir)
+        if names:
+            _say(f"wrote {shown_dir(run_dir)}: {', '.join(names)}")
+        line = result_line(summary.get("test") or {})
+        if line is not None:
+            _say(line)
+    except Exception as err:  # noqa: BLE001 - e.g. a closed stdout: the run's files are written
+        log.warning("warning: could not list the run's files: %s", err)
+
+
+def _say(line: str) -> None:
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info("%s", line)
+    else:
+        print(line, flush=True)
