@@ -30,7 +30,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dltrain.callbacks import infer_mode
 from dltrain.config import CONFIG_MODULE, CONFIG_NAME, validate
@@ -54,6 +54,8 @@ from dltrain.messages import (
     say_once_when_unwritable,
 )
 from dltrain.signals import Interrupted
+from dltrain.suggest import did_you_mean, unknown_option
+from dltrain.value_types import describe_type_error
 
 
 
@@ -384,11 +386,14 @@ def main() -> None:
 
 #: Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we set it).
 _full_error = False
+#: The arguments of this process's command line while it runs, for messages that quote them.
+_command_line: list[str] = []
 
 
 def _run_with_error_boundary(app: Any) -> None:
-    global _full_error
+    global _full_error, _command_line
     _full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    _command_line = sys.argv[1:]
     # Make Hydra re-raise instead of printing its own multi-line report, so every error
     # passes through describe_error() below.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -411,6 +416,7 @@ def _run_with_error_boundary(app: Any) -> None:
             raise
         _exit_with(err)
     finally:
+        _command_line = []
         if not _full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     _summarize_sweep()
@@ -449,7 +455,7 @@ def describe_error(err: BaseException) -> str | None:
             extra = PLUGIN_EXTRAS.get(f"{group}={option}")
             if extra:
                 return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
-            return f"{group}={option} is not a known option: choose one of {', '.join(sorted(err.options))}."
+            return unknown_option(group, option, sorted(err.options))
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):
         text = _one_line(str(err))
@@ -471,7 +477,12 @@ def describe_error(err: BaseException) -> str | None:
             if getattr(schema, "ALLOWS_EXTRA_KEYS", False):  # model=custom: the user's own keys
                 return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
             hint = f" (known keys there: {', '.join(known)})" if known else ""
-            return f"{key} is not a config key{hint}: {_where_else(key)}."
+            todo = _where_else(key)
+            parent = getattr(cause, "parent_node", None)
+            if todo == "check the spelling" and isinstance(parent, DictConfig):
+                if meant := did_you_mean(_typed_override(err, key), parent._get_root()):
+                    return f"{key} is not a config key: {meant}{hint}."
+            return f"{key} is not a config key{hint}: {todo}."
         if isinstance(cause, OmegaConfBaseException) and key:
             msg = _one_line(getattr(cause, "msg", str(cause)))
             if "does not support deletion" in msg:
@@ -479,6 +490,8 @@ def describe_error(err: BaseException) -> str | None:
             if "is not a ListConfig" in msg:
                 value = getattr(cause, "value", "...")
                 return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
+            if isinstance(cause, ValidationError) and (described := describe_type_error(cause)):
+                return described
             return f"{key}: {msg}"
         return _one_line(str(err))
     if isinstance(err, OSError):  # a full or read-only disk: the user's to fix, not a bug
@@ -493,6 +506,16 @@ def _hydra_run_dir() -> str | None:
         return str(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not in a job now: the run's (None for dltrain-eval, dltrain-predict)
         return _run_dir
+
+
+def _typed_override(err: BaseException, key: str) -> str:
+    """The override the user typed that names the unknown ``key``: as on the command line
+    (all of a sweep's values, where Hydra names only the first), else as Hydra quotes it,
+    else the key alone."""
+    found = re.search(r"To append to your config use \+(.+)", str(err))
+    typed = found.group(1) if found else key
+    typed_key = typed.partition("=")[0]
+    return next((arg for arg in _command_line if arg.lstrip("+~").partition("=")[0] == typed_key), typed)
 
 
 def _where_else(key: str) -> str:
@@ -538,7 +561,13 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check
     init = (initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3") if where.startswith("pkg://")
             else initialize_config_dir(config_dir=where, version_base="1.3"))
     with init:
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        try:
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        except Exception as err:  # the command line's one line, for Python callers too
+            message = describe_error(err)
+            if message is None:
+                raise
+            raise ConfigError(message) from err
     if check:
         validate(cfg)
     return cfg

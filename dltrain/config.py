@@ -17,12 +17,15 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.errors import ConfigError
 from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
+from dltrain.suggest import did_you_mean
+from dltrain.value_types import render
 
 __all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
-           "schema_name", "validate"]
+           "schema_name", "validate", "value_error"]
 
 #: Where the config tree is installed, and the name of its primary config (``conf/train.yaml``).
 CONFIG_MODULE = "dltrain.conf"
@@ -88,6 +91,22 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
         raise ConfigError(f"{key}={value} is not valid: expected {meta.get('help') or meta['pattern']}.")
 
 
+def value_error(schema: type, name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be key ``name`` of the dataclass ``schema`` (its type, range or
+    choices), or None when it can."""
+    node = OmegaConf.structured(schema)
+    meta = {f.name: f.metadata for f in dataclasses.fields(schema)}
+    try:
+        node[name] = value
+        typed = node[name]
+        if isinstance(typed, (DictConfig, ListConfig)):
+            typed = OmegaConf.to_container(typed, resolve=True)
+        _check_value(name, typed, dict(meta.get(name, {})))
+    except (ConfigError, OmegaConfBaseException) as err:
+        return str(err)
+    return None
+
+
 def validate(cfg: DictConfig, prefix: str = "") -> None:
     """Check every value of ``cfg`` against the keys, ranges and choices of its schema.
 
@@ -103,8 +122,14 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         unknown = [key for key in cfg.keys() if key not in meta_by_name and not (key == "hydra" and not prefix)
                    and not getattr(schema, "ALLOWS_EXTRA_KEYS", False)]
         if unknown:  # appended with +key=value: Hydra lets it in, nothing would read it
-            raise ConfigError(f"{prefix}{unknown[0]} is not a config key (known keys there: "
-                              f"{', '.join(meta_by_name)}): remove +{prefix}{unknown[0]}.")
+            key = f"{prefix}{unknown[0]}"
+            node = cfg._get_node(unknown[0])
+            value = node if isinstance(node, ListConfig) else getattr(node, "_value", lambda: None)()
+            typed = key if isinstance(node, DictConfig) else f"{key}={render(value)}"
+            known = f"known keys there: {', '.join(meta_by_name)}"
+            if meant := did_you_mean(typed, cfg._get_root()):
+                raise ConfigError(f"{key} is not a config key: {meant} ({known}).")
+            raise ConfigError(f"{key} is not a config key ({known}): remove +{key}.")
         removed = [name for name in meta_by_name if name not in cfg.keys()]  # `in` is False for ???
         if removed:  # deleted with ~key
             raise ConfigError(f"{prefix}{removed[0]} has no value: dltrain needs it, so set it "

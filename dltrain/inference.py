@@ -214,7 +214,8 @@ def parse_args(argv: Sequence[str], tool: str, defaults: dict[str, Key], *, abou
             overrides[key] = _config_value(arg, key)
         else:
             known = ", ".join([*defaults, *(("data.path", "data.root", "...") if config_keys else ())])
-            raise UserError(f"unknown key {key}: {tool} takes {known}; see {tool} --help")
+            meant = _meant(key, value, defaults, (*DATA_LOCATION, *OVERRIDABLE) if config_keys else ())
+            raise UserError(f"unknown key {key}: {meant}{tool} takes {known}; see {tool} --help")
     if lacking := [key for key, spec in defaults.items() if spec.default is REQUIRED and key not in values]:
         raise UserError(f"{', '.join(f'{k}=...' for k in lacking)} {'is' if len(lacking) == 1 else 'are'} required: "
                         f"e.g. {example}")
@@ -239,10 +240,27 @@ def _convert(key: str, value: str, default: Any) -> Any:
     return value
 
 
+def _meant(key: str, value: str, defaults: dict[str, Key], config_keys: Sequence[str]) -> str:
+    """``did you mean KEY=VALUE? `` for a ``key`` spelled like one the tool takes (the key
+    alone when ``value`` does not convert to it); empty when none is."""
+    from dltrain.suggest import closest
+
+    meant = closest(key, [*defaults, *config_keys])
+    if meant is None:
+        return ""
+    try:
+        if meant in defaults:
+            _convert(meant, value, defaults[meant].default)
+    except UserError:
+        return f"did you mean {meant}? "
+    return f"did you mean {meant}={value}? "
+
+
 def _config_value(arg: str, key: str) -> Any:
     """The value of a config override, read with Hydra's grammar as ``dltrain`` reads it."""
     if key not in DATA_LOCATION and key not in OVERRIDABLE:
-        raise UserError(f"{key} cannot be changed here: only where the data lives ({', '.join(DATA_LOCATION)}), "
+        meant = _meant(key, arg.partition("=")[2], {}, (*DATA_LOCATION, *OVERRIDABLE))
+        raise UserError(f"{key} cannot be changed here: {meant}only where the data lives ({', '.join(DATA_LOCATION)}), "
                         f"device and {', '.join(OVERRIDABLE)} override the checkpoint's config, whose other keys "
                         "made the model and its test split")
     from hydra.core.override_parser.overrides_parser import OverridesParser

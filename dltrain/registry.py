@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dltrain.errors import ConfigError
+from dltrain.suggest import unknown_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,9 +48,7 @@ class Registry:
         try:
             return self._builders[name]
         except KeyError:
-            raise ConfigError(
-                f"{self.group}={name} is not a known option: choose one of {', '.join(self.names())}."
-            ) from None
+            raise ConfigError(unknown_option(self.group, name, self.names())) from None
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call the builder registered under ``name`` with the given arguments."""

@@ -464,9 +464,9 @@ def _table_run_with_missing_error(state: dict) -> None:
 RUN_DIR = "hydra.run.dir=run"
 
 CONFIG = [  # composition and validation: stopped before any run directory exists
-    bad("unknown-key", "dltrain", ["optim.lrr=0.1"], "optim.lrr is not a config key", "check the spelling"),
+    bad("unknown-key", "dltrain", ["optim.lrr=0.1"], "optim.lrr is not a config key", "did you mean optim.lr=0.1?"),
     bad("unknown-key-plus", "dltrain", ["+foo=1"], "foo is not a config key"),
-    bad("wrong-type", "dltrain", ["trainer.max_epochs=abc"], "trainer.max_epochs: Value 'abc'"),
+    bad("wrong-type", "dltrain", ["trainer.max_epochs=abc"], "trainer.max_epochs=abc is not a whole number"),
     bad("unknown-option", "dltrain", ["model=nosuch"], "model=nosuch is not a known option: choose one of"),
     bad("batch-size-0", "dltrain", ["trainer.batch_size=0"], "trainer.batch_size=0 is out of range"),
     bad("dropout-1.5", "dltrain", ["regularization.dropout=1.5"], "regularization.dropout=1.5 is out of range"),
@@ -636,7 +636,7 @@ RUNS = [  # run directories and resume: what is on disk stays as it was
     bad("sweep-without-job-config", "dltrain", ["-m", "hydra.output_subdir=null", "optim=sgd,adam"],
         "hydra.output_subdir=null"),
     bad("sweep-value-cannot-compose", "dltrain", ["-m", "optim.lr=0.1,abc", "hydra.sweep.dir=S"],
-        "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        "optim.lr=abc is not a number: optim.lr takes a float"),
     bad("diverged", "dltrain", ["data=xor", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=1", RUN_DIR],
         "the training loss became nan", "lower optim.lr", code=3),
 ]

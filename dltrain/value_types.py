@@ -1,0 +1,133 @@
+"""A schema field's type in dltrain's words, and OmegaConf's type errors told in them:
+``optim.lr=abc`` names the key, the value and what the key takes, not the Python type that
+failed to convert.
+
+Imports nothing heavy: the command line uses it before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+#: Per scalar type: what a value that does not convert is not, what the key takes, and a
+#: sample value for a key whose default is null.
+WORDS: dict[type, tuple[str, str, str | None]] = {
+    bool: ("a boolean", "true or false", None),
+    int: ("a whole number", "an integer", "1"),
+    float: ("a number", "a float", "0.1"),
+    str: ("a single value", "text", None),
+}
+PLURALS = {bool: "true or false values", int: "integers", float: "numbers", str: "strings"}
+_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def render(value: Any) -> str:
+    """``value`` as it is written on the command line: ``true``, ``null``, ``[1, 2]``."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(render(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {render(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def unwrap(tp: Any) -> tuple[Any, bool]:
+    """``tp`` without ``| None``, and whether it allows null."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return tp, False
+
+
+def list_item(tp: Any) -> Any | None:
+    """The item type of a list type (``list[int]`` -> ``int``); None for any other type."""
+    return (typing.get_args(tp) or (Any,))[0] if typing.get_origin(tp) in (list, typing.List) else None
+
+
+def takes(tp: Any, meta: typing.Mapping[str, Any] | None = None) -> str | None:
+    """What a key of type ``tp`` takes, in words (``an integer >= 1``, ``one of min, max``,
+    ``a list of integers``, ``a float or null``); None for a type dltrain does not name."""
+    meta = meta or {}
+    base, nullable = unwrap(tp)
+    item = list_item(base)
+    if item is not None:
+        words = f"a list of {PLURALS.get(item, 'values')}"
+    elif base is str and meta.get("choices"):
+        words = f"one of {', '.join(meta['choices'])}"
+    elif base is str and meta.get("help"):
+        words = meta["help"]
+    elif base in WORDS:
+        words = WORDS[base][1]
+        bounds = [f"{_SYMBOLS[name]} {meta[name]}" for name in _SYMBOLS if name in meta]
+        words += " " + " and ".join(bounds) if bounds else ""
+    else:
+        return None
+    if nullable and not (base is str and meta.get("help")):  # a description says what it takes
+        words = "true, false or null" if base is bool else f"{words} or null"
+    return words
+
+
+def _example(field: dataclasses.Field, tp: Any) -> str | None:
+    """A value ``field`` takes: its default, else a sample of its type."""
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if default is not None and default is not dataclasses.MISSING and default != MISSING:
+        return render(default)
+    base, _ = unwrap(tp)
+    return WORDS.get(base, (None, None, None))[2]
+
+
+def _field(schema: Any, name: Any) -> tuple[dataclasses.Field, Any] | None:
+    """The field ``name`` of the dataclass ``schema``, and its type."""
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return None
+    found = [f for f in dataclasses.fields(schema) if f.name == name]
+    if not found:
+        return None
+    return found[0], typing.get_type_hints(schema).get(name, found[0].type)
+
+
+def describe_type_error(err: ValidationError) -> str | None:
+    """One line for a value OmegaConf could not convert to its key's type (``optim.lr=abc``,
+    ``trainer.max_epochs=2.5``, ``model.hidden=[a]``, ``trainer=3``), read from the error's
+    key and value and the schema's field type; None when the key is not a schema field."""
+    key, value = err.full_key, render(err.value)
+    if isinstance(err.parent_node, ListConfig) and isinstance(err.key, int):  # an item of a list
+        owner = err.parent_node._get_parent()
+        list_key = key.rpartition("[")[0]
+        found = _field(OmegaConf.get_type(owner), list_key.rpartition(".")[2]) if owner is not None else None
+        if found is None or list_item(unwrap(found[1])[0]) not in WORDS:
+            return None
+        field, tp = found
+        item = list_item(unwrap(tp)[0])
+        example = _example(field, tp)
+        return (f"{key}={value} is not {WORDS[item][0]}: {list_key} takes {takes(tp, field.metadata)}"
+                + (f" (e.g. {list_key}={example})" if example else "") + ".")
+    found = _field(err.object_type, err.key)
+    if found is None:
+        return None
+    field, tp = found
+    base, _ = unwrap(tp)
+    if dataclasses.is_dataclass(base):
+        inner = dataclasses.fields(base)[0]
+        example = _example(inner, typing.get_type_hints(base)[inner.name]) or "..."
+        return (f"{key}={value} cannot be set: {key} is a group of keys; set them one by one, "
+                f"e.g. {key}.{inner.name}={example}.")
+    words = takes(tp, field.metadata)
+    if words is None:
+        return None
+    is_not = "a list" if list_item(base) is not None else WORDS.get(base, ("a valid value",))[0]
+    example = _example(field, tp) if base is not bool else None
+    return (f"{key}={value} is not {is_not}: {key} takes {words}"
+            + (f" (e.g. {key}={example})" if example else "") + ".")
