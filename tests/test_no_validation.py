@@ -155,8 +155,8 @@ def test_resume_equals_the_uninterrupted_run(compose, tmp_path):
     a, b = (model_weights(tmp_path / run / "checkpoints" / "last.pt") for run in ("resumed", "straight"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["test"] == straight["test"] and resumed["validation"] == "none (data.val_fraction=0)"
-    again = train(compose([*EXACT, "trainer.max_epochs=4", f"resume={tmp_path / 'resumed' / 'checkpoints' / 'last.pt'}"]),
-                  run_dir=tmp_path / "again")
+    done = tmp_path / "resumed" / "checkpoints" / "last.pt"
+    again = train(compose([*EXACT, "trainer.max_epochs=4", f"resume={done}"]), run_dir=tmp_path / "again")
     assert again["status"] == "already_finished" and again["monitor"] is None
 
 
