@@ -127,7 +127,8 @@ def test_a_diverged_run_names_what_it_left(tmp_path, capsys):
 
 
 def test_a_narrow_sweep_table_shows_every_run_dir_whole(tmp_path):
-    long_dirs = ["optim=sgd,optim.lr=0.1,regularization.dropout=0.25", "optim=adam,optim.lr=0.05,regularization.dropout=0"]
+    long_dirs = ["optim=sgd,optim.lr=0.1,regularization.dropout=0.25",
+                 "optim=adam,optim.lr=0.05,regularization.dropout=0"]
     job(tmp_path, long_dirs[0], 0, ["optim=sgd", "optim.lr=0.1", "regularization.dropout=0.25"], ok(0.4))
     job(tmp_path, long_dirs[1], 1, ["optim=adam", "optim.lr=0.05", "regularization.dropout=0"],
         {**FAILED, "stop_reason": "data.path=/a/very/long/folder/name/that/goes/on/and/on/data.csv does not exist"})
