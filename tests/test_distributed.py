@@ -444,6 +444,9 @@ def test_torchrun_two_ranks_end_to_end(tmp_path):
     assert summary["world_size"] == 2 and summary["status"] == "completed"
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "rank1.log").is_file()
     assert result.stdout.count("dltrain results") == 1
+    # Rank 0 alone names the files and gives the test result.
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 1 and "rank1.log" in wrote[0] and result.stdout.count("test accuracy:") == 1
     # Each rank logs once, to its own file.
     assert (run_dir / "dltrain.log").read_text().count("2 ranks (gloo)") == 1
     assert (run_dir / "rank1.log").read_text().count("2 ranks (gloo)") == 1
