@@ -178,3 +178,47 @@ def test_a_sweep_says_which_job_of_how_many_and_the_time_left(tmp_path, capsys, 
 @pytest.mark.parametrize(("seconds", "said"), [(0.2, "1 s"), (40.4, "40 s"), (200, "3 min"), (7500, "2 h 5 min")])
 def test_the_time_left_is_rounded_as_an_estimate(seconds, said):
     assert describe_seconds(seconds) == said
+
+
+def sweep_config(task: list[str], sweeper: dict, tmp_path: Path) -> object:
+    """The parts of a sweep's config that its progress reads."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"hydra": {"sweeper": sweeper, "overrides": {"task": task},
+                                       "sweep": {"dir": str(tmp_path)}}})
+
+
+def job_config(sweep: object, num: int, task: list[str], tmp_path: Path) -> object:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(sweep, {"hydra": {"job": {"num": num}, "overrides": {"task": task},
+                                             "runtime": {"output_dir": str(tmp_path / str(num))}}})
+
+
+def test_the_count_of_a_grid_and_of_an_optuna_search(tmp_path):
+    from dltrain.sweep_progress import SweepProgress
+
+    basic = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": 2,
+             "params": {"regularization.dropout": "0,0.25"}}
+    grid = SweepProgress.of(sweep_config(["optim=sgd,adam,nesterov", "optim.lr=0.1,0.01", "seed=1"], basic, tmp_path))
+    assert grid.total == 12 and grid.swept == ["regularization.dropout", "optim", "optim.lr"]
+    optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 7,
+              "params": {"optim.lr": "tag(log, interval(0.0001, 0.1))"}}
+    search = SweepProgress.of(sweep_config(["trainer.max_epochs=2"], optuna, tmp_path))
+    assert search.total == 7 and search.swept == ["optim.lr"]
+    unknown = SweepProgress.of(sweep_config(["optim=sgd,adam"], {"_target_": "elsewhere.Sweeper"}, tmp_path))
+    assert unknown.total is None
+    line = unknown.job_started(job_config(sweep_config([], {}, tmp_path), 4, ["optim=adam"], tmp_path))
+    assert line == "sweep: job 5 (optim=adam) in 4/"
+
+
+def test_jobs_in_other_processes_give_no_estimate(tmp_path):
+    """A launcher's worker process has its own copy of the progress: the sweep's durations are not its."""
+    from dltrain.sweep_progress import SweepProgress
+
+    sweep = sweep_config(["optim.lr=0.1,0.01,0.001"], {}, tmp_path)
+    progress = SweepProgress(total=3, swept=["optim.lr"], sweep_dir=tmp_path, durations=[10.0])
+    assert progress.job_started(job_config(sweep, 1, ["optim.lr=0.01"], tmp_path)).endswith(": about 20 s left")
+    progress.pid = -1  # as in a worker process
+    assert progress.job_started(job_config(sweep, 2, ["optim.lr=0.001"], tmp_path)) == \
+        "sweep: job 3 of 3 (optim.lr=0.001) in 2/"
