@@ -163,15 +163,16 @@ def run_row(row: Row, extra: list[str]) -> dict[str, Any]:
         return json.loads(summaries[0].read_text())
 
 
-def measure(row: Row, mnist_root: str | None) -> tuple[Row, str]:
-    """The row with its result and time measured here, or as it was and why it was skipped."""
+def measure(row: Row, mnist_root: str | None) -> tuple[Row, str, str]:
+    """The row with its result and time measured here and the device it trained on, or the row as it
+    was, why it was skipped and ''."""
     extra, skipped = plan(row, mnist_root)
     if extra is None:
-        return row, skipped
+        return row, skipped, ""
     summary = run_row(row, extra)
     mark = FOOTNOTE_MARK.search(row.result)
     return Row(row.command, row.shows, result_cell(summary, mark.group() if mark else ""),
-               time_cell(summary["train_seconds"])), ""
+               time_cell(summary["train_seconds"])), "", summary["device"]
 
 
 def git(*args: str) -> str:
@@ -182,18 +183,22 @@ def git(*args: str) -> str:
         return ""
 
 
-def provenance() -> str:
+def commit() -> str:
+    """The commit being measured, and whether the tree holds changes not committed."""
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + (" plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance(measured_commit: str, devices: set[str]) -> str:
     """The line that says where and on what the table was measured."""
     from benchmarks.machine import cpu_model
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " plus uncommitted changes"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    return (f"Measured by `python -m benchmarks.readme_results` at commit {commit} on {cpu_model()} "
-            f"({cores} cores, CPU only), torch {importlib.metadata.version('torch')}, {date}: test metrics at "
-            "the default seed; time is the run's `train_seconds`.")
+    return (f"Measured by `python -m benchmarks.readme_results` at commit {measured_commit} on {cpu_model()} "
+            f"({cores} cores; trained on {', '.join(sorted(devices)) or 'nothing'}), torch "
+            f"{importlib.metadata.version('torch')}, {date}: test metrics at the default seed; time is the run's "
+            "`train_seconds`.")
 
 
 def render(rows: list[Row], line: str) -> str:
@@ -223,15 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mnist_root = str(Path(args.mnist_root).resolve()) if args.mnist_root else None
     rows = table_rows(README.read_text(encoding="utf-8"))
-    started, measured, skipped = time.perf_counter(), [], []
+    started, measured, skipped, devices, measured_commit = time.perf_counter(), [], [], set(), commit()
     for row in rows:
         print(f"running: {row.command}", file=sys.stderr, flush=True)
-        new_row, why = measure(row, mnist_root)
+        new_row, why, device = measure(row, mnist_root)
         measured.append(new_row)
+        devices.update([device] if device else [])
         if why:
             skipped.append(f"{row.command}: {why}")
             print(f"  skipped ({why}): its cells are kept as the README has them", file=sys.stderr)
-    content = render(measured, provenance())
+    if commit() != measured_commit:
+        print(f"warning: the tree changed while measuring (it was at {measured_commit})", file=sys.stderr)
+    content = render(measured, provenance(measured_commit, devices))
     print(content)
     print(f"{len(rows) - len(skipped)} of {len(rows)} rows measured in {time.perf_counter() - started:.0f} s"
           + "".join(f"\n  skipped: {line}" for line in skipped), file=sys.stderr)
