@@ -27,6 +27,7 @@ def test_fast_dev_run_smoke(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow  # a process start; compose() and train() carry the same overrides in-process (test_train.py)
 def test_overrides_reach_the_run(tmp_path):
     proc = run_cli(["trainer.fast_dev_run=true", "optim=sgd", "optim.lr=0.1", "model.hidden=[256]",
                     "loss=auto", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
@@ -71,6 +72,7 @@ def test_configs_ship_inside_a_regular_install(tmp_path):
     assert (elsewhere / "run" / "summary.json").is_file()
 
 
+@pytest.mark.slow  # a process start; the divergence itself is tested in-process (test_train.py, test_resume.py, test_run_end.py)
 def test_diverged_run_exits_3_with_one_line(tmp_path):
     proc = run_cli(["optim=sgd", "optim.lr=1e12", "trainer.max_epochs=3", "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 3
@@ -105,6 +107,7 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert summary["status"] == "interrupted" and summary["epochs_run"] >= 1
 
 
+@pytest.mark.slow  # two process starts; a run directory that holds a run is refused in-process in test_corpus.py
 def test_a_finished_run_directory_is_left_untouched(tmp_path):
     first = run_cli(["trainer.fast_dev_run=true", "hydra.run.dir=run"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
