@@ -96,15 +96,13 @@ def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> tupl
 
 
 def group_options(config_path: str | None, config_dir: str | None = None) -> dict[str, list[str]]:
-    """Each config group and its options: those of dltrain's schemas, the presets of the other
-    groups (``experiment``, ``cluster``, ...) in the config tree at ``config_path`` (a folder,
-    or ``pkg://`` and a package), and the YAML files of a ``--config-dir``, by folder."""
+    """Each config group and its options: those of dltrain's schemas, and the YAML files of each
+    group folder in the config tree at ``config_path`` (a folder, or ``pkg://`` and a package)
+    and in a ``--config-dir``: a ``--config-path`` tree's own presets compose like any other."""
     options: dict[str, set[str]] = {group: set(names) for group, names in GROUP_SCHEMAS.items()}
-    for group, names in _presets(_folder(config_path)):
-        if group not in GROUP_SCHEMAS:  # a schema's options are its registered ones
+    for folder in (_folder(config_path), _folder(config_dir)):
+        for group, names in _presets(folder):
             options.setdefault(group, set()).update(names)
-    for group, names in _presets(_folder(config_dir)):
-        options.setdefault(group, set()).update(names)
     return {group: sorted(names) for group, names in sorted(options.items())}
 
 

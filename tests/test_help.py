@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def test_options_and_config_of_a_config_dir(monkeypatch, capsys, tmp_path):
     assert "\nmodel: cnn, custom, gru, lstm, mlp, rnn, wide  (chosen: wide)\n" in section(text, "Config groups")
     shown = yaml.safe_load(section(text, "Config (override with key=value)"))
     assert shown["seed"] == 7 and shown["model"]["hidden"] == [512]
+
+
+def test_options_of_a_config_path_tree_include_its_own_presets(monkeypatch, capsys, tmp_path):
+    tree = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", tree)
+    (tree / "optim" / "sgd_fast.yaml").write_text("defaults:\n  - sgd\n  - _self_\nlr: 0.5\n")
+    text = help_text(monkeypatch, capsys, "--config-path", str(tree), "optim=sgd_fast", "--help")
+    line = next(line for line in section(text, "Config groups").splitlines() if line.startswith("optim:"))
+    assert line == f"optim: {', '.join(sorted([*OPTIMIZERS.names(), 'sgd_fast']))}  (chosen: sgd_fast)"
 
 
 def test_a_missing_config_dir_is_one_line(monkeypatch, capsys, tmp_path):
