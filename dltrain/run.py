@@ -129,7 +129,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
 
     Args:
         saved_groups: a resumed checkpoint's optimizer parameter groups: the new optimizer keeps
-            their layout and implementation (see :func:`~dltrain.optim.build_optimizer`).
+            their layout and implementation (see :func:`~dltrain.optim.build_optimizer`). Given,
+            a missing sample ``data.path`` is an error instead of being written.
         ranks: the processes training together: each gets its shard of every split and
             ``trainer.batch_size / world_size`` examples per step; batch norm is synced
             across them with ``trainer.sync_batchnorm``.
@@ -142,7 +143,9 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     check_combinations(cfg)
     check_world(cfg, ranks, device)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
-    data = load_data(cfg, device, ranks, make_samples=True)
+    # A resumed run goes on with the data it began with: a missing sample is an error then, since
+    # sample data written now could differ from the data the checkpoint was trained on.
+    data = load_data(cfg, device, ranks, make_samples=saved_groups is None)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
 

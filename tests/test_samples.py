@@ -103,6 +103,17 @@ def test_png_files_compare_by_their_pixels(tmp_path):
     assert not samples.holds(tmp_path / "s", content)
 
 
+def test_a_png_pillow_cannot_decode_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    samples.main([str(tmp_path), "--only", "shapes"])
+    capsys.readouterr()
+    hostile = tmp_path / "shapes" / "circle" / "circle_000.png"
+    hostile.write_bytes(samples._png(Image.new("L", (64, 64))))  # a different image under an expected name
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # now over twice the limit: DecompressionBombError
+    err = tool_error(capsys, samples.main, "dltrain-samples", [str(tmp_path), "--only", "shapes"])
+    assert f"{tmp_path / 'shapes'} exists and is not dltrain's shapes sample of seed 0" in err
+    assert hostile.read_bytes() == samples._png(Image.new("L", (64, 64)))
+
+
 def test_a_sample_written_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
     theirs = tmp_path / "fraud.csv"
     theirs.write_bytes(b"theirs")  # appeared after the check, before the link
@@ -139,6 +150,22 @@ def test_training_writes_a_missing_sample_and_evaluation_does_not(tmp_path, monk
         evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", device="cpu")
     assert "dltrain-samples samples --only fraud" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "samples" / "fraud.csv").exists()
+
+
+def test_a_resumed_run_never_writes_a_missing_sample(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    samples.main(["samples", "--seed", "3", "--only", "fraud"])
+    fraud = ["device=cpu", "experiment=fraud", "data.path=samples/fraud.csv"]
+    train(compose([*fraud, "trainer.max_epochs=1"]), run_dir=tmp_path / "s3")
+    (tmp_path / "samples" / "fraud.csv").unlink()
+    last = tmp_path / "s3" / "checkpoints" / "last.pt"
+    for resume in (f"resume={last}", "resume=auto"):
+        run_dir = tmp_path / "s3" if resume == "resume=auto" else tmp_path / "more"
+        with pytest.raises(ConfigError) as info:
+            train(compose([*fraud, "trainer.max_epochs=2", resume]), run_dir=run_dir)
+        message = str(info.value)
+        assert "write the sample data again with dltrain-samples samples --only fraud" in message, message
+        assert "\n" not in message and not (tmp_path / "samples" / "fraud.csv").exists()
 
 
 @pytest.mark.parametrize("name", ["reviews.csv", "shapes"])
