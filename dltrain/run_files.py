@@ -52,10 +52,16 @@ SWEEP_FILES: tuple[RunFile, ...] = (
     RunFile("sweep_summary.json", "the same rows, the monitored metric and the best job"),
     RunFile("best_overrides.yaml", "the best job: its number, value, overrides and the command that re-runs it"),
     RunFile("sweep.png", "the monitored value of each job, the best one marked"),
+    RunFile("sweep.log", "one timestamped line per job as it started: its number, overrides and folder"),
     RunFile("multirun.yaml", "Hydra's record of the sweep's config"),
 )
 
 _PLACEHOLDERS = {"NNNN": r"\d{4,}", "<k>": r"\d+", "<job>": r"\d+"}
+
+
+def has_placeholder(name: str) -> bool:
+    """Whether ``name`` (a :class:`RunFile` name) stands for several paths (``<job>/``, ``rank<k>.log``)."""
+    return any(placeholder in name for placeholder in _PLACEHOLDERS)
 
 
 def name_pattern(name: str) -> re.Pattern[str]:

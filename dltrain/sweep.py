@@ -26,6 +26,7 @@ from rich.text import Text
 
 from dltrain.config import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
+from dltrain.run_files import SWEEP_FILES, has_placeholder
 
 log = logging.getLogger("dltrain")
 
@@ -208,8 +209,7 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
         table.add_row(*cells, style="bold green" if row is summary.best else None)
     console.print(_AtWidth(table, _keep_whole(table, console)), crop=False)
 
-    names = [name for name in (SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES, SWEEP_PLOT)
-             if (summary.sweep_dir / name).exists()]
+    names = sweep_files_written(summary.sweep_dir)
     console.print(f"sweep summary in {summary.sweep_dir}: {', '.join(names) or 'nothing written'}",
                   markup=False, highlight=False, soft_wrap=True)
     if summary.best is not None:
@@ -221,6 +221,13 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
         jobs = ", ".join(str(row["job"]) for row in summary.failed)
         console.print(f"{len(summary.failed)} of {n} jobs failed: job{'s' if len(summary.failed) > 1 else ''} "
                       f"{jobs}", markup=False, highlight=False, style="red", soft_wrap=True)
+
+
+def sweep_files_written(sweep_dir: Path) -> list[str]:
+    """The sweep's own files that ``sweep_dir`` holds (its jobs' folders left out), in the
+    order ``dltrain --help`` lists them."""
+    return [entry.name for entry in SWEEP_FILES
+            if not has_placeholder(entry.name) and (sweep_dir / entry.name).exists()]
 
 
 def summarize_sweep(sweep_dir: str | Path, console: Console | None = None) -> SweepSummary:

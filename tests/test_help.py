@@ -28,6 +28,7 @@ from dltrain.models import MODELS
 from dltrain.optim import OPTIMIZERS
 from dltrain.run_files import RUN_FILES, SWEEP_FILES, name_pattern
 from dltrain.schedulers import SCHEDULERS
+from dltrain.sweep_progress import SWEEP_LOG
 
 from .conftest import ROOT
 
@@ -170,7 +171,8 @@ def test_every_file_a_run_writes_is_listed(monkeypatch, capsys, tmp_path):
 
 def test_every_file_a_sweep_writes_is_listed():
     names = {entry.name for entry in SWEEP_FILES}
-    assert {sweep.SUMMARY_CSV, sweep.SUMMARY_JSON, sweep.BEST_OVERRIDES, sweep.SWEEP_PLOT, "multirun.yaml"} < names
+    assert {sweep.SUMMARY_CSV, sweep.SUMMARY_JSON, sweep.BEST_OVERRIDES, sweep.SWEEP_PLOT, SWEEP_LOG,
+            "multirun.yaml"} < names
     assert name_pattern("<job>/").fullmatch("12")
 
 

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from dltrain import sweep
+from dltrain.run_files import SWEEP_FILES
 from dltrain.sweep import (
     BEST_OVERRIDES,
     SUMMARY_CSV,
@@ -30,6 +31,7 @@ from dltrain.sweep import (
     summarize_sweep,
     swept_params,
 )
+from dltrain.sweep_progress import SWEEP_LOG
 
 
 def ok(best: float, monitor: str = "val_loss", mode: str = "min", status: str = "completed",
@@ -336,3 +338,15 @@ def test_a_second_summary_replaces_the_first_and_leaves_no_temp_files(grid: Path
 def test_the_rerun_command_leaves_out_what_only_shapes_a_sweep():
     assert sweep.rerun_command(["hparams_search=optuna", "optim.lr=0.01", "cluster=slurm", "model.hidden=[8]"]) == \
         "dltrain optim.lr=0.01 'model.hidden=[8]'"
+
+
+def test_the_files_line_names_what_the_sweep_dir_holds_in_the_listed_order(grid: Path) -> None:
+    (grid / SWEEP_LOG).write_text("[2026-01-01 00:00:00] sweep: job 1 of 4 in 0/\n")
+    (grid / "notes.txt").write_text("not the sweep's\n")
+    console = Console(record=True, width=400)
+    summarize_sweep(grid, console)
+    [line] = [line for line in console.export_text().splitlines() if line.startswith("sweep summary in")]
+    names = line.split(": ", 1)[1].split(", ")
+    assert SWEEP_LOG in names and "multirun.yaml" in names and "notes.txt" not in names
+    assert names == [entry.name for entry in SWEEP_FILES if entry.name in names]
+    assert all((grid / name).exists() for name in names)
