@@ -7,13 +7,14 @@ files it reads), and its ``summary.json`` gives the test result and the time (``
 shows what the task calls for: ``r2`` for a regression, ``f1``, ``precision`` and ``recall`` (then the
 accuracy) for a binary task that monitors one of those, the accuracy otherwise. The "what it shows" column
 and any footnote mark after a result are kept from the README. Rows whose data is downloaded are skipped
-(their cells are kept as they are), except the MNIST rows when ``--mnist-root`` names a folder that holds
-the MNIST files (``DIR/MNIST/raw``); rows that need a CUDA GPU are skipped too. Run it from the project
-root::
+(their cells are kept as they are), except the MNIST rows when ``--mnist-root`` names the folder that
+``dltrain-samples --mnist-8k --from <an MNIST download>`` writes (``samples/mnist-8k``: the 8,000 training
+and 2,000 test images the README's footnote describes; any other MNIST is refused); rows that need a CUDA
+GPU are skipped too. Run it from the project root::
 
-    python -m benchmarks.readme_results                          # print the table
-    python -m benchmarks.readme_results --mnist-root DIR         # with the MNIST rows
-    python -m benchmarks.readme_results --mnist-root DIR --write # and replace the table in README.md
+    python -m benchmarks.readme_results                                          # print the table
+    python -m benchmarks.readme_results --mnist-root samples/mnist-8k            # with the MNIST rows
+    python -m benchmarks.readme_results --mnist-root samples/mnist-8k --write    # and replace the README's table
 
 The table goes to stdout, progress to stderr. A command that fails stops the script with its exit code
 and the end of its output.
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import tempfile
@@ -107,6 +109,32 @@ def table_rows(text: str) -> list[Row]:
     if not rows:
         raise ReadmeError("README.md's Experiments table has no row with a `dltrain ...` command in its first column.")
     return rows
+
+
+def check_mnist_8k(root: Path) -> None:
+    """Refuse a ``--mnist-root`` that is not mnist-8k: the README's footnote says what the MNIST rows
+    trained on, so the script measures that data alone (the counts in the four IDX headers).
+
+    Raises:
+        ReadmeError: a file missing, or a count other than mnist-8k's.
+    """
+    from dltrain import mnist8k  # no torch
+
+    fix = "write it with dltrain-samples --mnist-8k --from <an MNIST download> and pass --mnist-root samples/mnist-8k"
+    test_images = mnist8k.OFFICIAL_TEST_IMAGES - mnist8k.TRAIN_IMAGES
+    for prefix, want in (("train", mnist8k.TRAIN_IMAGES), ("t10k", test_images)):
+        for kind in ("images-idx3", "labels-idx1"):
+            path = root / "MNIST" / "raw" / f"{prefix}-{kind}-ubyte"
+            try:
+                with path.open("rb") as f:
+                    header = f.read(8)
+            except OSError as err:
+                raise ReadmeError(f"--mnist-root {root} is not mnist-8k (cannot read {path}: "
+                                  f"{err.strerror or err}): {fix}") from None
+            count = struct.unpack(">I", header[4:])[0] if len(header) == 8 else None
+            if count != want:
+                raise ReadmeError(f"--mnist-root {root} is not mnist-8k ({path.name} holds "
+                                  f"{'no IDX header' if count is None else f'{count:,} items'}, not {want:,}): {fix}")
 
 
 def plan(row: Row, mnist_root: str | None) -> tuple[list[str] | None, str]:
@@ -223,10 +251,13 @@ def write_readme(content: str, path: Path = README) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mnist-root", help="a folder holding MNIST/raw: the MNIST rows train on it")
+    parser.add_argument("--mnist-root", help="mnist-8k's folder (dltrain-samples --mnist-8k writes "
+                        "samples/mnist-8k): the MNIST rows train on it")
     parser.add_argument("--write", action="store_true", help="replace the table in README.md")
     args = parser.parse_args(argv)
     mnist_root = str(Path(args.mnist_root).resolve()) if args.mnist_root else None
+    if mnist_root:
+        check_mnist_8k(Path(args.mnist_root))
     rows = table_rows(README.read_text(encoding="utf-8"))
     started, measured, skipped, devices, measured_commit = time.perf_counter(), [], [], set(), commit()
     for row in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,11 @@ from benchmarks.readme_results import (
     END,
     ReadmeError,
     Row,
+    check_mnist_8k,
+    main,
     plan,
+    provenance,
+    region,
     render,
     result_cell,
     table_rows,
@@ -95,3 +100,37 @@ def test_write_replaces_only_what_lies_between_the_markers(tmp_path: Path) -> No
     assert text.startswith(before + BEGIN) and text.endswith(END + after)
     assert table_rows(text) == rows and "Measured here." in text and "Measured somewhere." not in text
     assert list(tmp_path.iterdir()) == [readme]  # the temporary file is gone
+
+
+def _idx_headers(root: Path, train: int, test: int) -> Path:
+    """IDX headers (magic number and count) for the four MNIST files under ``root/MNIST/raw``."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, count, 28, 28))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count))
+    return root
+
+
+def test_the_mnist_root_must_hold_mnist_8k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_mnist_8k(_idx_headers(tmp_path / "mnist-8k", 8_000, 2_000))
+    full = _idx_headers(tmp_path / "full", 60_000, 10_000)
+    with pytest.raises(ReadmeError) as info:
+        check_mnist_8k(full)
+    message = str(info.value)
+    assert "train-images-idx3-ubyte holds 60,000 items, not 8,000" in message and "\n" not in message
+    assert "dltrain-samples --mnist-8k" in message and "--mnist-root samples/mnist-8k" in message
+    (tmp_path / "mnist-8k" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(ReadmeError, match="cannot read .*t10k-images-idx3-ubyte"):
+        check_mnist_8k(tmp_path / "mnist-8k")
+    monkeypatch.setattr("benchmarks.readme_results.measure", lambda *a: pytest.fail("measured another MNIST"))
+    with pytest.raises(ReadmeError, match="is not mnist-8k"):
+        main(["--mnist-root", str(full)])
+
+
+def test_the_readme_table_opens_with_the_line_the_script_writes() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = region(text)
+    opening = provenance("COMMIT", set()).split(" COMMIT ")[0]  # the words before the commit's name
+    assert text[start:end].strip().startswith(opening), (
+        "README's Experiments table was not written by python -m benchmarks.readme_results --write")
