@@ -10,8 +10,9 @@ them in Python. This script times both, on the same model and data, by whole epo
 
 Each path is timed twice per batch size: "data only" iterates the batches and sums each one (so that every
 batch is really produced), "train step" runs a full Adam step of dltrain's MLP (784-128-64-10, cross-entropy)
-on each. The data are the 8,000 MNIST training images in ``../shared/data/mnist-8k`` when that folder exists
-next to the project, otherwise 8,000 random 784-pixel images with 10 classes. A markdown table goes to stdout.
+on each. The data are the 8,000 MNIST training images in ``samples/mnist-8k`` when that folder exists (run
+``dltrain-samples --mnist-8k --from <an MNIST download>`` in the project root to make it), otherwise 8,000
+random 784-pixel images with 10 classes, which the table's data line says. A markdown table goes to stdout.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from benchmarks.machine import cpu_model, sync
 from dltrain.data import TensorBatches
 from dltrain.models import MODELS
 
-MNIST_DIR = "../shared/data/mnist-8k"  # relative to the project root
+MNIST_DIR = "samples/mnist-8k"  # relative to the project root: dltrain-samples --mnist-8k writes it
 MNIST_RAW = Path(__file__).resolve().parents[1] / MNIST_DIR / "MNIST" / "raw"
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -50,7 +51,8 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(8000, 784, generator=generator)
     y = torch.randint(0, 10, (8000,), generator=generator)
-    return x, y, f"random, 8,000 x 784 with 10 classes ({MNIST_DIR} not found)"
+    return x, y, (f"random, 8,000 x 784 with 10 classes ({MNIST_DIR} not found: dltrain-samples --mnist-8k "
+                  "--from <an MNIST download> makes it)")
 
 
 class OnDevice:

@@ -16,7 +16,8 @@ targets; target 4 is not measured here), and ``--only`` picks parts by the names
    ``torch.optim.Adam(params, lr)`` as users write it (torch's per-tensor step on the CPU), for reference.
    Workloads: ``mlp`` on a 20,000 x 64 table of 10 classes written to a CSV (``data=csv``, 16,000 rows train,
    2,000 validate); ``cnn`` on 28x28 MNIST images (``data=mnist``: the 8,000 real training images in
-   ``../shared/data/mnist-8k`` when that folder exists, otherwise random images in the same IDX files);
+   ``samples/mnist-8k`` when that folder exists, made by ``dltrain-samples --mnist-8k --from <an MNIST
+   download>``, otherwise random images in the same IDX files, which the report's data line says);
    ``gru`` on windows of a noisy chirp (``data=chirp``, a regression: MSE). Goal: dltrain / loop <= 1.05.
    The extra column "run / epoch" is dltrain's whole ``train_seconds`` divided by its epochs: it adds the
    warm-up epoch and the checkpoint and ``metrics.csv`` writes between epochs.
@@ -91,7 +92,7 @@ from dltrain.data import DataSplits
 from dltrain.run import load_data
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root: subprocesses run there
-MNIST_DIR = "../shared/data/mnist-8k"  # relative to the project root
+MNIST_DIR = "samples/mnist-8k"  # relative to the project root: dltrain-samples --mnist-8k writes it
 MNIST_RAW = ROOT / MNIST_DIR / "MNIST" / "raw"
 BARE_APP = ROOT / "benchmarks" / "bare_app.py"
 PARTS = ("mlp", "cnn", "gru", "lightning", "startup", "sweep")
@@ -340,7 +341,8 @@ def mnist_root(folder: Path, sizes: Sizes) -> tuple[Path, str]:
         write_idx(raw / labels, y)
     count = len(read_idx(raw / names["train"][1]))
     what = f"the first {count:,} real MNIST training images" if real else \
-        f"{count:,} random 28x28 images with 10 classes ({MNIST_DIR} not found)"
+        f"{count:,} random 28x28 images with 10 classes ({MNIST_DIR} not found: dltrain-samples --mnist-8k " \
+        "--from <an MNIST download> makes it)"
     return folder / "mnist", what
 
 
