@@ -107,6 +107,19 @@ def value_error(schema: type, name: str, value: Any) -> str | None:
     return None
 
 
+def _sample_hint(cfg: DictConfig, full_key: str) -> str:
+    """For ``data.path`` of an experiment made for dltrain's sample data, the sample's path to try.
+
+    The experiment's name is in Hydra's node of the config, which the command line's check sees.
+    """
+    if full_key != "data.path":
+        return ""
+    from dltrain.samples import path_for
+
+    path = path_for(OmegaConf.select(cfg._get_root(), "hydra.runtime.choices.experiment", default=None))
+    return f", or try dltrain's sample data with {full_key}={path}" if path else ""
+
+
 def validate(cfg: DictConfig, prefix: str = "") -> None:
     """Check every value of ``cfg`` against the keys, ranges and choices of its schema.
 
@@ -139,7 +152,8 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             continue
         full_key = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"{full_key} has no value: set it on the command line ({full_key}=...).")
+            raise ConfigError(f"{full_key} has no value: set it on the command line ({full_key}=...)"
+                              f"{_sample_hint(cfg, full_key)}.")
         if key not in meta_by_name and meta_by_name:  # a custom model's own key: its module checks it
             continue
         value = cfg[key]

@@ -266,18 +266,25 @@ def shapes_sample(seed: int) -> Made:
 
 @dataclass(frozen=True)
 class Sample:
-    """One sample: its ``--only`` name, its file or folder name, what it is, and its maker."""
+    """One sample: its ``--only`` name, its file or folder name, what it is, its maker, and the
+    ``experiment=`` that trains on it."""
 
     option: str
     name: str
     what: str
     make: Callable[[int], Made]
+    experiment: str
 
 
-SAMPLES = (Sample("fraud", "fraud.csv", "CSV file", fraud_sample),
-           Sample("reviews", "reviews.csv", "CSV file", reviews_sample),
-           Sample("shapes", "shapes", "folder of class folders", shapes_sample))
+SAMPLES = (Sample("fraud", "fraud.csv", "CSV file", fraud_sample, "fraud"),
+           Sample("reviews", "reviews.csv", "CSV file", reviews_sample, "text_lstm"),
+           Sample("shapes", "shapes", "folder of class folders", shapes_sample, "image_folder_cnn"))
 BY_NAME = {sample.name: sample for sample in SAMPLES}
+
+
+def path_for(experiment: str | None) -> str | None:
+    """The ``data.path`` of the sample ``experiment`` trains on (``samples/fraud.csv``), if any."""
+    return next((f"{SAMPLES_FOLDER}/{s.name}" for s in SAMPLES if s.experiment == experiment), None)
 
 
 def _same_file(path: Path, data: bytes) -> bool:

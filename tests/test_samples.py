@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torchvision.datasets.mnist
+from omegaconf import OmegaConf
 from PIL import Image
 
 from dltrain import compose, mnist8k, samples, train
+from dltrain.config import validate
 from dltrain.data import vision
 from dltrain.errors import ConfigError, UserError
 from dltrain.evaluate import evaluate_checkpoint
@@ -185,6 +187,19 @@ def test_a_sample_name_elsewhere_is_an_error_naming_the_command(tmp_path, monkey
     assert message.startswith(f"data.path=other/fraud.csv ({tmp_path / 'other' / 'fraud.csv'}) does not exist")
     assert "dltrain-samples other --only fraud" in message and "\n" not in message
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("sample", samples.SAMPLES, ids=lambda s: s.experiment)
+def test_a_sample_experiment_without_data_path_names_its_sample(sample):
+    cfg = OmegaConf.create({"hydra": {"runtime": {"choices": {"experiment": sample.experiment}}},
+                            "data": {"path": "???"}})  # what the command line's check sees
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert str(info.value).endswith(f"or try dltrain's sample data with data.path=samples/{sample.name}.")
+    assert (Path(__file__).parents[1] / "conf" / "experiment" / f"{sample.experiment}.yaml").is_file()
+    cfg.hydra.runtime.choices.experiment = "mine"
+    with pytest.raises(ConfigError, match=r"^data.path has no value: set it on the command line \(data.path=...\).$"):
+        validate(cfg)
 
 
 def test_other_missing_paths_keep_their_own_error(tmp_path):
