@@ -13,7 +13,7 @@ keep PyTorch's own initialisation and are reported as ``"default"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import torch
@@ -135,9 +135,9 @@ def xavier_gain(gain: float, nonlinearity: str | None) -> tuple[float, str]:
     if not (math.isfinite(gain) and gain > 0):
         raise ConfigError(f"init.gain={gain} is not valid: expected a positive number (1 is Glorot's formula).")
     if nonlinearity is None:
-        return gain, "" if gain == 1 else f"gain={gain:g}"
+        return gain, "" if gain == 1 else f"gain={exact(gain)}"
     if gain != 1:
-        raise ConfigError(f"init.gain={gain:g} and init.nonlinearity={nonlinearity} both set the gain: "
+        raise ConfigError(f"init.gain={exact(gain)} and init.nonlinearity={nonlinearity} both set the gain: "
                           "keep one of them.")
     return _gain(_nonlinearity(nonlinearity, None, nn.Identity())), nonlinearity
 
@@ -238,7 +238,14 @@ def init_zeros(model: nn.Module, activation: str | None = None) -> dict[str, str
 @INITS.register("constant")
 def init_constant(model: nn.Module, activation: str | None = None, value: float = 0.01) -> dict[str, str]:
     """Every weight ``value``, biases 0: like zeros, the symmetry between units never breaks."""
-    return _init_model(model, f"constant({value:g})", lambda w, _act: nn.init.constant_(w, value))
+    return _init_model(model, f"constant({exact(value)})", lambda w, _act: nn.init.constant_(w, value))
+
+
+def exact(x: float) -> str:
+    """``x`` short when that is exact (``2``, ``0.25``), else every digit (``1.0000001``): a
+    label never shows a value other than the one used."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def _number(x: float) -> str:
@@ -255,19 +262,40 @@ FORMULAS: dict[str, Callable[[float], str]] = {
     "fan_in_normal": lambda _g: "w ~ N(0, variance 1/fan_in)",
     "fan_in_uniform": lambda _g: "w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
     "zeros": lambda _g: "w = 0",
-    "constant": lambda g: f"w = {g:g}",
+    "constant": lambda g: f"w = {exact(g)}",
 }
 
+#: PyTorch's own initialisation, by the layers that keep it (the summary's Kind column).
+DEFAULT_FORMULAS: tuple[tuple[str, Callable[[str], bool], str], ...] = (
+    ("Linear, Conv", lambda kind: kind.removeprefix("Lazy").startswith(("Linear", "Conv")),
+     "w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))"),
+    ("RNN, LSTM, GRU", lambda kind: kind in ("RNN", "LSTM", "GRU"),
+     "w, b ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))"),
+    ("norm layers", lambda kind: "Norm" in kind, "w = 1, b = 0"),
+    ("Embedding", lambda kind: kind.startswith("Embedding"), "w ~ N(0, 1)"),
+)
 
-def init_formula(label: str) -> str:
+
+def _default_formula(kinds: Collection[str]) -> str:
+    """What PyTorch's own initialisation draws for the layer ``kinds`` labelled ``default``
+    (Linear and Conv when no kinds are given); other kinds keep their own."""
+    parts = [f"{names}: {formula}" for names, matches, formula in DEFAULT_FORMULAS
+             if any(map(matches, kinds or ("Linear",)))]
+    known = [kind for kind in kinds if any(matches(kind) for _, matches, _ in DEFAULT_FORMULAS)]
+    parts += [f"{kind}: its own" for kind in dict.fromkeys(kinds) if kind not in known]
+    return f"default: PyTorch's own ({'; '.join(parts)})"
+
+
+def init_formula(label: str, kinds: Collection[str] = ()) -> str:
     """What a label of :func:`apply_init` (``"he_normal(relu)"``, ``"xavier_normal(gain=2)"``) draws.
 
     The argument in brackets is the activation whose gain scales the scheme, ``gain=X``, or
-    ``constant``'s value.
+    ``constant``'s value. ``kinds``: the layer kinds that carry the label, which say what
+    ``default`` means (under another scheme it labels norm layers and embeddings).
     """
     scheme, _, arg = label.removesuffix(")").partition("(")
     if scheme == "default":
-        return "default: PyTorch's own (Linear, Conv: w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"
+        return _default_formula(kinds)
     if arg in TORCH_NONLINEARITY:
         g = _gain(arg)
     else:

@@ -222,7 +222,28 @@ def test_summary_names_each_scheme_once_with_its_formula():
     lines = format_summary(rows, model).splitlines()
     assert [line for line in lines if line.startswith("Init ")] == [
         "Init he_normal(relu): w ~ N(0, variance 2/fan_in), b = 0",
-        "Init default: PyTorch's own (Linear, Conv: w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)))"]
+        "Init default: PyTorch's own (norm layers: w = 1, b = 0)"]
+
+
+def test_default_describes_the_layers_it_labels():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 4))
+    example = torch.zeros(3, 2, dtype=torch.long)
+    lines = {scheme: [line for line in format_summary(summarize(model, example, apply_init(model, scheme)),
+                                                      model).splitlines() if line.startswith("Init default")]
+             for scheme in ("xavier_normal", "default")}
+    assert lines["xavier_normal"] == ["Init default: PyTorch's own (norm layers: w = 1, b = 0; Embedding: w ~ N(0, 1))"]
+    assert lines["default"] == ["Init default: PyTorch's own (Linear, Conv: w, b ~ U(-1/sqrt(fan_in), "
+                                "1/sqrt(fan_in)); norm layers: w = 1, b = 0; Embedding: w ~ N(0, 1))"]
+
+
+@pytest.mark.parametrize(("scheme", "options", "label"), [
+    ("xavier_normal", {"gain": 1.0000001}, "xavier_normal(gain=1.0000001)"),
+    ("xavier_normal", {"gain": 2.0}, "xavier_normal(gain=2)"),
+    ("constant", {"value": 0.0100001}, "constant(0.0100001)"),
+])
+def test_labels_name_the_exact_value(scheme, options, label):
+    assert apply_init(big_linear(), scheme, **options) == {"": label}
+    assert init_formula(label).startswith(f"{label}: ")
 
 
 def test_a_checkpoint_without_init_gain_resumes(compose, tmp_path, monkeypatch):

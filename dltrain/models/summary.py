@@ -96,5 +96,5 @@ def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
            f"Non-trainable params: {total - trainable:,}"]
     # What each scheme in the Init column draws, once per scheme: the column stays short.
     labels = dict.fromkeys(r.init for r in rows if r.init != "-")
-    out += [f"Init {init_formula(label)}" for label in labels]
+    out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" for label in labels]
     return "\n".join(s.rstrip() for s in out) + "\n"
