@@ -438,10 +438,13 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
         failed = {"status": status, "stop_reason": first_line(err), "epochs_run": 0, "stopped_epoch": None,
                   "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None,
                   "world_size": ranks.world_size, "started_at": started_at}
-        if main and run_dir.is_dir() and own is None:  # Hydra made it: say in it why nothing was trained
+        wrote_summary = main and run_dir.is_dir() and own is None
+        if wrote_summary:  # Hydra made it: say in it why nothing was trained
             write_json(run_dir / "summary.json", failed)
         if logger is not None:  # its files are closed, whatever happens next
             _finish_logger(logger, failed)
+        if wrote_summary:  # what the failed run left, before the error's line
+            report_end(failed, run_dir)
         raise
     return _fit_and_test(cfg, exp, trainer, run_dir, stop, resume_path, started_at, logger, metrics_csv.rows)
 
@@ -550,7 +553,7 @@ def _fit_and_test(cfg: DictConfig, exp: Experiment, trainer: Trainer, run_dir: P
     stopper = trainer.stopper
     summary: dict[str, Any] = {
         "status": "failed", "stop_reason": None, "epochs_run": 0, "stopped_epoch": None, "best_epoch": None,
-        "monitor": stopper.monitor, "mode": stopper.mode, "best_value": None, "test": {}, "test_weights": None,
+        "monitor": stopper.monitor, "mode": watched_mode(stopper), "best_value": None, "test": {}, "test_weights": None,
         "num_params": sum(p.numel() for p in exp.model.parameters()), "train_seconds": 0.0,
         "task": exp.data.task, "loss": exp.loss_name, "data": exp.data.sizes, "device": str(trainer.device),
         "world_size": trainer.ranks.world_size, "resumed_from": str(resume_path) if resume_path else None,
@@ -750,6 +753,12 @@ def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
 
 
+def watched_mode(stopper: EarlyStopping) -> str | None:
+    """Whether the monitored value improves down (``min``) or up (``max``); None when nothing
+    is monitored (no validation split for a ``val_*`` monitor)."""
+    return stopper.mode if stopper.monitor is not None else None
+
+
 def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
                  own: Path | None = None) -> tuple[Path | None, dict[str, Any] | None, DictConfig]:
     """The checkpoint ``resume=`` names (``own``: the run directory's own, continued in place),
@@ -845,11 +854,10 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
             done = {}
         if done.get("status") in ("completed", "early_stopped"):
             return done
-    es = state["early_stopping"]
+    es, stopper = state["early_stopping"], make_stopper(cfg, _validated(state))
     summary = {"status": "already_finished", "stop_reason": f"nothing to train: {why}", "resumed_from": str(path),
                "epochs_run": int(state["epoch"]), "stopped_epoch": int(state["epoch"]),
-               "best_epoch": es.get("best_epoch"), "monitor": make_stopper(cfg, _validated(state)).monitor,
-               "mode": make_stopper(cfg).mode,
+               "best_epoch": es.get("best_epoch"), "monitor": stopper.monitor, "mode": watched_mode(stopper),
                "best_value": es.get("best"), "world_size": ranks.world_size, "run_dir": str(run_dir)}
     if run_dir.is_dir() and ranks.is_main:
         write_json(run_dir / "summary.json", summary)

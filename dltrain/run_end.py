@@ -8,15 +8,17 @@ run's log file keeps them too.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from dltrain.run_files import RUN_FILES
+from dltrain.start_dir import shown_dir
+
 log = logging.getLogger("dltrain")
 
-#: The order a run's files are named in; any other entry follows, alphabetically.
-_ORDER = ("metrics.csv", "summary.json", "predictions.csv", "curves.png", "model_summary.txt", "data.json",
-          "checkpoints", "tensorboard", "dltrain.log", ".hydra")
+#: The order a run's files are named in, that of ``dltrain --help`` (a path's first part:
+#: ``checkpoints`` for ``checkpoints/last.pt``); any other entry follows, alphabetically.
+_ORDER = tuple(dict.fromkeys(entry.name.split("/")[0] for entry in RUN_FILES))
 
 
 def written_files(run_dir: Path) -> list[str]:
@@ -44,17 +46,6 @@ def _name(path: Path) -> str:
     if len(inside) == 1:
         return f"checkpoints/{inside[0]}"
     return f"checkpoints/{{{','.join(inside)}}}" if inside else "checkpoints/"
-
-
-def shown_dir(run_dir: Path) -> str:
-    """``run_dir`` as the user can type it: relative to the working directory when inside it, with a slash."""
-    try:
-        shown = os.path.relpath(run_dir)
-    except ValueError:  # another drive
-        shown = str(run_dir)
-    if shown.startswith(".."):
-        shown = str(run_dir)
-    return shown.rstrip("/\\") + "/"
 
 
 def result_line(test: dict[str, float]) -> str | None:

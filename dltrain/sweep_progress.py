@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain.start_dir import from_start
 
 log = logging.getLogger("dltrain")
 
@@ -45,7 +47,7 @@ class SweepProgress:
         swept = [o.key_or_group for o in overrides or [] if o.is_sweep_override()]
         # Absolute: a job may run elsewhere, or in its own directory (hydra.job.chdir=true).
         return cls(total=_count_jobs(config, overrides), swept=swept,
-                   sweep_dir=Path(os.path.abspath(str(config.hydra.sweep.dir))))
+                   sweep_dir=from_start(str(config.hydra.sweep.dir), OmegaConf.select(config, "hydra.runtime.cwd")))
 
     def job_started(self, config: DictConfig) -> str:
         """Say which job starts (``config`` is the job's) and about how long the rest will take."""

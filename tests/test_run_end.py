@@ -222,3 +222,54 @@ def test_jobs_in_other_processes_give_no_estimate(tmp_path):
     progress.pid = -1  # as in a worker process
     assert progress.job_started(job_config(sweep, 2, ["optim.lr=0.001"], tmp_path)) == \
         "sweep: job 3 of 3 (optim.lr=0.001) in 2/"
+
+
+# --- the end of a run: where it is named from, in which order, however it ended ---------------------------------------
+
+
+def test_a_job_run_in_its_own_folder_is_named_from_where_the_command_started(tmp_path, capsys, monkeypatch):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    code = run_dltrain(["trainer.fast_dev_run=true", "hydra.job.chdir=true", "hydra.run.dir=runs/a"], monkeypatch)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "wrote runs/a/: " in out  # typed where the command started, not the job's own folder (./)
+    assert named_files(out, tmp_path / "here" / "runs" / "a")
+
+
+def test_the_files_are_named_in_the_order_the_help_lists_them(tmp_path):
+    from dltrain.run_end import written_files
+    from dltrain.run_files import RUN_FILES
+
+    for name in ("zz_extra.txt", "dltrain.log", "rank1.log", "summary.json", "metrics.csv", "data.json",
+                 "model_summary.txt", "curves.png", "predictions.csv", "checkpoints/last.pt", "tensorboard/x",
+                 ".hydra/config.yaml", "a_extra.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    listed = [entry.name.split("/")[0] for entry in RUN_FILES]
+    names = written_files(tmp_path)
+    known = [name for name in names if name.split("/")[0] in listed]
+    assert [listed.index(name.split("/")[0]) for name in known] == sorted(listed.index(n.split("/")[0]) for n in known)
+    assert names[len(known):] == ["a_extra.txt", "rank1.log", "zz_extra.txt"]  # the rest, alphabetically
+    assert ".hydra/" in known and "dltrain.log" in known
+
+
+def test_a_run_that_fails_once_its_folder_exists_names_what_it_left(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = run_dltrain(["data=digits", "model=cnn", "model.channels=[8,8,8,8]", "hydra.run.dir=outputs/run"],
+                       monkeypatch)
+    captured = capsys.readouterr()
+    assert code not in (0, None)
+    run_dir = tmp_path / "outputs" / "run"
+    files = named_files(captured.out, run_dir)
+    assert files == on_disk(run_dir) and "summary.json" in files
+    assert captured.err.count("\n") == 1 and "cannot fit 4 conv blocks" in captured.err
+
+
+def test_nothing_monitored_has_no_direction(tmp_path):
+    import json
+
+    summary = train(compose(["data.val_fraction=0", "trainer.fast_dev_run=true", *QUICK]), run_dir=tmp_path / "run")
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["monitor"] is None and summary["mode"] is None
+    assert written["monitor"] is None and written["mode"] is None
