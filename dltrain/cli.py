@@ -54,7 +54,7 @@ from dltrain.messages import (
     say_once_when_unwritable,
 )
 from dltrain.signals import Interrupted
-from dltrain.suggest import did_you_mean, unknown_option
+from dltrain.suggest import did_you_mean, override_key, parsed_values, unknown_option
 from dltrain.value_types import describe_type_error
 
 
@@ -245,7 +245,7 @@ def _claim_dir(config: DictConfig, mode: str) -> bool:
     never share a directory. A directory given on the command line is left to the user.
     Returns whether it claimed one."""
     key = f"hydra.{mode}.dir"
-    if any(o.lstrip("+~").split("=")[0] == key for o in config.hydra.overrides.hydra):
+    if any(override_key(o) == key for o in config.hydra.overrides.hydra):
         return False
     node = config.hydra[mode]
     claimed = claim_new_dir(str(node.dir))
@@ -260,7 +260,7 @@ def _set_sweep_direction(config: DictConfig) -> None:
     sweeper = config.hydra.sweeper
     if "direction" not in sweeper:
         return
-    if any(o.lstrip("+~").split("=")[0] == "hydra.sweeper.direction" for o in config.hydra.overrides.hydra):
+    if any(override_key(o) == "hydra.sweeper.direction" for o in config.hydra.overrides.hydra):
         return
     es = config.trainer.early_stopping
     mode = infer_mode(es.monitor) if es.mode == "auto" else es.mode
@@ -455,7 +455,7 @@ def describe_error(err: BaseException) -> str | None:
             extra = PLUGIN_EXTRAS.get(f"{group}={option}")
             if extra:
                 return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
-            return unknown_option(group, option, sorted(err.options))
+            return unknown_option(group, option, sorted(err.options), _typed_values(group))
         return _one_line(str(err))
     if isinstance(err, OverrideParseException):
         text = _one_line(str(err))
@@ -479,10 +479,10 @@ def describe_error(err: BaseException) -> str | None:
             hint = f" (known keys there: {', '.join(known)})" if known else ""
             todo = _where_else(key)
             parent = getattr(cause, "parent_node", None)
-            if todo == "check the spelling" and isinstance(parent, DictConfig):
+            if todo is None and isinstance(parent, DictConfig):
                 if meant := did_you_mean(_typed_override(err, key), parent._get_root()):
                     return f"{key} is not a config key: {meant}{hint}."
-            return f"{key} is not a config key{hint}: {todo}."
+            return f"{key} is not a config key{hint}: {todo or 'check the spelling'}."
         if isinstance(cause, OmegaConfBaseException) and key:
             msg = _one_line(getattr(cause, "msg", str(cause)))
             if "does not support deletion" in msg:
@@ -490,7 +490,7 @@ def describe_error(err: BaseException) -> str | None:
             if "is not a ListConfig" in msg:
                 value = getattr(cause, "value", "...")
                 return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
-            if isinstance(cause, ValidationError) and (described := describe_type_error(cause)):
+            if isinstance(cause, ValidationError) and (described := describe_type_error(cause, _typed_value(key))):
                 return described
             return f"{key}: {msg}"
         return _one_line(str(err))
@@ -515,12 +515,24 @@ def _typed_override(err: BaseException, key: str) -> str:
     found = re.search(r"To append to your config use \+(.+)", str(err))
     typed = found.group(1) if found else key
     typed_key = typed.partition("=")[0]
-    return next((arg for arg in _command_line if arg.lstrip("+~").partition("=")[0] == typed_key), typed)
+    return next((arg for arg in _command_line if override_key(arg) == typed_key), typed)
 
 
-def _where_else(key: str) -> str:
-    """What to do about an unknown key: the option of its group that has it, the
-    ``regularization.*`` key meant, or check the spelling."""
+def _typed_value(key: str) -> str | None:
+    """The value the command line gives ``key`` as typed (``1e3``), when it is one value."""
+    typed = next((arg.partition("=")[2] for arg in _command_line if override_key(arg) == key), None)
+    return typed if typed is not None and len(parsed_values(key, typed) or []) == 1 else None
+
+
+def _typed_values(group: str) -> list[str] | None:
+    """The options the command line gives ``group``: all of a sweep's (``optim=SGD,adam``)."""
+    typed = next((arg for arg in _command_line if override_key(arg) == group), None)
+    return [str(v) for v in parsed_values(group, typed.partition("=")[2]) or []] if typed else None
+
+
+def _where_else(key: str) -> str | None:
+    """What to do about an unknown key: the option of its group that has it, or the
+    ``regularization.*`` key meant; None when neither."""
     from dltrain.schemas import GROUP_SCHEMAS, RegularizationConfig
 
     group, _, leaf = key.partition(".")
@@ -530,7 +542,7 @@ def _where_else(key: str) -> str:
         hints.append(f"only {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it")
     if group in GROUP_SCHEMAS and leaf in _known_keys(RegularizationConfig):
         hints.append(f"for this {group} set regularization.{leaf}")
-    return "; ".join(hints) or "check the spelling"
+    return "; ".join(hints) or None
 
 
 def _known_keys(schema: Any) -> list[str]:

@@ -240,17 +240,24 @@ def _convert(key: str, value: str, default: Any) -> Any:
     return value
 
 
+#: Names users bring for the tools' keys (and the config key meant where the tool takes it).
+TOOL_ALIASES = {"checkpoint": "ckpt", "batch_size": "trainer.eval_batch_size"}
+
+
 def _meant(key: str, value: str, defaults: dict[str, Key], config_keys: Sequence[str]) -> str:
     """``did you mean KEY=VALUE? `` for a ``key`` spelled like one the tool takes (the key
-    alone when ``value`` does not convert to it); empty when none is."""
-    from dltrain.suggest import closest
+    alone when ``value`` does not fit it); empty when none is."""
+    from dltrain.suggest import closest, fits
 
-    meant = closest(key, [*defaults, *config_keys])
+    known = [*defaults, *config_keys]
+    meant = TOOL_ALIASES.get(key.lower()) if TOOL_ALIASES.get(key.lower()) in known else closest(key, known)
     if meant is None:
         return ""
     try:
         if meant in defaults:
             _convert(meant, value, defaults[meant].default)
+        elif not fits(meant, value, sweep=False):
+            return f"did you mean {meant}? "
     except UserError:
         return f"did you mean {meant}? "
     return f"did you mean {meant}={value}? "

@@ -40,41 +40,86 @@ ALIASES = {
     "augmentation": "regularization.augment",
 }
 
+#: Option names users bring from other tools, per config group: only where one option is meant.
+OPTION_ALIASES = {"loss": {"ce": "cross_entropy"}, "scheduler": {"cos": "cosine"}}
+
 #: How alike two names must be (``difflib`` ratio) to be taken for one another.
 CUTOFF = 0.7
+#: How alike a top-level name and a key deeper in the tree must be: a loose match there
+#: would lead to a key of another meaning (``max_steps`` is not ``trainer.max_epochs``).
+DEEP_CUTOFF = 0.85
 
 
-def closest(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate spelled most like ``name`` (ignoring case), if any is close enough."""
+def override_key(override: str) -> str:
+    """The key an override sets, without its ``+``/``~`` prefix (``+optim.lr=1`` -> ``optim.lr``)."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+def closest(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> str | None:
+    """The candidate spelled most like ``name`` (ignoring case), if any is close enough. A name
+    of three letters or fewer matches only itself, with two neighbouring letters swapped or
+    with a letter typed twice (``lrr`` is ``lr``, ``nn`` is not ``rnn``)."""
     by_lower = {c.lower(): c for c in candidates}
-    if name.lower() in by_lower:
-        return by_lower[name.lower()]
-    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=CUTOFF)
+    name = name.lower()
+    if name in by_lower:
+        return by_lower[name]
+    if len(name) <= 3:
+        slips = [c for c in by_lower if _swapped(name, c) or _doubled(name, c)]
+        return by_lower[slips[0]] if len(slips) == 1 else None
+    found = difflib.get_close_matches(name, list(by_lower), n=1, cutoff=cutoff)
     return by_lower[found[0]] if found else None
 
 
-def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
+def _swapped(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with two neighbouring letters swapped (``mpl`` and ``mlp``)."""
+    diff = [i for i in range(len(a)) if len(a) == len(b) and a[i] != b[i]]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
+def _doubled(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` with one of its letters typed twice (``lrr`` and ``lr``)."""
+    return any(a[i] == a[i - 1] and a[:i] + a[i + 1:] == b for i in range(1, len(a)))
+
+
+def meant_option(group: str, option: str, options: Sequence[str]) -> str | None:
+    """The option of ``group`` meant by ``option``: its alias, or one spelled alike."""
+    alias = OPTION_ALIASES.get(group, {}).get(option.lower())
+    return alias if alias in options else closest(option, options)
+
+
+def unknown_option(group: str, option: str, options: Sequence[str], typed: Sequence[str] | None = None) -> str:
     """The message for ``group=option`` that is not one of ``options``, with the option meant
-    when one is spelled alike (``optim=SGD`` -> ``optim=sgd``)."""
+    when one is spelled alike (``optim=SGD`` -> ``optim=sgd``). ``typed``: all the values of the
+    sweep ``option`` came in, each kept (or corrected) in the suggestion."""
     listed = ", ".join(options)
-    meant = closest(option, options)
-    if meant is None:
+    values = list(typed) if typed and option in typed else [option]
+    meant = [v if v in options else meant_option(group, v, options) for v in values]
+    if None in meant:
         return f"{group}={option} is not a known option: choose one of {listed}."
-    return f"{group}={option} is not a known option: did you mean {group}={meant}? (choose one of {listed})."
+    return f"{group}={option} is not a known option: did you mean {group}={','.join(meant)}? (choose one of {listed})."
 
 
 def did_you_mean(override: str, root: DictConfig) -> str | None:
     """``did you mean KEY=VALUE?`` for an override (``epochs=5``) whose key is not in the
     config ``root``; None when no key is near enough to suggest. The value is filled in when
     it fits the key meant; a sweep's values (``epochs=1,2``) all have to."""
-    key, eq, value = override.lstrip("+~").partition("=")
+    key = override_key(override)
+    _, eq, value = override.partition("=")
     # A key appended with +key=value is in the config already: it is not its own suggestion.
     paths = [path for path in key_paths(root) if path != key and not path.startswith(f"{key}.")]
-    meant = _meant_key(key.lower(), paths)
-    if meant is None:
+    found = _meant_key(key.lower(), paths, root)
+    if found is None:
         return None
+    meant, alike = found
     if meant in GROUP_SCHEMAS:
-        return f"did you mean {_group_override(meant, value if eq else None)}?"
+        options = sorted(GROUP_SCHEMAS[meant])
+        chosen = _meant_options(meant, value if eq else None, options)
+        if chosen:
+            return f"did you mean {meant}={','.join(chosen)}?"
+        # A name only spelled like a group's, whose value is none of its options, is not a near miss.
+        return None if alike else f"did you mean {meant}=OPTION (one of {', '.join(options)})?"
+    if alike and isinstance(OmegaConf.select(root, meant), DictConfig):
+        return None  # a name spelled like a node of keys, not like a key
     return f"did you mean {_leaf_override(meant, value if eq else None, root)}?"
 
 
@@ -92,51 +137,54 @@ def key_paths(node: DictConfig, prefix: str = "") -> list[str]:
     return paths
 
 
-def _meant_key(key: str, paths: list[str]) -> str | None:
+def _meant_key(key: str, paths: list[str], root: DictConfig) -> tuple[str, bool] | None:
     """The key path meant by ``key``: its first unknown part (and what follows) replaced by
-    an alias, the one key of that name, or a key spelled alike at the same level."""
+    an alias, the one key of that name, or a key spelled alike; and whether it was only
+    spelled alike."""
     parts = key.split(".")
     known = next((i for i in range(len(parts)) if ".".join(parts[: i + 1]) not in paths), len(parts))
     if known == len(parts):
-        return key
+        return key, False
     parent, name, rest = ".".join(parts[:known]), parts[known], parts[known + 1:]
-    meant = _meant_name(parent, name, paths)
-    if meant is None:
+    found = _meant_name(parent, name, paths, root)
+    if found is None:
         return None
-    full = ".".join([meant, *rest])
-    return full if full in paths else None
+    full = ".".join([found[0], *rest])
+    return (full, found[1]) if full in paths else None
 
 
-def _meant_name(parent: str, name: str, paths: list[str]) -> str | None:
-    """The path meant by the unknown ``name`` below ``parent`` (empty at the top level)."""
+def _meant_name(parent: str, name: str, paths: list[str], root: DictConfig) -> tuple[str, bool] | None:
+    """The path meant by the unknown ``name`` below ``parent`` (empty at the top level), and
+    whether it was only spelled alike."""
     prefix = f"{parent}." if parent else ""
-    alias = ALIASES.get(name)
-    if alias in paths and alias.startswith(prefix):
-        return alias
-    siblings = [p[len(prefix):] for p in paths if p.startswith(prefix) and "." not in p[len(prefix):]]
-    if match := closest(name, siblings):
-        return prefix + match
-    if parent:
-        return None
-    # At the top level: a key of that name (or spelled alike) anywhere, when only one node has it.
     owners: dict[str, list[str]] = {}
     for path in paths:
         owners.setdefault(path.rpartition(".")[2], []).append(path)
+    exact = owners[name][0] if not parent and len(owners.get(name, [])) == 1 else None
+    # The key a name from another tool stands for, unless the one key of exactly that name is
+    # in use (adamw's own weight_decay): setting both would set one thing twice.
+    alias = ALIASES.get(name)
+    if alias in paths and alias.startswith(prefix) and not (exact and OmegaConf.select(root, exact)):
+        return alias, False
+    if exact:
+        return exact, False
+    siblings = [p[len(prefix):] for p in paths if p.startswith(prefix) and "." not in p[len(prefix):]]
+    if match := closest(name, siblings):
+        return prefix + match, match.lower() != name
+    if parent:
+        return None
+    # At the top level: a key spelled very like that name anywhere, when only one node has it.
     unique = {leaf: found[0] for leaf, found in owners.items() if len(found) == 1}
-    names = {**unique, **{a: t for a, t in ALIASES.items() if t in paths}}
-    match = closest(name, names)
-    return names[match] if match else None
+    match = closest(name, unique, DEEP_CUTOFF)
+    return (unique[match], True) if match else None
 
 
-def _group_override(group: str, value: str | None) -> str:
-    """``group=option`` for the option (or options of a sweep) ``value`` names, matched by
-    spelling; ``group=OPTION`` with the options listed when none matches."""
-    options = sorted(GROUP_SCHEMAS[group])
-    typed = [str(v) for v in _parsed(group, value) or []]
-    meant = [closest(v, options) for v in typed]
-    if typed and None not in meant:
-        return f"{group}={','.join(meant)}"
-    return f"{group}=OPTION (one of {', '.join(options)})"
+def _meant_options(group: str, value: str | None, options: Sequence[str]) -> list[str] | None:
+    """The option (or options of a sweep) of ``group`` that ``value`` names, matched by
+    spelling; None unless every one matches."""
+    typed = [str(v) for v in parsed_values(group, value) or []]
+    meant = [found for v in typed if (found := meant_option(group, v, options))]
+    return meant if typed and len(meant) == len(typed) else None
 
 
 def _leaf_override(path: str, value: str | None, root: DictConfig) -> str:
@@ -148,14 +196,41 @@ def _leaf_override(path: str, value: str | None, root: DictConfig) -> str:
     fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
     if name not in fields or isinstance(node._get_node(name), DictConfig):
         return path  # a node of keys, or a key the schema does not type
-    values = _parsed(path, value)
-    if values is not None and all(_fits(schema, name, v) for v in values):
+    if fits(path, value, [schema]):
         return f"{path}={value}"
     words = takes(typing.get_type_hints(schema)[name], fields[name].metadata)
     return f"{path} ({words})" if words else path
 
 
-def _parsed(key: str, value: str | None) -> list[Any] | None:
+def fits(path: str, value: str | None, schemas: Iterable[type] | None = None, *, sweep: bool = True) -> bool:
+    """Whether ``path=value`` as typed passes the key's type, ranges and choices in every schema
+    of ``schemas`` (by default, every one that can hold ``path``); with ``sweep=False`` it has
+    to be a single value."""
+    values = parsed_values(path, value)
+    if values is None or (not sweep and len(values) != 1):
+        return False
+    name = path.rpartition(".")[2]
+    found = list(schemas_of(path) if schemas is None else schemas)
+    return bool(found) and all(_fits(schema, name, v) for schema in found for v in values)
+
+
+def schemas_of(path: str) -> list[type]:
+    """The schemas a key of dltrain's config can belong to: each option's where its group
+    differs by option (``data.path``), else the one schema (``trainer.eval_batch_size``)."""
+    from dltrain.schemas import TrainConfig
+
+    parent, _, name = path.rpartition(".")
+    if parent in GROUP_SCHEMAS:
+        candidates = list(GROUP_SCHEMAS[parent].values())
+    else:
+        node: Any = TrainConfig
+        for part in parent.split(".") if parent else []:
+            node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+        candidates = [node]
+    return [c for c in candidates if dataclasses.is_dataclass(c) and name in {f.name for f in dataclasses.fields(c)}]
+
+
+def parsed_values(key: str, value: str | None) -> list[Any] | None:
     """The values ``key=value`` sets, read with Hydra's override grammar (several for a sweep);
     None when it cannot be read."""
     if value is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.start_dir import from_start
+from dltrain.suggest import override_key
 
 log = logging.getLogger("dltrain")
 
@@ -53,7 +54,7 @@ class SweepProgress:
         """Say which job starts (``config`` is the job's) and about how long the rest will take."""
         hydra = config.hydra
         number = int(hydra.job.num) + 1
-        shown = [o for o in hydra.overrides.task if _key(o) in self.swept] or list(hydra.overrides.task)
+        shown = [o for o in hydra.overrides.task if override_key(o) in self.swept] or list(hydra.overrides.task)
         line = f"sweep: job {number}"
         if self.total is not None and number <= self.total:
             line += f" of {self.total}"
@@ -137,7 +138,3 @@ def _count_jobs(config: DictConfig, overrides: list | None) -> int | None:
             return None
     trials = sweeper.get("n_trials")
     return trials if isinstance(trials, int) and trials > 0 else None
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")

@@ -98,11 +98,12 @@ def _field(schema: Any, name: Any) -> tuple[dataclasses.Field, Any] | None:
     return found[0], typing.get_type_hints(schema).get(name, found[0].type)
 
 
-def describe_type_error(err: ValidationError) -> str | None:
+def describe_type_error(err: ValidationError, typed: str | None = None) -> str | None:
     """One line for a value OmegaConf could not convert to its key's type (``optim.lr=abc``,
     ``trainer.max_epochs=2.5``, ``model.hidden=[a]``, ``trainer=3``), read from the error's
-    key and value and the schema's field type; None when the key is not a schema field."""
-    key, value = err.full_key, render(err.value)
+    key and value and the schema's field type; None when the key is not a schema field.
+    ``typed``: the value as the user wrote it (``1e3`` where OmegaConf has ``1000.0``)."""
+    key, value = err.full_key, typed or render(err.value)
     if isinstance(err.parent_node, ListConfig) and isinstance(err.key, int):  # an item of a list
         owner = err.parent_node._get_parent()
         list_key = key.rpartition("[")[0]
@@ -129,5 +130,7 @@ def describe_type_error(err: ValidationError) -> str | None:
         return None
     is_not = "a list" if list_item(base) is not None else WORDS.get(base, ("a valid value",))[0]
     example = _example(field, tp) if base is not bool else None
+    if base is int and isinstance(err.value, float) and err.value.is_integer():  # 1e3, 1.0: a float that is whole
+        return f"{key}={value} is not a whole number: {key} takes {words} (write {key}={int(err.value)})."
     return (f"{key}={value} is not {is_not}: {key} takes {words}"
             + (f" (e.g. {key}={example})" if example else "") + ".")

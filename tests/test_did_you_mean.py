@@ -26,7 +26,8 @@ from dltrain.evaluate import main as eval_main
 from dltrain.predict import main as predict_main
 from dltrain.registry import Registry
 from dltrain.schemas import GROUP_SCHEMAS
-from dltrain.suggest import ALIASES, did_you_mean, key_paths, unknown_option
+from dltrain.checks import check_combinations
+from dltrain.suggest import ALIASES, did_you_mean, key_paths, override_key, unknown_option
 from tests.conftest import tool_error
 from tests.test_one_line import cli_error
 
@@ -87,6 +88,8 @@ def test_what_is_suggested_composes():
     ("optimizer=Adam", "optim=adam"),
     ("optimizer=sgd,adam", "optim=sgd,adam"),  # a sweep's values, each an option
     ("epochs=1,2", "trainer.max_epochs=1,2"),
+    ("mode=max", "trainer.early_stopping.mode=max"),  # the one key of that name, not model=
+    ("modle=mlp", "model=mlp"),
 ])
 def test_the_key_meant(cfg, override, meant):
     assert did_you_mean(override, cfg) == f"did you mean {meant}?"
@@ -95,18 +98,32 @@ def test_the_key_meant(cfg, override, meant):
 @pytest.mark.parametrize(("option", "options", "meant"), [
     ("Adam", GROUP_SCHEMAS["optim"], "adam"), ("lstn", GROUP_SCHEMAS["model"], "lstm"),
     ("crossentropy", GROUP_SCHEMAS["loss"], "cross_entropy"), ("adamm", ["adam", "sgd"], "adam"),
+    ("mpl", GROUP_SCHEMAS["model"], "mlp"),  # two letters swapped
 ])
 def test_the_option_meant(option, options, meant):
     assert f"did you mean group={meant}? (choose one of " in unknown_option("group", option, sorted(options))
 
 
-@pytest.mark.parametrize("override", ["colour=red", "optim.zzz=1", "model.width=3", "trainer.foo.bar=1"])
+@pytest.mark.parametrize(("group", "option", "meant"), [("loss", "ce", "cross_entropy"), ("scheduler", "cos", "cosine")])
+def test_an_option_named_as_in_other_tools(group, option, meant):
+    assert f"did you mean {group}={meant}? (" in unknown_option(group, option, sorted(GROUP_SCHEMAS[group]))
+
+
+@pytest.mark.parametrize("override", [
+    "colour=red", "optim.zzz=1", "model.width=3", "trainer.foo.bar=1",
+    # spelled a little like a key of another meaning, an alias, or a node of keys
+    "max_steps=5", "steps=5", "es=1", "root=x", "lrate=0.1", "factor=0.5", "channels=3", "pretrained=true",
+    "iterations=5", "modle=max",
+])
 def test_no_suggestion_without_a_near_key(cfg, override):
     assert did_you_mean(override, cfg) is None
 
 
-def test_no_suggestion_without_a_near_option():
-    assert unknown_option("optim", "zzz", ["adam", "sgd"]) == "optim=zzz is not a known option: choose one of adam, sgd."
+@pytest.mark.parametrize(("group", "option"), [("optim", "zzz"), ("model", "nn"), ("init", "xavier")])
+def test_no_suggestion_without_a_near_option(group, option):
+    options = sorted(GROUP_SCHEMAS[group])
+    assert unknown_option(group, option, options) == (f"{group}={option} is not a known option: "
+                                                      f"choose one of {', '.join(options)}.")
 
 
 def test_a_key_without_a_near_one_keeps_the_known_keys():
@@ -164,6 +181,8 @@ TYPE_ERRORS = [  # (key, the value as Hydra reads it, the start of the line)
     ("trainer", 3, "trainer=3 cannot be set: trainer is a group of keys; set them one by one, e.g. trainer."),
     ("resume", [1], "resume=[1] is not a single value: resume takes a checkpoint file"),
     ("seed", "abc", "seed=abc is not a whole number: seed takes an integer >= 0"),
+    ("trainer.max_epochs", 1.0, "trainer.max_epochs=1.0 is not a whole number: trainer.max_epochs takes an integer "
+                                ">= 1 (write trainer.max_epochs=1)."),
 ]
 
 
@@ -242,3 +261,41 @@ def test_near_misses_and_type_errors_do_not_import_torch(tmp_path):
                           env=env)
     assert proc.stdout.strip() == "NO_TORCH", proc.stderr
     assert proc.stderr.count("did you mean") == 3 and "optim.lr=abc is not a number" in proc.stderr, proc.stderr
+
+
+# --- what is suggested fits --------------------------------------------------------------------------------------
+
+def test_a_key_of_the_optimizer_is_preferred_to_the_alias():
+    """adamw has its own weight_decay: regularization.l2 as well would be refused."""
+    meant = did_you_mean("weight_decay=0.05", compose(["optim=adamw"], check=False))
+    assert meant == "did you mean optim.weight_decay=0.05?"
+    check_combinations(compose(["optim=adamw", meant.removeprefix("did you mean ").removesuffix("?")]))
+
+
+def test_a_sweep_keeps_its_other_options(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    line = cli_error(capsys, monkeypatch, ["-m", "optim=SGD,adam"])
+    assert line.startswith("dltrain: error: optim=SGD is not a known option: did you mean optim=sgd,adam? (choose ")
+
+
+def test_a_whole_float_is_quoted_as_typed_with_the_integer_to_write(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    line = cli_error(capsys, monkeypatch, ["seed=1e3"])
+    assert line.startswith("dltrain: error: seed=1e3 is not a whole number: seed takes an integer >= 0")
+    assert line.endswith(" (write seed=1000).")
+    compose(["seed=1000"])
+
+
+@pytest.mark.parametrize(("main", "tool", "typed", "meant"), [
+    (eval_main, "dltrain-eval", "trainer.eval_batch_sise=abc", "trainer.eval_batch_size? "),  # abc is no integer
+    (eval_main, "dltrain-eval", "data.pth=a,b", "data.path? "),  # a sweep is not one path
+    (eval_main, "dltrain-eval", "batch_size=8", "trainer.eval_batch_size=8? "),
+    (predict_main, "dltrain-predict", "checkpoint=x.pt", "ckpt=x.pt? "),
+])
+def test_the_tools_fill_in_only_values_that_fit(capsys, tmp_path, main, tool, typed, meant):
+    line = tool_error(capsys, main, tool, [f"ckpt={tmp_path / 'none.pt'}", typed])
+    assert f": did you mean {meant}" in line
+
+
+def test_override_key():
+    assert [override_key(o) for o in ["+optim.lr=1", "~seed", "++a.b=c=d", "x"]] == ["optim.lr", "seed", "a.b", "x"]
