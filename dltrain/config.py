@@ -11,21 +11,18 @@ errors stay fast.
 """
 
 import dataclasses
-import math
-import re
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from dltrain.errors import ConfigError
 from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
 from dltrain.suggest import did_you_mean
-from dltrain.value_types import render
+from dltrain.value_types import check_value, render
 
 __all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
-           "schema_name", "validate", "value_error"]
+           "schema_name", "validate"]
 
 #: Where the config tree is installed, and the name of its primary config (``conf/train.yaml``).
 CONFIG_MODULE = "dltrain.conf"
@@ -57,55 +54,6 @@ def register_configs() -> None:
 
 
 # --- range and choice checks ---------------------------------------------------------
-
-_BOUNDS = {
-    "ge": (lambda v, b: v >= b, ">="),
-    "gt": (lambda v, b: v > b, ">"),
-    "le": (lambda v, b: v <= b, "<="),
-    "lt": (lambda v, b: v < b, "<"),
-}
-
-
-def _check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
-    hint = f" ({meta['help']})" if meta.get("help") else ""
-    if value is None:
-        return
-    if "items" in meta or "length" in meta:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}={value} is not valid: expected a list such as [1, 2].")
-        if "length" in meta and len(value) != meta["length"]:
-            raise ConfigError(f"{key}={value} is not valid: expected a list of {meta['length']} values.")
-        for i, item in enumerate(value):
-            _check_value(f"{key}[{i}]", item, meta.get("items", {}))
-        return
-    if any(name in meta for name in _BOUNDS) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{key}={value} is not valid: expected a number.")
-    if isinstance(value, float) and not math.isfinite(value):  # no key of dltrain's takes inf or nan
-        raise ConfigError(f"{key}={value} is not valid: expected a finite number.")
-    for name, (ok, symbol) in _BOUNDS.items():
-        if name in meta and not ok(value, meta[name]):
-            raise ConfigError(f"{key}={value} is out of range: it must be {symbol} {meta[name]}{hint}.")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}={value} is not a known value: choose one of {', '.join(meta['choices'])}.")
-    if "pattern" in meta and not re.fullmatch(meta["pattern"], str(value)):
-        raise ConfigError(f"{key}={value} is not valid: expected {meta.get('help') or meta['pattern']}.")
-
-
-def value_error(schema: type, name: str, value: Any) -> str | None:
-    """Why ``value`` cannot be key ``name`` of the dataclass ``schema`` (its type, range or
-    choices), or None when it can."""
-    node = OmegaConf.structured(schema)
-    meta = {f.name: f.metadata for f in dataclasses.fields(schema)}
-    try:
-        node[name] = value
-        typed = node[name]
-        if isinstance(typed, (DictConfig, ListConfig)):
-            typed = OmegaConf.to_container(typed, resolve=True)
-        _check_value(name, typed, dict(meta.get(name, {})))
-    except (ConfigError, OmegaConfBaseException) as err:
-        return str(err)
-    return None
-
 
 def _sample_hint(cfg: DictConfig, full_key: str) -> str:
     """For ``data.path`` of an experiment made for dltrain's sample data, the sample's path to try.
@@ -162,7 +110,7 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
             continue
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
-        _check_value(full_key, value, dict(meta_by_name.get(key, {})))
+        check_value(full_key, value, dict(meta_by_name.get(key, {})))
 
 
 def _check_group_names(cfg: DictConfig) -> None:

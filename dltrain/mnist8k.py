@@ -18,12 +18,7 @@ import shlex
 import struct
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from dltrain.errors import UserError
-
-if TYPE_CHECKING:
-    from dltrain.samples import Made
 
 NAME = "mnist-8k"
 OFFICIAL_TEST_IMAGES = 10_000
@@ -74,20 +69,18 @@ def _header(path: Path, data: bytes, magic: int, dims: int) -> tuple[int, ...]:
     return shape
 
 
-def make(source: Path) -> Made:
+def make(source: Path) -> tuple[dict[str, bytes], str]:
     """``mnist-8k`` from ``source/MNIST/raw``'s official test files (plain or ``.gz``).
 
     Args:
         source: the ``data.root`` of an MNIST download.
 
     Returns:
-        A :class:`~dltrain.samples.Made` holding the four files under ``MNIST/raw``.
+        The four files under ``MNIST/raw`` (path -> bytes) and a one-line summary of them.
 
     Raises:
         UserError: a file that is missing, is not IDX, or does not hold MNIST's official test set.
     """
-    from dltrain.samples import Made  # imported here: dltrain.samples imports this module
-
     raw = source / "MNIST" / "raw"
     images_path, images = _read(raw, "t10k-images-idx3-ubyte")
     labels_path, labels = _read(raw, "t10k-labels-idx1-ubyte")
@@ -111,8 +104,8 @@ def make(source: Path) -> Made:
             struct.pack(">IIII", IMAGE_MAGIC, count, SIDE, SIDE)
             + pixels[part.start * SIDE * SIDE:part.stop * SIDE * SIDE])
         files[f"MNIST/raw/{prefix}-labels-idx1-ubyte"] = struct.pack(">II", LABEL_MAGIC, count) + labels[8:][part]
-    return Made(files, f"{TRAIN_IMAGES:,} training and {n - TRAIN_IMAGES:,} test images of MNIST's official test set "
-                       f"({images_path.parent})")
+    return files, (f"{TRAIN_IMAGES:,} training and {n - TRAIN_IMAGES:,} test images of MNIST's official test set "
+                   f"({images_path.parent})")
 
 
 def usage(out: Path) -> str:

@@ -470,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.mnist_8k:
             from dltrain import mnist8k
 
-            made = mnist8k.make(Path(args.source or "data").expanduser())
+            made = Made(*mnist8k.make(Path(args.source or "data").expanduser()))
             print(write_sample(out / mnist8k.NAME, made, "the mnist-8k data"))
             print(f"then: {mnist8k.usage(out)}")
         else:

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.schemas import GROUP_SCHEMAS
-from dltrain.value_types import takes
+from dltrain.value_types import takes, value_error
 
 #: Names users bring from other tools, and dltrain's key (or config group) for each.
 ALIASES = {
@@ -246,6 +246,4 @@ def parsed_values(key: str, value: str | None) -> list[Any] | None:
 
 def _fits(schema: type, name: str, value: Any) -> bool:
     """Whether ``value`` passes as key ``name`` of ``schema``: its type, ranges and choices."""
-    from dltrain.config import value_error  # config uses this module for its own messages
-
     return value_error(schema, name, value) is None

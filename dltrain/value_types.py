@@ -8,12 +8,16 @@ Imports nothing heavy: the command line uses it before torch is loaded.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+from dltrain.errors import ConfigError
 
 #: Per scalar type: what a value that does not convert is not, what the key takes, and a
 #: sample value for a key whose default is null.
@@ -134,3 +138,54 @@ def describe_type_error(err: ValidationError, typed: str | None = None) -> str |
         return f"{key}={value} is not a whole number: {key} takes {words} (write {key}={int(err.value)})."
     return (f"{key}={value} is not {is_not}: {key} takes {words}"
             + (f" (e.g. {key}={example})" if example else "") + ".")
+
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, ">="),
+    "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="),
+    "lt": (lambda v, b: v < b, "<"),
+}
+
+
+def check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
+    """Raise a one-line ConfigError when ``value`` breaks the range, choices, length or pattern in
+    ``meta`` (a schema field's metadata: see :func:`dltrain.schemas.spec`)."""
+    hint = f" ({meta['help']})" if meta.get("help") else ""
+    if value is None:
+        return
+    if "items" in meta or "length" in meta:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value} is not valid: expected a list such as [1, 2].")
+        if "length" in meta and len(value) != meta["length"]:
+            raise ConfigError(f"{key}={value} is not valid: expected a list of {meta['length']} values.")
+        for i, item in enumerate(value):
+            check_value(f"{key}[{i}]", item, meta.get("items", {}))
+        return
+    if any(name in meta for name in _BOUNDS) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{key}={value} is not valid: expected a number.")
+    if isinstance(value, float) and not math.isfinite(value):  # no key of dltrain's takes inf or nan
+        raise ConfigError(f"{key}={value} is not valid: expected a finite number.")
+    for name, (ok, symbol) in _BOUNDS.items():
+        if name in meta and not ok(value, meta[name]):
+            raise ConfigError(f"{key}={value} is out of range: it must be {symbol} {meta[name]}{hint}.")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}={value} is not a known value: choose one of {', '.join(meta['choices'])}.")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], str(value)):
+        raise ConfigError(f"{key}={value} is not valid: expected {meta.get('help') or meta['pattern']}.")
+
+
+def value_error(schema: type, name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be key ``name`` of the dataclass ``schema`` (its type, range or
+    choices), or None when it can."""
+    node = OmegaConf.structured(schema)
+    meta = {f.name: f.metadata for f in dataclasses.fields(schema)}
+    try:
+        node[name] = value
+        typed = node[name]
+        if isinstance(typed, (DictConfig, ListConfig)):
+            typed = OmegaConf.to_container(typed, resolve=True)
+        check_value(name, typed, dict(meta.get(name, {})))
+    except (ConfigError, OmegaConfBaseException) as err:
+        return str(err)
+    return None
