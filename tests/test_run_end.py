@@ -123,6 +123,16 @@ def test_a_diverged_run_names_what_it_left(tmp_path, capsys):
     assert files == on_disk(run_dir) and "summary.json" in files and "metrics.csv" in files
 
 
+
+def test_a_diverged_run_through_the_command_exits_3_with_one_line(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    code = run_dltrain(["optim=sgd", "optim.lr=1e12", "trainer.max_epochs=2", *QUICK, f"hydra.run.dir={run_dir}"],
+                       monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert err[-1].startswith("dltrain: error: the training loss became") and "Traceback" not in "\n".join(err)
+    assert not (run_dir / "checkpoints").exists()  # no checkpoint of non-finite weights
+
 # --- the sweep's table --------------------------------------------------------------------------------------------
 
 
