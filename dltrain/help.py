@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from dltrain.config import CONFIG_NAME, GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 from dltrain.run_files import RUN_FILES, SWEEP_FILES, RunFile
+from dltrain.suggest import override_key
 
 
 def help_requested(argv: Sequence[str]) -> bool:
@@ -56,7 +57,7 @@ def print_help(argv: Sequence[str], task: Callable[..., Any], config_path: str) 
         template, choices = str(cfg.hydra.help.template), cfg.hydra.runtime.choices.copy()
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
-        chosen = {override.lstrip("+~").split("=")[0] for override in args.overrides}
+        chosen = {override_key(override) for override in args.overrides}
         text = string.Template(template).safe_substitute(
             APP_CONFIG_GROUPS=format_groups(group_options(primary, args.config_dir), choices, chosen),
             HYDRA_CONFIG_GROUPS="(see --hydra-help)\n",

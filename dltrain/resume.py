@@ -23,6 +23,7 @@ from dltrain.config import group_node
 from dltrain.errors import ConfigError, UserError
 from dltrain.schemas import GROUP_SCHEMAS
 from dltrain.signals import Interrupted
+from dltrain.suggest import override_key
 
 log = logging.getLogger("dltrain")
 
@@ -105,7 +106,7 @@ def explicit_keys(cfg: DictConfig) -> set[str]:
     except ValueError:  # not under Hydra: the Python API
         overrides = None
     if overrides is not None:
-        keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        keys = {override_key(o) for o in overrides}
         return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in keys}
     from dltrain.cli import compose
 

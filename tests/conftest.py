@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +98,18 @@ def data_overrides(data_files: DataFiles, monkeypatch: pytest.MonkeyPatch) -> Ca
         return list(data_files.overrides.get(option, []))
 
     return overrides
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Hydra points the root logger at the run's log file: put back the handlers there were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import shutil
 import struct
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import logging_restored
 from tests.files import write_csv, write_image_folder, write_mnist, write_table_csv, write_text_csv
 
 TOOLS = ("dltrain", "dltrain-eval", "dltrain-predict")
@@ -815,20 +814,6 @@ def _snapshot(*folders: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
 
 
-@contextmanager
-def _logging_restored() -> Iterator[None]:
-    """Hydra points the root logger at the run's log file: put back the handlers there were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
 
 def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | str | None:
     """Run a console script in this process; its exit code (0 when it returned)."""
@@ -845,7 +830,7 @@ def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | s
     # then for the run. No dltrain config sets hydra.mode (so the first gives None, as it does
     # whenever composition fails): skipping it halves the corpus's time and changes nothing else.
     monkeypatch.setattr(Hydra, "get_mode", lambda self, config_name, overrides: None)
-    with _logging_restored():
+    with logging_restored():
         try:
             mains[tool]()
         except SystemExit as done:

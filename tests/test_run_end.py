@@ -5,11 +5,8 @@ rest will take."""
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,24 +17,11 @@ from dltrain.errors import UserError
 from dltrain.sweep import summarize_sweep
 from dltrain.sweep_progress import SWEEP_LOG, describe_seconds
 
+from .conftest import logging_restored
 from .test_sweep import FAILED, job, ok
 
 QUICK = ["data=xor", "model.hidden=[8]", "trainer.batch_size=32"]
 
-
-@contextmanager
-def _logging_restored() -> Iterator[None]:
-    """Hydra points the root logger at the run's log file: put back the handlers there were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def run_dltrain(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | str | None:
@@ -46,7 +30,7 @@ def run_dltrain(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | str |
     monkeypatch.setattr(cli, "_sweep", {**cli._sweep, "dir": None, "summarized": False, "exit_code": 0})
     monkeypatch.setattr(cli, "_run_dir", None, raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with _logging_restored():
+    with logging_restored():
         try:
             cli.main()
         except SystemExit as done:
