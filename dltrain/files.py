@@ -232,3 +232,64 @@ def ensure_new_sweep_dir(folder: str | Path) -> None:
         raise ConfigError(f"hydra.sweep.dir={folder} is not empty (it holds {shown}): a sweep claims only an empty "
                           "or new directory, so dltrain never overwrites what is there; choose another directory "
                           "with hydra.sweep.dir=PATH")
+
+
+def publish(target: Path, content: bytes | dict[str, bytes]) -> bool:
+    """Write ``content`` at ``target`` unless something is there: to a temporary name beside it, then
+    moved into place without replacing anything.
+
+    Args:
+        target: the file or folder to create.
+        content: a file's bytes, or a folder's files (relative path -> bytes).
+
+    Returns:
+        True when this call wrote it, False when ``target`` existed or appeared meanwhile (another
+        process writing the same content), which is then left as it is.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        fd, tmp = atomic_tmpfile(target)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            return _move_new_file(Path(tmp), target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700
+        for name, data in content.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        return _move_new_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone when it was moved into place
+
+
+def _move_new_file(tmp: Path, target: Path) -> bool:
+    """Link ``tmp`` at ``target``, which fails rather than replace a file that appeared meanwhile."""
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: check, then rename (the gap is a few microseconds)
+        if os.path.lexists(target):
+            return False
+        os.rename(tmp, target)
+        return True
+
+
+def _move_new_folder(tmp: Path, target: Path) -> bool:
+    """Rename the folder ``tmp`` to ``target``; the rename fails if ``target`` appeared and holds files."""
+    if os.path.lexists(target):
+        return False
+    try:
+        os.rename(tmp, target)
+        return True
+    except OSError:
+        if os.path.lexists(target):
+            return False
+        raise

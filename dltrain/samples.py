@@ -35,9 +35,7 @@ import math
 import os
 import random
 import shlex
-import shutil
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dltrain.errors import ConfigError, UserError, first_line
-from dltrain.files import TMP_PREFIX, atomic_tmpfile
+from dltrain.files import publish
 
 if TYPE_CHECKING:  # imported where used: checking for a missing sample costs nothing
     import pandas as pd
@@ -310,63 +308,6 @@ def holds(target: Path, content: Content) -> bool:
         return False
     found = {p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir()}
     return found == set(content) and all(_same_file(target / name, data) for name, data in content.items())
-
-
-def publish(target: Path, content: Content) -> bool:
-    """Write ``content`` at ``target`` unless something is there: to a temporary name beside it, then
-    moved into place without replacing anything.
-
-    Returns:
-        True when this call wrote it, False when ``target`` existed or appeared meanwhile (another
-        process writing the same sample), which is then left as it is.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        fd, tmp = atomic_tmpfile(target)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            return _move_new_file(Path(tmp), target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.{os.getpid()}.", dir=target.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700
-        for name, data in content.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(data)
-        return _move_new_folder(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone when it was moved into place
-
-
-def _move_new_file(tmp: Path, target: Path) -> bool:
-    """Link ``tmp`` at ``target``, which fails rather than replace a file that appeared meanwhile."""
-    try:
-        os.link(tmp, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # a filesystem without hard links: check, then rename (the gap is a few microseconds)
-        if os.path.lexists(target):
-            return False
-        os.rename(tmp, target)
-        return True
-
-
-def _move_new_folder(tmp: Path, target: Path) -> bool:
-    """Rename the folder ``tmp`` to ``target``; the rename fails if ``target`` appeared and holds files."""
-    if os.path.lexists(target):
-        return False
-    try:
-        os.rename(tmp, target)
-        return True
-    except OSError:
-        if os.path.lexists(target):
-            return False
-        raise
 
 
 def _where(path: str | Path, key: str) -> str:

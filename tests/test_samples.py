@@ -17,7 +17,7 @@ import torchvision.datasets.mnist
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dltrain import compose, mnist8k, samples, train
+from dltrain import compose, files, mnist8k, samples, train
 from dltrain.config import validate
 from dltrain.data import vision
 from dltrain.errors import ConfigError, UserError
@@ -85,7 +85,7 @@ def test_a_folder_with_other_files_is_refused(tmp_path, capsys):
     content = {"circle/a.png": samples._png(Image.new("RGB", (4, 4), (200, 10, 10))),
                "square/b.png": samples._png(Image.new("RGB", (4, 4), (10, 200, 10)))}
     target = tmp_path / "shapes"
-    assert samples.publish(target, content) and samples.holds(target, content)
+    assert files.publish(target, content) and samples.holds(target, content)
     (target / "square" / "mine.png").write_bytes(b"x")
     assert not samples.holds(target, content)
     with pytest.raises(UserError, match="exists and is not"):
@@ -96,7 +96,7 @@ def test_a_folder_with_other_files_is_refused(tmp_path, capsys):
 def test_png_files_compare_by_their_pixels(tmp_path):
     image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
     content = {"x/a.png": samples._png(image)}
-    samples.publish(tmp_path / "s", content)
+    files.publish(tmp_path / "s", content)
     image.save(tmp_path / "s" / "x" / "a.png", compress_level=0)  # another encoder's bytes, same pixels
     assert (tmp_path / "s" / "x" / "a.png").read_bytes() != content["x/a.png"]
     assert samples.holds(tmp_path / "s", content)
@@ -119,7 +119,7 @@ def test_a_png_pillow_cannot_decode_is_refused_in_one_line(tmp_path, capsys, mon
 def test_a_sample_written_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
     theirs = tmp_path / "fraud.csv"
     theirs.write_bytes(b"theirs")  # appeared after the check, before the link
-    assert not samples.publish(theirs, b"mine") and theirs.read_bytes() == b"theirs"
+    assert not files.publish(theirs, b"mine") and theirs.read_bytes() == b"theirs"
 
     rename = os.rename
 
@@ -129,7 +129,7 @@ def test_a_sample_written_meanwhile_by_another_process_is_kept(tmp_path, monkeyp
         rename(src, dst)
 
     monkeypatch.setattr(samples.os, "rename", racing_rename)
-    assert not samples.publish(tmp_path / "shapes", {"circle/mine.png": b"mine"})
+    assert not files.publish(tmp_path / "shapes", {"circle/mine.png": b"mine"})
     assert _tree(tmp_path / "shapes") == {"circle/theirs.png": b"theirs"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fraud.csv", "shapes"]  # no temporary left
 
