@@ -1,4 +1,4 @@
-"""What verifying a checkpoint's checksums costs: ``dltrain.checkpoint.verify_checksums`` (the
+"""What verifying a checkpoint's checksums costs: ``dltrain.training.checkpoint.verify_checksums`` (the
 CRC-32 of every zip member, read before each load) against ``torch.load(weights_only=True)``
 of the same file, for checkpoints of several sizes, read from the page cache.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import cpu_model
-from dltrain.checkpoint import verify_checksums
+from dltrain.training.checkpoint import verify_checksums
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -118,7 +118,7 @@ def check_mnist_8k(root: Path) -> None:
     Raises:
         ReadmeError: a file missing, or a count other than mnist-8k's.
     """
-    from dltrain import mnist8k  # no torch
+    from dltrain.data import mnist8k  # no torch
 
     fix = "write it with dltrain-samples --mnist-8k --from <an MNIST download> and pass --mnist-root samples/mnist-8k"
     test_images = mnist8k.OFFICIAL_TEST_IMAGES - mnist8k.TRAIN_IMAGES

@@ -36,7 +36,7 @@ targets; target 4 is not measured here), and ``--only`` picks parts by the names
 3. **Start-up** (``startup``). Wall time of whole processes: ``dltrain trainer.fast_dev_run=true`` (the
    console script next to this Python), ``benchmarks/bare_app.py`` (a Hydra app that imports torch and makes
    one tensor), the same app taking one Adam step (the floor of any torch training process: the first step
-   imports ``torch._dynamo``), and ``dltrain --help`` (run through ``dltrain.cli.main``, recording whether it
+   imports ``torch._dynamo``), and ``dltrain --help`` (run through ``dltrain.cli.app.main``, recording whether it
    imported torch or torchvision; it should not).
 5. **Sweeps** (``sweep``). ``dltrain -m trainer.fast_dev_run=true seed=0,...,7`` (Hydra's basic launcher: one
    process, eight jobs) against eight separate ``dltrain trainer.fast_dev_run=true`` processes.
@@ -89,7 +89,7 @@ import dltrain
 from benchmarks.machine import cpu_model, sync
 from dltrain import compose, train
 from dltrain.data import DataSplits
-from dltrain.run import load_data
+from dltrain.training.run import load_data
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root: subprocesses run there
 MNIST_DIR = "samples/mnist-8k"  # relative to the project root: dltrain-samples --mnist-8k writes it
@@ -821,8 +821,8 @@ class Suite:
                 "3", "CLI", f"`dltrain --help` (torch imported: {'yes' if torch_in else 'no'}, torchvision: "
                 f"{'yes' if vision_in else 'no'})", median(walls["help"]), None, "—", "no torch import",
                 yes_no(not torch_in and not vision_in)))
-            self.report.notes.append(f"start-up: dltrain is {cli_text} (it calls dltrain.cli.main, as "
-                                     "`python -m dltrain` does); `--help` runs dltrain.cli.main in `python -c` and "
+            self.report.notes.append(f"start-up: dltrain is {cli_text} (it calls dltrain.cli.app.main, as "
+                                     "`python -m dltrain` does); `--help` runs dltrain.cli.app.main in `python -c` and "
                                      f"reads sys.modules after it; median of {rounds} rounds")
         if sweep:
             total = median(walls["sweep"])
@@ -844,7 +844,7 @@ class Suite:
 HELP_PROBE = """
 import json, sys
 sys.argv = ["dltrain", "--help"]
-from dltrain.cli import main
+from dltrain.cli.app import main
 code = None
 try:
     main()

@@ -14,11 +14,11 @@ __all__ = ["train", "compose", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "train":
-        from dltrain.run import train
+        from dltrain.training.run import train
 
         return train
     if name == "compose":
-        from dltrain.cli import compose
+        from dltrain.cli.app import compose
 
         return compose
     raise AttributeError(f"module 'dltrain' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dltrain.errors import ConfigError
-from dltrain.suggest import unknown_option
+from dltrain.config.suggest import unknown_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from dltrain.callbacks import infer_mode
+from dltrain.training.callbacks import infer_mode
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
 

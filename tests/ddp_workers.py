@@ -1,7 +1,7 @@
 """The rank processes of ``tests/test_distributed.py``: ``python -m tests.ddp_workers OUT``.
 
 Started twice by the test module, with torchrun's variables (``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ...), each process joins one gloo group (``dltrain.distributed.init``,
+``MASTER_ADDR``, ...), each process joins one gloo group (``dltrain.training.distributed.init``,
 once) and runs every scenario below in turn. A scenario returns what it saw, which is
 written to ``OUT/<scenario>.rank<r>.pt``; the test module asserts on those files. An
 unexpected exception is written there too (as ``unexpected``), and the next scenario runs.
@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.data.batches import TensorBatches
-from dltrain.distributed import PeerFailed, Ranks, init
-from dltrain.signals import Interrupted, StopRequest
-from dltrain.trainer import Trainer, TrainingDiverged
+from dltrain.training.distributed import PeerFailed, Ranks, init
+from dltrain.training.signals import Interrupted, StopRequest
+from dltrain.training.trainer import Trainer, TrainingDiverged
 
 B = 4  # per-rank training batch of the equivalence scenario; the single process takes 2 * B
 OPTIMIZERS = {"sgd": lambda params: torch.optim.SGD(params, lr=0.1),

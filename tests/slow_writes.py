@@ -1,7 +1,7 @@
 """Test hook: makes dltrain's checkpoint writes slow and visible, so a test can signal or kill
 a training process in the middle of one.
 
-Importing this module replaces the ``torch`` that :mod:`dltrain.checkpoint` sees with a stand-in
+Importing this module replaces the ``torch`` that :mod:`dltrain.training.checkpoint` sees with a stand-in
 whose ``save`` serialises to memory first and then writes the bytes into the file in
 ``SLOW_WRITES_CHUNKS`` chunks (default 20) with a sleep of ``SLOW_WRITES_DELAY`` seconds (default
 0.015) after each one. Around every write it prints, to stderr::
@@ -15,7 +15,7 @@ Nothing else in the process changes (``torch.save`` itself is left alone).
 
 Use it in a subprocess::
 
-    python -c "import tests.slow_writes, sys; sys.argv = ['dltrain', *ARGS]; from dltrain.cli import main; main()"
+    python -c "import tests.slow_writes, sys; sys.argv = ['dltrain', *ARGS]; from dltrain.cli.app import main; main()"
 
 with the repository root on ``PYTHONPATH``.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-import dltrain.checkpoint
+import dltrain.training.checkpoint
 
 START, END = "SLOW-WRITE-START", "SLOW-WRITE-END"
 CHUNKS = int(os.environ.get("SLOW_WRITES_CHUNKS", "20"))
@@ -80,4 +80,4 @@ class _SlowTorch(types.ModuleType):
         return getattr(torch, name)
 
 
-dltrain.checkpoint.torch = _SlowTorch("torch")
+dltrain.training.checkpoint.torch = _SlowTorch("torch")

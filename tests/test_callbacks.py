@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dltrain.callbacks import EarlyStopping, infer_mode
+from dltrain.training.callbacks import EarlyStopping, infer_mode
 
 
 def run(stopper: EarlyStopping, values: list[float]) -> int | None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dltrain import train
-from dltrain.config import GROUP_SCHEMAS
+from dltrain.config.validation import GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 
 #: Keys an option cannot run without (besides the files of data options: ``data_overrides``).
@@ -133,7 +133,7 @@ def test_cifar10_fast_preset_and_its_cpu_smoke_run(compose, tmp_path, data_overr
     weights channels_last, crop and flip, nothing reported as ignored."""
     import torch
 
-    from dltrain.run import build_experiment
+    from dltrain.training.run import build_experiment
 
     cfg = compose(["experiment=cifar10_fast"])
     assert cfg.device == "cuda" and cfg.trainer.precision == "bf16" and cfg.trainer.compile

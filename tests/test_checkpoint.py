@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from dltrain.checkpoint import load_checkpoint, save_checkpoint
+from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.errors import UserError
 from dltrain.files import TMP_PREFIX
 
@@ -95,7 +95,7 @@ def test_a_real_write_failure_inside_torch_save_is_one_clear_error(tmp_path):
     # zip writer then raises its own RuntimeError mid-save, not an OSError.
     script = f"""
 import resource, signal, torch
-from dltrain.checkpoint import save_checkpoint
+from dltrain.training.checkpoint import save_checkpoint
 from dltrain.errors import UserError
 path = {str(tmp_path / "last.pt")!r}
 save_checkpoint({{"model": {{"w": torch.zeros(10)}}}}, path)

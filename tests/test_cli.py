@@ -39,7 +39,7 @@ def test_overrides_reach_the_run(tmp_path):
 
 def test_help_lists_groups_without_importing_torch(tmp_path):
     code = ("import sys; sys.argv = ['dltrain', '--help']\n"
-            "from dltrain.cli import main\n"
+            "from dltrain.cli.app import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('TORCH_IMPORTED' if {'torch', 'torchvision'} & set(sys.modules) else 'NO_TORCH')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dltrain.cli import describe_error
-from dltrain.config import validate
+from dltrain.cli.app import describe_error
+from dltrain.config.validation import validate
 from dltrain.errors import ConfigError
 
 from .conftest import run_cli
@@ -145,7 +145,7 @@ def test_config_dir_falls_back_to_the_source_tree(monkeypatch):
     package ``dltrain.conf`` is not importable there, and ``conf/`` beside it is used."""
     import importlib.util
 
-    from dltrain import cli
+    from dltrain.cli import app as cli
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

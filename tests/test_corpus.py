@@ -429,16 +429,16 @@ def _read_only_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _full_disk_for_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """summary.json meets a full disk (the run's other files do not)."""
-    import dltrain.run
+    import dltrain.training.run
 
-    real_write_json = dltrain.run.write_json
+    real_write_json = dltrain.training.run.write_json
 
     def full(path: Path, obj: object) -> None:
         if Path(path).name == "summary.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write_json(path, obj)
 
-    monkeypatch.setattr(dltrain.run, "write_json", full)
+    monkeypatch.setattr(dltrain.training.run, "write_json", full)
 
 
 def _test_split_only(folder: Path) -> Path:
@@ -819,7 +819,8 @@ def _run(tool: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | s
     """Run a console script in this process; its exit code (0 when it returned)."""
     from hydra._internal.hydra import Hydra
 
-    from dltrain import cli, evaluate, predict
+    from dltrain.cli import app as cli
+    from dltrain.inference import evaluate, predict
 
     mains = {"dltrain": cli.main, "dltrain-eval": lambda: evaluate.main(argv),
              "dltrain-predict": lambda: predict.main(argv)}

@@ -12,7 +12,7 @@ import torch
 from dltrain.data.registry import DATASETS
 from dltrain.data.synthetic import build_chirp, build_moons, build_sine, build_spirals, build_xor
 from dltrain.errors import ConfigError
-from dltrain.schemas import ChirpConfig, MoonsConfig, SineConfig, SpiralsConfig, XorConfig
+from dltrain.config.schemas import ChirpConfig, MoonsConfig, SineConfig, SpiralsConfig, XorConfig
 
 SMALL = {"xor": {"copies": 20}, "sine": {"samples": 200}, "moons": {"samples": 200}, "spirals": {"samples": 60},
          "chirp": {"length": 600}}

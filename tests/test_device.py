@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dltrain.device import resolve_device
+from dltrain.training.device import resolve_device
 from dltrain.errors import ConfigError
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -20,14 +20,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from dltrain import compose
-from dltrain.cli import describe_error
+from dltrain.cli.app import describe_error
 from dltrain.errors import ConfigError
-from dltrain.evaluate import main as eval_main
-from dltrain.predict import main as predict_main
+from dltrain.inference.evaluate import main as eval_main
+from dltrain.inference.predict import main as predict_main
 from dltrain.registry import Registry
-from dltrain.schemas import GROUP_SCHEMAS
-from dltrain.checks import check_combinations
-from dltrain.suggest import ALIASES, did_you_mean, key_paths, override_key, unknown_option
+from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.training.checks import check_combinations
+from dltrain.config.suggest import ALIASES, did_you_mean, key_paths, override_key, unknown_option
 from tests.conftest import tool_error
 from tests.test_one_line import cli_error
 
@@ -251,7 +251,7 @@ def test_a_registry_names_the_option_meant():
 
 def test_near_misses_and_type_errors_do_not_import_torch(tmp_path):
     """The lines come before torch is loaded, so they come at once."""
-    code = ("import sys\nfrom dltrain.cli import main\n"
+    code = ("import sys\nfrom dltrain.cli.app import main\n"
             "for args in (['optimizer=sgd'], ['optim.lr=abc'], ['optim=SGD'], ['-m', 'epochs=1,2']):\n"
             "    sys.argv = ['dltrain', *args]\n"
             "    try:\n        main()\n    except SystemExit:\n        pass\n"

@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from dltrain import train
-from dltrain.checkpoint import load_checkpoint
+from dltrain.training.checkpoint import load_checkpoint
 from dltrain.data.batches import TensorBatches
-from dltrain.distributed import Environment, Ranks, _set_by_torchrun, check_world, environment, route_logs, set_threads
+from dltrain.training.distributed import Environment, Ranks, _set_by_torchrun, check_world, environment, route_logs, set_threads
 from dltrain.errors import ConfigError
-from dltrain.metrics import MetricAccumulator
-from dltrain.trainer import Trainer
+from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.trainer import Trainer
 from tests import ddp_workers as workers
 
 from .conftest import ROOT, run_cli

@@ -16,9 +16,10 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from omegaconf import OmegaConf
 
-from dltrain import compose, sweep, train
-from dltrain.cli import main
-from dltrain.config import CONFIG_MODULE, CONFIG_NAME
+from dltrain import compose, train
+from dltrain.report import sweep
+from dltrain.cli.app import main
+from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME
 from dltrain.data import DATASETS
 from dltrain.files import hydra_file_names
 from dltrain.init import INITS
@@ -26,9 +27,9 @@ from dltrain.loggers import LOGGERS
 from dltrain.losses import LOSSES
 from dltrain.models import MODELS
 from dltrain.optim import OPTIMIZERS
-from dltrain.run_files import RUN_FILES, SWEEP_FILES, name_pattern
+from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, name_pattern
 from dltrain.schedulers import SCHEDULERS
-from dltrain.sweep_progress import SWEEP_LOG
+from dltrain.report.sweep_progress import SWEEP_LOG
 
 from .conftest import ROOT
 

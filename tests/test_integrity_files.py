@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from dltrain import compose, train
-from dltrain.checkpoint import load_checkpoint, save_checkpoint
+from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import ensure_new_run_dir
-from dltrain.predict import main, predict_file
-from dltrain.signals import Interrupted
-from dltrain.trainer import Trainer
+from dltrain.inference.predict import main, predict_file
+from dltrain.training.signals import Interrupted
+from dltrain.training.trainer import Trainer
 from tests.conftest import run_cli, tool_error
 
 SMALL = ["device=cpu", "data=moons", "model.hidden=[16]", "trainer.early_stopping.enabled=false"]
@@ -254,7 +254,7 @@ def _stop_after_last_checkpoint(run: Path, how: str, monkeypatch) -> None:
             def stopped(*args):
                 raise Interrupted(signal.SIGTERM, "interrupted by SIGTERM while testing")
 
-            patch.setattr("dltrain.run._test", stopped)
+            patch.setattr("dltrain.training.run._test", stopped)
             with pytest.raises(Interrupted):
                 train(compose([*SMALL, "trainer.max_epochs=3"]), run_dir=run)
             assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain.checkpoint import load_checkpoint
+from dltrain.training.checkpoint import load_checkpoint
 from dltrain.files import TMP_PREFIX
 
 from .conftest import ROOT, run_cli
@@ -40,7 +40,7 @@ MIN_KILLS = 10
 #: chain's first runs, and the numbers must not depend on how many threads a run had.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: ``python -c HOOK ARGS``: ``dltrain ARGS`` with slow, announced checkpoint writes.
-HOOK = "import sys, tests.slow_writes; sys.argv = ['dltrain', *sys.argv[1:]]; from dltrain.cli import main; main()"
+HOOK = "import sys, tests.slow_writes; sys.argv = ['dltrain', *sys.argv[1:]]; from dltrain.cli.app import main; main()"
 START, END = "SLOW-WRITE-START", "SLOW-WRITE-END"
 
 

@@ -11,7 +11,7 @@ from sklearn.metrics import mean_absolute_error, r2_score
 
 from dltrain.errors import ConfigError
 from dltrain.losses import LOSSES, resolve_auto, trap_warnings
-from dltrain.metrics import MetricAccumulator, metric_names
+from dltrain.training.metrics import MetricAccumulator, metric_names
 
 
 def test_classification_accuracy_and_weighted_loss():

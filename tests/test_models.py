@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.config import ACTIVATIONS
+from dltrain.config.validation import ACTIVATIONS
 from dltrain.errors import ConfigError
 from dltrain.models import MODELS
 from dltrain.models.cnn import build_cnn

@@ -169,8 +169,8 @@ def test_the_optuna_direction_on_the_command_line_wins(tmp_path):
 
 
 def _hydra_config(overrides: list[str]):
-    from dltrain.cli import CONFIG_MODULE, CONFIG_NAME
-    from dltrain.config import register_configs
+    from dltrain.cli.app import CONFIG_MODULE, CONFIG_NAME
+    from dltrain.config.validation import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():
@@ -229,7 +229,7 @@ def test_the_optuna_direction_follows_the_monitored_metric(overrides, direction)
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     from omegaconf import open_dict, read_write
 
-    from dltrain.cli import _set_sweep_direction
+    from dltrain.cli.app import _set_sweep_direction
 
     cfg = _hydra_config(["hydra/sweeper=optuna", *overrides])
     with read_write(cfg.hydra.sweeper), open_dict(cfg.hydra.sweeper):  # the wrong way round, to start from
@@ -240,7 +240,7 @@ def test_the_optuna_direction_follows_the_monitored_metric(overrides, direction)
 
 def test_the_optuna_direction_given_on_the_command_line_stands():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    from dltrain.cli import _set_sweep_direction
+    from dltrain.cli.app import _set_sweep_direction
 
     cfg = _hydra_config(["hydra/sweeper=optuna", "hydra.sweeper.direction=minimize",
                          "trainer.early_stopping.monitor=val_accuracy"])  # which alone would maximise
@@ -249,7 +249,7 @@ def test_the_optuna_direction_given_on_the_command_line_stands():
 
 
 def test_the_basic_sweeper_has_no_direction_to_set():
-    from dltrain.cli import _set_sweep_direction
+    from dltrain.cli.app import _set_sweep_direction
 
     cfg = _hydra_config(["trainer.early_stopping.monitor=val_accuracy"])
     _set_sweep_direction(cfg)
@@ -259,7 +259,7 @@ def test_the_basic_sweeper_has_no_direction_to_set():
 def test_a_missing_plugin_names_the_extra_to_install():
     from hydra.errors import MissingConfigException
 
-    from dltrain.cli import describe_error
+    from dltrain.cli.app import describe_error
 
     err = MissingConfigException("In 'train': Could not find 'hydra/sweeper/optuna'", "hydra/sweeper/optuna",
                                  options=["basic"])
@@ -365,8 +365,8 @@ def test_a_value_hydra_cannot_compose_stops_the_sweep_before_its_first_job(tmp_p
 def test_a_signal_crosses_from_a_worker_process_intact():
     import pickle
 
-    from dltrain.cli import SweepStopped
-    from dltrain.signals import Interrupted
+    from dltrain.cli.app import SweepStopped
+    from dltrain.training.signals import Interrupted
 
     stopped = pickle.loads(pickle.dumps(SweepStopped(Interrupted(signal.SIGTERM, "stopped in epoch 2", aborted=True))))
     assert isinstance(stopped, SweepStopped) and str(stopped.interrupted) == "stopped in epoch 2"
@@ -402,7 +402,7 @@ def test_multirun_with_cfg_is_one_line(tmp_path):
 def test_the_claimed_sweep_directory_reaches_the_jobs_quoted(tmp_path, monkeypatch):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from dltrain.cli import SweepReport
+    from dltrain.cli.app import SweepReport
 
     monkeypatch.chdir(tmp_path)
     odd = "sweeps/lr=0.1,x'y"

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from dltrain import train
-from dltrain.callbacks import EarlyStopping
-from dltrain.checks import NO_VALIDATION
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.checks import NO_VALIDATION
 from dltrain.data.batches import TensorBatches
-from dltrain.distributed import Environment, Ranks
+from dltrain.training.distributed import Environment, Ranks
 from dltrain.errors import ConfigError
-from dltrain.evaluate import main as eval_main
-from dltrain.run import load_data
-from dltrain.trainer import Trainer
+from dltrain.inference.evaluate import main as eval_main
+from dltrain.training.run import load_data
+from dltrain.training.trainer import Trainer
 from tests.conftest import tool_error
 from tests.files import write_image_folder
 

@@ -4,7 +4,7 @@ console), a broken or code-naming YAML file in ``--config-dir``, an override val
 as syntax; a resume refused for another option names the option; and a class name that a
 spreadsheet would run as a formula is written as text.
 
-Most go through ``dltrain.cli.main`` in this process (they stop before Hydra starts a job);
+Most go through ``dltrain.cli.app.main`` in this process (they stop before Hydra starts a job);
 the two that need a real job run the command line.
 """
 
@@ -23,10 +23,10 @@ import torch
 from omegaconf import OmegaConf
 
 from dltrain import compose, train
-from dltrain.cli import describe_error, main
+from dltrain.cli.app import describe_error, main
 from dltrain.errors import ConfigError, UserError
-from dltrain.report import prediction_rows, write_predictions
-from dltrain.resume import check_config
+from dltrain.report.tables import prediction_rows, write_predictions
+from dltrain.training.resume import check_config
 from tests.files import write_csv
 
 from .conftest import run_cli
@@ -134,16 +134,16 @@ def test_full_disk_at_start_up(tmp_path):
 
 
 def test_full_disk_at_summary_json_still_prints_the_results(tmp_path, capsys, monkeypatch):
-    import dltrain.run
+    import dltrain.training.run
 
-    real_write_json = dltrain.run.write_json
+    real_write_json = dltrain.training.run.write_json
 
     def full_for_summary(path, obj):
         if Path(path).name == "summary.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write_json(path, obj)
 
-    monkeypatch.setattr(dltrain.run, "write_json", full_for_summary)
+    monkeypatch.setattr(dltrain.training.run, "write_json", full_for_summary)
     run_dir = tmp_path / "run"
     with pytest.raises(UserError) as raised:
         train(compose(["trainer.fast_dev_run=true"]), run_dir=run_dir)
@@ -281,7 +281,7 @@ def test_negative_numbers_stay_numbers(tmp_path):
 def test_formula_labels_through_training_and_dltrain_predict(tmp_path):
     """A CSV whose labels are formulas: the run's predictions.csv and dltrain-predict's output
     (its prediction cells and ``p_<class>`` columns) hold them as text."""
-    from dltrain.predict import predict_file
+    from dltrain.inference.predict import predict_file
 
     labels = [FORMULA, "+cmd|' /C calc'!A0"] * 20
     table = write_csv(tmp_path / "t.csv", {"x": [float(i % 2) for i in range(40)],

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
-from dltrain.config import GROUP_SCHEMAS
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.config.validation import GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty, param_groups, split_weights
-from dltrain.trainer import Trainer
+from dltrain.training.trainer import Trainer
 
 TORCH_CLASS = {"sgd": "SGD", "momentum": "SGD", "nesterov": "SGD", "adam": "Adam", "adamw": "AdamW",
                "nadam": "NAdam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",

@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
-from dltrain.trainer import Trainer
+from dltrain.training.trainer import Trainer
 from tests.conftest import ROOT
 
 #: Tensor methods that copy a value to the host, waiting for the device (a sync on a GPU).
@@ -104,10 +104,10 @@ def test_cuda_training_steps_do_not_synchronise():
 SWEEP_DRIVER = textwrap.dedent("""
     import json, sys
     from hydra.core.config_store import ConfigStore
-    import dltrain.cli, dltrain.run
+    import dltrain.cli.app, dltrain.training.run
 
     jobs, stores = [], []
-    original_store, original_train = ConfigStore.store, dltrain.run.train
+    original_store, original_train = ConfigStore.store, dltrain.training.run.train
 
     def counting_store(self, *args, **kwargs):
         stores.append(kwargs.get("name"))
@@ -121,10 +121,10 @@ SWEEP_DRIVER = textwrap.dedent("""
         return summary
 
     ConfigStore.store = counting_store
-    dltrain.run.train = recording_train
+    dltrain.training.run.train = recording_train
     sys.argv = ["dltrain", "-m", "trainer.fast_dev_run=true", "seed=0,1,2", "hydra.sweep.dir=" + sys.argv[1]]
     try:
-        dltrain.cli.main()
+        dltrain.cli.app.main()
     except SystemExit as exit:
         code = exit.code
     else:
@@ -151,7 +151,7 @@ def test_sweep_jobs_share_one_process_imports_and_config_store(tmp_path):
     first = set(jobs[0]["modules"])
     for job in jobs[1:]:
         assert set(job["modules"]) - first == set()
-    # dltrain's schemas were stored once, when dltrain.config was imported; Hydra stores its
+    # dltrain's schemas were stored once, when dltrain.config.validation was imported; Hydra stores its
     # plugins' configs when the sweep starts, and nothing is stored from one job to the next.
     assert not [name for name in result["stores"] if "schema" in str(name)]
     assert len({job["stored"] for job in jobs}) == 1
@@ -204,7 +204,7 @@ def test_a_checkpoint_from_before_one_group_and_fused_steps_resumes_exactly(comp
 def test_optimizer_state_follows_a_change_of_memory_layout():
     """Resuming with trainer.channels_last switched: the fused step pairs each weight with its
     own moments (the state is put in the weights' layout), as torch's loop would."""
-    from dltrain.trainer import _match_layouts
+    from dltrain.training.trainer import _match_layouts
 
     def steps(model, optimizer, n, seed):
         generator = torch.Generator().manual_seed(seed)

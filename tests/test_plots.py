@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image, ImageStat
 
-from dltrain.plots import curves_figure, plot_curves, plot_sweep, sweep_figure
+from dltrain.report.plots import curves_figure, plot_curves, plot_sweep, sweep_figure
 
 
 def history(epochs: int = 6, *, accuracy: bool = True, lrs: list[float] | None = None) -> list[dict[str, Any]]:

@@ -17,8 +17,8 @@ from PIL import Image
 
 from dltrain import compose, train
 from dltrain.data import DATASETS
-from dltrain.inference import load_model
-from dltrain.predict import _one_hot_columns, main, read_inputs
+from dltrain.inference.restore import load_model
+from dltrain.inference.predict import _one_hot_columns, main, read_inputs
 from tests.conftest import ROOT, tool_error
 from tests.files import mnist_arrays
 
@@ -209,7 +209,7 @@ def test_other_errors(runs, tmp_path, capsys):
 def test_python_dash_m(runs, tmp_path):
     pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [0.5, -0.5, 0.0]}).to_csv(tmp_path / "points.csv", index=False)
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    done = subprocess.run([sys.executable, "-m", "dltrain.predict", f"ckpt={runs['moons']}",
+    done = subprocess.run([sys.executable, "-m", "dltrain.inference.predict", f"ckpt={runs['moons']}",
                            f"input={tmp_path / 'points.csv'}", f"output={tmp_path / 'out' / 'p.csv'}", "device=cpu"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -14,10 +14,10 @@ from PIL import Image
 
 from dltrain import compose, train
 from dltrain.data.digits import _load_digits
-from dltrain.drift import is_inverted
+from dltrain.inference.drift import is_inverted
 from dltrain.errors import UserError
-from dltrain.predict import main
-from dltrain.trust import check_data_record
+from dltrain.inference.predict import main
+from dltrain.config.trust import check_data_record
 from tests.conftest import tool_error
 from tests.files import people, write_csv, write_text_csv
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.signals import Interrupted, StopRequest
+from dltrain.training.signals import Interrupted, StopRequest
 
 from .conftest import ROOT
 
@@ -52,7 +52,7 @@ def test_a_launchers_handler_runs_after_the_stop_for_the_preemption_signals(name
 def test_a_run_that_diverged_after_the_signal_is_not_handed_on():
     """A run that ended some other way than stopping for the signal (diverged, failed) is not
     requeued: the launcher's handler does not run."""
-    from dltrain.trainer import TrainingDiverged
+    from dltrain.training.trainer import TrainingDiverged
 
     seen: list[int] = []
     before = signal.signal(signal.SIGUSR1, lambda signum, _frame: seen.append(signum))
@@ -101,7 +101,7 @@ def test_resume_auto_continues_a_run_in_its_own_directory(tmp_path, compose):
     it continues that run in place (the whole history in its metrics.csv) instead of
     refusing a directory that holds a run; without resume=auto it still refuses."""
     from dltrain.errors import ConfigError
-    from dltrain.run import train
+    from dltrain.training.run import train
 
     run_dir = tmp_path / "job"
     first = train(compose([*SMALL, "trainer.max_epochs=2"]), run_dir=run_dir)
@@ -177,7 +177,7 @@ def test_resume_auto_in_a_sweep_takes_only_a_run_of_exactly_its_config(tmp_path,
     not continue each other's checkpoint: in a sweep, resume=auto wants the exact config."""
     import torch
 
-    from dltrain.resume import find_checkpoint
+    from dltrain.training.resume import find_checkpoint
 
     monkeypatch.chdir(tmp_path)
     config = {"seed": 0, "resume": None, "trainer": {"max_epochs": 10}}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.config import ACTIVATIONS, GROUP_SCHEMAS
+from dltrain.config.validation import ACTIVATIONS, GROUP_SCHEMAS
 from dltrain.data import DATASETS
 from dltrain.errors import ConfigError
 from dltrain.init import INITS

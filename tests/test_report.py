@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from dltrain.report import prediction_rows, write_predictions
+from dltrain.report.tables import prediction_rows, write_predictions
 
 
 def test_classes_are_named_with_the_confidence_of_the_prediction():
@@ -42,7 +42,7 @@ def test_multilabel_lists_the_labels_predicted():
 
 def test_predictions_are_written_all_at_once(tmp_path, monkeypatch):
     """A write stopped halfway (a signal, a full disk) leaves the earlier file whole and no temp file."""
-    import dltrain.report as report
+    import dltrain.report.tables as report
 
     path = tmp_path / "predictions.csv"
     report.write_predictions(path, [{"row": 0, "target": 1, "prediction": 1}])

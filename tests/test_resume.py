@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from dltrain import train
-from dltrain.checkpoint import load_checkpoint
+from dltrain.training.checkpoint import load_checkpoint
 from dltrain.errors import ConfigError, UserError
-from dltrain.signals import Interrupted
-from dltrain.trainer import Trainer, TrainingDiverged
+from dltrain.training.signals import Interrupted
+from dltrain.training.trainer import Trainer, TrainingDiverged
 
 # Dropout and a cosine schedule: a resume that lost the RNG, the data order or the
 # schedule's position would not repeat the uninterrupted run.
@@ -287,7 +287,7 @@ def test_cuda_checkpoint_resumes_on_cpu(compose, tmp_path):
 def test_disk_full_mid_run_keeps_the_previous_checkpoint(compose, tmp_path, monkeypatch):
     import errno
 
-    import dltrain.checkpoint
+    import dltrain.training.checkpoint
 
     real_save, calls, before = torch.save, [], {}
     folder = tmp_path / "run" / "checkpoints"
@@ -300,7 +300,7 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(compose, tmp_path, monk
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(dltrain.checkpoint.torch, "save", fills_the_disk)
+    monkeypatch.setattr(dltrain.training.checkpoint.torch, "save", fills_the_disk)
     with pytest.raises(UserError, match=r"could not write checkpoint .*last.pt: No space left on device; "
                                         "the previous checkpoint is unchanged"):
         train(compose(["model.hidden=[16]", "trainer.max_epochs=5"]), run_dir=tmp_path / "run")
@@ -366,8 +366,8 @@ def test_restore_best_weights_cannot_change_on_resume(compose, tmp_path, straigh
 
 
 def test_auto_matches_the_data_and_ignores_run_control_keys(tmp_path, monkeypatch):
-    from dltrain.checkpoint import save_checkpoint
-    from dltrain.resume import find_checkpoint
+    from dltrain.training.checkpoint import save_checkpoint
+    from dltrain.training.resume import find_checkpoint
 
     def config(path, epochs):
         return {"data": {"name": "csv", "path": path}, "trainer": {"max_epochs": epochs}, "seed": 0}
@@ -454,8 +454,8 @@ def test_memory_layout_and_cudnn_switches_may_change_on_resume(compose, tmp_path
     """trainer.channels_last and trainer.cudnn_benchmark change how fast a run goes, not what it
     trains: a resume may turn them on (or off), and so may a resume of a checkpoint written
     before the keys existed."""
-    from dltrain.checkpoint import save_checkpoint
-    from dltrain.resume import find_checkpoint
+    from dltrain.training.checkpoint import save_checkpoint
+    from dltrain.training.resume import find_checkpoint
 
     cnn = ["model=cnn", "model.channels=[8]", "model.hidden=[16]", "regularization.batch_norm=true",
            "trainer.batch_size=512"]  # 3 steps an epoch: convolutions are slow on some CPUs

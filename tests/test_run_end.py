@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dltrain import cli, compose, train
+from dltrain import compose, train
+from dltrain.cli import app as cli
 from dltrain.errors import UserError
-from dltrain.sweep import summarize_sweep
-from dltrain.sweep_progress import SWEEP_LOG, describe_seconds
+from dltrain.report.sweep import summarize_sweep
+from dltrain.report.sweep_progress import SWEEP_LOG, describe_seconds
 
 from .conftest import logging_restored
 from .test_sweep import FAILED, job, ok
@@ -82,12 +83,12 @@ def test_a_run_names_every_file_it_wrote_and_prints_its_test_result_once(tmp_pat
 
 def test_only_files_that_exist_are_named(tmp_path, capsys, monkeypatch):
     """No checkpoints asked for and a plot that fails: neither is claimed."""
-    import dltrain.plots
+    import dltrain.report.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no backend")
 
-    monkeypatch.setattr(dltrain.plots, "plot_curves", broken)
+    monkeypatch.setattr(dltrain.report.plots, "plot_curves", broken)
     run_dir = tmp_path / "run"
     train(compose(["trainer.fast_dev_run=true", "trainer.checkpoint.save_best=false",
                    "trainer.checkpoint.save_last=false"]), run_dir=run_dir)
@@ -148,12 +149,12 @@ def test_numbered_job_dirs_need_no_column_of_their_own(tmp_path):
 
 
 def test_a_sweep_says_which_job_of_how_many_and_the_time_left(tmp_path, capsys, monkeypatch):
-    import dltrain.plots
-    from dltrain import sweep
+    import dltrain.report.plots
+    from dltrain.report import sweep
 
     monkeypatch.chdir(tmp_path)
     # The plots are beside the point here, and the slowest part of a tiny job.
-    monkeypatch.setattr(dltrain.plots, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dltrain.report.plots, "plot_curves", lambda *args, **kwargs: None)
     monkeypatch.setattr(sweep, "_plot", lambda summary: None)
     code = run_dltrain(["-m", "optim.lr=0.1,0.05,0.01", "trainer.fast_dev_run=true", "hydra.sweep.dir=sweep",
                         *QUICK], monkeypatch)
@@ -190,7 +191,7 @@ def job_config(sweep: object, num: int, task: list[str], tmp_path: Path) -> obje
 
 
 def test_the_count_of_a_grid_and_of_an_optuna_search(tmp_path):
-    from dltrain.sweep_progress import SweepProgress
+    from dltrain.report.sweep_progress import SweepProgress
 
     basic = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": 2,
              "params": {"regularization.dropout": "0,0.25"}}
@@ -208,7 +209,7 @@ def test_the_count_of_a_grid_and_of_an_optuna_search(tmp_path):
 
 def test_jobs_in_other_processes_give_no_estimate(tmp_path):
     """A launcher's worker process has its own copy of the progress: the sweep's durations are not its."""
-    from dltrain.sweep_progress import SweepProgress
+    from dltrain.report.sweep_progress import SweepProgress
 
     sweep = sweep_config(["optim.lr=0.1,0.01,0.001"], {}, tmp_path)
     progress = SweepProgress(total=3, swept=["optim.lr"], sweep_dir=tmp_path, durations=[10.0])
@@ -232,8 +233,8 @@ def test_a_job_run_in_its_own_folder_is_named_from_where_the_command_started(tmp
 
 
 def test_the_files_are_named_in_the_order_the_help_lists_them(tmp_path):
-    from dltrain.run_end import written_files
-    from dltrain.run_files import RUN_FILES
+    from dltrain.report.run_end import written_files
+    from dltrain.report.run_files import RUN_FILES
 
     for name in ("zz_extra.txt", "dltrain.log", "rank1.log", "summary.json", "metrics.csv", "data.json",
                  "model_summary.txt", "curves.png", "predictions.csv", "checkpoints/last.pt", "tensorboard/x",

@@ -17,11 +17,12 @@ import torchvision.datasets.mnist
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dltrain import compose, files, mnist8k, samples, train
-from dltrain.config import validate
+from dltrain import compose, files, train
+from dltrain.data import mnist8k, samples
+from dltrain.config.validation import validate
 from dltrain.data import vision
 from dltrain.errors import ConfigError, UserError
-from dltrain.evaluate import evaluate_checkpoint
+from dltrain.inference.evaluate import evaluate_checkpoint
 from tests.conftest import tool_error
 from tests.files import gray_images
 

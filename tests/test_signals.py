@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain.checkpoint import load_checkpoint
+from dltrain.training.checkpoint import load_checkpoint
 from dltrain.files import TMP_PREFIX
 
 from .conftest import ROOT, run_cli
@@ -49,7 +49,7 @@ def _default_signals() -> None:
 def start(args: list[str], cwd: Path, code: str | None = None,
           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``dltrain ARGS`` as a child process (``python -c CODE`` with ``sys.argv`` set, when
-    ``code`` is given: CODE must end by calling ``dltrain.cli.main()``)."""
+    ``code`` is given: CODE must end by calling ``dltrain.cli.app.main()``)."""
     cmd = [sys.executable, "-m", "dltrain", *args] if code is None else \
         [sys.executable, "-c", f"import sys; sys.argv = ['dltrain', *{args!r}]\n{code}"]
     return subprocess.Popen(cmd, cwd=cwd, env=_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -192,7 +192,7 @@ def _is_interrupt_save(line: str) -> bool:
 def test_a_second_sigint_aborts_the_save_and_leaves_no_half_file(tmp_path):
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
-    code = "import tests.slow_writes\nfrom dltrain.cli import main\nmain()"  # ~0.3 s per checkpoint write
+    code = "import tests.slow_writes\nfrom dltrain.cli.app import main\nmain()"  # ~0.3 s per checkpoint write
     proc = start([*ENDLESS, f"hydra.run.dir={run}"], tmp_path, code=code)
     err = StderrLines(proc)
     try:
@@ -231,8 +231,8 @@ PAUSE_STEP = 110
 #: so that the signal is sent from outside yet lands at a known step.
 PAUSE_CODE = f"""
 import time
-import dltrain.trainer
-_step = dltrain.trainer.Trainer.train_step
+import dltrain.training.trainer
+_step = dltrain.training.trainer.Trainer.train_step
 def train_step(self, x, y):
     out = _step(self, x, y)
     if self.global_step + 1 == {PAUSE_STEP}:  # the trainer counts the step once it returns
@@ -242,8 +242,8 @@ def train_step(self, x, y):
                 break
             time.sleep(0.01)
     return out
-dltrain.trainer.Trainer.train_step = train_step
-from dltrain.cli import main
+dltrain.training.trainer.Trainer.train_step = train_step
+from dltrain.cli.app import main
 main()
 """
 

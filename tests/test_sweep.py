@@ -17,9 +17,9 @@ import yaml
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from dltrain import sweep
-from dltrain.run_files import SWEEP_FILES
-from dltrain.sweep import (
+from dltrain.report import sweep
+from dltrain.report.run_files import SWEEP_FILES
+from dltrain.report.sweep import (
     BEST_OVERRIDES,
     SUMMARY_CSV,
     SUMMARY_JSON,
@@ -31,7 +31,7 @@ from dltrain.sweep import (
     summarize_sweep,
     swept_params,
 )
-from dltrain.sweep_progress import SWEEP_LOG
+from dltrain.report.sweep_progress import SWEEP_LOG
 
 
 def ok(best: float, monitor: str = "val_loss", mode: str = "min", status: str = "completed",
@@ -282,10 +282,10 @@ def test_write_summary_draws_the_plot_once(grid: Path, no_plot: list[SweepSummar
 
 def test_plot_sweep_is_called_with_public_rows(grid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
-    fake = types.ModuleType("dltrain.plots")
+    fake = types.ModuleType("dltrain.report.plots")
     fake.plot_sweep = lambda rows, path, **kw: calls.append((rows, path, kw))  # type: ignore[attr-defined]
     monkeypatch.setattr(sweep, "_plot", REAL_PLOT)
-    monkeypatch.setitem(sys.modules, "dltrain.plots", fake)
+    monkeypatch.setitem(sys.modules, "dltrain.report.plots", fake)
     summarize_sweep(grid, quiet())
     ((rows, path, kw),) = calls
     assert path == grid / SWEEP_PLOT
@@ -297,21 +297,21 @@ def test_plot_sweep_is_called_with_public_rows(grid: Path, monkeypatch: pytest.M
 def test_a_plotting_failure_only_warns(grid: Path, monkeypatch: pytest.MonkeyPatch,
                                        caplog: pytest.LogCaptureFixture, plots: str | None) -> None:
     monkeypatch.setattr(sweep, "_plot", REAL_PLOT)
-    fake = None  # None in sys.modules: the import fails, as when dltrain.plots does not exist
+    fake = None  # None in sys.modules: the import fails, as when dltrain.report.plots does not exist
     if plots == "raises":
-        fake = types.ModuleType("dltrain.plots")
+        fake = types.ModuleType("dltrain.report.plots")
 
         def plot_sweep(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("no display")
 
         fake.plot_sweep = plot_sweep  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dltrain.plots", fake)
+    monkeypatch.setitem(sys.modules, "dltrain.report.plots", fake)
     with caplog.at_level(logging.WARNING, logger="dltrain"):
         summary = summarize_sweep(grid, quiet())
     (warning,) = [r for r in caplog.records if r.name == "dltrain"]
     assert warning.levelno == logging.WARNING
     assert warning.getMessage().startswith(f"could not draw {SWEEP_PLOT}: ")
-    assert ("no display" if plots else "dltrain.plots") in warning.getMessage()
+    assert ("no display" if plots else "dltrain.report.plots") in warning.getMessage()
     assert (grid / SUMMARY_CSV).is_file() and (grid / SUMMARY_JSON).is_file() and (grid / BEST_OVERRIDES).is_file()
     assert summary.best is not None
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from dltrain.sweep import BEST_OVERRIDES, config_source, summarize_sweep
+from dltrain.report.sweep import BEST_OVERRIDES, config_source, summarize_sweep
 
 from .conftest import ROOT, run_cli
 

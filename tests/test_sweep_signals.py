@@ -19,9 +19,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from dltrain import signals, sweep_signals
-from dltrain.signals import Interrupted, StopRequest
-from dltrain.sweep_signals import SweepSignals, worker_job
+from dltrain.cli import sweep_signals
+from dltrain.training import signals
+from dltrain.training.signals import Interrupted, StopRequest
+from dltrain.cli.sweep_signals import SweepSignals, worker_job
 
 from .test_signals import ENDLESS, _env
 

@@ -12,12 +12,12 @@ from torch import nn
 
 import dltrain
 from dltrain import train
-from dltrain.callbacks import EarlyStopping
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
 from dltrain.data.digits import build_digits
 from dltrain.errors import ConfigError
 from dltrain.models.mlp import build_mlp
-from dltrain.trainer import Trainer, TrainingDiverged
+from dltrain.training.trainer import Trainer, TrainingDiverged
 
 SUMMARY_KEYS = {"status", "stop_reason", "epochs_run", "best_epoch", "monitor", "best_value", "test",
                 "num_params", "train_seconds", "data", "world_size", "versions"}
@@ -154,16 +154,16 @@ def test_batch_norm_with_a_last_batch_of_one(compose, tmp_path):
 def test_every_run_draws_its_curves(compose, tmp_path, monkeypatch):
     from PIL import Image
 
-    import dltrain.plots
+    import dltrain.report.plots
 
     seen = {}
-    draw = dltrain.plots.plot_curves
+    draw = dltrain.report.plots.plot_curves
 
     def spy(history, path, **kw):
         seen.update(kw, epochs=[row["epoch"] for row in history])
         return draw(history, path, **kw)
 
-    monkeypatch.setattr(dltrain.plots, "plot_curves", spy)
+    monkeypatch.setattr(dltrain.report.plots, "plot_curves", spy)
     summary = train(compose(["data=xor", "optim=sgd", "optim.lr=5", "trainer.max_epochs=30",
                              "trainer.early_stopping.patience=2"]), run_dir=tmp_path)
     with Image.open(tmp_path / "curves.png") as image:
@@ -175,12 +175,12 @@ def test_every_run_draws_its_curves(compose, tmp_path, monkeypatch):
 
 
 def test_a_plot_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatch, caplog):
-    import dltrain.plots
+    import dltrain.report.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts here")
 
-    monkeypatch.setattr(dltrain.plots, "plot_curves", broken)
+    monkeypatch.setattr(dltrain.report.plots, "plot_curves", broken)
     summary = train(compose(["data=xor", "trainer.max_epochs=2"]), run_dir=tmp_path)
     assert summary["status"] == "completed" and (tmp_path / "summary.json").is_file()
     assert not (tmp_path / "curves.png").exists()
@@ -204,7 +204,7 @@ def test_logger_tensorboard_in_a_run(compose, tmp_path):
 def test_run_hparams_hold_the_choices(compose):
     from hydra.core.global_hydra import GlobalHydra
 
-    from dltrain.run import run_hparams
+    from dltrain.training.run import run_hparams
 
     hparams = run_hparams(compose(["optim=sgd", "optim.lr=0.3", "regularization.dropout=0.25"]))
     assert hparams["optim"] == "sgd" and hparams["optim.lr"] == 0.3 and hparams["model"] == "mlp"
@@ -217,7 +217,7 @@ def test_train_leaves_the_callers_hydra_alone(tmp_path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from dltrain.config import register_configs
+    from dltrain.config.validation import register_configs
 
     register_configs()
     with initialize_config_module(config_module="dltrain.conf", version_base="1.3"):
@@ -237,19 +237,19 @@ def test_a_run_that_diverges_in_its_first_epoch_still_draws_it(compose, tmp_path
 def test_a_signal_while_drawing_the_curves_still_stops(compose, tmp_path, monkeypatch):
     import signal
 
-    import dltrain.plots
-    from dltrain.signals import Interrupted
+    import dltrain.report.plots
+    from dltrain.training.signals import Interrupted
 
     def signalled(*args, **kwargs):
         raise Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(dltrain.plots, "plot_curves", signalled)
+    monkeypatch.setattr(dltrain.report.plots, "plot_curves", signalled)
     with pytest.raises(Interrupted):
         train(compose(["data=xor", "trainer.max_epochs=1"]), run_dir=tmp_path)
 
 
 def test_a_logger_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatch, caplog):
-    import dltrain.run
+    import dltrain.training.run
     from dltrain.loggers import Logger
 
     class Broken(Logger):
@@ -259,7 +259,7 @@ def test_a_logger_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatc
             Broken.calls += 1
             raise OSError("disk gone")
 
-    monkeypatch.setattr(dltrain.run, "build_logger", lambda *a, **k: Broken())
+    monkeypatch.setattr(dltrain.training.run, "build_logger", lambda *a, **k: Broken())
     summary = train(compose(["data=xor", "trainer.max_epochs=3"]), run_dir=tmp_path)
     assert summary["status"] == "completed" and Broken.calls == 1  # switched off after its first failure
     assert "logger failed and is off for the rest of the run: disk gone" in caplog.text

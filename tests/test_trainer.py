@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from dltrain import train
-from dltrain.callbacks import EarlyStopping
-from dltrain.device import resolve_precision
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.device import resolve_precision
 from dltrain.errors import ConfigError
-from dltrain.run import build_experiment
-from dltrain.trainer import Trainer
+from dltrain.training.run import build_experiment
+from dltrain.training.trainer import Trainer
 
 
 def read_metrics(run_dir) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dltrain.errors import ConfigError
-from dltrain.schemas import AUGMENTATIONS, AugmentParamsConfig
+from dltrain.config.schemas import AUGMENTATIONS, AugmentParamsConfig
 
 #: Augmentations that move pixels; they are combined into one affine resampling.
 GEOMETRIC = ("rotate", "shift", "zoom")

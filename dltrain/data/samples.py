@@ -23,7 +23,7 @@ Nothing that exists is replaced: a sample already there (the same files for the 
 their pixels) is reported as such, anything else at its path is refused. Files are written to a temporary
 name beside their place and renamed into it, a folder as a whole, so a reader (or a second writer, such as
 another job of a sweep) sees the whole sample or none of it. ``dltrain-samples --mnist-8k`` makes the MNIST
-subset of the README's MNIST results from an official download (:mod:`dltrain.mnist8k`).
+subset of the README's MNIST results from an official download (:mod:`dltrain.data.mnist8k`).
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ def write_samples(out: Path, seed: int, only: Sequence[str] = ()) -> Iterator[st
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=f"Write dltrain's sample data: {', '.join(s.name for s in SAMPLES)} (see "
-        "dltrain.samples); existing files are never replaced.",
+        "dltrain.data.samples); existing files are never replaced.",
         epilog="then, e.g.: dltrain experiment=fraud data.path=samples/fraud.csv")
     parser.add_argument("out_dir", nargs="?", default=SAMPLES_FOLDER, help="where to write (default: samples/)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default: 0)")
@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out_dir).expanduser()
     try:
         if args.mnist_8k:
-            from dltrain import mnist8k
+            from dltrain.data import mnist8k
 
             made = Made(*mnist8k.make(Path(args.source or "data").expanduser()))
             print(write_sample(out / mnist8k.NAME, made, "the mnist-8k data"))

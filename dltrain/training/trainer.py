@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
-from dltrain.checkpoint import to_cpu
-from dltrain.distributed import Ranks
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.checkpoint import to_cpu
+from dltrain.training.distributed import Ranks
 from dltrain.errors import UserError
-from dltrain.metrics import MetricAccumulator
-from dltrain.progress import ProgressDisplay
-from dltrain.rng import fork_rng, rng_state, set_rng_state
-from dltrain.signals import Interrupted, StopRequest, signal_name
+from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.progress import ProgressDisplay
+from dltrain.training.rng import fork_rng, rng_state, set_rng_state
+from dltrain.training.signals import Interrupted, StopRequest, signal_name
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule

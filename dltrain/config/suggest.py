@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.schemas import GROUP_SCHEMAS
-from dltrain.value_types import takes, value_error
+from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.config.value_types import takes, value_error
 
 #: Names users bring from other tools, and dltrain's key (or config group) for each.
 ALIASES = {
@@ -217,7 +217,7 @@ def fits(path: str, value: str | None, schemas: Iterable[type] | None = None, *,
 def schemas_of(path: str) -> list[type]:
     """The schemas a key of dltrain's config can belong to: each option's where its group
     differs by option (``data.path``), else the one schema (``trainer.eval_batch_size``)."""
-    from dltrain.schemas import TrainConfig
+    from dltrain.config.schemas import TrainConfig
 
     parent, _, name = path.rpartition(".")
     if parent in GROUP_SCHEMAS:

@@ -1,7 +1,7 @@
 """Signals to a sweep whose jobs run in worker processes (``hydra/launcher=joblib``).
 
 Under the basic launcher a job runs in the sweep's own process, and a signal stops it after
-its current step (:mod:`dltrain.signals`). Under joblib the jobs run in worker processes, and
+its current step (:mod:`dltrain.training.signals`). Under joblib the jobs run in worker processes, and
 a signal reaches the sweep's main process alone (``kill PID``) or every process of the group
 (Ctrl-C). Either way the sweep stops as under the basic launcher:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dltrain.signals import SIGNALS, Interrupted, StopRequest, note, received, signal_name
+from dltrain.training.signals import SIGNALS, Interrupted, StopRequest, note, received, signal_name
 
 log = logging.getLogger("dltrain")
 

@@ -61,7 +61,7 @@ class ProgressDisplay:
 
 def print_results(summary: dict[str, Any], console: Console | None = None) -> None:
     """The table that closes a run: how it ended, its best monitored value, its size and time.
-    The files it wrote and its test result follow it (``dltrain.run_end``)."""
+    The files it wrote and its test result follow it (``dltrain.report.run_end``)."""
     console = console or Console()
     table = Table(title="dltrain results", show_header=True, header_style="bold")
     table.add_column("metric")

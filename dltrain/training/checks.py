@@ -1,6 +1,6 @@
 """Checks of a config against the data and the built model, before the first step.
 
-The schema (``dltrain.schemas``) checks each key on its own; what can only be known once
+The schema (``dltrain.config.schemas``) checks each key on its own; what can only be known once
 the data is loaded and the model built (a monitor never logged, a custom model whose
 output does not fit the loss, options that cannot work together) is checked here, so a
 run fails at start-up with one line instead of a traceback several epochs in.
@@ -15,7 +15,7 @@ from torch import nn
 from dltrain.errors import ConfigError, first_line
 from dltrain.init import xavier_gain
 from dltrain.losses import Loss
-from dltrain.metrics import metric_names
+from dltrain.training.metrics import metric_names
 from dltrain.models.summary import dummy_forward
 
 
@@ -123,7 +123,7 @@ def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
 
 
 def channels_last_warnings(cfg: DictConfig, input_shape: tuple[int, ...], model: nn.Module) -> list[str]:
-    """``trainer.channels_last=true`` where it changes nothing (see ``dltrain.device.resolve_memory_format``)."""
+    """``trainer.channels_last=true`` where it changes nothing (see ``dltrain.training.device.resolve_memory_format``)."""
     if not cfg.trainer.channels_last:
         return []
     if len(input_shape) != 3:

@@ -9,7 +9,7 @@ labels joined by ``|`` for multi-label data; a value in the target's units for r
 ``prediction_<j>`` for several targets) and for classes ``confidence`` and one
 ``p_<class>`` probability column per class (per label for multi-label data), and last
 ``input_warnings``: empty, or why the input does not look like the training data (see
-:mod:`dltrain.drift`), with one warning on stderr for them all.
+:mod:`dltrain.inference.drift`), with one warning on stderr for them all.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dltrain import drift
+from dltrain.inference import drift
 from dltrain.errors import UserError
-from dltrain.inference import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
+from dltrain.inference.restore import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +63,7 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     """Predict every row or image of ``source`` (the ``input`` key) with ``ckpt`` and write ``output``.
 
     ``model_target`` and ``trust_code`` say what a ``model=custom`` checkpoint may import
-    (``target`` and ``trust_code`` of :func:`~dltrain.inference.load_model`).
+    (``target`` and ``trust_code`` of :func:`~dltrain.inference.restore.load_model`).
 
     Returns:
         The number of rows written.
@@ -103,7 +103,7 @@ def read_inputs(restored: Restored, path: Path, batch_size: int) -> Iterator[tup
 def read_flagged_inputs(restored: Restored, path: Path,
                         batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor, list[str]]]:
     """:func:`read_inputs` with each input's flags: why it does not look like the training
-    data (see :mod:`dltrain.drift`), empty where it does.
+    data (see :mod:`dltrain.inference.drift`), empty where it does.
 
     Raises:
         UserError: see :func:`predict_file`.
@@ -121,7 +121,7 @@ def read_flagged_inputs(restored: Restored, path: Path,
     else:
         raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data=csv, text_csv, "
                         f"{', '.join(POINT_DATA + IMAGE_DATA)}; for data={dataset} call the model from Python "
-                        "(dltrain.inference.load_model)")
+                        "(dltrain.inference.restore.load_model)")
     for start in range(0, len(x), batch_size):
         yield list(range(start, min(start + batch_size, len(x)))), x[start:start + batch_size], \
             flags[start:start + batch_size]
@@ -139,7 +139,7 @@ def _read(restored: Restored, path: Path) -> Any:
 def _table_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
     """``data=csv``: the feature columns, gaps filled, numbers standardised and the other
     columns one-hot encoded with the training split's statistics, in ``encoded_features`` order;
-    and each row's ``out_of_range`` flag (see :mod:`dltrain.drift`)."""
+    and each row's ``out_of_range`` flag (see :mod:`dltrain.inference.drift`)."""
     from dltrain.data.cells import read_numbers, rows_text
 
     data = restored.data
@@ -250,7 +250,7 @@ def _one_hot_columns(column: str, categories: list[str], columns: list[str],
 def _text_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
     """``data=text_csv``: token ids of the text column with the training vocabulary, cut to
     ``data.max_length`` and padded with 0 to at least the training length; and each text's
-    ``unknown_words`` flag (see :mod:`dltrain.drift`)."""
+    ``unknown_words`` flag (see :mod:`dltrain.inference.drift`)."""
     from dltrain.data.text import UNK_ID, Vocabulary, tokenize
 
     data, cfg = restored.data, restored.cfg.data
@@ -271,7 +271,7 @@ def _text_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str
 
 def _point_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
     """Generated point data: the CSV's numeric columns, standardised as the training split was;
-    and each row's ``out_of_range`` flag (see :mod:`dltrain.drift`)."""
+    and each row's ``out_of_range`` flag (see :mod:`dltrain.inference.drift`)."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     data = restored.data
@@ -305,7 +305,7 @@ def _point_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[st
 def _image_batches(restored: Restored, path: Path,
                    batch_size: int) -> Iterator[tuple[list[str], torch.Tensor, list[str]]]:
     """Batches of decoded, standardised images, their paths relative to ``path`` and their
-    flags (see :mod:`dltrain.drift`); files Pillow cannot decode are skipped with one
+    flags (see :mod:`dltrain.inference.drift`); files Pillow cannot decode are skipped with one
     warning at the end."""
     from dltrain.data.image_folder import DECODE_ERRORS, decode_with_depth
     from dltrain.data.pixel_depth import describe_skipped, skip_reason
@@ -492,7 +492,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         UserError: the file cannot be written.
     """
     from dltrain.files import atomic_write
-    from dltrain.report import write_table
+    from dltrain.report.tables import write_table
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

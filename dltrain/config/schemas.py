@@ -1,7 +1,7 @@
 """What keys exist: one dataclass per config node, with types, defaults and checks.
 
 Hydra enforces the keys and types while it composes the config; ranges and choices are
-field metadata (:func:`spec`) that ``dltrain.config.validate`` checks right after. The
+field metadata (:func:`spec`) that ``dltrain.config.validation.validate`` checks right after. The
 YAML presets under ``conf/`` start from these schemas and comment every value.
 
 Options of a group that take the same keys share a schema (``sgd``, ``momentum`` and

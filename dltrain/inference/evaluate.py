@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dltrain.errors import UserError
-from dltrain.inference import (REQUIRED, TRUST_KEYS, Key, Restored, apply_overrides, load_model, parse_args,
+from dltrain.inference.restore import (REQUIRED, TRUST_KEYS, Key, Restored, apply_overrides, load_model, parse_args,
                                 run_tool)
 
 TOOL = "dltrain-eval"
@@ -43,9 +43,9 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         split: ``test`` or ``val``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         overrides: config keys to change first (``data.path`` of a moved file), as
-            :func:`~dltrain.inference.parse_args` returns them.
+            :func:`~dltrain.inference.restore.parse_args` returns them.
         model_target, trust_code: what the user allows a ``model=custom`` checkpoint to
-            import (``target`` and ``trust_code`` of :func:`~dltrain.inference.load_model`).
+            import (``target`` and ``trust_code`` of :func:`~dltrain.inference.restore.load_model`).
 
     Returns:
         What ``eval.json`` holds.
@@ -55,11 +55,11 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
             matches the checkpoint.
     """
     from dltrain.data.synthetic import FunctionValuesError
-    from dltrain.device import resolve_device
+    from dltrain.training.device import resolve_device
     from dltrain.files import write_json
-    from dltrain.metrics import MetricAccumulator
-    from dltrain.rng import seed_everything
-    from dltrain.run import build_loss, load_data, make_batches
+    from dltrain.training.metrics import MetricAccumulator
+    from dltrain.training.rng import seed_everything
+    from dltrain.training.run import build_loss, load_data, make_batches
 
     if split not in ("test", "val"):
         raise UserError(f"split={split} is not a choice: use test or val")

@@ -79,7 +79,7 @@ def resolve_memory_format(channels_last: bool, input_shape: tuple[int, ...],
     Returns:
         ``torch.channels_last`` when it is asked for, the examples are images ``(C, H, W)``
         and the model has 4-D weights (convolutions) to run faster; else None, the default
-        layout (``dltrain.checks.channels_last_warnings`` says why it was ignored).
+        layout (``dltrain.training.checks.channels_last_warnings`` says why it was ignored).
     """
     if channels_last and len(input_shape) == 3 and any(p.dim() == 4 for p in model.parameters()):
         return torch.channels_last

@@ -6,7 +6,7 @@ Config errors (unknown key, wrong type, unknown option, value out of range) and 
 Anything else is a bug and keeps its traceback.
 
 In a sweep (``dltrain -m``) a job that fails is recorded in its own ``summary.json`` and
-the sweep goes on; at the end the sweep is summarised (``dltrain.sweep``) and the exit code
+the sweep goes on; at the end the sweep is summarised (``dltrain.report.sweep``) and the exit code
 is non-zero if any job failed. A signal stops the whole sweep.
 """
 
@@ -32,9 +32,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from dltrain.callbacks import infer_mode
-from dltrain.config import CONFIG_MODULE, CONFIG_NAME, validate
-from dltrain.distributed import environment
+from dltrain.training.callbacks import infer_mode
+from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
+from dltrain.training.distributed import environment
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import (
     claim_new_dir,
@@ -44,7 +44,7 @@ from dltrain.files import (
     own_checkpoint,
     write_json,
 )
-from dltrain.help import help_requested, print_help
+from dltrain.cli.help import help_requested, print_help
 from dltrain.messages import (
     describe_disk_error,
     describe_yaml_error,
@@ -53,9 +53,9 @@ from dltrain.messages import (
     run_dir_error,
     say_once_when_unwritable,
 )
-from dltrain.signals import Interrupted
-from dltrain.suggest import did_you_mean, override_key, parsed_values, unknown_option
-from dltrain.value_types import describe_type_error
+from dltrain.training.signals import Interrupted
+from dltrain.config.suggest import did_you_mean, override_key, parsed_values, unknown_option
+from dltrain.config.value_types import describe_type_error
 
 
 
@@ -65,7 +65,7 @@ def config_dir() -> str:
     shadows the install (``python -m dltrain`` in the repository root)."""
     if importlib.util.find_spec(CONFIG_MODULE) is not None:
         return "pkg://" + CONFIG_MODULE
-    return str(Path(__file__).resolve().parents[1] / "conf")
+    return str(Path(__file__).resolve().parents[2] / "conf")
 
 
 #: Launchers and sweepers that are optional extras of dltrain: the extra that installs each.
@@ -77,7 +77,7 @@ PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "opt
 def _train_app(cfg: DictConfig) -> float | None:
     if not in_sweep():
         return _train_job(cfg)
-    from dltrain.sweep_signals import worker_job
+    from dltrain.cli.sweep_signals import worker_job
 
     try:
         with worker_job(Path(HydraConfig.get().runtime.output_dir)):
@@ -92,7 +92,7 @@ def _train_job(cfg: DictConfig) -> float | None:
         # Each job of a sweep is checked here, before torch is imported (a single run was
         # already checked by RunStartChecks; train() checks again for Python callers).
         validate(cfg)
-        from dltrain.run import train
+        from dltrain.training.run import train
 
         summary = train(cfg)
     except Interrupted as err:
@@ -107,7 +107,7 @@ def _train_job(cfg: DictConfig) -> float | None:
         if describe_error(err) is None:
             raise
         _exit_with(err)
-    from dltrain.sweep import SUCCESS
+    from dltrain.report.sweep import SUCCESS
 
     # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
     return summary.get("best_value") if summary.get("status") in SUCCESS else None
@@ -202,11 +202,11 @@ class SweepReport(Callback):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
         _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0, claimed=claimed)
         _set_sweep_direction(config)
-        from dltrain.sweep_progress import SweepProgress
+        from dltrain.report.sweep_progress import SweepProgress
 
         # Kept on the callback, which Hydra hands (pickled) to a launcher's worker processes too.
         self.progress = SweepProgress.of(config)
-        from dltrain.sweep_signals import SweepSignals
+        from dltrain.cli.sweep_signals import SweepSignals
 
         # Jobs in worker processes (joblib) stop after their step on a signal, as jobs in this one do.
         _sweep["signals"] = SweepSignals(SweepStopped).install()
@@ -278,7 +278,7 @@ def _summarize_sweep(failing: bool = False) -> None:
         return
     _sweep["summarized"] = True
     try:
-        from dltrain.sweep import collect_jobs, summarize_sweep
+        from dltrain.report.sweep import collect_jobs, summarize_sweep
 
         if not collect_jobs(_sweep["dir"]):
             if failing:  # stopped before its first job (a value Hydra could not compose): leave no trace
@@ -355,7 +355,7 @@ def _claim_run_dir(config: DictConfig) -> None:
 def _agree_on_run_dir(config: DictConfig) -> None:
     """Under torchrun every rank composes the config, each with its own clock: rank 0
     claims the run directory and the others take it (and leave the .hydra folder to it)."""
-    from dltrain.distributed import init
+    from dltrain.training.distributed import init
 
     ranks = init(config.device)
     outcome: str | None = None
@@ -533,7 +533,7 @@ def _typed_values(group: str) -> list[str] | None:
 def _where_else(key: str) -> str | None:
     """What to do about an unknown key: the option of its group that has it, or the
     ``regularization.*`` key meant; None when neither."""
-    from dltrain.schemas import GROUP_SCHEMAS, RegularizationConfig
+    from dltrain.config.schemas import GROUP_SCHEMAS, RegularizationConfig
 
     group, _, leaf = key.partition(".")
     owners = [option for option, schema in GROUP_SCHEMAS.get(group, {}).items() if leaf in _known_keys(schema)]

@@ -18,12 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.checkpoint import load_checkpoint
-from dltrain.config import group_node
+from dltrain.training.checkpoint import load_checkpoint
+from dltrain.config.validation import group_node
 from dltrain.errors import ConfigError, UserError
-from dltrain.schemas import GROUP_SCHEMAS
-from dltrain.signals import Interrupted
-from dltrain.suggest import override_key
+from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.training.signals import Interrupted
+from dltrain.config.suggest import override_key
 
 log = logging.getLogger("dltrain")
 
@@ -108,7 +108,7 @@ def explicit_keys(cfg: DictConfig) -> set[str]:
     if overrides is not None:
         keys = {override_key(o) for o in overrides}
         return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in keys}
-    from dltrain.cli import compose
+    from dltrain.cli.app import compose
 
     current = OmegaConf.to_container(cfg, resolve=True)
     default = OmegaConf.to_container(compose([], check=False), resolve=True)

@@ -150,7 +150,7 @@ _BOUNDS = {
 
 def check_value(key: str, value: Any, meta: dict[str, Any]) -> None:
     """Raise a one-line ConfigError when ``value`` breaks the range, choices, length or pattern in
-    ``meta`` (a schema field's metadata: see :func:`dltrain.schemas.spec`)."""
+    ``meta`` (a schema field's metadata: see :func:`dltrain.config.schemas.spec`)."""
     hint = f" ({meta['help']})" if meta.get("help") else ""
     if value is None:
         return

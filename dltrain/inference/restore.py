@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dltrain.checkpoint import CHECKPOINT_VERSION, load_checkpoint
-from dltrain.device import resolve_device
+from dltrain.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint
+from dltrain.training.device import resolve_device
 from dltrain.errors import UserError
 
 T = TypeVar("T")
@@ -82,8 +82,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
         raise UserError(f"checkpoint {path} has format version {state['format_version']}, newer than this dltrain "
                         f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
     from dltrain.models.summary import summarize
-    from dltrain.run import add_log_softmax, build_model
-    from dltrain.trust import check_data_record, check_stored_config, stored_config
+    from dltrain.training.run import add_log_softmax, build_model
+    from dltrain.config.trust import check_data_record, check_stored_config, stored_config
 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = stored_config(path, state["config"])
@@ -141,7 +141,7 @@ def _check_input_size(path: Path, data: dict[str, Any]) -> None:
     Raises:
         UserError: naming the checkpoint, the shape and the bound.
     """
-    from dltrain.schemas import MAX_IMAGE_SIDE
+    from dltrain.config.schemas import MAX_IMAGE_SIDE
 
     shape, size = data.get("input_shape"), data.get("image_size") or [1, 1]
     limit = 3 * MAX_IMAGE_SIDE**2  # the values of the largest image data.image_size allows
@@ -169,7 +169,7 @@ class Key:
     meaning: str
 
 
-#: The keys with which a user allows the code a ``model=custom`` checkpoint names (see ``dltrain.trust``).
+#: The keys with which a user allows the code a ``model=custom`` checkpoint names (see ``dltrain.config.trust``).
 TRUST_KEYS = {
     "model._target_": Key(None, "model=custom checkpoints: the code to build the model with; must be the "
                                 "checkpoint's own"),
@@ -247,7 +247,7 @@ TOOL_ALIASES = {"checkpoint": "ckpt", "batch_size": "trainer.eval_batch_size"}
 def _meant(key: str, value: str, defaults: dict[str, Key], config_keys: Sequence[str]) -> str:
     """``did you mean KEY=VALUE? `` for a ``key`` spelled like one the tool takes (the key
     alone when ``value`` does not fit it); empty when none is."""
-    from dltrain.suggest import closest, fits
+    from dltrain.config.suggest import closest, fits
 
     known = [*defaults, *config_keys]
     meant = TOOL_ALIASES.get(key.lower()) if TOOL_ALIASES.get(key.lower()) in known else closest(key, known)
@@ -316,7 +316,7 @@ def run_tool(tool: str, fn: Callable[[], T]) -> T:
     as ``{tool}: error: ...`` on one line and exits with code 2, Ctrl-C exits with 130;
     anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` prints the
     traceback of user errors too."""
-    from dltrain.cli import describe_error
+    from dltrain.cli.app import describe_error
 
     try:
         return fn()

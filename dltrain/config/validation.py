@@ -1,4 +1,4 @@
-"""Config checks: the schemas (``dltrain.schemas``) stored in Hydra's ConfigStore, and
+"""Config checks: the schemas (``dltrain.config.schemas``) stored in Hydra's ConfigStore, and
 :func:`validate`, which checks the ranges and choices they declare.
 
 Hydra enforces the keys and types of the schemas while it composes the config, so a typo
@@ -17,9 +17,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dltrain.errors import ConfigError
-from dltrain.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
-from dltrain.suggest import did_you_mean
-from dltrain.value_types import check_value, render
+from dltrain.config.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
+from dltrain.config.suggest import did_you_mean
+from dltrain.config.value_types import check_value, render
 
 __all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
            "schema_name", "validate"]
@@ -62,7 +62,7 @@ def _sample_hint(cfg: DictConfig, full_key: str) -> str:
     """
     if full_key != "data.path":
         return ""
-    from dltrain.samples import path_for
+    from dltrain.data.samples import path_for
 
     path = path_for(OmegaConf.select(cfg._get_root(), "hydra.runtime.choices.experiment", default=None))
     return f", or try dltrain's sample data with {full_key}={path}" if path else ""

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dltrain.run_files import RUN_FILES
-from dltrain.start_dir import shown_dir
+from dltrain.report.run_files import RUN_FILES
+from dltrain.cli.start_dir import shown_dir
 
 log = logging.getLogger("dltrain")
 

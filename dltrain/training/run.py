@@ -2,7 +2,7 @@
 builder calls, and where the run directory is written.
 
 ``train(cfg)`` is the Python API (``from dltrain import train``); the command line calls
-it through ``dltrain.cli``.
+it through ``dltrain.cli.app``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dltrain.callbacks import EarlyStopping
-from dltrain.checkpoint import (
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     load_checkpoint,
@@ -28,7 +28,7 @@ from dltrain.checkpoint import (
     prune_periodic,
     save_checkpoint,
 )
-from dltrain.checks import (
+from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,
     check_model,
@@ -36,12 +36,12 @@ from dltrain.checks import (
     schedule_warnings,
     validation_warnings,
 )
-from dltrain.config import validate
+from dltrain.config.validation import validate
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
-from dltrain.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
-from dltrain.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
+from dltrain.training.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
+from dltrain.training.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import (
     copy_atomically,
@@ -58,16 +58,16 @@ from dltrain.messages import results_not_saved
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, format_summary, summarize
 from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
-from dltrain.progress import ProgressDisplay, print_results
+from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.regularization import WeightPenalty
-from dltrain.report import MetricsCSV, prediction_rows, versions, write_predictions
-from dltrain.resume import AUTO_ROOT, check_config, explicit_keys, find_checkpoint, resumed_config
-from dltrain.rng import seed_everything
-from dltrain.run_end import report_end
+from dltrain.report.tables import MetricsCSV, prediction_rows, versions, write_predictions
+from dltrain.training.resume import AUTO_ROOT, check_config, explicit_keys, find_checkpoint, resumed_config
+from dltrain.training.rng import seed_everything
+from dltrain.report.run_end import report_end
 from dltrain.schedulers import LRSchedule, build_scheduler
-from dltrain.signals import Interrupted, StopRequest, signal_name
-from dltrain.trainer import Trainer, TrainingDiverged
-from dltrain.trust import check_stored_config, named_target
+from dltrain.training.signals import Interrupted, StopRequest, signal_name
+from dltrain.training.trainer import Trainer, TrainingDiverged
+from dltrain.config.trust import check_stored_config, named_target
 
 log = logging.getLogger("dltrain")
 
@@ -217,12 +217,12 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     several ranks, rank 0 reads first (and downloads what is missing), the others after it
     succeeded, so no two processes write the same files. With ``make_samples`` (training), a
     missing ``data.path`` of ``samples/fraud.csv``, ``samples/reviews.csv`` or ``samples/shapes``
-    is written first (:func:`~dltrain.samples.provide`).
+    is written first (:func:`~dltrain.data.samples.provide`).
 
     Raises:
         ConfigError: for bad data keys or files, or data too large for the device.
     """
-    from dltrain.samples import provide
+    from dltrain.data.samples import provide
 
     ranks = ranks or Ranks()
     if not ranks.is_main:
@@ -673,7 +673,7 @@ def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Pat
     may cost the run its results, so a failure of either is a warning (a signal is not)."""
     if rows:
         try:
-            from dltrain.plots import plot_curves
+            from dltrain.report.plots import plot_curves
 
             plot_curves(rows, run_dir / "curves.png", monitor=summary["monitor"],
                         best_epoch=summary["best_epoch"], stopped_epoch=summary["stopped_epoch"],
@@ -763,12 +763,12 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
                  own: Path | None = None) -> tuple[Path | None, dict[str, Any] | None, DictConfig]:
     """The checkpoint ``resume=`` names (``own``: the run directory's own, continued in place),
     loaded, and the config to continue it with: the checkpoint's own, with the keys this run
-    sets on top (checked: see ``dltrain.resume``). Rank 0 picks the file; every rank reads it."""
+    sets on top (checked: see ``dltrain.training.resume``). Rank 0 picks the file; every rank reads it."""
     ranks = ranks or Ranks()
     found: Path | str | None = own
     if own is None and ranks.is_main:
         try:
-            from dltrain.cli import in_sweep
+            from dltrain.cli.app import in_sweep
 
             found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True), exact=in_sweep())
         except BaseException as err:  # the others wait for the outcome, whatever it is

@@ -19,12 +19,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dltrain.config import GROUP_SCHEMAS, group_node, validate
+from dltrain.config.validation import GROUP_SCHEMAS, group_node, validate
 from dltrain.data import expression
 from dltrain.data.splits import TASKS
 from dltrain.data.synthetic import FUNCTIONS
 from dltrain.errors import ConfigError, UserError, first_line
-from dltrain.schemas import TrainConfig
+from dltrain.config.schemas import TrainConfig
 from dltrain.models import MODELS
 
 #: Keys with which Hydra's ``instantiate`` imports or calls code.

@@ -24,9 +24,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from dltrain.config import CONFIG_NAME
+from dltrain.config.validation import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
-from dltrain.run_files import SWEEP_FILES, has_placeholder
+from dltrain.report.run_files import SWEEP_FILES, has_placeholder
 
 log = logging.getLogger("dltrain")
 
@@ -283,7 +283,7 @@ def config_source(job_dir: Path) -> tuple[str | None, str | None]:
 
 def _plot(summary: SweepSummary) -> None:
     # Imported here: matplotlib is heavy, and a sweep's tables must not depend on it.
-    from dltrain.plots import plot_sweep
+    from dltrain.report.plots import plot_sweep
 
     plot_sweep([_public(row) for row in summary.rows], summary.sweep_dir / SWEEP_PLOT, monitor=summary.monitor,
                mode=summary.mode, params=summary.params)

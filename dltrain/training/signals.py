@@ -31,7 +31,7 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1
 CHAINED = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 #: The first stop signal this process received, whoever handled it: a worker process of a
-#: sweep starts no job after it (``dltrain.sweep_signals``).
+#: sweep starts no job after it (``dltrain.cli.sweep_signals``).
 _received: int | None = None
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.start_dir import from_start
-from dltrain.suggest import override_key
+from dltrain.cli.start_dir import from_start
+from dltrain.config.suggest import override_key
 
 log = logging.getLogger("dltrain")
 

@@ -1,0 +1,1 @@
+"""The command line: `dltrain`, its help, sweeps' signals, the start folder."""

@@ -1,0 +1,1 @@
+"""The config schemas, their validation, values' types and did-you-mean."""

@@ -1,0 +1,1 @@
+"""Using a checkpoint: restore a model, dltrain-eval, dltrain-predict."""

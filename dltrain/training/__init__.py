@@ -1,0 +1,1 @@
+"""One run: build, orchestrate, train; checkpoints, resume, signals, devices, ranks."""
