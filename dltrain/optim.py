@@ -9,6 +9,7 @@ a parameter group without decay (see ``dltrain.regularization``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,17 +19,30 @@ from dltrain.errors import ConfigError
 from dltrain.registry import Registry
 from dltrain.regularization import param_groups
 
-OPTIMIZERS = Registry("optim")
 
-#: Optimizers that re-evaluate the loss within a step: the trainer passes them a closure.
+@dataclass(frozen=True)
+class OptimizerFacts:
+    """What dltrain needs to know about an optimizer option, registered with its builder.
+
+    Attributes:
+        closure: the optimizer re-evaluates the loss within a step (LBFGS's line search): the
+            trainer passes it a closure, L2 becomes a loss term, and it takes one parameter group.
+        fused_kernel: the aten kernel of the torch class's fused step (one kernel updates
+            every parameter), which dltrain uses where this torch has it for the device, unless
+            ``optim.fused`` or ``optim.foreach`` is set. torch's own default is a Python loop
+            over the parameters on the CPU (about ten small operations per parameter tensor);
+            the fused step made a small MLP's CPU epoch about a quarter faster (see
+            BENCHMARKS.md). It computes the same update, with float rounding of its own.
+    """
+
+    closure: bool = False
+    fused_kernel: str | None = None
+
+
+OPTIMIZERS: Registry[OptimizerFacts] = Registry("optim", OptimizerFacts)
+
+# Kept while callers move to OPTIMIZERS.facts(name).closure; derived from the facts.
 CLOSURE_OPTIMIZERS = ("lbfgs",)
-
-#: Optimizers whose torch class has a fused step (one kernel updates every parameter),
-#: which dltrain uses unless ``optim.fused`` or ``optim.foreach`` is set. torch's own
-#: default is a Python loop over the parameters on the CPU (about ten small operations per
-#: parameter tensor); the fused step made a small MLP's CPU epoch about a quarter faster
-#: (see BENCHMARKS.md). It computes the same update, with float rounding of its own.
-FUSED_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad")
 
 
 def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
@@ -45,13 +59,15 @@ def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[
     return build
 
 
-for _name, _cls in {
-    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
-    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
-    "lbfgs": torch.optim.LBFGS,
-}.items():
-    OPTIMIZERS.register(_name)(_checked(_name, _cls))
+_SGD, _ADAM, _ADAMW, _ADAGRAD = "_fused_sgd_", "_fused_adam_", "_fused_adamw_", "_fused_adagrad_"
+for _name, _cls, _facts in (
+    ("sgd", torch.optim.SGD, {"fused_kernel": _SGD}), ("momentum", torch.optim.SGD, {"fused_kernel": _SGD}),
+    ("nesterov", torch.optim.SGD, {"fused_kernel": _SGD}), ("adam", torch.optim.Adam, {"fused_kernel": _ADAM}),
+    ("adamw", torch.optim.AdamW, {"fused_kernel": _ADAMW}), ("nadam", torch.optim.NAdam, {}),
+    ("rmsprop", torch.optim.RMSprop, {}), ("adagrad", torch.optim.Adagrad, {"fused_kernel": _ADAGRAD}),
+    ("adadelta", torch.optim.Adadelta, {}), ("lbfgs", torch.optim.LBFGS, {"closure": True}),
+):
+    OPTIMIZERS.register(_name, **_facts)(_checked(_name, _cls))
 
 
 def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: list[dict[str, Any]] | None = None,
@@ -74,7 +90,8 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
     """
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    if name in CLOSURE_OPTIMIZERS:  # one parameter group only: LBFGS refuses several
+    facts = OPTIMIZERS.facts(name)
+    if facts.closure:  # one parameter group only: LBFGS refuses several
         return OPTIMIZERS.build(name, [p for p in model.parameters() if p.requires_grad], **kwargs)
     if saved_groups:
         for key in ("fused", "foreach"):
@@ -82,7 +99,7 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
                 kwargs[key] = saved_groups[0][key] if key == "foreach" else bool(saved_groups[0][key])
         if kwargs.get("fused") and not _fused_supported(name, model):  # resumed on a device without the kernel
             kwargs["fused"] = False
-    elif name in FUSED_OPTIMIZERS and kwargs.get("fused") is None and kwargs.get("foreach") is None \
+    elif facts.fused_kernel and kwargs.get("fused") is None and kwargs.get("foreach") is None \
             and _fused_supported(name, model):
         kwargs["fused"] = True
     decay = kwargs.pop("weight_decay", 0.0)
@@ -91,11 +108,6 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
                           "keep one of them and set the other to 0.")
     split = len(saved_groups) > 1 if saved_groups else None
     return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split), **kwargs)
-
-
-#: The fused kernel behind each option in FUSED_OPTIMIZERS.
-_FUSED_KERNELS = {"sgd": "_fused_sgd_", "momentum": "_fused_sgd_", "nesterov": "_fused_sgd_",
-                  "adam": "_fused_adam_", "adamw": "_fused_adamw_", "adagrad": "_fused_adagrad_"}
 
 
 def _fused_supported(name: str, model: nn.Module) -> bool:
@@ -113,4 +125,5 @@ def _fused_supported(name: str, model: nn.Module) -> bool:
         return False
     keys = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
     devices = {p.device.type for p in params}
-    return all(dev in keys and has_kernel(f"aten::{_FUSED_KERNELS[name]}", keys[dev]) for dev in devices)
+    kernel = OPTIMIZERS.facts(name).fused_kernel
+    return kernel is not None and all(dev in keys and has_kernel(f"aten::{kernel}", keys[dev]) for dev in devices)

@@ -181,9 +181,7 @@ def _mlp() -> nn.Module:
 
 @pytest.mark.parametrize("option", ["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad"])
 def test_optimizers_with_a_fused_step_use_it_by_default(option):
-    from dltrain.optim import FUSED_OPTIMIZERS
-
-    assert option in FUSED_OPTIMIZERS
+    assert OPTIMIZERS.facts(option).fused_kernel is not None
     kwargs = {"momentum": 0.9, "nesterov": option == "nesterov"} if option in ("momentum", "nesterov") else {}
     optimizer = build_optimizer(option, _mlp(), lr=0.01, **kwargs)
     assert all(group["fused"] is True for group in optimizer.param_groups)

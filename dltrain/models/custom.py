@@ -89,7 +89,8 @@ def _check_arguments(target: str, sig: inspect.Signature, call_kwargs: dict[str,
         raise ConfigError(f"model._target_={target} needs {', '.join(missing)}: add {keys}.")
 
 
-@MODELS.register("custom")
+# The user's module: it may take vocab_size (token ids), has its own layers, and its code is named by _target_.
+@MODELS.register("custom", reads_tokens=True, regularization_layers=False, user_code=True)
 def build_custom(input_shape: tuple[int, ...], num_outputs: int, _target_: str, vocab_size: int | None = None,
                  **kwargs: Any) -> nn.Module:
     """Import ``_target_`` and call it to build the model.

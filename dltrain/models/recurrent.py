@@ -168,6 +168,7 @@ def _builder(kind: str):
     return build
 
 
-build_rnn = MODELS.register("rnn")(_builder("rnn"))
-build_lstm = MODELS.register("lstm")(_builder("lstm"))
-build_gru = MODELS.register("gru")(_builder("gru"))
+# All three embed token ids; LSTM and GRU compute with tanh (the RNN's own nonlinearity is a model key).
+build_rnn = MODELS.register("rnn", reads_tokens=True)(_builder("rnn"))
+build_lstm = MODELS.register("lstm", reads_tokens=True, init_activation="tanh")(_builder("lstm"))
+build_gru = MODELS.register("gru", reads_tokens=True, init_activation="tanh")(_builder("gru"))
