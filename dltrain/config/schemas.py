@@ -1,11 +1,20 @@
 """What keys exist: one dataclass per config node, with types, defaults and checks.
 
 Hydra enforces the keys and types while it composes the config; ranges and choices are
-field metadata (:func:`spec`) that ``dltrain.config.validation.validate`` checks right after. The
-YAML presets under ``conf/`` start from these schemas and comment every value.
+field metadata (:func:`spec`) that ``dltrain.config.validation.validate`` checks right after.
 
-Options of a group that take the same keys share a schema (``sgd``, ``momentum`` and
-``nesterov`` are all ``torch.optim.SGD``); their presets differ in the values only.
+The schema validates choices and ranges; a builder checks only combinations (``model.dropout``
+with one recurrent layer) and what depends on the data (a CNN on non-image inputs). Builders
+are also called from Python without a schema: where a value outside the schema's choices would
+give a silently wrong model there, the builder asserts it with a plain ``ValueError``.
+
+The YAML presets under ``conf/`` start from these schemas and restate their defaults with a
+comment on each value: a preset is the user's map of an option's keys. The defaults live
+here; ``tests/test_presets.py`` checks that every value a preset restates equals its schema
+default, and lists the few deliberate differences with their reason. Options of a group that
+take the same keys share a schema (``sgd``, ``momentum`` and ``nesterov`` are all
+``torch.optim.SGD``); their presets are those differences (``optim=momentum`` sets
+``momentum: 0.9``). Experiment presets (``conf/experiment``) are overlays, meant to differ.
 
 No torch import here: ``dltrain --help`` and config errors stay fast.
 """
