@@ -1,8 +1,9 @@
-"""Training policies that keep state across epochs: early stopping."""
+"""Policies applied at every epoch's end: early stopping, and which checkpoints it writes."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 #: Substrings of metric names for which larger is better (``mode=auto``).
@@ -163,3 +164,57 @@ class EarlyStopping:
             # (or after the warm-up when nothing improved), so that epoch is known.
             start = self.best_epoch if self.best_epoch is not None else state.get("start_from_epoch", 0)
             self.stopped_epoch = start + self.wait
+
+
+class CheckpointPolicy:
+    """Which checkpoints an epoch's end writes into ``folder``, and writing them.
+
+    ``last.pt`` after every epoch (``save_last``), ``best.pt`` after an epoch that improved
+    the monitored value (``save_best``), and ``epoch-NNNN.pt`` every ``every_n_epochs`` epochs,
+    of which the newest ``keep_last`` are kept (None: all). An epoch whose monitored value
+    is not finite writes nothing: such weights are no state to go back to.
+
+    Args:
+        folder: the run's ``checkpoints`` directory.
+        save_last: write ``last.pt`` (what a resume continues from).
+        save_best: write ``best.pt`` (the weights of the best epoch).
+        every_n_epochs: also write a periodic checkpoint every so many epochs; 0 for never.
+        keep_last: how many periodic checkpoints to keep; None keeps all.
+    """
+
+    def __init__(self, folder: str | Path, *, save_last: bool = True, save_best: bool = True,
+                 every_n_epochs: int = 0, keep_last: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.save_last, self.save_best = save_last, save_best
+        self.every_n_epochs, self.keep_last = every_n_epochs, keep_last
+
+    def files(self, epoch: int, improved: bool, healthy: bool = True) -> list[Path]:
+        """The checkpoints the end of ``epoch`` (1-based) writes, in the order they are written.
+
+        Args:
+            epoch: the epoch that just ended.
+            improved: whether it improved the monitored value (it is the new best).
+            healthy: whether its monitored value is finite.
+        """
+        if not healthy:
+            return []
+        names = ["last.pt"] if self.save_last else []
+        if improved and self.save_best:
+            names.append("best.pt")
+        if self.every_n_epochs and epoch % self.every_n_epochs == 0:
+            names.append(f"epoch-{epoch:04d}.pt")
+        return [self.folder / name for name in names]
+
+    def write(self, state: dict[str, Any], files: list[Path]) -> None:
+        """Save ``state`` to each of ``files`` (from :meth:`files`), atomically; a periodic
+        checkpoint among them prunes the older ones beyond ``keep_last``.
+
+        Raises:
+            UserError: a write failed; the file it was to replace is unchanged.
+        """
+        from dltrain.training.checkpoint import prune_periodic, save_checkpoint  # torch: not for --help
+
+        for path in files:
+            save_checkpoint(state, path)
+        if any(path.name.startswith("epoch-") for path in files):
+            prune_periodic(self.folder, self.keep_last)
