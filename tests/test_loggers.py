@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import math
 import sys
@@ -83,20 +84,30 @@ def test_unknown_logger_is_a_config_error_naming_the_key(tmp_path):
         build_logger("wandb", tmp_path)
 
 
-def test_a_logger_overrides_only_the_hooks_it_needs():
+def test_a_logger_overrides_only_the_hooks_it_needs(tmp_path, monkeypatch):
+    """A logger with one hook of its own (and no call to Logger.__init__) goes through a
+    whole run: the run calls the hooks it left to the base class without error, and
+    the one it overrode sees every epoch the run wrote to metrics.csv."""
+    from dltrain import compose, train
+
+    built: list[EpochsOnly] = []
+
     class EpochsOnly(Logger):
         def __init__(self, run_dir: str) -> None:
             self.epochs: list[int] = []
+            built.append(self)
 
         def log_epoch(self, row: dict[str, Any]) -> None:
-            self.epochs.append(row["epoch"])
+            self.epochs.append(int(row["epoch"]))
 
-    logger = EpochsOnly(".")
-    assert logger.start(HPARAMS, CONFIG_YAML) is None
-    for row in ROWS:
-        logger.log_epoch(row)
-    assert logger.finish(SUMMARY) is None and logger.finish(SUMMARY) is None
-    assert logger.epochs == [1, 2, 3]
+    assert EpochsOnly.start is Logger.start and EpochsOnly.finish is Logger.finish
+    monkeypatch.setitem(LOGGERS._builders, "csv", EpochsOnly)  # logger=csv, the default, builds it
+    summary = train(compose(["data=xor", "trainer.max_epochs=2", "device=cpu", "logger=csv"]),
+                    run_dir=tmp_path / "run")
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        logged = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert summary["status"] == "completed" and logged == [1, 2]
+    assert len(built) == 1 and built[0].epochs == logged
 
 
 def test_csv_logger_writes_nothing_itself(tmp_path):
