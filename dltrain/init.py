@@ -130,10 +130,12 @@ def xavier_gain(gain: float, nonlinearity: str | None) -> tuple[float, str]:
     ``init.nonlinearity`` asks for one, whatever the model's activation.
 
     Raises:
-        ConfigError: both keys are set, or the gain is not a positive finite number.
+        ConfigError: both keys are set.
+        ValueError: the gain is not a positive finite number (the schema's range refuses it
+            first on the config path; zero or a negative gain would scale the weights silently).
     """
     if not (math.isfinite(gain) and gain > 0):
-        raise ConfigError(f"init.gain={gain} is not valid: expected a positive number (1 is Glorot's formula).")
+        raise ValueError(f"gain must be a positive finite number, got {gain}")
     if nonlinearity is None:
         return gain, "" if gain == 1 else f"gain={exact(gain)}"
     if gain != 1:

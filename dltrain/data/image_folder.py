@@ -331,15 +331,17 @@ def build_image_folder(
         disk) with int64 labels; task ``binary`` for 2 classes, else ``multiclass``.
 
     Raises:
-        ConfigError: naming the key at fault (``data.path``, ``data.in_memory``, ``data.color``, a fraction).
+        ConfigError: naming the key at fault (``data.path``, ``data.in_memory``, a fraction).
+        ValueError: ``color`` is neither ``rgb`` nor ``grayscale`` (the schema's choices refuse it
+            first on the config path).
     """
     root = Path(path).expanduser().absolute()
     if not root.is_dir():
         raise ConfigError(f"data.path={path} ({root}) is not a folder: give a folder with one sub-folder of "
                           "images per class.")
     memory = parse_in_memory(in_memory)
-    if color not in ("rgb", "grayscale"):
-        raise ConfigError(f"data.color={color!r} is not a choice: use rgb or grayscale.")
+    if color not in ("rgb", "grayscale"):  # any other name would decode as RGB
+        raise ValueError(f"color must be 'rgb' or 'grayscale', got {color!r}")
     layout, classes, splits, ignored = _find_images(root)
     if ignored:
         log.debug("data.path=%s: ignored %d non-image files (hidden or without an image extension)",
