@@ -133,7 +133,7 @@ def test_cifar10_fast_preset_and_its_cpu_smoke_run(compose, tmp_path, data_overr
     weights channels_last, crop and flip, nothing reported as ignored."""
     import torch
 
-    from dltrain.training.run import build_experiment
+    from dltrain.build import build_experiment
 
     cfg = compose(["experiment=cifar10_fast"])
     assert cfg.device == "cuda" and cfg.trainer.precision == "bf16" and cfg.trainer.compile

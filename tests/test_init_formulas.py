@@ -25,7 +25,7 @@ from dltrain.errors import ConfigError
 from dltrain.init import FORMULAS, INITS, apply_init, init_formula
 from dltrain.models.summary import format_summary, summarize
 from dltrain.training.resume import find_checkpoint
-from dltrain.training.run import build_experiment
+from dltrain.build import build_experiment
 from tests.files import write_mnist
 
 FAN_IN, FAN_OUT = 800, 1000
@@ -129,7 +129,7 @@ def test_xavier_gain_and_nonlinearity_together_are_refused():
 
 
 def test_a_config_with_both_gains_fails_before_the_data_is_loaded(compose, monkeypatch):
-    monkeypatch.setattr("dltrain.training.run.load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    monkeypatch.setattr("dltrain.build.load_data", lambda *a, **k: pytest.fail("the data was loaded"))
     cfg = compose(["init=xavier_uniform", "init.gain=0.5", "init.nonlinearity=tanh"])
     with pytest.raises(ConfigError, match=r"^init.gain=0.5 and init.nonlinearity=tanh both set the gain"):
         build_experiment(cfg, torch.device("cpu"))

@@ -22,7 +22,7 @@ from dltrain.data.batches import TensorBatches
 from dltrain.training.distributed import Environment, Ranks
 from dltrain.errors import ConfigError
 from dltrain.inference.evaluate import main as eval_main
-from dltrain.training.run import load_data
+from dltrain.build import load_data
 from dltrain.training.trainer import Trainer
 from tests.conftest import tool_error
 from tests.files import write_image_folder

@@ -59,7 +59,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     from dltrain.files import write_json
     from dltrain.training.metrics import MetricAccumulator
     from dltrain.training.rng import seed_everything
-    from dltrain.training.run import build_loss, load_data, make_batches
+    from dltrain.build import build_loss, load_data, make_batches
 
     if split not in ("test", "val"):
         raise UserError(f"split={split} is not a choice: use test or val")

@@ -21,6 +21,7 @@ from torch import nn
 
 from dltrain.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint
 from dltrain.training.device import resolve_device
+from dltrain.training.signals import Interrupted
 from dltrain.errors import UserError
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
         raise UserError(f"checkpoint {path} has format version {state['format_version']}, newer than this dltrain "
                         f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
     from dltrain.models.summary import summarize
-    from dltrain.training.run import add_log_softmax, build_model
+    from dltrain.build import add_log_softmax, build_model
     from dltrain.config.trust import check_data_record, check_stored_config, stored_config
 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
@@ -313,9 +314,10 @@ def apply_overrides(cfg: DictConfig, overrides: dict[str, Any]) -> None:
 
 def run_tool(tool: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` as the console script ``tool``: a user error (or config error) is printed
-    as ``{tool}: error: ...`` on one line and exits with code 2, Ctrl-C exits with 130;
-    anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` prints the
-    traceback of user errors too."""
+    as ``{tool}: error: ...`` on one line and exits with code 2, Ctrl-C exits with 130 (a
+    stop signal dltrain handles, :class:`Interrupted`, with 128 + its number); anything else
+    is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` prints the traceback of user
+    errors too."""
     from dltrain.cli.app import describe_error
 
     try:
@@ -323,6 +325,9 @@ def run_tool(tool: str, fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         print(f"{tool}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as err:  # dltrain's own stop signal: no error, and its signal's exit code
+        print(f"{tool}: {describe_error(err).rstrip('.')}.", file=sys.stderr)
+        sys.exit(err.exit_code)
     except Exception as err:
         message = describe_error(err)
         if message is None:

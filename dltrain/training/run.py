@@ -1,5 +1,5 @@
-"""One experiment from a composed config: the single place where config keys become
-builder calls, and where the run directory is written.
+"""One experiment from a composed config: built by :mod:`dltrain.build`, trained, tested,
+and its run directory written.
 
 ``train(cfg)`` is the Python API (``from dltrain import train``); the command line calls
 it through ``dltrain.cli.app``.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    load_checkpoint,
-    plain,
-    prune_periodic,
-    save_checkpoint,
-)
-from dltrain.training.checks import (
-    channels_last_warnings,
-    check_combinations,
-    check_model,
-    check_monitor,
-    schedule_warnings,
-    validation_warnings,
-)
+from dltrain.build import Experiment, _options, build_experiment, checkpoint_meta, describe_data
+from dltrain.training.checkpoint import load_checkpoint, prune_periodic, save_checkpoint
 from dltrain.config.validation import validate
-from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
+from dltrain.data import DataSplits
 from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
-from dltrain.training.device import resolve_device, resolve_memory_format, resolve_precision, set_cudnn_benchmark
-from dltrain.training.distributed import Ranks, check_world, device_for, init, route_logs, sync_batchnorm, wrap
+from dltrain.training.device import resolve_device, resolve_memory_format
+from dltrain.training.distributed import Ranks, device_for, init, route_logs, wrap
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import (
     copy_atomically,
@@ -51,34 +36,19 @@ from dltrain.files import (
     remove_stale_tmpfiles,
     write_json,
 )
-from dltrain.init import apply_init
 from dltrain.loggers import Logger, build_logger
-from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
 from dltrain.messages import results_not_saved
-from dltrain.models import MODELS
-from dltrain.models.summary import LayerRow, format_summary, summarize
-from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
+from dltrain.models.summary import format_summary
 from dltrain.training.progress import ProgressDisplay, print_results
-from dltrain.regularization import WeightPenalty
-from dltrain.report.tables import MetricsCSV, prediction_rows, versions, write_predictions
+from dltrain.report.tables import MetricsCSV, prediction_rows, write_predictions
 from dltrain.training.resume import AUTO_ROOT, check_config, explicit_keys, find_checkpoint, resumed_config
 from dltrain.training.rng import seed_everything
 from dltrain.report.run_end import report_end
-from dltrain.schedulers import LRSchedule, build_scheduler
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
 from dltrain.training.trainer import Trainer, TrainingDiverged
 from dltrain.config.trust import check_stored_config, named_target
 
 log = logging.getLogger("dltrain")
-
-FAST_DEV_BATCHES = 2  # fast_dev_run: this many batches of train, val and test, one epoch
-
-
-def _options(node: DictConfig) -> dict[str, Any]:
-    """A group's config as builder keyword arguments (without its ``name``)."""
-    opts = OmegaConf.to_container(node, resolve=True)
-    opts.pop("name", None)
-    return opts
 
 
 def default_run_dir() -> Path:
@@ -103,230 +73,6 @@ def hydra_files_in(run_dir: Path) -> tuple[str, ...]:
     return hydra_file_names(hydra) if Path(hydra.runtime.output_dir).resolve() == run_dir.resolve() else ()
 
 
-@dataclass
-class Experiment:
-    """Everything a config builds before training starts."""
-
-    data: DataSplits
-    model: nn.Module
-    init_applied: dict[str, str]
-    summary_rows: list[LayerRow]
-    loss_name: str
-    loss_fn: Loss
-    optimizer: torch.optim.Optimizer
-    scheduler: LRSchedule
-    penalty: WeightPenalty
-    augment: Augment | None
-    autocast_dtype: torch.dtype | None
-    batches: tuple[TensorBatches | LoaderBatches, ...]
-    warnings: list[str] = field(default_factory=list)
-
-
-def build_experiment(cfg: DictConfig, device: torch.device,
-                     saved_groups: list[dict[str, Any]] | None = None, ranks: Ranks | None = None) -> Experiment:
-    """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
-    place where config keys become builder arguments.
-
-    Args:
-        saved_groups: a resumed checkpoint's optimizer parameter groups: the new optimizer keeps
-            their layout and implementation (see :func:`~dltrain.optim.build_optimizer`). Given,
-            a missing sample ``data.path`` is an error instead of being written.
-        ranks: the processes training together: each gets its shard of every split and
-            ``trainer.batch_size / world_size`` examples per step; batch norm is synced
-            across them with ``trainer.sync_batchnorm``.
-
-    Raises:
-        ConfigError: for combinations that cannot work, before any training step.
-    """
-    reg, tcfg = cfg.regularization, cfg.trainer
-    ranks = ranks or Ranks()
-    check_combinations(cfg)
-    check_world(cfg, ranks, device)
-    set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
-    # A resumed run goes on with the data it began with: a missing sample is an error then, since
-    # sample data written now could differ from the data the checkpoint was trained on.
-    data = load_data(cfg, device, ranks, make_samples=saved_groups is None)
-    check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
-    autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
-
-    # The loss first: it decides how wide the model's output layer is.
-    loss_name, loss_fn = build_loss(cfg, data)
-    loss_fn = loss_fn.to(device)
-    warnings: list[str] = list(data.warnings) + validation_warnings(cfg, data.has_validation)
-    model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
-    # One forward pass on two training examples first: it fails here, with one line, for a
-    # model that cannot work, and it gives lazy layers their shapes before the init touches them.
-    example = data.example(2).to(device)
-    check_model(cfg, model, example, loss_fn, loss_name, autocast_dtype)
-    summary_rows = summarize(model, example)  # layers in the order they run
-    last_layer = summary_rows[-1].kind if summary_rows else ""
-    warnings += trap_warnings(loss_name, last_layer)
-    if loss_fn.log_probs and last_layer != "LogSoftmax":
-        summary_rows.append(add_log_softmax(model, loss_fn.output_width))
-    # The scheme's gain follows the model's activation; LSTM and GRU compute with tanh.
-    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or (
-        "tanh" if cfg.model.name in ("lstm", "gru") else None)
-    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
-    for row in summary_rows:
-        row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
-    if tcfg.sync_batchnorm:
-        warnings += sync_batchnorm(model, ranks)  # the same parameters: before or after the init alike
-    # After the init (orthogonal_ views each weight as a matrix) and before the optimizer.
-    warnings += channels_last_warnings(cfg, data.input_shape, model)
-    memory_format = resolve_memory_format(tcfg.channels_last, data.input_shape, model)
-    if memory_format is not None:
-        model.to(memory_format=memory_format)  # converts its 4-D weights (convolutions) only
-        if data.in_memory:
-            # Indexing (x[idx]) and slicing keep a tensor's layout, so after this one conversion
-            # every batch TensorBatches draws is channels_last already; the trainer converts
-            # only batches that are not (after rotate/shift/zoom, or from a DataLoader).
-            for name in ("x_train", "x_val", "x_test"):
-                setattr(data, name, getattr(data, name).contiguous(memory_format=memory_format))
-
-    closure = cfg.optim.name in CLOSURE_OPTIMIZERS
-    optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
-                                saved_groups=saved_groups, **_options(cfg.optim))
-    penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
-    augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
-    batches = make_batches(data, tcfg, cfg.seed, device, ranks)
-
-    sched = _options(cfg.scheduler)
-    if cfg.scheduler.name == "plateau":
-        sched["monitor"] = sched["monitor"] or tcfg.early_stopping.monitor
-        check_monitor("scheduler.monitor", sched["monitor"], data.task)
-    max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
-    scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
-                                steps_per_epoch=len(batches[0]), **sched)
-    if not tcfg.fast_dev_run:
-        warnings += schedule_warnings(cfg, max_epochs)
-    return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
-                      penalty, augment, autocast_dtype, batches, warnings)
-
-
-def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
-    """``loss=...`` for ``data`` (``auto`` resolved from its task); returns the name and the loss."""
-    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
-    return loss_name, LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
-                                   label_smoothing=cfg.regularization.label_smoothing,
-                                   class_counts=data.class_counts(), **_options(cfg.loss))
-
-
-def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None, *,
-              make_samples: bool = False) -> DataSplits:
-    """``data=...``, its tensors moved to ``device`` (data read from disk stays there). Of
-    several ranks, rank 0 reads first (and downloads what is missing), the others after it
-    succeeded, so no two processes write the same files. With ``make_samples`` (training), a
-    missing ``data.path`` of ``samples/fraud.csv``, ``samples/reviews.csv`` or ``samples/shapes``
-    is written first (:func:`~dltrain.data.samples.provide`).
-
-    Raises:
-        ConfigError: for bad data keys or files, or data too large for the device.
-    """
-    from dltrain.data.samples import provide
-
-    ranks = ranks or Ranks()
-    if not ranks.is_main:
-        ranks.check(None, "loading the data")  # waits for rank 0's outcome
-    try:
-        if "path" in cfg.data:
-            provide(cfg.data.path, create=make_samples)
-        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
-        try:
-            data = data.to(device)
-        except torch.OutOfMemoryError as err:
-            hint = "set data.in_memory=false" if "in_memory" in cfg.data else "use device=cpu or a smaller dataset"
-            raise ConfigError(f"data={cfg.data.name} does not fit in the memory of {device}: {hint}.") from err
-    except Exception as err:
-        if ranks.is_main:
-            ranks.check(err, "loading the data")
-        raise
-    if ranks.is_main:
-        ranks.check(None, "loading the data")
-    return data
-
-
-def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str]) -> nn.Module:
-    """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
-    passed to the built-in models (a recurrent model's own ``model.dropout`` sits between its
-    layers, so the regularization one reaches it as ``head_dropout``). Token ids (text data)
-    go to the recurrent models, which embed them, and to custom models that take ``vocab_size``."""
-    opts = _options(cfg.model)
-    reg = cfg.regularization
-    name = cfg.model.name
-    if data.vocab_size is not None:
-        if name in ("mlp", "cnn"):
-            raise ConfigError(f"data={cfg.data.name} gives sequences of token ids, which model={name} cannot read: "
-                              "use model=lstm, gru or rnn (they embed the tokens first), or model=custom.")
-        opts["vocab_size"] = data.vocab_size
-    elif name in ("rnn", "lstm", "gru"):
-        opts.pop("embedding_dim", None)  # numeric inputs are not embedded
-    if cfg.model.name == "custom":
-        for key in ("input_shape", "num_outputs"):
-            if key in opts:
-                raise ConfigError(f"model.{key} is passed by dltrain from the data: remove +model.{key}.")
-        for key, off in (("dropout", 0.0), ("batch_norm", False)):
-            if reg[key] != off:
-                warnings.append(f"regularization.{key}={reg[key]} does not apply to model=custom: "
-                                "add the layers to your module instead")
-    else:
-        opts["head_dropout" if "dropout" in opts else "dropout"] = reg.dropout
-        opts["batch_norm"] = reg.batch_norm
-    try:
-        return MODELS.build(name, input_shape=data.input_shape, num_outputs=num_outputs, **opts)
-    except (MemoryError, RuntimeError) as err:
-        if not isinstance(err, MemoryError) and "allocate" not in str(err):
-            raise
-        raise ConfigError(f"model={cfg.model.name} is too large to build in memory: "
-                          f"make it smaller (model.* sizes) ({str(err).splitlines()[0]}).") from err
-
-
-def add_log_softmax(model: nn.Module, width: int) -> LayerRow:
-    """End ``model`` in log-softmax, for ``loss=nll``, without renaming its weights: an
-    ``nn.Sequential`` gets a last layer (it has no parameters), any other module a forward
-    hook. Returns the summary row of the added step."""
-    if isinstance(model, nn.Sequential):
-        model.add_module("log_softmax", nn.LogSoftmax(dim=1))
-    else:
-        model.register_forward_hook(_log_softmax_hook)
-    return LayerRow("log_softmax", "LogSoftmax", f"(-1, {width})", 0, "-")
-
-
-def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(output, dim=1)
-
-
-def make_batches(data: DataSplits, tcfg: DictConfig, seed: int, device: torch.device,
-                 ranks: Ranks | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
-    """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each.
-
-    Data in memory is batched by index on its device; data read from disk goes through a
-    DataLoader with ``data.num_workers`` processes. Of several ranks, each takes its shard:
-    of every epoch's training order (``trainer.batch_size / world_size`` examples per step),
-    and a contiguous part of validation and test, whose metrics are then summed over ranks."""
-    ranks = ranks or Ranks()
-    limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
-    # The data order depends on this alone; every rank draws the same one and takes its shard.
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = tcfg.batch_size // ranks.world_size
-    shard = {"rank": ranks.rank, "world_size": ranks.world_size}
-    if not data.in_memory:
-        def loader(x, batch_size, **kw):
-            return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit,
-                                 **shard, **kw)
-
-        return (loader(data.x_train, batch_size, shuffle=True, generator=generator, min_batch_size=2),
-                loader(data.x_val, tcfg.eval_batch_size),
-                loader(data.x_test, tcfg.eval_batch_size, persistent=False))  # read once
-    return (
-        # A last training batch of one example is dropped: batch norm cannot normalise it,
-        # and its gradient would be the noisiest step of the epoch.
-        TensorBatches(data.x_train, data.y_train, batch_size, shuffle=True, generator=generator,
-                      limit_batches=limit, min_batch_size=2, **shard),
-        TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit, **shard),
-        TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit, **shard),
-    )
-
-
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, validate and test one experiment, writing its run directory.
 
@@ -347,9 +93,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         The summary, as written to ``summary.json``.
 
     Raises:
-        UserError: bad config or input, a diverged run (``TrainingDiverged``) or a signal
-            (``Interrupted``); ``summary.json`` then says ``failed``, ``diverged`` or
-            ``interrupted``, and an interrupted run has saved ``last.pt`` to resume from.
+        UserError: bad config or input, or a diverged run (``TrainingDiverged``);
+            ``summary.json`` then says ``failed`` or ``diverged``.
+        Interrupted: a stop signal (a ``BaseException``, as ``KeyboardInterrupt`` is);
+            ``summary.json`` says ``interrupted``, and a run stopped after a step has saved
+            ``last.pt`` to resume from.
     """
     validate(cfg)
     ranks = init(cfg.device)
@@ -433,7 +181,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: StopRequest, ranks: Ranks, own:
             return trainer, metrics_csv
 
         trainer, metrics_csv = _agreed(ranks, "starting the run", start)
-    except Exception as err:
+    except (Exception, Interrupted) as err:
         status = "interrupted" if isinstance(err, Interrupted) else "failed"
         failed = {"status": status, "stop_reason": first_line(err), "epochs_run": 0, "stopped_epoch": None,
                   "best_epoch": None, "resumed_from": str(resume_path) if resume_path else None,
@@ -455,7 +203,7 @@ def _agreed(ranks: Ranks, what: str, fn: Callable[..., Any], *args: Any) -> Any:
     result = None
     try:
         result = fn(*args)
-    except Exception as err:  # noqa: BLE001 - re-raised by the agreement, on this rank
+    except (Exception, Interrupted) as err:  # noqa: BLE001 - re-raised by the agreement, on this rank (a stop too)
         error = err
     ranks.check(error, what)
     return result
@@ -678,8 +426,6 @@ def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Pat
             plot_curves(rows, run_dir / "curves.png", monitor=summary["monitor"],
                         best_epoch=summary["best_epoch"], stopped_epoch=summary["stopped_epoch"],
                         status=summary["status"], title=f"{run_dir.name}: {summary['status']}")
-        except Interrupted:
-            raise
         except Exception as err:  # noqa: BLE001 - a plot is never worth the run
             log.warning("warning: could not draw curves.png: %s", first_line(err))
     _finish_logger(logger, summary)
@@ -688,8 +434,6 @@ def _close_run(rows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Pat
 def _finish_logger(logger: Logger, summary: dict[str, Any]) -> None:
     try:
         logger.finish(summary)
-    except Interrupted:
-        raise
     except Exception as err:  # noqa: BLE001 - the run's own files are written already
         log.warning("warning: the %s logger could not finish: %s", type(logger).__name__, first_line(err))
 
@@ -862,23 +606,3 @@ def _already_finished(cfg: DictConfig, run_dir: Path, path: Path, state: dict[st
     if run_dir.is_dir() and ranks.is_main:
         write_json(run_dir / "summary.json", summary)
     return summary
-
-
-def checkpoint_meta(cfg: DictConfig, exp: Experiment) -> dict[str, Any]:
-    """What a checkpoint holds besides the training state: enough to rebuild the model and
-    its input preprocessing without the training data (``dltrain-eval``, ``dltrain-predict``)."""
-    return {
-        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-        "config": OmegaConf.to_container(cfg, resolve=True), "versions": versions(),
-        "data": plain(describe_data(cfg, exp.data)),
-        "model_spec": {"output_width": exp.loss_fn.output_width, "log_softmax": bool(exp.loss_fn.log_probs)},
-    }
-
-
-def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
-    """``data.json``: what the model was trained on and how it was preprocessed."""
-    info = {k: v for k, v in data.info.items() if k != "test_rows"}
-    return {"dataset": cfg.data.name, "task": data.task, "num_outputs": data.num_outputs,
-            "input_shape": list(data.input_shape), "class_names": data.class_names, **data.sizes,
-            "in_memory": data.in_memory, "vocab_size": data.vocab_size,
-            "target_scale": list(data.target_scale) if data.target_scale else None, **info}
