@@ -204,12 +204,13 @@ def test_optimizers_without_a_fused_step_keep_torchs_default(option):
 @pytest.mark.parametrize("option", ["sgd", "nesterov", "adam", "adamw", "adagrad"])
 def test_the_fused_step_is_the_same_update_as_torchs_loop(option):
     """Ten steps with dltrain's default (fused) and torch's per-parameter loop end at the same
-    weights, to float rounding."""
+    weights, to float rounding; the two runs really take the two paths."""
     kwargs = {"momentum": 0.9, "nesterov": True} if option == "nesterov" else {}
-    weights = []
+    weights, fused = [], []
     for impl in ({}, {"foreach": False}):
         model = _mlp()
         optimizer = build_optimizer(option, model, l2=0.01, lr=0.05, **kwargs, **impl)
+        fused.append([bool(group["fused"]) for group in optimizer.param_groups])
         generator = torch.Generator().manual_seed(1)
         for _ in range(10):
             x, y = torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)
@@ -217,6 +218,7 @@ def test_the_fused_step_is_the_same_update_as_torchs_loop(option):
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert fused == [[True, True], [False, False]]  # weights and no-decay groups, fused then the loop
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
 
 
