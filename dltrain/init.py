@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +23,20 @@ from torch import nn
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
 
-INITS = Registry("init")
+
+@dataclass(frozen=True)
+class InitFacts:
+    """What dltrain needs to know about an ``init=`` scheme, registered with its builder.
+
+    Attributes:
+        check: validates the scheme's keys (called with them) without a model, so a run fails
+            at start-up, before the data loads; None for schemes whose keys need no check.
+    """
+
+    check: Callable[..., object] | None = None
+
+
+INITS: Registry[InitFacts] = Registry("init", InitFacts)
 
 #: Modules whose ``weight`` (and ``bias``) a scheme initialises.
 FEEDFORWARD = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -153,7 +167,7 @@ def _xavier(model: nn.Module, scheme: str, fill: Callable[..., Any], gain: float
     return {name: label if applied_as == scheme else applied_as for name, applied_as in applied.items()}
 
 
-@INITS.register("xavier_uniform")
+@INITS.register("xavier_uniform", check=xavier_gain)  # init.gain and init.nonlinearity both set
 def init_xavier_uniform(model: nn.Module, activation: str | None = None, gain: float = 1.0,
                         nonlinearity: str | None = None) -> dict[str, str]:
     """Glorot uniform: U[-a, a], a = gain * sqrt(6 / (fan_in + fan_out)), gain 1 by default.
@@ -163,7 +177,7 @@ def init_xavier_uniform(model: nn.Module, activation: str | None = None, gain: f
     return _xavier(model, "xavier_uniform", nn.init.xavier_uniform_, gain, nonlinearity)
 
 
-@INITS.register("xavier_normal")
+@INITS.register("xavier_normal", check=xavier_gain)  # init.gain and init.nonlinearity both set
 def init_xavier_normal(model: nn.Module, activation: str | None = None, gain: float = 1.0,
                        nonlinearity: str | None = None) -> dict[str, str]:
     """Glorot normal: N(0, variance = gain^2 * 2 / (fan_in + fan_out)), gain 1 by default.

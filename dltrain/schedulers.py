@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,7 +31,23 @@ from dltrain.registry import Registry
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = Registry("scheduler")
+
+@dataclass(frozen=True)
+class SchedulerFacts:
+    """What dltrain needs to know about a ``scheduler=`` option, registered with its builder.
+
+    Attributes:
+        needs_monitor: the schedule steps on a logged metric, ``scheduler.monitor`` (null: the
+            early-stopping monitor), which has to be logged for the data's task.
+        warnings: given ``max_epochs`` and the option's keys, what will not go as its preset
+            describes within a run of that length; None for schedules with nothing to say.
+    """
+
+    needs_monitor: bool = False
+    warnings: Callable[..., list[str]] | None = None
+
+
+SCHEDULERS: Registry[SchedulerFacts] = Registry("scheduler", SchedulerFacts)
 
 
 class LRSchedule:
@@ -204,7 +221,15 @@ def build_exponential(optimizer: torch.optim.Optimizer, *, max_epochs: int, step
     return LRSchedule("exponential", optimizer, sched, warmup_epochs=warmup_epochs)
 
 
-@SCHEDULERS.register("cosine")
+def _cosine_warnings(max_epochs: int, warmup_epochs: int = 0, T_max: int | None = None, **_: Any) -> list[str]:
+    """A cosine shorter than the epochs after warm-up rises again after its minimum."""
+    if T_max is not None and T_max < max_epochs - warmup_epochs:
+        return [f"scheduler.T_max={T_max} is shorter than the {max_epochs - warmup_epochs} epochs after warm-up: "
+                "the cosine rises again after its minimum (leave T_max null to end at eta_min)"]
+    return []
+
+
+@SCHEDULERS.register("cosine", warnings=_cosine_warnings)
 def build_cosine(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_per_epoch: int, warmup_epochs: int = 0,
                  T_max: int | None = None, eta_min: float = 0.0) -> LRSchedule:
     """``CosineAnnealingLR`` over ``T_max`` epochs (default: the epochs left after warm-up)."""
@@ -213,7 +238,7 @@ def build_cosine(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_per
     return LRSchedule("cosine", optimizer, sched, warmup_epochs=warmup_epochs)
 
 
-@SCHEDULERS.register("plateau")
+@SCHEDULERS.register("plateau", needs_monitor=True)
 def build_plateau(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_per_epoch: int, warmup_epochs: int = 0,
                   monitor: str | None = "val_loss", mode: str = "auto", factor: float = 0.1, patience: int = 2,
                   threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,

@@ -56,9 +56,10 @@ def check_stored_config(path: str | Path, saved: Any, *, target: str | None = No
     if not isinstance(name, str) or name not in MODELS:
         raise UserError(f"checkpoint {path} was trained with model={name}, which is not a model of this dltrain "
                         f"version ({', '.join(MODELS.names())}): use a checkpoint written by dltrain training")
-    stored_target = model.get("_target_") if name == "custom" else None
+    user_code = MODELS.facts(name).user_code  # the model's own code is named by model._target_
+    stored_target = model.get("_target_") if user_code else None
     for key, value in _walk(saved):
-        if key.rpartition(".")[2] in CODE_KEYS and not (key == "model._target_" and name == "custom"):
+        if key.rpartition(".")[2] in CODE_KEYS and not (key == "model._target_" and user_code):
             raise UserError(f"checkpoint {path}: its config sets {key}={_short(value)}, which names code to run; "
                             "a checkpoint's config never does that: use a checkpoint written by dltrain training")
         if isinstance(value, str) and "${" in value:
@@ -71,8 +72,8 @@ def check_stored_config(path: str | Path, saved: Any, *, target: str | None = No
             except expression.ExpressionError as err:
                 raise UserError(f"checkpoint {path}: its config sets {key}={_short(value)}, which is not an allowed "
                                 f"expression ({err}): use a checkpoint written by dltrain training") from None
-    if name == "custom":
-        _check_target(path, stored_target, target, trust_code, naming)
+    if user_code:
+        _check_target(path, name, stored_target, target, trust_code, naming)
 
 
 def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
@@ -183,12 +184,13 @@ def check_data_record(path: str | Path, data: Any) -> None:
 
 def named_target(model: DictConfig) -> str | None:
     """The ``model._target_`` of the user's own config (``model=custom``), or None."""
-    if model.get("name") != "custom" or OmegaConf.is_missing(model, "_target_"):
+    name = model.get("name")
+    if name not in MODELS or not MODELS.facts(name).user_code or OmegaConf.is_missing(model, "_target_"):
         return None
     return model.get("_target_")
 
 
-def _check_target(path: str | Path, stored: Any, given: str | None, trust_code: bool, naming: str) -> None:
+def _check_target(path: str | Path, name: str, stored: Any, given: str | None, trust_code: bool, naming: str) -> None:
     """A custom model's target is imported only when the user named the same one or trusts the file."""
     if not isinstance(stored, str) or not _DOTTED.fullmatch(stored):
         raise UserError(f"checkpoint {path}: its model._target_={_short(stored)} is not a dotted import path: "
@@ -198,7 +200,7 @@ def _check_target(path: str | Path, stored: Any, given: str | None, trust_code: 
     if given is not None:
         raise UserError(f"checkpoint {path} was trained with model._target_={stored}, not the model._target_={given} "
                         f"given: name the same code ({naming}{stored}) if you trust it, or use another checkpoint")
-    raise UserError(f"checkpoint {path} was trained with model=custom model._target_={stored}, which would import "
+    raise UserError(f"checkpoint {path} was trained with model={name} model._target_={stored}, which would import "
                     f"and run that code: if you trust it, name it on the command line ({naming}{stored}) or pass "
                     "trust_code=true")
 

@@ -8,13 +8,18 @@ run fails at start-up with one line instead of a traceback several epochs in.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.errors import ConfigError, first_line
-from dltrain.init import xavier_gain
+from dltrain.init import INITS
 from dltrain.losses import Loss
+from dltrain.models import MODELS
+from dltrain.optim import OPTIMIZERS
+from dltrain.schedulers import SCHEDULERS
 from dltrain.training.metrics import metric_names
 from dltrain.models.summary import dummy_forward
 
@@ -45,7 +50,7 @@ def validation_warnings(cfg: DictConfig, has_validation: bool) -> list[str]:
         return []
     es = cfg.trainer.early_stopping
     watched = {"trainer.early_stopping.monitor": es.monitor}
-    if cfg.scheduler.name == "plateau":  # a plateau schedule has no "off": it needs a metric that is logged
+    if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor:  # e.g. plateau has no "off": it needs a logged metric
         watched["scheduler.monitor"] = cfg.scheduler.monitor or es.monitor
     for key, monitor in watched.items():
         if monitor.startswith("val_") and (key != "trainer.early_stopping.monitor" or monitor != "val_loss"):
@@ -61,9 +66,11 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
     precision: an error now for a model
     that fails on the data's shape, returns something other than a tensor, has the wrong
     output width for the loss, cannot run in the precision asked for, or has nothing to train."""
-    name = cfg.model.name
+    name, facts = cfg.model.name, MODELS.facts(cfg.model.name)
     if cfg.trainer.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        what = "model=custom has batch norm layers, which" if name == "custom" else "regularization.batch_norm=true"
+        # Batch norm comes from regularization.batch_norm, or from a model that has its own layers.
+        own = f"model={name} has batch norm layers, which"
+        what = "regularization.batch_norm=true" if facts.regularization_layers else own
         raise ConfigError(f"{what} cannot normalise batches of one example (trainer.batch_size=1): "
                           "use trainer.batch_size=2 or more, or turn batch norm off.")
     try:
@@ -78,12 +85,12 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
                 raise ConfigError(f"trainer.precision={cfg.trainer.precision}: model={name} cannot run in "
                                   f"{str(autocast_dtype).removeprefix('torch.')} on this device "
                                   f"({first_line(err)}): use trainer.precision=32.") from err
-        if name != "custom":
+        if not facts.user_code:  # a bug of dltrain's own: keep the traceback
             raise
         if isinstance(err, TypeError) and "forward()" in str(err):
-            raise ConfigError(f"model=custom: dltrain calls forward(x) with one tensor, but {first_line(err)}: "
+            raise ConfigError(f"model={name}: dltrain calls forward(x) with one tensor, but {first_line(err)}: "
                               "give forward's other arguments default values.") from err
-        raise ConfigError(f"model=custom failed on a batch of shape {tuple(example.shape)}: "
+        raise ConfigError(f"model={name} failed on a batch of shape {tuple(example.shape)}: "
                           f"{first_line(err)} (make it accept inputs of that shape).") from err
     if not torch.is_tensor(output):
         raise ConfigError(f"model={name} returned a {type(output).__name__}, not a tensor: make forward() "
@@ -99,14 +106,16 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
 
 def check_combinations(cfg: DictConfig) -> None:
     """Options that are each valid but cannot work together."""
-    if cfg.init.name in ("xavier_uniform", "xavier_normal"):
-        xavier_gain(cfg.init.gain, cfg.init.nonlinearity)  # init.gain and init.nonlinearity both set
+    check_init = INITS.facts(cfg.init.name).check
+    if check_init is not None:  # e.g. init.gain and init.nonlinearity both set
+        check_init(**_keys(cfg.init))
     reg = cfg.regularization
-    if cfg.optim.name == "lbfgs":
+    if OPTIMIZERS.facts(cfg.optim.name).closure:
         for key in ("grad_clip", "grad_clip_value"):
             if reg[key] is not None:
-                raise ConfigError(f"regularization.{key} would hand optim=lbfgs's line search gradients that do not "
-                                  f"match the loss: remove regularization.{key} (or pick another optimizer).")
+                raise ConfigError(f"regularization.{key} would hand optim={cfg.optim.name}'s line search gradients "
+                                  f"that do not match the loss: remove regularization.{key} (or pick another "
+                                  "optimizer).")
 
 
 def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
@@ -115,11 +124,17 @@ def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
     if sched.warmup_epochs and sched.warmup_epochs >= max_epochs:
         warnings.append(f"scheduler.warmup_epochs={sched.warmup_epochs} is not shorter than the {max_epochs} "
                         "epochs of this run: the learning rate never reaches optim.lr")
-    if sched.name == "cosine" and sched.T_max is not None and sched.T_max < max_epochs - sched.warmup_epochs:
-        warnings.append(f"scheduler.T_max={sched.T_max} is shorter than the {max_epochs - sched.warmup_epochs} "
-                        "epochs after warm-up: the cosine rises again after its minimum (leave T_max null to end "
-                        "at eta_min)")
+    option_warnings = SCHEDULERS.facts(sched.name).warnings
+    if option_warnings is not None:
+        warnings += option_warnings(max_epochs, **_keys(sched))
     return warnings
+
+
+def _keys(node: DictConfig) -> dict[str, Any]:
+    """A group's keys as plain values, without its ``name``."""
+    keys = OmegaConf.to_container(node, resolve=True)
+    keys.pop("name", None)
+    return keys
 
 
 def channels_last_warnings(cfg: DictConfig, input_shape: tuple[int, ...], model: nn.Module) -> list[str]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import ConfigError
+from dltrain.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ def resolve_device(spec: str) -> torch.device:
 def resolve_precision(precision: str, device: torch.device, optim_name: str = "") -> torch.dtype | None:
     """The autocast dtype for ``trainer.precision`` on ``device``; None for full precision.
 
+    Args:
+        precision: ``trainer.precision``.
+        device: the device the run trains on.
+        optim_name: the ``optim=`` option: one that re-evaluates the loss within a step (its
+            registered ``closure`` fact) cannot use the scaled loss of float16.
+
     Raises:
         ConfigError: a precision this device (or optimizer) cannot train in.
     """
@@ -65,9 +72,9 @@ def resolve_precision(precision: str, device: torch.device, optim_name: str = ""
         if device.type != "cuda":
             raise ConfigError(f"trainer.precision=16 needs a CUDA device (float16 autocast with a gradient scaler), "
                               f"and this run is on {device.type}: use trainer.precision=bf16 or 32.")
-        if optim_name == "lbfgs":
-            raise ConfigError("trainer.precision=16 scales the loss, which optim=lbfgs's line search cannot use: "
-                              "use trainer.precision=bf16 or 32 with LBFGS.")
+        if optim_name and OPTIMIZERS.facts(optim_name).closure:
+            raise ConfigError(f"trainer.precision=16 scales the loss, which optim={optim_name}'s line search cannot "
+                              f"use: use trainer.precision=bf16 or 32 with {optim_name.upper()}.")
         return torch.float16
     raise ConfigError(f"trainer.precision={precision} is not valid: expected 32, bf16 or 16.")
 

@@ -269,9 +269,11 @@ def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={cfg.device} gave {device.type}, which DistributedDataParallel cannot train on "
                           "across ranks: use device=cuda or device=cpu under torchrun.")
-    if cfg.optim.name == "lbfgs":
-        raise ConfigError("optim=lbfgs cannot train across ranks: its line search follows each rank's own loss, so "
-                          "the ranks would take different steps; use another optimizer, or one process.")
+    from dltrain.optim import OPTIMIZERS
+
+    if OPTIMIZERS.facts(cfg.optim.name).closure:
+        raise ConfigError(f"optim={cfg.optim.name} cannot train across ranks: its line search follows each rank's own "
+                          "loss, so the ranks would take different steps; use another optimizer, or one process.")
     batch, world = cfg.trainer.batch_size, ranks.world_size
     if batch % world:
         raise ConfigError(f"trainer.batch_size={batch} is the global batch, split evenly over the {world} ranks: "
