@@ -12,28 +12,25 @@ is non-zero if any job failed. A signal stops the whole sweep.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import logging
 import os
-import re
 import sys
 import traceback
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dltrain.training.callbacks import infer_mode
-from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
+from dltrain.config.compose import config_dir
+from dltrain.config.describe import describe_config_error
+from dltrain.config.describe import one_line as _one_line
+from dltrain.config.hydra_job import in_sweep
+from dltrain.config.validation import CONFIG_NAME, validate
 from dltrain.training.distributed import environment
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import (
@@ -47,30 +44,11 @@ from dltrain.files import (
 from dltrain.cli.help import help_requested, print_help
 from dltrain.messages import (
     describe_disk_error,
-    describe_yaml_error,
-    find_yaml_error,
-    quoting_hint,
     run_dir_error,
     say_once_when_unwritable,
 )
 from dltrain.training.signals import Interrupted
-from dltrain.config.suggest import did_you_mean, override_key, parsed_values, unknown_option
-from dltrain.config.value_types import describe_type_error
-
-
-
-def config_dir() -> str:
-    """Where the config tree is: the installed package ``dltrain.conf`` (editable or regular
-    install), or ``conf/`` beside the package when dltrain runs from a source checkout that
-    shadows the install (``python -m dltrain`` in the repository root)."""
-    if importlib.util.find_spec(CONFIG_MODULE) is not None:
-        return "pkg://" + CONFIG_MODULE
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-#: Launchers and sweepers that are optional extras of dltrain: the extra that installs each.
-PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "optuna",
-                 "hydra/launcher=submitit_slurm": "submitit", "hydra/launcher=submitit_local": "submitit"}
+from dltrain.config.suggest import override_key
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
@@ -123,14 +101,6 @@ class SweepStopped(BaseException):
 
     def __reduce__(self) -> tuple[Any, ...]:  # crosses from a worker process to the sweep
         return type(self), (self.interrupted,)
-
-
-def in_sweep() -> bool:
-    """Whether this process runs a job of a sweep (``dltrain -m``)."""
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # not under Hydra
-        return False
 
 
 def _job_failed(err: Exception) -> None:
@@ -406,6 +376,9 @@ def _run_with_error_boundary(app: Any) -> None:
         _summarize_sweep()
         print("dltrain: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as err:  # a stop outside a job's own boundary: its one line and exit code
+        _summarize_sweep(failing=True)
+        _exit_with(err)
     except Exception as err:
         _summarize_sweep(failing=True)  # a sweep that broke off still gets the summary of its jobs
         if describe_error(err) is None:
@@ -441,59 +414,13 @@ def _exit_with(err: BaseException) -> None:
 
 
 def describe_error(err: BaseException) -> str | None:
-    """One line for a user error (naming the key and what to do), None for a bug."""
-    if isinstance(err, UserError):
+    """One line for a user error (naming the key and what to do) or a stop signal, None for a bug."""
+    if isinstance(err, (UserError, Interrupted)):
         return _one_line(str(err))
-    if (yaml_error := find_yaml_error(err)) is not None:  # a config file of the user's (--config-dir)
-        return describe_yaml_error(yaml_error)
     if isinstance(err, ValueError) and str(err).startswith("Only one of --run, --multirun"):
         return _one_line(str(err))  # Hydra's own check of its flags, e.g. -m with --cfg
-    if isinstance(err, MissingConfigException):
-        found = re.search(r"Could not find '([^']+)'", str(err))
-        if found and err.options is not None:
-            group, _, option = found.group(1).rpartition("/")
-            extra = PLUGIN_EXTRAS.get(f"{group}={option}")
-            if extra:
-                return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
-            return unknown_option(group, option, sorted(err.options), _typed_values(group))
-        return _one_line(str(err))
-    if isinstance(err, OverrideParseException):
-        text = _one_line(str(err))
-        override = getattr(err, "override", "") or ""
-        hint = quoting_hint(override)
-        if hint is not None:
-            # Hydra reads name(...) as one of its sweep functions, a space ends the value and
-            # characters such as ; , = [ ] are its syntax: a quoted value is read as it is.
-            return f"{override} cannot be read as written ({text}): quote the value, e.g. {hint}."
-        return text + " (write overrides as key=value)"
-    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
-        cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
-        key = getattr(cause, "full_key", None)
-        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
-            schema = getattr(cause, "object_type", None)
-            known = _known_keys(schema)
-            if key.rsplit(".", 1)[-1] in known:  # a key the schema has, removed with ~key
-                return f"{key} has no value: dltrain needs it, so set it (key=value) instead of removing it."
-            if getattr(schema, "ALLOWS_EXTRA_KEYS", False):  # model=custom: the user's own keys
-                return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
-            hint = f" (known keys there: {', '.join(known)})" if known else ""
-            todo = _where_else(key)
-            parent = getattr(cause, "parent_node", None)
-            if todo is None and isinstance(parent, DictConfig):
-                if meant := did_you_mean(_typed_override(err, key), parent._get_root()):
-                    return f"{key} is not a config key: {meant}{hint}."
-            return f"{key} is not a config key{hint}: {todo or 'check the spelling'}."
-        if isinstance(cause, OmegaConfBaseException) and key:
-            msg = _one_line(getattr(cause, "msg", str(cause)))
-            if "does not support deletion" in msg:
-                return f"{key} cannot be removed: dltrain needs it, so set it ({key}=...) instead."
-            if "is not a ListConfig" in msg:
-                value = getattr(cause, "value", "...")
-                return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
-            if isinstance(cause, ValidationError) and (described := describe_type_error(cause, _typed_value(key))):
-                return described
-            return f"{key}: {msg}"
-        return _one_line(str(err))
+    if (described := describe_config_error(err, _command_line)) is not None:
+        return described
     if isinstance(err, OSError):  # a full or read-only disk: the user's to fix, not a bug
         return describe_disk_error(err, _hydra_run_dir())
     return None
@@ -506,80 +433,3 @@ def _hydra_run_dir() -> str | None:
         return str(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not in a job now: the run's (None for dltrain-eval, dltrain-predict)
         return _run_dir
-
-
-def _typed_override(err: BaseException, key: str) -> str:
-    """The override the user typed that names the unknown ``key``: as on the command line
-    (all of a sweep's values, where Hydra names only the first), else as Hydra quotes it,
-    else the key alone."""
-    found = re.search(r"To append to your config use \+(.+)", str(err))
-    typed = found.group(1) if found else key
-    typed_key = typed.partition("=")[0]
-    return next((arg for arg in _command_line if override_key(arg) == typed_key), typed)
-
-
-def _typed_value(key: str) -> str | None:
-    """The value the command line gives ``key`` as typed (``1e3``), when it is one value."""
-    typed = next((arg.partition("=")[2] for arg in _command_line if override_key(arg) == key), None)
-    return typed if typed is not None and len(parsed_values(key, typed) or []) == 1 else None
-
-
-def _typed_values(group: str) -> list[str] | None:
-    """The options the command line gives ``group``: all of a sweep's (``optim=SGD,adam``)."""
-    typed = next((arg for arg in _command_line if override_key(arg) == group), None)
-    return [str(v) for v in parsed_values(group, typed.partition("=")[2]) or []] if typed else None
-
-
-def _where_else(key: str) -> str | None:
-    """What to do about an unknown key: the option of its group that has it, or the
-    ``regularization.*`` key meant; None when neither."""
-    from dltrain.config.schemas import GROUP_SCHEMAS, RegularizationConfig
-
-    group, _, leaf = key.partition(".")
-    owners = [option for option, schema in GROUP_SCHEMAS.get(group, {}).items() if leaf in _known_keys(schema)]
-    hints = []
-    if owners:
-        hints.append(f"only {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it")
-    if group in GROUP_SCHEMAS and leaf in _known_keys(RegularizationConfig):
-        hints.append(f"for this {group} set regularization.{leaf}")
-    return "; ".join(hints) or None
-
-
-def _known_keys(schema: Any) -> list[str]:
-    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
-        return [f.name for f in dataclasses.fields(schema)]
-    return []
-
-
-def _one_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"
-
-
-def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check: bool = True) -> DictConfig:
-    """Compose and validate (unless ``check`` is false) the config as the command line would,
-    for notebooks and tests.
-
-    Example:
-        >>> from dltrain import compose, train
-        >>> summary = train(compose(["trainer.max_epochs=3"]), run_dir="outputs/nb")
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    where = config_dir()
-    init = (initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3") if where.startswith("pkg://")
-            else initialize_config_dir(config_dir=where, version_base="1.3"))
-    with init:
-        try:
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-        except Exception as err:  # the command line's one line, for Python callers too
-            message = describe_error(err)
-            if message is None:
-                raise
-            raise ConfigError(message) from err
-    if check:
-        validate(cfg)
-    return cfg

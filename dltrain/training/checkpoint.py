@@ -63,8 +63,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (UserError, KeyboardInterrupt)) or not isinstance(err, Exception):
-            raise  # a signal: not a failed write
+        if not isinstance(err, Exception):
+            raise  # a signal (Interrupted, KeyboardInterrupt): not a failed write
         raise UserError(f"could not write checkpoint {path}: {_write_failure(err, path)}; "
                         "the previous checkpoint is unchanged.") from err
     fsync_dir(path.parent)
@@ -103,9 +103,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     verify_checksums(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every failure here is the file's fault
-        if isinstance(err, UserError):  # a signal
-            raise
+    except Exception as err:  # noqa: BLE001 - every failure here is the file's fault (a signal is none)
         reason = first_line(err)
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it holds Python objects other than tensors and plain data, so it is refused"

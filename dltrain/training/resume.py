@@ -22,7 +22,6 @@ from dltrain.training.checkpoint import load_checkpoint
 from dltrain.config.validation import group_node
 from dltrain.errors import ConfigError, UserError
 from dltrain.config.schemas import GROUP_SCHEMAS
-from dltrain.training.signals import Interrupted
 from dltrain.config.suggest import override_key
 
 log = logging.getLogger("dltrain")
@@ -227,8 +226,6 @@ def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> 
             try:
                 saved = load_checkpoint(path).get("config", {})
             except UserError as err:
-                if isinstance(err, Interrupted):
-                    raise
                 # An unreadable file is no candidate; said aloud, as it may hold the run meant to continue.
                 log.warning("resume=auto passed over an unreadable checkpoint: %s", err)
                 continue

@@ -21,8 +21,6 @@ import time
 from types import FrameType
 from typing import Any
 
-from dltrain.errors import UserError
-
 log = logging.getLogger("dltrain")
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -46,8 +44,13 @@ def note(signum: int) -> None:
     _received = _received or signum
 
 
-class Interrupted(UserError):
-    """The run was stopped by a signal; its exit code is ``128 + signum``."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal; its exit code is ``128 + signum``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: a stop asked for is no error, so no
+    ``except Exception`` that keeps a run going (a logger that failed, a plot, a custom
+    model's check) swallows it. Where a run records how it ended, it catches this explicitly.
+    """
 
     def __init__(self, signum: int, message: str | None = None, aborted: bool = False) -> None:
         self.signum = signum
