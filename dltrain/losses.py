@@ -169,22 +169,33 @@ def build_bce(task: str, num_outputs: int, label_smoothing: float = 0.0,
 
 def _distance(kind: str):
     def build(task: str, num_outputs: int, label_smoothing: float = 0.0,
-              class_counts: torch.Tensor | None = None, **options: Any) -> Loss:
+              class_counts: torch.Tensor | None = None) -> Loss:
         _no_smoothing(kind, task, label_smoothing)
-        return Distance(kind, task, 1 if task == "binary" else num_outputs, label_smoothing, **options)
+        return Distance(kind, task, 1 if task == "binary" else num_outputs, label_smoothing)
 
     build.__doc__ = f"``loss={kind}``; on classification data, between probabilities and one-hot targets."
     return build
 
 
-for _kind in ("mse", "rmse", "mae", "huber"):
+for _kind in ("mse", "rmse", "mae"):
     LOSSES.register(_kind)(_distance(_kind))
 
 
+@LOSSES.register("huber")
+def build_huber(task: str, num_outputs: int, label_smoothing: float = 0.0,
+                class_counts: torch.Tensor | None = None, delta: float = 1.0) -> Loss:
+    """``loss=huber``, quadratic below ``delta`` and linear above; on classification data, between
+    probabilities and one-hot targets."""
+    _no_smoothing("huber", task, label_smoothing)
+    return Distance("huber", task, 1 if task == "binary" else num_outputs, label_smoothing, delta)
+
+
 @LOSSES.register("auto")
-def build_auto(task: str, num_outputs: int, **kwargs: Any) -> Loss:
+def build_auto(task: str, num_outputs: int, label_smoothing: float = 0.0,
+               class_counts: torch.Tensor | None = None) -> Loss:
     """The loss :func:`resolve_auto` picks for the task, with its default settings."""
-    return LOSSES.build(resolve_auto(task), task=task, num_outputs=num_outputs, **kwargs)
+    return LOSSES.build(resolve_auto(task), task=task, num_outputs=num_outputs, label_smoothing=label_smoothing,
+                        class_counts=class_counts)
 
 
 def resolve_auto(task: str) -> str:

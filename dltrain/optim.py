@@ -56,6 +56,7 @@ def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[
             raise ConfigError(f"optim={name}: {str(err).rstrip('.')}; change the optim.* value it names.") from err
 
     build.__doc__ = f"Build ``{make.__module__}.{make.__qualname__}``."
+    build.__wrapped__ = make  # inspect.signature(build) is the torch optimizer's: what build takes
     return build
 
 

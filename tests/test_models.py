@@ -57,8 +57,11 @@ def test_every_activation_builds_and_steps(name):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_unknown_activation_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.activation=swish"):
+def test_unknown_activation_is_refused_by_the_schema(compose):
+    # The schema checks the choice on the config path; the builder does not check it again.
+    with pytest.raises(ConfigError, match=r"^model.activation=swish is not a known value: choose one of relu, "):
+        compose(["model=mlp", "model.activation=swish"])
+    with pytest.raises(KeyError, match="swish"):
         build_mlp((4,), 2, hidden=[3], activation="swish")
 
 
@@ -153,10 +156,17 @@ def test_cnn_needs_images(shape):
         build_cnn(shape, 10)
 
 
-def test_cnn_bad_padding_or_pool_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.padding=full"):
+def test_cnn_bad_padding_or_pool_is_refused_by_the_schema(compose):
+    with pytest.raises(ConfigError, match=r"^model.padding=full is not valid: expected same, valid or a number"):
+        compose(["model=cnn", "model.padding=full"])
+    with pytest.raises(ConfigError, match=r"^model.pool=min is not a known value: choose one of max, avg, none\.$"):
+        compose(["model=cnn", "model.pool=min"])
+
+
+def test_cnn_builder_refuses_what_it_cannot_read_without_a_config_message():
+    with pytest.raises(ValueError, match="padding must be 'same', 'valid' or a number of pixels, got 'full'"):
         build_cnn((1, 8, 8), 10, padding="full")
-    with pytest.raises(ConfigError, match="model.pool=min"):
+    with pytest.raises(KeyError, match="min"):
         build_cnn((1, 8, 8), 10, pool="min")
 
 
@@ -257,12 +267,23 @@ def test_recurrent_head_layers_and_names():
 def test_recurrent_config_errors():
     with pytest.raises(ConfigError, match=r"model\.dropout applies between stacked recurrent layers: set model\.num_"):
         build_lstm((8, 3), 2, dropout=0.2, num_layers=1)
-    with pytest.raises(ConfigError, match="model.pooling=first"):
-        build_gru((8, 3), 2, pooling="first")
-    with pytest.raises(ConfigError, match="model.nonlinearity=sigmoid"):
-        build_rnn((8, 3), 2, nonlinearity="sigmoid")
     with pytest.raises(ConfigError, match=r"model=lstm reads examples"):
         build_lstm((1, 1, 8, 8), 2)
+
+
+def test_recurrent_choices_are_refused_by_the_schema(compose):
+    with pytest.raises(ConfigError, match=r"^model.pooling=first is not a known value: choose one of last, mean, max"):
+        compose(["model=gru", "model.pooling=first"])
+    with pytest.raises(ConfigError, match=r"^model.nonlinearity=sigmoid is not a known value: choose one of tanh, "):
+        compose(["model=rnn", "model.nonlinearity=sigmoid"])
+
+
+def test_recurrent_builders_refuse_unknown_choices_from_python():
+    # Any other pooling would be read as max: refused, not run.
+    with pytest.raises(ValueError, match="pooling must be one of last, mean, max, got 'first'"):
+        build_gru((8, 3), 2, pooling="first")
+    with pytest.raises(ValueError, match="nonlinearity 'sigmoid'"):  # torch.nn.RNN's own check
+        build_rnn((8, 3), 2, nonlinearity="sigmoid")
 
 
 # --- model=custom ----------------------------------------------------------------------

@@ -15,7 +15,12 @@ POOLS: dict[str, type[nn.Module] | None] = {"max": nn.MaxPool2d, "avg": nn.AvgPo
 
 
 def _parse_padding(padding: str | int) -> str | int:
-    """``"same"``, ``"valid"`` or a number of pixels (OmegaConf hands numbers over as strings)."""
+    """``"same"``, ``"valid"`` or a number of pixels (OmegaConf hands numbers over as strings).
+
+    Raises:
+        ValueError: for anything else (the schema's ``model.padding`` pattern refuses it first
+            on the config path).
+    """
     if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
         return padding
     if isinstance(padding, str):
@@ -23,7 +28,7 @@ def _parse_padding(padding: str | int) -> str | int:
             return padding
         if padding.isdigit():
             return int(padding)
-    raise ConfigError(f"model.padding={padding} is not a padding: use same, valid or a number of pixels such as 1.")
+    raise ValueError(f"padding must be 'same', 'valid' or a number of pixels, got {padding!r}")
 
 
 def _conv_size(size: int, kernel_size: int, stride: int, pad: int) -> int:
@@ -73,16 +78,14 @@ def build_cnn(
         An ``nn.Sequential`` mapping ``(B, C, H, W)`` to ``(B, num_outputs)`` logits.
 
     Raises:
-        ConfigError: for non-image input, an unknown pool or padding, or blocks that shrink
-            the image to nothing.
+        ConfigError: for non-image input, or blocks that shrink the image to nothing.
+        ValueError: for a padding that is none of the above.
     """
     if len(input_shape) != 3:
         raise ConfigError(
             f"model=cnn needs images of shape (channels, height, width), but this data's examples have shape "
             f"{tuple(input_shape)}: use model=mlp or model=lstm."
         )
-    if pool not in POOLS:
-        raise ConfigError(f"model.pool={pool} is not a known pooling: choose one of {', '.join(POOLS)}.")
     pad = _parse_padding(padding)
     # torch's padding="same" refuses stride > 1; k // 2 keeps ceil(H / stride) for odd kernels.
     if pad == "same" and stride > 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -66,8 +68,8 @@ class RecurrentNet(nn.Module):
         unknown = set(cell_kwargs) - ({"nonlinearity"} if kind == "rnn" else set())
         if unknown:
             raise TypeError(f"model={kind} takes no argument {', '.join(sorted(unknown))}")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"model.pooling={pooling} is not a known pooling: choose one of {', '.join(POOLINGS)}.")
+        if pooling not in POOLINGS:  # forward() would read any other name as max
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.kind = kind
         self.input_shape = tuple(input_shape)
         self.pooling = pooling
@@ -157,15 +159,24 @@ def _builder(kind: str):
     """The registered builder of ``model=KIND``: :class:`RecurrentNet` of that kind."""
 
     def build(input_shape: tuple[int, ...], num_outputs: int, **kwargs) -> RecurrentNet:
-        if kind == "rnn" and kwargs.get("nonlinearity", "tanh") not in ("tanh", "relu"):
-            raise ConfigError(f"model.nonlinearity={kwargs['nonlinearity']} is not an RNN nonlinearity: "
-                              "choose tanh or relu.")
         return RecurrentNet(kind, input_shape, num_outputs, **kwargs)
 
     build.__name__ = f"build_{kind}"
     build.__doc__ = (f"``model={kind}``: ``torch.nn.{CELLS[kind].__name__}`` with a linear head; the keyword "
                      "arguments are those of :class:`RecurrentNet` (and ``nonlinearity`` for the RNN).")
+    build.__signature__ = _signature(kind)  # what it takes, for inspect and for the signature tests
     return build
+
+
+def _signature(kind: str) -> inspect.Signature:
+    """The arguments of ``model=KIND``'s builder: :class:`RecurrentNet`'s without ``kind``, and
+    the RNN's ``nonlinearity``."""
+    params = [p for p in inspect.signature(RecurrentNet).parameters.values()
+              if p.name != "kind" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if kind == "rnn":
+        params.append(inspect.Parameter("nonlinearity", inspect.Parameter.KEYWORD_ONLY, default="tanh",
+                                        annotation="str"))
+    return inspect.Signature(params, return_annotation="RecurrentNet")
 
 
 # All three embed token ids; LSTM and GRU compute with tanh (the RNN's own nonlinearity is a model key).
