@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from dltrain.optim import OPTIMIZERS
+
 from .conftest import ROOT, run_cli
 
 
@@ -46,7 +48,7 @@ def test_help_lists_groups_without_importing_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for group in ("model: cnn, custom, gru, lstm, mlp, rnn",
                   "loss: auto, bce, cross_entropy, huber, mae, mse, nll, rmse",
-                  "optim: adadelta, adagrad, adam, adamw, lbfgs, momentum, nadam, nesterov, rmsprop, sgd",
+                  f"optim: {', '.join(OPTIMIZERS.names())}",
                   "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step",
                   "data: chirp, cifar10, csv",
                   "experiment: chirp_rnn, cifar10_cnn, cifar10_fast, fraud"):
