@@ -124,12 +124,24 @@ def test_non_images_are_a_config_error(shape):
                                f"examples have shape {shape}: remove regularization.augment.")
 
 
-def test_duplicate_and_unknown_names_are_config_errors():
+def test_duplicate_names_are_a_config_error():
     with pytest.raises(ConfigError, match="lists hflip twice"):
         build_augment(["hflip", "rotate", "hflip"], PARAMS, SHAPE)
-    with pytest.raises(ConfigError, match="regularization.augment=cutout is not a known augmentation"):
+
+
+def test_unknown_names_and_keys_are_refused_by_the_schema(compose):
+    with pytest.raises(ConfigError, match=r"^regularization.augment\[0\]=cutout is not a known value: choose one of "):
+        compose(["regularization.augment=[cutout]"])
+    with pytest.raises(ConfigError, match=r"^regularization.augment_params.hflip.prob is not a config key "
+                                          r"\(known keys there: p\)"):
+        compose(["+regularization.augment_params.hflip.prob=0.5"])
+
+
+def test_unknown_names_and_keys_from_python_are_plain_errors():
+    with pytest.raises(KeyError, match="cutout"):
         build_augment(["cutout"], PARAMS, SHAPE)
-    with pytest.raises(ConfigError, match="augment_params.hflip has no key prob"):
+    # An unknown key would be ignored: refused instead.
+    with pytest.raises(ValueError, match="^hflip has no key prob: use p$"):
         build_augment(["hflip"], {"hflip": {"prob": 0.5}}, SHAPE)
 
 

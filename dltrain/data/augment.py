@@ -138,16 +138,15 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
         An :class:`Augment`, or None when ``names`` is empty.
 
     Raises:
-        ConfigError: for an unknown or repeated name, an unknown key, examples that are
-            not images ``(C, H, W)``, or a crop padding the images are too small for.
+        ConfigError: for a repeated name, examples that are not images ``(C, H, W)``, or a
+            crop padding the images are too small for.
+        ValueError: for a key an augmentation does not have, which would be ignored (the
+            schema refuses it first on the config path, as it refuses an unknown name).
     """
     if not names:
         return None
     seen: set[str] = set()
     for name in names:
-        if name not in AUGMENTATIONS:
-            raise ConfigError(f"regularization.augment={name} is not a known augmentation: "
-                              f"choose one of {', '.join(AUGMENTATIONS)}.")
         if name in seen:
             raise ConfigError(f"regularization.augment lists {name} twice: list each augmentation once.")
         seen.add(name)
@@ -160,8 +159,7 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
         given = dict(params.get(name) or {})
         unknown = sorted(set(given) - set(defaults[name]))
         if unknown:
-            raise ConfigError(f"regularization.augment_params.{name} has no key {unknown[0]}: "
-                              f"use {', '.join(defaults[name])}.")
+            raise ValueError(f"{name} has no key {unknown[0]}: use {', '.join(defaults[name])}")
         chosen[name] = {key: float(value) for key, value in {**defaults[name], **given}.items()}
     if "crop" in chosen:
         padding, (h, w) = chosen["crop"]["padding"], input_shape[1:]
