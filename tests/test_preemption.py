@@ -31,6 +31,14 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _own_processes(group: int, pattern: str) -> list[int]:
+    """The processes of process group ``group`` (a command the test started in a session of
+    its own, and what that command started) whose command line matches ``pattern``: never
+    another process on the machine, such as another test's job."""
+    found = subprocess.run(["pgrep", "-g", str(group), "-f", pattern], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
 @pytest.mark.parametrize("name", ["SIGUSR1", "SIGUSR2"])
 def test_a_launchers_handler_runs_after_the_stop_for_the_preemption_signals(name):
     """submitit requeues a job from its SIGUSR1/SIGUSR2 handler: dltrain's handler replaces
@@ -137,7 +145,8 @@ def test_a_preempted_two_rank_job_is_requeued_and_continues(tmp_path):
     epochs = 400
     proc = subprocess.Popen([sys.executable, "-m", "dltrain", "-m", "cluster=local", "hydra.launcher.tasks_per_node=2",
                              *SMALL, f"trainer.max_epochs={epochs}", "resume=auto"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the tasks are found in it alone
     try:
         deadline = time.monotonic() + 120
         metrics: list[Path] = []
@@ -148,14 +157,15 @@ def test_a_preempted_two_rank_job_is_requeued_and_continues(tmp_path):
         job_dir = metrics[0].parent
         while time.monotonic() < deadline and len(_rows(job_dir)) < 5:
             time.sleep(0.2)
-        tasks = subprocess.run(["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True)
-        pids = [int(p) for p in tasks.stdout.split()]
+        pids = _own_processes(proc.pid, "submitit.core._submit")
         assert len(pids) == 2
         for pid in pids:
             os.kill(pid, signal.SIGUSR1)
         out, _ = proc.communicate(timeout=240)
     finally:
-        proc.kill()
+        if proc.poll() is None:  # still running (a failed assertion): it and what it started, nothing else
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 0, out[-3000:]
     logs = (job_dir / "dltrain.log").read_text()
     assert "SIGUSR1 received" in logs
