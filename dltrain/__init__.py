@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
 
         return train
     if name == "compose":
-        from dltrain.cli.app import compose
+        from dltrain.config.compose import compose
 
         return compose
     raise AttributeError(f"module 'dltrain' has no attribute {name!r}")

@@ -145,14 +145,14 @@ def test_config_dir_falls_back_to_the_source_tree(monkeypatch):
     package ``dltrain.conf`` is not importable there, and ``conf/`` beside it is used."""
     import importlib.util
 
-    from dltrain.cli import app as cli
+    from dltrain.config import compose as composing
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == cli.CONFIG_MODULE else real_find_spec(name, *a))
-    where = cli.config_dir()
+                        lambda name, *a: None if name == composing.CONFIG_MODULE else real_find_spec(name, *a))
+    where = composing.config_dir()
     assert not where.startswith("pkg://") and (Path(where) / "train.yaml").is_file()
-    assert cli.compose(["optim=sgd"]).optim.name == "sgd"
+    assert composing.compose(["optim=sgd"]).optim.name == "sgd"
 
 
 def test_custom_model_keys_need_a_plus(compose):

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dltrain.files import atomic_write
-from dltrain.report.sweep import SUCCESS
+from dltrain.report.summary import SUCCESS
 
 #: Resolution of the saved PNGs: enough to read, small enough to keep beside every run.
 DPI = 100

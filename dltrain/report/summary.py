@@ -35,6 +35,8 @@ JOB_FAILED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoc
 
 #: The statuses of a run that trained to its end and wrote its results.
 FINISHED = ("completed", "early_stopped")
+#: The statuses of a job that succeeded: a sweep ranks these and plots them as good.
+SUCCESS = ("completed", "early_stopped", "already_finished")
 
 
 @dataclass

@@ -27,10 +27,10 @@ from rich.text import Text
 from dltrain.config.validation import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
 from dltrain.report.run_files import SWEEP_FILES, has_placeholder
+from dltrain.report.summary import SUCCESS
 
 log = logging.getLogger("dltrain")
 
-SUCCESS = ("completed", "early_stopped", "already_finished")
 SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES, SWEEP_PLOT = (
     "sweep_summary.csv", "sweep_summary.json", "best_overrides.yaml", "sweep.png")
 _MISSING = "no summary.json: the job was killed or has not finished"

@@ -107,7 +107,7 @@ def explicit_keys(cfg: DictConfig) -> set[str]:
     if overrides is not None:
         keys = {override_key(o) for o in overrides}
         return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in keys}
-    from dltrain.cli.app import compose
+    from dltrain.config.compose import compose
 
     current = OmegaConf.to_container(cfg, resolve=True)
     default = OmegaConf.to_container(compose([], check=False), resolve=True)

@@ -1,0 +1,134 @@
+"""A config error in one line: what Hydra or OmegaConf raised while composing a config
+(an unknown key or option, a wrong type, an override it cannot parse, a broken YAML file of
+the user's), said as the key at fault and what to do.
+
+Used by :func:`dltrain.config.compose.compose` for Python callers and by the command line's
+error boundary, which also passes the command line so that a value is quoted as typed.
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from dltrain.config.suggest import did_you_mean, override_key, parsed_values, unknown_option
+from dltrain.config.value_types import describe_type_error
+from dltrain.messages import describe_yaml_error, find_yaml_error, quoting_hint
+
+#: Launchers and sweepers that are optional extras of dltrain: the extra that installs each.
+PLUGIN_EXTRAS = {"hydra/launcher=joblib": "joblib", "hydra/sweeper=optuna": "optuna",
+                 "hydra/launcher=submitit_slurm": "submitit", "hydra/launcher=submitit_local": "submitit"}
+
+
+def describe_config_error(err: BaseException, command_line: Sequence[str] = ()) -> str | None:
+    """One line for an error composing a config (naming the key and what to do), None when
+    ``err`` is no such error. ``command_line``: the overrides as the user typed them."""
+    if (yaml_error := find_yaml_error(err)) is not None:  # a config file of the user's (--config-dir)
+        return describe_yaml_error(yaml_error)
+    if isinstance(err, MissingConfigException):
+        found = re.search(r"Could not find '([^']+)'", str(err))
+        if found and err.options is not None:
+            group, _, option = found.group(1).rpartition("/")
+            extra = PLUGIN_EXTRAS.get(f"{group}={option}")
+            if extra:
+                return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
+            return unknown_option(group, option, sorted(err.options), _typed_values(group, command_line))
+        return one_line(str(err))
+    if isinstance(err, OverrideParseException):
+        text = one_line(str(err))
+        override = getattr(err, "override", "") or ""
+        hint = quoting_hint(override)
+        if hint is not None:
+            # Hydra reads name(...) as one of its sweep functions, a space ends the value and
+            # characters such as ; , = [ ] are its syntax: a quoted value is read as it is.
+            return f"{override} cannot be read as written ({text}): quote the value, e.g. {hint}."
+        return text + " (write overrides as key=value)"
+    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
+        return _describe_composition_error(err, command_line)
+    return None
+
+
+def _describe_composition_error(err: BaseException, command_line: Sequence[str]) -> str:
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        schema = getattr(cause, "object_type", None)
+        known = _known_keys(schema)
+        if key.rsplit(".", 1)[-1] in known:  # a key the schema has, removed with ~key
+            return f"{key} has no value: dltrain needs it, so set it (key=value) instead of removing it."
+        if getattr(schema, "ALLOWS_EXTRA_KEYS", False):  # model=custom: the user's own keys
+            return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
+        hint = f" (known keys there: {', '.join(known)})" if known else ""
+        todo = _where_else(key)
+        parent = getattr(cause, "parent_node", None)
+        if todo is None and isinstance(parent, DictConfig):
+            if meant := did_you_mean(_typed_override(err, key, command_line), parent._get_root()):
+                return f"{key} is not a config key: {meant}{hint}."
+        return f"{key} is not a config key{hint}: {todo or 'check the spelling'}."
+    if isinstance(cause, OmegaConfBaseException) and key:
+        msg = one_line(getattr(cause, "msg", str(cause)))
+        if "does not support deletion" in msg:
+            return f"{key} cannot be removed: dltrain needs it, so set it ({key}=...) instead."
+        if "is not a ListConfig" in msg:
+            value = getattr(cause, "value", "...")
+            return f"{key}={value} is not a list: write it in brackets, e.g. {key}=[{value}]."
+        if isinstance(cause, ValidationError) and (
+                described := describe_type_error(cause, _typed_value(key, command_line))):
+            return described
+        return f"{key}: {msg}"
+    return one_line(str(err))
+
+
+def _typed_override(err: BaseException, key: str, command_line: Sequence[str]) -> str:
+    """The override the user typed that names the unknown ``key``: as on the command line
+    (all of a sweep's values, where Hydra names only the first), else as Hydra quotes it,
+    else the key alone."""
+    found = re.search(r"To append to your config use \+(.+)", str(err))
+    typed = found.group(1) if found else key
+    typed_key = typed.partition("=")[0]
+    return next((arg for arg in command_line if override_key(arg) == typed_key), typed)
+
+
+def _typed_value(key: str, command_line: Sequence[str]) -> str | None:
+    """The value the command line gives ``key`` as typed (``1e3``), when it is one value."""
+    typed = next((arg.partition("=")[2] for arg in command_line if override_key(arg) == key), None)
+    return typed if typed is not None and len(parsed_values(key, typed) or []) == 1 else None
+
+
+def _typed_values(group: str, command_line: Sequence[str]) -> list[str] | None:
+    """The options the command line gives ``group``: all of a sweep's (``optim=SGD,adam``)."""
+    typed = next((arg for arg in command_line if override_key(arg) == group), None)
+    return [str(v) for v in parsed_values(group, typed.partition("=")[2]) or []] if typed else None
+
+
+def _where_else(key: str) -> str | None:
+    """What to do about an unknown key: the option of its group that has it, or the
+    ``regularization.*`` key meant; None when neither."""
+    from dltrain.config.schemas import GROUP_SCHEMAS, RegularizationConfig
+
+    group, _, leaf = key.partition(".")
+    owners = [option for option, schema in GROUP_SCHEMAS.get(group, {}).items() if leaf in _known_keys(schema)]
+    hints = []
+    if owners:
+        hints.append(f"only {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it")
+    if group in GROUP_SCHEMAS and leaf in _known_keys(RegularizationConfig):
+        hints.append(f"for this {group} set regularization.{leaf}")
+    return "; ".join(hints) or None
+
+
+def _known_keys(schema: Any) -> list[str]:
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        return [f.name for f in dataclasses.fields(schema)]
+    return []
+
+
+def one_line(text: str) -> str:
+    """The first line of ``text`` (``unknown error`` when it is empty)."""
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
