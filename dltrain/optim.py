@@ -67,6 +67,7 @@ for _name, _cls, _facts in (
     ("adamw", torch.optim.AdamW, {"fused_kernel": _ADAMW}), ("nadam", torch.optim.NAdam, {}),
     ("rmsprop", torch.optim.RMSprop, {}), ("adagrad", torch.optim.Adagrad, {"fused_kernel": _ADAGRAD}),
     ("adadelta", torch.optim.Adadelta, {}), ("lbfgs", torch.optim.LBFGS, {"closure": True}),
+    ("radam", torch.optim.RAdam, {}),
 ):
     OPTIMIZERS.register(_name, **_facts)(_checked(_name, _cls))
 

@@ -342,6 +342,21 @@ class NAdamConfig:
 
 
 @dataclass
+class RAdamConfig:
+    """``optim=radam``: ``torch.optim.RAdam`` (Adam whose step is rectified while the variance
+    estimate is still unreliable, a built-in warm-up)."""
+
+    name: str = "radam"
+    lr: float = spec(1e-3, ge=0)
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+    foreach: bool | None = None
+
+
+@dataclass
 class RMSpropConfig:
     """``optim=rmsprop``: ``torch.optim.RMSprop``."""
 
@@ -690,7 +705,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
              "image_folder": ImageFolderConfig},
     "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,
               "adamw": AdamWConfig, "nadam": NAdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig,
-              "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig},
+              "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig, "radam": RAdamConfig},
     "loss": {"auto": LossConfig, "mse": LossConfig, "rmse": LossConfig, "mae": LossConfig, "huber": HuberConfig,
              "bce": BCEConfig, "cross_entropy": CrossEntropyConfig, "nll": CrossEntropyConfig},
     "init": {"default": InitConfig, "xavier_uniform": XavierInitConfig, "xavier_normal": XavierInitConfig,
