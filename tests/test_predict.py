@@ -18,7 +18,8 @@ from PIL import Image
 from dltrain import compose, train
 from dltrain.data import DATASETS
 from dltrain.inference.restore import load_model
-from dltrain.inference.predict import _one_hot_columns, main, read_inputs
+from dltrain.data.preprocessing.table import _one_hot_columns
+from dltrain.inference.predict import main, read_inputs
 from tests.conftest import ROOT, tool_error
 from tests.files import mnist_arrays
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dltrain.data.preprocessing.images import InkCounts
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, stratified_split
 from dltrain.errors import ConfigError
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", inputs="ink_counts")
 def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> DataSplits:
     """1,797 real 8x8 images of digits 0-9, split stratified and seeded.
 
@@ -42,22 +43,15 @@ def build_digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float 
     x_rest, y_rest = x[rest], y[rest]
     x_train, y_train, x_val, y_val = x_rest[train], y_rest[train], x_rest[val], y_rest[val]
     x_test, y_test = x[test], y[test]
-    mean, scale = _pixel_scaling(x_train)
-
-    def images(a: np.ndarray) -> torch.Tensor:
-        # In float32, with the statistics cast to it, as scikit-learn's StandardScaler does
-        return torch.from_numpy((a - mean.astype(np.float32)) / scale.astype(np.float32)).reshape(-1, 1, 8, 8)
-
+    # Pixels are ink counts 0..16 (bright = ink), standardised per pixel, row by row; the
+    # record says how dltrain-predict reads new images the same way.
+    prep = InkCounts.fit(x_train, pixel_max=16, image_size=(8, 8))
     return DataSplits(
-        x_train=images(x_train), y_train=torch.from_numpy(y_train),
-        x_val=images(x_val), y_val=torch.from_numpy(y_val),
-        x_test=images(x_test), y_test=torch.from_numpy(y_test),
-        task="multiclass", num_outputs=10, class_names=[str(d) for d in range(10)],
-        # What dltrain-predict needs to read new images the same way: pixels are ink counts
-        # 0..16 (bright = ink), standardised per pixel, row by row.
-        info={"image_size": [8, 8], "color": "grayscale", "pixel_max": 16,
-              "pixel_scaling": {"mean": mean.round(6).tolist(), "std": scale.round(6).tolist()},
-              "native_sizes": {"min": [8, 8], "max": [8, 8]}},  # dltrain-predict flags images of another size
+        x_train=prep.apply(x_train), y_train=torch.from_numpy(y_train),
+        x_val=prep.apply(x_val), y_val=torch.from_numpy(y_val),
+        x_test=prep.apply(x_test), y_test=torch.from_numpy(y_test),
+        task="multiclass", num_outputs=10, class_names=[str(d) for d in range(10)], info=prep.to_record(),
+        preprocessing=prep,
     )
 
 
@@ -76,19 +70,3 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_digits()
     return digits.data.astype(np.float32), digits.target.astype(np.int64)
-
-
-def _pixel_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's mean and standard deviation over ``x`` (float64), computed as
-    scikit-learn's ``StandardScaler`` does, so the images come out bit for bit as they did
-    through it; a constant pixel gets a scale of 1."""
-    n = len(x)
-    x64 = x.astype(np.float64)
-    mean = x64.sum(axis=0) / n
-    centred = x64 - mean
-    var = ((centred ** 2).sum(axis=0) - centred.sum(axis=0) ** 2 / n) / n
-    eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2
-    scale = np.sqrt(var)
-    scale[constant] = 1.0
-    return mean, scale

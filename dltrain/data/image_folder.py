@@ -39,100 +39,49 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dltrain.data.pixel_depth import describe_skipped, low_range_warning, skip_reason, to_8bit
+from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_image, decode_with_depth  # noqa: F401
+from dltrain.data.pixel_depth import describe_skipped, low_range_warning, skip_reason
+from dltrain.data.preprocessing.images import Images
 from dltrain.data.registry import DATASETS
-from dltrain.data.splits import DataSplits, Standardizer, carve_validation, split_indices
+from dltrain.data.splits import DataSplits, carve_validation, split_indices
 from dltrain.errors import ConfigError
-
-#: File endings read as images (those of torchvision's ImageFolder), compared in lower case.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 log = logging.getLogger("dltrain")
 
 VAL_FOLDERS = ("val", "valid", "validation")
 SCAN_BATCH = 64
 SCAN_BYTES = 2**28  # at most this much of uint8 images per decode batch: a few large images, not 64
-# What Pillow raises for a file that is not a decodable image: unknown format, corrupt, truncated, too large.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def decode_image(path: str | Path, image_size: Sequence[int], color: str) -> torch.Tensor:
-    """One image file as uint8 ``(C, H, W)``: RGB (C=3) or grayscale (C=1), resized bilinearly
-    to ``image_size`` (height, width).
-
-    Raises:
-        One of ``DECODE_ERRORS`` when Pillow cannot read the file.
-    """
-    return decode_with_depth(path, image_size, color)[0]
-
-
-def decode_with_depth(path: str | Path, image_size: Sequence[int],
-                      color: str) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
-    """:func:`decode_image`, with the largest integer value of the file and of its bit depth
-    (both 0 unless the file holds integers deeper than 8 bits) and the file's own
-    ``(height, width)``."""
-    mode = "L" if color == "grayscale" else "RGB"
-    size = (image_size[1], image_size[0])  # Pillow wants (width, height)
-    with Image.open(path) as img:
-        native = (img.height, img.width)  # before draft(), which may shrink a JPEG as it decodes
-        img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
-        img, peak, top = to_8bit(img)
-        img = img.convert(mode).resize(size, Image.BILINEAR)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
-    image = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
-    return image, peak, top, native
-
-
-def _standardize(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
-    """uint8 images ``(..., C, H, W)`` as float32 in [0, 1], then ``(x - mean) / std`` with ``(C, 1, 1)`` statistics.
-
-    The one formula for images held in memory and images read from disk, so both give the same values.
-    """
-    x = images.float().div_(255)
-    return x if mean is None else x.sub_(mean).div_(std)
 
 
 class ImageFiles(Dataset):
     """Image files decoded on each access (``data.in_memory=false``); picklable for DataLoader workers.
 
-    Item ``i`` is ``(x, y)``: ``x`` float32 ``(C, H, W)`` scaled to [0, 1] and standardised per
-    channel when ``mean`` and ``std`` are given, ``y`` the int64 label.
+    Item ``i`` is ``(x, y)``: ``x`` float32 ``(C, H, W)`` as ``preprocessing`` makes it of the
+    decoded image, as for images held in memory, ``y`` the int64 label.
 
     Args:
         files: image paths.
         labels: class index of each file.
-        image_size: ``(height, width)`` to resize to.
-        color: ``rgb`` or ``grayscale``.
-        mean, std: per-channel statistics of images scaled to [0, 1].
+        preprocessing: the training split's, which also gives the size and colour to decode to.
     """
 
-    def __init__(
-        self,
-        files: Sequence[str | Path],
-        labels: Sequence[int] | np.ndarray,
-        image_size: Sequence[int],
-        color: str,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, files: Sequence[str | Path], labels: Sequence[int] | np.ndarray,
+                 preprocessing: Images) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
         self.files = [str(f) for f in files]
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        self.image_size = tuple(image_size)
-        self.color = color
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = decode_image(self.files[i], self.image_size, self.color)
-        return _standardize(image, self.mean, self.std), self.labels[i]
+        prep = self.preprocessing
+        image = decode_image(self.files[i], prep.image_size, prep.color)  # (C, H, W)
+        return prep.apply(image[None])[0], self.labels[i]
 
 
 class _ScanFiles(Dataset):
@@ -286,20 +235,7 @@ def _decode_all(files: list[Path], image_size: Sequence[int], color: str, num_wo
     return _Decoded(images, why, *(torch.cat(parts).numpy() for parts in (sums, squares, peaks, tops, native)))
 
 
-def _channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> Standardizer:
-    """Per-channel mean and std of images scaled to [0, 1], from the sums ``(N, C)`` of their
-    uint8 values and squares over ``count`` values per channel.
-
-    The variance is taken in exact integer arithmetic, so a constant channel gets std 0
-    (stored as 1) rather than a rounding error to divide by.
-    """
-    total, total_sq = [int(v) for v in sums.sum(0)], [int(v) for v in squares.sum(0)]
-    mean = np.array([s / (count * 255) for s in total])
-    std = np.sqrt([(count * q - s * s) / (count * count * 255**2) for s, q in zip(total, total_sq, strict=True)])
-    return Standardizer(mean.reshape(1, -1, 1, 1), np.where(std > 1e-12, std, 1.0).reshape(1, -1, 1, 1))
-
-
-@DATASETS.register("image_folder")
+@DATASETS.register("image_folder", inputs="images")
 def build_image_folder(
     seed: int = 0,
     *,
@@ -394,31 +330,25 @@ def build_image_folder(
                                                     labels=labels[train])
             train, val = train[train_part], train[val_part]
 
-    scaler = _channel_stats(sums[train], squares[train], len(train) * int(np.prod(image_size)))
-    mean, std = scaler.mean.ravel().tolist(), scaler.std.ravel().tolist()
+    # The range of the training images' own sizes: dltrain-predict flags inputs outside it.
+    native_sizes = {"min": decoded.native[train].min(0).tolist(), "max": decoded.native[train].max(0).tolist()}
+    prep = Images.fit(sums[train].sum(0), squares[train].sum(0), len(train) * int(np.prod(image_size)), image_size,
+                      color, native_sizes)
     num_readable = int(ok.sum())
     log.info("data.path=%s: %d images, %.1f MB as float32, %s", root, num_readable,
              num_readable * image_bytes / 2**20,
              "held in memory" if keep else f"read from disk each epoch by {num_workers} workers")
     if keep:
-        mean_t = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-        x_train, x_val, x_test = (_standardize(images[torch.from_numpy(idx)], mean_t, std_t)
-                                  for idx in (train, val, test))
+        x_train, x_val, x_test = (prep.apply(images[torch.from_numpy(idx)]) for idx in (train, val, test))
     else:
-        x_train, x_val, x_test = (ImageFiles([files[i] for i in idx], labels[idx], image_size, color, mean, std)
-                                  for idx in (train, val, test))
+        x_train, x_val, x_test = (ImageFiles([files[i] for i in idx], labels[idx], prep) for idx in (train, val, test))
     return DataSplits(
         x_train=x_train, y_train=torch.from_numpy(labels[train]),
         x_val=x_val, y_val=torch.from_numpy(labels[val]),
         x_test=x_test, y_test=torch.from_numpy(labels[test]),
         task="binary" if len(classes) == 2 else "multiclass", num_outputs=len(classes), class_names=classes,
-        num_workers=0 if keep else num_workers, warnings=warnings,
+        num_workers=0 if keep else num_workers, warnings=warnings, preprocessing=prep,
         info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
-              "color": color, "in_memory": keep, "normalization": scaler.to_info(), "skipped": skipped,
-              # The range of the training images' own sizes: dltrain-predict flags inputs outside it.
-              "native_sizes": {"min": decoded.native[train].min(0).tolist(),
-                               "max": decoded.native[train].max(0).tolist()},
-              "ignored_files": ignored,
+              "color": color, "in_memory": keep, **prep.to_record(), "skipped": skipped, "ignored_files": ignored,
               "test_rows": [files[i].relative_to(root).as_posix() for i in test]},  # names them in predictions.csv
     )

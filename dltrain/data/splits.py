@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from dltrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dltrain.data.preprocessing import Preprocessing
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 
@@ -43,6 +46,9 @@ class DataSplits:
             normalisation statistics, vocabulary), written to the run's ``data.json``.
         warnings: what the data's reading noticed and the user should know (cells read as
             missing, a class too rare to stratify): logged and listed in ``summary.json``.
+        preprocessing: what turned the raw inputs into ``x_*``, fitted on the training split
+            (see :mod:`dltrain.data.preprocessing`); None for data whose inputs are not read
+            from files. Its record is part of ``info``.
         input_shape: shape of one example, no batch dimension (``(1, 8, 8)`` for digits).
     """
 
@@ -60,6 +66,7 @@ class DataSplits:
     num_workers: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing | None = None
     input_shape: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dltrain.data import expression
+from dltrain.data.preprocessing.points import Points
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, Standardizer, check_fractions, split_indices
 from dltrain.errors import ConfigError, first_line
@@ -38,7 +39,7 @@ class FunctionValuesError(ConfigError):
         self.problem = problem
 
 
-@DATASETS.register("xor")
+@DATASETS.register("xor", inputs="points")
 def build_xor(seed: int = 0, copies: int = 100, noise: float = 0.1, val_fraction: float = 0.2,
               test_fraction: float = 0.2) -> DataSplits:
     """The four corners (0,0), (0,1), (1,0), (1,1), each repeated ``copies`` times.
@@ -59,7 +60,7 @@ def build_xor(seed: int = 0, copies: int = 100, noise: float = 0.1, val_fraction
                            info={"copies": copies, "noise": noise})
 
 
-@DATASETS.register("sine")
+@DATASETS.register("sine", inputs="points")
 def build_sine(seed: int = 0, function: str = "sin", x_min: float = -np.pi, x_max: float = np.pi,
                samples: int = 1000, noise: float = 0.1, val_fraction: float = 0.2,
                test_fraction: float = 0.2) -> DataSplits:
@@ -88,21 +89,22 @@ def build_sine(seed: int = 0, function: str = "sin", x_min: float = -np.pi, x_ma
     x = rng.uniform(x_min, x_max, samples)
     y = _evaluate(function, x, (x_min, x_max)) + rng.normal(0.0, noise, samples)
     train, val, test = split_indices(samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    scaler = Standardizer.fit(x[train, None])
+    prep = Points.fit(x[train, None])
 
     def split(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(scaler.transform(x[idx, None])), torch.from_numpy(y[idx].astype(np.float32))
+        return prep.apply(x[idx, None]), torch.from_numpy(y[idx].astype(np.float32))
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(train), split(val), split(test)
     return DataSplits(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         task="regression", num_outputs=1,
         info={"function": function, "x_min": x_min, "x_max": x_max, "samples": samples, "noise": noise,
-              "input_scaling": scaler.to_info(), "input_range": _input_range(x[train, None])},
+              **prep.to_record()},
+        preprocessing=prep,
     )
 
 
-@DATASETS.register("moons")
+@DATASETS.register("moons", inputs="points")
 def build_moons(seed: int = 0, samples: int = 1000, noise: float = 0.2, val_fraction: float = 0.2,
                 test_fraction: float = 0.2) -> DataSplits:
     """Two interleaving half circles (scikit-learn's ``make_moons``), ``samples`` points in all.
@@ -120,7 +122,7 @@ def build_moons(seed: int = 0, samples: int = 1000, noise: float = 0.2, val_frac
                            test_fraction=test_fraction, info={"samples": samples, "noise": noise})
 
 
-@DATASETS.register("spirals")
+@DATASETS.register("spirals", inputs="points")
 def build_spirals(seed: int = 0, samples: int = 300, classes: int = 3, turns: float = 1.0, noise: float = 0.2,
                   val_fraction: float = 0.2, test_fraction: float = 0.2) -> DataSplits:
     """``classes`` spiral arms of ``samples`` points each, one class per arm.
@@ -220,24 +222,18 @@ def _classification(x: np.ndarray, y: np.ndarray, *, classes: int, seed: int, va
     """Points ``x`` with class indices ``y``, split stratified and standardised on the training split."""
     train, val, test = split_indices(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                      labels=y)
-    scaler = Standardizer.fit(x[train])
+    prep = Points.fit(x[train])
 
     def split(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(scaler.transform(x[idx])), torch.from_numpy(y[idx])
+        return prep.apply(x[idx]), torch.from_numpy(y[idx])
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(train), split(val), split(test)
     return DataSplits(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         task="binary" if classes == 2 else "multiclass", num_outputs=classes,
         class_names=[str(k) for k in range(classes)],
-        info={**info, "input_scaling": scaler.to_info(), "input_range": _input_range(x[train])},
+        info={**info, **prep.to_record()}, preprocessing=prep,
     )
-
-
-def _input_range(x: np.ndarray) -> dict[str, list[float]]:
-    """Each input's smallest and largest value over the training points ``(N, inputs)``:
-    dltrain-predict flags new points far beyond them."""
-    return {"min": x.min(axis=0).tolist(), "max": x.max(axis=0).tolist()}
 
 
 def _evaluate(function: str, x: np.ndarray, interval: tuple[float, float]) -> np.ndarray:

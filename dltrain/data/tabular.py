@@ -8,9 +8,8 @@ inference and target encoding here are shared with ``data=text_csv``.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +19,14 @@ import torch
 from dltrain.data.cells import (
     Stray,
     check_finite,
-    check_header,
     check_standardised,
     check_target_scale,
     read_numbers,
     stray_warnings,
 )
+from dltrain.data.csv_file import describe_path, read_table
+from dltrain.data.preprocessing.base import Preprocessing
+from dltrain.data.preprocessing.table import Table
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, Standardizer, split_indices
 from dltrain.errors import ConfigError
@@ -37,49 +38,6 @@ log = logging.getLogger("dltrain")
 
 MAX_CLASS_VALUES = 20
 """A numeric target of integers with at most this many distinct values is read as classes."""
-
-
-def describe_path(path: str | Path, key: str = "data.path") -> str:
-    """``key=path`` for messages, with the absolute path added when ``path`` is relative."""
-    absolute = Path(path).expanduser().resolve()
-    return f"{key}={path}" if str(absolute) == str(path) else f"{key}={path} ({absolute})"
-
-
-def read_table(path: str | Path, delimiter: str = ",", key: str = "data.path") -> pd.DataFrame:
-    """Read a CSV file with a header row.
-
-    Args:
-        path: the file; relative paths are relative to the working directory.
-        delimiter: the field separator.
-        key: the config key that named the file, for error messages.
-
-    Raises:
-        ConfigError: naming ``key`` and the absolute path, for a missing file, a directory,
-            an empty file, a file without data rows, one pandas cannot parse, or a header
-            that names a column twice.
-    """
-    import pandas as pd
-
-    file = Path(path).expanduser()
-    where = describe_path(path, key)
-    if not file.exists():
-        raise ConfigError(f"{where} does not exist: give the path of a CSV file.")
-    if file.is_dir():
-        raise ConfigError(f"{where} is a directory: give the path of a CSV file.")
-    try:
-        table = pd.read_csv(file, sep=delimiter)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"{where} is empty: give a CSV file with a header row and data rows.") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8.") from None
-    except ValueError as err:  # parser errors, a bad separator
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"{where} cannot be read as CSV ({first_line}): fix the file, "
-                          f"or set data.delimiter (now {delimiter!r}).") from None
-    if table.empty:
-        raise ConfigError(f"{where} has a header but no data rows: give a CSV file with data rows.")
-    check_header(file, delimiter, table.columns, where)
-    return table
 
 
 def _listing(columns: Iterable[Any], limit: int = 10) -> str:
@@ -293,16 +251,16 @@ class Target:
     warnings: list[str] = field(default_factory=list)
 
     def splits(self, x: torch.Tensor, info: dict[str, Any], vocab_size: int | None = None,
-               warnings: Sequence[str] = ()) -> DataSplits:
-        """The :class:`DataSplits` of inputs ``x`` (one row per table row) and this target,
-        with ``warnings`` about the inputs added to the target's."""
+               warnings: Sequence[str] = (), preprocessing: Preprocessing | None = None) -> DataSplits:
+        """The :class:`DataSplits` of inputs ``x`` (one row per table row, made by
+        ``preprocessing``) and this target, with ``warnings`` about the inputs added to the target's."""
         y = torch.from_numpy(self.values)
         train, val, test = (torch.from_numpy(p) for p in self.parts)
         return DataSplits(
             x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test], y_test=y[test],
             task=self.task, num_outputs=1 if self.class_names is None else len(self.class_names),
             class_names=self.class_names, vocab_size=vocab_size, target_scale=self.scale, info=info,
-            warnings=[*warnings, *self.warnings],
+            warnings=[*warnings, *self.warnings], preprocessing=preprocessing,
         )
 
 
@@ -410,11 +368,12 @@ def _fills_for_new_rows(x: pd.DataFrame, train: np.ndarray, fills: dict[str, Any
     return {**out, **fills}
 
 
-def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     max_categories: int, where: str) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """Numbers (true/false as 0/1) standardised and other columns one-hot encoded, both
-    fitted on the training rows. Returns the float32 matrix ``(rows, encoded columns)``,
-    the encoded column names and the fitted statistics for ``info``.
+def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.ndarray], max_categories: int,
+                     where: str) -> tuple[torch.Tensor, Table]:
+    """Fit the encoding of ``x`` on the training rows (numbers, true/false as 0/1, standardised;
+    other columns one-hot encoded by scikit-learn's OneHotEncoder) and apply it to every row.
+    Returns the float32 matrix ``(rows, encoded columns)`` and the fitted :class:`Table`
+    (without its fill values).
 
     Raises:
         ConfigError: a numeric column of ``where`` too large to standardise."""
@@ -424,42 +383,36 @@ def _encode_features(x: pd.DataFrame, parts: tuple[np.ndarray, np.ndarray, np.nd
     train, val, test = parts
     numeric = [c for c in x.columns if is_numeric_dtype(x[c])]
     categorical = [c for c in x.columns if c not in numeric]
-    blocks: list[np.ndarray] = []
-    names: list[str] = []
-    stats: dict[str, Any] = {"numeric_scaling": {}, "categorical": {}}
+    scaler = Standardizer(np.zeros((1, 0)), np.ones((1, 0)))
+    numeric_range = None
     if numeric:
         values = x[numeric].to_numpy(dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, naming the column
             scaler = Standardizer.fit(values[train])
-            blocks.append(scaler.transform(values))
-        check_standardised(numeric, scaler.mean, scaler.std, blocks[-1], where)
-        names += [str(c) for c in numeric]
-        fitted = scaler.to_info()
-        stats["numeric_scaling"] = {str(c): {"mean": m, "std": s}
-                                    for c, m, s in zip(numeric, fitted["mean"], fitted["std"], strict=True)}
         # The training range of each column: dltrain-predict flags new rows far beyond it.
-        stats["numeric_range"] = {str(c): [float(lo), float(hi)] for c, lo, hi in
-                                  zip(numeric, values[train].min(axis=0), values[train].max(axis=0), strict=True)}
+        numeric_range = {str(c): [float(lo), float(hi)] for c, lo, hi in
+                         zip(numeric, values[train].min(axis=0), values[train].max(axis=0), strict=True)}
+    names, categories, unseen = [str(c) for c in numeric], {}, {}
     if categorical:
         values = x[categorical].astype(str).to_numpy(dtype=object)
         encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=max_categories,
                                 sparse_output=False, dtype=np.float32).fit(values[train])
-        with warnings.catch_warnings():  # unseen categories are counted and logged below
-            warnings.filterwarnings("ignore", message="Found unknown categories")
-            blocks.append(encoder.transform(values))
         names += encoder.get_feature_names_out([str(c) for c in categorical]).tolist()
-        stats["categorical"] = {str(c): cats.tolist() for c, cats in zip(categorical, encoder.categories_, strict=True)}
+        categories = {c: cats.tolist() for c, cats in zip(categorical, encoder.categories_, strict=True)}
         held_out = np.concatenate([val, test])
         unseen = {c: int((~np.isin(values[held_out, i], cats)).sum())
                   for i, (c, cats) in enumerate(zip(categorical, encoder.categories_, strict=True))}
-        if any(unseen.values()):
-            log.info("data: validation/test rows with categories not seen in training (encoded as the "
-                     "infrequent column, or all zeros): %s",
-                     ", ".join(f"{c} ({n})" for c, n in unseen.items() if n))
-    return np.concatenate(blocks, axis=1).astype(np.float32), names, stats
+    table = Table(list(x.columns), numeric, scaler.mean.ravel(), scaler.std.ravel(), categories, names, numeric_range)
+    encoded = table.apply(x)
+    if numeric:
+        check_standardised(numeric, scaler.mean, scaler.std, encoded[:, :len(numeric)].numpy(), where)
+    if any(unseen.values()):
+        log.info("data: validation/test rows with categories not seen in training (encoded as the "
+                 "infrequent column, or all zeros): %s", ", ".join(f"{c} ({n})" for c, n in unseen.items() if n))
+    return encoded, table
 
 
-@DATASETS.register("csv")
+@DATASETS.register("csv", inputs="table")
 def build_csv(
     seed: int = 0,
     *,
@@ -514,17 +467,17 @@ def build_csv(
                            positive_class=positive_class)
     x = table[columns].copy()
     fills = _fill_from_train(x, encoded.parts[0]) if missing == "mean" else {}
-    values, names, stats = _encode_features(x, encoded.parts, max_categories, where)
+    values, prep = _encode_features(x, encoded.parts, max_categories, where)
+    # missing=mean: what an empty cell of any feature column gets in new rows (dltrain-predict).
+    prep = replace(prep, missing=missing, fill_values=fills,
+                   fill_values_new_rows=_fills_for_new_rows(x, encoded.parts[0], fills) if missing == "mean" else {})
     absolute = str(Path(path).expanduser().resolve())
-    log.info("data: %s: %d rows, %d feature columns -> %d inputs", absolute, len(table), len(columns), len(names))
+    log.info("data: %s: %d rows, %d feature columns -> %d inputs", absolute, len(table), len(columns),
+             values.shape[1])
     info = {
-        "path": absolute, "target": target, "task": task, "task_reason": reason,
-        "features": [str(c) for c in columns], "encoded_features": names, **stats, "rows_dropped": dropped,
-        "missing": missing, "fill_values": fills,
-        # missing=mean: what an empty cell of any feature column gets in new rows (dltrain-predict).
-        "fill_values_new_rows": _fills_for_new_rows(x, encoded.parts[0], fills) if missing == "mean" else {},
-        "target_scale": None if encoded.scale is None else list(encoded.scale),
+        "path": absolute, "target": target, "task": task, "task_reason": reason, **prep.to_record(),
+        "rows_dropped": dropped, "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
     warned = [*stray_warnings(strays, missing), *label_warnings]
-    return encoded.splits(torch.from_numpy(values), info, warnings=warned)
+    return encoded.splits(values, info, warnings=warned, preprocessing=prep)

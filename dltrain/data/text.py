@@ -7,15 +7,10 @@ validation or test texts reads as ``<unk>`` there, as an unseen word would in us
 from __future__ import annotations
 
 import logging
-import re
-from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from dltrain.data.cells import check_finite
+from dltrain.data.preprocessing.text import PAD, PAD_ID, UNK, UNK_ID, Text, Vocabulary, tokenize  # noqa: F401  (their home)
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
 from dltrain.data.tabular import (
@@ -29,44 +24,6 @@ from dltrain.data.tabular import (
 from dltrain.errors import ConfigError
 
 log = logging.getLogger("dltrain")
-
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Words and single punctuation marks: ``"Don't!"`` -> ``["don", "'", "t", "!"]``."""
-    return TOKEN.findall(text.lower() if lowercase else text)
-
-
-class Vocabulary:
-    """Token <-> id map: id 0 pads, id 1 (``<unk>``) stands for every token not in it.
-
-    Args:
-        tokens: the tokens in id order, starting with ``<pad>`` and ``<unk>``.
-    """
-
-    def __init__(self, tokens: list[str]) -> None:
-        self.tokens = tokens
-        self._ids = {token: i for i, token in enumerate(tokens)}
-
-    @classmethod
-    def build(cls, texts: Iterable[list[str]], min_freq: int = 2, max_vocab: int = 20000) -> Vocabulary:
-        """The tokens seen at least ``min_freq`` times in ``texts``, most frequent first (ties
-        alphabetically), after ``<pad>`` and ``<unk>``; at most ``max_vocab`` in all."""
-        counts = Counter(token for tokens in texts for token in tokens)
-        kept = sorted((token for token, count in counts.items() if count >= min_freq),
-                      key=lambda token: (-counts[token], token))
-        return cls([PAD, UNK, *kept[:max(max_vocab - 2, 0)]])
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        """The id of each token; ``1`` for those not in the vocabulary."""
-        return [self._ids.get(token, UNK_ID) for token in tokens]
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
 
 def _check_vocabulary(vocab: Vocabulary, train_texts: list[list[str]], column: str, min_freq: int) -> None:
     """Refuse a vocabulary with no token: every training text empty, or no token frequent enough.
@@ -83,7 +40,7 @@ def _check_vocabulary(vocab: Vocabulary, train_texts: list[list[str]], column: s
                       "so every token would read as <unk>: lower data.min_freq (1 keeps every token).")
 
 
-@DATASETS.register("text_csv")
+@DATASETS.register("text_csv", inputs="text")
 def build_text_csv(
     seed: int = 0,
     *,
@@ -142,13 +99,14 @@ def build_text_csv(
                            positive_class=positive_class)
     train, val, _ = encoded.parts
     texts = [tokenize(text, lowercase) for text in table[text_column].fillna("").astype(str)]
-    vocab = Vocabulary.build((texts[i] for i in train), min_freq=min_freq, max_vocab=max_vocab)
+    prep = Text.fit((texts[i] for i in train), min_freq=min_freq, max_vocab=max_vocab, lowercase=lowercase,
+                    max_length=max_length, column=text_column)
+    vocab = prep.vocabulary
     _check_vocabulary(vocab, [texts[i] for i in train], text_column, min_freq)
-    ids = [vocab.encode(tokens[:max_length]) or [UNK_ID] for tokens in texts]
-    length = max(map(len, ids))
-    x = np.full((len(ids), length), PAD_ID, dtype=np.int64)
-    for row, sequence in enumerate(ids):
-        x[row, :len(sequence)] = sequence
+    ids = prep.encode(texts)
+    x = prep.pad(ids)  # (N, L): L the longest sequence of any split
+    length = x.shape[1]
+    prep = prep.padded_to(length)
     truncated = sum(len(tokens) > max_length for tokens in texts)
     val_tokens = [ids[i][:len(texts[i])] for i in val]  # an empty text's placeholder <unk> is no token
     val_count = sum(map(len, val_tokens))
@@ -159,9 +117,9 @@ def build_text_csv(
              absolute, len(ids), len(vocab), min_freq, length, truncated, max_length, 100 * unknown_share)
     info = {
         "path": absolute, "text_column": text_column, "target": target, "task": task, "task_reason": reason,
-        "vocab_size": len(vocab), "padded_length": length, "vocabulary": vocab.tokens, "truncated": truncated,
+        **prep.to_record(), "truncated": truncated,
         "unknown_token_share_val": round(unknown_share, 6),
         "target_scale": None if encoded.scale is None else list(encoded.scale),
         "test_rows": encoded.parts[2].tolist(),  # position in the file, for predictions.csv
     }
-    return encoded.splits(torch.from_numpy(x), info, vocab_size=len(vocab), warnings=label_warnings)
+    return encoded.splits(x, info, vocab_size=len(vocab), warnings=label_warnings, preprocessing=prep)

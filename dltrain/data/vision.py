@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dltrain.data.preprocessing.images import Images
 from dltrain.data.registry import DATASETS
-from dltrain.data.splits import DataSplits, Standardizer, carve_validation
+from dltrain.data.splits import DataSplits, carve_validation
 from dltrain.errors import ConfigError
 
 log = logging.getLogger("dltrain")
@@ -128,10 +129,11 @@ def _builder(source: _Source, about: str, shape: str, train_size: str):
     return build
 
 
-build_mnist = DATASETS.register("mnist")(_builder(_MNIST, "MNIST's handwritten digits 0-9", "1, 28, 28", "60,000"))
-build_fashion_mnist = DATASETS.register("fashion_mnist")(
+build_mnist = DATASETS.register("mnist", inputs="images")(
+    _builder(_MNIST, "MNIST's handwritten digits 0-9", "1, 28, 28", "60,000"))
+build_fashion_mnist = DATASETS.register("fashion_mnist", inputs="images")(
     _builder(_FASHION_MNIST, "Fashion-MNIST's 10 kinds of clothing", "1, 28, 28", "60,000"))
-build_cifar10 = DATASETS.register("cifar10")(
+build_cifar10 = DATASETS.register("cifar10", inputs="images")(
     _builder(_CIFAR10, "CIFAR-10's colour images of 10 classes", "3, 32, 32", "50,000"))
 
 
@@ -175,20 +177,37 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
                               f"replace its files ({names}) with the original ones, or delete them and set "
                               "data.download=true.") from err
 
-    x_all, y_all = _images(train.data), torch.as_tensor(train.targets, dtype=torch.int64)  # (N, C, H, W) uint8, (N,)
+    return image_splits(_images(train.data), torch.as_tensor(train.targets, dtype=torch.int64),
+                        _images(test.data), torch.as_tensor(test.targets, dtype=torch.int64),
+                        class_names=[str(name) for name in train.classes], seed=seed, val_fraction=val_fraction,
+                        info={"source": f"torchvision.datasets.{source.class_name}", "root": root})
+
+
+def image_splits(x_all: torch.Tensor, y_all: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                 class_names: list[str], seed: int, val_fraction: float, info: dict[str, Any]) -> DataSplits:
+    """An image dataset of one image size held in memory: validation carved, stratified and
+    seeded, from the training images; every split standardised per channel with the training
+    split's statistics (:class:`~dltrain.data.preprocessing.Images`).
+
+    Args:
+        x_all, y_all: the training images, uint8 ``(N, C, H, W)``, and their int64 labels ``(N,)``.
+        x_test, y_test: the test images and labels, alike.
+        class_names: the name of each class index.
+        seed: seeds the validation split.
+        val_fraction: share of the training images held out for validation.
+        info: what the data record says of the source; the preprocessing's record is added.
+    """
     train_idx, val_idx = carve_validation(len(y_all), val_fraction=val_fraction, seed=seed, labels=y_all.numpy())
     train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     x_train = x_all[train_idx]
-    scaler = _fit_channels(x_train)
+    # Every image is of the dataset's one size; dltrain-predict flags inputs of another.
+    prep = Images.fit_images(x_train, native_sizes={"min": list(x_all.shape[2:]), "max": list(x_all.shape[2:])})
     return DataSplits(
-        x_train=_standardize(x_train, scaler), y_train=y_all[train_idx],
-        x_val=_standardize(x_all[val_idx], scaler), y_val=y_all[val_idx],
-        x_test=_standardize(_images(test.data), scaler), y_test=torch.as_tensor(test.targets, dtype=torch.int64),
-        task="multiclass", num_outputs=len(train.classes), class_names=[str(name) for name in train.classes],
-        info={"source": f"torchvision.datasets.{source.class_name}", "root": root,
-              "normalization": scaler.to_info(), "val_carved_from_train": True,
-              # Every image is of the dataset's one size; dltrain-predict flags inputs of another.
-              "native_sizes": {"min": list(x_all.shape[2:]), "max": list(x_all.shape[2:])}},
+        x_train=prep.apply(x_train), y_train=y_all[train_idx],
+        x_val=prep.apply(x_all[val_idx]), y_val=y_all[val_idx],
+        x_test=prep.apply(x_test), y_test=y_test,
+        task="multiclass", num_outputs=len(class_names), class_names=class_names,
+        info={**info, "val_carved_from_train": True, **prep.to_record()}, preprocessing=prep,
     )
 
 
@@ -281,26 +300,3 @@ def _images(data: torch.Tensor | np.ndarray) -> torch.Tensor:
     """uint8 images as a ``(N, C, H, W)`` view: MNIST's ``(N, H, W)`` tensor or CIFAR's ``(N, H, W, C)`` array."""
     x = torch.as_tensor(data)  # shares the memory
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-
-
-def _fit_channels(x: torch.Tensor) -> Standardizer:
-    """Per-channel mean and std of uint8 images ``(N, C, H, W)`` scaled to [0, 1].
-
-    Exact, in float64, from each channel's histogram of the 256 byte values, so no float
-    copy of the images is made (CIFAR-10's training split would take 1.1 GB in float64).
-    Same statistics as ``Standardizer.fit(x / 255, axis=(0, 2, 3))``.
-    """
-    levels = np.arange(256, dtype=np.float64) / 255  # (256,)
-    counts = np.stack([torch.bincount(x[:, c].reshape(-1), minlength=256).numpy()
-                       for c in range(x.shape[1])]).astype(np.float64)  # (C, 256)
-    n = counts.sum(axis=1, keepdims=True)  # (C, 1)
-    mean = (counts * levels).sum(axis=1, keepdims=True) / n  # (C, 1)
-    std = np.sqrt((counts * (levels - mean) ** 2).sum(axis=1, keepdims=True) / n)  # (C, 1)
-    return Standardizer(mean.reshape(1, -1, 1, 1), np.where(std > 1e-12, std, 1.0).reshape(1, -1, 1, 1))
-
-
-def _standardize(x: torch.Tensor, scaler: Standardizer) -> torch.Tensor:
-    """uint8 images ``(N, C, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std``, one float32 copy."""
-    mean = torch.from_numpy(scaler.mean.astype(np.float32))  # (1, C, 1, 1)
-    std = torch.from_numpy(scaler.std.astype(np.float32))  # (1, C, 1, 1)
-    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255).sub_(mean).div_(std)

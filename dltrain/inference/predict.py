@@ -15,25 +15,18 @@ labels joined by ``|`` for multi-label data; a value in the target's units for r
 from __future__ import annotations
 
 import csv
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 
 from dltrain.inference import drift
 from dltrain.errors import UserError
 from dltrain.inference.restore import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 TOOL = "dltrain-predict"
-POINT_DATA = ("xor", "moons", "spirals", "sine")
-IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 KEYS = {
     "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
     "input": Key(REQUIRED, "what to predict (see above)"),
@@ -44,12 +37,7 @@ KEYS = {
     **TRUST_KEYS,
 }
 ABOUT = """Predict with a checkpoint, preprocessing the inputs exactly as its training data was. input is:
-  data=csv          a CSV with the training feature columns (other columns are ignored)
-  data=text_csv     a CSV with the training text column
-  data=xor, moons, spirals, sine
-                    a CSV with a header whose numeric columns are the inputs, in order (2 per row; 1 for sine)
-  data=digits, mnist, fashion_mnist, cifar10, image_folder
-                    a folder of images (searched recursively; hidden and non-image files skipped) or one image
+{inputs}
 The output CSV has one row per input: input (row number from 0, or image path), prediction,
 for classes confidence and a p_<class> probability per class, and input_warnings: why the
 input does not look like the training data (resized, inverted, out_of_range: columns,
@@ -103,289 +91,25 @@ def read_inputs(restored: Restored, path: Path, batch_size: int) -> Iterator[tup
 def read_flagged_inputs(restored: Restored, path: Path,
                         batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor, list[str]]]:
     """:func:`read_inputs` with each input's flags: why it does not look like the training
-    data (see :mod:`dltrain.inference.drift`), empty where it does.
+    data (see :mod:`dltrain.inference.drift`), empty where it does. The checkpoint's fitted
+    preprocessing reads and preprocesses them (see :mod:`dltrain.data.preprocessing`).
 
     Raises:
         UserError: see :func:`predict_file`.
     """
-    dataset = restored.data["dataset"]
-    if dataset in IMAGE_DATA:
-        yield from _image_batches(restored, path, batch_size)
-        return
-    if dataset == "csv":
-        x, flags = _table_inputs(restored, path)
-    elif dataset == "text_csv":
-        x, flags = _text_inputs(restored, path)
-    elif dataset in POINT_DATA:
-        x, flags = _point_inputs(restored, path)
-    else:
-        raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data=csv, text_csv, "
-                        f"{', '.join(POINT_DATA + IMAGE_DATA)}; for data={dataset} call the model from Python "
+    from dltrain.data import preprocessing
+
+    prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
+    if prep is None:
+        dataset = restored.data["dataset"]
+        raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data="
+                        f"{', '.join(preprocessing.readable())}; for data={dataset} call the model from Python "
                         "(dltrain.inference.restore.load_model)")
-    for start in range(0, len(x), batch_size):
-        yield list(range(start, min(start + batch_size, len(x)))), x[start:start + batch_size], \
-            flags[start:start + batch_size]
+    yield from prep.read(path, batch_size, _warn)
 
 
-# --- tables ------------------------------------------------------------------------------------------------------
-
-
-def _read(restored: Restored, path: Path) -> Any:
-    from dltrain.data.tabular import read_table
-
-    return read_table(path, restored.cfg.data.get("delimiter", ","), key="input")
-
-
-def _table_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
-    """``data=csv``: the feature columns, gaps filled, numbers standardised and the other
-    columns one-hot encoded with the training split's statistics, in ``encoded_features`` order;
-    and each row's ``out_of_range`` flag (see :mod:`dltrain.inference.drift`)."""
-    from dltrain.data.cells import read_numbers, rows_text
-
-    data = restored.data
-    table = _read(restored, path)
-    features = data["features"]
-    if lacking := [c for c in features if c not in table.columns]:
-        raise UserError(f"input={path} has no column {', '.join(lacking)}: the model reads the columns "
-                        f"{', '.join(features)} (others are ignored); add the missing ones")
-    x = table[features].copy()
-    # The model reads these columns as numbers: a cell that is not one is a missing value, as in training.
-    strays = read_numbers(x, list(data["numeric_scaling"]), share=0.0)
-    gaps = x.isna().sum()
-    gaps = gaps[gaps > 0]
-    if len(gaps):
-        listed = ", ".join(f"{c} ({n} row{'s' if n > 1 else ''}{_stray_note(strays.get(c))})" for c, n in gaps.items())
-        if data.get("missing") != "mean":
-            raise UserError(f"input={path} has empty cells in {listed}: the model was trained with "
-                            f"data.missing={data.get('missing')}, which gives no values to fill them with; "
-                            "fill them in")
-        fills = {**{c: s["mean"] for c, s in data["numeric_scaling"].items()},
-                 **data.get("fill_values_new_rows", {}), **data.get("fill_values", {})}
-        if unfilled := [c for c in gaps.index if c not in fills]:
-            raise UserError(f"input={path} has empty cells in {', '.join(unfilled)}, which had none in training, "
-                            "so this checkpoint records no value to fill them with: fill them in")
-        for column in gaps.index:
-            x[column] = x[column].fillna(fills[column])
-        if strays:
-            print(f"{TOOL}: warning: cells that are not numbers filled as missing values (data.missing=mean): "
-                  f"{', '.join(f'{c} ({rows_text(s.rows)}: {s.describe()})' for c, s in strays.items())}",
-                  file=sys.stderr)
-
-    columns = data["encoded_features"]
-    out = np.zeros((len(x), len(columns)), dtype=np.float32)
-    for j, (column, stats) in enumerate(data["numeric_scaling"].items()):
-        out[:, j] = _standardised(x[column], stats["mean"], stats["std"], path)
-    flags = drift.range_flags({c: x[c].to_numpy(dtype=np.float64) for c in data["numeric_scaling"]},
-                              data.get("numeric_range"))
-    position = len(data["numeric_scaling"])
-    for column, categories in data["categorical"].items():
-        index, position = _one_hot_columns(column, categories, columns, position)
-        other = index.pop(None, None)  # where categories never seen in training go, if anywhere
-        for row, value in enumerate(x[column].astype(str)):
-            j = index.get(value, other)
-            if j is not None:
-                out[row, j] = 1.0
-    if position != len(columns):
-        raise UserError(f"checkpoint {restored.path}: its encoded_features do not match its columns' encodings, "
-                        "so the inputs cannot be encoded as in training: use the checkpoint as dltrain wrote it")
-    return torch.from_numpy(out), flags
-
-
-def _standardised(cells: pd.Series, mean: float, std: float, path: Path) -> np.ndarray:
-    """``(cells - mean) / std`` in float32, as the model reads a numeric column.
-
-    Raises:
-        UserError: an infinite cell, or one whose value does not fit float32 (``1e39``),
-            naming the column and its rows.
-    """
-    from dltrain.data.cells import rows_text
-
-    values = cells.to_numpy(dtype=np.float64)
-    if (infinite := np.isinf(values)).any():
-        raise UserError(f"input={path}: column {cells.name} holds infinite numbers in "
-                        f"{rows_text(cells.index[infinite])} (0 = the first data row): the model reads finite "
-                        "numbers; fix those cells")
-    with np.errstate(over="ignore"):
-        out = ((values - mean) / std).astype(np.float32)
-    if not (finite := np.isfinite(out)).all():
-        raise UserError(f"input={path}: column {cells.name} holds numbers too large for the model in "
-                        f"{rows_text(cells.index[~finite])} (0 = the first data row): fix those cells")
-    return out
-
-
-def _stray_note(stray: Any) -> str:
-    """``; row 3 not numbers: '?'`` for the cells of a numeric column that were not numbers
-    (a :class:`~dltrain.data.cells.Stray`, or None)."""
-    from dltrain.data.cells import rows_text
-
-    if stray is None:
-        return ""
-    return f"; {rows_text(stray.rows)} not numbers: {', '.join(repr(v) for v in stray.values[:3])}"
-
-
-def _one_hot_columns(column: str, categories: list[str], columns: list[str],
-                     position: int) -> tuple[dict[str | None, int], int]:
-    """Where scikit-learn's OneHotEncoder put each category of ``column``: its output columns
-    start at ``position`` in ``columns``, the frequent categories in order, then
-    ``<column>_infrequent_sklearn`` for the rest (and unseen ones) when the encoder made one.
-
-    Returns:
-        category -> output column (``None`` -> the infrequent column), and the position after them.
-    """
-    index: dict[str | None, int] = {}
-    infrequent = []
-    for category in categories:
-        if position < len(columns) and columns[position] == f"{column}_{category}":
-            index[category] = position
-            position += 1
-        else:
-            infrequent.append(category)
-    if position < len(columns) and columns[position] == f"{column}_infrequent_sklearn":
-        index.update({category: position for category in infrequent})
-        index[None] = position
-        position += 1
-    return index, position
-
-
-def _text_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
-    """``data=text_csv``: token ids of the text column with the training vocabulary, cut to
-    ``data.max_length`` and padded with 0 to at least the training length; and each text's
-    ``unknown_words`` flag (see :mod:`dltrain.inference.drift`)."""
-    from dltrain.data.text import UNK_ID, Vocabulary, tokenize
-
-    data, cfg = restored.data, restored.cfg.data
-    table = _read(restored, path)
-    column = data["text_column"]
-    if column not in table.columns:
-        raise UserError(f"input={path} has no column {column}: the model reads its texts from a column "
-                        f"named {column}; name it so")
-    vocab = Vocabulary(data["vocabulary"])
-    ids = [vocab.encode(tokenize(text, cfg.get("lowercase", True))[:cfg.get("max_length", 200)]) or [UNK_ID]
-           for text in table[column].fillna("").astype(str)]
-    x = torch.zeros((len(ids), max(*map(len, ids), data.get("padded_length") or 1)), dtype=torch.long)
-    for row, sequence in enumerate(ids):
-        x[row, :len(sequence)] = torch.tensor(sequence)
-    known = [sum(i != UNK_ID for i in sequence) for sequence in ids]
-    return x, drift.text_flags(known, [len(sequence) for sequence in ids])
-
-
-def _point_inputs(restored: Restored, path: Path) -> tuple[torch.Tensor, list[str]]:
-    """Generated point data: the CSV's numeric columns, standardised as the training split was;
-    and each row's ``out_of_range`` flag (see :mod:`dltrain.inference.drift`)."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    data = restored.data
-    table = _read(restored, path)
-    numeric = [c for c in table.columns if is_numeric_dtype(table[c]) and not is_bool_dtype(table[c])]
-    width = data["input_shape"][0]
-    if len(numeric) != width:
-        plural = "s" if width > 1 else ""
-        raise UserError(f"input={path} has {len(numeric)} numeric columns ({', '.join(map(str, numeric))}), "
-                        f"but the data={data['dataset']} model reads {width} number{plural} per row: give a CSV "
-                        f"whose numeric columns are exactly its {width} input{plural}, in order")
-    if gaps := int(table[numeric].isna().any(axis=1).sum()):
-        raise UserError(f"input={path} has {gaps} rows with empty cells: fill them in")
-    scaling = data.get("input_scaling") or {"mean": [0.0] * width, "std": [1.0] * width}
-    if not len(scaling["mean"]) == len(scaling["std"]) == width:
-        raise UserError(f"checkpoint {restored.path}: its input_scaling does not hold {width} means and standard "
-                        "deviations, so the inputs cannot be scaled as in training: use the checkpoint as dltrain "
-                        "wrote it")
-    columns = [_standardised(table[c], m, s, path) for c, m, s in zip(numeric, scaling["mean"], scaling["std"],
-                                                                      strict=True)]
-    bounds = data.get("input_range")
-    ranges = dict(zip(map(str, numeric), zip(bounds["min"], bounds["max"], strict=True), strict=True)) \
-        if bounds and len(bounds["min"]) == width else None
-    flags = drift.range_flags({str(c): table[c].to_numpy(dtype=np.float64) for c in numeric}, ranges)
-    return torch.from_numpy(np.stack(columns, axis=1)), flags
-
-
-# --- images ------------------------------------------------------------------------------------------------------
-
-
-def _image_batches(restored: Restored, path: Path,
-                   batch_size: int) -> Iterator[tuple[list[str], torch.Tensor, list[str]]]:
-    """Batches of decoded, standardised images, their paths relative to ``path`` and their
-    flags (see :mod:`dltrain.inference.drift`); files Pillow cannot decode are skipped with one
-    warning at the end."""
-    from dltrain.data.image_folder import DECODE_ERRORS, decode_with_depth
-    from dltrain.data.pixel_depth import describe_skipped, skip_reason
-
-    size, color, standardize = _image_preprocessing(restored)
-    brightness = drift.training_brightness(restored.data)
-    root, files = _image_files(path)
-    skipped, reasons = [], []
-    for start in range(0, len(files), batch_size):
-        ids, images, flags = [], [], []
-        for file in files[start:start + batch_size]:
-            try:
-                image, _, _, native = decode_with_depth(file, size, color)  # uint8 (C, H, W)
-            except DECODE_ERRORS as err:
-                skipped.append(file.relative_to(root).as_posix())
-                reasons.append(skip_reason(err))
-                continue
-            ids.append(file.relative_to(root).as_posix())
-            images.append(image)
-            flags.append(drift.image_flags(native, image, restored.data, brightness))
-        if images:
-            yield ids, standardize(torch.stack(images)), flags
-    if skipped:
-        print(f"{TOOL}: warning: skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''}: "
-              f"{describe_skipped(skipped, reasons)}", file=sys.stderr)
-
-
-def _image_preprocessing(restored: Restored) -> tuple[list[int], str, Callable[[torch.Tensor], torch.Tensor]]:
-    """Image size, colour, and the function from uint8 images ``(N, C, H, W)`` to the model's
-    inputs, as the training dataset computed them."""
-    data = restored.data
-    if data["dataset"] == "digits":
-        if "pixel_scaling" not in data:
-            raise UserError(f"checkpoint {restored.path} was written before dltrain recorded how data=digits scales "
-                            "its pixels: train it again to predict from images")
-        mean = torch.tensor(data["pixel_scaling"]["mean"], dtype=torch.float64).reshape(1, 1, 8, 8)
-        std = torch.tensor(data["pixel_scaling"]["std"], dtype=torch.float64).reshape(1, 1, 8, 8)
-        top = data["pixel_max"]
-
-        def digits(images: torch.Tensor) -> torch.Tensor:
-            # The dataset's pixels are ink counts 0..16: image values map to the nearest count.
-            counts = torch.round(images.double() * top / 255)
-            return ((counts - mean) / std).float()
-
-        return data["image_size"], data["color"], digits
-    channels, *size = data["input_shape"]
-    size = data.get("image_size", size)
-    color = data.get("color", "grayscale" if channels == 1 else "rgb")
-    mean = torch.tensor(data["normalization"]["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
-    std = torch.tensor(data["normalization"]["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
-
-    def scaled(images: torch.Tensor) -> torch.Tensor:  # (x / 255 - mean) / std per channel, as in training
-        return images.float().div_(255).sub_(mean).div_(std)
-
-    return size, color, scaled
-
-
-def _image_files(path: Path) -> tuple[Path, list[Path]]:
-    """The folder names are relative to, and the image files under ``path`` (or ``path`` itself,
-    one image), sorted by relative path; hidden entries and non-image files are skipped.
-
-    Raises:
-        UserError: ``path`` is missing, not an image, or a folder without images.
-    """
-    from dltrain.data.image_folder import IMG_EXTENSIONS
-
-    if path.is_file():
-        if not path.name.lower().endswith(IMG_EXTENSIONS):
-            raise UserError(f"input={path} is not an image ({', '.join(IMG_EXTENSIONS)}): give a folder of images "
-                            "or one image")
-        return path.parent, [path]
-    if not path.is_dir():
-        raise UserError(f"input={path} does not exist: give a folder of images or one image")
-    files = []
-    for parent, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(IMG_EXTENSIONS)]
-    if not files:
-        raise UserError(f"input={path} holds no image files ({', '.join(IMG_EXTENSIONS)}): give a folder of images")
-    return path, sorted(files, key=lambda f: f.relative_to(path).as_posix())
+def _warn(message: str) -> None:
+    print(f"{TOOL}: warning: {message}", file=sys.stderr)
 
 
 # --- output ------------------------------------------------------------------------------------------------------
@@ -505,7 +229,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``dltrain-predict``."""
     def run() -> None:
-        args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE,
+        from dltrain.data.preprocessing import inputs_help
+
+        about = ABOUT.format(inputs=inputs_help())  # the datasets registered, by what their inputs are
+        args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=about, example=EXAMPLE,
                           config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
                      model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"])
