@@ -41,9 +41,6 @@ class OptimizerFacts:
 
 OPTIMIZERS: Registry[OptimizerFacts] = Registry("optim", OptimizerFacts)
 
-# Kept while callers move to OPTIMIZERS.facts(name).closure; derived from the facts.
-CLOSURE_OPTIMIZERS = ("lbfgs",)
-
 
 def _checked(name: str, make: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
     """Turn torch's ValueError for a bad combination (e.g. Nesterov without momentum)

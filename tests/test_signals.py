@@ -75,14 +75,29 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> str:
     return stderr
 
 
+#: ``dltrain`` that sends itself a signal (``{signum}``) as soon as it has written its first
+#: metrics row: a stop at a moment the test knows, where a signal sent from outside would
+#: land wherever the process happened to be.
+SIGNAL_AFTER_FIRST_ROW = """
+import os
+import dltrain.report.tables
+_write = dltrain.report.tables.MetricsCSV.write
+def write(self, row):
+    _write(self, row)
+    if len(self.rows) == 1:
+        os.kill(os.getpid(), {signum})
+dltrain.report.tables.MetricsCSV.write = write
+from dltrain.cli.app import main
+main()
+"""
+
+
 def signal_once_training(args: list[str], run: Path, signum: int) -> tuple[int, str]:
-    """Start ``dltrain ARGS`` with ``run`` as its run directory, send ``signum`` once it has
-    written its first metrics row, and wait up to 15 s for it to exit: its exit code and stderr."""
-    proc = start([*args, f"hydra.run.dir={run}"], run.parent)
+    """Run ``dltrain ARGS`` with ``run`` as its run directory; it receives ``signum`` right
+    after writing its first metrics row (the end of epoch 1). Its exit code and stderr."""
+    proc = start([*args, f"hydra.run.dir={run}"], run.parent, code=SIGNAL_AFTER_FIRST_ROW.format(signum=int(signum)))
     try:
-        wait_for_file(run / "metrics.csv", proc)
-        proc.send_signal(signum)
-        stderr = finish(proc, timeout=15)
+        stderr = finish(proc, timeout=300)  # a bound on a hang, not a moment the test waits for
     finally:
         proc.kill()
     return proc.returncode, stderr
@@ -147,8 +162,12 @@ def test_sigusr1_stops_like_a_preemption_warning(tmp_path):
     assert returncode == 138, stderr
     assert_one_line(stderr, "dltrain: interrupted by SIGUSR1")
     done = summary(run)
-    assert done["status"] == "interrupted" and done["stop_reason"].startswith("interrupted by SIGUSR1")
-    assert load_checkpoint(done["checkpoint"])["epoch"] == done["epochs_run"]
+    # Received at the end of epoch 1: the run stops after the next step, the first of epoch 2.
+    assert done["status"] == "interrupted" and done["stop_reason"].startswith("interrupted by SIGUSR1 in epoch 2 "
+                                                                              "after step 1 of ")
+    state = load_checkpoint(done["checkpoint"])
+    assert state["epoch"] == done["epochs_run"] == 1 and state["partial_epoch"]["step"] == 1
+    assert len(metrics_rows(run)) == 1
 
 
 class StderrLines:
