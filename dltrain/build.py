@@ -15,13 +15,14 @@ from torch import nn
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.errors import ConfigError
 from dltrain.init import apply_init
-from dltrain.losses import LOSSES, Loss, resolve_auto, trap_warnings
+from dltrain.losses import LOSSES, Loss, trap_warnings
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, summarize
-from dltrain.optim import CLOSURE_OPTIMIZERS, build_optimizer
+from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
-from dltrain.schedulers import LRSchedule, build_scheduler
+from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
 from dltrain.training.checks import (
     channels_last_warnings,
@@ -105,9 +106,9 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     warnings += trap_warnings(loss_name, last_layer)
     if loss_fn.log_probs and last_layer != "LogSoftmax":
         summary_rows.append(add_log_softmax(model, loss_fn.output_width))
-    # The scheme's gain follows the model's activation; LSTM and GRU compute with tanh.
-    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or (
-        "tanh" if cfg.model.name in ("lstm", "gru") else None)
+    # The scheme's gain follows the model's activation, or the one it computes with (tanh for LSTM and GRU).
+    activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or \
+        MODELS.facts(cfg.model.name).init_activation
     init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
     for row in summary_rows:
         row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
@@ -125,7 +126,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
             for name in ("x_train", "x_val", "x_test"):
                 setattr(data, name, getattr(data, name).contiguous(memory_format=memory_format))
 
-    closure = cfg.optim.name in CLOSURE_OPTIMIZERS
+    closure = OPTIMIZERS.facts(cfg.optim.name).closure
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
                                 saved_groups=saved_groups, **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
@@ -133,7 +134,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     batches = make_batches(data, tcfg, cfg.seed, device, ranks)
 
     sched = _options(cfg.scheduler)
-    if cfg.scheduler.name == "plateau":
+    if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor:
         sched["monitor"] = sched["monitor"] or tcfg.early_stopping.monitor
         check_monitor("scheduler.monitor", sched["monitor"], data.task)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
@@ -147,7 +148,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
     """``loss=...`` for ``data`` (``auto`` resolved from its task); returns the name and the loss."""
-    loss_name = resolve_auto(data.task) if cfg.loss.name == "auto" else cfg.loss.name
+    picks = LOSSES.facts(cfg.loss.name).picks
+    loss_name = picks(data.task) if picks is not None else cfg.loss.name
     return loss_name, LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
                                    label_smoothing=cfg.regularization.label_smoothing,
                                    class_counts=data.class_counts(), **_options(cfg.loss))
@@ -191,28 +193,28 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
     """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
     passed to the built-in models (a recurrent model's own ``model.dropout`` sits between its
     layers, so the regularization one reaches it as ``head_dropout``). Token ids (text data)
-    go to the recurrent models, which embed them, and to custom models that take ``vocab_size``."""
+    go to the models registered with ``reads_tokens`` (the recurrent ones embed them; a custom
+    model gets ``vocab_size`` when it takes it)."""
     opts = _options(cfg.model)
     reg = cfg.regularization
     name = cfg.model.name
+    facts = MODELS.facts(name)
+    for key in ("input_shape", "num_outputs"):  # only an open schema (model=custom) lets these through
+        if key in opts:
+            raise ConfigError(f"model.{key} is passed by dltrain from the data: remove +model.{key}.")
     if data.vocab_size is not None:
-        if name in ("mlp", "cnn"):
+        if not facts.reads_tokens:
             raise ConfigError(f"data={cfg.data.name} gives sequences of token ids, which model={name} cannot read: "
                               "use model=lstm, gru or rnn (they embed the tokens first), or model=custom.")
         opts["vocab_size"] = data.vocab_size
-    elif name in ("rnn", "lstm", "gru"):
-        opts.pop("embedding_dim", None)  # numeric inputs are not embedded
-    if cfg.model.name == "custom":
-        for key in ("input_shape", "num_outputs"):
-            if key in opts:
-                raise ConfigError(f"model.{key} is passed by dltrain from the data: remove +model.{key}.")
-        for key, off in (("dropout", 0.0), ("batch_norm", False)):
-            if reg[key] != off:
-                warnings.append(f"regularization.{key}={reg[key]} does not apply to model=custom: "
-                                "add the layers to your module instead")
-    else:
+    if facts.regularization_layers:
         opts["head_dropout" if "dropout" in opts else "dropout"] = reg.dropout
         opts["batch_norm"] = reg.batch_norm
+    else:
+        for key, off in (("dropout", 0.0), ("batch_norm", False)):
+            if reg[key] != off:
+                warnings.append(f"regularization.{key}={reg[key]} does not apply to model={name}: "
+                                "add the layers to your module instead")
     try:
         return MODELS.build(name, input_shape=data.input_shape, num_outputs=num_outputs, **opts)
     except (MemoryError, RuntimeError) as err:
@@ -288,3 +290,19 @@ def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
             "input_shape": list(data.input_shape), "class_names": data.class_names, **data.sizes,
             "in_memory": data.in_memory, "vocab_size": data.vocab_size,
             "target_scale": list(data.target_scale) if data.target_scale else None, **info}
+
+
+def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
+    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run);
+    without a validation split, a ``val_*`` monitor watches nothing and nothing stops."""
+    es = cfg.trainer.early_stopping
+    monitor = es.monitor if has_validation or not es.monitor.startswith("val_") else None
+    return EarlyStopping(monitor, es.mode, es.min_delta, es.patience,
+                         enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
+                         start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
+
+
+def watched_mode(stopper: EarlyStopping) -> str | None:
+    """Whether the monitored value improves down (``min``) or up (``max``); None when nothing
+    is monitored (no validation split for a ``val_*`` monitor)."""
+    return stopper.mode if stopper.monitor is not None else None

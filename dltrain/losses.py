@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +24,20 @@ from dltrain.registry import Registry
 
 log = logging.getLogger(__name__)
 
-LOSSES = Registry("loss")
+
+@dataclass(frozen=True)
+class LossFacts:
+    """What dltrain needs to know about a ``loss=`` option, registered with its builder.
+
+    Attributes:
+        picks: for an option that stands for another loss chosen by the data's task
+            (``auto``), the function naming that loss; the run builds and reports the loss picked.
+    """
+
+    picks: Callable[[str], str] | None = None
+
+
+LOSSES: Registry[LossFacts] = Registry("loss", LossFacts)
 
 CLASSIFICATION = ("binary", "multiclass", "multilabel")
 SINGLE_LABEL = ("binary", "multiclass")  # one class index per example
@@ -190,17 +205,17 @@ def build_huber(task: str, num_outputs: int, label_smoothing: float = 0.0,
     return Distance("huber", task, 1 if task == "binary" else num_outputs, label_smoothing, delta)
 
 
-@LOSSES.register("auto")
+def resolve_auto(task: str) -> str:
+    """``loss=auto``: regression -> mse, binary and multi-label -> bce, multi-class -> cross_entropy."""
+    return {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy", "multilabel": "bce"}[task]
+
+
+@LOSSES.register("auto", picks=resolve_auto)
 def build_auto(task: str, num_outputs: int, label_smoothing: float = 0.0,
                class_counts: torch.Tensor | None = None) -> Loss:
     """The loss :func:`resolve_auto` picks for the task, with its default settings."""
     return LOSSES.build(resolve_auto(task), task=task, num_outputs=num_outputs, label_smoothing=label_smoothing,
                         class_counts=class_counts)
-
-
-def resolve_auto(task: str) -> str:
-    """``loss=auto``: regression -> mse, binary and multi-label -> bce, multi-class -> cross_entropy."""
-    return {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy", "multilabel": "bce"}[task]
 
 
 def trap_warnings(loss_name: str, last_layer: str) -> list[str]:
