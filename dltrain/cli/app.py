@@ -30,7 +30,7 @@ from dltrain.config.compose import config_dir
 from dltrain.config.describe import describe_config_error
 from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
-from dltrain.config.validation import CONFIG_NAME, validate
+from dltrain.config.validation import CONFIG_NAME, validate, validate_once
 from dltrain.training.distributed import environment
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import (
@@ -67,9 +67,9 @@ def _train_app(cfg: DictConfig) -> float | None:
 def _train_job(cfg: DictConfig) -> float | None:
     sweeping = in_sweep()
     try:
-        # Each job of a sweep is checked here, before torch is imported (a single run was
-        # already checked by RunStartChecks; train() checks again for Python callers).
-        validate(cfg)
+        # Each job of a sweep is checked here, before torch is imported; a single run was
+        # checked by RunStartChecks already, and train() checks only what was not checked.
+        validate_once(cfg)
         from dltrain.training.run import train
 
         summary = train(cfg)

@@ -22,7 +22,7 @@ from dltrain.config.suggest import did_you_mean
 from dltrain.config.value_types import check_value, render
 
 __all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
-           "schema_name", "validate"]
+           "schema_name", "validate", "validate_once"]
 
 #: Where the config tree is installed, and the name of its primary config (``conf/train.yaml``).
 CONFIG_MODULE = "dltrain.conf"
@@ -111,6 +111,56 @@ def validate(cfg: DictConfig, prefix: str = "") -> None:
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
         check_value(full_key, value, dict(meta_by_name.get(key, {})))
+    if not prefix:
+        _remember(cfg)
+
+
+#: What passed :func:`validate` in this process (fingerprints, the newest last, a few kept):
+#: a config validated where it was made (``compose()``, the command line's start checks) is
+#: not validated again where it is used (``train()``).
+_passed: dict[str, None] = {}
+_KEPT = 8
+
+
+def validate_once(cfg: DictConfig) -> None:
+    """:func:`validate`, unless a config with the same values and schemas passed it in this
+    process already. Every entry point validates each config once: the command line before
+    the run directory is made (a sweep's job before its run), ``compose()`` for Python
+    callers, and ``train()`` whatever came in otherwise, or was changed after it was checked.
+
+    Raises:
+        ConfigError: as :func:`validate`.
+    """
+    if _fingerprint(cfg) not in _passed:
+        validate(cfg)
+
+
+def _remember(cfg: DictConfig) -> None:
+    fingerprint = _fingerprint(cfg)
+    if fingerprint is None:
+        return
+    _passed.pop(fingerprint, None)
+    _passed[fingerprint] = None
+    while len(_passed) > _KEPT:
+        del _passed[next(iter(_passed))]
+
+
+def _fingerprint(cfg: DictConfig) -> str | None:
+    """What :func:`validate` reads: every resolved value and the schema of every node, without
+    Hydra's own node (which only the command line's start checks see). None when a value
+    cannot be resolved (validated then, which says why)."""
+    try:
+        values: dict[str, Any] = {}
+        for key in cfg.keys():
+            if key == "hydra":
+                continue
+            node = cfg._get_node(key)
+            values[key] = (repr(OmegaConf.get_type(node)) if isinstance(node, DictConfig) else None,
+                           OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig))
+                           else cfg[key])
+    except Exception:  # noqa: BLE001 - an interpolation that fails: validate() names it
+        return None
+    return repr((repr(OmegaConf.get_type(cfg)), values))
 
 
 def _check_group_names(cfg: DictConfig) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.build import Experiment, _options, build_experiment, checkpoint_meta, describe_data
 from dltrain.training.checkpoint import load_checkpoint, prune_periodic, save_checkpoint
-from dltrain.config.validation import validate
+from dltrain.config.validation import validate, validate_once
 from dltrain.data import DataSplits
 from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
@@ -99,7 +99,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             ``summary.json`` says ``interrupted``, and a run stopped after a step has saved
             ``last.pt`` to resume from.
     """
-    validate(cfg)
+    validate_once(cfg)  # compose() or the command line checked it already, unless it changed since
     ranks = init(cfg.device)
     # Outside Hydra the default directory is named by each rank's clock: rank 0's is the run's.
     run_dir = Path(ranks.broadcast(str(run_dir if run_dir is not None else default_run_dir())))
@@ -512,7 +512,7 @@ def _load_resume(cfg: DictConfig, ranks: Ranks | None = None,
     found: Path | str | None = own
     if own is None and ranks.is_main:
         try:
-            from dltrain.cli.app import in_sweep
+            from dltrain.config.hydra_job import in_sweep
 
             found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True), exact=in_sweep())
         except BaseException as err:  # the others wait for the outcome, whatever it is
