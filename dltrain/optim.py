@@ -65,6 +65,7 @@ for _name, _cls, _facts in (
     ("rmsprop", torch.optim.RMSprop, {}), ("adagrad", torch.optim.Adagrad, {"fused_kernel": _ADAGRAD}),
     ("adadelta", torch.optim.Adadelta, {}), ("lbfgs", torch.optim.LBFGS, {"closure": True}),
     ("radam", torch.optim.RAdam, {}),
+    ("adamax", torch.optim.Adamax, {}),
 ):
     OPTIMIZERS.register(_name, **_facts)(_checked(_name, _cls))
 

@@ -357,6 +357,20 @@ class RAdamConfig:
 
 
 @dataclass
+class AdamaxConfig:
+    """``optim=adamax``: ``torch.optim.Adamax`` (Adam with the infinity norm of past gradients in
+    place of their running mean square)."""
+
+    name: str = "adamax"
+    lr: float = spec(2e-3, ge=0)
+    betas: list[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, length=2)
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    maximize: bool = False
+    foreach: bool | None = None
+
+
+@dataclass
 class RMSpropConfig:
     """``optim=rmsprop``: ``torch.optim.RMSprop``."""
 
@@ -705,7 +719,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
              "image_folder": ImageFolderConfig},
     "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,
               "adamw": AdamWConfig, "nadam": NAdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig,
-              "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig, "radam": RAdamConfig},
+              "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig, "radam": RAdamConfig,
+              "adamax": AdamaxConfig},
     "loss": {"auto": LossConfig, "mse": LossConfig, "rmse": LossConfig, "mae": LossConfig, "huber": HuberConfig,
              "bce": BCEConfig, "cross_entropy": CrossEntropyConfig, "nll": CrossEntropyConfig},
     "init": {"default": InitConfig, "xavier_uniform": XavierInitConfig, "xavier_normal": XavierInitConfig,
