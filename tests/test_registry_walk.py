@@ -84,6 +84,7 @@ def built_model(option: str, tokens: bool = False) -> nn.Module:
 
 
 def assert_every_parameter_learns(model: nn.Module, x: torch.Tensor) -> None:
+    """One backward pass from ``x`` leaves a finite gradient in every parameter (timm's check)."""
     loss = model(x).square().mean()
     loss.backward()
     params = dict(model.named_parameters())
@@ -115,6 +116,7 @@ def test_every_token_model_gets_a_gradient_in_every_parameter(option):
 # --- builder signatures match the schemas ----------------------------------------------
 
 def call_time(group: str, option: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """What the build step passes ``group=option``'s builder besides its config keys."""
     return model_call_time(option, fields, MODELS.facts(option).reads_tokens) if group == "model" \
         else CALL_TIME[group]
 
