@@ -35,8 +35,10 @@ class ModelFacts:
             name that code (and is trusted only as the user says), and the model's failures at
             start-up are the user's to fix, reported as config errors.
         input_normalization: the mean/std/size the model's weights expect, for backbones
-            trained elsewhere; None (every model today) keeps the data's own preprocessing.
-            The data's fitted preprocessing is the place that will read it.
+            trained elsewhere; None (every model today) keeps the preprocessing fitted on the
+            training split. Where it is set, the image preprocessing
+            (:class:`dltrain.data.preprocessing.images.Images`, which has the same mean, std and
+            size) is the one place to take it instead of fitting its own.
     """
 
     reads_tokens: bool = False
