@@ -22,6 +22,7 @@ statistics of the training split only.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import logging
@@ -49,37 +50,39 @@ _LOAD_ERRORS = (OSError, RuntimeError, AssertionError, ValueError, TypeError, Ke
 
 
 @dataclass(frozen=True)
-class _Source:
-    """One torchvision dataset and where its files lie.
+class _Source(abc.ABC):
+    """One torchvision dataset: its names, where its files lie (each layout a subclass) and how
+    its two sets are read.
 
     Attributes:
         key: the ``data=`` option.
         class_name: its class in ``torchvision.datasets``.
         title: its name in messages.
-        idx: True for the MNIST layout (IDX files in ``ROOT/<ClassName>/raw``, each
-            downloaded as its own ``.gz``); False for CIFAR's (pickled batches in
-            ``ROOT/<base_folder>``, downloaded as one ``.tar.gz`` into ``ROOT``).
     """
 
     key: str
     class_name: str
     title: str
-    idx: bool
 
+    @abc.abstractmethod
     def folder(self, cls: Any, root: str) -> str:
         """The folder torchvision reads the files from."""
-        return os.path.join(root, cls.__name__, "raw") if self.idx else os.path.join(root, cls.base_folder)
 
+    @abc.abstractmethod
     def holder(self, cls: Any) -> str:
         """That folder relative to ``root``, as a user would look for it."""
-        return f"{cls.__name__}/raw" if self.idx else cls.base_folder
 
+    @abc.abstractmethod
     def files(self, cls: Any) -> list[tuple[str, str | None]]:
         """``(file name, md5 or None)`` of every file torchvision reads, in the class's current attributes."""
-        if self.idx:  # torchvision only checks that the unpacked files exist
-            return [(os.path.splitext(name)[0], None) for name, _ in cls.resources]
-        return [(name, md5) for name, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"],
-                                                                                 cls.meta["md5"])]
+
+    def archives(self, cls: Any, root: str) -> list[tuple[str, str]]:
+        """``(archive, folder to unpack it into)`` for each archive the files come in (none by default)."""
+        return []
+
+    def alternative(self, cls: Any, root: str) -> str | None:
+        """Where the archives may be put instead of the files, for messages; None when there are none."""
+        return None
 
     def missing(self, cls: Any, root: str) -> list[str]:
         """Names of the files that are absent (or fail their MD5 check) in :meth:`folder`."""
@@ -88,21 +91,64 @@ class _Source:
         folder = self.folder(cls, root)
         return [name for name, md5 in self.files(cls) if not check_integrity(os.path.join(folder, name), md5)]
 
+    def load(self, cls: Any, root: str, download: bool) -> tuple[Any, Any]:
+        """The training and the test set, read by torchvision (which downloads what is missing
+        when ``download``): ``cls(root, train=...)``."""
+        return cls(root, train=True, download=download), cls(root, train=False)
+
+    def arrays(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A set's uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
+        return _images(dataset.data), torch.as_tensor(dataset.targets, dtype=torch.int64)
+
+    def class_names(self, dataset: Any) -> list[str]:
+        """The name of each class index."""
+        return [str(name) for name in dataset.classes]
+
+
+class _IdxFiles(_Source):
+    """MNIST's layout: IDX files in ``ROOT/<ClassName>/raw``, each downloaded as its own ``.gz``."""
+
+    def folder(self, cls: Any, root: str) -> str:
+        return os.path.join(root, cls.__name__, "raw")
+
+    def holder(self, cls: Any) -> str:
+        return f"{cls.__name__}/raw"
+
+    def files(self, cls: Any) -> list[tuple[str, str | None]]:
+        # torchvision only checks that the unpacked files exist
+        return [(os.path.splitext(name)[0], None) for name, _ in cls.resources]
+
     def archives(self, cls: Any, root: str) -> list[tuple[str, str]]:
-        """``(archive, folder to unpack it into)`` for each archive the files come in."""
-        if self.idx:
-            folder = self.folder(cls, root)
-            return [(os.path.join(folder, name), folder) for name, _ in cls.resources]
+        folder = self.folder(cls, root)
+        return [(os.path.join(folder, name), folder) for name, _ in cls.resources]
+
+    def alternative(self, cls: Any, root: str) -> str | None:
+        return "their .gz"
+
+
+class _PickledBatches(_Source):
+    """CIFAR's layout: pickled batches in ``ROOT/<base_folder>``, downloaded as one ``.tar.gz`` into ``ROOT``."""
+
+    def folder(self, cls: Any, root: str) -> str:
+        return os.path.join(root, cls.base_folder)
+
+    def holder(self, cls: Any) -> str:
+        return cls.base_folder
+
+    def files(self, cls: Any) -> list[tuple[str, str | None]]:
+        return [(name, md5) for name, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"],
+                                                                                 cls.meta["md5"])]
+
+    def archives(self, cls: Any, root: str) -> list[tuple[str, str]]:
         return [(os.path.join(root, cls.filename), root)]
 
-    def alternative(self, cls: Any, root: str) -> str:
-        """Where the archives may be put instead of the files, for messages."""
-        return "their .gz" if self.idx else f"{cls.filename} in {root}"
+    def alternative(self, cls: Any, root: str) -> str | None:
+        return f"{cls.filename} in {root}"
 
 
-_MNIST = _Source("mnist", "MNIST", "MNIST", idx=True)
-_FASHION_MNIST = _Source("fashion_mnist", "FashionMNIST", "Fashion-MNIST", idx=True)
-_CIFAR10 = _Source("cifar10", "CIFAR10", "CIFAR-10", idx=False)
+_MNIST = _IdxFiles("mnist", "MNIST", "MNIST")
+_FASHION_MNIST = _IdxFiles("fashion_mnist", "FashionMNIST", "Fashion-MNIST")
+_CIFAR10 = _PickledBatches("cifar10", "CIFAR10", "CIFAR-10")
 
 
 def _builder(source: _Source, about: str, shape: str, train_size: str):
@@ -164,22 +210,21 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
             log.info("data=%s: downloading %s into %s", source.key, source.title, folder)
         try:
             with _quiet(f"data={source.key}"):
-                train = cls(path, train=True, download=download)
-                test = cls(path, train=False)
+                train, test = source.load(cls, path, download)
         except _LOAD_ERRORS as err:
             names = _names(source.files(cls))
             if download and source.missing(cls, path):
+                alternative = source.alternative(cls, path)
                 raise ConfigError(f"data={source.key}: could not download {source.title} into {folder} "
-                                  f"({_reason(err)}): put the files there by hand ({names}, or "
-                                  f"{source.alternative(cls, path)}) and set data.download=false, or check the "
-                                  "network.") from err
+                                  f"({_reason(err)}): put the files there by hand ({names}"
+                                  f"{f', or {alternative}' if alternative else ''}) and set data.download=false, "
+                                  "or check the network.") from err
             raise ConfigError(f"data={source.key}: could not read {source.title} from {folder} ({_reason(err)}): "
                               f"replace its files ({names}) with the original ones, or delete them and set "
                               "data.download=true.") from err
 
-    return image_splits(_images(train.data), torch.as_tensor(train.targets, dtype=torch.int64),
-                        _images(test.data), torch.as_tensor(test.targets, dtype=torch.int64),
-                        class_names=[str(name) for name in train.classes], seed=seed, val_fraction=val_fraction,
+    return image_splits(*source.arrays(train), *source.arrays(test),
+                        class_names=source.class_names(train), seed=seed, val_fraction=val_fraction,
                         info={"source": f"torchvision.datasets.{source.class_name}", "root": root})
 
 
@@ -264,10 +309,12 @@ def _missing_message(source: _Source, cls: Any, root: str, folder: str, missing:
     if len(missing) == len(files):
         what = f"no {source.title} files in {folder}"
     else:
-        what = f"{source.title} files missing{'' if source.idx else ' or damaged'} in {folder} ({', '.join(missing)})"
-    return (f"data={source.key}: {what}: put {_names(files)} there (or {source.alternative(cls, root)}), set "
-            f"data.root to a folder that holds {source.holder(cls)}, or set data.download=true on a machine with a "
-            "network.")
+        damaged = " or damaged" if any(md5 for _, md5 in files) else ""  # only MD5s tell a damaged file
+        what = f"{source.title} files missing{damaged} in {folder} ({', '.join(missing)})"
+    alternative = source.alternative(cls, root)
+    return (f"data={source.key}: {what}: put {_names(files)} there{f' (or {alternative})' if alternative else ''}, "
+            f"set data.root to a folder that holds {source.holder(cls)}, or set data.download=true on a machine "
+            "with a network.")
 
 
 def _names(files: list[tuple[str, str | None]]) -> str:
