@@ -83,8 +83,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     """
     reg, tcfg = cfg.regularization, cfg.trainer
     ranks = ranks or Ranks()
-    check_combinations(cfg)
-    check_world(cfg, ranks, device)
+    check_options(cfg, ranks, device)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.
@@ -95,12 +94,16 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # The loss first: it decides how wide the model's output layer is.
     loss_name, loss_fn = build_loss(cfg, data)
     loss_fn = loss_fn.to(device)
-    warnings: list[str] = list(data.warnings) + validation_warnings(cfg, data.has_validation)
+    scheduler_monitor = ((cfg.scheduler.monitor or tcfg.early_stopping.monitor)
+                         if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
+    warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
+                                                                    scheduler_monitor)
     model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.
     example = data.example(2).to(device)
-    check_model(cfg, model, example, loss_fn, loss_name, autocast_dtype)
+    check_model(model, example, loss_fn, loss_name, autocast_dtype, name=cfg.model.name,
+                batch_size=tcfg.batch_size, precision=tcfg.precision)
     summary_rows = summarize(model, example)  # layers in the order they run
     last_layer = summary_rows[-1].kind if summary_rows else ""
     warnings += trap_warnings(loss_name, last_layer)
@@ -115,7 +118,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     if tcfg.sync_batchnorm:
         warnings += sync_batchnorm(model, ranks)  # the same parameters: before or after the init alike
     # After the init (orthogonal_ views each weight as a matrix) and before the optimizer.
-    warnings += channels_last_warnings(cfg, data.input_shape, model)
+    warnings += channels_last_warnings(tcfg.channels_last, data.input_shape, model, data=cfg.data.name,
+                                       model_name=cfg.model.name)
     memory_format = resolve_memory_format(tcfg.channels_last, data.input_shape, model)
     if memory_format is not None:
         model.to(memory_format=memory_format)  # converts its 4-D weights (convolutions) only
@@ -131,19 +135,38 @@ def build_experiment(cfg: DictConfig, device: torch.device,
                                 saved_groups=saved_groups, **_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
-    batches = make_batches(data, tcfg, cfg.seed, device, ranks)
+    batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
+                           limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
 
     sched = _options(cfg.scheduler)
-    if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor:
-        sched["monitor"] = sched["monitor"] or tcfg.early_stopping.monitor
-        check_monitor("scheduler.monitor", sched["monitor"], data.task)
+    if scheduler_monitor is not None:
+        sched["monitor"] = scheduler_monitor
+        check_monitor("scheduler.monitor", scheduler_monitor, data.task)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
                                 steps_per_epoch=len(batches[0]), **sched)
     if not tcfg.fast_dev_run:
-        warnings += schedule_warnings(cfg, max_epochs)
+        warnings += schedule_warnings(cfg.scheduler.name, _options(cfg.scheduler), max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
                       penalty, augment, autocast_dtype, batches, warnings)
+
+
+def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
+    """The checks of options that are each valid but cannot work together, before any data
+    is loaded (:func:`~dltrain.training.checks.check_combinations`), and of what a run of
+    several ``ranks`` on ``device`` needs (:func:`~dltrain.training.distributed.check_world`).
+
+    The schema checks each key on its own when the config is validated; these checks of
+    combinations live in the build step, beside the builders they protect, and like those take
+    the config's values as plain arguments (their messages name the keys).
+
+    Raises:
+        ConfigError: naming the keys that cannot go together.
+    """
+    reg, optim = cfg.regularization, cfg.optim.name
+    check_combinations(cfg.init.name, _options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
+    check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
+                batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
 
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
@@ -239,19 +262,20 @@ def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) ->
     return torch.log_softmax(output, dim=1)
 
 
-def make_batches(data: DataSplits, tcfg: DictConfig, seed: int, device: torch.device,
-                 ranks: Ranks | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
-    """Train (shuffled), validation and test batches; ``fast_dev_run`` keeps two of each.
+def make_batches(data: DataSplits, batch_size: int, eval_batch_size: int, seed: int, device: torch.device,
+                 ranks: Ranks | None = None, *, limit: int | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
+    """Train (shuffled), validation and test batches; ``limit`` keeps that many of each
+    (``FAST_DEV_BATCHES`` for ``trainer.fast_dev_run``).
 
     Data in memory is batched by index on its device; data read from disk goes through a
     DataLoader with ``data.num_workers`` processes. Of several ranks, each takes its shard:
-    of every epoch's training order (``trainer.batch_size / world_size`` examples per step),
-    and a contiguous part of validation and test, whose metrics are then summed over ranks."""
+    of every epoch's training order (``batch_size / world_size`` examples per step: the
+    global batch), and a contiguous part of validation and test, whose metrics are then
+    summed over ranks."""
     ranks = ranks or Ranks()
-    limit = FAST_DEV_BATCHES if tcfg.fast_dev_run else None
     # The data order depends on this alone; every rank draws the same one and takes its shard.
     generator = torch.Generator().manual_seed(seed)
-    batch_size = tcfg.batch_size // ranks.world_size
+    batch_size = batch_size // ranks.world_size
     shard = {"rank": ranks.rank, "world_size": ranks.world_size}
     if not data.in_memory:
         def loader(x, batch_size, **kw):
@@ -259,15 +283,15 @@ def make_batches(data: DataSplits, tcfg: DictConfig, seed: int, device: torch.de
                                  **shard, **kw)
 
         return (loader(data.x_train, batch_size, shuffle=True, generator=generator, min_batch_size=2),
-                loader(data.x_val, tcfg.eval_batch_size),
-                loader(data.x_test, tcfg.eval_batch_size, persistent=False))  # read once
+                loader(data.x_val, eval_batch_size),
+                loader(data.x_test, eval_batch_size, persistent=False))  # read once
     return (
         # A last training batch of one example is dropped: batch norm cannot normalise it,
         # and its gradient would be the noisiest step of the epoch.
         TensorBatches(data.x_train, data.y_train, batch_size, shuffle=True, generator=generator,
                       limit_batches=limit, min_batch_size=2, **shard),
-        TensorBatches(data.x_val, data.y_val, tcfg.eval_batch_size, limit_batches=limit, **shard),
-        TensorBatches(data.x_test, data.y_test, tcfg.eval_batch_size, limit_batches=limit, **shard),
+        TensorBatches(data.x_val, data.y_val, eval_batch_size, limit_batches=limit, **shard),
+        TensorBatches(data.x_test, data.y_test, eval_batch_size, limit_batches=limit, **shard),
     )
 
 

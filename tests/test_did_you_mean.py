@@ -26,7 +26,6 @@ from dltrain.inference.evaluate import main as eval_main
 from dltrain.inference.predict import main as predict_main
 from dltrain.registry import Registry
 from dltrain.config.schemas import GROUP_SCHEMAS
-from dltrain.training.checks import check_combinations
 from dltrain.config.suggest import ALIASES, did_you_mean, key_paths, override_key, unknown_option
 from tests.conftest import tool_error
 from tests.test_one_line import cli_error
@@ -267,9 +266,15 @@ def test_near_misses_and_type_errors_do_not_import_torch(tmp_path):
 
 def test_a_key_of_the_optimizer_is_preferred_to_the_alias():
     """adamw has its own weight_decay: regularization.l2 as well would be refused."""
+    import torch
+
+    from dltrain.build import check_options
+    from dltrain.training.distributed import Ranks
+
     meant = did_you_mean("weight_decay=0.05", compose(["optim=adamw"], check=False))
     assert meant == "did you mean optim.weight_decay=0.05?"
-    check_combinations(compose(["optim=adamw", meant.removeprefix("did you mean ").removesuffix("?")]))
+    check_options(compose(["optim=adamw", meant.removeprefix("did you mean ").removesuffix("?")]), Ranks(),
+                  torch.device("cpu"))
 
 
 def test_a_sweep_keeps_its_other_options(capsys, monkeypatch, tmp_path):

@@ -27,7 +27,8 @@ import torch
 from dltrain import train
 from dltrain.training.checkpoint import load_checkpoint
 from dltrain.data.batches import TensorBatches
-from dltrain.training.distributed import Environment, Ranks, _set_by_torchrun, check_world, environment, route_logs, set_threads
+from dltrain.build import check_options
+from dltrain.training.distributed import Environment, Ranks, _set_by_torchrun, environment, route_logs, set_threads
 from dltrain.errors import ConfigError
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.trainer import Trainer
@@ -367,19 +368,19 @@ def test_check_world_refuses_what_several_ranks_cannot_run(compose):
     cpu = torch.device("cpu")
     with pytest.raises(ConfigError, match=r"trainer.batch_size=64 is the global batch, split evenly over the 3 "
                                           r"ranks: make it a multiple of 3 \(e.g. 63\)"):
-        check_world(compose(["device=cpu"]), Ranks(Environment(0, 3, 0, 3)), cpu)
-    check_world(compose(["device=cpu"]), Ranks(Environment(0, 2, 0, 2)), cpu)
+        check_options(compose(["device=cpu"]), Ranks(Environment(0, 3, 0, 3)), cpu)
+    check_options(compose(["device=cpu"]), Ranks(Environment(0, 2, 0, 2)), cpu)
     sync = compose(["device=cpu", "trainer.sync_batchnorm=true"])
     with pytest.raises(ConfigError, match=r"trainer.sync_batchnorm=true needs CUDA .* set trainer.sync_batchnorm="
                                           r"false"):
-        check_world(sync, Ranks(Environment(0, 2, 0, 2)), cpu)
-    check_world(sync, Ranks(), cpu)
+        check_options(sync, Ranks(Environment(0, 2, 0, 2)), cpu)
+    check_options(sync, Ranks(), cpu)
     lbfgs = compose(["device=cpu", "optim=lbfgs"])  # its line search follows each rank's own loss
     with pytest.raises(ConfigError, match=r"optim=lbfgs cannot train across ranks"):
-        check_world(lbfgs, Ranks(Environment(0, 2, 0, 2)), cpu)
-    check_world(lbfgs, Ranks(), cpu)
+        check_options(lbfgs, Ranks(Environment(0, 2, 0, 2)), cpu)
+    check_options(lbfgs, Ranks(), cpu)
     with pytest.raises(ConfigError, match=r"device=mps gave mps, which DistributedDataParallel cannot train on"):
-        check_world(compose(["device=mps"]), Ranks(Environment(0, 2, 0, 2)), torch.device("mps"))
+        check_options(compose(["device=mps"]), Ranks(Environment(0, 2, 0, 2)), torch.device("mps"))
 
 
 def test_sweep_is_refused_under_torchrun(tmp_path):

@@ -144,6 +144,41 @@ def test_the_core_never_imports_the_command_line() -> None:
             if any(t.startswith("dltrain.cli") for t in graph[m])] == []
 
 
+# --- nothing below the build step receives a config ------------------------------------------------------------------
+
+#: Everything else is what the build step calls, and takes plain arguments. Above it: the build
+#: step itself, the orchestrator and resume, config/, the entry points, and the sweep progress
+#: the command line feeds with each job's Hydra config.
+ABOVE_THE_BUILD = ("dltrain.build", "dltrain.training.run", "dltrain.training.resume", "dltrain.cli",
+                   "dltrain.config", "dltrain.inference", "dltrain.report.sweep_progress")
+
+
+def config_parameters(path: Path) -> list[str]:
+    """The functions of ``path`` with a parameter annotated ``DictConfig`` or named like a config."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            if any(a.arg in ("cfg", "tcfg", "config") or (a.annotation is not None and "DictConfig" in
+                                                           ast.unparse(a.annotation)) for a in args):
+                found.append(f"{path.name}:{node.lineno} {node.name}")
+    return found
+
+
+def test_the_walk_finds_a_function_that_takes_a_config(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def a(x: int) -> None: ...\ndef b(node: 'DictConfig') -> None: ...\n"
+                      "def c(*, tcfg) -> None: ...\n")
+    assert config_parameters(module) == ["m.py:2 b", "m.py:3 c"]
+
+
+def test_nothing_below_the_build_step_receives_a_config() -> None:
+    below = {name: path for name, path in package_modules().items() if not name.startswith(ABOVE_THE_BUILD)}
+    assert {"dltrain.training.trainer", "dltrain.training.distributed", "dltrain.training.checks",
+            "dltrain.data.batches", "dltrain.optim"} <= set(below)
+    assert [found for path in below.values() for found in config_parameters(path)] == []
+
+
 # --- each entry point validates each config once --------------------------------------------------------------------
 
 @pytest.fixture

@@ -80,7 +80,8 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         raise UserError(f"checkpoint {ckpt}: its run had no validation split (data.val_fraction=0), so split=val "
                         "has nothing to evaluate: use split=test")
     loss_fn = build_loss(cfg, data)[1].to(dev)
-    batches = make_batches(data, cfg.trainer, cfg.seed, dev)[1 if split == "val" else 2]
+    batches = make_batches(data, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.seed,
+                           dev)[1 if split == "val" else 2]
 
     acc = MetricAccumulator(data.task)
     classes = data.task in ("binary", "multiclass")

@@ -4,6 +4,10 @@ The schema (``dltrain.config.schemas``) checks each key on its own; what can onl
 the data is loaded and the model built (a monitor never logged, a custom model whose
 output does not fit the loss, options that cannot work together) is checked here, so a
 run fails at start-up with one line instead of a traceback several epochs in.
+
+The build step (``dltrain.build``) calls these with the config's values: like the builders,
+they take plain arguments and no config, and their messages name the keys those values
+came from.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.errors import ConfigError, first_line
@@ -38,36 +41,37 @@ NO_VALIDATION = ("data.val_fraction=0: no validation split, so early stopping is
                  "are tested")
 
 
-def validation_warnings(cfg: DictConfig, has_validation: bool) -> list[str]:
+def validation_warnings(has_validation: bool, monitor: str, scheduler_monitor: str | None = None) -> list[str]:
     """What a run without a validation split (``data.val_fraction=0``) cannot do: watch a
-    ``val_*`` metric. The default monitor, ``val_loss``, then watches nothing (a warning
-    says so); any other ``val_*`` monitor, of early stopping or of ``scheduler=plateau``, is an error.
+    ``val_*`` metric. The default early-stopping ``monitor``, ``val_loss``, then watches
+    nothing (a warning says so); any other ``val_*`` monitor, of early stopping or the
+    ``scheduler_monitor`` of a schedule that needs one (``scheduler=plateau``), is an error.
 
     Raises:
         ConfigError: naming the monitor's key and ``data.val_fraction``.
     """
     if has_validation:
         return []
-    es = cfg.trainer.early_stopping
-    watched = {"trainer.early_stopping.monitor": es.monitor}
-    if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor:  # e.g. plateau has no "off": it needs a logged metric
-        watched["scheduler.monitor"] = cfg.scheduler.monitor or es.monitor
+    watched = {"trainer.early_stopping.monitor": monitor}
+    if scheduler_monitor is not None:  # e.g. plateau has no "off": it needs a logged metric
+        watched["scheduler.monitor"] = scheduler_monitor
     for key, monitor in watched.items():
         if monitor.startswith("val_") and (key != "trainer.early_stopping.monitor" or monitor != "val_loss"):
             raise ConfigError(f"{key}={monitor} needs a validation split, but data.val_fraction=0 leaves none: "
                               f"set {key}=train_{monitor[4:]}, or hold out data for validation "
                               "(data.val_fraction=0.1).")
-    return [NO_VALIDATION] if es.monitor.startswith("val_") else []
+    return [NO_VALIDATION] if watched["trainer.early_stopping.monitor"].startswith("val_") else []
 
 
-def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
-                autocast_dtype: torch.dtype | None) -> None:
+def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
+                autocast_dtype: torch.dtype | None, *, name: str, batch_size: int, precision: str) -> None:
     """One forward pass on ``example`` (a batch of two training inputs), in the run's
-    precision: an error now for a model
-    that fails on the data's shape, returns something other than a tensor, has the wrong
-    output width for the loss, cannot run in the precision asked for, or has nothing to train."""
-    name, facts = cfg.model.name, MODELS.facts(cfg.model.name)
-    if cfg.trainer.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    precision (``autocast_dtype``, from ``trainer.precision=precision``): an error now for
+    ``model=name`` if it fails on the data's shape, returns something other than a tensor,
+    has the wrong output width for the loss, cannot run in the precision asked for, cannot
+    normalise batches of ``batch_size``, or has nothing to train."""
+    facts = MODELS.facts(name)
+    if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         # Batch norm comes from regularization.batch_norm, or from a model that has its own layers.
         own = f"model={name} has batch norm layers, which"
         what = "regularization.batch_norm=true" if facts.regularization_layers else own
@@ -82,7 +86,7 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
             except Exception:
                 pass
             else:
-                raise ConfigError(f"trainer.precision={cfg.trainer.precision}: model={name} cannot run in "
+                raise ConfigError(f"trainer.precision={precision}: model={name} cannot run in "
                                   f"{str(autocast_dtype).removeprefix('torch.')} on this device "
                                   f"({first_line(err)}): use trainer.precision=32.") from err
         if not facts.user_code:  # a bug of dltrain's own: keep the traceback
@@ -104,47 +108,45 @@ def check_model(cfg: DictConfig, model: nn.Module, example: torch.Tensor, loss_f
         raise ConfigError(f"model={name} has no trainable parameters: give it layers with weights.")
 
 
-def check_combinations(cfg: DictConfig) -> None:
-    """Options that are each valid but cannot work together."""
-    check_init = INITS.facts(cfg.init.name).check
+def check_combinations(init: str, init_options: dict[str, Any], optim: str, grad_clip: float | None,
+                       grad_clip_value: float | None) -> None:
+    """Options that are each valid but cannot work together: ``init=init`` with its keys
+    ``init_options``, and ``optim=optim`` with the ``regularization.grad_clip*`` values."""
+    check_init = INITS.facts(init).check
     if check_init is not None:  # e.g. init.gain and init.nonlinearity both set
-        check_init(**_keys(cfg.init))
-    reg = cfg.regularization
-    if OPTIMIZERS.facts(cfg.optim.name).closure:
-        for key in ("grad_clip", "grad_clip_value"):
-            if reg[key] is not None:
-                raise ConfigError(f"regularization.{key} would hand optim={cfg.optim.name}'s line search gradients "
+        check_init(**init_options)
+    if OPTIMIZERS.facts(optim).closure:
+        for key, value in (("grad_clip", grad_clip), ("grad_clip_value", grad_clip_value)):
+            if value is not None:
+                raise ConfigError(f"regularization.{key} would hand optim={optim}'s line search gradients "
                                   f"that do not match the loss: remove regularization.{key} (or pick another "
                                   "optimizer).")
 
 
-def schedule_warnings(cfg: DictConfig, max_epochs: int) -> list[str]:
-    """Schedules that will not do what their presets describe within ``max_epochs``."""
-    sched, warnings = cfg.scheduler, []
-    if sched.warmup_epochs and sched.warmup_epochs >= max_epochs:
-        warnings.append(f"scheduler.warmup_epochs={sched.warmup_epochs} is not shorter than the {max_epochs} "
+def schedule_warnings(scheduler: str, options: dict[str, Any], max_epochs: int) -> list[str]:
+    """Schedules (``scheduler=scheduler`` with its keys ``options``) that will not do what
+    their presets describe within ``max_epochs``."""
+    warnings = []
+    warmup = options.get("warmup_epochs")
+    if warmup and warmup >= max_epochs:
+        warnings.append(f"scheduler.warmup_epochs={warmup} is not shorter than the {max_epochs} "
                         "epochs of this run: the learning rate never reaches optim.lr")
-    option_warnings = SCHEDULERS.facts(sched.name).warnings
+    option_warnings = SCHEDULERS.facts(scheduler).warnings
     if option_warnings is not None:
-        warnings += option_warnings(max_epochs, **_keys(sched))
+        warnings += option_warnings(max_epochs, **options)
     return warnings
 
 
-def _keys(node: DictConfig) -> dict[str, Any]:
-    """A group's keys as plain values, without its ``name``."""
-    keys = OmegaConf.to_container(node, resolve=True)
-    keys.pop("name", None)
-    return keys
-
-
-def channels_last_warnings(cfg: DictConfig, input_shape: tuple[int, ...], model: nn.Module) -> list[str]:
-    """``trainer.channels_last=true`` where it changes nothing (see ``dltrain.training.device.resolve_memory_format``)."""
-    if not cfg.trainer.channels_last:
+def channels_last_warnings(channels_last: bool, input_shape: tuple[int, ...], model: nn.Module, *, data: str,
+                           model_name: str) -> list[str]:
+    """``trainer.channels_last=true`` where it changes nothing (see
+    ``dltrain.training.device.resolve_memory_format``) for ``data=data`` and ``model=model_name``."""
+    if not channels_last:
         return []
     if len(input_shape) != 3:
-        return [f"trainer.channels_last=true only changes image models; ignored for data={cfg.data.name}, whose "
+        return [f"trainer.channels_last=true only changes image models; ignored for data={data}, whose "
                 f"examples have shape {tuple(input_shape)}, not (channels, height, width)"]
     if not any(p.dim() == 4 for p in model.parameters()):
-        return [f"trainer.channels_last=true only changes convolutions; ignored for model={cfg.model.name}, "
+        return [f"trainer.channels_last=true only changes convolutions; ignored for model={model_name}, "
                 "which has none"]
     return []

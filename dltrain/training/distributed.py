@@ -29,7 +29,6 @@ from dltrain.errors import ConfigError, UserError, first_line
 
 if TYPE_CHECKING:
     import torch
-    from omegaconf import DictConfig
     from torch import nn
 
 log = logging.getLogger("dltrain")
@@ -257,8 +256,11 @@ def _leave() -> None:
             pass
 
 
-def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
-    """What a run of several ranks needs of the config.
+def check_world(ranks: Ranks, device: torch.device, *, device_option: str, optim: str, closure: bool,
+                batch_size: int, sync_batchnorm: bool) -> None:
+    """What a run of several ranks needs of the config: ``device_option`` (``device=``) gave
+    ``device``; ``optim`` names the optimizer, which needs a ``closure`` (a line search);
+    ``batch_size`` is the global batch.
 
     Raises:
         ConfigError: a global batch that does not split evenly over the ranks, or batch norm
@@ -267,18 +269,16 @@ def check_world(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     if not ranks.distributed:
         return
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={cfg.device} gave {device.type}, which DistributedDataParallel cannot train on "
+        raise ConfigError(f"device={device_option} gave {device.type}, which DistributedDataParallel cannot train on "
                           "across ranks: use device=cuda or device=cpu under torchrun.")
-    from dltrain.optim import OPTIMIZERS
-
-    if OPTIMIZERS.facts(cfg.optim.name).closure:
-        raise ConfigError(f"optim={cfg.optim.name} cannot train across ranks: its line search follows each rank's own "
+    if closure:
+        raise ConfigError(f"optim={optim} cannot train across ranks: its line search follows each rank's own "
                           "loss, so the ranks would take different steps; use another optimizer, or one process.")
-    batch, world = cfg.trainer.batch_size, ranks.world_size
+    batch, world = batch_size, ranks.world_size
     if batch % world:
         raise ConfigError(f"trainer.batch_size={batch} is the global batch, split evenly over the {world} ranks: "
                           f"make it a multiple of {world} (e.g. {max(world, batch - batch % world)}).")
-    if cfg.trainer.sync_batchnorm and device.type != "cuda":
+    if sync_batchnorm and device.type != "cuda":
         raise ConfigError(f"trainer.sync_batchnorm=true needs CUDA (torch syncs batch norm on GPUs only), and this "
                           f"run trains on {device}: set trainer.sync_batchnorm=false.")
 
