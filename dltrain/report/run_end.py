@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.report.run_files import RUN_FILES
-from dltrain.cli.start_dir import shown_dir
+from dltrain.config.hydra_job import shown_dir
 
 log = logging.getLogger("dltrain")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.cli.start_dir import from_start
+from dltrain.config.hydra_job import from_start
 from dltrain.config.suggest import override_key
 
 log = logging.getLogger("dltrain")
