@@ -429,16 +429,16 @@ def _read_only_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _full_disk_for_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """summary.json meets a full disk (the run's other files do not)."""
-    import dltrain.training.run
+    import dltrain.report.summary
 
-    real_write_json = dltrain.training.run.write_json
+    real_write_json = dltrain.report.summary.write_json
 
     def full(path: Path, obj: object) -> None:
         if Path(path).name == "summary.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write_json(path, obj)
 
-    monkeypatch.setattr(dltrain.training.run, "write_json", full)
+    monkeypatch.setattr(dltrain.report.summary, "write_json", full)
 
 
 def _test_split_only(folder: Path) -> Path:

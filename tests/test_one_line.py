@@ -134,16 +134,16 @@ def test_full_disk_at_start_up(tmp_path):
 
 
 def test_full_disk_at_summary_json_still_prints_the_results(tmp_path, capsys, monkeypatch):
-    import dltrain.training.run
+    import dltrain.report.summary
 
-    real_write_json = dltrain.training.run.write_json
+    real_write_json = dltrain.report.summary.write_json
 
     def full_for_summary(path, obj):
         if Path(path).name == "summary.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write_json(path, obj)
 
-    monkeypatch.setattr(dltrain.training.run, "write_json", full_for_summary)
+    monkeypatch.setattr(dltrain.report.summary, "write_json", full_for_summary)
     run_dir = tmp_path / "run"
     with pytest.raises(UserError) as raised:
         train(compose(["trainer.fast_dev_run=true"]), run_dir=run_dir)

@@ -140,6 +140,7 @@ def test_resuming_a_finished_run_writes_already_finished(compose, tmp_path):
 
     train(compose(["data=xor", "trainer.max_epochs=2", "device=cpu"]), run_dir=tmp_path / "done")
     last = tmp_path / "done" / "checkpoints" / "last.pt"
+    (tmp_path / "again").mkdir()  # as Hydra makes it: train() writes into a directory that exists
     returned = train(compose(["data=xor", "trainer.max_epochs=2", "device=cpu", f"resume={last}"]),
                      run_dir=tmp_path / "again")
     written = _written(tmp_path / "again")

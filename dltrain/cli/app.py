@@ -12,7 +12,6 @@ is non-zero if any job failed. A signal stops the whole sweep.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -39,7 +38,6 @@ from dltrain.files import (
     ensure_new_sweep_dir,
     hydra_file_names,
     own_checkpoint,
-    write_json,
 )
 from dltrain.cli.help import help_requested, print_help
 from dltrain.messages import (
@@ -47,6 +45,7 @@ from dltrain.messages import (
     run_dir_error,
     say_once_when_unwritable,
 )
+from dltrain.report.summary import RunSummary, read_summary, write_summary
 from dltrain.training.signals import Interrupted
 from dltrain.config.suggest import override_key
 
@@ -114,20 +113,16 @@ def _job_failed(err: Exception) -> None:
     if bug or _full_error:  # a bug keeps its traceback, in a sweep too
         traceback.print_exception(err)
     message = (message or f"{type(err).__name__}: {_one_line(str(err))}").rstrip(".")
-    summary_path = job_dir / "summary.json"
-    try:
-        written = json.loads(summary_path.read_text())
-    except (OSError, ValueError):
-        written = {}
-    status = written.get("status") if written.get("status") in ("failed", "diverged") else "failed"
+    written = read_summary(job_dir)
+    status = written.status if written is not None and written.status in ("failed", "diverged") else "failed"
     if environment().rank:  # a job of several ranks: rank 0 writes its summary
         print(f"dltrain: error: job {hc.job.num} rank {environment().rank} {status}: {message}.", file=sys.stderr)
         return None
-    if not summary_path.exists():  # failed before train() wrote anything (e.g. a value out of range)
-        write_json(summary_path, {"status": "failed", "stop_reason": message, "epochs_run": 0,
-                                  "stopped_epoch": None, "best_epoch": None, "best_value": None})
-    elif bug and written.get("status") == "failed":  # name the exception: its message alone rarely says what broke
-        write_json(summary_path, {**written, "stop_reason": message})
+    if not (job_dir / "summary.json").exists():  # failed before train() wrote anything (e.g. a value out of range)
+        write_summary(job_dir, RunSummary.job_failed(message))
+    elif bug and written is not None and written.status == "failed":
+        written.stop_reason = message  # name the exception: its message alone rarely says what broke
+        write_summary(job_dir, written)
     overrides = " ".join(hc.overrides.task)
     print(f"dltrain: error: job {hc.job.num} ({overrides}) {status}: {message}.", file=sys.stderr)
     return None

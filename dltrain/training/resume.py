@@ -4,7 +4,8 @@ A resumed run is the same experiment carried on: it takes the checkpoint's confi
 the keys given on the command line on top. A few of those may differ from the checkpoint
 because they do not change what is being trained (more epochs, more patience, another
 device, a moved data folder); every difference is listed in the log, and any other one is
-refused before anything is built.
+refused before anything is built. A run with nothing left to train (it completed, or
+stopped early) is not trained again: it ends ``already_finished``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dltrain.build import make_stopper, watched_mode
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint
-from dltrain.config.validation import group_node
-from dltrain.errors import ConfigError, UserError
+from dltrain.training.distributed import Ranks
+from dltrain.config.trust import check_stored_config, named_target
+from dltrain.config.validation import group_node, validate
+from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.config.schemas import GROUP_SCHEMAS
 from dltrain.config.suggest import override_key
+from dltrain.files import remove_stale_tmpfiles
+from dltrain.report.summary import RunSummary, read_summary, write_summary
 
 log = logging.getLogger("dltrain")
 
@@ -245,3 +252,106 @@ def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> 
         raise ConfigError(f"resume={spec}: no such file or directory: pass a checkpoint (.../checkpoints/last.pt), "
                           "a run directory, or resume=auto.")
     return path
+
+
+@dataclasses.dataclass
+class Resume:
+    """A checkpoint this run continues: its file, its training state, and the config to
+    continue it with (the checkpoint's own, with this run's keys on top)."""
+
+    path: Path
+    state: dict[str, Any]
+    cfg: DictConfig
+
+    def stopper(self) -> EarlyStopping:
+        """The checkpoint's early stopping under this run's settings (a larger patience, say)."""
+        record = self.state.get("data")  # how large the checkpoint's validation split was
+        stopper = make_stopper(self.cfg, not (isinstance(record, dict) and record.get("num_val") == 0))
+        stopper.load_state_dict(self.state["early_stopping"])
+        return stopper
+
+    def nothing_left(self) -> str | None:
+        """Why the checkpoint's run has nothing left to train under this config, or None."""
+        stopper, epoch = self.stopper(), self.state["epoch"]
+        max_epochs = 1 if self.cfg.trainer.fast_dev_run else self.cfg.trainer.max_epochs
+        if stopper.should_stop:
+            return f"it stopped early after epoch {epoch} ({stopper.stop_reason})"
+        if epoch >= max_epochs and not self.state.get("partial_epoch"):
+            return f"it completed {epoch} epochs and trainer.max_epochs={max_epochs}"
+        return None
+
+
+def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resume | None:
+    """The checkpoint ``resume=`` names (``own``: the run directory's own, continued in place),
+    loaded, with the config to continue it with (checked: see :func:`check_config`); None for
+    ``resume=auto`` when no run of this config left one. Rank 0 picks the file; every rank
+    reads it.
+
+    Raises:
+        ConfigError: no such checkpoint, one without a training state, or a config that may
+            not continue it.
+    """
+    found: Path | str | None = own
+    if own is None and ranks.is_main:
+        try:
+            from dltrain.config.hydra_job import in_sweep
+
+            found = find_checkpoint(str(cfg.resume), OmegaConf.to_container(cfg, resolve=True), exact=in_sweep())
+        except BaseException as err:  # the others wait for the outcome, whatever it is
+            ranks.broadcast(first_line(err))
+            raise
+    found = ranks.broadcast(found)
+    if isinstance(found, str):  # rank 0's error, said on every rank
+        raise ConfigError(found)
+    if found is None:
+        log.info("resume=auto: no last.pt of this config under %s/ yet: training from scratch", AUTO_ROOT)
+        return None
+    for tmp in remove_stale_tmpfiles(found.parent) if ranks.is_main else ():
+        log.info("removed %s, left by a checkpoint write that was killed", tmp)
+    state = load_checkpoint(found)
+    if "rng" not in state or "config" not in state:
+        raise ConfigError(f"resume={found}: this checkpoint holds weights but not the training state a resume needs "
+                          "(it was written by an older dltrain): train a new run.")
+    # Before anything of the stored config is used: the trust comes from this run's own config alone.
+    check_stored_config(found, state["config"], target=named_target(cfg.model), trust_code=cfg.trust_code,
+                        naming="model=custom model._target_=")
+    merged = resumed_config(cfg, state["config"], explicit_keys(cfg))
+    merged.trust_code = cfg.trust_code
+    validate(merged)
+    for line in check_config(found, state["config"], OmegaConf.to_container(merged, resolve=True)):
+        log.info("resume: override %s", line)
+    return Resume(found, state, merged)
+
+
+def results_written(path: Path, ranks: Ranks) -> bool:
+    """Whether the run of the checkpoint ``path`` wrote its results: its run directory's
+    ``summary.json`` says it finished and holds its test metrics, and ``predictions.csv`` and
+    ``curves.png`` (drawn after the summary) are there. A run killed after its last checkpoint
+    lacks some of them (or its summary says the test was stopped). Rank 0 reads it; every rank
+    gets the answer."""
+    written = False
+    if ranks.is_main:
+        folder = path.parent.parent
+        done = read_summary(folder)
+        written = (done is not None and done.finished and bool(done.test)
+                   and (folder / "predictions.csv").is_file() and (folder / "curves.png").is_file())
+    return ranks.broadcast(written)
+
+
+def already_finished(resume: Resume, run_dir: Path, why: str, ranks: Ranks) -> dict[str, Any]:
+    """Resuming a finished run trains nothing: it says so, records it, and succeeds. A run
+    continued in place (its own last.pt) keeps the summary it wrote when it finished."""
+    log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs (or the early-stopping patience) "
+             "to train on.", resume.path, why)
+    if resume.path.parent.parent.resolve() == run_dir.resolve():
+        done = read_summary(run_dir)
+        if done is not None and done.finished:
+            return done.to_dict()
+    stopper = resume.stopper()
+    summary = RunSummary.already_finished(
+        why, resumed_from=str(resume.path), epochs=int(resume.state["epoch"]), best_epoch=stopper.best_epoch,
+        monitor=stopper.monitor, mode=watched_mode(stopper), best_value=stopper.best, world_size=ranks.world_size,
+        run_dir=str(run_dir))
+    if run_dir.is_dir():
+        write_summary(run_dir, summary, main=ranks.is_main)
+    return summary.to_dict()

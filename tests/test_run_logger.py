@@ -1,0 +1,80 @@
+"""RunLogger: a run's logger over its lifetime, which never costs the run its results."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import pytest
+
+from dltrain.loggers import Logger, RunLogger
+from dltrain.training.signals import Interrupted
+
+
+class Recording(Logger):
+    """Records the rows it is given; ``fail`` names the hooks that raise ``OSError``."""
+
+    def __init__(self, *fail: str) -> None:
+        self.fail, self.rows, self.finished = set(fail), [], []
+
+    def start(self, hparams, config_yaml):
+        if "start" in self.fail:
+            raise OSError("no such directory")
+
+    def log_epoch(self, row):
+        self.rows.append(row)
+        if "log_epoch" in self.fail:
+            raise OSError("disk gone")
+
+    def finish(self, summary):
+        self.finished.append(summary)
+        if "finish" in self.fail:
+            raise OSError("disk gone")
+
+
+def test_every_epoch_reaches_a_logger_that_works():
+    logger = Recording()
+    run_logger = RunLogger(logger)
+    run_logger.start({"seed": 0}, "seed: 0\n")
+    for epoch in (1, 2, 3):
+        run_logger.log_epoch({"epoch": epoch})
+    run_logger.finish({"status": "completed"})
+    assert logger.rows == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}] and logger.finished == [{"status": "completed"}]
+
+
+def test_a_logger_that_fails_an_epoch_is_off_for_the_rest_of_the_run(caplog):
+    logger = Recording("log_epoch")
+    run_logger = RunLogger(logger)
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        for epoch in (1, 2, 3):
+            run_logger.log_epoch({"epoch": epoch})
+    assert logger.rows == [{"epoch": 1}] and not run_logger.on
+    assert caplog.messages == ["warning: the Recording logger failed and is off for the rest of the run: disk gone"]
+    run_logger.finish({"status": "completed"})  # still closes its files
+    assert logger.finished == [{"status": "completed"}]
+
+
+def test_a_logger_that_cannot_finish_is_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        RunLogger(Recording("finish")).finish({"status": "completed"})
+    assert caplog.messages == ["warning: the Recording logger could not finish: disk gone"]
+
+
+def test_a_logger_that_cannot_start_fails_the_start():
+    with pytest.raises(OSError, match="no such directory"):
+        RunLogger(Recording("start")).start({}, "")
+
+
+@pytest.mark.parametrize("hook", ["log_epoch", "finish"])
+def test_a_signal_while_the_logger_writes_goes_through_and_leaves_it_on(hook):
+    class Stopped(Logger):
+        def log_epoch(self, row):
+            raise Interrupted(signal.SIGINT)
+
+        def finish(self, summary):
+            raise Interrupted(signal.SIGINT)
+
+    run_logger = RunLogger(Stopped())
+    with pytest.raises(Interrupted):
+        getattr(run_logger, hook)({})
+    assert run_logger.on
