@@ -23,6 +23,9 @@ from tests.files import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Data option -> ``patch(monkeypatch, root)``: makes torchvision accept the generated files under ``root``
+#: in place of the official ones, whose MD5 sums it checks.
+CHECKSUMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {"cifar10": patch_cifar10_checksums}
 
 
 @pytest.fixture
@@ -89,12 +92,12 @@ def data_files(tmp_path_factory: pytest.TempPathFactory) -> DataFiles:
 @pytest.fixture
 def data_overrides(data_files: DataFiles, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[str]]:
     """``data_overrides(option)``: the overrides that point ``data=option`` at :func:`data_files`'
-    files (none for generated data). For ``cifar10`` it also points torchvision's MD5 sums at the
-    generated files, for this test only."""
+    files (none for generated data). For the options in :data:`CHECKSUMS` it also points
+    torchvision's MD5 sums at the generated files, for this test only."""
 
     def overrides(option: str) -> list[str]:
-        if option == "cifar10":
-            patch_cifar10_checksums(monkeypatch, data_files.root)
+        if option in CHECKSUMS:
+            CHECKSUMS[option](monkeypatch, data_files.root)
         return list(data_files.overrides.get(option, []))
 
     return overrides
