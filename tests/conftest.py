@@ -15,9 +15,11 @@ import pytest
 
 from tests.files import (
     patch_cifar10_checksums,
+    patch_svhn_checksums,
     write_cifar10,
     write_image_folder,
     write_mnist,
+    write_svhn,
     write_table_csv,
     write_text_csv,
 )
@@ -25,7 +27,8 @@ from tests.files import (
 ROOT = Path(__file__).resolve().parents[1]
 #: Data option -> ``patch(monkeypatch, root)``: makes torchvision accept the generated files under ``root``
 #: in place of the official ones, whose MD5 sums it checks.
-CHECKSUMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {"cifar10": patch_cifar10_checksums}
+CHECKSUMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {"cifar10": patch_cifar10_checksums,
+                                                                      "svhn": patch_svhn_checksums}
 
 
 @pytest.fixture
@@ -73,18 +76,19 @@ class DataFiles:
 @pytest.fixture(scope="session")
 def data_files(tmp_path_factory: pytest.TempPathFactory) -> DataFiles:
     """Tiny files, written once per session, for every data option that needs files:
-    MNIST and Fashion-MNIST (60 + 20 images), CIFAR-10 (50 + 10), a 60-row table whose target
+    MNIST and Fashion-MNIST (60 + 20 images), CIFAR-10 and SVHN (50 + 10 each), a 60-row table whose target
     column is ``Class`` (string labels, a text column, 3 empty cells in two columns), 60 texts
     and an image folder of 3 x 13 images with a corrupt one and stray files."""
     root = tmp_path_factory.mktemp("data_files")
     write_mnist(root, n_train=60, n_test=20)
     write_mnist(root, folder="FashionMNIST", n_train=60, n_test=20)
     write_cifar10(root, n_per_batch=10, n_test=10)
+    write_svhn(root, n_train=50, n_test=10)
     local = [f"data.root={root}", "data.download=false"]
     table = write_table_csv(root / "table.csv", rows=60, target="Class", missing=3)
     texts = write_text_csv(root / "texts.csv", rows=60)
     images = write_image_folder(root / "images", per_class=13)
-    return DataFiles(root, {"mnist": local, "fashion_mnist": local, "cifar10": local,
+    return DataFiles(root, {"mnist": local, "fashion_mnist": local, "cifar10": local, "svhn": local,
                             "csv": [f"data.path={table}"], "text_csv": [f"data.path={texts}"],
                             "image_folder": [f"data.path={images}"]})
 

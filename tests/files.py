@@ -3,12 +3,14 @@
 * :func:`write_mnist`: IDX files in torchvision's MNIST layout (``ROOT/<folder>/raw``), plain or ``.gz``.
 * :func:`write_cifar10`: CIFAR-10's python pickles (``ROOT/cifar-10-batches-py``) or their ``.tar.gz``,
   with :func:`cifar10_checksums` / :func:`patch_cifar10_checksums` to make torchvision accept them.
+* :func:`write_svhn`: SVHN's MATLAB files (``ROOT/train_32x32.mat``, ``ROOT/test_32x32.mat``), with
+  :func:`patch_svhn_checksums` to make torchvision accept them.
 * :func:`write_image_folder`: an image folder of PNG/JPEG files, with a corrupt image and stray files.
 * :func:`write_table_csv`: a table with numbers, a text column, string labels and optional gaps.
 * :func:`write_text_csv`: a text-classification CSV.
 
-The generators behind the writers (:func:`mnist_arrays`, :func:`cifar10_arrays`, :func:`people`,
-:func:`reviews`) are deterministic, so a test can rebuild what a file holds to compare with.
+The generators behind the writers (:func:`mnist_arrays`, :func:`cifar10_arrays`, :func:`svhn_arrays`,
+:func:`people`, :func:`reviews`) are deterministic, so a test can rebuild what a file holds to compare with.
 """
 
 from __future__ import annotations
@@ -206,6 +208,56 @@ def allow_file_urls(monkeypatch: Any) -> None:
         return response
 
     monkeypatch.setattr(urllib.request, "urlopen", with_length)
+
+
+# --- SVHN layout ------------------------------------------------------------------------------------------------
+
+
+def svhn_arrays(n_train: int = 50, n_test: int = 10) -> dict[str, np.ndarray]:
+    """What :func:`write_svhn` writes: ``x_train`` and ``x_test``, uint8 images ``(n, 3, 32, 32)``,
+    and ``y_train`` and ``y_test``, SVHN's labels ``(n,)`` 1..10 cycling (10 is the digit 0).
+
+    Channel ``c`` lies around ``60 * c``, so each channel has its own statistics; pixel (0, 0) of
+    channel 0 holds the image's number (training images 0.., test images ``n_train``..), so
+    ``n_train + n_test`` must stay under 256.
+    """
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, n_train)):
+        images = (rng.integers(0, 60, (n, 3, 32, 32)) + 60 * np.arange(3)[None, :, None, None]).astype(np.uint8)
+        images[:, 0, 0, 0] = offset + np.arange(n)
+        out[f"x_{split}"], out[f"y_{split}"] = images, (np.arange(n) % 10 + 1).astype(np.uint8)
+    return out
+
+
+def write_svhn(root: Path, n_train: int = 50, n_test: int = 10) -> Path:
+    """SVHN's two MATLAB files of :func:`svhn_arrays` in ``ROOT``, where torchvision's ``SVHN``
+    reads them: ``X`` of shape ``(32, 32, 3, n)`` and ``y`` of shape ``(n, 1)``, as the official files.
+
+    torchvision checks these files against the official MD5 sums: patch its class with
+    :func:`patch_svhn_checksums` before reading them.
+
+    Returns:
+        ``root`` (created when missing).
+    """
+    from scipy.io import savemat
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = svhn_arrays(n_train, n_test)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        savemat(root / f"{split}_32x32.mat", {"X": x.transpose(2, 3, 1, 0), "y": y[:, None]})  # (H, W, C, n)
+    return root
+
+
+def patch_svhn_checksums(monkeypatch: Any, root: Path) -> None:
+    """Point torchvision ``SVHN``'s MD5 sums at :func:`write_svhn`'s files under ``root`` (its URLs stay)."""
+    from torchvision.datasets import SVHN
+
+    split_list = {split: [url, name, md5(Path(root) / name) if split != "extra" else checksum]
+                  for split, (url, name, checksum) in SVHN.split_list.items()}
+    monkeypatch.setattr(SVHN, "split_list", split_list)
 
 
 # --- Image folders ----------------------------------------------------------------------------------------------

@@ -261,6 +261,14 @@ class TorchvisionConfig:
 
 
 @dataclass
+class SVHNConfig(TorchvisionConfig):
+    """``data=svhn``: torchvision's Street View House Numbers (its train and test sets; the extra
+    set is not read), downloaded to ``root``."""
+
+    name: str = "svhn"
+
+
+@dataclass
 class ImageFolderConfig:
     """``data=image_folder``: one sub-folder of images per class."""
 
@@ -716,7 +724,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsConfig, "xor": XorConfig, "sine": SineConfig, "moons": MoonsConfig,
              "spirals": SpiralsConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
              "mnist": TorchvisionConfig, "fashion_mnist": TorchvisionConfig, "cifar10": TorchvisionConfig,
-             "image_folder": ImageFolderConfig},
+             "svhn": SVHNConfig, "image_folder": ImageFolderConfig},
     "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,
               "adamw": AdamWConfig, "nadam": NAdamConfig, "rmsprop": RMSpropConfig, "adagrad": AdagradConfig,
               "adadelta": AdadeltaConfig, "lbfgs": LBFGSConfig, "radam": RAdamConfig,

@@ -1,8 +1,10 @@
-"""``data=mnist|fashion_mnist|cifar10``: torchvision's image datasets, held in memory.
+"""``data=mnist|fashion_mnist|cifar10|svhn``: torchvision's image datasets, held in memory.
 
 * ``mnist``: 70,000 28x28 grey images of handwritten digits (60,000 train, 10,000 test).
 * ``fashion_mnist``: the same shapes and sizes, of 10 kinds of clothing.
 * ``cifar10``: 60,000 32x32 colour images of 10 classes (50,000 train, 10,000 test).
+* ``svhn``: Street View House Numbers, 99,289 32x32 colour images of the digits 0-9 (73,257
+  train, 26,032 test; the ``extra`` split is not read).
 
 The files live under ``data.root`` where torchvision puts them:
 
@@ -12,6 +14,8 @@ The files live under ``data.root`` where torchvision puts them:
 * CIFAR-10: ``ROOT/cifar-10-batches-py`` with ``data_batch_1`` .. ``data_batch_5``,
   ``test_batch`` and ``batches.meta`` (or ``ROOT/cifar-10-python.tar.gz``); torchvision checks
   these against the official MD5 sums.
+* SVHN: ``ROOT/train_32x32.mat`` and ``ROOT/test_32x32.mat``, each fetched by itself and
+  checked against its MD5 sum. SVHN's label 10 (the digit 0) is read as class ``0``.
 
 With ``data.download=true`` missing files are fetched (and checked) by torchvision; with
 ``data.download=false`` archives found in those places are unpacked and nothing is fetched.
@@ -146,9 +150,37 @@ class _PickledBatches(_Source):
         return f"{cls.filename} in {root}"
 
 
+class _SplitFiles(_Source):
+    """SVHN's layout and API: one MATLAB file per set right in ``ROOT``, each downloaded by itself,
+    read with ``cls(root, split=...)``."""
+
+    splits = ("train", "test")  # the training set and the test set; ``extra`` is not read
+
+    def folder(self, cls: Any, root: str) -> str:
+        return root
+
+    def holder(self, cls: Any) -> str:
+        return "them"  # the files lie in data.root itself
+
+    def files(self, cls: Any) -> list[tuple[str, str | None]]:
+        return [(cls.split_list[split][1], cls.split_list[split][2]) for split in self.splits]
+
+    def load(self, cls: Any, root: str, download: bool) -> tuple[Any, Any]:
+        train, test = (cls(root, split=split, download=download) for split in self.splits)
+        return train, test
+
+    def arrays(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # torchvision has already put the images as (N, C, H, W) and read SVHN's label 10 as 0
+        return torch.as_tensor(dataset.data), torch.as_tensor(dataset.labels, dtype=torch.int64)
+
+    def class_names(self, dataset: Any) -> list[str]:
+        return [str(digit) for digit in range(10)]  # class i is the digit i
+
+
 _MNIST = _IdxFiles("mnist", "MNIST", "MNIST")
 _FASHION_MNIST = _IdxFiles("fashion_mnist", "FashionMNIST", "Fashion-MNIST")
 _CIFAR10 = _PickledBatches("cifar10", "CIFAR10", "CIFAR-10")
+_SVHN = _SplitFiles("svhn", "SVHN", "SVHN")
 
 
 def _builder(source: _Source, about: str, shape: str, train_size: str):
@@ -181,6 +213,8 @@ build_fashion_mnist = DATASETS.register("fashion_mnist", inputs="images")(
     _builder(_FASHION_MNIST, "Fashion-MNIST's 10 kinds of clothing", "1, 28, 28", "60,000"))
 build_cifar10 = DATASETS.register("cifar10", inputs="images")(
     _builder(_CIFAR10, "CIFAR-10's colour images of 10 classes", "3, 32, 32", "50,000"))
+build_svhn = DATASETS.register("svhn", inputs="images")(
+    _builder(_SVHN, "SVHN's house-number digits 0-9", "3, 32, 32", "73,257"))
 
 
 def _build(source: _Source, *, seed: int, root: str, download: bool, val_fraction: float) -> DataSplits:
