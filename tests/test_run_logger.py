@@ -78,3 +78,38 @@ def test_a_signal_while_the_logger_writes_goes_through_and_leaves_it_on(hook):
     with pytest.raises(Interrupted):
         getattr(run_logger, hook)({})
     assert run_logger.on
+
+
+@pytest.fixture
+def hydra_job():
+    """``hydra_job(overrides)``: this process as a job Hydra runs with those command-line overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME
+
+    def job(overrides: list[str]) -> None:
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            HydraConfig.instance().set_config(hydra_compose(CONFIG_NAME, overrides, return_hydra_config=True))
+
+    yield job
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
+def test_the_hparams_hold_every_key_the_command_line_set(compose, hydra_job):
+    from dltrain.config.hydra_job import command_line_keys
+    from dltrain.loggers import run_hparams
+
+    overrides = ["optim=sgd", "optim.momentum=0.5", "model.hidden=[8]", "trainer.max_epochs=4"]
+    cfg = compose(overrides)
+    assert command_line_keys() is None  # not under Hydra: the Python API
+    plain = run_hparams(cfg)
+    hydra_job(overrides)
+    assert command_line_keys() == {"optim.name", "optim.momentum", "model.hidden", "trainer.max_epochs"}
+    hparams = run_hparams(cfg)
+    assert hparams == {**plain, "optim.momentum": 0.5, "model.hidden": "[8]"}
+    assert hparams["optim"] == "sgd" and hparams["trainer.max_epochs"] == 4

@@ -48,6 +48,21 @@ def hydra_files_in(run_dir: Path) -> tuple[str, ...]:
     return hydra_file_names(hydra) if Path(hydra.runtime.output_dir).resolve() == run_dir.resolve() else ()
 
 
+def command_line_keys() -> set[str] | None:
+    """The keys the command line sets, a group's option (``data=csv``) counted as its
+    ``name`` key (``data.name``); None outside Hydra (the Python API)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dltrain.config.schemas import GROUP_SCHEMAS
+    from dltrain.config.suggest import override_key
+
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:  # not under Hydra
+        return None
+    return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in map(override_key, overrides)}
+
+
 def start_dir() -> Path:
     """The folder the command started in: Hydra's ``hydra.runtime.cwd`` under Hydra, else the
     working directory (``train()`` from Python)."""

@@ -23,11 +23,11 @@ from dltrain.build import make_stopper, watched_mode
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint
 from dltrain.training.distributed import Ranks
+from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.config.schemas import GROUP_SCHEMAS
-from dltrain.config.suggest import override_key
 from dltrain.files import remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
 
@@ -105,15 +105,9 @@ def explicit_keys(cfg: DictConfig) -> set[str]:
     group's option (``data=csv``) counts as its ``name`` key (``data.name``). From Python:
     the keys whose values differ from the defaults of the same options, and the ``name`` of
     each group whose option differs from the default one."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not under Hydra: the Python API
-        overrides = None
-    if overrides is not None:
-        keys = {override_key(o) for o in overrides}
-        return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in keys}
+    keys = command_line_keys()
+    if keys is not None:
+        return keys
     from dltrain.config.compose import compose
 
     current = OmegaConf.to_container(cfg, resolve=True)

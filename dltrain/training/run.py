@@ -28,7 +28,7 @@ from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, write_json
-from dltrain.loggers import Logger, RunLogger, build_logger
+from dltrain.loggers import Logger, RunLogger, build_logger, run_hparams
 from dltrain.messages import results_not_saved
 from dltrain.models.summary import format_summary
 from dltrain.report.run_end import report_end
@@ -39,7 +39,7 @@ from dltrain.training.checkpoint import save_checkpoint
 from dltrain.training.device import resolve_device, resolve_memory_format
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, wrap
 from dltrain.training.progress import ProgressDisplay, print_results
-from dltrain.training.resume import Resume, already_finished, explicit_keys, load_resume, results_written
+from dltrain.training.resume import Resume, already_finished, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
 from dltrain.training.trainer import Trainer, TrainingDiverged
@@ -428,36 +428,6 @@ def _close_run(rows: list[dict[str, Any]], summary: RunSummary, run: _Run) -> No
         except Exception as err:  # noqa: BLE001 - a plot is never worth the run
             log.warning("warning: could not draw curves.png: %s", first_line(err))
     run.logger.finish(summary.to_dict())
-
-
-def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
-    """The run's main hyperparameters, flat, for a logger's hyperparameter table: each
-    group's option, the usual knobs, and every key the command line set."""
-    reg, tcfg = cfg.regularization, cfg.trainer
-    hparams: dict[str, Any] = {group: cfg[group].name for group in ("model", "data", "optim", "loss", "init",
-                                                                    "scheduler")}
-    hparams.update({"optim.lr": cfg.optim.lr, "trainer.batch_size": tcfg.batch_size,
-                    "trainer.max_epochs": tcfg.max_epochs, "regularization.dropout": reg.dropout,
-                    "regularization.l1": reg.l1, "regularization.l2": reg.l2,
-                    "regularization.batch_norm": reg.batch_norm, "seed": cfg.seed,
-                    "trainer.precision": tcfg.precision})
-    for key in sorted(_command_line_keys()):
-        value = OmegaConf.select(cfg, key, default=None)
-        if key.endswith(".name"):
-            key, value = key[:-len(".name")], value
-        if value is not None and not isinstance(value, DictConfig):
-            hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return hparams
-
-
-def _command_line_keys() -> set[str]:
-    """The keys set on the command line (``dltrain`` under Hydra); none from Python."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return explicit_keys(None) if HydraConfig.initialized() else set()
-    except ValueError:
-        return set()
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary, run_dir: Path) -> None:
