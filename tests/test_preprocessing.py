@@ -229,3 +229,15 @@ def test_a_dataset_without_file_inputs_is_refused_in_one_line(tmp_path, capsys):
                      [f"ckpt={tmp_path / 'chirp.pt'}", f"input={tmp_path}", f"output={tmp_path / 'o.csv'}"])
     assert "does not read inputs of data=chirp: it reads those of data=csv, text_csv, " in err
     assert "digits" in err and "mnist" in err and "image_folder" in err and "chirp, " not in err
+
+
+def test_a_table_without_numeric_columns_predicts(tmp_path, capsys):
+    """Rows of text columns only get no out_of_range flag, and one prediction each."""
+    path = write_csv(tmp_path / "t.csv", {"city": ["oslo", "rome", "lima"] * 20, "label": ["x", "y"] * 30})
+    run = tmp_path / "run"
+    train(compose(["device=cpu", "data=csv", f"data.path={path}", "data.target=label", "trainer.fast_dev_run=true"]),
+          run_dir=run)
+    out = tmp_path / "out.csv"
+    predict_main([f"ckpt={run / 'checkpoints' / 'best.pt'}", f"input={path}", f"output={out}", "device=cpu"])
+    predicted = pd.read_csv(out, keep_default_na=False)
+    assert len(predicted) == 60 and set(predicted["input_warnings"]) == {""}

@@ -78,11 +78,11 @@ def is_inverted(b: float, m: float) -> bool:
     return abs(m - 0.5) >= POLARITY and abs(b - m) - abs(b - (1 - m)) > INVERTED_MARGIN
 
 
-def range_flags(columns: dict[str, np.ndarray], ranges: dict[str, Sequence[float]] | None) -> list[str]:
-    """The ``out_of_range`` flag of each row: the numeric columns (``name -> float64 values``,
-    all of one length) whose value lies beyond the recorded training range by more than its
-    width; empty for every row without ``ranges`` (a checkpoint that records none)."""
-    rows = len(next(iter(columns.values()), ()))
+def range_flags(columns: dict[str, np.ndarray], ranges: dict[str, Sequence[float]] | None, rows: int) -> list[str]:
+    """The ``out_of_range`` flag of each of ``rows`` rows: the numeric columns (``name ->
+    float64 values``, one per row) whose value lies beyond the recorded training range by more
+    than its width; empty for every row without ``ranges`` (a checkpoint that records none) or
+    numeric columns."""
     beyond: list[list[str]] = [[] for _ in range(rows)]
     for name, values in columns.items():
         if name not in (ranges or {}):

@@ -98,5 +98,5 @@ class Points(Preprocessing):
         bounds = self.input_range
         ranges = None if bounds is None else dict(zip(map(str, numeric), zip(bounds["min"], bounds["max"], strict=True),
                                                       strict=True))
-        flags = drift.range_flags({str(c): cells[:, j] for j, c in enumerate(numeric)}, ranges)
+        flags = drift.range_flags({str(c): cells[:, j] for j, c in enumerate(numeric)}, ranges, len(cells))
         yield from batched(x, flags, batch_size)

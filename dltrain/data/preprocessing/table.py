@@ -135,7 +135,7 @@ class Table(Preprocessing):
         inputs = self.apply(x)
         cells = x[self.numeric].to_numpy(dtype=np.float64)
         check_scaled(path, self.numeric, cells, inputs[:, :len(self.numeric)].numpy())
-        flags = drift.range_flags({c: cells[:, j] for j, c in enumerate(self.numeric)}, self.numeric_range)
+        flags = drift.range_flags({c: cells[:, j] for j, c in enumerate(self.numeric)}, self.numeric_range, len(x))
         yield from batched(inputs, flags, batch_size)
 
     def _fill(self, x: pd.DataFrame, path: Path, warn: Warn) -> None:
