@@ -39,8 +39,8 @@ from dltrain.training.signals import Interrupted
 FAST_DEV_BATCHES = 2  # fast_dev_run: this many batches of train, val and test, one epoch
 
 
-def _options(node: DictConfig) -> dict[str, Any]:
-    """A group's config as builder keyword arguments (without its ``name``)."""
+def group_options(node: DictConfig) -> dict[str, Any]:
+    """A group's config as its builder's keyword arguments (without its ``name``)."""
     opts = OmegaConf.to_container(node, resolve=True)
     opts.pop("name", None)
     return opts
@@ -112,7 +112,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # The scheme's gain follows the model's activation, or the one it computes with (tanh for LSTM and GRU).
     activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or \
         MODELS.facts(cfg.model.name).init_activation
-    init_applied = apply_init(model, cfg.init.name, activation=activation, **_options(cfg.init))
+    init_applied = apply_init(model, cfg.init.name, activation=activation, **group_options(cfg.init))
     for row in summary_rows:
         row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
     if tcfg.sync_batchnorm:
@@ -132,13 +132,13 @@ def build_experiment(cfg: DictConfig, device: torch.device,
 
     closure = OPTIMIZERS.facts(cfg.optim.name).closure
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
-                                saved_groups=saved_groups, **_options(cfg.optim))
+                                saved_groups=saved_groups, **group_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
                            limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
 
-    sched = _options(cfg.scheduler)
+    sched = group_options(cfg.scheduler)
     if scheduler_monitor is not None:
         sched["monitor"] = scheduler_monitor
         check_monitor("scheduler.monitor", scheduler_monitor, data.task)
@@ -146,7 +146,7 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
                                 steps_per_epoch=len(batches[0]), **sched)
     if not tcfg.fast_dev_run:
-        warnings += schedule_warnings(cfg.scheduler.name, _options(cfg.scheduler), max_epochs)
+        warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
                       penalty, augment, autocast_dtype, batches, warnings)
 
@@ -164,7 +164,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
         ConfigError: naming the keys that cannot go together.
     """
     reg, optim = cfg.regularization, cfg.optim.name
-    check_combinations(cfg.init.name, _options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
+    check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
 
@@ -175,7 +175,7 @@ def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
     loss_name = picks(data.task) if picks is not None else cfg.loss.name
     return loss_name, LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,
                                    label_smoothing=cfg.regularization.label_smoothing,
-                                   class_counts=data.class_counts(), **_options(cfg.loss))
+                                   class_counts=data.class_counts(), **group_options(cfg.loss))
 
 
 def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None, *,
@@ -197,7 +197,7 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     try:
         if "path" in cfg.data:
             provide(cfg.data.path, create=make_samples)
-        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **_options(cfg.data))
+        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **group_options(cfg.data))
         try:
             data = data.to(device)
         except torch.OutOfMemoryError as err:
@@ -218,7 +218,7 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
     layers, so the regularization one reaches it as ``head_dropout``). Token ids (text data)
     go to the models registered with ``reads_tokens`` (the recurrent ones embed them; a custom
     model gets ``vocab_size`` when it takes it)."""
-    opts = _options(cfg.model)
+    opts = group_options(cfg.model)
     reg = cfg.regularization
     name = cfg.model.name
     facts = MODELS.facts(name)

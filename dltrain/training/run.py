@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dltrain.build import (Experiment, _options, build_experiment, checkpoint_meta, describe_data, make_stopper,
-                           watched_mode)
+from dltrain.build import (Experiment, build_experiment, checkpoint_meta, describe_data, group_options,
+                           make_stopper, watched_mode)
 from dltrain.config.hydra_job import default_run_dir, hydra_files_in
 from dltrain.config.validation import validate_once
 from dltrain.data import DataSplits
@@ -195,7 +195,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     for warning in exp.warnings:
         log.warning("warning: %s.", warning)
     if main:  # rank 0 alone writes the run's files: the other ranks' logger records nothing
-        run.logger = RunLogger(build_logger(cfg.logger.name, run_dir, **_options(cfg.logger)))
+        run.logger = RunLogger(build_logger(cfg.logger.name, run_dir, **group_options(cfg.logger)))
     trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, run.stop, run.logger, run.ranks, train_forward)
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     if run.resume is not None:
