@@ -1,5 +1,8 @@
-"""One experiment from a composed config: built by :mod:`dltrain.build`, trained, tested,
-and its run directory written.
+"""One experiment from a composed config, its phases in the order they run: the run
+directory checked; the checkpoint to resume read; the experiment built (:mod:`dltrain.build`);
+the run started (its first files, the logger, the trainer); fit; the test of the best
+weights; ``summary.json`` (:mod:`dltrain.report.summary`), ``curves.png`` and the logger's
+last record, however the run ended.
 
 ``train(cfg)`` is the Python API (``from dltrain import train``); the command line calls
 it through ``dltrain.cli.app``.
