@@ -12,9 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dltrain.config.hydra_job import command_line_keys
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.errors import ConfigError
 from dltrain.init import apply_init
+from dltrain.loggers import HParams
 from dltrain.losses import LOSSES, Loss, trap_warnings
 from dltrain.models import MODELS
 from dltrain.models.summary import LayerRow, summarize
@@ -44,6 +46,27 @@ def group_options(node: DictConfig) -> dict[str, Any]:
     opts = OmegaConf.to_container(node, resolve=True)
     opts.pop("name", None)
     return opts
+
+
+def run_hparams(cfg: DictConfig) -> HParams:
+    """The run's main hyperparameters, flat, for a logger's hyperparameter table: each
+    group's option, the usual knobs, and every key the command line set. Read from the
+    config here, so the loggers take plain values."""
+    reg, tcfg = cfg.regularization, cfg.trainer
+    hparams: dict[str, Any] = {group: cfg[group].name for group in ("model", "data", "optim", "loss", "init",
+                                                                    "scheduler")}
+    hparams.update({"optim.lr": cfg.optim.lr, "trainer.batch_size": tcfg.batch_size,
+                    "trainer.max_epochs": tcfg.max_epochs, "regularization.dropout": reg.dropout,
+                    "regularization.l1": reg.l1, "regularization.l2": reg.l2,
+                    "regularization.batch_norm": reg.batch_norm, "seed": cfg.seed,
+                    "trainer.precision": tcfg.precision})
+    for key in sorted(command_line_keys() or ()):
+        value = OmegaConf.select(cfg, key, default=None)
+        if key.endswith(".name"):
+            key, value = key[:-len(".name")], value
+        if value is not None and not isinstance(value, DictConfig):
+            hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return hparams
 
 
 @dataclass

@@ -11,9 +11,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 
-from dltrain.config.hydra_job import command_line_keys
 from dltrain.errors import ConfigError, first_line
 from dltrain.registry import Registry
 
@@ -64,26 +62,6 @@ def build_logger(name: str, run_dir: str | Path, **options: Any) -> Logger:
         ConfigError: ``name`` is not a known logger, or the logger cannot run here.
     """
     return LOGGERS.build(name, run_dir, **options)
-
-
-def run_hparams(cfg: DictConfig) -> HParams:
-    """The run's main hyperparameters, flat, for a logger's hyperparameter table: each
-    group's option, the usual knobs, and every key the command line set."""
-    reg, tcfg = cfg.regularization, cfg.trainer
-    hparams: dict[str, Any] = {group: cfg[group].name for group in ("model", "data", "optim", "loss", "init",
-                                                                    "scheduler")}
-    hparams.update({"optim.lr": cfg.optim.lr, "trainer.batch_size": tcfg.batch_size,
-                    "trainer.max_epochs": tcfg.max_epochs, "regularization.dropout": reg.dropout,
-                    "regularization.l1": reg.l1, "regularization.l2": reg.l2,
-                    "regularization.batch_norm": reg.batch_norm, "seed": cfg.seed,
-                    "trainer.precision": tcfg.precision})
-    for key in sorted(command_line_keys() or ()):
-        value = OmegaConf.select(cfg, key, default=None)
-        if key.endswith(".name"):
-            key, value = key[:-len(".name")], value
-        if value is not None and not isinstance(value, DictConfig):
-            hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return hparams
 
 
 class RunLogger:

@@ -102,7 +102,7 @@ def hydra_job():
 
 def test_the_hparams_hold_every_key_the_command_line_set(compose, hydra_job):
     from dltrain.config.hydra_job import command_line_keys
-    from dltrain.loggers import run_hparams
+    from dltrain.build import run_hparams
 
     overrides = ["optim=sgd", "optim.momentum=0.5", "model.hidden=[8]", "trainer.max_epochs=4"]
     cfg = compose(overrides)

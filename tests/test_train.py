@@ -204,7 +204,7 @@ def test_logger_tensorboard_in_a_run(compose, tmp_path):
 def test_run_hparams_hold_the_choices(compose):
     from hydra.core.global_hydra import GlobalHydra
 
-    from dltrain.loggers import run_hparams
+    from dltrain.build import run_hparams
 
     hparams = run_hparams(compose(["optim=sgd", "optim.lr=0.3", "regularization.dropout=0.25"]))
     assert hparams["optim"] == "sgd" and hparams["optim.lr"] == 0.3 and hparams["model"] == "mlp"

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.build import (Experiment, build_experiment, checkpoint_meta, describe_data, group_options,
-                           make_stopper, watched_mode)
+                           make_stopper, run_hparams, watched_mode)
 from dltrain.config.hydra_job import default_run_dir, hydra_files_in
 from dltrain.config.validation import validate_once
 from dltrain.data import DataSplits
@@ -31,7 +31,7 @@ from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, write_json
-from dltrain.loggers import Logger, RunLogger, build_logger, run_hparams
+from dltrain.loggers import Logger, RunLogger, build_logger
 from dltrain.messages import results_not_saved
 from dltrain.models.summary import format_summary
 from dltrain.report.run_end import report_end
