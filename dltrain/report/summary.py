@@ -115,8 +115,7 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as ``summary.json`` holds it (and ``train()`` returns it)."""
-        later = [k for k in LATER if k not in self.layout and getattr(self, k) is not None] \
-            if self.layout == TRAINED else []
+        later = [k for k in LATER if getattr(self, k) is not None] if self.layout == TRAINED else []
         return {k: self.other[k] if k in self.other else getattr(self, k) for k in (*self.layout, *later)}
 
 
