@@ -36,7 +36,7 @@ def child(out: Path, device_spec: str) -> None:
     from dltrain.training.distributed import device_for, init, wrap
     from dltrain.models import MODELS
     from dltrain.optim import build_optimizer
-    from dltrain.training.trainer import Trainer
+    from dltrain.training.trainer import StepOptions, Trainer
 
     ranks = init(device_spec)
     device = device_for(ranks, resolve_device(device_spec))
@@ -49,7 +49,7 @@ def child(out: Path, device_spec: str) -> None:
     optimizer = build_optimizer("adam", model, l2=0.0, lr=1e-3)  # as dltrain builds it (fused on CPU and CUDA)
     trainer = Trainer(model, optimizer, torch.nn.CrossEntropyLoss(), "multiclass",
                       max_epochs=EPOCHS + 1, stopper=EarlyStopping("val_loss"), ranks=ranks,
-                      train_forward=wrap(model, device) if ranks.distributed else None)
+                      options=StepOptions(train_forward=wrap(model, device) if ranks.distributed else None))
     batches = TensorBatches(x, y, BATCH // ranks.world_size, shuffle=True, generator=torch.Generator().manual_seed(1),
                             rank=ranks.rank, world_size=ranks.world_size)
     epochs = []

@@ -1,6 +1,7 @@
 """One line for errors raised outside dltrain's own code: the filesystem (a full disk, a
 read-only one, a file where a directory should be), a YAML file the user gave
-(``--config-dir``), and Hydra's parser of command-line overrides.
+(``--config-dir``), and Hydra's parser of command-line overrides; and the words of a
+diverged run, whose error carries only facts (epoch, step, value).
 
 Imports nothing heavy: the command line uses it before torch is loaded.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import ConfigError, TrainingDiverged, UserError
 
 #: Errors of the disk or of its permissions, never of dltrain: what the user can do about each.
 DISK_ERRORS = {
@@ -100,6 +101,19 @@ def quoting_hint(override: str) -> str | None:
         return None
     quoted = '"' + value.replace('"', '\\"') + '"'
     return shlex.quote(f"{key}={quoted}")  # as typed in a shell, which removes one layer of quotes
+
+
+def describe_divergence(err: TrainingDiverged) -> str:
+    """The one line of a diverged run (the command's error and ``summary.json``'s
+    ``stop_reason``): what became NaN or infinite and where, then the settings that steady
+    training, with the learning rate it had where the step it happened at is known."""
+    lower = f"lower optim.lr (it is {err.lr:g})" if err.exact else "lower optim.lr"
+    clip = "clip the gradients (regularization.grad_clip=1.0)"
+    if err.what == err.LOSS:
+        return f"{err}: {lower}, {clip}, or pick a more stable optimizer (optim=adam)"
+    if err.what == err.METRIC:
+        return f"{err} (trainer.early_stopping.check_finite): {lower} or {clip}"
+    return f"{err}: {lower} or {clip}"
 
 
 def results_not_saved(path: Path, err: OSError) -> UserError:

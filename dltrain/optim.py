@@ -127,3 +127,15 @@ def _fused_supported(name: str, model: nn.Module) -> bool:
     devices = {p.device.type for p in params}
     kernel = OPTIMIZERS.facts(name).fused_kernel
     return kernel is not None and all(dev in keys and has_kernel(f"aten::{kernel}", keys[dev]) for dev in devices)
+
+
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (moments, momentum buffers) its parameter's
+    memory layout. A checkpoint's state comes back in the layout it was saved in; after a
+    resume that changes ``trainer.channels_last``, a fused step, which reads the tensors as
+    flat memory, would pair a weight's elements with the wrong moments."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -27,7 +27,7 @@ from dltrain.training.callbacks import EarlyStopping
 from dltrain.data.batches import TensorBatches
 from dltrain.training.distributed import PeerFailed, Ranks, init
 from dltrain.training.signals import Interrupted, StopRequest
-from dltrain.training.trainer import Trainer, TrainingDiverged
+from dltrain.training.trainer import Hooks, StepOptions, Trainer, TrainingDiverged
 
 B = 4  # per-rank training batch of the equivalence scenario; the single process takes 2 * B
 OPTIMIZERS = {"sgd": lambda params: torch.optim.SGD(params, lr=0.1),
@@ -49,12 +49,13 @@ def dataset(n: int, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
-def trainer_for(model: nn.Module, ranks: Ranks | None = None, optimizer: str = "sgd", **kwargs: Any) -> Trainer:
+def trainer_for(model: nn.Module, ranks: Ranks | None = None, optimizer: str = "sgd",
+                loss_fn: nn.Module | None = None, hooks: Hooks | None = None) -> Trainer:
     """A multiclass trainer of ``model``; with several ranks its training steps go through DDP."""
     ddp = nn.parallel.DistributedDataParallel(model) if ranks is not None and ranks.distributed else None
-    return Trainer(model, OPTIMIZERS[optimizer](model.parameters()), kwargs.pop("loss_fn", nn.CrossEntropyLoss()),
-                   "multiclass", max_epochs=1, stopper=EarlyStopping("val_loss"), train_forward=ddp, ranks=ranks,
-                   **kwargs)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    return Trainer(model, OPTIMIZERS[optimizer](model.parameters()), loss_fn, "multiclass", max_epochs=1, stopper=EarlyStopping("val_loss"),
+                   options=StepOptions(train_forward=ddp), hooks=hooks, ranks=ranks)
 
 
 def weights_after_one_step(optimizer: str, batch_size: int, rank: int = 0, world_size: int = 1,
@@ -99,7 +100,7 @@ def stop_agreement(ranks: Ranks) -> dict[str, Any]:
     validating its shard; rank 0 never is."""
     x, y = dataset(40)
     stop = StopRequest()  # never entered: no signal handlers, only its ``signum``
-    trainer = trainer_for(mlp(), ranks, stop=stop)
+    trainer = trainer_for(mlp(), ranks, hooks=Hooks(stop=stop))
     step = trainer.train_step
 
     def train_step(xb: torch.Tensor, yb: torch.Tensor) -> Any:
@@ -136,7 +137,7 @@ class NaNOnRank1(nn.Module):
 def divergence_agreement(ranks: Ranks) -> dict[str, Any]:
     """Rank 1's loss alone becomes NaN at step 2 of 10, checked at every step."""
     x, y = dataset(40)
-    trainer = trainer_for(mlp(), ranks, loss_fn=NaNOnRank1(ranks.rank), log_every_n_steps=1)
+    trainer = trainer_for(mlp(), ranks, loss_fn=NaNOnRank1(ranks.rank), hooks=Hooks(log_every_n_steps=1))
     batches = TensorBatches(x, y, 2, shuffle=True, generator=torch.Generator().manual_seed(1),
                             rank=ranks.rank, world_size=ranks.world_size)
     result = raised(lambda: trainer.train_epoch(batches), TrainingDiverged)

@@ -19,7 +19,7 @@ from torch import nn
 
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
-from dltrain.training.trainer import Trainer
+from dltrain.training.trainer import Hooks, Trainer
 from tests.conftest import ROOT
 
 #: Tensor methods that copy a value to the host, waiting for the device (a sync on a GPU).
@@ -60,7 +60,7 @@ def reads_in_one_epoch(steps: int, log_every_n_steps: int, task: str = "multicla
     else:
         y, model, loss_fn = torch.randn(steps * 8, 1), nn.Linear(5, 1), nn.MSELoss()
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, task, max_epochs=1,
-                      stopper=EarlyStopping("val_loss"), log_every_n_steps=log_every_n_steps)
+                      stopper=EarlyStopping("val_loss"), hooks=Hooks(log_every_n_steps=log_every_n_steps))
     batches = TensorBatches(x, y, 8, shuffle=True, generator=torch.Generator().manual_seed(0))
     with counting_host_reads() as calls:
         trainer.train_epoch(batches)
@@ -85,7 +85,7 @@ def test_cuda_training_steps_do_not_synchronise():
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).to(device)
     x, y = torch.randn(640, 16, device=device), torch.randint(0, 4, (640,), device=device)
     trainer = Trainer(model, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), "multiclass",
-                      max_epochs=1, stopper=EarlyStopping("val_loss"), log_every_n_steps=1000)
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), hooks=Hooks(log_every_n_steps=1000))
     batches = TensorBatches(x, y, 8, shuffle=True, generator=torch.Generator().manual_seed(0))
     trainer.train_epoch(batches)  # warm-up: the first steps allocate optimizer state
     steps = iter(batches)
@@ -204,7 +204,7 @@ def test_a_checkpoint_from_before_one_group_and_fused_steps_resumes_exactly(comp
 def test_optimizer_state_follows_a_change_of_memory_layout():
     """Resuming with trainer.channels_last switched: the fused step pairs each weight with its
     own moments (the state is put in the weights' layout), as torch's loop would."""
-    from dltrain.training.trainer import _match_layouts
+    from dltrain.optim import match_state_layouts
 
     def steps(model, optimizer, n, seed):
         generator = torch.Generator().manual_seed(seed)
@@ -227,7 +227,7 @@ def test_optimizer_state_follows_a_change_of_memory_layout():
     resumed.load_state_dict(saved_model)
     resumed_optimizer = torch.optim.Adam(resumed.parameters(), lr=0.01, fused=True)
     resumed_optimizer.load_state_dict(saved_optimizer)
-    _match_layouts(resumed_optimizer)
+    match_state_layouts(resumed_optimizer)
     assert resumed_optimizer.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
     steps(resumed, resumed_optimizer, 3, seed=2)
     torch.testing.assert_close(resumed.weight, model.weight, rtol=1e-5, atol=1e-6)
@@ -264,7 +264,7 @@ def test_epoch_seconds_is_the_wall_time_of_training_and_validation(monkeypatch):
         clock.sleep(0.4)
 
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
-                      max_epochs=2, stopper=EarlyStopping("val_loss"), on_epoch_end=slow_writes)
+                      max_epochs=2, stopper=EarlyStopping("val_loss"), hooks=Hooks(on_epoch_end=slow_writes))
     train_epoch, evaluate = trainer.train_epoch, trainer.evaluate
 
     def slow_train(batches):

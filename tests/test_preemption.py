@@ -68,7 +68,7 @@ def test_a_run_that_diverged_after_the_signal_is_not_handed_on():
         with pytest.raises(TrainingDiverged), StopRequest() as stop:
             stop.graceful = True
             os.kill(os.getpid(), signal.SIGUSR1)
-            raise TrainingDiverged("the loss became nan")
+            raise TrainingDiverged(TrainingDiverged.LOSS, 1, step=3, steps=10, global_step=3, lr=0.1)
         assert seen == []
     finally:
         signal.signal(signal.SIGUSR1, before)

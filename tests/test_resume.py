@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -223,11 +224,12 @@ def test_divergence_keeps_checkpoints_finite_and_tests_the_best_epoch(compose, t
         return out
 
     monkeypatch.setattr(Trainer, "train_step", poison_at_step_45)
-    with pytest.raises(TrainingDiverged, match=r"became nan in epoch 3 at step 6 of 20 \(global step 46\): "
-                                               r"lower optim.lr .*grad_clip"):
+    with pytest.raises(TrainingDiverged, match=r"became nan in epoch 3 at step 6 of 20 \(global step 46\)$"):
         train(compose(["model.hidden=[16]", "trainer.log_every_n_steps=1"]), run_dir=tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["epochs_run"] == 2 and summary["best_epoch"] == 2
+    assert re.search(r"became nan in epoch 3 at step 6 of 20 \(global step 46\): lower optim.lr .*grad_clip",
+                     summary["stop_reason"])
     assert summary["test_weights"] == "best epoch 2" and summary["test"]["accuracy"] > 0.3  # NaN weights: 0.1
     for name in ("best.pt", "last.pt"):
         state = load_checkpoint(tmp_path / "checkpoints" / name)

@@ -87,10 +87,11 @@ def test_zero_learning_rate_stops_early(compose, tmp_path):
 
 
 def test_divergence_is_reported(compose, tmp_path):
-    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
         train(compose(["optim=sgd", "optim.lr=1e12", "trainer.max_epochs=3"]), run_dir=tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and "epoch 1" in summary["stop_reason"]
+    assert "lower optim.lr (it is 1e+12)" in summary["stop_reason"]  # the summary says what to change
 
 
 @pytest.mark.parametrize("overrides", [["loss=mse"], ["loss=cross_entropy", "optim=sgd", "optim.lr=0.1"],

@@ -15,7 +15,7 @@ from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.device import resolve_precision
 from dltrain.errors import ConfigError
 from dltrain.build import build_experiment
-from dltrain.training.trainer import Trainer
+from dltrain.training.trainer import StepOptions, Trainer
 
 
 def read_metrics(run_dir) -> list[dict[str, str]]:
@@ -40,7 +40,7 @@ def test_augmentation_touches_training_batches_only(compose):
 
     train_batches, val_batches, test_batches = exp.batches
     trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=2,
-                      stopper=EarlyStopping("val_loss"), augment=spy)
+                      stopper=EarlyStopping("val_loss"), options=StepOptions(augment=spy))
     trainer.fit(train_batches, val_batches)
     trainer.evaluate(test_batches)
     assert len(seen) == 2 * len(train_batches)
@@ -60,7 +60,7 @@ def one_step(**kwargs) -> nn.Linear:
     model = nn.Linear(4, 3)
     x, y = torch.randn(16, 4) * 100, torch.randint(0, 3, (16,))
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), nn.CrossEntropyLoss(), "multiclass",
-                      max_epochs=1, stopper=EarlyStopping("val_loss"), **kwargs)
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), options=StepOptions(**kwargs))
     trainer.train_step(x, y)
     return model
 
@@ -87,7 +87,8 @@ def test_l1_penalty_reaches_the_gradient():
         torch.manual_seed(1)
         model = nn.Linear(4, 3)
         trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), nn.CrossEntropyLoss(), "multiclass",
-                          max_epochs=1, stopper=EarlyStopping("val_loss"), penalty=WeightPenalty(model, l1=l1))
+                          max_epochs=1, stopper=EarlyStopping("val_loss"),
+                          options=StepOptions(penalty=WeightPenalty(model, l1=l1)))
         trainer.train_step(x, y)
         grads.append((model.weight.grad, model.bias.grad, model.weight.detach()))
     (w0, b0, weight), (w1, b1, _) = grads
@@ -342,7 +343,7 @@ def test_channels_last_converts_the_cnn_and_keeps_the_loss(compose):
         assert nhwc(exp.model.conv2.weight) == channels_last and not exp.warnings
         trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=1,
                           stopper=EarlyStopping("val_loss"),
-                          memory_format=torch.channels_last if channels_last else None)
+                          options=StepOptions(memory_format=torch.channels_last if channels_last else None))
         batches = iter(exp.batches[0])
         losses[channels_last] = torch.stack([trainer.train_step(*next(batches))[1].detach() for _ in range(3)])
         assert nhwc(exp.model.conv2.weight) == channels_last  # the optimizer's steps keep the layout
@@ -358,8 +359,9 @@ def test_the_trainer_hands_the_model_batches_in_its_memory_format():
     seen: list[bool] = []
     model.register_forward_pre_hook(lambda _module, args: seen.append(nhwc(args[0])))
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
-                      max_epochs=1, stopper=EarlyStopping("val_loss"), memory_format=torch.channels_last,
-                      augment=lambda x: x.flip(-1).contiguous())  # an augmentation that loses the layout
+                      max_epochs=1, stopper=EarlyStopping("val_loss"),
+                      options=StepOptions(memory_format=torch.channels_last,
+                                          augment=lambda x: x.flip(-1).contiguous()))  # it loses the layout
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 2, (8,))
     trainer.train_step(x, y)
     trainer.evaluate([(x, y)])

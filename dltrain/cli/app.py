@@ -31,7 +31,7 @@ from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
 from dltrain.config.validation import CONFIG_NAME, validate, validate_once
 from dltrain.training.distributed import environment
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import ConfigError, TrainingDiverged, UserError
 from dltrain.files import (
     claim_new_dir,
     ensure_new_run_dir,
@@ -42,6 +42,7 @@ from dltrain.files import (
 from dltrain.cli.help import help_requested, print_help
 from dltrain.messages import (
     describe_disk_error,
+    describe_divergence,
     run_dir_error,
     say_once_when_unwritable,
 )
@@ -410,6 +411,8 @@ def _exit_with(err: BaseException) -> None:
 
 def describe_error(err: BaseException) -> str | None:
     """One line for a user error (naming the key and what to do) or a stop signal, None for a bug."""
+    if isinstance(err, TrainingDiverged):
+        return describe_divergence(err)
     if isinstance(err, (UserError, Interrupted)):
         return _one_line(str(err))
     if isinstance(err, ValueError) and str(err).startswith("Only one of --run, --multirun"):

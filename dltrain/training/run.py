@@ -32,8 +32,9 @@ from dltrain.data.synthetic import FunctionValuesError
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, write_json
 from dltrain.loggers import Logger, RunLogger, build_logger
-from dltrain.messages import results_not_saved
+from dltrain.messages import describe_divergence, results_not_saved
 from dltrain.models.summary import format_summary
+from dltrain.optim import OPTIMIZERS
 from dltrain.report.run_end import report_end
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, prediction_rows, write_predictions
@@ -45,7 +46,7 @@ from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.training.resume import Resume, already_finished, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
-from dltrain.training.trainer import Trainer, TrainingDiverged
+from dltrain.training.trainer import Hooks, StepOptions, Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
 
@@ -245,19 +246,19 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
                 policy.write(state, files)
 
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
-    trainer = Trainer(exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
-                      stopper=make_stopper(cfg, exp.data.has_validation), log_every_n_steps=tcfg.log_every_n_steps,
-                      on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None,
-                      scheduler=exp.scheduler, penalty=exp.penalty, augment=exp.augment,
-                      grad_clip=cfg.regularization.grad_clip, grad_clip_value=cfg.regularization.grad_clip_value,
-                      autocast_dtype=exp.autocast_dtype,
-                      scaler=torch.amp.GradScaler(device.type) if exp.autocast_dtype == torch.float16 else None,
-                      forward=torch.compile(exp.model) if tcfg.compile else None,
-                      train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward,
-                      ranks=ranks,
-                      memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
-                      restore_best_weights=tcfg.early_stopping.restore_best_weights, stop=stop,
-                      meta=meta)
+    trainer = Trainer(
+        exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
+        stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
+        options=StepOptions(
+            penalty=exp.penalty, augment=exp.augment, grad_clip=cfg.regularization.grad_clip,
+            grad_clip_value=cfg.regularization.grad_clip_value, autocast_dtype=exp.autocast_dtype,
+            memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
+            closure=OPTIMIZERS.facts(cfg.optim.name).closure,
+            forward=torch.compile(exp.model) if tcfg.compile else None,
+            train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward),
+        hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
+                    log_every_n_steps=tcfg.log_every_n_steps),
+        restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=meta)
     return trainer, metrics_csv
 
 
@@ -334,7 +335,7 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         else:
             summary.stop_reason = f"reached trainer.max_epochs={tcfg.max_epochs}"
     except TrainingDiverged as err:
-        summary.status, summary.stop_reason = "diverged", str(err)
+        summary.status, summary.stop_reason = "diverged", describe_divergence(err)
         return err
     except Interrupted as err:
         stop.graceful = False  # a second signal now aborts at once, even mid-save

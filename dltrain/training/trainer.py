@@ -4,9 +4,9 @@ Phases follow the notes: ``model.train()`` with gradients while training, ``mode
 under ``torch.no_grad()`` for validation and test. Losses and metrics are summed on the
 device and read once per epoch (and at ``log_every_n_steps``), never per step.
 
-One training step: [augment the batch] -> forward (under autocast for bf16/fp16) -> loss
-(+ weight penalty) -> backward -> [clip] -> optimizer step -> [scheduler batch step]. LBFGS
-takes the same path inside the closure it re-evaluates.
+Each training step is an :class:`~dltrain.training.step.OptimizerStep` (forward, loss,
+backward, clip, update), then the schedule's batch step; after it, a
+:class:`~dltrain.training.guard.StepGuard` says whether the loop goes on.
 """
 
 from __future__ import annotations
@@ -14,22 +14,28 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
+from dltrain.errors import TrainingDiverged
+from dltrain.optim import match_state_layouts
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import to_cpu
 from dltrain.training.distributed import Ranks
-from dltrain.errors import UserError
+from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.rng import fork_rng, rng_state, set_rng_state
-from dltrain.training.signals import Interrupted, StopRequest, signal_name
+from dltrain.training.signals import StopRequest
+from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
+
+__all__ = ["Batches", "Hooks", "StepOptions", "Trainer", "TrainingDiverged"]
 
 
 class Batches(Protocol):
@@ -40,10 +46,23 @@ class Batches(Protocol):
     def __len__(self) -> int: ...
 
 
-class TrainingDiverged(UserError):
-    """The loss, the weights or the monitored metric became NaN or infinite."""
+@dataclass(frozen=True)
+class Hooks:
+    """What watches the loop from outside; nothing by default.
 
-    exit_code = 3
+    Attributes:
+        on_epoch_end: called as ``on_epoch_end(trainer, row, improved)`` after each epoch,
+            to write metrics and checkpoints.
+        progress: the console display; None for silence.
+        stop: read after every step; once it holds a signal, the loop stops cleanly.
+        log_every_n_steps: how often the running loss is read from the device, for the
+            progress bar and the divergence check.
+    """
+
+    on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
+    progress: ProgressDisplay | None = None
+    stop: StopRequest | None = None
+    log_every_n_steps: int = 50
 
 
 class Trainer:
@@ -54,32 +73,15 @@ class Trainer:
         task: the data's task, for the metrics.
         max_epochs: upper bound on epochs.
         stopper: tracks the monitored metric and decides early stops.
-        log_every_n_steps: how often the progress bar reads the running loss.
-        on_epoch_end: called as ``on_epoch_end(trainer, row, improved)`` after each epoch,
-            to write metrics and checkpoints.
-        progress: the console display; None for silence.
         scheduler: the learning-rate schedule, stepped after each batch and epoch.
-        penalty: returns the weight penalty added to the training loss (L1, or L2 for LBFGS).
-        augment: transforms each training batch of inputs (never validation or test).
-        grad_clip: clip the gradients' total norm to this value.
-        grad_clip_value: clip every gradient element to ``[-value, value]``.
-        autocast_dtype: run forward passes under autocast to this dtype (bf16, fp16).
-        scaler: a ``torch.amp.GradScaler`` for float16 training.
-        forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to
-            ``model``, which keeps the weights, modes and state dict either way.
-        train_forward: what computes the outputs of training steps, when not ``forward``:
-            the DistributedDataParallel wrapper, whose backward averages the gradients over
-            the ranks (evaluation runs without it: no rank waits for another's batches).
+        options: how each step runs (:class:`StepOptions`).
+        hooks: what watches the loop (:class:`Hooks`).
         ranks: the processes training together (``Ranks()``: this one alone). With several,
             each trains on its shard, the epoch's metrics are summed over all of them, and
             they agree after every step on a stop signal and at logging steps on a diverged
             loss, so all stop after the same step; :meth:`checkpoint` must then be called on
             every rank (it gathers their random states).
-        memory_format: the layout of every batch the model sees (``torch.channels_last``
-            for ``trainer.channels_last``); a batch already in it is used as it is, others
-            (the affine augmentations' output, DataLoader batches) are converted.
         restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
-        stop: read after every step; once it holds a signal, the loop stops cleanly.
         meta: what every checkpoint holds besides the training state (config, versions, data).
     """
 
@@ -92,50 +94,23 @@ class Trainer:
         *,
         max_epochs: int,
         stopper: EarlyStopping,
-        log_every_n_steps: int = 50,
-        on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None,
-        progress: ProgressDisplay | None = None,
         scheduler: LRSchedule | None = None,
-        penalty: Callable[[], torch.Tensor] | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        grad_clip: float | None = None,
-        grad_clip_value: float | None = None,
-        autocast_dtype: torch.dtype | None = None,
-        scaler: torch.amp.GradScaler | None = None,
-        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        options: StepOptions | None = None,
+        hooks: Hooks | None = None,
         ranks: Ranks | None = None,
-        memory_format: torch.memory_format | None = None,
         restore_best_weights: bool = True,
-        stop: StopRequest | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.loss_fn = loss_fn
-        self.task = task
-        self.max_epochs = max_epochs
-        self.stopper = stopper
-        self.log_every_n_steps = log_every_n_steps
-        self.on_epoch_end = on_epoch_end
-        self.progress = progress
-        self.scheduler = scheduler
-        self.penalty = penalty or None  # a penalty with nothing to add costs nothing per step
-        self.augment = augment
-        self.grad_clip = grad_clip
-        self.grad_clip_value = grad_clip_value
-        self.autocast_dtype = autocast_dtype
-        self.scaler = scaler
-        self.forward = forward if forward is not None else model  # a compiled module has no truth value
-        self.train_forward = train_forward if train_forward is not None else self.forward
+        hooks = hooks or Hooks()
+        self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
+        self.max_epochs, self.stopper, self.scheduler = max_epochs, stopper, scheduler
+        self.on_epoch_end, self.progress, self.stop = hooks.on_epoch_end, hooks.progress, hooks.stop
         self.ranks = ranks or Ranks()
-        self.memory_format = memory_format
-        # LBFGS evaluates the loss several times per step, through a closure.
-        self.uses_closure = isinstance(optimizer, torch.optim.LBFGS)
         self.restore_best_weights = restore_best_weights
-        self.stop = stop
         self.meta = meta or {}
         self.device = next(model.parameters()).device
+        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions())
+        self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps)
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
@@ -152,62 +127,12 @@ class Trainer:
         self._seconds_before = 0.0  # in fit() before this one: earlier segments of a resumed run, or earlier calls
         self._fit_started: float | None = None
 
-    def _outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
-                          | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if forward is None:  # not `or`: a compiled module has no truth value
-            forward = self.forward
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)  # no copy when the batch is in it already
-        if self.autocast_dtype is None:
-            output = forward(x)  # (B, num_outputs)
-            return output, self.loss_fn(output, y)
-        device_type = x.device.type
-        with torch.autocast(device_type, dtype=self.autocast_dtype):
-            output = forward(x)
-            return output, self.loss_fn(output, y)
-
-    def _clip(self) -> None:
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if self.grad_clip_value is not None:
-            nn.utils.clip_grad_value_(self.model.parameters(), self.grad_clip_value)
-
-    def _closure_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        first: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-        def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            output, loss = self._outputs_and_loss(x, y, self.train_forward)
-            total = loss + self.penalty() if self.penalty is not None else loss
-            total.backward()
-            self._clip()
-            if not first:  # the metrics report the loss before the step, as for other optimizers
-                first.append((output.detach(), loss.detach()))
-            return total
-
-        self.optimizer.step(closure)
-        return first[0]
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
-        if self.augment is not None:
-            x = self.augment(x)
-        if self.uses_closure:
-            output, loss = self._closure_step(x, y)
-        else:
-            output, loss = self._outputs_and_loss(x, y, self.train_forward)
-            total = loss + self.penalty() if self.penalty is not None else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(total).backward()
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                self._clip()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                total.backward()
-                self._clip()
-                self.optimizer.step()
+        output, loss = self.step(x, y)
         if self.scheduler is not None:
             self.scheduler.step_batch()
         return output, loss
@@ -224,74 +149,19 @@ class Trainer:
         """
         self.model.train()
         acc = self._epoch_acc
-        num_batches = len(batches)
-        log_every, progress = self.log_every_n_steps, self.progress
-        distributed = self.ranks.distributed
-        checked = self.step_in_epoch  # the loss sum was finite up to this step
-        recent: list[torch.Tensor] = []  # the losses since then, to name the step a divergence began
+        self.guard.start_epoch(self.epoch + 1, len(batches), self.step_in_epoch, acc)
         for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
             output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
-            recent.append(loss.detach())  # a reference, not a device operation
-            self.global_step += 1
-            self.step_in_epoch = step
-            # Reading from the device waits for it: only at logging steps and the epoch's end.
-            logging_step = self.global_step % log_every == 0 or step == num_batches
-            bad = logging_step and not torch.isfinite(acc.sums["loss"]).item()
-            signum = self.stop.signum if self.stop is not None else None
-            if distributed:  # every rank takes the same decision after the same step
-                signum, bad_anywhere = self.ranks.vote(signum or 0, int(bad))
-                signum = signum or None
-                if bad_anywhere and not bad:
-                    raise self._peer_diverged(step, num_batches)
-            if bad:
-                self._diverged(recent, checked, num_batches)
-            if logging_step:
-                checked = step
-                recent.clear()
-                if progress is not None and progress.live:
-                    progress.update(step, acc.compute())
-            elif progress is not None and progress.live:
-                progress.update(step, None)
-            if signum is not None:
-                # Never save a diverged state as a checkpoint to resume from.
-                bad = not torch.isfinite(acc.sums["loss"]).item()
-                if distributed and self.ranks.vote(int(bad))[0] and not bad:
-                    raise self._peer_diverged(step, num_batches)
-                if bad:
-                    self._diverged(recent, checked, num_batches)
-                if not self._weights_finite():
-                    raise TrainingDiverged(f"the weights became NaN or infinite in epoch {self.epoch + 1} by step "
-                                           f"{step}: lower optim.lr or clip the gradients "
-                                           "(regularization.grad_clip=1.0)")
-                raise Interrupted(signum, f"interrupted by {signal_name(signum)} in epoch "
-                                          f"{self.epoch + 1} after step {step} of {num_batches}")
+            self.global_step, self.step_in_epoch = self.global_step + 1, step
+            self.guard.after_step(step, self.global_step, loss)
         return self._reduce(acc)
-
-    def _peer_diverged(self, step: int, num_batches: int) -> TrainingDiverged:
-        return TrainingDiverged(f"the training loss of another rank became NaN or infinite in epoch {self.epoch + 1} "
-                               f"by step {step} of {num_batches}: lower optim.lr or clip the gradients "
-                               "(regularization.grad_clip=1.0)")
 
     def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:
         """The metrics of ``acc`` over every rank's examples (this rank's alone in one process)."""
         if not self.ranks.distributed:
             return acc.compute()
         return MetricAccumulator.merged(self.task, self.ranks.all_gather(to_cpu(acc.state_dict()))).compute()
-
-    def _diverged(self, recent: list[torch.Tensor], checked: int, num_batches: int) -> None:
-        """Raise for a loss sum that is no longer finite; ``recent`` holds the losses of the
-        steps after ``checked``, the last one at which it still was."""
-        step = checked + len(recent)
-        losses = torch.stack(recent) if recent else torch.empty(0)
-        bad = (~torch.isfinite(losses)).nonzero()
-        first = checked + int(bad[0]) + 1 if len(bad) else step  # else finite losses whose sum overflowed
-        value = float(losses[first - checked - 1]) if len(bad) else math.nan
-        raise TrainingDiverged(
-            f"the training loss became {value} in epoch {self.epoch + 1} at step {first} of {num_batches} "
-            f"(global step {self.global_step - step + first}): lower optim.lr (it is "
-            f"{self.optimizer.param_groups[0]['lr']:g}), clip the gradients (regularization.grad_clip=1.0), "
-            "or pick a more stable optimizer (optim=adam)")
 
     @torch.no_grad()
     def evaluate(self, batches: Batches, outputs: list[torch.Tensor] | None = None,
@@ -307,21 +177,15 @@ class Trainer:
         self.ranks.sync_buffers(self.model)  # one model for every rank's share of the split
         self.model.eval()
         acc = MetricAccumulator(self.task)
-        # Ranks may hold different numbers of evaluation batches: they agree on a stop once, after.
-        check_each = stoppable and self.stop is not None and not self.ranks.distributed
         for x, y in batches:
-            output, loss = self._outputs_and_loss(x, y)
+            output, loss = self.step.outputs_and_loss(x, y)
             acc.update(output, y, loss)
             if outputs is not None:
                 outputs.append(output.detach())
-            if check_each and self.stop.signum is not None:
-                raise Interrupted(self.stop.signum, f"interrupted by {signal_name(self.stop.signum)} while "
-                                                    f"validating epoch {self.epoch + 1}")
-        if stoppable and self.ranks.distributed:
-            signum = self.ranks.vote((self.stop.signum or 0) if self.stop is not None else 0)[0]
-            if signum:
-                raise Interrupted(signum, f"interrupted by {signal_name(signum)} while validating epoch "
-                                          f"{self.epoch + 1}")
+            if stoppable:
+                self.guard.after_validation_batch(self.epoch + 1)
+        if stoppable:
+            self.guard.after_validation(self.epoch + 1)
         return self._reduce(acc)
 
     def fit(self, train_batches: Batches, val_batches: Batches | None) -> str:
@@ -385,11 +249,10 @@ class Trainer:
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         row = self.ranks.broadcast(self._row(number, train, val))
-        if not self._weights_finite():  # the last step's gradients overflowed
+        if not weights_finite(self.model):  # the last step's gradients overflowed
             self._record_diverged(row)
-            raise TrainingDiverged(
-                f"the weights became NaN or infinite in epoch {number} at its last step: lower optim.lr (it is "
-                f"{self.optimizer.param_groups[0]['lr']:g}) or clip the gradients (regularization.grad_clip=1.0)")
+            raise TrainingDiverged(TrainingDiverged.WEIGHTS, number, step=self.step_in_epoch, steps=len(train_batches),
+                                   global_step=self.global_step, lr=self._lr())
         self.history.append(row)
         self.epoch, self.step_in_epoch = number, 0
         if self.scheduler is not None:
@@ -404,9 +267,8 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(self, row, improved)
         if self.stopper.non_finite:
-            raise TrainingDiverged(f"{self.stopper.stop_reason}: lower optim.lr (it is "
-                                   f"{self.optimizer.param_groups[0]['lr']:g}) or clip the gradients "
-                                   "(regularization.grad_clip=1.0)")
+            raise TrainingDiverged(TrainingDiverged.METRIC, number, metric=self.stopper.monitor,
+                                   value=self.stopper.non_finite_value, lr=self._lr())
 
     def _row(self, number: int, train: dict[str, float], val: dict[str, float] | None) -> dict[str, Any]:
         """The epoch's line of metrics.csv; a validation that did not run reads NaN, and a run
@@ -426,10 +288,6 @@ class Trainer:
             self.progress.close()
         if self.on_epoch_end is not None:
             self.on_epoch_end(self, row, False)
-
-    def _weights_finite(self) -> bool:
-        flags = [torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()]
-        return bool(torch.stack(flags).all()) if flags else True
 
     def restore_best(self) -> bool:
         """Load the best epoch's weights into the model; False if no epoch improved."""
@@ -462,7 +320,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "grad_scaler": self.step.scaler.state_dict() if self.step.scaler.is_enabled() else None,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "early_stopping": self.stopper.state_dict(),
@@ -489,11 +347,11 @@ class Trainer:
         random numbers while a run is set up."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        _match_layouts(self.optimizer)
+        match_state_layouts(self.optimizer)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("grad_scaler") is not None:
-            self.scaler.load_state_dict(state["grad_scaler"])
+        if self.step.scaler.is_enabled() and state.get("grad_scaler") is not None:
+            self.step.scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.stopper.load_state_dict(state["early_stopping"])
         self.history = [dict(row) for row in state["history"]]
@@ -528,14 +386,3 @@ def _seconds_so_far(state: dict[str, Any]) -> float:
     partial = state.get("partial_epoch") or {}
     return sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"]) + float(partial.get("seconds", 0.0))
 
-
-def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each per-parameter state tensor (moments, momentum buffers) its parameter's
-    memory layout. A checkpoint's state comes back in the layout it was saved in; after a
-    resume that changes ``trainer.channels_last``, a fused step, which reads the tensors as
-    flat memory, would pair a weight's elements with the wrong moments."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -1,0 +1,192 @@
+"""The checks after each training step (``StepGuard``) and the data a divergence error carries.
+
+The guard is driven here step by step, as the trainer's loop drives it: a loss per step,
+summed on the device by the epoch's ``MetricAccumulator``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import signal
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from dltrain.cli.app import describe_error
+from dltrain.errors import TrainingDiverged
+from dltrain.messages import describe_divergence
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.distributed import Environment, Ranks
+from dltrain.training.guard import StepGuard
+from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.signals import Interrupted, StopRequest
+from dltrain.training.trainer import Hooks, Trainer
+
+
+class PeerRanks(Ranks):
+    """Rank 0 of 2, alone in this process: each vote also counts the other rank's values,
+    the next of ``peer`` (all zero once they run out)."""
+
+    def __init__(self) -> None:
+        super().__init__(Environment(0, 2, 0, 2))
+        self.peer: list[tuple[int, ...]] = []
+        self.votes: list[list[int]] = []
+
+    def vote(self, *values: int) -> list[int]:
+        self.votes.append(list(values))
+        theirs = self.peer.pop(0) if self.peer else (0,) * len(values)
+        return [max(a, b) for a, b in zip(values, theirs)]
+
+
+class Progress:
+    """A live progress display that records its updates."""
+
+    live = True
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, dict[str, float] | None]] = []
+
+    def update(self, step: int, running: dict[str, float] | None = None) -> None:
+        self.updates.append((step, running))
+
+
+def guarded(epoch: int = 3, steps: int = 10, done: int = 0, **kwargs: Any) -> tuple[StepGuard, MetricAccumulator]:
+    """A guard watching epoch ``epoch`` of ``steps`` steps, with the sums it reads."""
+    model = nn.Linear(2, 1)
+    metrics = MetricAccumulator("regression")
+    guard = StepGuard(model, lambda: 0.05, kwargs.pop("ranks", Ranks()), **kwargs)
+    guard.start_epoch(epoch, steps, done, metrics)
+    return guard, metrics
+
+
+def take_step(guard: StepGuard, metrics: MetricAccumulator, step: int, global_step: int, loss: float) -> None:
+    """What the loop does after one step whose loss is ``loss``."""
+    loss_t = torch.tensor(loss)
+    metrics.update(torch.zeros(4, 1), torch.zeros(4, 1), loss_t)
+    guard.after_step(step, global_step, loss_t)
+
+
+def test_a_nan_at_step_k_is_named_as_step_k_at_the_next_logging_step():
+    guard, metrics = guarded(log_every=4)
+    losses = [1.0, 0.9, 0.8, 0.7, 0.6, math.nan, 0.5, 0.4]
+    for step, loss in enumerate(losses[:-1], start=1):  # read at global steps 24 (finite) and 28
+        take_step(guard, metrics, step, 20 + step, loss)
+    with pytest.raises(TrainingDiverged) as raised:
+        take_step(guard, metrics, 8, 28, losses[-1])
+    err = raised.value
+    assert (err.what, err.epoch, err.step, err.steps, err.global_step) == (TrainingDiverged.LOSS, 3, 6, 10, 26)
+    assert math.isnan(err.value) and err.lr == 0.05 and err.exact
+    assert str(err) == "the training loss became nan in epoch 3 at step 6 of 10 (global step 26)"
+
+
+def test_a_resumed_epoch_names_the_step_counted_from_the_epoch_start():
+    guard, metrics = guarded(steps=10, done=5, log_every=50)  # resumed after step 5 of 10
+    for step in range(6, 10):
+        take_step(guard, metrics, step, 20 + step, math.inf if step == 7 else 1.0)
+    with pytest.raises(TrainingDiverged) as raised:
+        take_step(guard, metrics, 10, 30, 1.0)  # the epoch's last step is always read
+    assert (raised.value.step, raised.value.global_step, raised.value.value) == (7, 27, math.inf)
+
+
+def test_a_stop_request_stops_after_the_step_it_arrived_in():
+    stop = StopRequest()  # never entered: no signal handlers, only its ``signum``
+    guard, metrics = guarded(stop=stop, log_every=50)
+    take_step(guard, metrics, 1, 21, 1.0)
+    take_step(guard, metrics, 2, 22, 1.0)
+    stop.signum = signal.SIGTERM
+    with pytest.raises(Interrupted) as raised:
+        take_step(guard, metrics, 3, 23, 1.0)
+    assert raised.value.signum == signal.SIGTERM
+    assert str(raised.value) == "interrupted by SIGTERM in epoch 3 after step 3 of 10"
+
+
+def test_another_ranks_stop_vote_stops_this_rank_after_the_same_step():
+    ranks = PeerRanks()
+    guard, metrics = guarded(ranks=ranks, log_every=50)
+    take_step(guard, metrics, 1, 21, 1.0)
+    ranks.peer = [(int(signal.SIGUSR1), 0)]  # the other rank was asked to stop during step 2
+    with pytest.raises(Interrupted, match="by SIGUSR1 in epoch 3 after step 2 of 10"):
+        take_step(guard, metrics, 2, 22, 1.0)
+    # One vote per step (stop, diverged), then one on the loss before the state is saved.
+    assert ranks.votes == [[0, 0], [0, 0], [0]]
+
+
+def test_another_ranks_diverged_loss_stops_this_rank_with_its_data():
+    ranks = PeerRanks()
+    guard, metrics = guarded(ranks=ranks, log_every=2)
+    take_step(guard, metrics, 1, 21, 1.0)
+    ranks.peer = [(0, 1)]  # the other rank's loss sum is not finite at the logging step
+    with pytest.raises(TrainingDiverged) as raised:
+        take_step(guard, metrics, 2, 22, 1.0)  # a logging step: the ranks compare their losses
+    err = raised.value
+    assert (err.what, err.epoch, err.step, err.steps, err.exact) == (TrainingDiverged.PEER, 3, 2, 10, False)
+    assert str(err) == "the training loss of another rank became NaN or infinite in epoch 3 by step 2 of 10"
+
+
+def test_progress_gets_the_running_metrics_at_logging_steps_only():
+    progress = Progress()
+    guard, metrics = guarded(steps=7, progress=progress, log_every=3)
+    for step in range(1, 8):
+        take_step(guard, metrics, step, 20 + step, 1.0)
+    assert [step for step, _ in progress.updates] == list(range(1, 8))  # the bar moves every step
+    with_metrics = [step for step, running in progress.updates if running is not None]
+    assert with_metrics == [1, 4, 7]  # global steps 21 and 24, and the epoch's last step
+    assert progress.updates[-1][1]["loss"] == 1.0  # the epoch's running mean
+
+
+def test_a_trainer_epoch_names_the_step_whose_loss_was_nan():
+    """Through the loop: the loss of the 5th step is NaN, read at the logging step 8."""
+    calls = 0
+
+    def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        loss = nn.functional.mse_loss(output, target)
+        return loss * math.nan if calls == 5 else loss
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), loss_fn, "regression", max_epochs=1,
+                      stopper=EarlyStopping("val_loss"), hooks=Hooks(log_every_n_steps=8))
+    x, y = torch.randn(40, 3), torch.randn(40, 1)
+    with pytest.raises(TrainingDiverged) as raised:
+        trainer.train_epoch([(x[i:i + 4], y[i:i + 4]) for i in range(0, 40, 4)])
+    assert (raised.value.step, raised.value.global_step, raised.value.lr) == (5, 5, 0.01)
+    assert trainer.global_step == 8  # it stopped at the logging step that read the sum
+
+
+@pytest.mark.parametrize(("err", "facts", "worded"), [
+    (TrainingDiverged(TrainingDiverged.LOSS, 3, step=6, steps=20, global_step=46, value=math.nan, lr=0.1),
+     "the training loss became nan in epoch 3 at step 6 of 20 (global step 46)",
+     ": lower optim.lr (it is 0.1), clip the gradients (regularization.grad_clip=1.0), or pick a more stable "
+     "optimizer (optim=adam)"),
+    (TrainingDiverged(TrainingDiverged.WEIGHTS, 2, step=7, steps=20, global_step=27, lr=0.1, exact=False),
+     "the weights became NaN or infinite in epoch 2 by step 7",
+     ": lower optim.lr or clip the gradients (regularization.grad_clip=1.0)"),
+    (TrainingDiverged(TrainingDiverged.WEIGHTS, 2, step=20, steps=20, global_step=40, lr=0.5),
+     "the weights became NaN or infinite in epoch 2 at its last step",
+     ": lower optim.lr (it is 0.5) or clip the gradients (regularization.grad_clip=1.0)"),
+    (TrainingDiverged(TrainingDiverged.PEER, 1, step=2, steps=10, global_step=2, lr=0.1, exact=False),
+     "the training loss of another rank became NaN or infinite in epoch 1 by step 2 of 10",
+     ": lower optim.lr or clip the gradients (regularization.grad_clip=1.0)"),
+    (TrainingDiverged(TrainingDiverged.METRIC, 4, metric="val_loss", value=math.inf, lr=1e-3),
+     "val_loss became inf at epoch 4",
+     " (trainer.early_stopping.check_finite): lower optim.lr (it is 0.001) or clip the gradients "
+     "(regularization.grad_clip=1.0)"),
+])
+def test_a_divergence_error_states_facts_and_the_command_line_says_what_to_change(err, facts, worded):
+    assert str(err) == facts and "optim" not in facts and "regularization" not in facts
+    assert describe_divergence(err) == facts + worded
+    assert describe_error(err) == facts + worded  # the command's one line
+    assert err.exit_code == 3
+
+
+def test_a_divergence_error_keeps_its_data_through_pickling():
+    err = TrainingDiverged(TrainingDiverged.LOSS, 3, step=6, steps=20, global_step=46, value=math.inf, lr=0.1)
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is TrainingDiverged and str(copy) == str(err)
+    assert (copy.what, copy.epoch, copy.step, copy.steps, copy.global_step, copy.value, copy.lr, copy.exact) == \
+        (err.what, 3, 6, 20, 46, math.inf, 0.1, True)
