@@ -194,6 +194,17 @@ def closure_sgd(params, lr=1.0, **_):
     return ClosureSGD(params, lr=lr)
 
 
+def test_a_new_closure_optimizer_is_stepped_with_a_closure(compose, monkeypatch, tmp_path):
+    cfg = compose(["optim=lbfgs", "optim.lr=0.01", "trainer.fast_dev_run=true", "device=cpu"])
+    cfg.optim.name = "closure_sgd"
+    monkeypatch.setitem(GROUP_SCHEMAS["optim"], "closure_sgd", GROUP_SCHEMAS["optim"]["lbfgs"])
+    monkeypatch.setattr(ClosureSGD, "calls", 0)
+    with OPTIMIZERS.registered("closure_sgd", closure_sgd, closure=True):
+        summary = train(cfg, run_dir=tmp_path)
+    assert ClosureSGD.calls == 2  # fast_dev_run: two training batches
+    assert math.isfinite(summary["test"]["loss"])
+
+
 def test_a_new_closure_optimizer_gets_one_group_and_l2_as_a_loss_term(compose):
     cfg = compose(["optim=lbfgs", "regularization.l2=0.01", "trainer.fast_dev_run=true", "device=cpu"])
     cfg.optim.name = "closure_sgd"
