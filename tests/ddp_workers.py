@@ -54,7 +54,8 @@ def trainer_for(model: nn.Module, ranks: Ranks | None = None, optimizer: str = "
     """A multiclass trainer of ``model``; with several ranks its training steps go through DDP."""
     ddp = nn.parallel.DistributedDataParallel(model) if ranks is not None and ranks.distributed else None
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    return Trainer(model, OPTIMIZERS[optimizer](model.parameters()), loss_fn, "multiclass", max_epochs=1, stopper=EarlyStopping("val_loss"),
+    return Trainer(model, OPTIMIZERS[optimizer](model.parameters()), loss_fn, "multiclass", max_epochs=1,
+                   stopper=EarlyStopping("val_loss"),
                    options=StepOptions(train_forward=ddp), hooks=hooks, ranks=ranks)
 
 

@@ -50,3 +50,17 @@ def fork_rng(rank: int) -> None:
     """Give this rank generators of its own, drawn from the current (shared) ones: after a
     resume at another world size, every rank starts from the same saved state."""
     seed_everything((int(torch.randint(0, 2**32, (1,)).item()) + rank) % 2**32)
+
+
+def restore_rank_rng(saved: dict[str, Any], per_rank: list[dict[str, Any]] | None, rank: int,
+                     world_size: int) -> None:
+    """Restore this rank's generators from a checkpoint: its own state when the checkpoint has
+    one per rank (``per_rank``) of a run of this size, else the ``saved`` one, forked per rank
+    when there are several (a resume at another world size cannot draw exactly what the saved
+    run would have)."""
+    if per_rank is not None and len(per_rank) == world_size:
+        set_rng_state(per_rank[rank])
+        return
+    set_rng_state(saved)
+    if world_size > 1:
+        fork_rng(rank)

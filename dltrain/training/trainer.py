@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -28,7 +29,7 @@ from dltrain.training.distributed import Ranks
 from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
-from dltrain.training.rng import fork_rng, rng_state, set_rng_state
+from dltrain.training.rng import restore_rank_rng, rng_state
 from dltrain.training.signals import StopRequest
 from dltrain.training.step import OptimizerStep, StepOptions
 
@@ -208,7 +209,7 @@ class Trainer:
             self._pending = None
             if order is not None and hasattr(train_batches, "order"):
                 train_batches.order.load_state_dict(order)
-            rng() if callable(rng) else set_rng_state(rng)
+            rng()
         self._fit_started = time.perf_counter()
         try:
             while self.epoch < self.max_epochs and not self.stopper.should_stop:
@@ -226,17 +227,17 @@ class Trainer:
 
     def _run_epoch(self, train_batches: Batches, val_batches: Batches | None) -> None:
         number = self.epoch + 1
-        partial, self._resume_partial = self._resume_partial, None
+        unfinished, self._resume_partial = self._resume_partial, None
         self._epoch_acc = MetricAccumulator(self.task)
-        if partial:
+        if unfinished:
             if self.ranks.is_main:  # the sums of every rank's steps so far (merged when saved)
-                self._epoch_acc.load_state_dict(partial["train"], self.device)
-            self.step_in_epoch = int(partial["step"])
-            self._epoch_lr = float(partial["lr"])
-            self._epoch_started = time.perf_counter() - float(partial["seconds"])
+                self._epoch_acc.load_state_dict(unfinished["train"], self.device)
+            self.step_in_epoch = int(unfinished["step"])
+            self._epoch_lr = float(unfinished["lr"])
+            self._epoch_started = time.perf_counter() - float(unfinished["seconds"])
         else:
             self.step_in_epoch = 0
-            self._epoch_lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch trains with
+            self._epoch_lr = self._lr()  # the LR this epoch trains with
             self._epoch_started = time.perf_counter()
         if self.progress is not None:
             self.progress.start_epoch(number, len(train_batches))
@@ -364,18 +365,8 @@ class Trainer:
         self._seconds_before = _seconds_so_far(state)
         # The data order and the step count carry over to any world size: trainer.batch_size is
         # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
-        self._pending = (state.get("data_order"), self._rng_for(state))
-
-    def _rng_for(self, state: dict[str, Any]) -> dict[str, Any] | Callable[[], None]:
-        """This rank's random state in ``state``: its own when the checkpoint has one per rank
-        of a run of this size, else the saved one, forked per rank (a resume at another world
-        size cannot draw exactly what the saved run would have)."""
-        saved = state.get("rng_ranks")
-        if saved is not None and len(saved) == self.ranks.world_size:
-            return saved[self.ranks.rank]
-        if not self.ranks.distributed:
-            return state["rng"]
-        return lambda: (set_rng_state(state["rng"]), fork_rng(self.ranks.rank))
+        self._pending = (state.get("data_order"), partial(restore_rank_rng, state["rng"], state.get("rng_ranks"),
+                                                           self.ranks.rank, self.ranks.world_size))
 
 
 def _seconds_so_far(state: dict[str, Any]) -> float:
@@ -383,6 +374,7 @@ def _seconds_so_far(state: dict[str, Any]) -> float:
     kept them, what its history says: its epochs' times, and the steps of an epoch under way."""
     if state.get("train_seconds") is not None:
         return float(state["train_seconds"])
-    partial = state.get("partial_epoch") or {}
-    return sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"]) + float(partial.get("seconds", 0.0))
+    unfinished = state.get("partial_epoch") or {}
+    epochs = sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"])
+    return epochs + float(unfinished.get("seconds", 0.0))
 
