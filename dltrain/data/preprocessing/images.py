@@ -105,7 +105,7 @@ class Images(Preprocessing):
         yield from read_images(path, batch_size, self.image_size, self.color, self.apply, self.to_record(), warn)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its statistics are arrays: objects compare by identity
 class InkCounts(Preprocessing):
     """``data=digits``: pixels are ink counts ``0..pixel_max`` (bright = ink), standardised per
     pixel, row by row. An image file's pixel values map to the nearest count.

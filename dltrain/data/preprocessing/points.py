@@ -18,7 +18,7 @@ from dltrain.errors import UserError
 from dltrain.inference import drift
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its statistics are arrays: objects compare by identity
 class Points(Preprocessing):
     """``(x - mean) / std`` per coordinate.
 

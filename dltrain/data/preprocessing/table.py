@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 INFREQUENT = "infrequent_sklearn"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its statistics are arrays: objects compare by identity
 class Table(Preprocessing):
     """The encoding of a table's feature columns.
 
