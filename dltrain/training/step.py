@@ -5,9 +5,10 @@ backward (of the loss scaled for fp16) -> [clip] -> optimizer step. An optimizer
 a closure (LBFGS) takes the same path inside the closure it re-evaluates.
 
 The grad scaler is always there, enabled for float16 only: disabled, each of its calls passes
-through. Autocast is not: ``torch.autocast(enabled=False)`` costs tens of microseconds to
-enter and leave on the CPU (a tenth of a small model's step), so without an autocast dtype
-the forward pass runs in a context that does nothing.
+through (under a microsecond per step in all). Autocast is not: a forward pass inside
+``torch.autocast(enabled=False)`` made a small MLP's CPU step about 5% slower (one thread,
+64 examples a batch: 0.56 ms instead of 0.54), so without an autocast dtype the forward pass
+runs in a context that does nothing.
 """
 
 from __future__ import annotations
