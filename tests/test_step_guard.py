@@ -1,4 +1,5 @@
-"""The checks after each training step (``StepGuard``) and the data a divergence error carries.
+"""The checks after each training step (``StepGuard``), the data a divergence error carries,
+and the step's grad scaler in the checkpoint.
 
 The guard is driven here step by step, as the trainer's loop drives it: a loss per step,
 summed on the device by the epoch's ``MetricAccumulator``.
@@ -23,7 +24,7 @@ from dltrain.training.distributed import Environment, Ranks
 from dltrain.training.guard import StepGuard
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.signals import Interrupted, StopRequest
-from dltrain.training.trainer import Hooks, Trainer
+from dltrain.training.trainer import Hooks, StepOptions, Trainer
 
 
 class PeerRanks(Ranks):
@@ -190,3 +191,25 @@ def test_a_divergence_error_keeps_its_data_through_pickling():
     assert type(copy) is TrainingDiverged and str(copy) == str(err)
     assert (copy.what, copy.epoch, copy.step, copy.steps, copy.global_step, copy.value, copy.lr, copy.exact) == \
         (err.what, 3, 6, 20, 46, math.inf, 0.1, True)
+
+
+@pytest.mark.parametrize(("dtype", "saved"), [(None, False), (torch.bfloat16, False), (torch.float16, True)])
+def test_the_grad_scaler_is_saved_for_float16_only_and_resumes(dtype, saved):
+    """The trainer's own grad scaler: enabled for float16 alone, its state in the checkpoint
+    then and None otherwise (as checkpoints always held), and loaded back on resume."""
+    def trainer() -> Trainer:
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2)
+        return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                       max_epochs=1, stopper=EarlyStopping("val_loss"), options=StepOptions(autocast_dtype=dtype))
+
+    first = trainer()
+    for _ in range(3):
+        first.train_step(torch.randn(4, 3), torch.randint(0, 2, (4,)))
+    state = first.state_dict()
+    assert (state["grad_scaler"] is not None) == saved
+    resumed = trainer()
+    resumed.load_state_dict(state)
+    assert resumed.step.scaler.state_dict() == first.step.scaler.state_dict()
+    if saved:
+        assert state["grad_scaler"]["_growth_tracker"] == 3  # three steps without an overflow
