@@ -242,3 +242,14 @@ def test_each_job_of_a_command_line_sweep_validates_once(tmp_path: Path, monkeyp
     code = run_dltrain(["-m", *QUICK, "trainer.fast_dev_run=true", "seed=6,7", "hydra.sweep.dir=sweep"], monkeypatch)
     assert code == 0 and (tmp_path / "sweep" / "1" / "summary.json").is_file()
     assert validations == ["seed=6 resume=None", "seed=7 resume=None"]
+
+
+def test_every_package_of_dltrain_is_installed() -> None:
+    """A regular ``pip install .`` ships the packages pyproject.toml lists, not those on disk:
+    a new subpackage left out of the list would be missing from every regular install."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(dltrain.__file__).parent
+    on_disk = {"dltrain." + ".".join(init.parent.relative_to(root).parts) if init.parent != root else "dltrain"
+               for init in root.rglob("__init__.py")}
+    listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert on_disk - listed == set()
