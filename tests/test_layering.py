@@ -253,3 +253,16 @@ def test_every_package_of_dltrain_is_installed() -> None:
                for init in root.rglob("__init__.py")}
     listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     assert on_disk - listed == set()
+
+
+@pytest.mark.parametrize("package", ["dltrain.data", "dltrain.models"])
+def test_every_module_of_a_registry_package_is_imported_with_it(package: str) -> None:
+    """A new dataset or model module registers its options by existing: the package imports
+    every module it holds, so no list of modules can forget one."""
+    import importlib
+    import pkgutil
+
+    imported = importlib.import_module(package)
+    names = [m.name for m in pkgutil.iter_modules(imported.__path__)]
+    missing = [name for name in names if f"{package}.{name}" not in sys.modules]
+    assert names and missing == []
