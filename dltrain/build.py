@@ -187,6 +187,10 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
         ConfigError: naming the keys that cannot go together.
     """
     reg, optim = cfg.regularization, cfg.optim.name
+    if MODELS.facts(cfg.model.name).input_normalization is not None:
+        # Never ignored silently: the fitted statistics would feed the weights inputs they were not trained on.
+        raise ConfigError(f"model={cfg.model.name} declares its own input normalisation, which dltrain does not "
+                          "apply yet: use another model.")
     check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)

@@ -36,9 +36,9 @@ class ModelFacts:
             start-up are the user's to fix, reported as config errors.
         input_normalization: the mean/std/size the model's weights expect, for backbones
             trained elsewhere; None (every model today) keeps the preprocessing fitted on the
-            training split. Where it is set, the image preprocessing
-            (:class:`dltrain.data.preprocessing.images.Images`, which has the same mean, std and
-            size) is the one place to take it instead of fitting its own.
+            training split. A model that sets it is refused at start-up, in one line, until
+            the image preprocessing (:class:`dltrain.data.preprocessing.images.Images`, which has
+            the same mean, std and size) takes it instead of fitting its own.
     """
 
     reads_tokens: bool = False
