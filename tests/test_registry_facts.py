@@ -15,6 +15,9 @@ from dltrain import train
 from dltrain.build import build_experiment, build_loss
 from dltrain.config.trust import check_stored_config
 from dltrain.config.validation import GROUP_SCHEMAS
+from dltrain.data import DATASETS
+from dltrain.data.preprocessing import KINDS
+from dltrain.data.registry import INPUT_KINDS
 from dltrain.errors import ConfigError, UserError
 from dltrain.init import INITS
 from dltrain.losses import LOSSES
@@ -314,3 +317,18 @@ def test_a_new_loss_that_stands_for_another_builds_the_one_it_picks(compose):
     with LOSSES.registered("my_auto", LOSSES.get("auto"), picks=lambda task: "mae"):
         name, loss = build_loss(cfg, data)
     assert name == "mae" and loss.output_width == 3
+
+
+# --- data -------------------------------------------------------------------------------
+
+def test_a_new_dataset_with_an_unknown_kind_of_input_is_refused_at_registration():
+    with pytest.raises(ValueError, match=r"^inputs='image' is not a kind of input: use one of table, text, points, "
+                                         r"ink_counts, images or None$"):
+        DATASETS.register("photos", inputs="image")
+    assert "photos" not in DATASETS
+    with DATASETS.registered("photos", object, inputs="images"):
+        assert DATASETS.facts("photos").inputs == "images"
+
+
+def test_the_registry_knows_every_kind_of_preprocessing():
+    assert set(INPUT_KINDS) == set(KINDS)

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from dltrain.registry import Registry
 
 
+#: The kinds of fitted preprocessing (:data:`dltrain.data.preprocessing.KINDS` has their classes),
+#: spelled here so the registry checks a dataset's kind without importing the preprocessing,
+#: which imports this registry.
+INPUT_KINDS = ("table", "text", "points", "ink_counts", "images")
+
+
 @dataclass(frozen=True)
 class DatasetFacts:
     """What the rest of dltrain knows about a dataset besides its builder.
@@ -20,5 +26,11 @@ class DatasetFacts:
 
     inputs: str | None = None
 
+    def __post_init__(self) -> None:
+        # At import time: a misspelt kind would otherwise leave the dataset unreadable by dltrain-predict.
+        if self.inputs is not None and self.inputs not in INPUT_KINDS:
+            raise ValueError(f"inputs={self.inputs!r} is not a kind of input: use one of {', '.join(INPUT_KINDS)} "
+                             "or None")
 
-DATASETS = Registry("data", DatasetFacts)
+
+DATASETS: Registry[DatasetFacts] = Registry("data", DatasetFacts)
