@@ -15,7 +15,7 @@ from dltrain.config.validation import GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty, param_groups, split_weights
-from dltrain.training.trainer import StepOptions, Trainer
+from dltrain.training.trainer import Trainer
 
 #: Every option, and those whose torch class has a fused step and those without one.
 OPTIONS = OPTIMIZERS.names()
@@ -167,8 +167,7 @@ def test_lbfgs_lowers_the_loss_on_a_quadratic():
     loss_fn = nn.MSELoss()
     start = loss_fn(model(x).squeeze(1), y).item()
     trainer = Trainer(model, opt, lambda out, t: loss_fn(out.squeeze(1), t), "regression", max_epochs=1,
-                      stopper=EarlyStopping("val_loss", "min", 0.0, 1),
-                      options=StepOptions(closure=OPTIMIZERS.facts("lbfgs").closure))
+                      stopper=EarlyStopping("val_loss", "min", 0.0, 1))
     _, loss = trainer.train_step(x, y)
     assert loss.item() == pytest.approx(start)  # the loss reported is the one before the step
     end = loss_fn(model(x).squeeze(1), y).item()

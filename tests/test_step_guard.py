@@ -7,7 +7,9 @@ summed on the device by the epoch's ``MetricAccumulator``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import pickle
 import signal
 from typing import Any
@@ -213,3 +215,70 @@ def test_the_grad_scaler_is_saved_for_float16_only_and_resumes(dtype, saved):
     assert resumed.step.scaler.state_dict() == first.step.scaler.state_dict()
     if saved:
         assert state["grad_scaler"]["_growth_tracker"] == 3  # three steps without an overflow
+
+
+def test_a_trainer_given_lbfgs_alone_steps_through_its_closure():
+    """Without ``StepOptions``, the trainer asks the optimizer: LBFGS's step requires a closure."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    trainer = Trainer(model, torch.optim.LBFGS(model.parameters(), lr=0.5), nn.MSELoss(), "regression",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"))
+    before = nn.functional.mse_loss(model(x), y).item()
+    _, loss = trainer.train_step(x, y)
+    assert loss.item() == pytest.approx(before)  # the loss before the step, read inside the closure
+    assert nn.functional.mse_loss(model(x), y).item() < before
+
+
+def _stop_in_a_broken_state(monkeypatch: pytest.MonkeyPatch, break_state: Any, at: int = 3) -> list[int]:
+    """The run's optimizer step number ``at`` (not a logging step) sends this process SIGUSR1
+    and leaves the state broken by ``break_state(step, output, loss)``, which returns the loss
+    the loop sees. Returns the list of the steps taken, filled as the run goes."""
+    from dltrain.training import step as step_module
+
+    original, steps = step_module.OptimizerStep.__call__, []
+
+    def call(self: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output, loss = original(self, x, y)
+        steps.append(len(steps) + 1)
+        if len(steps) == at:
+            loss = break_state(self, output, loss)
+            os.kill(os.getpid(), signal.SIGUSR1)  # the run's StopRequest records it
+        return output, loss
+
+    monkeypatch.setattr(step_module.OptimizerStep, "__call__", call)
+    return steps
+
+
+def _nan_loss(step: Any, output: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    return loss * math.nan
+
+
+def _nan_weights(step: Any, output: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        next(step.model.parameters()).fill_(math.nan)
+    return loss
+
+
+RUN = ["trainer.max_epochs=2", "trainer.log_every_n_steps=50"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+@pytest.mark.parametrize(("break_state", "message"), [
+    (_nan_loss, "the training loss became nan in epoch 1 at step 3 of "),
+    (_nan_weights, "the weights became NaN or infinite in epoch 1 by step 3"),
+])
+def test_a_stop_in_a_diverged_state_raises_the_divergence_and_saves_no_last_pt(
+        compose, tmp_path, monkeypatch, break_state, message):
+    """A stop request granted after a step whose loss (not yet read: no logging step) or
+    weights are NaN: the run reports the divergence and never saves that state to resume."""
+    from dltrain import train
+
+    steps = _stop_in_a_broken_state(monkeypatch, break_state)
+    with pytest.raises(TrainingDiverged) as raised:
+        train(compose(RUN), run_dir=tmp_path)
+    assert str(raised.value).startswith(message)
+    assert (raised.value.epoch, raised.value.step) == (1, 3)
+    assert steps == [1, 2, 3]  # stopped after the step the signal came in, not at a later check
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"

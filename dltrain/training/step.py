@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
+from inspect import Parameter, signature
 
 import torch
 from torch import nn
@@ -39,7 +40,8 @@ class StepOptions:
             for ``trainer.channels_last``); a batch already in it is used as it is, others
             (the affine augmentations' output, DataLoader batches) are converted.
         closure: the optimizer re-evaluates the loss within its step (LBFGS's line search),
-            through a closure that runs the forward and backward passes.
+            through a closure that runs the forward and backward passes; None asks the
+            optimizer (its ``step`` requires a ``closure`` argument).
         forward: what computes the outputs, e.g. ``torch.compile(model)``; defaults to the
             model, which keeps the weights, modes and state dict either way.
         train_forward: what computes the outputs of training steps, when not ``forward``:
@@ -53,9 +55,18 @@ class StepOptions:
     grad_clip_value: float | None = None
     autocast_dtype: torch.dtype | None = None
     memory_format: torch.memory_format | None = None
-    closure: bool = False
+    closure: bool | None = None
     forward: Forward | None = None
     train_forward: Forward | None = None
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` requires a ``closure`` argument (LBFGS's does)."""
+    try:
+        closure = signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):  # a step without a signature Python can read
+        return False
+    return closure is not None and closure.default is Parameter.empty
 
 
 class OptimizerStep:
@@ -75,6 +86,7 @@ class OptimizerStep:
         device_type, dtype = next(model.parameters()).device.type, options.autocast_dtype
         self.autocast = partial(torch.autocast, device_type, dtype=dtype) if dtype is not None else nullcontext
         self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+        self.closure = options.closure if options.closure is not None else needs_closure(optimizer)
 
     def outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor,
                          forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +103,7 @@ class OptimizerStep:
         """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
         if self.options.augment is not None:
             x = self.options.augment(x)
-        if self.options.closure:
+        if self.closure:
             return self._closure_step(x, y)
         output, loss, total = self._training_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
