@@ -721,8 +721,8 @@ class TrainConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
               "gru": RecurrentConfig, "custom": CustomModelConfig},
-    "data": {"digits": DigitsConfig, "xor": XorConfig, "sine": SineConfig, "moons": MoonsConfig,
-             "spirals": SpiralsConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
+    "data": {"digits": DigitsConfig, "xor": XorConfig, "moons": MoonsConfig, "spirals": SpiralsConfig,
+             "sine": SineConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
              "mnist": TorchvisionConfig, "fashion_mnist": TorchvisionConfig, "cifar10": TorchvisionConfig,
              "svhn": SVHNConfig, "image_folder": ImageFolderConfig},
     "optim": {"sgd": SGDConfig, "momentum": SGDConfig, "nesterov": SGDConfig, "adam": AdamConfig,

@@ -103,8 +103,8 @@ def read_flagged_inputs(restored: Restored, path: Path,
     if prep is None:
         dataset = restored.data["dataset"]
         raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data="
-                        f"{', '.join(preprocessing.readable())}; for data={dataset} call the model from Python "
-                        "(dltrain.inference.restore.load_model)")
+                        f"{', '.join(preprocessing.readable(listed_data()))}; for data={dataset} call the model "
+                        "from Python (dltrain.inference.load_model)")
     yield from prep.read(path, batch_size, _warn)
 
 
@@ -226,12 +226,20 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
 
 
+def listed_data() -> list[str]:
+    """The ``data=`` options in the order their schemas are declared, the order help lists them in."""
+    from dltrain.config.schemas import GROUP_SCHEMAS
+
+    return list(GROUP_SCHEMAS["data"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``dltrain-predict``."""
     def run() -> None:
         from dltrain.data.preprocessing import inputs_help
 
-        about = ABOUT.format(inputs=inputs_help())  # the datasets registered, by what their inputs are
+        # The datasets registered, by what their inputs are, in the order the options are declared.
+        about = ABOUT.format(inputs=inputs_help(listed_data()))
         args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=about, example=EXAMPLE,
                           config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],

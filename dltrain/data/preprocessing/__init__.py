@@ -15,7 +15,7 @@ dataset names its kind where it is registered (``DATASETS.register(NAME, inputs=
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +54,24 @@ def from_record(record: Mapping[str, Any], options: Mapping[str, Any], checkpoin
     return None if kind is None else KINDS[kind].from_record(record, options, checkpoint)
 
 
-def readable() -> list[str]:
-    """The registered datasets whose inputs are read from files, by kind."""
-    return [name for kind in KINDS for name in DATASETS.names() if DATASETS.facts(name).inputs == kind]
+def readable(listed: Sequence[str] = ()) -> list[str]:
+    """The registered datasets whose inputs are read from files, by kind, each kind's in the
+    order of ``listed`` (the order the options are declared in; others last, sorted)."""
+    return [name for kind in KINDS for name in _of_kind(kind, listed)]
 
 
-def inputs_help() -> str:
+def _of_kind(kind: str, listed: Sequence[str]) -> list[str]:
+    names = [name for name in DATASETS.names() if DATASETS.facts(name).inputs == kind]
+    return sorted(names, key=lambda name: list(listed).index(name) if name in listed else len(listed))
+
+
+def inputs_help(listed: Sequence[str] = ()) -> str:
     """What ``input=`` is for each dataset whose inputs are read from files, one entry per
-    kind of file: ``  data=csv          a CSV with ...``."""
+    kind of file (``  data=csv          a CSV with ...``), the names in the order of ``listed``."""
     entries: dict[str, list[str]] = {}
     for kind, cls in KINDS.items():
         entries.setdefault(cls.reads, [])
-        entries[cls.reads] += [name for name in DATASETS.names() if DATASETS.facts(name).inputs == kind]
+        entries[cls.reads] += _of_kind(kind, listed)
     lines = []
     for reads, names in entries.items():
         if not names:

@@ -33,7 +33,7 @@ class Points(Preprocessing):
 
     kind = "points"
     marks = ("input_scaling",)
-    reads = "a CSV with a header whose numeric columns are the inputs, in order"
+    reads = "a CSV with a header whose numeric columns are the inputs, in order (2 per row; 1 for sine)"
 
     scaler: Standardizer
     input_range: dict[str, list[float]] | None = None
