@@ -112,7 +112,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # sample data written now could differ from the data the checkpoint was trained on.
     data = load_data(cfg, device, ranks, make_samples=saved_groups is None)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
-    autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name)
+    autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name,
+                                       closure=OPTIMIZERS.facts(cfg.optim.name).closure)
 
     # The loss first: it decides how wide the model's output layer is.
     loss_name, loss_fn = build_loss(cfg, data)

@@ -237,7 +237,8 @@ def test_a_new_closure_optimizer_is_refused_what_its_line_search_cannot_use(comp
         with pytest.raises(ConfigError, match=r"regularization.grad_clip would hand optim=closure_sgd's line search"):
             build_experiment(cfg, CPU)
         with pytest.raises(ConfigError, match=r"scales the loss, which optim=closure_sgd's line search cannot use"):
-            resolve_precision("16", torch.device("cuda"), "closure_sgd")  # refused before any CUDA call
+            resolve_precision("16", torch.device("cuda"), "closure_sgd",  # refused before any CUDA call
+                              closure=OPTIMIZERS.facts("closure_sgd").closure)
 
 
 def small_mlp() -> nn.Module:

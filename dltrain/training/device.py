@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from dltrain.errors import ConfigError
-from dltrain.optim import OPTIMIZERS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dltrain.device")  # the name dltrain.log has always shown
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -49,14 +48,16 @@ def resolve_device(spec: str) -> torch.device:
     raise ConfigError(f"device={spec} is not valid: expected auto, cpu, cuda, cuda:N or mps.")
 
 
-def resolve_precision(precision: str, device: torch.device, optim_name: str = "") -> torch.dtype | None:
+def resolve_precision(precision: str, device: torch.device, optim: str = "",
+                      closure: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``trainer.precision`` on ``device``; None for full precision.
 
     Args:
         precision: ``trainer.precision``.
         device: the device the run trains on.
-        optim_name: the ``optim=`` option: one that re-evaluates the loss within a step (its
-            registered ``closure`` fact) cannot use the scaled loss of float16.
+        optim: the ``optim=`` option, named in the error.
+        closure: the optimizer re-evaluates the loss within a step (its registered
+            ``closure`` fact): it cannot use the scaled loss of float16.
 
     Raises:
         ConfigError: a precision this device (or optimizer) cannot train in.
@@ -72,9 +73,9 @@ def resolve_precision(precision: str, device: torch.device, optim_name: str = ""
         if device.type != "cuda":
             raise ConfigError(f"trainer.precision=16 needs a CUDA device (float16 autocast with a gradient scaler), "
                               f"and this run is on {device.type}: use trainer.precision=bf16 or 32.")
-        if optim_name and OPTIMIZERS.facts(optim_name).closure:
-            raise ConfigError(f"trainer.precision=16 scales the loss, which optim={optim_name}'s line search cannot "
-                              f"use: use trainer.precision=bf16 or 32 with {optim_name.upper()}.")
+        if closure:
+            raise ConfigError(f"trainer.precision=16 scales the loss, which optim={optim}'s line search cannot "
+                              f"use: use trainer.precision=bf16 or 32 with {optim.upper()}.")
         return torch.float16
     raise ConfigError(f"trainer.precision={precision} is not valid: expected 32, bf16 or 16.")
 
