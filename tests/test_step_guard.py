@@ -282,3 +282,18 @@ def test_a_stop_in_a_diverged_state_raises_the_divergence_and_saves_no_last_pt(
     assert steps == [1, 2, 3]  # stopped after the step the signal came in, not at a later check
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_the_trainer_and_its_guard_share_one_stop_request_and_one_display():
+    """Replacing the stop request or the display on the trainer is what the loop then reads."""
+    model = nn.Linear(3, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), "regression",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"))
+    stop, progress = StopRequest(), Progress()
+    trainer.stop, trainer.progress = stop, progress
+    assert (trainer.guard.stop, trainer.guard.progress) == (stop, progress)
+    stop.signum = signal.SIGTERM
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    with pytest.raises(Interrupted, match="after step 1 of 2"):
+        trainer.train_epoch([(x[:4], y[:4]), (x[4:], y[4:])])
+    assert progress.updates == [(1, None)]

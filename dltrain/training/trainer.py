@@ -105,7 +105,7 @@ class Trainer:
         hooks = hooks or Hooks()
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
         self.max_epochs, self.stopper, self.scheduler = max_epochs, stopper, scheduler
-        self.on_epoch_end, self.progress, self.stop = hooks.on_epoch_end, hooks.progress, hooks.stop
+        self.on_epoch_end = hooks.on_epoch_end
         self.ranks = ranks or Ranks()
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
@@ -127,6 +127,26 @@ class Trainer:
         self._pending: tuple[Any, Any] | None = None
         self._seconds_before = 0.0  # in fit() before this one: earlier segments of a resumed run, or earlier calls
         self._fit_started: float | None = None
+
+    # The guard owns the stop request and the display (it reads them after every step); the
+    # trainer reads them through it, so replacing one on either is never silently ignored.
+    @property
+    def progress(self) -> ProgressDisplay | None:
+        """The console display; None for silence."""
+        return self.guard.progress
+
+    @progress.setter
+    def progress(self, value: ProgressDisplay | None) -> None:
+        self.guard.progress = value
+
+    @property
+    def stop(self) -> StopRequest | None:
+        """The stop request read after every step."""
+        return self.guard.stop
+
+    @stop.setter
+    def stop(self, value: StopRequest | None) -> None:
+        self.guard.stop = value
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
