@@ -342,6 +342,7 @@ def build_image_folder(
         x_train, x_val, x_test = (prep.apply(images[torch.from_numpy(idx)]) for idx in (train, val, test))
     else:
         x_train, x_val, x_test = (ImageFiles([files[i] for i in idx], labels[idx], prep) for idx in (train, val, test))
+    record = prep.to_record()
     return DataSplits(
         x_train=x_train, y_train=torch.from_numpy(labels[train]),
         x_val=x_val, y_val=torch.from_numpy(labels[val]),
@@ -349,6 +350,8 @@ def build_image_folder(
         task="binary" if len(classes) == 2 else "multiclass", num_outputs=len(classes), class_names=classes,
         num_workers=0 if keep else num_workers, warnings=warnings, preprocessing=prep,
         info={"path": str(root), "layout": layout, "classes": classes, "image_size": list(image_size),
-              "color": color, "in_memory": keep, **prep.to_record(), "skipped": skipped, "ignored_files": ignored,
+              # data.json's key order as it has always been: skipped between normalization and native_sizes.
+              "color": color, "in_memory": keep, "normalization": record.pop("normalization"), "skipped": skipped,
+              **record, "ignored_files": ignored,
               "test_rows": [files[i].relative_to(root).as_posix() for i in test]},  # names them in predictions.csv
     )

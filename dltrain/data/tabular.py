@@ -474,9 +474,11 @@ def build_csv(
     absolute = str(Path(path).expanduser().resolve())
     log.info("data: %s: %d rows, %d feature columns -> %d inputs", absolute, len(table), len(columns),
              values.shape[1])
-    info = {
-        "path": absolute, "target": target, "task": task, "task_reason": reason, **prep.to_record(),
-        "rows_dropped": dropped, "target_scale": None if encoded.scale is None else list(encoded.scale),
+    record = prep.to_record()
+    missing_keys = {key: record.pop(key) for key in ("missing", "fill_values", "fill_values_new_rows")}
+    info = {  # data.json's key order as it has always been: rows_dropped before the missing-cell keys
+        "path": absolute, "target": target, "task": task, "task_reason": reason, **record,
+        "rows_dropped": dropped, **missing_keys, "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
     warned = [*stray_warnings(strays, missing), *label_warnings]

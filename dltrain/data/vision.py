@@ -286,8 +286,13 @@ def image_splits(x_all: torch.Tensor, y_all: torch.Tensor, x_test: torch.Tensor,
         x_val=prep.apply(x_all[val_idx]), y_val=y_all[val_idx],
         x_test=prep.apply(x_test), y_test=y_test,
         task="multiclass", num_outputs=len(class_names), class_names=class_names,
-        info={**info, "val_carved_from_train": True, **prep.to_record()}, preprocessing=prep,
+        info=_record_info(info, prep.to_record()), preprocessing=prep,
     )
+
+
+def _record_info(info: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``info`` and the preprocessing's ``record``, in the key order ``data.json`` has always had."""
+    return {**info, "normalization": record.pop("normalization"), "val_carved_from_train": True, **record}
 
 
 def _download_paths(source: _Source, cls: Any, root: str) -> list[str]:
