@@ -66,18 +66,31 @@ def test_a_logger_that_cannot_start_fails_the_start():
 
 
 @pytest.mark.parametrize("hook", ["log_epoch", "finish"])
-def test_a_signal_while_the_logger_writes_goes_through_and_leaves_it_on(hook):
-    class Stopped(Logger):
+def test_a_signal_while_the_logger_writes_goes_through_and_leaves_it_on(hook, caplog):
+    class Stopped(Recording):
+        """Interrupted the first time ``hook`` is called; records every later call."""
+
         def log_epoch(self, row):
-            raise Interrupted(signal.SIGINT)
+            self._stop_once("log_epoch")
+            super().log_epoch(row)
 
         def finish(self, summary):
-            raise Interrupted(signal.SIGINT)
+            self._stop_once("finish")
+            super().finish(summary)
 
-    run_logger = RunLogger(Stopped())
-    with pytest.raises(Interrupted):
-        getattr(run_logger, hook)({})
-    assert run_logger.on
+        def _stop_once(self, name):
+            if name == hook and not getattr(self, "stopped", False):
+                self.stopped = True
+                raise Interrupted(signal.SIGINT)
+
+    logger = Stopped()
+    run_logger = RunLogger(logger)
+    with caplog.at_level(logging.WARNING, logger="dltrain"), pytest.raises(Interrupted):
+        getattr(run_logger, hook)({"epoch": 1})
+    assert caplog.messages == []  # a signal is no logger failure: nothing said, nothing switched off
+    run_logger.log_epoch({"epoch": 2})
+    run_logger.finish({"status": "interrupted"})
+    assert logger.rows == [{"epoch": 2}] and logger.finished == [{"status": "interrupted"}]
 
 
 @pytest.fixture
