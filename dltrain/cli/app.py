@@ -46,7 +46,7 @@ from dltrain.messages import (
     run_dir_error,
     say_once_when_unwritable,
 )
-from dltrain.report.summary import RunSummary, read_summary, write_summary
+from dltrain.report.summary import SUCCESS, RunSummary, read_summary, write_summary
 from dltrain.training.signals import Interrupted
 from dltrain.config.suggest import override_key
 
@@ -85,8 +85,6 @@ def _train_job(cfg: DictConfig) -> float | None:
         if describe_error(err) is None:
             raise
         _exit_with(err)
-    from dltrain.report.sweep import SUCCESS
-
     # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
     return summary.get("best_value") if summary.get("status") in SUCCESS else None
 
