@@ -30,12 +30,12 @@ EXAMPLES, FEATURES, CLASSES, BATCH, EPOCHS = 20_000, 64, 10, 64, 5
 
 def child(out: Path, device_spec: str) -> None:
     """One rank: time EPOCHS epochs after a warm-up, then the vote alone."""
-    from dltrain.training.callbacks import EarlyStopping
     from dltrain.data.batches import TensorBatches
-    from dltrain.training.device import resolve_device
-    from dltrain.training.distributed import device_for, init, wrap
     from dltrain.models import MODELS
     from dltrain.optim import build_optimizer
+    from dltrain.training.callbacks import EarlyStopping
+    from dltrain.training.device import resolve_device
+    from dltrain.training.distributed import device_for, init, wrap
     from dltrain.training.trainer import StepOptions, Trainer
 
     ranks = init(device_spec)

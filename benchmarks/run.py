@@ -88,8 +88,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import dltrain
 from benchmarks.machine import cpu_model, sync
 from dltrain import compose, train
-from dltrain.data import DataSplits
 from dltrain.build import load_data
+from dltrain.data import DataSplits
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root: subprocesses run there
 MNIST_DIR = "samples/mnist-8k"  # relative to the project root: dltrain-samples --mnist-8k writes it

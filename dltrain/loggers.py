@@ -11,7 +11,6 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-
 from dltrain.errors import ConfigError, first_line
 from dltrain.registry import Registry
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from dltrain.errors import ConfigError
 from dltrain.config.suggest import unknown_option
+from dltrain.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -25,9 +25,9 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from dltrain.training.callbacks import infer_mode
 from dltrain.errors import ConfigError
 from dltrain.registry import Registry
+from dltrain.training.callbacks import infer_mode
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltrain.training.callbacks import EarlyStopping
 from dltrain.data.batches import TensorBatches
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.distributed import PeerFailed, Ranks, init
 from dltrain.training.signals import Interrupted, StopRequest
 from dltrain.training.trainer import Hooks, StepOptions, Trainer, TrainingDiverged

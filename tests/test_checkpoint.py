@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.errors import UserError
 from dltrain.files import TMP_PREFIX
+from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def state(value: float = 1.0) -> dict:

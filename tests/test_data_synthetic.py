@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from dltrain.config.schemas import ChirpConfig, MoonsConfig, SineConfig, SpiralsConfig, XorConfig
 from dltrain.data.registry import DATASETS
 from dltrain.data.synthetic import build_chirp, build_moons, build_sine, build_spirals, build_xor
 from dltrain.errors import ConfigError
-from dltrain.config.schemas import ChirpConfig, MoonsConfig, SineConfig, SpiralsConfig, XorConfig
 
 SMALL = {"xor": {"copies": 20}, "sine": {"samples": 200}, "moons": {"samples": 200}, "spirals": {"samples": 60},
          "chirp": {"length": 600}}

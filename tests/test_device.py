@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dltrain.training.device import resolve_device
 from dltrain.errors import ConfigError
+from dltrain.training.device import resolve_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 

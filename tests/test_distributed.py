@@ -25,11 +25,11 @@ import pytest
 import torch
 
 from dltrain import train
-from dltrain.training.checkpoint import load_checkpoint
-from dltrain.data.batches import TensorBatches
 from dltrain.build import check_options
-from dltrain.training.distributed import Environment, Ranks, _set_by_torchrun, environment, route_logs, set_threads
+from dltrain.data.batches import TensorBatches
 from dltrain.errors import ConfigError
+from dltrain.training.checkpoint import load_checkpoint
+from dltrain.training.distributed import Environment, Ranks, _set_by_torchrun, environment, route_logs, set_threads
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.trainer import Trainer
 from tests import ddp_workers as workers

@@ -170,7 +170,8 @@ def test_error_boundary(capsys, monkeypatch):
 @pytest.mark.slow  # a process start of its own: kept out of the default suite
 def test_python_dash_m(digits_run):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    done = subprocess.run([sys.executable, "-m", "dltrain.inference.evaluate", f"ckpt={digits_run / 'checkpoints' / 'last.pt'}",
+    ckpt = digits_run / "checkpoints" / "last.pt"
+    done = subprocess.run([sys.executable, "-m", "dltrain.inference.evaluate", f"ckpt={ckpt}",
                            "device=cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "confusion matrix" in done.stdout

@@ -17,7 +17,6 @@ from hydra import initialize_config_module
 from omegaconf import OmegaConf
 
 from dltrain import compose, train
-from dltrain.report import sweep
 from dltrain.cli.app import main
 from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME
 from dltrain.data import DATASETS
@@ -27,9 +26,10 @@ from dltrain.loggers import LOGGERS
 from dltrain.losses import LOSSES
 from dltrain.models import MODELS
 from dltrain.optim import OPTIMIZERS
+from dltrain.report import sweep
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, name_pattern
-from dltrain.schedulers import SCHEDULERS
 from dltrain.report.sweep_progress import SWEEP_LOG
+from dltrain.schedulers import SCHEDULERS
 
 from .conftest import ROOT
 

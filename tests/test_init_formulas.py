@@ -20,12 +20,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dltrain import train
-from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
+from dltrain.build import build_experiment
 from dltrain.errors import ConfigError
 from dltrain.init import FORMULAS, INITS, apply_init, init_formula
 from dltrain.models.summary import format_summary, summarize
+from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.training.resume import find_checkpoint
-from dltrain.build import build_experiment
 from tests.files import write_mnist
 
 FAN_IN, FAN_OUT = 800, 1000

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from dltrain import compose, train
-from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.errors import ConfigError, UserError
 from dltrain.files import ensure_new_run_dir
 from dltrain.inference.predict import main, predict_file
+from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.training.signals import Interrupted
 from dltrain.training.trainer import Trainer
 from tests.conftest import run_cli, tool_error

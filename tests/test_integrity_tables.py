@@ -19,10 +19,10 @@ from dltrain.data.cells import MOSTLY_NUMERIC
 from dltrain.data.tabular import build_csv
 from dltrain.data.text import build_text_csv
 from dltrain.errors import ConfigError
-from dltrain.inference.restore import load_model
-from dltrain.losses import LOSSES
 from dltrain.inference.predict import main as predict_main
 from dltrain.inference.predict import read_inputs
+from dltrain.inference.restore import load_model
+from dltrain.losses import LOSSES
 from tests.conftest import run_cli, tool_error
 from tests.files import reviews, write_csv
 

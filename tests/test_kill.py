@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltrain.training.checkpoint import load_checkpoint
 from dltrain.files import TMP_PREFIX
+from dltrain.training.checkpoint import load_checkpoint
 
 from .conftest import ROOT, run_cli
 

@@ -169,8 +169,7 @@ def test_the_optuna_direction_on_the_command_line_wins(tmp_path):
 
 
 def _hydra_config(overrides: list[str]):
-    from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME
-    from dltrain.config.validation import register_configs
+    from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from dltrain import train
-from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checks import NO_VALIDATION
+from dltrain.build import load_data
 from dltrain.data.batches import TensorBatches
-from dltrain.training.distributed import Environment, Ranks
 from dltrain.errors import ConfigError
 from dltrain.inference.evaluate import main as eval_main
-from dltrain.build import load_data
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.checks import NO_VALIDATION
+from dltrain.training.distributed import Environment, Ranks
 from dltrain.training.trainer import Trainer
 from tests.conftest import tool_error
 from tests.files import write_image_folder

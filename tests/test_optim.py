@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.training.callbacks import EarlyStopping
 from dltrain.config.validation import GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty, param_groups, split_weights
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.trainer import Trainer
 
 #: Every option, and those whose torch class has a fused step and those without one.

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.training.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.trainer import Hooks, Trainer
 from tests.conftest import ROOT
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from dltrain import compose, train
 from dltrain.data import DATASETS
-from dltrain.inference.restore import load_model
 from dltrain.data.preprocessing.table import _one_hot_columns
 from dltrain.inference.predict import main, read_inputs
+from dltrain.inference.restore import load_model
 from tests.conftest import ROOT, tool_error
 from tests.files import mnist_arrays
 

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from dltrain import train
-from dltrain.training.checkpoint import load_checkpoint
 from dltrain.errors import ConfigError, UserError
+from dltrain.training.checkpoint import load_checkpoint
 from dltrain.training.signals import Interrupted
 from dltrain.training.trainer import Trainer, TrainingDiverged
 

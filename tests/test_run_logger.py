@@ -114,8 +114,8 @@ def hydra_job():
 
 
 def test_the_hparams_hold_every_key_the_command_line_set(compose, hydra_job):
-    from dltrain.config.hydra_job import command_line_keys
     from dltrain.build import run_hparams
+    from dltrain.config.hydra_job import command_line_keys
 
     overrides = ["optim=sgd", "optim.momentum=0.5", "model.hidden=[8]", "trainer.max_epochs=4"]
     cfg = compose(overrides)

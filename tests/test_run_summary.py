@@ -42,7 +42,8 @@ def test_a_finished_run_resumed_again_names_its_epochs_and_best():
                                           world_size=1, run_dir="again")
     written = summary.to_dict()
     assert list(written) == ALREADY_FINISHED
-    assert written["status"] == "already_finished" and written["stop_reason"] == "nothing to train: it completed 7 epochs"
+    assert written["status"] == "already_finished"
+    assert written["stop_reason"] == "nothing to train: it completed 7 epochs"
     assert (written["epochs_run"], written["stopped_epoch"], written["best_epoch"], written["best_value"]) == (7, 7, 5,
                                                                                                               0.25)
 

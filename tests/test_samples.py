@@ -18,9 +18,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from dltrain import compose, files, train
-from dltrain.data import mnist8k, samples
 from dltrain.config.validation import validate
-from dltrain.data import vision
+from dltrain.data import mnist8k, samples, vision
 from dltrain.errors import ConfigError, UserError
 from dltrain.inference.evaluate import evaluate_checkpoint
 from tests.conftest import tool_error

@@ -41,7 +41,7 @@ class PeerRanks(Ranks):
     def vote(self, *values: int) -> list[int]:
         self.votes.append(list(values))
         theirs = self.peer.pop(0) if self.peer else (0,) * len(values)
-        return [max(a, b) for a, b in zip(values, theirs)]
+        return [max(a, b) for a, b in zip(values, theirs, strict=True)]
 
 
 class Progress:

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 import pytest
 
 from dltrain.cli import sweep_signals
+from dltrain.cli.sweep_signals import SweepSignals, worker_job
 from dltrain.training import signals
 from dltrain.training.signals import Interrupted, StopRequest
-from dltrain.cli.sweep_signals import SweepSignals, worker_job
 
 from .test_signals import ENDLESS, _env
 

@@ -12,11 +12,11 @@ from torch import nn
 
 import dltrain
 from dltrain import train
-from dltrain.training.callbacks import EarlyStopping
 from dltrain.data import TensorBatches
 from dltrain.data.digits import build_digits
 from dltrain.errors import ConfigError
 from dltrain.models.mlp import build_mlp
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.trainer import Trainer, TrainingDiverged
 
 SUMMARY_KEYS = {"status", "stop_reason", "epochs_run", "best_epoch", "monitor", "best_value", "test",

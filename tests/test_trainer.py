@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from dltrain import train
+from dltrain.build import build_experiment
+from dltrain.errors import ConfigError
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.device import resolve_precision
-from dltrain.errors import ConfigError
-from dltrain.build import build_experiment
 from dltrain.training.trainer import StepOptions, Trainer
 
 

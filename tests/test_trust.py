@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from dltrain import compose, train
-from dltrain.inference import evaluate as eval_tool
-from dltrain.inference import predict as predict_tool
 from dltrain.data import expression
 from dltrain.data.synthetic import build_sine
 from dltrain.errors import ConfigError, UserError
+from dltrain.inference import evaluate as eval_tool
+from dltrain.inference import predict as predict_tool
 from dltrain.inference.restore import load_model
 from tests.conftest import run_cli, tool_error
 

@@ -24,13 +24,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from dltrain.training.callbacks import infer_mode
+from dltrain.cli.help import help_requested, print_help
 from dltrain.config.compose import config_dir
 from dltrain.config.describe import describe_config_error
 from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
+from dltrain.config.suggest import override_key
 from dltrain.config.validation import CONFIG_NAME, validate, validate_once
-from dltrain.training.distributed import environment
 from dltrain.errors import ConfigError, TrainingDiverged, UserError
 from dltrain.files import (
     claim_new_dir,
@@ -39,7 +39,6 @@ from dltrain.files import (
     hydra_file_names,
     own_checkpoint,
 )
-from dltrain.cli.help import help_requested, print_help
 from dltrain.messages import (
     describe_disk_error,
     describe_divergence,
@@ -47,8 +46,9 @@ from dltrain.messages import (
     say_once_when_unwritable,
 )
 from dltrain.report.summary import SUCCESS, RunSummary, read_summary, write_summary
+from dltrain.training.callbacks import infer_mode
+from dltrain.training.distributed import environment
 from dltrain.training.signals import Interrupted
-from dltrain.config.suggest import override_key
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)

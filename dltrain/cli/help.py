@@ -32,10 +32,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from dltrain.config.suggest import override_key
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
 from dltrain.errors import ConfigError
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, RunFile
-from dltrain.config.suggest import override_key
 
 
 def help_requested(argv: Sequence[str]) -> bool:

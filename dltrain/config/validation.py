@@ -16,10 +16,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dltrain.errors import ConfigError
 from dltrain.config.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
 from dltrain.config.suggest import did_you_mean
 from dltrain.config.value_types import check_value, render
+from dltrain.errors import ConfigError
 
 __all__ = ["ACTIVATIONS", "AUGMENTATIONS", "CONFIG_MODULE", "CONFIG_NAME", "GROUP_SCHEMAS", "group_node", "register_configs",
            "schema_name", "validate", "validate_once"]

@@ -15,8 +15,8 @@ from dataclasses import asdict
 import torch
 import torch.nn.functional as F
 
-from dltrain.errors import ConfigError
 from dltrain.config.schemas import AUGMENTATIONS, AugmentParamsConfig
+from dltrain.errors import ConfigError
 
 #: Augmentations that move pixels; they are combined into one affine resampling.
 GEOMETRIC = ("rotate", "shift", "zoom")

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from dltrain.registry import Registry
 
-
 #: The kinds of fitted preprocessing (:data:`dltrain.data.preprocessing.KINDS` has their classes),
 #: spelled here so the registry checks a dataset's kind without importing the preprocessing,
 #: which imports this registry.

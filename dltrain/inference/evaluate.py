@@ -17,8 +17,16 @@ from typing import Any
 import torch
 
 from dltrain.errors import UserError
-from dltrain.inference.restore import (REQUIRED, TRUST_KEYS, Key, Restored, apply_overrides, load_model, parse_args,
-                                run_tool)
+from dltrain.inference.restore import (
+    REQUIRED,
+    TRUST_KEYS,
+    Key,
+    Restored,
+    apply_overrides,
+    load_model,
+    parse_args,
+    run_tool,
+)
 
 TOOL = "dltrain-eval"
 KEYS = {
@@ -54,12 +62,12 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         UserError: a bad checkpoint, split, device or override, or data that no longer
             matches the checkpoint.
     """
+    from dltrain.build import build_loss, load_data, make_batches
     from dltrain.data.synthetic import FunctionValuesError
-    from dltrain.training.device import resolve_device
     from dltrain.files import write_json
+    from dltrain.training.device import resolve_device
     from dltrain.training.metrics import MetricAccumulator
     from dltrain.training.rng import seed_everything
-    from dltrain.build import build_loss, load_data, make_batches
 
     if split not in ("test", "val"):
         raise UserError(f"split={split} is not a choice: use test or val")

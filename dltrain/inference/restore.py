@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dltrain.errors import UserError
 from dltrain.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint
 from dltrain.training.device import resolve_device
 from dltrain.training.signals import Interrupted
-from dltrain.errors import UserError
 
 T = TypeVar("T")
 
@@ -82,9 +82,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     if state.get("format_version", 1) > CHECKPOINT_VERSION:
         raise UserError(f"checkpoint {path} has format version {state['format_version']}, newer than this dltrain "
                         f"reads ({CHECKPOINT_VERSION}): upgrade dltrain.")
-    from dltrain.models.summary import summarize
     from dltrain.build import add_log_softmax, build_model
     from dltrain.config.trust import check_data_record, check_stored_config, stored_config
+    from dltrain.models.summary import summarize
 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = stored_config(path, state["config"])

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dltrain.report.run_files import RUN_FILES
 from dltrain.config.hydra_job import shown_dir
+from dltrain.report.run_files import RUN_FILES
 
 log = logging.getLogger("dltrain")
 

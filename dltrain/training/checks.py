@@ -21,10 +21,10 @@ from dltrain.errors import ConfigError, first_line
 from dltrain.init import INITS
 from dltrain.losses import Loss
 from dltrain.models import MODELS
+from dltrain.models.summary import dummy_forward
 from dltrain.optim import OPTIMIZERS
 from dltrain.schedulers import SCHEDULERS
 from dltrain.training.metrics import metric_names
-from dltrain.models.summary import dummy_forward
 
 
 def check_monitor(key: str, monitor: str, task: str) -> None:

@@ -20,16 +20,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.build import make_stopper, watched_mode
-from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checkpoint import load_checkpoint
-from dltrain.training.distributed import Ranks
 from dltrain.config.hydra_job import command_line_keys
+from dltrain.config.schemas import GROUP_SCHEMAS
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
-from dltrain.config.schemas import GROUP_SCHEMAS
 from dltrain.files import remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
+from dltrain.training.callbacks import EarlyStopping
+from dltrain.training.checkpoint import load_checkpoint
+from dltrain.training.distributed import Ranks
 
 log = logging.getLogger("dltrain")
 

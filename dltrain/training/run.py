@@ -22,8 +22,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dltrain.build import (Experiment, build_experiment, checkpoint_meta, describe_data, group_options,
-                           make_stopper, run_hparams, watched_mode)
+from dltrain.build import (
+    Experiment,
+    build_experiment,
+    checkpoint_meta,
+    describe_data,
+    group_options,
+    make_stopper,
+    run_hparams,
+    watched_mode,
+)
 from dltrain.config.hydra_job import default_run_dir, hydra_files_in
 from dltrain.config.validation import validate_once
 from dltrain.data import DataSplits
