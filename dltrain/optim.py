@@ -112,17 +112,14 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
 
 def _fused_supported(name: str, model: nn.Module) -> bool:
     """Whether this torch has the fused kernel of optimizer ``name`` for the device of every
-    trainable parameter (fused kernels came to the CPU in torch 2.4, and not to every device
-    for every optimizer), the parameters are floating point, and no layer makes sparse
-    gradients (which fused steps refuse)."""
+    trainable parameter (not every device has one for every optimizer), the parameters are
+    floating point, and no layer makes sparse gradients (which fused steps refuse)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or not all(p.is_floating_point() for p in params):
         return False
     if any(getattr(module, "sparse", False) is True for module in model.modules()):
         return False  # nn.Embedding(sparse=True) and nn.EmbeddingBag(sparse=True)
-    has_kernel = getattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", None)
-    if has_kernel is None:  # a torch without it: keep torch's default
-        return False
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
     keys = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
     devices = {p.device.type for p in params}
     kernel = OPTIMIZERS.facts(name).fused_kernel

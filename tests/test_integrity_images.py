@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from dltrain import compose, train
-from dltrain.training.checkpoint import load_checkpoint
-from dltrain.data.image_folder import DECODE_ERRORS, build_image_folder, decode_image
+from dltrain.data.decode import DECODE_ERRORS, decode_image
+from dltrain.data.image_folder import build_image_folder
 from dltrain.errors import ConfigError, UserError
 from dltrain.inference.evaluate import main as eval_main
 from dltrain.inference.predict import main as predict_main
+from dltrain.training.checkpoint import load_checkpoint
 from tests.conftest import run_cli, tool_error
 
 SIZE = [12, 12]

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from dltrain import compose, train
+from dltrain.config.trust import check_data_record
 from dltrain.data.digits import _load_digits
-from dltrain.inference.drift import is_inverted
+from dltrain.data.preprocessing.drift import is_inverted
 from dltrain.errors import UserError
 from dltrain.inference.predict import main
-from dltrain.config.trust import check_data_record
 from tests.conftest import tool_error
 from tests.files import people, write_csv, write_text_csv
 

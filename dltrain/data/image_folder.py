@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_image, decode_with_depth  # noqa: F401
+from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_image, decode_with_depth
 from dltrain.data.pixel_depth import describe_skipped, low_range_warning, skip_reason
 from dltrain.data.preprocessing.images import Images
 from dltrain.data.registry import DATASETS

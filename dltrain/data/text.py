@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from dltrain.data.cells import check_finite
-from dltrain.data.preprocessing.text import PAD, PAD_ID, UNK, UNK_ID, Text, Vocabulary, tokenize  # noqa: F401  (their home)
+from dltrain.data.preprocessing.text import UNK_ID, Text, Vocabulary, tokenize
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits
 from dltrain.data.tabular import (

@@ -9,7 +9,7 @@ labels joined by ``|`` for multi-label data; a value in the target's units for r
 ``prediction_<j>`` for several targets) and for classes ``confidence`` and one
 ``p_<class>`` probability column per class (per label for multi-label data), and last
 ``input_warnings``: empty, or why the input does not look like the training data (see
-:mod:`dltrain.inference.drift`), with one warning on stderr for them all.
+:mod:`dltrain.data.preprocessing.drift`), with one warning on stderr for them all.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dltrain.inference import drift
+from dltrain.data.preprocessing import drift
 from dltrain.errors import UserError
 from dltrain.inference.restore import REQUIRED, TRUST_KEYS, Key, Restored, load_model, parse_args, run_tool
 
@@ -91,7 +91,7 @@ def read_inputs(restored: Restored, path: Path, batch_size: int) -> Iterator[tup
 def read_flagged_inputs(restored: Restored, path: Path,
                         batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor, list[str]]]:
     """:func:`read_inputs` with each input's flags: why it does not look like the training
-    data (see :mod:`dltrain.inference.drift`), empty where it does. The checkpoint's fitted
+    data (see :mod:`dltrain.data.preprocessing.drift`), empty where it does. The checkpoint's fitted
     preprocessing reads and preprocesses them (see :mod:`dltrain.data.preprocessing`).
 
     Raises:

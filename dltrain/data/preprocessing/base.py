@@ -13,7 +13,7 @@ import torch
 from dltrain.errors import UserError
 
 #: One batch of a file's inputs: their ids (row numbers or image paths), the model's inputs
-#: and each input's drift flags (see :mod:`dltrain.inference.drift`).
+#: and each input's drift flags (see :mod:`dltrain.data.preprocessing.drift`).
 Batch = tuple[list[Any], torch.Tensor, list[str]]
 #: Prints a warning about the inputs read (the caller words who warns).
 Warn = Callable[[str], None]

@@ -16,9 +16,9 @@ import torch
 
 from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_with_depth
 from dltrain.data.pixel_depth import describe_skipped, skip_reason
+from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn
 from dltrain.errors import UserError
-from dltrain.inference import drift
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def read_images(path: Path, batch_size: int, size: Sequence[int], color: str,
                 inputs: Callable[[torch.Tensor], torch.Tensor], record: dict[str, Any], warn: Warn) -> Iterator[Batch]:
     """Batches of the images under ``path`` decoded to uint8 ``(N, C, H, W)`` at ``size`` and
     turned into model inputs by ``inputs``, with their paths relative to ``path`` and their
-    flags (see :mod:`dltrain.inference.drift`, from the preprocessing's ``record``); files
+    flags (see :mod:`dltrain.data.preprocessing.drift`, from the preprocessing's ``record``); files
     Pillow cannot decode are skipped with one warning at the end."""
     brightness = drift.training_brightness(record)
     root, files = image_files(path)

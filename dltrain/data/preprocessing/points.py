@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from dltrain.data.csv_file import read_table
+from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched, check_scaled
 from dltrain.data.splits import Standardizer
 from dltrain.errors import UserError
-from dltrain.inference import drift
 
 
 @dataclass(frozen=True, eq=False)  # its statistics are arrays: objects compare by identity

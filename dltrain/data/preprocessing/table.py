@@ -14,9 +14,9 @@ import torch
 
 from dltrain.data.cells import read_numbers, rows_text
 from dltrain.data.csv_file import read_table
+from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched, check_scaled
 from dltrain.errors import UserError
-from dltrain.inference import drift
 
 if TYPE_CHECKING:
     import pandas as pd

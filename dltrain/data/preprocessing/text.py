@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from dltrain.data.csv_file import read_table
+from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched
 from dltrain.errors import UserError
-from dltrain.inference import drift
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -113,8 +113,8 @@ class Text(Preprocessing):
 
     def pad(self, ids: Sequence[list[int]]) -> torch.Tensor:
         """int64 ``(N, L)``: the sequences padded with 0 to ``L``, the longest of them or the
-        training length if longer."""
-        x = np.full((len(ids), max(*map(len, ids), self.padded_length or 1)), PAD_ID, dtype=np.int64)
+        training length if longer (``(0, L)`` for no sequences)."""
+        x = np.full((len(ids), max([*map(len, ids), self.padded_length or 1])), PAD_ID, dtype=np.int64)
         for row, sequence in enumerate(ids):
             x[row, :len(sequence)] = sequence
         return torch.from_numpy(x)
