@@ -101,9 +101,13 @@ def test_a_logger_overrides_only_the_hooks_it_needs(tmp_path, monkeypatch):
             self.epochs.append(int(row["epoch"]))
 
     assert EpochsOnly.start is Logger.start and EpochsOnly.finish is Logger.finish
-    monkeypatch.setitem(LOGGERS._builders, "csv", EpochsOnly)  # logger=csv, the default, builds it
-    summary = train(compose(["data=xor", "trainer.max_epochs=2", "device=cpu", "logger=csv"]),
-                    run_dir=tmp_path / "run")
+    from dltrain.config.schemas import GROUP_SCHEMAS
+
+    monkeypatch.setitem(GROUP_SCHEMAS["logger"], "epochs_only", GROUP_SCHEMAS["logger"]["csv"])
+    cfg = compose(["data=xor", "trainer.max_epochs=2", "device=cpu", "logger=csv"])
+    cfg.logger.name = "epochs_only"
+    with LOGGERS.registered("epochs_only", EpochsOnly):
+        summary = train(cfg, run_dir=tmp_path / "run")
     with (tmp_path / "run" / "metrics.csv").open() as f:
         logged = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert summary["status"] == "completed" and logged == [1, 2]

@@ -13,6 +13,7 @@ from torch import nn
 from dltrain import train
 from dltrain.build import build_experiment
 from dltrain.errors import ConfigError
+from dltrain.models import MODELS
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.device import resolve_precision
 from dltrain.training.trainer import StepOptions, Trainer
@@ -245,7 +246,7 @@ def _bf16_step_runs(model: nn.Module, x: torch.Tensor) -> bool:
     return True
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn", "rnn", "lstm", "gru"])
+@pytest.mark.parametrize("model", [name for name in MODELS.names() if not MODELS.facts(name).user_code])
 def test_bf16_trains_or_says_it_cannot(compose, tmp_path, model):
     """Some CPUs have no bfloat16 kernel for a layer (oneDNN's LSTM): that is one line
     naming trainer.precision, never a traceback in the first step. Which of the two
