@@ -1,4 +1,5 @@
-"""The last lines of a run: which files its directory holds, then its test result.
+"""The end of a run: its ``curves.png``, then its last lines: which files its directory
+holds, then its test result.
 
 Both go through the ``dltrain`` logger when it reaches a handler at INFO (the command line:
 the console and the run's ``dltrain.log``), else to stdout (``train()`` from Python), so a
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.config.hydra_job import shown_dir
+from dltrain.errors import first_line
 from dltrain.report.run_files import RUN_FILES
+from dltrain.report.summary import RunSummary
 
 log = logging.getLogger("dltrain")
 
@@ -54,6 +57,21 @@ def result_line(test: dict[str, float]) -> str | None:
         return None
     names = sorted(test, key=lambda name: name != "accuracy")  # stable: the others keep their order
     return "test " + "  ".join(f"{name}: {test[name]:.4f}" for name in names)
+
+
+def draw_curves(rows: list[dict[str, Any]], summary: RunSummary, run_dir: Path) -> None:
+    """``curves.png`` of a run's epochs ``rows`` (none: no plot). A plot is never worth the
+    run's results: a failure is a warning (a signal is not)."""
+    if not rows:
+        return
+    try:
+        from dltrain.report.plots import plot_curves  # matplotlib, only for a run with epochs
+
+        plot_curves(rows, run_dir / "curves.png", monitor=summary.monitor, best_epoch=summary.best_epoch,
+                    stopped_epoch=summary.stopped_epoch, status=summary.status,
+                    title=f"{run_dir.name}: {summary.status}")
+    except Exception as err:  # noqa: BLE001 - a plot is never worth the run
+        log.warning("warning: could not draw curves.png: %s", first_line(err))
 
 
 def report_end(summary: dict[str, Any], run_dir: Path) -> None:

@@ -7,11 +7,16 @@ import platform
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
+from dltrain.data.batches import shard_range
 from dltrain.files import atomic_write
+
+if TYPE_CHECKING:
+    from dltrain.data import DataSplits
+    from dltrain.training.distributed import Ranks
 
 
 class MetricsCSV:
@@ -121,6 +126,22 @@ def write_predictions(path: str | Path, rows: list[dict[str, Any]]) -> None:
 #: How a cell that a spreadsheet would run as a formula starts (OWASP's CSV injection guidance).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def write_test_predictions(path: Path, outputs: list[torch.Tensor], data: DataSplits, ranks: Ranks) -> None:
+    """``predictions.csv`` of the test split from every rank's ``outputs`` (each rank's are
+    for its contiguous part of the split), written by rank 0 in the split's order."""
+    # Which examples of the split the outputs are: a prefix of each rank's part (all of it,
+    # unless fast_dev_run cut it short).
+    start = shard_range(len(data.y_test), ranks.rank, ranks.world_size)[0]
+    parts = ranks.all_gather((start, [o.cpu() for o in outputs])) if ranks.distributed else [(start, outputs)]
+    index = [i for first, outs in parts for i in range(first, first + sum(len(o) for o in outs))]
+    outputs = [o for _, outs in parts for o in outs]
+    if outputs and ranks.is_main:
+        rows = data.info.get("test_rows")
+        write_predictions(path, prediction_rows(
+            torch.cat(outputs), data.y_test[torch.tensor(index, device=data.y_test.device)], data.task,
+            data.class_names, data.target_scale, [rows[i] for i in index] if rows is not None else index))
 
 
 def spreadsheet_safe(value: Any) -> Any:

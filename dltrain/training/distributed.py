@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dltrain.errors import ConfigError, UserError, first_line
+from dltrain.training.signals import Interrupted
 
 if TYPE_CHECKING:
     import torch
@@ -162,6 +163,19 @@ class Ranks:
         if failed:
             rank, msg = failed[0]
             raise PeerFailed(f"rank {rank} failed while {what}: {msg}")
+
+    def agreed(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on every rank, then :meth:`check` that it worked on all of them: a
+        rank that failed raises its error, the others one naming it, instead of waiting for it
+        in the next collective."""
+        error: BaseException | None = None
+        result = None
+        try:
+            result = fn(*args)
+        except (Exception, Interrupted) as err:  # noqa: BLE001 - re-raised by the agreement, on this rank (a stop too)
+            error = err
+        self.check(error, what)
+        return result
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Rank 0's buffers (batch norm's running statistics) on every rank: each rank's last

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,11 +25,16 @@ from dltrain.config.schemas import GROUP_SCHEMAS
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
-from dltrain.files import remove_stale_tmpfiles
+from dltrain.files import copy_atomically, remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint
 from dltrain.training.distributed import Ranks
+
+if TYPE_CHECKING:
+    from dltrain.loggers import RunLogger
+    from dltrain.report.tables import MetricsCSV
+    from dltrain.training.trainer import Trainer
 
 log = logging.getLogger("dltrain")
 
@@ -349,3 +354,26 @@ def already_finished(resume: Resume, run_dir: Path, why: str, ranks: Ranks) -> d
     if run_dir.is_dir():
         write_summary(run_dir, summary, main=ranks.is_main)
     return summary.to_dict()
+
+
+def continue_run(trainer: Trainer, resume: Resume, run_dir: Path, main: bool, metrics_csv: MetricsCSV,
+                 logger: RunLogger) -> None:
+    """Load the resumed run's state into ``trainer``; on rank 0 (``main``) its history opens
+    the new metrics.csv (and the logger's record), and its ``best.pt`` (when the best epoch
+    came before the resume) is copied into ``run_dir``."""
+    try:
+        trainer.load_state_dict(resume.state)
+    except RuntimeError as err:  # weights of another shape: other data behind data.path, say
+        raise ConfigError(f"resume={resume.path}: the checkpoint's weights do not fit the model this config builds "
+                          f"({first_line(err)}): point data.* at the data the run was trained on") from err
+    if not main:
+        return
+    for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
+        metrics_csv.write(row)
+        logger.log_epoch(row)
+    best, target = resume.path.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
+    if trainer.stopper.best_epoch is not None and best.is_file() and best.resolve() != target.resolve():
+        copy_atomically(best, target)
+    partial = resume.state.get("partial_epoch")
+    log.info("resumed from %s: %d epochs done%s", resume.path, trainer.epoch,
+             f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,23 +34,22 @@ from dltrain.build import (
 from dltrain.config.hydra_job import default_run_dir, hydra_files_in
 from dltrain.config.validation import validate_once
 from dltrain.data import DataSplits
-from dltrain.data.batches import shard_range
 from dltrain.data.synthetic import FunctionValuesError
 from dltrain.errors import ConfigError, first_line
-from dltrain.files import copy_atomically, ensure_new_run_dir, own_checkpoint, write_json
+from dltrain.files import ensure_new_run_dir, own_checkpoint, write_json
 from dltrain.loggers import Logger, RunLogger, build_logger
 from dltrain.messages import describe_divergence, results_not_saved
 from dltrain.models.summary import format_summary
 from dltrain.optim import OPTIMIZERS
-from dltrain.report.run_end import report_end
+from dltrain.report.run_end import draw_curves, report_end
 from dltrain.report.summary import RunSummary, write_summary
-from dltrain.report.tables import MetricsCSV, prediction_rows, write_predictions
+from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.training.callbacks import CheckpointPolicy
 from dltrain.training.checkpoint import save_checkpoint
 from dltrain.training.device import resolve_device, resolve_memory_format
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, wrap
 from dltrain.training.progress import ProgressDisplay, print_results
-from dltrain.training.resume import Resume, already_finished, load_resume, results_written
+from dltrain.training.resume import Resume, already_finished, continue_run, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
 from dltrain.training.trainer import Hooks, StepOptions, Trainer, TrainingDiverged
@@ -96,7 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             ensure_new_run_dir(run_dir, "pass another run_dir", resume=cfg.resume, hydra_files=hydra_files_in(run_dir),
                                hydra_started=True)
 
-    _agreed(ranks, "checking the run directory", check_new)
+    ranks.agreed("checking the run directory", check_new)
     if not ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         route_logs(ranks, run_dir)
@@ -124,12 +122,12 @@ class _Run:
 
 def _train(run: _Run, own: Path | None) -> dict[str, Any]:
     """Read the checkpoint to resume, build, start, then fit and test. Each phase before the
-    first epoch ends in an agreement of the ranks (:func:`_agreed`); a run that ends in one of
+    first epoch ends in an agreement of the ranks (:meth:`Ranks.agreed`); a run that ends in one of
     them says why in ``summary.json``."""
     ranks = run.ranks
     try:
         if own is not None or run.cfg.resume is not None:
-            run.resume = _agreed(ranks, "reading the checkpoint", load_resume, run.cfg, ranks, own)
+            run.resume = ranks.agreed("reading the checkpoint", load_resume, run.cfg, ranks, own)
         if run.resume is not None:
             run.cfg = run.resume.cfg
             finished = run.resume.nothing_left()
@@ -138,27 +136,13 @@ def _train(run: _Run, own: Path | None) -> dict[str, Any]:
             if finished:  # stopped between its last checkpoint and its results: the run ends now
                 log.info("resume=%s: nothing to train (%s), but the run's results were never written: testing its "
                          "weights and writing them into %s", run.resume.path, finished, run.run_dir)
-        device, exp = _agreed(ranks, "setting up the run", _build, run)
+        device, exp = ranks.agreed("setting up the run", _build, run)
         train_forward = _distribute(run, exp.model, device)
-        trainer, metrics_csv = _agreed(ranks, "starting the run", _start, run, exp, device, train_forward)
+        trainer, metrics_csv = ranks.agreed("starting the run", _start, run, exp, device, train_forward)
     except (Exception, Interrupted) as err:
         _not_started(run, err, own)
         raise
     return _fit_and_test(run, exp, trainer, metrics_csv.rows)
-
-
-def _agreed(ranks: Ranks, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` on every rank, then an agreement that it worked on all of them: a rank
-    that failed raises its error, the others raise one naming it, instead of waiting for it
-    in the next collective."""
-    error: BaseException | None = None
-    result = None
-    try:
-        result = fn(*args)
-    except (Exception, Interrupted) as err:  # noqa: BLE001 - re-raised by the agreement, on this rank (a stop too)
-        error = err
-    ranks.check(error, what)
-    return result
 
 
 def _build(run: _Run) -> tuple[torch.device, Experiment]:
@@ -211,7 +195,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, run.stop, run.logger, run.ranks, train_forward)
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     if run.resume is not None:
-        _continue(trainer, metrics_csv, run)
+        continue_run(trainer, run.resume, run.run_dir, run.ranks.is_main, metrics_csv, run.logger)
     return trainer, metrics_csv
 
 
@@ -268,29 +252,6 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
                     log_every_n_steps=tcfg.log_every_n_steps),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=meta)
     return trainer, metrics_csv
-
-
-def _continue(trainer: Trainer, metrics_csv: MetricsCSV, run: _Run) -> None:
-    """Load the resumed run's state into ``trainer``; its history opens the new metrics.csv
-    (and the logger's record), and its ``best.pt`` (when the best epoch came before the
-    resume) is copied beside it."""
-    path, state = run.resume.path, run.resume.state
-    try:
-        trainer.load_state_dict(state)
-    except RuntimeError as err:  # weights of another shape: other data behind data.path, say
-        raise ConfigError(f"resume={path}: the checkpoint's weights do not fit the model this config builds "
-                          f"({first_line(err)}): point data.* at the data the run was trained on") from err
-    if not run.ranks.is_main:
-        return
-    for row in trainer.history:  # the resumed run's metrics.csv holds the whole history
-        metrics_csv.write(row)
-        run.logger.log_epoch(row)
-    best, target = path.parent / "best.pt", run.run_dir / "checkpoints" / "best.pt"
-    if trainer.stopper.best_epoch is not None and best.is_file() and best.resolve() != target.resolve():
-        copy_atomically(best, target)
-    partial = state.get("partial_epoch")
-    log.info("resumed from %s: %d epochs done%s", path, trainer.epoch,
-             f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
 
 
 def _fit_and_test(run: _Run, exp: Experiment, trainer: Trainer, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -377,7 +338,7 @@ def _save_last(run: _Run, trainer: Trainer) -> Path:
     """``last.pt`` of a stopped run: every rank gathers the state, rank 0 saves it, and no
     rank leaves before it exists (a launcher may end the job when the first does)."""
     state, path = trainer.checkpoint(), run.run_dir / "checkpoints" / "last.pt"
-    _agreed(run.ranks, "saving last.pt", lambda: save_checkpoint(state, path) if run.ranks.is_main else None)
+    run.ranks.agreed("saving last.pt", lambda: save_checkpoint(state, path) if run.ranks.is_main else None)
     return path
 
 
@@ -430,15 +391,7 @@ def _end(run: _Run, summary: RunSummary, diverged: TrainingDiverged | None) -> d
 def _close_run(rows: list[dict[str, Any]], summary: RunSummary, run: _Run) -> None:
     """``curves.png`` of the epochs in metrics.csv, and the logger's last record. Neither
     may cost the run its results, so a failure of either is a warning (a signal is not)."""
-    if rows:
-        try:
-            from dltrain.report.plots import plot_curves
-
-            plot_curves(rows, run.run_dir / "curves.png", monitor=summary.monitor, best_epoch=summary.best_epoch,
-                        stopped_epoch=summary.stopped_epoch, status=summary.status,
-                        title=f"{run.run_dir.name}: {summary.status}")
-        except Exception as err:  # noqa: BLE001 - a plot is never worth the run
-            log.warning("warning: could not draw curves.png: %s", first_line(err))
+    draw_curves(rows, summary, run.run_dir)
     run.logger.finish(summary.to_dict())
 
 
@@ -447,16 +400,5 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary,
     (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
     outputs: list[torch.Tensor] = []
     summary.test = trainer.evaluate(batches, outputs=outputs)
-    ranks = trainer.ranks
-    # Which examples of the split the outputs are: a prefix of each rank's part (all of it,
-    # unless fast_dev_run cut it short).
-    start = shard_range(len(data.y_test), ranks.rank, ranks.world_size)[0]
-    parts = ranks.all_gather((start, [o.cpu() for o in outputs])) if ranks.distributed else [(start, outputs)]
-    index = [i for first, outs in parts for i in range(first, first + sum(len(o) for o in outs))]
-    outputs = [o for _, outs in parts for o in outs]
-    if outputs and ranks.is_main:
-        rows = data.info.get("test_rows")
-        write_predictions(run_dir / "predictions.csv", prediction_rows(
-            torch.cat(outputs), data.y_test[torch.tensor(index, device=data.y_test.device)], data.task,
-            data.class_names, data.target_scale, [rows[i] for i in index] if rows is not None else index))
+    write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
 
