@@ -45,6 +45,16 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
+def seconds_so_far(state: dict[str, Any]) -> float:
+    """The training seconds a checkpoint's run spent; for one written before checkpoints
+    kept them, what its history says: its epochs' times, and the steps of an epoch under way."""
+    if state.get("train_seconds") is not None:
+        return float(state["train_seconds"])
+    unfinished = state.get("partial_epoch") or {}
+    epochs = sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"])
+    return epochs + float(unfinished.get("seconds", 0.0))
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically.
 

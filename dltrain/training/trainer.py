@@ -24,7 +24,7 @@ from torch import nn
 from dltrain.errors import TrainingDiverged
 from dltrain.optim import match_state_layouts
 from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checkpoint import to_cpu
+from dltrain.training.checkpoint import seconds_so_far, to_cpu
 from dltrain.training.distributed import Ranks
 from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
@@ -382,19 +382,9 @@ class Trainer:
             self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
                                {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         self._resume_partial = state.get("partial_epoch")
-        self._seconds_before = _seconds_so_far(state)
+        self._seconds_before = seconds_so_far(state)
         # The data order and the step count carry over to any world size: trainer.batch_size is
         # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
         self._pending = (state.get("data_order"), partial(restore_rank_rng, state["rng"], state.get("rng_ranks"),
                                                            self.ranks.rank, self.ranks.world_size))
-
-
-def _seconds_so_far(state: dict[str, Any]) -> float:
-    """The training seconds a checkpoint's run spent; for one written before checkpoints
-    kept them, what its history says: its epochs' times, and the steps of an epoch under way."""
-    if state.get("train_seconds") is not None:
-        return float(state["train_seconds"])
-    unfinished = state.get("partial_epoch") or {}
-    epochs = sum(float(row.get("epoch_seconds") or 0.0) for row in state["history"])
-    return epochs + float(unfinished.get("seconds", 0.0))
 
