@@ -217,20 +217,6 @@ def test_a_new_image_dataset_predicts_from_image_files(tiny_images, tmp_path, ca
     assert "tiny_images" in capsys.readouterr().out
 
 
-def test_a_dataset_without_file_inputs_is_refused_in_one_line(tmp_path, capsys):
-    from tests.conftest import tool_error
-
-    run = tmp_path / "run"
-    train(compose(["device=cpu", "data=sine", "trainer.fast_dev_run=true"]), run_dir=run)
-    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    state["data"]["dataset"] = "chirp"
-    torch.save(state, tmp_path / "chirp.pt")
-    err = tool_error(capsys, predict_main, "dltrain-predict",
-                     [f"ckpt={tmp_path / 'chirp.pt'}", f"input={tmp_path}", f"output={tmp_path / 'o.csv'}"])
-    assert "does not read inputs of data=chirp: it reads those of data=csv, text_csv, " in err
-    assert "digits" in err and "mnist" in err and "image_folder" in err and "chirp, " not in err
-
-
 def test_a_table_without_numeric_columns_predicts(tmp_path, capsys):
     """Rows of text columns only get no out_of_range flag, and one prediction each."""
     path = write_csv(tmp_path / "t.csv", {"city": ["oslo", "rome", "lima"] * 20, "label": ["x", "y"] * 30})
