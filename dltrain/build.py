@@ -37,6 +37,7 @@ from dltrain.training.checks import (
 from dltrain.training.device import resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.training.distributed import Ranks, check_world, sync_batchnorm
 from dltrain.training.signals import Interrupted
+from dltrain.training.step import StepOptions
 
 FAST_DEV_BATCHES = 2  # fast_dev_run: this many batches of train, val and test, one epoch
 
@@ -333,6 +334,23 @@ def checkpoint_meta(cfg: DictConfig, exp: Experiment) -> dict[str, Any]:
         "data": plain(describe_data(cfg, exp.data)),
         "model_spec": {"output_width": exp.loss_fn.output_width, "log_softmax": bool(exp.loss_fn.log_probs)},
     }
+
+
+def step_options(cfg: DictConfig, exp: Experiment, train_forward: nn.Module | None = None) -> StepOptions:
+    """How each training step runs: the penalty, augmentation, clipping, precision, memory
+    format, the optimizer's closure and (``trainer.compile``) the compiled forwards.
+
+    Args:
+        train_forward: the DistributedDataParallel forward the ranks train through; None for one process.
+    """
+    tcfg = cfg.trainer
+    return StepOptions(
+        penalty=exp.penalty, augment=exp.augment, grad_clip=cfg.regularization.grad_clip,
+        grad_clip_value=cfg.regularization.grad_clip_value, autocast_dtype=exp.autocast_dtype,
+        memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
+        closure=OPTIMIZERS.facts(cfg.optim.name).closure,
+        forward=torch.compile(exp.model) if tcfg.compile else None,
+        train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward)
 
 
 def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dltrain.config.hydra_job import shown_dir
 from dltrain.errors import first_line
 from dltrain.report.run_files import RUN_FILES
-from dltrain.report.summary import RunSummary
+from dltrain.report.summary import RunSummary, write_summary
+
+if TYPE_CHECKING:
+    from dltrain.loggers import RunLogger
 
 log = logging.getLogger("dltrain")
 
@@ -72,6 +75,29 @@ def draw_curves(rows: list[dict[str, Any]], summary: RunSummary, run_dir: Path) 
                     title=f"{run_dir.name}: {summary.status}")
     except Exception as err:  # noqa: BLE001 - a plot is never worth the run
         log.warning("warning: could not draw curves.png: %s", first_line(err))
+
+
+def close_not_started(summary: RunSummary, run_dir: Path, logger: RunLogger, written: bool) -> None:
+    """A run that ended before its first epoch: ``summary.json`` (``written``: in a directory
+    the run may write), the logger closed, and the run's last lines naming what it left."""
+    if written:
+        write_summary(run_dir, summary)
+    logger.finish(summary.to_dict())  # its files are closed, whatever happens next
+    if written:  # what the failed run left, before the error's line
+        report_end(summary.to_dict(), run_dir)
+
+
+def close_run(rows: list[dict[str, Any]], summary: RunSummary, run_dir: Path, logger: RunLogger,
+              main: bool) -> None:
+    """``curves.png`` of the epochs in metrics.csv and the logger's last record, then (by rank
+    0, ``main``) the run's last lines, however the first two went. Neither may cost the run its
+    results, so a failure of either is a warning (a signal is not)."""
+    try:
+        draw_curves(rows, summary, run_dir)
+        logger.finish(summary.to_dict())
+    finally:
+        if main:  # last, so the list holds curves.png when it was drawn
+            report_end(summary.to_dict(), run_dir)
 
 
 def report_end(summary: dict[str, Any], run_dir: Path) -> None:

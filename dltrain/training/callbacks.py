@@ -1,10 +1,15 @@
-"""Policies applied at every epoch's end: early stopping, and which checkpoints it writes."""
+"""Policies applied at every epoch's end: early stopping, which checkpoints it writes, and
+the writer of an epoch's metrics and checkpoints."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dltrain.loggers import RunLogger
+    from dltrain.report.tables import MetricsCSV
 
 #: Substrings of metric names for which larger is better (``mode=auto``).
 _MAX_METRICS = ("accuracy", "acc", "r2", "f1", "precision", "recall", "auc")
@@ -218,3 +223,30 @@ class CheckpointPolicy:
             save_checkpoint(state, path)
         if any(path.name.startswith("epoch-") for path in files):
             prune_periodic(self.folder, self.keep_last)
+
+
+class EpochEndWriter:
+    """The trainer's ``on_epoch_end``: the epoch's metrics.csv row and the logger's record
+    (by rank 0), and the checkpoints ``policy`` asks for (by rank 0; every rank gathers the
+    checkpoint's state, which is collective).
+
+    Args:
+        metrics_csv: the run's metrics.csv.
+        logger: the run's logger.
+        policy: which checkpoints each epoch writes.
+        main: whether this is rank 0, which alone writes files.
+    """
+
+    def __init__(self, metrics_csv: MetricsCSV, logger: RunLogger, policy: CheckpointPolicy, main: bool) -> None:
+        self.metrics_csv, self.logger, self.policy, self.main = metrics_csv, logger, policy, main
+
+    def __call__(self, trainer: Any, row: dict[str, Any], improved: bool) -> None:
+        """Write the end of the epoch ``trainer`` (the Trainer, which imports this module) just ran."""
+        if self.main:
+            self.metrics_csv.write(row)
+            self.logger.log_epoch(row)
+        files = self.policy.files(trainer.epoch, improved, trainer.healthy)
+        if files:
+            state = trainer.checkpoint()  # on every rank, once for all the files of this epoch
+            if self.main:
+                self.policy.write(state, files)

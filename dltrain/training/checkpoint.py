@@ -13,12 +13,15 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dltrain.errors import UserError, first_line
 from dltrain.files import atomic_tmpfile, fsync_dir
+
+if TYPE_CHECKING:
+    from dltrain.training.distributed import Ranks
 
 #: ``state["format"]`` of every dltrain checkpoint, and the version of its layout.
 CHECKPOINT_FORMAT = "dltrain-checkpoint"
@@ -78,6 +81,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         raise UserError(f"could not write checkpoint {path}: {_write_failure(err, path)}; "
                         "the previous checkpoint is unchanged.") from err
     fsync_dir(path.parent)
+    return path
+
+
+def save_last(trainer: Any, folder: Path, ranks: Ranks) -> Path:
+    """``last.pt`` of a stopped run into ``folder``: every rank gathers the state of ``trainer``
+    (the Trainer, which imports this module), rank 0 saves it, and no rank leaves before it
+    exists (a launcher may end the job when the first does)."""
+    state, path = trainer.checkpoint(), folder / "last.pt"
+    ranks.agreed("saving last.pt", lambda: save_checkpoint(state, path) if ranks.is_main else None)
     return path
 
 

@@ -324,6 +324,21 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def training_forward(ranks: Ranks, model: nn.Module, device: torch.device, seed: int,
+                     batch_size: int) -> nn.Module | None:
+    """The DistributedDataParallel forward the ranks train through (:func:`wrap`); None for
+    one process. Each rank is then seeded ``seed + rank``."""
+    if not ranks.distributed:
+        return None
+    from dltrain.training.rng import seed_everything  # torch: not for --help
+
+    forward = wrap(model, device)
+    seed_everything(seed + ranks.rank)  # dropout and augmentation differ by rank, as the data does
+    log.info("%d ranks (%s): a global batch of %d, %d per rank", ranks.world_size, ranks.backend,
+             batch_size, batch_size // ranks.world_size)
+    return forward
+
+
 def device_for(ranks: Ranks, device: torch.device) -> torch.device:
     """The device this rank trains on: its own GPU of the node for ``cuda``."""
     import torch

@@ -29,6 +29,7 @@ from dltrain.build import (
     group_options,
     make_stopper,
     run_hparams,
+    step_options,
     watched_mode,
 )
 from dltrain.config.hydra_job import default_run_dir, hydra_files_in
@@ -40,19 +41,18 @@ from dltrain.files import ensure_new_run_dir, own_checkpoint, write_json
 from dltrain.loggers import Logger, RunLogger, build_logger
 from dltrain.messages import describe_divergence, results_not_saved
 from dltrain.models.summary import format_summary
-from dltrain.optim import OPTIMIZERS
-from dltrain.report.run_end import draw_curves, report_end
+from dltrain.report.run_end import close_not_started, close_run
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
-from dltrain.training.callbacks import CheckpointPolicy
-from dltrain.training.checkpoint import save_checkpoint
-from dltrain.training.device import resolve_device, resolve_memory_format
-from dltrain.training.distributed import Ranks, device_for, init, route_logs, wrap
+from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
+from dltrain.training.checkpoint import save_last
+from dltrain.training.device import resolve_device
+from dltrain.training.distributed import Ranks, device_for, init, route_logs, training_forward
 from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.training.resume import Resume, already_finished, continue_run, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
-from dltrain.training.trainer import Hooks, StepOptions, Trainer, TrainingDiverged
+from dltrain.training.trainer import Hooks, Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
 
@@ -137,7 +137,7 @@ def _train(run: _Run, own: Path | None) -> dict[str, Any]:
                 log.info("resume=%s: nothing to train (%s), but the run's results were never written: testing its "
                          "weights and writing them into %s", run.resume.path, finished, run.run_dir)
         device, exp = ranks.agreed("setting up the run", _build, run)
-        train_forward = _distribute(run, exp.model, device)
+        train_forward = training_forward(ranks, exp.model, device, run.cfg.seed, run.cfg.trainer.batch_size)
         trainer, metrics_csv = ranks.agreed("starting the run", _start, run, exp, device, train_forward)
     except (Exception, Interrupted) as err:
         _not_started(run, err, own)
@@ -160,18 +160,6 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
         # A resume cannot change the data: the function is the checkpoint's.
         raise ConfigError(f"resume={resume.path}: the checkpoint's {err.problem}: resume a checkpoint "
                           "written by dltrain training, or train a new run") from None
-
-
-def _distribute(run: _Run, model: nn.Module, device: torch.device) -> nn.Module | None:
-    """The DistributedDataParallel forward the ranks train through; None for one process."""
-    ranks, cfg = run.ranks, run.cfg
-    if not ranks.distributed:
-        return None
-    train_forward = wrap(model, device)
-    seed_everything(cfg.seed + ranks.rank)  # dropout and augmentation differ by rank, as the data does
-    log.info("%d ranks (%s): a global batch of %d, %d per rank", ranks.world_size, ranks.backend,
-             cfg.trainer.batch_size, cfg.trainer.batch_size // ranks.world_size)
-    return train_forward
 
 
 def _start(run: _Run, exp: Experiment, device: torch.device,
@@ -206,51 +194,27 @@ def _not_started(run: _Run, err: BaseException, own: Path | None) -> None:
     summary = RunSummary.not_started("interrupted" if isinstance(err, Interrupted) else "failed", first_line(err),
                                      resumed_from=str(run.resume.path) if run.resume else None,
                                      world_size=run.ranks.world_size, started_at=run.started_at)
-    written = run.ranks.is_main and run.run_dir.is_dir() and own is None
-    if written:
-        write_summary(run.run_dir, summary)
-    run.logger.finish(summary.to_dict())  # its files are closed, whatever happens next
-    if written:  # what the failed run left, before the error's line
-        report_end(summary.to_dict(), run.run_dir)
+    close_not_started(summary, run.run_dir, run.logger, run.ranks.is_main and run.run_dir.is_dir() and own is None)
 
 
 def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path, stop: StopRequest,
                   logger: RunLogger, ranks: Ranks, train_forward: nn.Module | None) -> tuple[Trainer, MetricsCSV]:
-    """The trainer, with the end-of-epoch writes: a metrics.csv row, the logger's, and the
-    checkpoints ``trainer.checkpoint.*`` asks for (by rank 0; every rank gathers the
-    checkpoint's state, which is collective)."""
+    """The trainer, with the end-of-epoch writes (:class:`EpochEndWriter`)."""
     tcfg = cfg.trainer
     main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    meta = checkpoint_meta(cfg, exp)
     ck = tcfg.checkpoint
     policy = CheckpointPolicy(run_dir / "checkpoints", save_last=ck.save_last, save_best=ck.save_best,
                               every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last)
-
-    def on_epoch_end(trainer: Trainer, row: dict[str, Any], improved: bool) -> None:
-        if main:
-            metrics_csv.write(row)
-            logger.log_epoch(row)
-        files = policy.files(trainer.epoch, improved, trainer.healthy)
-        if files:
-            state = trainer.checkpoint()  # on every rank, once for all the files of this epoch
-            if main:
-                policy.write(state, files)
-
+    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(
         exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
         stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
-        options=StepOptions(
-            penalty=exp.penalty, augment=exp.augment, grad_clip=cfg.regularization.grad_clip,
-            grad_clip_value=cfg.regularization.grad_clip_value, autocast_dtype=exp.autocast_dtype,
-            memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
-            closure=OPTIMIZERS.facts(cfg.optim.name).closure,
-            forward=torch.compile(exp.model) if tcfg.compile else None,
-            train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward),
+        options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
                     log_every_n_steps=tcfg.log_every_n_steps),
-        restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=meta)
+        restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp))
     return trainer, metrics_csv
 
 
@@ -263,11 +227,7 @@ def _fit_and_test(run: _Run, exp: Experiment, trainer: Trainer, rows: list[dict[
         _test_best(run, exp, trainer, summary, diverged)
         return _end(run, summary, diverged)
     finally:
-        try:
-            _close_run(rows, summary, run)
-        finally:
-            if run.ranks.is_main:  # last, so the list holds curves.png when it was drawn
-                report_end(summary.to_dict(), run.run_dir)
+        close_run(rows, summary, run.run_dir, run.logger, run.ranks.is_main)
 
 
 def _summary(run: _Run, exp: Experiment, trainer: Trainer) -> RunSummary:
@@ -311,7 +271,7 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         summary.status, summary.stop_reason = "interrupted", str(err)
         if err.aborted:  # mid-step: the state is torn, so the last good last.pt stays
             raise
-        path = _save_last(run, trainer)
+        path = save_last(trainer, run.run_dir / "checkpoints", run.ranks)
         summary.checkpoint = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
@@ -332,14 +292,6 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         if summary.status not in ("completed", "early_stopped", "diverged"):  # no test follows
             write_summary(run.run_dir, summary, main=run.ranks.is_main)
     return None
-
-
-def _save_last(run: _Run, trainer: Trainer) -> Path:
-    """``last.pt`` of a stopped run: every rank gathers the state, rank 0 saves it, and no
-    rank leaves before it exists (a launcher may end the job when the first does)."""
-    state, path = trainer.checkpoint(), run.run_dir / "checkpoints" / "last.pt"
-    run.ranks.agreed("saving last.pt", lambda: save_checkpoint(state, path) if run.ranks.is_main else None)
-    return path
 
 
 def _test_best(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary,
@@ -386,13 +338,6 @@ def _end(run: _Run, summary: RunSummary, diverged: TrainingDiverged | None) -> d
         raise Interrupted(late, f"{signal_name(late)} arrived after the last training step: the run "
                                 f"{summary.status} and wrote its results")
     return summary.to_dict()
-
-
-def _close_run(rows: list[dict[str, Any]], summary: RunSummary, run: _Run) -> None:
-    """``curves.png`` of the epochs in metrics.csv, and the logger's last record. Neither
-    may cost the run its results, so a failure of either is a warning (a signal is not)."""
-    draw_curves(rows, summary, run.run_dir)
-    run.logger.finish(summary.to_dict())
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary, run_dir: Path) -> None:

@@ -15,22 +15,20 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
 from dltrain.errors import TrainingDiverged
-from dltrain.optim import match_state_layouts
 from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checkpoint import seconds_so_far, to_cpu
+from dltrain.training.checkpoint import to_cpu
 from dltrain.training.distributed import Ranks
 from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
-from dltrain.training.rng import restore_rank_rng, rng_state
 from dltrain.training.signals import StopRequest
+from dltrain.training.state import load_trainer_state, trainer_state
 from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
@@ -318,73 +316,13 @@ class Trainer:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        """The whole training state, as tensors and plain data (``weights_only=True`` loads it):
-        weights, optimizer, schedule, grad scaler, counters, early stopping, the best weights
-        (when they are not the current ones), the metrics history, the training seconds so far,
-        every RNG, the data order, and inside an epoch (after an interrupt) the steps done and
-        the metric sums so far."""
-        inside = self.step_in_epoch > 0
-        best = self.best_state
-        if best is not None and self.stopper.best_epoch == self.epoch and not inside:
-            best = None  # the current weights are the best ones: no second copy
-        order = self.train_batches.order.state_dict(self.step_in_epoch) if hasattr(self.train_batches, "order") \
-            else None
-        partial_train = self._epoch_acc.state_dict() if inside else None
-        rng = rng_state()
-        extra: dict[str, Any] = {}
-        if self.ranks.distributed:  # one file for all ranks: their random states, their partial sums merged
-            extra = {"world_size": self.ranks.world_size, "rng_ranks": self.ranks.all_gather(to_cpu(rng))}
-            if inside:
-                partial_train = MetricAccumulator.merged(
-                    self.task, self.ranks.all_gather(to_cpu(partial_train))).state_dict()
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "grad_scaler": self.step.scaler.state_dict() if self.step.scaler.is_enabled() else None,
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "early_stopping": self.stopper.state_dict(),
-            "best_value": self.stopper.best,
-            "best_model": best,
-            "history": [dict(row) for row in self.history],
-            "train_seconds": self.train_seconds,
-            "rng": rng,
-            "data_order": order,
-            "partial_epoch": {
-                "step": self.step_in_epoch, "train": partial_train, "lr": self._epoch_lr,
-                "seconds": time.perf_counter() - self._epoch_started,
-            } if inside else None,
-            **extra,
-        }
+        """The whole training state (:func:`~dltrain.training.state.trainer_state`)."""
+        return trainer_state(self)
 
     def checkpoint(self) -> dict[str, Any]:
         """What a checkpoint file holds: :meth:`state_dict` and ``meta``, every tensor on the CPU."""
         return to_cpu({**self.state_dict(), **self.meta})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`. Weights, optimizer and counters are restored now;
-        the data order and the RNGs when :meth:`fit` starts, after everything that draws
-        random numbers while a run is set up."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        match_state_layouts(self.optimizer)
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.step.scaler.is_enabled() and state.get("grad_scaler") is not None:
-            self.step.scaler.load_state_dict(state["grad_scaler"])
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        self.history = [dict(row) for row in state["history"]]
-        self.best_state = None
-        if self.restore_best_weights and self.stopper.best_epoch is not None:
-            saved = state.get("best_model")
-            self.best_state = ({k: v.to(self.device) for k, v in saved.items()} if saved is not None else
-                               {k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        self._resume_partial = state.get("partial_epoch")
-        self._seconds_before = seconds_so_far(state)
-        # The data order and the step count carry over to any world size: trainer.batch_size is
-        # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
-        self._pending = (state.get("data_order"), partial(restore_rank_rng, state["rng"], state.get("rng_ranks"),
-                                                           self.ranks.rank, self.ranks.world_size))
-
+        """Continue from :meth:`state_dict` (:func:`~dltrain.training.state.load_trainer_state`)."""
+        load_trainer_state(self, state)

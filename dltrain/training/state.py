@@ -1,0 +1,101 @@
+"""What a checkpoint holds of a :class:`~dltrain.training.trainer.Trainer`, and how it is restored.
+
+The trainer's ``state_dict``/``load_state_dict`` delegate here, so the loop and the
+assembly of its saved state are read apart.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+from dltrain.optim import match_state_layouts
+from dltrain.training.checkpoint import seconds_so_far, to_cpu
+from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.rng import restore_rank_rng, rng_state
+
+# The trainer imports this module, so it is typed ``Any`` here: a Trainer, its state read and set.
+Trainer = Any
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """The whole training state, as tensors and plain data (``weights_only=True`` loads it):
+    weights, optimizer, schedule, grad scaler, counters, early stopping, the best weights
+    (when they are not the current ones), the metrics history, the training seconds so far,
+    every RNG, the data order, and inside an epoch (after an interrupt) the steps done and
+    the metric sums so far."""
+    inside = trainer.step_in_epoch > 0
+    best = trainer.best_state
+    if best is not None and trainer.stopper.best_epoch == trainer.epoch and not inside:
+        best = None  # the current weights are the best ones: no second copy
+    batches = trainer.train_batches
+    order = batches.order.state_dict(trainer.step_in_epoch) if hasattr(batches, "order") else None
+    rng = rng_state()
+    ranks = _ranks_state(trainer, rng)  # every rank gathers in the same order
+    unfinished = _partial_epoch(trainer) if inside else None
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "grad_scaler": trainer.step.scaler.state_dict() if trainer.step.scaler.is_enabled() else None,
+        "epoch": trainer.epoch,
+        "global_step": trainer.global_step,
+        "early_stopping": trainer.stopper.state_dict(),
+        "best_value": trainer.stopper.best,
+        "best_model": best,
+        "history": [dict(row) for row in trainer.history],
+        "train_seconds": trainer.train_seconds,
+        "rng": rng,
+        "data_order": order,
+        "partial_epoch": unfinished,
+        **ranks,
+    }
+
+
+def _partial_epoch(trainer: Trainer) -> dict[str, Any]:
+    """The epoch under way: steps done, the metric sums so far (every rank's, merged), its LR
+    and seconds."""
+    partial_train = trainer._epoch_acc.state_dict()
+    if trainer.ranks.distributed:
+        partial_train = MetricAccumulator.merged(
+            trainer.task, trainer.ranks.all_gather(to_cpu(partial_train))).state_dict()
+    return {
+        "step": trainer.step_in_epoch, "train": partial_train, "lr": trainer._epoch_lr,
+        "seconds": time.perf_counter() - trainer._epoch_started,
+    }
+
+
+def _ranks_state(trainer: Trainer, rng: dict[str, Any]) -> dict[str, Any]:
+    """One file for all ranks: the world size and every rank's random state (nothing alone)."""
+    if not trainer.ranks.distributed:
+        return {}
+    return {"world_size": trainer.ranks.world_size, "rng_ranks": trainer.ranks.all_gather(to_cpu(rng))}
+
+
+def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Continue from :func:`trainer_state`. Weights, optimizer and counters are restored now;
+    the data order and the RNGs when ``fit`` starts, after everything that draws random
+    numbers while a run is set up."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    match_state_layouts(trainer.optimizer)
+    if trainer.scheduler is not None and state.get("scheduler") is not None:
+        trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.step.scaler.is_enabled() and state.get("grad_scaler") is not None:
+        trainer.step.scaler.load_state_dict(state["grad_scaler"])
+    trainer.epoch, trainer.global_step = int(state["epoch"]), int(state["global_step"])
+    trainer.stopper.load_state_dict(state["early_stopping"])
+    trainer.history = [dict(row) for row in state["history"]]
+    trainer.best_state = None
+    if trainer.restore_best_weights and trainer.stopper.best_epoch is not None:
+        saved = state.get("best_model")
+        trainer.best_state = ({k: v.to(trainer.device) for k, v in saved.items()} if saved is not None else
+                              {k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    trainer._resume_partial = state.get("partial_epoch")
+    trainer._seconds_before = seconds_so_far(state)
+    # The data order and the step count carry over to any world size: trainer.batch_size is
+    # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
+    ranks = trainer.ranks
+    trainer._pending = (state.get("data_order"),
+                        partial(restore_rank_rng, state["rng"], state.get("rng_ranks"), ranks.rank, ranks.world_size))
