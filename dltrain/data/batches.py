@@ -229,6 +229,16 @@ class LoaderBatches:
         n = len(self.loader)
         return min(n, self.limit_batches) if self.limit_batches else n
 
+    def close(self) -> None:
+        """Stop the worker processes now. Persistent workers otherwise live as long as the
+        loader, and they ignore SIGTERM (see :func:`_ignore_interrupts`), so a loader still
+        referenced when the interpreter exits would leave multiprocessing's exit handler
+        waiting on them forever. The next iteration starts new workers."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+            self.loader._iterator = None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         limit = len(self) - self.sampler.peek_skip()
         for i, (x, y) in enumerate(self.loader):

@@ -227,6 +227,9 @@ def _fit_and_test(run: _Run, exp: Experiment, trainer: Trainer, rows: list[dict[
         _test_best(run, exp, trainer, summary, diverged)
         return _end(run, summary, diverged)
     finally:
+        for batches in exp.batches:  # worker processes end with the run (data read from disk)
+            if hasattr(batches, "close"):
+                batches.close()
         close_run(rows, summary, run.run_dir, run.logger, run.ranks.is_main)
 
 
