@@ -75,6 +75,20 @@ def spec(
 # --- model= --------------------------------------------------------------------------
 
 @dataclass
+class TransferConfig:
+    """The keys of a model that can start from trained weights and fine-tune them (see
+    :mod:`dltrain.models.transfer`); a model's schema that takes them subclasses this one."""
+
+    weights: str = spec("none", help="none, a torchvision weights name (model=torchvision), or a file: "
+                        "a dltrain checkpoint or a state dict of this model")
+    freeze: str = spec("none", pattern=r"none|backbone|\d+",
+                       help="none, backbone (all but the head) or N (the first N stages)")
+    freeze_epochs: int = spec(0, ge=0, help="epochs trained frozen before everything is unfrozen; "
+                              "0 keeps model.freeze for the whole run")
+    backbone_lr: float = spec(1.0, gt=0, le=1, help="the backbone's learning rate as a fraction of the head's")
+
+
+@dataclass
 class MLPConfig:
     """``model=mlp``: a multilayer perceptron; input and output sizes come from the data."""
 

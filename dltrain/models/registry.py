@@ -3,20 +3,32 @@ says what the rest of dltrain needs to know about that model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dltrain.registry import Registry
 
 
 @dataclass(frozen=True)
 class InputNormalization:
-    """How a model expects its image inputs prepared, as a pretrained backbone declares it
-    (timm's ``pretrained_cfg``): per-channel ``mean`` and ``std`` of inputs scaled to [0, 1],
-    and the ``(height, width)`` it was trained at (None: any size)."""
+    """What inputs a model's weights expect, as a pretrained backbone declares it (torchvision's
+    weights ``meta`` and ``transforms()``, timm's ``pretrained_cfg``).
 
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    Attributes:
+        mean, std: per channel, of inputs scaled to [0, 1]; None: the statistics fitted on the
+            training split (a backbone trained from scratch).
+        size: the ``(height, width)`` the weights were trained at; None: the data's own size.
+        channels: how many channels the model reads (3 for ImageNet backbones: grayscale
+            images are repeated to 3 channels); None: the data's own.
+        source: where the statistics come from, for ``data.json`` (``"ResNet18_Weights.IMAGENET1K_V1"``).
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     size: tuple[int, int] | None = None
+    channels: int | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,18 +46,17 @@ class ModelFacts:
         user_code: the model is the user's code, named by ``model._target_``: a checkpoint may
             name that code (and is trusted only as the user says), and the model's failures at
             start-up are the user's to fix, reported as config errors.
-        input_normalization: the mean/std/size the model's weights expect, for backbones
-            trained elsewhere; None (every model today) keeps the preprocessing fitted on the
-            training split. A model that sets it is refused at start-up, in one line, until
-            the image preprocessing (:class:`dltrain.data.preprocessing.images.Images`, which has
-            the same mean, std and size) takes it instead of fitting its own.
+        input_normalization: for models whose weights expect their own input (pretrained
+            backbones): a function of the model's options (the ``model.*`` keys) that says
+            what that input is (:class:`InputNormalization`), or None when these options need
+            none. None (the default): the preprocessing fitted on the training split.
     """
 
     reads_tokens: bool = False
     init_activation: str | None = None
     regularization_layers: bool = True
     user_code: bool = False
-    input_normalization: InputNormalization | None = None
+    input_normalization: Callable[[Mapping[str, Any]], InputNormalization | None] | None = None
 
 
 MODELS: Registry[ModelFacts] = Registry("model", ModelFacts)
