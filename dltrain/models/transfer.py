@@ -8,10 +8,19 @@ with a ``transfer_parts()`` method or, for the plain ``nn.Sequential`` models (`
 
 from __future__ import annotations
 
+import types
+import zipfile
 from collections import OrderedDict
-from typing import NamedTuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dltrain.errors import ConfigError, first_line
+from dltrain.training.checkpoint import CHECKPOINT_FORMAT, verify_checksums
 
 #: Layers a stage ends after: a pooling layer closes a block of convolutions.
 POOLING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -72,7 +81,7 @@ def sequential_stages(named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
     weights (each dense block is a stage). Layers without parameters before the first weights of
     a stage join that stage; those after the last weights join the last stage. So
     ``model=cnn`` with 2 conv blocks and 1 dense layer has 3 stages: ``conv1..pool1``,
-    ``conv2..flatten``, ``fc1..``.
+    ``conv2..pool2`` and ``flatten..act1`` (the dense block, the flatten before it).
 
     Returns:
         One ``nn.Sequential`` per stage holding the model's own layers (not copies) under their
@@ -119,3 +128,197 @@ def stage_names(stages: list[nn.Module]) -> list[str]:
 
 def _has_parameters(layer: nn.Module) -> bool:
     return any(True for _ in layer.parameters())
+
+
+# --- the transfer keys --------------------------------------------------------------------
+
+#: The ``model.*`` keys of :class:`~dltrain.config.schemas.TransferConfig`: the build step
+#: takes them out of a model's options (a builder gets ``weights`` only when it takes it).
+TRANSFER_KEYS = ("weights", "freeze", "freeze_epochs", "backbone_lr")
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """A model's transfer keys (see :class:`~dltrain.config.schemas.TransferConfig`)."""
+
+    weights: str = "none"
+    freeze: str = "none"
+    freeze_epochs: int = 0
+    backbone_lr: float = 1.0
+
+    @property
+    def used(self) -> bool:
+        """Whether any key asks for freezing or a backbone learning rate of its own."""
+        return self.freeze != "none" or self.freeze_epochs > 0 or self.backbone_lr != 1.0
+
+
+def split_options(opts: dict[str, Any], takes_weights: bool) -> tuple[dict[str, Any], TransferOptions | None]:
+    """A model's options as its builder's keyword arguments, and its transfer keys apart
+    (None for a model whose schema has none). ``weights`` stays with the builder when it takes it."""
+    if "freeze" not in opts:
+        return opts, None
+    opts = dict(opts)
+    transfer = TransferOptions(**{key: opts.pop(key) for key in TRANSFER_KEYS if key in opts})
+    if takes_weights:
+        opts["weights"] = transfer.weights
+    return opts, transfer
+
+
+# --- start weights -----------------------------------------------------------------------
+
+class StartWeights(NamedTuple):
+    """What :func:`load_start_weights` did.
+
+    Attributes:
+        loaded: the names of the model's tensors that came from the file.
+        warning: one line listing the tensors skipped (another shape), the file's tensors the
+            model has not and the model's the file has not; None when every tensor matched.
+    """
+
+    loaded: list[str]
+    warning: str | None
+
+
+def is_checkpoint_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file holding a dltrain checkpoint (memory-mapped: cheap to ask)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: whoever loads it says why
+        return False
+    return isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
+
+
+def read_weights(path: str | Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
+    """The tensors of a dltrain checkpoint's model, or of a plain state dict, read with
+    ``weights_only`` (never unpickling code) after checking the file's checksums.
+
+    Raises:
+        ConfigError: naming ``key`` and the file: missing, damaged, holding code, or neither.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={path}: no such file: give a dltrain checkpoint (a best.pt or last.pt) or a "
+                          "state dict saved with torch.save(model.state_dict(), path), or none.")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{key}={path} cannot be loaded: it is empty, truncated or not written by torch.save.")
+    try:
+        verify_checksums(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure here is the file's
+        reason = first_line(err)
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds Python objects other than tensors and plain data, so it is refused"
+        raise ConfigError(f"{key}={path} cannot be loaded: {reason.rstrip('.')}.") from err
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        state = state.get("model")
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConfigError(f"{key}={path} is neither a dltrain checkpoint nor a state dict of tensors: give a "
+                          "best.pt or last.pt dltrain wrote, or torch.save(model.state_dict(), path).")
+    return state
+
+
+def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.weights",
+                       model_name: str = "this model") -> StartWeights:
+    """Load the tensors of ``path`` (:func:`read_weights`) that fit ``model``: same name and
+    shape. A head sized for another number of outputs is skipped, and listed in the warning.
+
+    Raises:
+        ConfigError: the file cannot be read, or not one of its tensors fits the model.
+    """
+    weights = read_weights(path, key)
+    own = model.state_dict()
+    fits = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
+    if not fits:
+        raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({_few(list(weights))}) fits "
+                          f"model={model_name} ({_few(list(own))}): start from the weights of the same architecture.")
+    model.load_state_dict(fits, strict=False)
+    problems = []
+    if shapes := [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+                  if k in own and k not in fits]:
+        problems.append(f"skipped (shape in the file vs the model) {_few(shapes)}")
+    if extra := [k for k in weights if k not in own]:
+        problems.append(f"not in the model {_few(extra)}")
+    if kept := [k for k in own if k not in weights]:
+        problems.append(f"not in the file, kept as built {_few(kept)}")
+    warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {'; '.join(problems)}"
+               if problems else None)
+    return StartWeights(list(fits), warning)
+
+
+def _few(items: list[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --- freezing ----------------------------------------------------------------------------
+
+def stages_to_freeze(found: TransferParts, freeze: str, key: str = "model.freeze") -> list[nn.Module]:
+    """The stages ``model.freeze`` names: ``none``, ``backbone`` (every stage) or the first N.
+
+    Raises:
+        ConfigError: N is more than the model has stages, naming them.
+    """
+    if freeze == "none":
+        return []
+    if freeze == "backbone":
+        return list(found.stages)
+    count = int(freeze)
+    if count > len(found.stages):
+        raise ConfigError(f"{key}={count}, but the model has {len(found.stages)} stages before its head "
+                          f"({', '.join(stage_names(found.stages))}): freeze at most {len(found.stages)}, "
+                          "or model.freeze=backbone.")
+    return list(found.stages[:count])
+
+
+class Freeze:
+    """Freezes stages and releases them: no gradient for their parameters, and their batch
+    norm layers kept in eval mode (fastai's BnFreeze) so that training steps leave their
+    running statistics as they were, even though the trainer calls ``model.train()``.
+
+    Args:
+        stages: the modules to freeze (:func:`stages_to_freeze`).
+    """
+
+    def __init__(self, stages: list[nn.Module]) -> None:
+        self.stages = stages
+        self.active = False
+
+    def apply(self) -> None:
+        """Freeze the stages (nothing happens when they are frozen already)."""
+        if self.active:
+            return
+        for stage in self.stages:
+            stage.requires_grad_(False)
+            for norm in self._norms(stage):
+                # An instance attribute shadows nn.Module.train: model.train() reaches each
+                # child through child.train(mode), so the layer stays in eval mode, and no
+                # hook runs in the forward pass for torch.compile to trace.
+                norm.train = types.MethodType(_stay_in_eval, norm)
+                norm.training = False
+        self.active = True
+
+    def release(self) -> int:
+        """Make the stages trainable again; returns how many parameters that made trainable."""
+        if not self.active:
+            return 0
+        for stage in self.stages:
+            stage.requires_grad_(True)
+            for norm in self._norms(stage):
+                del norm.train  # nn.Module.train again: the next model.train() sets training mode
+        self.active = False
+        return self.parameters()
+
+    def parameters(self) -> int:
+        """How many parameters the stages hold."""
+        return sum(p.numel() for stage in self.stages for p in stage.parameters())
+
+    @staticmethod
+    def _norms(stage: nn.Module) -> list[_BatchNorm]:
+        return [m for m in stage.modules() if isinstance(m, _BatchNorm)]
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
