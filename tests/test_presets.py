@@ -22,6 +22,11 @@ DELIBERATE = {
     # name is the point of the preset: classical momentum, and Nesterov's look-ahead on top of it.
     ("optim", "momentum"): {"momentum": 0.9},
     ("optim", "nesterov"): {"momentum": 0.9, "nesterov": True},
+    # Classic networks share model=sequential's schema (model=lstm's for mnist_rnn); the network
+    # is the point of each preset.
+    **{("model", name): {"layers": OmegaConf.load(CONF / "model" / f"{name}.yaml").layers}
+       for name in ("lenet5", "mnist_net", "notes_cnn", "resnet_small", "vgg_small")},
+    ("model", "mnist_rnn"): {"head": ["bn", "dropout:0.25", "dense:32", "relu", "dropout:0.5"]},
 }
 
 

@@ -123,6 +123,8 @@ class RecurrentConfig:
     dropout: float = spec(0.0, ge=0, lt=1, help="dropout between stacked recurrent layers (num_layers > 1)")
     pooling: str = spec("last", choices=("last", "mean", "max"), help="what the head reads from the sequence")
     embedding_dim: int = spec(64, ge=1, help="size of the token embeddings, for text data (data=text_csv)")
+    head: list[str] = spec([], help="layers between the pooled state and the output: dense:N, dropout:P, bn and "
+                           "activations (conf/model/sequential.yaml has the syntax)")
 
 
 @dataclass
@@ -131,6 +133,17 @@ class RNNConfig(RecurrentConfig):
 
     name: str = "rnn"
     nonlinearity: str = spec("tanh", choices=("tanh", "relu"))
+
+
+@dataclass
+class SequentialConfig:
+    """``model=sequential``: any feed-forward network as a list of layers, shapes inferred from the
+    data; the classic networks (``model=mnist_net``, ``lenet5``, ...) are presets of it."""
+
+    name: str = "sequential"
+    layers: list[str] = spec(["flatten", "dense:128", "relu"],
+                             help="layer specs such as conv:32:3, relu, maxpool:2, flatten, dense:128 "
+                             "(conf/model/sequential.yaml has the syntax)")
 
 
 @dataclass
@@ -734,7 +747,10 @@ class TrainConfig:
 #: Schema of every option of every config group: ``GROUP_SCHEMAS[group][option]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
-              "gru": RecurrentConfig, "custom": CustomModelConfig},
+              "gru": RecurrentConfig, "custom": CustomModelConfig, "sequential": SequentialConfig,
+              # classic networks: presets of model=sequential (and of model=lstm) under their own names
+              "lenet5": SequentialConfig, "mnist_net": SequentialConfig, "notes_cnn": SequentialConfig,
+              "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig},
     "data": {"digits": DigitsConfig, "xor": XorConfig, "moons": MoonsConfig, "spirals": SpiralsConfig,
              "sine": SineConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
              "mnist": TorchvisionConfig, "fashion_mnist": TorchvisionConfig, "cifar10": TorchvisionConfig,

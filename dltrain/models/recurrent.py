@@ -1,14 +1,16 @@
-"""``model=rnn|lstm|gru``: a recurrent network over ``(batch, time, features)`` with a linear head."""
+"""``model=rnn|lstm|gru``: a recurrent network over ``(batch, time, features)`` with a dense head."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dltrain.errors import ConfigError
+from dltrain.models.layer_spec import HEAD_KINDS, build_layers
 from dltrain.models.registry import MODELS
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -17,7 +19,7 @@ POOLINGS = ("last", "mean", "max")
 
 class RecurrentNet(nn.Module):
     """A stacked (optionally bidirectional) RNN, LSTM or GRU, pooled over time, then
-    ``[BatchNorm1d] -> [Dropout] -> Linear``.
+    ``[BatchNorm1d] -> [Dropout] -> [head] -> Linear``.
 
     Examples are read as sequences: ``(T, F)`` as is, ``(F,)`` as F steps of one feature,
     and an image ``(C, H, W)`` row by row (``H`` steps of ``C * W`` features). With
@@ -37,6 +39,8 @@ class RecurrentNet(nn.Module):
         batch_norm: BatchNorm1d on the pooled state.
         vocab_size: number of token ids, for text; None for numeric inputs.
         embedding_dim: size of each token's vector (with ``vocab_size`` only).
+        head: layer specs between the pooled state and the output layer (``dense:32``, ``relu``,
+            ``dropout:0.5``, ``bn``: see :mod:`dltrain.models.layer_spec`); empty adds none.
         **cell_kwargs: ``nonlinearity`` for the RNN, passed to ``torch.nn.RNN``; nothing else.
     """
 
@@ -54,6 +58,7 @@ class RecurrentNet(nn.Module):
         batch_norm: bool = False,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
+        head: Sequence[str] = (),
         **cell_kwargs,
     ) -> None:
         super().__init__()
@@ -89,6 +94,8 @@ class RecurrentNet(nn.Module):
         width = hidden_size * (2 if bidirectional else 1)
         self.bn = nn.BatchNorm1d(width) if batch_norm else None
         self.dropout = nn.Dropout(head_dropout) if head_dropout > 0 else None
+        layers, (width,) = build_layers(head, (width,), key="model.head", kinds=HEAD_KINDS)
+        self.head = nn.Sequential(layers) if layers else None  # None: no module, the same weights as before
         self.out = nn.Linear(width, num_outputs)  # logits: losses apply softmax/sigmoid
 
     @property
@@ -152,6 +159,8 @@ class RecurrentNet(nn.Module):
             pooled = self.bn(pooled)
         if self.dropout is not None:
             pooled = self.dropout(pooled)
+        if self.head is not None:
+            pooled = self.head(pooled)
         return self.out(pooled)
 
 
@@ -162,7 +171,7 @@ def _builder(kind: str):
         return RecurrentNet(kind, input_shape, num_outputs, **kwargs)
 
     build.__name__ = f"build_{kind}"
-    build.__doc__ = (f"``model={kind}``: ``torch.nn.{CELLS[kind].__name__}`` with a linear head; the keyword "
+    build.__doc__ = (f"``model={kind}``: ``torch.nn.{CELLS[kind].__name__}`` with a dense head; the keyword "
                      "arguments are those of :class:`RecurrentNet` (and ``nonlinearity`` for the RNN).")
     build.__signature__ = _signature(kind)  # what it takes, for inspect and for the signature tests
     return build
@@ -183,3 +192,5 @@ def _signature(kind: str) -> inspect.Signature:
 build_rnn = MODELS.register("rnn", reads_tokens=True)(_builder("rnn"))
 build_lstm = MODELS.register("lstm", reads_tokens=True, init_activation="tanh")(_builder("lstm"))
 build_gru = MODELS.register("gru", reads_tokens=True, init_activation="tanh")(_builder("gru"))
+# pytorch/examples' MNIST LSTM, a preset of model=lstm under its own name (conf/model/mnist_rnn.yaml).
+MODELS.register("mnist_rnn", reads_tokens=True, init_activation="tanh")(build_lstm)

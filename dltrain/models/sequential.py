@@ -1,0 +1,55 @@
+"""``model=sequential``: any feed-forward network as a list of layers (Keras' ``Sequential``),
+and the classic networks shipped as presets of it (``model=mnist_net``, ``model=lenet5``, ...)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from dltrain.models.layer_spec import build_layers
+from dltrain.models.registry import MODELS
+
+#: Classic networks written as layer lists: each is ``model=NAME``, a preset of this schema in
+#: ``conf/model/NAME.yaml`` whose ``layers`` are the network.
+CLASSIC_NETWORKS = ("lenet5", "mnist_net", "notes_cnn", "resnet_small", "vgg_small")
+
+
+def build_sequential(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    layers: Sequence[str] = ("flatten", "dense:128", "relu"),
+) -> nn.Sequential:
+    """The layers of ``layers`` in order, then the output layer ``out``.
+
+    Each layer's input shape is the previous one's output, worked out here from
+    ``input_shape``; when the list ends on feature maps, a ``flatten`` comes before ``out``.
+    Dropout and batch norm are layers of the list (``regularization.dropout`` and
+    ``batch_norm`` do not apply).
+
+    Args:
+        input_shape: shape of one example without the batch dimension, e.g. ``(1, 28, 28)``.
+        num_outputs: width of the output layer (classes, or regression targets).
+        layers: layer specs (``conv:32:3``, ``relu``, ``maxpool:2``, ``flatten``, ``dense:128``, ...;
+            see :mod:`dltrain.models.layer_spec`).
+
+    Returns:
+        An ``nn.Sequential`` of layers named ``conv1``, ``relu1``, ``pool1``, ..., ``out``,
+        mapping ``(B, *input_shape)`` to ``(B, num_outputs)`` logits.
+
+    Raises:
+        ConfigError: naming the first layer that does not fit its input.
+    """
+    body, shape = build_layers(layers, input_shape)
+    if len(shape) != 1:
+        body["flatten"] = nn.Flatten()  # (B, C, H, W) -> (B, C * H * W)
+        shape = (math.prod(shape),)
+    body["out"] = nn.Linear(shape[0], num_outputs)  # logits: losses apply softmax/sigmoid
+    return nn.Sequential(body)
+
+
+# Dropout and batch norm are the list's own layers, where the user puts them.
+MODELS.register("sequential", regularization_layers=False)(build_sequential)
+for _name in CLASSIC_NETWORKS:
+    MODELS.register(_name, regularization_layers=False)(build_sequential)
