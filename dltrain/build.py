@@ -5,6 +5,7 @@ builder calls. Training, ``dltrain-eval`` and ``dltrain-predict`` all build thro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +15,13 @@ from torch import nn
 
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
+from dltrain.data.preprocessing import Images
 from dltrain.errors import ConfigError
 from dltrain.init import apply_init
 from dltrain.loggers import HParams
 from dltrain.losses import LOSSES, Loss, trap_warnings
 from dltrain.models import MODELS
+from dltrain.models.registry import InputNormalization
 from dltrain.models.summary import LayerRow, summarize
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
@@ -189,10 +192,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
         ConfigError: naming the keys that cannot go together.
     """
     reg, optim = cfg.regularization, cfg.optim.name
-    if MODELS.facts(cfg.model.name).input_normalization is not None:
-        # Never ignored silently: the fitted statistics would feed the weights inputs they were not trained on.
-        raise ConfigError(f"model={cfg.model.name} declares its own input normalisation, which dltrain does not "
-                          "apply yet: use another model.")
+    model_inputs(cfg)  # a model that reads images is refused other data before any is read
     check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
@@ -207,13 +207,32 @@ def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
                                    class_counts=data.class_counts(), **group_options(cfg.loss))
 
 
+def model_inputs(cfg: DictConfig) -> InputNormalization | None:
+    """The input ``model=...`` declares for its options (a pretrained backbone's statistics,
+    size and channels), which the images' preprocessing then applies; None when it declares
+    none (the statistics are fitted on the training split).
+
+    Raises:
+        ConfigError: the model declares one and ``data=...`` does not give images.
+    """
+    declares = MODELS.facts(cfg.model.name).input_normalization
+    inputs = None if declares is None else declares(OmegaConf.to_container(cfg.model, resolve=True))
+    if inputs is not None and DATASETS.facts(cfg.data.name).inputs != "images":
+        images = [name for name in DATASETS.names() if DATASETS.facts(name).inputs == "images"]
+        raise ConfigError(f"model={cfg.model.name} reads images, which data={cfg.data.name} does not give: use "
+                          f"data={', '.join(images[:-1])} or {images[-1]}.")
+    return inputs
+
+
 def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None, *,
-              make_samples: bool = False) -> DataSplits:
+              make_samples: bool = False, recorded: Mapping[str, Any] | None = None) -> DataSplits:
     """``data=...``, its tensors moved to ``device`` (data read from disk stays there). Of
     several ranks, rank 0 reads first (and downloads what is missing), the others after it
     succeeded, so no two processes write the same files. With ``make_samples`` (training), a
     missing ``data.path`` of ``samples/fraud.csv``, ``samples/reviews.csv`` or ``samples/shapes``
-    is written first (:func:`~dltrain.data.samples.provide`).
+    is written first (:func:`~dltrain.data.samples.provide`). Images get the input the model
+    declares (:func:`model_inputs`), or with ``recorded``, a checkpoint's data record, the one
+    it recorded (the model's weights, a file or a download, are not needed again).
 
     Raises:
         ConfigError: for bad data keys or files, or data too large for the device.
@@ -224,9 +243,11 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     if not ranks.is_main:
         ranks.check(None, "loading the data")  # waits for rank 0's outcome
     try:
+        inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
         if "path" in cfg.data:
             provide(cfg.data.path, create=make_samples)
-        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **group_options(cfg.data))
+        declared = {} if inputs is None else {"model_inputs": inputs}  # only image datasets take it
+        data = DATASETS.build(cfg.data.name, seed=cfg.seed, **group_options(cfg.data), **declared)
         try:
             data = data.to(device)
         except torch.OutOfMemoryError as err:

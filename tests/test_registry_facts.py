@@ -23,7 +23,6 @@ from dltrain.init import INITS
 from dltrain.losses import LOSSES
 from dltrain.models import MODELS
 from dltrain.models.recurrent import RecurrentNet
-from dltrain.models.registry import InputNormalization
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.registry import Registry
 from dltrain.schedulers import SCHEDULERS
@@ -163,18 +162,6 @@ def test_a_new_model_of_user_code_fails_as_a_config_error(compose, user_code):
     with MODELS.registered("theirs", lambda input_shape, num_outputs, **_: Broken(), user_code=user_code), \
             pytest.raises(expected, match=r"model=theirs failed on a batch" if user_code else "shapes do not fit"):
         build_experiment(cfg, CPU)
-
-
-def test_a_new_model_with_its_own_input_normalization_is_refused_not_ignored(compose):
-    cfg = compose(["model=gru", "data=mnist", "device=cpu", "trainer.fast_dev_run=true"])
-    cfg.model.name = "backbone"
-    built: list[dict] = []
-    own = InputNormalization(mean=(0.5,), std=(0.25,), size=(28, 28))
-    with MODELS.registered("backbone", recording_linear(built), input_normalization=own), pytest.raises(
-            ConfigError, match=r"^model=backbone declares its own input normalisation, which dltrain does not "
-                               r"apply yet: use another model\.$"):
-        build_experiment(cfg, CPU)
-    assert built == []  # refused before the data is read or the model built
 
 
 @pytest.mark.parametrize("user_code", [False, True])

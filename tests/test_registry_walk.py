@@ -117,6 +117,8 @@ def test_every_token_model_gets_a_gradient_in_every_parameter(option):
 
 def call_time(group: str, option: str, fields: dict[str, Any]) -> dict[str, Any]:
     """What the build step passes ``group=option``'s builder besides its config keys."""
+    if group == "data" and DATASETS.facts(option).inputs == "images":
+        return {**CALL_TIME[group], "model_inputs": None}  # the input the model declares, if it does
     return model_call_time(option, fields, MODELS.facts(option).reads_tokens) if group == "model" \
         else CALL_TIME[group]
 

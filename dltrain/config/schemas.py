@@ -302,8 +302,9 @@ class ImageFolderConfig:
     name: str = "image_folder"
     path: str = spec(MISSING, help="folder with one sub-folder per class (or train/ and test/ of those)")
     # Bounded before any image is decoded: a worker holds a batch of decoded images at this size.
-    image_size: list[int] = spec([64, 64], items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP}, length=2,
-                                 help="height and width after resizing")
+    image_size: list[int] | None = spec(None, items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP},
+                                        length=2, help="height and width after resizing; null: the model's input "
+                                        "size when it declares one, else 64x64")
     color: str = spec("rgb", choices=("rgb", "grayscale"))
     in_memory: Any = spec("auto", help="auto, true or false; auto holds the decoded images in memory "
                                        "when they take under a quarter of the machine's RAM")

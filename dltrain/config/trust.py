@@ -155,6 +155,9 @@ DATA_RECORD: dict[str, tuple[Any, str]] = {
     "pixel_scaling": (_scaling, "{mean: [...], std: [...]}"),
     "pixel_max": (lambda v: _number(v) and v > 0, "a number > 0"),
     "color": (lambda v: v in ("grayscale", "rgb"), "grayscale or rgb"),
+    "channels": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
+    "normalization_source": (lambda v: isinstance(v, str), "a name"),
+    "brightness": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "numeric_range": (lambda v: isinstance(v, dict) and all(
         _numbers(r) and len(r) == 2 and r[0] <= r[1] for r in v.values()), "{column: [min, max]}"),
     "input_range": (lambda v: isinstance(v, dict) and _numbers(v.get("min")) and _numbers(v.get("max"))

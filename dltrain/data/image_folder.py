@@ -21,8 +21,10 @@ Every image is decoded once, in ``data.num_workers`` processes: converted to RGB
 grayscale; 16-bit, 32-bit and float pixels scaled to 8 bits by their bit depth, see
 :mod:`dltrain.data.pixel_depth`; a folder whose deep images use under 1/16 of their range
 is warned about), resized to
-``data.image_size`` (height, width), scaled to [0, 1] and standardised per channel with the
-mean and standard deviation of the training split.
+``data.image_size`` (height, width; null: the model's input size when it declares one, else
+64x64), scaled to [0, 1] and standardised per channel with the mean and standard deviation of
+the training split, or with those the model's weights expect (grayscale repeated to their
+channels; see :meth:`Images.for_model`).
 ``data.in_memory=auto`` keeps the decoded images in memory when, as float32
 (``N x C x H x W x 4`` bytes, ``N`` counting every image file found), they take at most a
 quarter of the machine's RAM; otherwise they are read from disk again each epoch, by
@@ -35,7 +37,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -48,9 +50,14 @@ from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, carve_validation, split_indices
 from dltrain.errors import ConfigError
 
+if TYPE_CHECKING:
+    from dltrain.models.registry import InputNormalization
+
 log = logging.getLogger("dltrain")
 
 VAL_FOLDERS = ("val", "valid", "validation")
+#: ``(height, width)`` of the images when neither ``data.image_size`` nor the model says.
+DEFAULT_IMAGE_SIZE = (64, 64)
 SCAN_BATCH = 64
 SCAN_BYTES = 2**28  # at most this much of uint8 images per decode batch: a few large images, not 64
 
@@ -235,24 +242,37 @@ def _decode_all(files: list[Path], image_size: Sequence[int], color: str, num_wo
     return _Decoded(images, why, *(torch.cat(parts).numpy() for parts in (sums, squares, peaks, tops, native)))
 
 
+def resolve_image_size(image_size: Sequence[int] | None,
+                       model_inputs: InputNormalization | None) -> tuple[int, ...]:
+    """``data.image_size`` when set; else the model's input size when it declares one (a
+    pretrained backbone's), else :data:`DEFAULT_IMAGE_SIZE`."""
+    if image_size is not None:
+        return tuple(image_size)
+    if model_inputs is not None and model_inputs.size is not None:
+        return tuple(model_inputs.size)
+    return DEFAULT_IMAGE_SIZE
+
+
 @DATASETS.register("image_folder", inputs="images")
 def build_image_folder(
     seed: int = 0,
     *,
     path: str,
-    image_size: Sequence[int] = (64, 64),
+    image_size: Sequence[int] | None = None,
     color: str = "rgb",
     in_memory: bool | str = "auto",
     num_workers: int = 2,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    model_inputs: InputNormalization | None = None,
 ) -> DataSplits:
     """Images in class folders (see the module docstring for the layouts), seeded splits.
 
     Args:
         seed: the run's seed; the same seed gives the same split.
         path: the folder of class folders, or of ``train/``, ``test/`` (and ``val/``) folders of those.
-        image_size: ``(height, width)`` every image is resized to.
+        image_size: ``(height, width)`` every image is resized to; None: the model's input size
+            when it declares one (``model_inputs.size``), else :data:`DEFAULT_IMAGE_SIZE`.
         color: ``rgb`` (3 channels) or ``grayscale`` (1 channel).
         in_memory: ``auto``, True or False (or those as strings): hold the decoded images in memory,
             or read them from disk each epoch.
@@ -261,6 +281,8 @@ def build_image_folder(
             folder has its own test split.
         test_fraction: share of all images for the test split, or of the training images
             when the folder has train/ but no test/.
+        model_inputs: the input the model declares: its statistics, channels and size (see
+            :meth:`Images.for_model`); None: the training split's statistics.
 
     Returns:
         Splits of float32 images ``(N, C, H, W)`` (tensors, or :class:`ImageFiles` when read from
@@ -278,6 +300,7 @@ def build_image_folder(
     memory = parse_in_memory(in_memory)
     if color not in ("rgb", "grayscale"):  # any other name would decode as RGB
         raise ValueError(f"color must be 'rgb' or 'grayscale', got {color!r}")
+    image_size = resolve_image_size(image_size, model_inputs)
     layout, classes, splits, ignored = _find_images(root)
     if ignored:
         log.debug("data.path=%s: ignored %d non-image files (hidden or without an image extension)",
@@ -286,7 +309,10 @@ def build_image_folder(
     files = [f for split_files, _ in splits.values() for f in split_files]
     labels = np.array([y for _, split_labels in splits.values() for y in split_labels], dtype=np.int64)
     split_of = np.repeat(list(splits), [len(split_files) for split_files, _ in splits.values()])
-    shape = (1 if color == "grayscale" else 3, *image_size)  # (C, H, W)
+    channels = 1 if color == "grayscale" else 3
+    if model_inputs is not None and model_inputs.channels:
+        channels = max(channels, model_inputs.channels)  # grayscale images repeated to the model's
+    shape = (channels, *image_size)  # (C, H, W) of one input
     image_bytes = int(np.prod(shape)) * 4  # one float32 image
     # Decided before decoding, from every image file found, so the pass keeps the images only when they are used.
     keep = memory is True or (memory == "auto" and fits_in_memory(len(files) * image_bytes))
@@ -333,7 +359,7 @@ def build_image_folder(
     # The range of the training images' own sizes: dltrain-predict flags inputs outside it.
     native_sizes = {"min": decoded.native[train].min(0).tolist(), "max": decoded.native[train].max(0).tolist()}
     prep = Images.fit(sums[train].sum(0), squares[train].sum(0), len(train) * int(np.prod(image_size)), image_size,
-                      color, native_sizes)
+                      color, native_sizes).for_model(model_inputs)
     num_readable = int(ok.sum())
     log.info("data.path=%s: %d images, %.1f MB as float32, %s", root, num_readable,
              num_readable * image_bytes / 2**20,

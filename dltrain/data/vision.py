@@ -21,7 +21,8 @@ With ``data.download=true`` missing files are fetched (and checked) by torchvisi
 ``data.download=false`` archives found in those places are unpacked and nothing is fetched.
 Validation is carved, stratified and seeded, from the official training set; the official
 test set is the test split. Pixels are scaled to [0, 1] and standardised per channel with
-statistics of the training split only.
+statistics of the training split only, or with those a model's weights expect (a pretrained
+backbone's, grayscale repeated to its 3 channels; see :meth:`Images.for_model`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from dltrain.data.preprocessing.images import Images
 from dltrain.data.registry import DATASETS
 from dltrain.data.splits import DataSplits, carve_validation
 from dltrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dltrain.models.registry import InputNormalization
 
 log = logging.getLogger("dltrain")
 
@@ -186,8 +190,10 @@ _SVHN = _SplitFiles("svhn", "SVHN", "SVHN")
 def _builder(source: _Source, about: str, shape: str, train_size: str):
     """The registered builder of ``data=<source.key>``: :func:`_build` on ``source``."""
 
-    def build(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1) -> DataSplits:
-        return _build(source, seed=seed, root=root, download=download, val_fraction=val_fraction)
+    def build(seed: int = 0, root: str = "data", download: bool = True, val_fraction: float = 0.1,
+              model_inputs: InputNormalization | None = None) -> DataSplits:
+        return _build(source, seed=seed, root=root, download=download, val_fraction=val_fraction,
+                      model_inputs=model_inputs)
 
     build.__name__ = f"build_{source.key}"
     build.__doc__ = f"""{about}, read with ``torchvision.datasets.{source.class_name}``.
@@ -197,9 +203,12 @@ def _builder(source: _Source, about: str, shape: str, train_size: str):
         root: folder that holds (or receives) the files.
         download: fetch the files when they are missing.
         val_fraction: share of the {train_size} training images held out for validation.
+        model_inputs: the input the model declares (see :meth:`Images.for_model`); the images
+            keep their size (the model resizes them).
 
     Returns:
-        Splits of shape ``(N, {shape})`` (float32) with int64 labels, task ``multiclass``.
+        Splits of shape ``(N, {shape})`` (float32; the model's channels when it declares them)
+        with int64 labels, task ``multiclass``.
 
     Raises:
         ConfigError: when the files are missing, cannot be downloaded or cannot be read.
@@ -217,7 +226,8 @@ build_svhn = DATASETS.register("svhn", inputs="images")(
     _builder(_SVHN, "SVHN's house-number digits 0-9", "3, 32, 32", "73,257"))
 
 
-def _build(source: _Source, *, seed: int, root: str, download: bool, val_fraction: float) -> DataSplits:
+def _build(source: _Source, *, seed: int, root: str, download: bool, val_fraction: float,
+           model_inputs: InputNormalization | None = None) -> DataSplits:
     """Load ``source`` with torchvision, carve validation from its training set and standardise."""
     import torchvision.datasets
 
@@ -259,11 +269,13 @@ def _build(source: _Source, *, seed: int, root: str, download: bool, val_fractio
 
     return image_splits(*source.arrays(train), *source.arrays(test),
                         class_names=source.class_names(train), seed=seed, val_fraction=val_fraction,
-                        info={"source": f"torchvision.datasets.{source.class_name}", "root": root})
+                        info={"source": f"torchvision.datasets.{source.class_name}", "root": root},
+                        model_inputs=model_inputs)
 
 
 def image_splits(x_all: torch.Tensor, y_all: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
-                 class_names: list[str], seed: int, val_fraction: float, info: dict[str, Any]) -> DataSplits:
+                 class_names: list[str], seed: int, val_fraction: float, info: dict[str, Any],
+                 model_inputs: InputNormalization | None = None) -> DataSplits:
     """An image dataset of one image size held in memory: validation carved, stratified and
     seeded, from the training images; every split standardised per channel with the training
     split's statistics (:class:`~dltrain.data.preprocessing.Images`).
@@ -275,12 +287,15 @@ def image_splits(x_all: torch.Tensor, y_all: torch.Tensor, x_test: torch.Tensor,
         seed: seeds the validation split.
         val_fraction: share of the training images held out for validation.
         info: what the data record says of the source; the preprocessing's record is added.
+        model_inputs: the input the model declares, applied instead of the fitted statistics
+            (see :meth:`Images.for_model`).
     """
     train_idx, val_idx = carve_validation(len(y_all), val_fraction=val_fraction, seed=seed, labels=y_all.numpy())
     train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     x_train = x_all[train_idx]
     # Every image is of the dataset's one size; dltrain-predict flags inputs of another.
     prep = Images.fit_images(x_train, native_sizes={"min": list(x_all.shape[2:]), "max": list(x_all.shape[2:])})
+    prep = prep.for_model(model_inputs)
     return DataSplits(
         x_train=prep.apply(x_train), y_train=y_all[train_idx],
         x_val=prep.apply(x_all[val_idx]), y_val=y_all[val_idx],

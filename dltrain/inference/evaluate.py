@@ -79,7 +79,8 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     cfg.trainer.fast_dev_run = False  # every batch of the split
     seed_everything(cfg.seed)
     try:
-        data = load_data(cfg, dev)
+        # The input the model declared comes from the record: its weights file may be gone.
+        data = load_data(cfg, dev, recorded=restored.data)
     except FunctionValuesError as err:  # the function is the checkpoint's, not the user's
         raise UserError(f"checkpoint {ckpt}: its {err.problem}: use a checkpoint written by dltrain "
                         "training") from None

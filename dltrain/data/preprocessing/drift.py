@@ -44,8 +44,11 @@ UNKNOWN_SHARE = 0.5
 
 def training_brightness(data: dict[str, Any]) -> float | None:
     """The training images' mean pixel value in 0..1, from the recorded normalisation (the
-    per-channel mean of the training split scaled to [0, 1]), or for ``data=digits`` the
-    per-pixel mean ink count over ``pixel_max``; None for other data."""
+    per-channel mean of the training split scaled to [0, 1]; ``brightness`` where the
+    normalisation is the model's own), or for ``data=digits`` the per-pixel mean ink count
+    over ``pixel_max``; None for other data."""
+    if "brightness" in data:
+        return float(data["brightness"])
     if "pixel_scaling" in data and "pixel_max" in data:
         return float(np.mean(data["pixel_scaling"]["mean"])) / data["pixel_max"]
     if "normalization" in data:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,7 +18,10 @@ from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_with_depth
 from dltrain.data.pixel_depth import describe_skipped, skip_reason
 from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn
-from dltrain.errors import UserError
+from dltrain.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from dltrain.models.registry import InputNormalization
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,19 @@ class Images(Preprocessing):
     """Per-channel standardisation of images scaled to [0, 1]: ``(x / 255 - mean) / std``.
 
     Attributes:
-        mean, std: per channel, of the training images scaled to [0, 1] (float64).
+        mean, std: per channel, of the training images scaled to [0, 1] (float64), or the
+            ones the model declares (see :meth:`for_model`).
         image_size: ``(height, width)`` new images are resized to.
         color: ``rgb`` or ``grayscale``.
         native_sizes: the range of the training images' own sizes (``{min, max}`` of
             ``[height, width]``): new images outside it are flagged as resized.
+        channels: the channels the model reads, when it declares its input (grayscale images
+            are repeated to them); None: the images' own.
+        source: where ``mean`` and ``std`` come from when the model declares its input (its
+            weights' name, or ``fitted``); None when it declares none, and the record is as
+            it has always been.
+        brightness: the training images' mean value in [0, 1] when ``mean`` is the model's,
+            not theirs: what new images are judged inverted against.
     """
 
     kind = "images"
@@ -42,6 +53,9 @@ class Images(Preprocessing):
     image_size: tuple[int, int]
     color: str
     native_sizes: dict[str, list[int]] | None = None
+    channels: int | None = None
+    source: str | None = None
+    brightness: float | None = None
 
     @classmethod
     def fit(cls, sums: np.ndarray, squares: np.ndarray, count: int, image_size: Sequence[int], color: str,
@@ -74,18 +88,73 @@ class Images(Preprocessing):
         return cls(tuple(mean.ravel().tolist()), tuple(std.ravel().tolist()), tuple(x.shape[2:]),
                    "grayscale" if x.shape[1] == 1 else "rgb", native_sizes)
 
+    def for_model(self, model_inputs: InputNormalization | None) -> Images:
+        """These fitted statistics made into the input the model declares: its ``mean`` and
+        ``std`` in place of the fitted ones (kept when it gives none), grayscale images
+        repeated to its ``channels``; ``self`` when it declares nothing.
+
+        Raises:
+            ConfigError: the model reads another number of channels than these colour images have.
+            ValueError: the model declares statistics of another number of channels than it reads.
+        """
+        if model_inputs is None:
+            return self
+        own, given = len(self.mean), model_inputs.mean
+        channels = model_inputs.channels or (len(given) if given is not None else own)
+        if channels != own and own != 1:
+            raise ConfigError(f"the model reads {channels}-channel images and the data's have {own}: use "
+                              f"{'grayscale' if channels == 1 else f'{channels}-channel'} images "
+                              "(data=image_folder data.color=grayscale, mnist or fashion_mnist).")
+        if given is None:  # a repeated channel has the one channel's statistics
+            return replace(self, mean=self.mean * (channels // own), std=self.std * (channels // own),
+                           channels=channels, source="fitted")
+        if not len(given) == len(model_inputs.std) == channels:
+            raise ValueError(f"the model declares a mean of {len(given)} and a std of {len(model_inputs.std)} "
+                             f"channels for {channels}-channel inputs")
+        return replace(self, mean=tuple(float(m) for m in given), std=tuple(float(s) for s in model_inputs.std),
+                       channels=channels, source=model_inputs.source or "model",
+                       brightness=round(float(np.mean(self.mean)), 6))
+
+    @classmethod
+    def declared(cls, record: Mapping[str, Any]) -> InputNormalization | None:
+        """The input the model declared, as a data record holds it (``dltrain-eval`` rebuilds
+        the data with it, without asking the model again: its weights may be gone), or None
+        when it declared none. Fitted statistics are fitted again, exactly."""
+        from dltrain.models.registry import InputNormalization
+
+        source = record.get("normalization_source")
+        if source is None:
+            return None
+        mean = std = None
+        if source != "fitted":
+            mean, std = tuple(record["normalization"]["mean"]), tuple(record["normalization"]["std"])
+        size = record.get("image_size")
+        return InputNormalization(mean=mean, std=std, size=tuple(size) if size else None,
+                                  channels=record.get("channels"), source=source)
+
     @classmethod
     def from_record(cls, record: Mapping[str, Any], options: Mapping[str, Any], checkpoint: str | Path) -> Images:
         channels, *size = record["input_shape"]
         scaling = record["normalization"]
+        if len(scaling["mean"]) != channels or record.get("channels", channels) != channels:
+            raise UserError(f"checkpoint {checkpoint}: its data record's normalization has {len(scaling['mean'])} "
+                            f"channels and its input shape {channels}: the file was changed after training; use the "
+                            "checkpoint as dltrain wrote it")
         return cls(tuple(scaling["mean"]), tuple(scaling["std"]), tuple(record.get("image_size", size)),
-                   record.get("color", "grayscale" if channels == 1 else "rgb"), record.get("native_sizes"))
+                   record.get("color", "grayscale" if channels == 1 else "rgb"), record.get("native_sizes"),
+                   record.get("channels"), record.get("normalization_source"), record.get("brightness"))
 
     def to_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"normalization": {"mean": np.round(self.mean, 6).tolist(),
-                                                    "std": np.round(self.std, 6).tolist()}}
+        given = self.source not in (None, "fitted")  # the model's values, kept as declared: eval applies them again
+        mean, std = (list(self.mean), list(self.std)) if given else (np.round(self.mean, 6).tolist(),
+                                                                     np.round(self.std, 6).tolist())
+        record: dict[str, Any] = {"normalization": {"mean": mean, "std": std}}
         if self.native_sizes is not None:
             record["native_sizes"] = self.native_sizes
+        if self.source is not None:  # the images' colour too: it no longer follows from the model's channels
+            record.update(color=self.color, channels=self.channels, normalization_source=self.source)
+        if self.brightness is not None:
+            record["brightness"] = self.brightness
         return record
 
     @cached_property
@@ -95,8 +164,11 @@ class Images(Preprocessing):
                 torch.tensor(self.std, dtype=torch.float32).reshape(1, -1, 1, 1))
 
     def apply(self, raw: torch.Tensor) -> torch.Tensor:
-        """uint8 images ``(N, C, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std``, one float32 copy."""
+        """uint8 images ``(N, C, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std``, one float32 copy;
+        grayscale ones repeated to the model's ``channels`` first."""
         mean, std = self._statistics
+        if self.channels is not None and raw.shape[1] == 1:
+            raw = raw.expand(-1, self.channels, -1, -1)  # a view: the float32 copy below is the only one
         x = raw.to(torch.float32, memory_format=torch.contiguous_format)
         return x.div_(255).sub_(mean.to(x.device)).div_(std.to(x.device))
 
