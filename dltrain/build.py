@@ -6,6 +6,7 @@ builder calls. Training, ``dltrain-eval`` and ``dltrain-predict`` all build thro
 from __future__ import annotations
 
 from collections.abc import Mapping
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,19 @@ from dltrain.loggers import HParams
 from dltrain.losses import LOSSES, Loss, trap_warnings
 from dltrain.models import MODELS
 from dltrain.models.registry import InputNormalization
-from dltrain.models.summary import LayerRow, summarize
+from dltrain.models.summary import LayerRow, mark_frozen, summarize
+from dltrain.models.transfer import (
+    Freeze,
+    TransferOptions,
+    TransferParts,
+    init_head,
+    is_checkpoint_file,
+    load_start_weights,
+    parts,
+    pretrained_labels,
+    split_options,
+    stages_to_freeze,
+)
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
@@ -34,11 +47,14 @@ from dltrain.training.checks import (
     check_combinations,
     check_model,
     check_monitor,
+    check_transfer,
     schedule_warnings,
+    transfer_warnings,
     validation_warnings,
 )
 from dltrain.training.device import resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.training.distributed import Ranks, check_world, sync_batchnorm
+from dltrain.training.fine_tune import FineTuneSchedule
 from dltrain.training.signals import Interrupted
 from dltrain.training.step import StepOptions
 
@@ -90,6 +106,8 @@ class Experiment:
     autocast_dtype: torch.dtype | None
     batches: tuple[TensorBatches | LoaderBatches, ...]
     warnings: list[str] = field(default_factory=list)
+    fine_tune: FineTuneSchedule | None = None  # model.freeze_epochs: the trainer's on_epoch_start
+    summary_notes: list[str] = field(default_factory=list)  # lines after the model summary's table
 
 
 def build_experiment(cfg: DictConfig, device: torch.device,
@@ -126,7 +144,9 @@ def build_experiment(cfg: DictConfig, device: torch.device,
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
     warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
                                                                     scheduler_monitor)
-    model = build_model(cfg, data, loss_fn.output_width, warnings).to(device)
+    # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
+    start_weights = saved_groups is None
+    model = build_model(cfg, data, loss_fn.output_width, warnings, start_weights=start_weights).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.
     example = data.example(2).to(device)
@@ -140,7 +160,8 @@ def build_experiment(cfg: DictConfig, device: torch.device,
     # The scheme's gain follows the model's activation, or the one it computes with (tanh for LSTM and GRU).
     activation = cfg.model.get("activation") or cfg.model.get("nonlinearity") or \
         MODELS.facts(cfg.model.name).init_activation
-    init_applied = apply_init(model, cfg.init.name, activation=activation, **group_options(cfg.init))
+    transfer = transfer_options(cfg)
+    init_applied = start_and_init(cfg, model, transfer if start_weights else None, activation, warnings)
     for row in summary_rows:
         row.init = init_applied.get(row.name, "-" if row.params == 0 else "default")
     if tcfg.sync_batchnorm:
@@ -159,9 +180,14 @@ def build_experiment(cfg: DictConfig, device: torch.device,
                 setattr(data, name, getattr(data, name).contiguous(memory_format=memory_format))
 
     closure = OPTIMIZERS.facts(cfg.optim.name).closure
+    found = transfer_parts(cfg.model.name, model, transfer)  # after sync_batchnorm: the layers trained
+    backbone = found.stages if found is not None and transfer.backbone_lr != 1.0 else None
+    # Every parameter, frozen or not: one frozen has no gradient, so the optimizer skips it until it is unfrozen.
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
-                                saved_groups=saved_groups, **group_options(cfg.optim))
+                                saved_groups=saved_groups, backbone=backbone,
+                                backbone_lr=transfer.backbone_lr if transfer else 1.0, **group_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
+    fine_tune, notes = freeze_stages(found, transfer, summary_rows, model)
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
                            limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
@@ -175,8 +201,82 @@ def build_experiment(cfg: DictConfig, device: torch.device,
                                 steps_per_epoch=len(batches[0]), **sched)
     if not tcfg.fast_dev_run:
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
+        warnings += transfer_warnings(transfer, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
-                      penalty, augment, autocast_dtype, batches, warnings)
+                      penalty, augment, autocast_dtype, batches, warnings, fine_tune, notes)
+
+
+def transfer_options(cfg: DictConfig) -> TransferOptions | None:
+    """The model's transfer keys (``model.weights``, ``freeze``, ...); None for a model without them."""
+    return split_options(group_options(cfg.model), takes_weights=False)[1]
+
+
+def start_and_init(cfg: DictConfig, model: nn.Module, transfer: TransferOptions | None, activation: str | None,
+                   warnings: list[str]) -> dict[str, str]:
+    """Load the start weights the build step reads (``model.weights``: a dltrain checkpoint, or a
+    state dict for a model whose builder takes no weights), then ``init=``: on the whole model
+    when it starts from no weights, on its head alone when it does. Returns the Init column's labels.
+
+    Args:
+        transfer: the model's transfer keys; None when no start weights apply (a model without
+            them, or a resumed run, whose checkpoint holds its weights).
+    """
+    init = group_options(cfg.init)
+    if transfer is None or transfer.weights == "none":
+        return apply_init(model, cfg.init.name, activation=activation, **init)
+    loaded = None  # loaded by the model's builder: every layer but the head
+    if build_step_loads(cfg.model.name, transfer.weights):
+        start = load_start_weights(model, transfer.weights, model_name=cfg.model.name)
+        loaded = start.loaded
+        if start.warning:
+            warnings.append(start.warning)
+    found = parts(model)
+    labels = pretrained_labels(model, found, loaded)
+    labels.update(init_head(model, found, cfg.init.name,
+                            lambda head: apply_init(head, cfg.init.name, activation=activation, **init),
+                            transfer.weights))
+    return labels
+
+
+def build_step_loads(name: str, weights: str) -> bool:
+    """Whether the build step loads ``model.weights`` (a dltrain checkpoint, for every model; any
+    file for a model whose builder takes no ``weights``), rather than the model's builder."""
+    return weights != "none" and (not _takes(name, "weights") or is_checkpoint_file(weights))
+
+
+def transfer_parts(name: str, model: nn.Module, transfer: TransferOptions | None) -> TransferParts | None:
+    """The stages and head of a model whose transfer keys freeze or set a backbone learning rate.
+
+    Raises:
+        ConfigError: those keys are set on a model without stages and a head.
+    """
+    if transfer is None or not transfer.used:
+        return None
+    found = parts(model)
+    if found is None:
+        raise ConfigError(f"model={name} has no stages and head dltrain can tell apart, so model.freeze, "
+                          "model.freeze_epochs and model.backbone_lr cannot apply: leave them at none, 0 and 1.")
+    return found
+
+
+def freeze_stages(found: TransferParts | None, transfer: TransferOptions | None, rows: list[LayerRow],
+                  model: nn.Module) -> tuple[FineTuneSchedule | None, list[str]]:
+    """Freeze the stages ``model.freeze`` names (as they are in epoch 1) and mark them in the
+    summary's rows; returns the fine-tune schedule (``model.freeze_epochs`` > 0) and its summary line."""
+    if found is None or transfer.freeze == "none":
+        return None, []
+    freeze = Freeze(stages_to_freeze(found, transfer.freeze))
+    freeze.apply()
+    mark_frozen(rows, model)
+    if transfer.freeze_epochs == 0:
+        return None, [f"Frozen for the whole run (model.freeze={transfer.freeze}, model.freeze_epochs=0)"]
+    schedule = FineTuneSchedule(freeze, transfer.freeze_epochs)
+    return schedule, [schedule.describe()]
+
+
+def _takes(name: str, key: str) -> bool:
+    """Whether ``model=name``'s builder takes the keyword ``key``."""
+    return key in inspect.signature(MODELS.get(name)).parameters
 
 
 def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
@@ -194,6 +294,8 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     reg, optim = cfg.regularization, cfg.optim.name
     model_inputs(cfg)  # a model that reads images is refused other data before any is read
     check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
+    check_transfer(transfer_options(cfg), optim, closure=OPTIMIZERS.facts(optim).closure,
+                   world_size=ranks.world_size)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
 
@@ -262,13 +364,22 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     return data
 
 
-def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str]) -> nn.Module:
+def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str], *,
+                start_weights: bool = True) -> nn.Module:
     """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
     passed to the built-in models (a recurrent model's own ``model.dropout`` sits between its
     layers, so the regularization one reaches it as ``head_dropout``). Token ids (text data)
     go to the models registered with ``reads_tokens`` (the recurrent ones embed them; a custom
-    model gets ``vocab_size`` when it takes it)."""
-    opts = group_options(cfg.model)
+    model gets ``vocab_size`` when it takes it).
+
+    The transfer keys (``model.freeze``, ...) are the build step's; a builder that takes
+    ``weights`` gets ``model.weights`` unless the build step loads it (:func:`build_step_loads`),
+    and ``none`` without ``start_weights``: a model rebuilt to receive a checkpoint's own weights
+    (``dltrain-eval``, ``dltrain-predict``, a resume) reads no start weights and downloads nothing.
+    """
+    opts, _ = split_options(group_options(cfg.model), takes_weights=_takes(cfg.model.name, "weights"))
+    if "weights" in opts and (not start_weights or build_step_loads(cfg.model.name, opts["weights"])):
+        opts["weights"] = "none"
     reg = cfg.regularization
     name = cfg.model.name
     facts = MODELS.facts(name)

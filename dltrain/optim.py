@@ -8,6 +8,7 @@ a parameter group without decay (see ``dltrain.regularization``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,7 @@ for _name, _cls, _facts in (
 
 
 def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: list[dict[str, Any]] | None = None,
+                    backbone: list[nn.Module] | None = None, backbone_lr: float = 1.0,
                     **kwargs: Any) -> torch.optim.Optimizer:
     """The optimizer registered as ``name`` over ``model``'s parameters.
 
@@ -83,6 +85,11 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
             number (see :func:`~dltrain.regularization.param_groups`) and their step
             implementation (fused, foreach or torch's default), so the resume continues with
             the same arithmetic, whatever today's default is.
+        backbone: the modules trained at ``backbone_lr`` times the learning rate (a model's
+            stages, ``model.backbone_lr``); the rest of the model (the head) at the learning
+            rate itself. Their parameters sit in groups of their own, after the head's, marked
+            ``"backbone": True``: group 0 keeps the head's learning rate, which the run reports.
+        backbone_lr: the backbone's learning rate as a fraction of the head's; 1 makes no groups.
         **kwargs: the torch optimizer's keyword arguments (the ``optim.*`` keys).
 
     Raises:
@@ -91,6 +98,9 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     facts = OPTIMIZERS.facts(name)
+    if facts.closure and backbone and backbone_lr != 1.0:
+        raise ConfigError(f"optim={name} takes one parameter group, so the backbone cannot have a learning rate of "
+                          f"its own: set model.backbone_lr=1 or use another optimizer.")
     if facts.closure:  # one parameter group only: LBFGS refuses several
         return OPTIMIZERS.build(name, [p for p in model.parameters() if p.requires_grad], **kwargs)
     if saved_groups:
@@ -106,8 +116,17 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
     if l2 and decay and l2 != decay:
         raise ConfigError(f"regularization.l2={l2:g} and optim.weight_decay={decay:g} both set weight decay: "
                           "keep one of them and set the other to 0.")
-    split = len(saved_groups) > 1 if saved_groups else None
-    return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split), **kwargs)
+    # The decay layout of the head's groups (the backbone's repeat it).
+    split = len([g for g in saved_groups if not g.get("backbone")]) > 1 if saved_groups else None
+    if not backbone or backbone_lr == 1.0:
+        return OPTIMIZERS.build(name, param_groups(model, l2 or decay, split), **kwargs)
+    in_backbone = {id(p) for module in backbone for p in module.parameters()}
+    head = param_groups(model, l2 or decay, split, keep=lambda p: id(p) not in in_backbone)
+    body = param_groups(model, l2 or decay, split, keep=lambda p: id(p) in in_backbone)
+    lr = kwargs["lr"] if "lr" in kwargs else inspect.signature(OPTIMIZERS.get(name)).parameters["lr"].default
+    for group in body:
+        group.update(lr=lr * backbone_lr, backbone=True)
+    return OPTIMIZERS.build(name, head + body, **kwargs)
 
 
 def _fused_supported(name: str, model: nn.Module) -> bool:

@@ -4,12 +4,15 @@ builders add; augmentation lives on the data path, ``dltrain.data.augment``.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 
-def split_weights(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """The trainable parameters as ``(weights, others)``.
+def split_weights(model: nn.Module, keep: Callable[[nn.Parameter], bool] | None = None
+                  ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters (of those ``keep`` accepts) as ``(weights, others)``.
 
     Weights are the matrices and kernels (``ndim >= 2``: Linear, Conv, recurrent and
     embedding weights). Biases and the scale/shift of normalisation layers are vectors:
@@ -18,24 +21,27 @@ def split_weights(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramet
     """
     weights, others = [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and (keep is None or keep(p)):
             (weights if p.ndim >= 2 else others).append(p)
     return weights, others
 
 
-def param_groups(model: nn.Module, weight_decay: float, split: bool | None = None) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, split: bool | None = None,
+                 keep: Callable[[nn.Parameter], bool] | None = None) -> list[dict]:
     """Optimizer parameter groups: weight decay on the weights, none on the rest.
 
     Without weight decay the parameters form one group (in the model's order): an
     optimizer's step costs per group, and two groups made a small MLP's Adam step about
     60 us slower per batch on a CPU. ``split`` forces the layout either way (a resumed
-    run keeps the one its checkpoint was saved with).
+    run keeps the one its checkpoint was saved with). ``keep`` picks the parameters to group
+    (the head's or the backbone's, :func:`~dltrain.optim.build_optimizer`); None takes all.
     """
     if split is False and weight_decay:
         raise ValueError("one parameter group cannot hold weight decay on the weights only")
     if not (weight_decay if split is None else split):
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
-    weights, others = split_weights(model)
+        return [{"params": [p for p in model.parameters() if p.requires_grad and (keep is None or keep(p))],
+                 "weight_decay": 0.0}]
+    weights, others = split_weights(model, keep)
     groups = [{"params": weights, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 

@@ -26,6 +26,7 @@ from dltrain.init import INITS, apply_init
 from dltrain.loggers import LOGGERS
 from dltrain.losses import LOSSES
 from dltrain.models import MODELS
+from dltrain.models.transfer import split_options
 from dltrain.optim import OPTIMIZERS
 from dltrain.schedulers import SCHEDULERS
 
@@ -38,9 +39,15 @@ USER_MODEL = {"_target_": "tests.nets.TinyNet", "width": 8}
 
 
 def schema_fields(group: str, option: str) -> dict[str, Any]:
-    """The option's config keys (without ``name``) and their schema defaults."""
-    return {f.name: getattr(GROUP_SCHEMAS[group][option](), f.name)
-            for f in dataclasses.fields(GROUP_SCHEMAS[group][option]) if f.name != "name"}
+    """The option's config keys (without ``name``) and their schema defaults, as the build step
+    passes them (a model's transfer keys are the build step's: only ``weights`` reaches a builder
+    that takes it)."""
+    fields = {f.name: getattr(GROUP_SCHEMAS[group][option](), f.name)
+              for f in dataclasses.fields(GROUP_SCHEMAS[group][option]) if f.name != "name"}
+    if group != "model":
+        return fields
+    takes = "weights" in inspect.signature(MODELS.get(option)).parameters
+    return split_options(fields, takes_weights=takes)[0]
 
 
 def model_call_time(option: str, fields: dict[str, Any], tokens: bool = False) -> dict[str, Any]:

@@ -98,8 +98,9 @@ class MLPConfig:
 
 
 @dataclass
-class CNNConfig:
-    """``model=cnn``: conv blocks (conv -> [BN] -> activation -> pool), then dense layers."""
+class CNNConfig(TransferConfig):
+    """``model=cnn``: conv blocks (conv -> [BN] -> activation -> pool), then dense layers; it can
+    start from another run's weights and fine-tune them (:class:`TransferConfig`)."""
 
     name: str = "cnn"
     channels: list[int] = spec([32, 64], items={"ge": 1}, help="output channels of each conv block")

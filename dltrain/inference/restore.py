@@ -92,7 +92,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     data, spec = state["data"], state["model_spec"]
     _check_input_size(path, data)
     inputs = SimpleNamespace(input_shape=tuple(data["input_shape"]), vocab_size=data.get("vocab_size"))
-    model = build_model(cfg, inputs, spec["output_width"], []).to(device)
+    # start_weights=False: the checkpoint holds the trained weights; none are read or downloaded to start from
+    model = build_model(cfg, inputs, spec["output_width"], [], start_weights=False).to(device)
     # One forward pass gives lazy layers their shapes before the weights are loaded.
     example = (torch.ones((2, *inputs.input_shape), dtype=torch.long) if inputs.vocab_size is not None
                else torch.zeros((2, *inputs.input_shape)))

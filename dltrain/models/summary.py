@@ -17,6 +17,7 @@ class LayerRow:
     output_shape: str
     params: int
     init: str
+    frozen: bool = False  # its parameters take no gradient (model.freeze)
 
 
 def dummy_forward(model: nn.Module, example: torch.Tensor | tuple[int, ...],
@@ -78,10 +79,21 @@ def summarize(
     return rows
 
 
-def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
-    """The rows as a fixed-width text table with parameter totals, then what each init scheme draws."""
+def mark_frozen(rows: list[LayerRow], model: nn.Module) -> None:
+    """Mark the rows of layers whose parameters take no gradient (frozen)."""
+    modules = dict(model.named_modules())
+    for row in rows:
+        params = list(modules[row.name].parameters(recurse=False)) if row.name in modules else []
+        row.frozen = bool(params) and not any(p.requires_grad for p in params)
+
+
+def format_summary(rows: list[LayerRow], model: nn.Module, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """The rows as a fixed-width text table with parameter totals (trainable: as the run starts),
+    then ``notes`` (what unfreezes when) and what each init scheme draws. A frozen layer's type
+    reads ``(frozen)``."""
     header = ("Layer", "Type", "Output shape", "Params", "Init")
-    table = [header] + [(r.name, r.kind, r.output_shape, f"{r.params:,}", r.init) for r in rows]
+    table = [header] + [(r.name, f"{r.kind} (frozen)" if r.frozen else r.kind, r.output_shape, f"{r.params:,}", r.init)
+                        for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
 
@@ -93,7 +105,7 @@ def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out = [fmt(header), line, *(fmt(r) for r in table[1:]), line,
            f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-           f"Non-trainable params: {total - trainable:,}"]
+           f"Non-trainable params: {total - trainable:,}", *notes]
     # What each scheme in the Init column draws, once per scheme: the column stays short.
     labels = dict.fromkeys(r.init for r in rows if r.init != "-")
     out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" for label in labels]

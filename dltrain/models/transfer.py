@@ -11,6 +11,7 @@ from __future__ import annotations
 import types
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -246,6 +247,39 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {'; '.join(problems)}"
                if problems else None)
     return StartWeights(list(fits), warning)
+
+
+def init_head(model: nn.Module, found: TransferParts | None, init: str,
+              apply: Callable[[nn.Module], dict[str, str]], weights: str) -> dict[str, str]:
+    """``init=`` on the head alone, once the rest of ``model`` holds the weights ``weights`` named:
+    ``apply`` initialises a module and returns its labels (``dltrain.init.apply_init``); they
+    come back under the model's module names (the summary's Init column).
+
+    Raises:
+        ConfigError: a scheme other than ``default`` for a model whose head dltrain cannot tell
+            apart: it would overwrite the weights just loaded.
+    """
+    if found is None:
+        if init != "default":
+            raise ConfigError(f"init={init} would overwrite the weights model.weights={weights} loaded, and this "
+                              "model has no head dltrain can tell apart to initialise alone: use init=default.")
+        return {}
+    prefix = next(name for name, module in model.named_modules() if module is found.head)
+    return {".".join(n for n in (prefix, name) if n): label for name, label in apply(found.head).items()}
+
+
+def pretrained_labels(model: nn.Module, found: TransferParts | None, loaded: list[str] | None) -> dict[str, str]:
+    """``pretrained`` for each module whose tensors all came from the start weights: those
+    named in ``loaded`` (None: every module outside the head, loaded by the model's builder)."""
+    head = {id(m) for m in found.head.modules()} if found is not None else set()
+    labels = {}
+    for name, module in model.named_modules():
+        tensors = [f"{name}.{key}" if name else key for key, _ in module.named_parameters(recurse=False)]
+        if not tensors or id(module) in head:
+            continue
+        if loaded is None or all(t in loaded for t in tensors):
+            labels[name] = "pretrained"
+    return labels
 
 
 def _few(items: list[str], limit: int = 3) -> str:

@@ -22,6 +22,7 @@ from dltrain.init import INITS
 from dltrain.losses import Loss
 from dltrain.models import MODELS
 from dltrain.models.summary import dummy_forward
+from dltrain.models.transfer import TransferOptions
 from dltrain.optim import OPTIMIZERS
 from dltrain.schedulers import SCHEDULERS
 from dltrain.training.metrics import metric_names
@@ -150,3 +151,35 @@ def channels_last_warnings(channels_last: bool, input_shape: tuple[int, ...], mo
         return [f"trainer.channels_last=true only changes convolutions; ignored for model={model_name}, "
                 "which has none"]
     return []
+
+
+def check_transfer(transfer: TransferOptions | None, optim: str, *, closure: bool, world_size: int) -> None:
+    """The transfer keys (``model.freeze``, ``freeze_epochs``, ``backbone_lr``) against each
+    other, the optimizer (``closure``: one parameter group) and the number of ranks.
+
+    Raises:
+        ConfigError: naming the keys that cannot go together.
+    """
+    if transfer is None:
+        return
+    if transfer.freeze_epochs > 0 and transfer.freeze == "none":
+        raise ConfigError(f"model.freeze_epochs={transfer.freeze_epochs} trains that many epochs frozen, but "
+                          "model.freeze=none freezes nothing: set model.freeze=backbone (or N stages), or "
+                          "model.freeze_epochs=0.")
+    if transfer.backbone_lr != 1.0 and closure:
+        raise ConfigError(f"model.backbone_lr={transfer.backbone_lr:g} needs a parameter group of its own, and "
+                          f"optim={optim} takes one: set model.backbone_lr=1 or use another optimizer.")
+    if transfer.freeze_epochs > 0 and world_size > 1:
+        # DistributedDataParallel registers the parameters that require grad when it wraps the
+        # model: those unfrozen later would train on each rank alone, never averaged.
+        raise ConfigError(f"model.freeze_epochs={transfer.freeze_epochs} unfreezes the backbone mid-run, which "
+                          f"the {world_size} ranks cannot follow (DistributedDataParallel syncs only the parameters "
+                          "trainable when it starts): train in one process, or set model.freeze_epochs=0.")
+
+
+def transfer_warnings(transfer: TransferOptions | None, max_epochs: int) -> list[str]:
+    """A fine-tune schedule that never unfreezes within ``max_epochs``."""
+    if transfer is None or transfer.freeze_epochs == 0 or transfer.freeze_epochs < max_epochs:
+        return []
+    return [f"model.freeze_epochs={transfer.freeze_epochs} is not shorter than the {max_epochs} epochs of this "
+            f"run: the backbone is never unfrozen (model.freeze={transfer.freeze} for the whole run)"]

@@ -168,7 +168,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     trainer, into which a resumed run's state is loaded."""
     cfg, run_dir, main = run.cfg, run.run_dir, run.ranks.is_main
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary_text = format_summary(exp.summary_rows, exp.model)
+    summary_text = format_summary(exp.summary_rows, exp.model, exp.summary_notes)
     if main:
         (run_dir / "model_summary.txt").write_text(summary_text)
         write_json(run_dir / "data.json", describe_data(cfg, exp.data))
@@ -213,7 +213,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
         stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
         options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
-                    log_every_n_steps=tcfg.log_every_n_steps),
+                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp))
     return trainer, metrics_csv
 

@@ -56,12 +56,15 @@ class Hooks:
         stop: read after every step; once it holds a signal, the loop stops cleanly.
         log_every_n_steps: how often the running loss is read from the device, for the
             progress bar and the divergence check.
+        on_epoch_start: called with the epoch's number before it trains, also when a resume
+            continues it (the fine-tune schedule sets what is frozen from it).
     """
 
     on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
     progress: ProgressDisplay | None = None
     stop: StopRequest | None = None
     log_every_n_steps: int = 50
+    on_epoch_start: Callable[[int], None] | None = None
 
 
 class Trainer:
@@ -103,7 +106,7 @@ class Trainer:
         hooks = hooks or Hooks()
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
         self.max_epochs, self.stopper, self.scheduler = max_epochs, stopper, scheduler
-        self.on_epoch_end = hooks.on_epoch_end
+        self.on_epoch_end, self.on_epoch_start = hooks.on_epoch_end, hooks.on_epoch_start
         self.ranks = ranks or Ranks()
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
@@ -257,6 +260,8 @@ class Trainer:
             self.step_in_epoch = 0
             self._epoch_lr = self._lr()  # the LR this epoch trains with
             self._epoch_started = time.perf_counter()
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(number)
         if self.progress is not None:
             self.progress.start_epoch(number, len(train_batches))
         try:
