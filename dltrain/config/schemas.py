@@ -137,9 +137,10 @@ class RNNConfig(RecurrentConfig):
 
 
 @dataclass
-class SequentialConfig:
+class SequentialConfig(TransferConfig):
     """``model=sequential``: any feed-forward network as a list of layers, shapes inferred from the
-    data; the classic networks (``model=mnist_net``, ``lenet5``, ...) are presets of it."""
+    data; the classic networks (``model=mnist_net``, ``lenet5``, ...) are presets of it. It can
+    start from another run's weights and fine-tune them (:class:`TransferConfig`)."""
 
     name: str = "sequential"
     layers: list[str] = spec(["flatten", "dense:128", "relu"],
@@ -157,6 +158,20 @@ class CustomModelConfig:
     name: str = "custom"
     _target_: str = spec(MISSING, pattern=r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+",
                          help="a dotted import path such as my_pkg.MyNet")
+
+
+@dataclass
+class TorchvisionModelConfig(TransferConfig):
+    """``model=torchvision``: a classification network torchvision ships, its head sized from
+    the data, from random weights, torchvision's trained ones or a file (``model.weights``)."""
+
+    name: str = "torchvision"
+    arch: str = spec("resnet18", pattern=r"[a-z][a-z0-9_]*",
+                     help="a torchvision classification model: resnet18, vgg16, efficientnet_b0, vit_b_16, ...")
+    download: bool = spec(True, help="fetch named weights missing from torch's cache (TORCH_HOME); false: never")
+    image_size: list[int] | None = spec(None, items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP},
+                                        length=2, help="height and width the network reads; null: the weights' "
+                                        "size (with model.weights=none: the data's)")
 
 
 # --- data= ---------------------------------------------------------------------------
@@ -750,6 +765,7 @@ class TrainConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
               "gru": RecurrentConfig, "custom": CustomModelConfig, "sequential": SequentialConfig,
+              "torchvision": TorchvisionModelConfig,
               # classic networks: presets of model=sequential (and of model=lstm) under their own names
               "lenet5": SequentialConfig, "mnist_net": SequentialConfig, "notes_cnn": SequentialConfig,
               "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig},
