@@ -285,7 +285,7 @@ def build_onecycle(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_p
         max_lr = head_lr
     # Groups with a learning rate of their own (a backbone's, model.backbone_lr) cycle in
     # proportion: max_lr is group 0's peak.
-    peaks = [max_lr * float(group["lr"]) / head_lr if head_lr else max_lr for group in optimizer.param_groups]
+    peaks = [max_lr * (float(group["lr"]) / head_lr) if head_lr else max_lr for group in optimizer.param_groups]
     sched = _torch_checked("onecycle", lambda: OneCycleLR(
         optimizer, max_lr=peaks, total_steps=total_steps, pct_start=float(pct_start),
         anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum, base_momentum=base_momentum,
