@@ -26,7 +26,8 @@ REQUIRED = {
 }
 
 #: Options that cannot read the default data (8x8 digits), and the data option each trains on.
-DATA_FOR = {("model", "lenet5"): "mnist"}  # 5x5 convolutions after a pooling need more than 8x8 pixels
+DATA_FOR = {("model", "lenet5"): "mnist",  # 5x5 convolutions after a pooling need more than 8x8 pixels
+            ("model", "torchvision"): "cifar10"}  # a torchvision network reads colour images
 
 OPTIONS = [(group, option) for group, options in GROUP_SCHEMAS.items() for option in options]
 
