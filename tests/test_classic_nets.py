@@ -11,6 +11,7 @@ from torch import nn
 
 from dltrain.build import group_options
 from dltrain.models import MODELS
+from dltrain.models.transfer import split_options
 
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -74,7 +75,8 @@ NETWORKS = {
 def preset_model(compose, name: str, input_shape: tuple[int, ...], classes: int) -> nn.Module:
     """``model=name`` as its preset composes it, built as the build step builds it."""
     cfg = compose([f"model={name}"])
-    return MODELS.build(name, input_shape=input_shape, num_outputs=classes, **group_options(cfg.model))
+    options, _ = split_options(group_options(cfg.model), takes_weights=False)  # the transfer keys apart
+    return MODELS.build(name, input_shape=input_shape, num_outputs=classes, **options)
 
 
 def shapes(model: nn.Module) -> list[tuple[int, ...]]:

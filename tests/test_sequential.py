@@ -4,6 +4,7 @@ summary, its stages for fine-tuning, its refusals; and the recurrent models' ``m
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from dltrain import train
 from dltrain.models import MODELS
 from dltrain.models.transfer import parts, stage_names
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 FAST = ["trainer.fast_dev_run=true", "device=cpu"]
 
@@ -47,6 +48,23 @@ def test_the_summary_shows_each_layers_output_shape(compose, tmp_path):
     assert shapes["pool2"] == "(-1, 8)" and shapes["fc1"] == "(-1, 6)" and shapes["out"] == "(-1, 10)"
 
 
+def readme_commands() -> list[list[str]]:
+    """The overrides of each ``dltrain`` command in the README's layer-list section."""
+    section = (ROOT / "README.md").read_text().split("\n### Any architecture as a layer list\n", 1)[1]
+    section = re.split(r"\n#+ ", section, maxsplit=1)[0]
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("dltrain ")]
+
+
+def test_the_readmes_layer_list_commands_run(compose, tmp_path, data_overrides):
+    commands = readme_commands()
+    assert len(commands) == 4
+    for i, overrides in enumerate(commands):
+        data = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), None)
+        cfg = compose([*overrides, *FAST, *(data_overrides(data) if data else [])])
+        assert train(cfg, run_dir=tmp_path / str(i))["status"] == "completed", overrides
+
+
 def test_regularization_layers_do_not_apply_and_are_said_so(compose, tmp_path):
     cfg = compose([*FAST, "model=sequential", "regularization.dropout=0.3", "regularization.batch_norm=true"])
     summary = train(cfg, run_dir=tmp_path / "run")
@@ -63,6 +81,25 @@ def test_the_stages_for_freezing_end_at_each_pooling_and_residual_block():
     assert stage_names(found.stages) == ["conv1..res1", "res2", "res3..pool1"]
     net = build(["conv:8:3", "relu", "conv:8:3", "relu", "maxpool:2", "dropout:0.25", "flatten", "dense:16", "relu"])
     assert stage_names(parts(net).stages) == ["conv1..pool1", "dropout1..relu3"]
+
+
+def test_a_layer_list_run_starts_another_of_other_classes_with_its_first_stage_frozen(compose, tmp_path,
+                                                                                       data_overrides):
+    """model.weights of a sequential run's checkpoint (the digits, 10 classes) on 3 classes of
+    8x8 grey images: every tensor but the head loads; freeze=1 keeps the first stage's weights."""
+    layers = "model.layers=[conv:4:3,bn,relu,maxpool:2,flatten,dense:8,relu]"
+    pre = train(compose(["model=sequential", layers, "trainer.max_epochs=1", "device=cpu"]), run_dir=tmp_path / "pre")
+    assert pre["status"] == "completed"
+    start = torch.load(tmp_path / "pre" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    cfg = compose(["model=sequential", layers, "device=cpu", "trainer.max_epochs=1", "model.freeze=1",
+                   f"model.weights={tmp_path / 'pre' / 'checkpoints' / 'last.pt'}", "data=image_folder",
+                   *data_overrides("image_folder"), "data.image_size=[8,8]", "data.color=grayscale"])
+    summary = train(cfg, run_dir=tmp_path / "tune")
+    assert summary["status"] == "completed"
+    assert any("out.weight" in warning for warning in summary["warnings"])  # 10 classes there, 3 here
+    tuned = torch.load(tmp_path / "tune" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    torch.testing.assert_close(tuned["conv1.weight"], start["conv1.weight"])  # frozen: unchanged
+    assert not torch.equal(tuned["fc1.weight"], start["fc1.weight"])  # the second stage trained
 
 
 def test_a_layer_list_that_does_not_fit_is_one_line_from_the_command_line(tmp_path):
