@@ -108,5 +108,6 @@ def format_summary(rows: list[LayerRow], model: nn.Module, notes: list[str] | tu
            f"Non-trainable params: {total - trainable:,}", *notes]
     # What each scheme in the Init column draws, once per scheme: the column stays short.
     labels = dict.fromkeys(r.init for r in rows if r.init != "-")
-    out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" for label in labels]
+    out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" if label != "pretrained"
+            else "Init pretrained: loaded from model.weights, not drawn" for label in labels]
     return "\n".join(s.rstrip() for s in out) + "\n"
