@@ -252,6 +252,12 @@ def test_named_weights_declare_their_statistics_and_size(torch_home):
     assert not torch_home.exists()  # nothing was downloaded or looked up
 
 
+def test_named_weights_that_cannot_be_had_are_refused_before_any_data_is_read(torch_home):
+    with pytest.raises(ConfigError, match=r"^model.weights=IMAGENET1K_V1: resnet18-f37072fd.pth "
+                                          r"\(ResNet18_Weights.IMAGENET1K_V1\) is not in torch's cache "):
+        inputs(weights="IMAGENET1K_V1", download=False)
+
+
 def test_random_weights_fit_the_statistics_and_keep_the_data_size():
     assert inputs() == InputNormalization(None, None, None, 3, "fitted")
     assert inputs(image_size=[32, 32]).size == (32, 32)

@@ -135,12 +135,8 @@ def load_trained(net: nn.Module, arch: str, weights: str, source: WeightsEnum | 
 def _named_state_dict(source: WeightsEnum, weights: str, download: bool) -> dict[str, torch.Tensor]:
     """torchvision's weights ``source`` from torch's cache, downloaded there first when missing and allowed."""
     file = cache_file(source)
-    name = f"{type(source).__name__}.{source.name}"
     if not file.is_file():
-        if not download:
-            raise ConfigError(f"model.weights={weights}: {file.name} ({name}) is not in torch's cache {file.parent} "
-                              f"and model.download=false: put the file there (from {source.url}), set TORCH_HOME "
-                              "to the folder above hub/ that holds it, or allow model.download=true.")
+        check_obtainable(source, weights, download)
         return _download(source, file, weights)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -152,6 +148,18 @@ def _named_state_dict(source: WeightsEnum, weights: str, download: bool) -> dict
         raise ConfigError(f"model.weights={weights}: torch's cache file {file} is not a state dict of tensors: "
                           f"delete it (it is downloaded again) or put the file from {source.url} there.")
     return state
+
+
+def check_obtainable(source: WeightsEnum, weights: str, download: bool) -> None:
+    """Raises:
+    ConfigError: the file of ``source`` is not in torch's cache and ``model.download=false``,
+        naming the file, the folder to put it in and where it comes from."""
+    file = cache_file(source)
+    if not download and not file.is_file():
+        raise ConfigError(f"model.weights={weights}: {file.name} ({type(source).__name__}.{source.name}) is not in "
+                          f"torch's cache {file.parent} and model.download=false: put the file there (from "
+                          f"{source.url}), set TORCH_HOME to the folder above hub/ that holds it, or allow "
+                          "model.download=true.")
 
 
 def _download(source: WeightsEnum, file: Path, weights: str) -> dict[str, torch.Tensor]:
@@ -188,8 +196,11 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
     state dict file; of a dltrain checkpoint's data record; fitted on the training split for
     random init. Always 3 channels. Downloads nothing and builds no network.
 
+    The build step asks before any data is read, so what cannot work stops the run first.
+
     Raises:
-        ConfigError: an unknown ``arch`` or weights that are neither a file nor its name.
+        ConfigError: an unknown ``arch``, weights that are neither a file nor its name, or
+            named weights missing from torch's cache with ``model.download=false``.
     """
     arch, weights = str(options.get("arch", "resnet18")), str(options.get("weights", "none"))
     size = tuple(int(s) for s in options["image_size"]) if options.get("image_size") else None
@@ -199,6 +210,8 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
         if weights != "none":  # a dltrain checkpoint: the inputs its weights were trained on
             return _checkpoint_inputs(Path(weights).expanduser(), size)
         return InputNormalization(size=size, channels=3, source="fitted")
+    if not isinstance(source, Path):
+        check_obtainable(source, weights, bool(options.get("download", True)))
     described = arch_weights(arch, source)
     transforms = described.transforms()
     name = f"{type(described).__name__}.{described.name}"
