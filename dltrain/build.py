@@ -110,8 +110,8 @@ class Experiment:
     summary_notes: list[str] = field(default_factory=list)  # lines after the model summary's table
 
 
-def build_experiment(cfg: DictConfig, device: torch.device,
-                     saved_groups: list[dict[str, Any]] | None = None, ranks: Ranks | None = None) -> Experiment:
+def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[dict[str, Any]] | None = None,
+                     ranks: Ranks | None = None, recorded: Mapping[str, Any] | None = None) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
 
@@ -122,17 +122,19 @@ def build_experiment(cfg: DictConfig, device: torch.device,
         ranks: the processes training together: each gets its shard of every split and
             ``trainer.batch_size / world_size`` examples per step; batch norm is synced
             across them with ``trainer.sync_batchnorm``.
+        recorded: a resumed checkpoint's data record: the input the model declared is read
+            from it, not asked of the model again (its start weights' file may be gone).
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
     """
     reg, tcfg = cfg.regularization, cfg.trainer
     ranks = ranks or Ranks()
-    check_options(cfg, ranks, device)
+    check_options(cfg, ranks, device, recorded)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.
-    data = load_data(cfg, device, ranks, make_samples=saved_groups is None)
+    data = load_data(cfg, device, ranks, make_samples=saved_groups is None, recorded=recorded)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name,
                                        closure=OPTIMIZERS.facts(cfg.optim.name).closure)
@@ -279,20 +281,23 @@ def _takes(name: str, key: str) -> bool:
     return key in inspect.signature(MODELS.get(name)).parameters
 
 
-def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
+def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device,
+                  recorded: Mapping[str, Any] | None = None) -> None:
     """The checks of options that are each valid but cannot work together, before any data
     is loaded (:func:`~dltrain.training.checks.check_combinations`), and of what a run of
     several ``ranks`` on ``device`` needs (:func:`~dltrain.training.distributed.check_world`).
 
     The schema checks each key on its own when the config is validated; these checks of
     combinations live in the build step, beside the builders they protect, and like those take
-    the config's values as plain arguments (their messages name the keys).
+    the config's values as plain arguments (their messages name the keys). A resumed run's
+    data were checked when it began (``recorded``, its checkpoint's data record).
 
     Raises:
         ConfigError: naming the keys that cannot go together.
     """
     reg, optim = cfg.regularization, cfg.optim.name
-    model_inputs(cfg)  # a model that reads images is refused other data before any is read
+    if recorded is None:
+        model_inputs(cfg)  # a model that reads images is refused other data before any is read
     check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
     check_transfer(transfer_options(cfg), optim, closure=OPTIMIZERS.facts(optim).closure,
                    world_size=ranks.world_size)

@@ -26,6 +26,7 @@ from dltrain.inference.predict import read_inputs
 from dltrain.inference.restore import load_model
 from dltrain.models import MODELS
 from dltrain.models.registry import InputNormalization
+from dltrain.training.checkpoint import load_checkpoint
 from tests.files import mnist_arrays
 
 CPU = torch.device("cpu")
@@ -199,3 +200,12 @@ def test_eval_and_predict_of_an_image_folder_use_the_recorded_size(tmp_path, cap
     assert evaluate_checkpoint(ckpt, device="cpu")["num_examples"] > 0
     (ids, x), = read_inputs(load_model(ckpt, CPU), folder / "dark", batch_size=64)
     assert x.shape == (5, 3, 20, 20)
+
+
+def test_a_resumed_run_reads_the_declared_input_from_its_checkpoint(mnist_run, data_files):
+    recorded = load_checkpoint(mnist_run / "checkpoints" / "last.pt")["data"]
+    cfg = config("backbone", ["data=mnist", *data_files.overrides["mnist"]])
+    asked = len(ASKED)
+    exp = build_experiment(cfg, CPU, recorded=recorded)
+    assert len(ASKED) == asked  # its start weights' file may be gone: the record says what they expect
+    assert torch.equal(exp.data.x_train, build_experiment(cfg, CPU).data.x_train)

@@ -153,7 +153,7 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
     resume = run.resume
     try:
         return device, build_experiment(run.cfg, device, resume.state["optimizer"]["param_groups"] if resume else None,
-                                        run.ranks)
+                                        run.ranks, recorded=resume.state.get("data") if resume else None)
     except FunctionValuesError as err:
         if resume is None:
             raise
