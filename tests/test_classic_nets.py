@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.build import group_options
+from dltrain.build import build_experiment, group_options
 from dltrain.models import MODELS
 from dltrain.models.transfer import split_options
 
@@ -120,3 +120,10 @@ def test_mnist_rnn_reads_the_image_row_by_row_as_pytorch_examples_does(compose):
     out, _ = ref.rnn(x.reshape(-1, 28, 28))
     expected = ref.fc2(torch.relu(ref.fc1(ref.batchnorm(out[:, -1, :]))))  # dropout is off in eval mode
     torch.testing.assert_close(model(x), expected)
+
+
+def test_lenet5s_init_follows_its_tanh(compose, data_overrides):
+    """init=he_normal scales LeNet-5's weights with tanh's gain, not relu's."""
+    cfg = compose(["model=lenet5", "init=he_normal", "data=mnist", *data_overrides("mnist"), "device=cpu"])
+    applied = build_experiment(cfg, torch.device("cpu")).init_applied
+    assert applied["conv1"] == applied["fc1"] == "he_normal(tanh)"

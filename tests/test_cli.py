@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from dltrain.models.registry import MODELS
 from dltrain.optim import OPTIMIZERS
 
 from .conftest import ROOT, run_cli
@@ -46,7 +47,7 @@ def test_help_lists_groups_without_importing_torch(tmp_path):
             "print('TORCH_IMPORTED' if {'torch', 'torchvision'} & set(sys.modules) else 'NO_TORCH')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for group in ("model: cnn, custom, gru, lstm, mlp, rnn",
+    for group in (f"model: {', '.join(MODELS.names())}",
                   "loss: auto, bce, cross_entropy, huber, mae, mse, nll, rmse",
                   f"optim: {', '.join(OPTIMIZERS.names())}",
                   "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step",

@@ -39,7 +39,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("specs", "shape", "expected", "types"), CASES, ids=[" ".join(c[0]) + str(c[1]) for c in CASES])
+@pytest.mark.parametrize(("specs", "shape", "expected", "types"), CASES,
+                         ids=[" ".join(c[0]) + str(c[1]) for c in CASES])
 def test_each_kind_builds_its_layer_and_its_output_shape(specs, shape, expected, types):
     layers, out_shape = build_layers(specs, shape)
     assert out_shape == expected

@@ -12,8 +12,9 @@ from dltrain.models.layer_spec import build_layers
 from dltrain.models.registry import MODELS
 
 #: Classic networks written as layer lists: each is ``model=NAME``, a preset of this schema in
-#: ``conf/model/NAME.yaml`` whose ``layers`` are the network.
-CLASSIC_NETWORKS = ("lenet5", "mnist_net", "notes_cnn", "resnet_small", "vgg_small")
+#: ``conf/model/NAME.yaml`` whose ``layers`` are the network, and the activation an ``init=``
+#: scheme's gain follows for it (None: relu's, as for any layer list).
+CLASSIC_NETWORKS = {"lenet5": "tanh", "mnist_net": None, "notes_cnn": None, "resnet_small": None, "vgg_small": None}
 
 
 def build_sequential(
@@ -51,5 +52,5 @@ def build_sequential(
 
 # Dropout and batch norm are the list's own layers, where the user puts them.
 MODELS.register("sequential", regularization_layers=False)(build_sequential)
-for _name in CLASSIC_NETWORKS:
-    MODELS.register(_name, regularization_layers=False)(build_sequential)
+for _name, _activation in CLASSIC_NETWORKS.items():
+    MODELS.register(_name, regularization_layers=False, init_activation=_activation)(build_sequential)
