@@ -93,6 +93,18 @@ def test_vit_class_token_and_position_embedding_belong_to_the_first_stage():
     assert id(model.net.class_token) in first and id(model.net.encoder.pos_embedding) in first
 
 
+def test_a_network_of_one_input_size_reads_its_default_weights_size_so_its_checkpoints_fit():
+    from torchvision.models import get_model
+
+    with torch.device("meta"):
+        default = get_model("vit_b_16")  # the network torchvision's DEFAULT weights were saved from
+        restored = build("vit_b_16", side=32)  # random weights: as eval, predict and resume build it
+    shapes = {key: value.shape for key, value in restored.net.state_dict().items() if not key.startswith("heads.")}
+    assert shapes == {key: value.shape for key, value in default.state_dict().items() if not key.startswith("heads.")}
+    assert str(restored.resize) == "Resize(size=(224, 224))"
+    assert inputs(arch="vit_b_16").size == (224, 224)  # and image_folder decodes at that size
+
+
 def test_images_are_resized_to_the_size_the_network_reads():
     model = build("resnet18", image_size=[48, 40])
     seen = []
@@ -114,7 +126,7 @@ def test_data_that_is_not_three_channel_images_is_refused_in_one_line():
 def test_a_family_that_cannot_read_the_size_says_what_to_set():
     with pytest.raises(ConfigError, match=r"^model.arch=maxvit_t cannot read 64x64 images \(Input size .*\): set "
                                           r"model.image_size, e.g. \[224,224\]\.$"):
-        build("maxvit_t", side=64)
+        build("maxvit_t", image_size=[64, 64])
 
 
 # --- weights from a file -------------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from dltrain.models.pretrained import (
     backbone_inputs,
     check_arch,
     load_trained,
+    read_size,
     resolve_weights,
-    weights_size,
+    size_keyword,
 )
 from dltrain.models.registry import MODELS
 from dltrain.models.transfer import TransferParts, sequential_stages
@@ -32,8 +33,6 @@ from dltrain.models.transfer import TransferParts, sequential_stages
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-#: Where a family's network reads its fixed input size from (the others pool to any size).
-INPUT_SIZE_KEYWORD = {"vit_": "image_size", "maxvit_": "input_size"}
 #: Containers of the body whose children are the stages (resnet's layer1..4 are children of
 #: the network itself): vgg/efficientnet/mobilenet/convnext/densenet/swin ``features``,
 #: regnet ``trunk_output``, mnasnet ``layers``, maxvit ``blocks``, vit ``encoder.layers``.
@@ -157,7 +156,7 @@ def _size_keywords(arch: str, size: Sequence[int] | None) -> dict[str, object]:
     Raises:
         ConfigError: vit with images that are not square.
     """
-    keyword = next((kw for prefix, kw in INPUT_SIZE_KEYWORD.items() if arch.startswith(prefix)), None)
+    keyword = size_keyword(arch)
     if keyword is None or size is None:
         return {}
     if keyword == "image_size":
@@ -237,7 +236,9 @@ def build_torchvision(
             dltrain checkpoint is loaded by the build step after this, so it builds from random init.
         download: fetch named weights missing from torch's cache (``TORCH_HOME``); False never does.
         image_size: ``(H, W)`` the network reads; None: the weights' size, or with random
-            weights the data's own (no resize).
+            weights the data's own (no resize), except for a network that reads one size
+            only (vit, maxvit): its default weights' size, the size it is rebuilt at to
+            receive its checkpoint's weights whatever weights it started from.
 
     Returns:
         A :class:`Backbone` mapping ``(B, 3, H, W)`` to ``(B, num_outputs)`` logits.
@@ -251,7 +252,7 @@ def build_torchvision(
         raise ConfigError(f"model=torchvision reads images of 3 channels, but this data's examples have shape "
                           f"{tuple(input_shape)}: use data=image_folder, mnist, fashion_mnist, cifar10 or svhn.")
     source = resolve_weights(arch, weights)
-    size = tuple(image_size) if image_size else (weights_size(arch, source) if source is not None else None)
+    size = read_size(arch, source, image_size)
     reads = size or tuple(input_shape[1:])
     if source is None:
         net = _random_net(arch, num_outputs, reads)

@@ -28,6 +28,9 @@ from dltrain.models.transfer import is_checkpoint_file, read_weights
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
+#: Networks that read one input size only (the others pool any size), and the keyword
+#: torchvision builds them with for it.
+SIZE_KEYWORDS = {"vit_": "image_size", "maxvit_": "input_size"}
 #: A weights name as torchvision writes it: ``IMAGENET1K_V1``, or ``ResNet18_Weights.IMAGENET1K_V1``.
 WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?(\w+)")
 #: densenet's old weight names (``denselayer1.norm.1.weight``), renamed as torchvision does on loading.
@@ -104,6 +107,28 @@ def weights_size(arch: str, source: WeightsEnum | Path) -> tuple[int, int]:
     """The ``(height, width)`` the weights were evaluated at (their transforms' crop)."""
     crop = arch_weights(arch, source).transforms().crop_size
     return (crop[0], crop[-1])
+
+
+def size_keyword(arch: str) -> str | None:
+    """The keyword that sets the one input size ``arch`` reads (vit's ``image_size``), or None."""
+    return next((keyword for prefix, keyword in SIZE_KEYWORDS.items() if arch.startswith(prefix)), None)
+
+
+def read_size(arch: str, source: WeightsEnum | Path | None, image_size: Sequence[int] | None) -> tuple[int, int] | None:
+    """The ``(height, width)`` the network reads: ``image_size``, else the weights' size; with
+    random weights the data's own (None), except for a network that reads one size only: its
+    default weights' size. A model rebuilt to receive its checkpoint's weights gets no start
+    weights (:func:`~dltrain.build.build_model`), so that size is also the one its
+    checkpoint's position embedding was made for whenever it started from default weights."""
+    if image_size:
+        return (int(image_size[0]), int(image_size[1]))
+    if source is None and size_keyword(arch) is None:
+        return None
+    if source is None:
+        from torchvision.models import get_model_weights
+
+        source = get_model_weights(arch).DEFAULT
+    return weights_size(arch, source)
 
 
 def cache_file(weights: WeightsEnum) -> Path:
@@ -203,12 +228,14 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
             named weights missing from torch's cache with ``model.download=false``.
     """
     arch, weights = str(options.get("arch", "resnet18")), str(options.get("weights", "none"))
-    size = tuple(int(s) for s in options["image_size"]) if options.get("image_size") else None
     check_arch(arch)
     source = resolve_weights(arch, weights)
+    given = options.get("image_size")
+    size = read_size(arch, source, given)
     if source is None:
         if weights != "none":  # a dltrain checkpoint: the inputs its weights were trained on
-            return _checkpoint_inputs(Path(weights).expanduser(), size)
+            return _checkpoint_inputs(Path(weights).expanduser(), size if size_keyword(arch) else
+                                      (tuple(int(s) for s in given) if given else None))
         return InputNormalization(size=size, channels=3, source="fitted")
     if not isinstance(source, Path):
         check_obtainable(source, weights, bool(options.get("download", True)))
@@ -216,7 +243,7 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
     transforms = described.transforms()
     name = f"{type(described).__name__}.{described.name}"
     return InputNormalization(
-        mean=tuple(transforms.mean), std=tuple(transforms.std), size=size or weights_size(arch, source), channels=3,
+        mean=tuple(transforms.mean), std=tuple(transforms.std), size=size, channels=3,
         source=name if not isinstance(source, Path) else f"the statistics of {name}, {arch}'s default weights "
                                                             f"(model.weights is a file)")
 
