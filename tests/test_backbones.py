@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dltrain import train
+from dltrain.build import build_experiment
 from dltrain.errors import ConfigError
 from dltrain.models import MODELS
 from dltrain.models.backbones import Backbone
@@ -288,6 +289,29 @@ def test_a_checkpoint_declares_the_inputs_its_run_recorded(tmp_path):
     path = save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "data": record}, tmp_path / "best.pt")
     assert inputs(weights=str(path)) == InputNormalization(
         (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), (40, 36), 3, f"the data record of checkpoint {path}")
+
+
+# --- the build step: init and freezing --------------------------------------------------------------------------
+
+def test_init_draws_the_new_head_and_leaves_the_loaded_weights_and_freeze_stops_the_backbone(
+        compose, tmp_path, data_overrides):
+    from torchvision.models import get_model
+
+    torch.manual_seed(4)
+    saved = get_model("resnet18", weights=None).state_dict()
+    torch.save(saved, tmp_path / "resnet18.pth")
+    cfg = compose(["model=torchvision", "model.arch=resnet18", f"model.weights={tmp_path / 'resnet18.pth'}",
+                   "model.image_size=[32,32]", "model.freeze=backbone", "init=he_normal", "data=cifar10",
+                   *data_overrides("cifar10"), "device=cpu"])
+    exp = build_experiment(cfg, torch.device("cpu"))
+    state = exp.model.state_dict()
+    assert all(torch.equal(state[f"net.{key}"], value) for key, value in saved.items() if not key.startswith("fc."))
+    init = {row.name: row.init for row in exp.summary_rows}
+    assert init["net.conv1"] == init["net.layer4.1.bn2"] == "pretrained" and init["net.fc"].startswith("he_normal")
+    trainable = [name for name, p in exp.model.named_parameters() if p.requires_grad]
+    assert trainable == ["net.fc.weight", "net.fc.bias"]
+    exp.model.train()
+    assert not any(m.training for m in exp.model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 # --- a run ---------------------------------------------------------------------------------------------------------
