@@ -20,7 +20,7 @@ from dltrain import compose, train
 from dltrain.build import build_experiment, load_data
 from dltrain.config.schemas import GROUP_SCHEMAS
 from dltrain.data.preprocessing import Images
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, UserError
 from dltrain.inference.evaluate import evaluate_checkpoint
 from dltrain.inference.predict import read_inputs
 from dltrain.inference.restore import load_model
@@ -209,3 +209,13 @@ def test_a_resumed_run_reads_the_declared_input_from_its_checkpoint(mnist_run, d
     exp = build_experiment(cfg, CPU, recorded=recorded)
     assert len(ASKED) == asked  # its start weights' file may be gone: the record says what they expect
     assert torch.equal(exp.data.x_train, build_experiment(cfg, CPU).data.x_train)
+
+
+@pytest.mark.parametrize("edit", [{"channels": 1}, {"normalization": {"mean": [0.5], "std": [0.2]}}])
+def test_a_record_whose_channels_disagree_is_refused_in_one_line(mnist_run, tmp_path, edit):
+    state = load_checkpoint(mnist_run / "checkpoints" / "best.pt")
+    state["data"].update(edit)
+    torch.save(state, tmp_path / "edited.pt")
+    with pytest.raises(UserError, match=r"its data record's channels=\d are not those of its input shape and "
+                                        r"normalization: the file was changed after training"):
+        load_model(tmp_path / "edited.pt", CPU)

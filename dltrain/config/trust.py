@@ -183,6 +183,12 @@ def check_data_record(path: str | Path, data: Any) -> None:
         if key in data and not ok(data[key]):
             raise UserError(f"checkpoint {path}: its data record's {key}={_short(data[key])} is not {what}: the "
                             "file was changed after training; use a checkpoint written by dltrain training")
+    if "channels" in data:  # the channels a model reads: those of its inputs and of their statistics
+        shape, scaling = data.get("input_shape"), data.get("normalization") or {}
+        if not (isinstance(shape, list) and shape and data["channels"] == shape[0] == len(scaling.get("mean", []))):
+            raise UserError(f"checkpoint {path}: its data record's channels={data['channels']} are not those of its "
+                            "input shape and normalization: the file was changed after training; use a checkpoint "
+                            "written by dltrain training")
 
 
 def named_target(model: DictConfig) -> str | None:

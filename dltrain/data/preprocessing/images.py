@@ -102,18 +102,19 @@ class Images(Preprocessing):
         own, given = len(self.mean), model_inputs.mean
         channels = model_inputs.channels or (len(given) if given is not None else own)
         if channels != own and own != 1:
-            raise ConfigError(f"the model reads {channels}-channel images and the data's have {own}: use "
-                              f"{'grayscale' if channels == 1 else f'{channels}-channel'} images "
-                              "(data=image_folder data.color=grayscale, mnist or fashion_mnist).")
+            hint = ("use grayscale images (data=image_folder data.color=grayscale, mnist or fashion_mnist)"
+                    if channels == 1 else f"use a model that reads {own}-channel images")
+            raise ConfigError(f"the model reads {channels}-channel images and the data's have {own}: {hint}.")
         if given is None:  # a repeated channel has the one channel's statistics
             return replace(self, mean=self.mean * (channels // own), std=self.std * (channels // own),
                            channels=channels, source="fitted")
         if not len(given) == len(model_inputs.std) == channels:
             raise ValueError(f"the model declares a mean of {len(given)} and a std of {len(model_inputs.std)} "
                              f"channels for {channels}-channel inputs")
+        # Named "fitted", dltrain-eval would fit them again: a model's own values are never called so.
+        source = model_inputs.source if model_inputs.source not in ("", "fitted") else "model"
         return replace(self, mean=tuple(float(m) for m in given), std=tuple(float(s) for s in model_inputs.std),
-                       channels=channels, source=model_inputs.source or "model",
-                       brightness=round(float(np.mean(self.mean)), 6))
+                       channels=channels, source=source, brightness=round(float(np.mean(self.mean)), 6))
 
     @classmethod
     def declared(cls, record: Mapping[str, Any]) -> InputNormalization | None:
