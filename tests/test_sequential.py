@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from dltrain import train
+from dltrain.inference.restore import load_model
 from dltrain.models import MODELS
+from dltrain.models.residual import ResidualBlock
 from dltrain.models.transfer import parts, stage_names
 
 from .conftest import ROOT, run_cli
@@ -56,6 +58,7 @@ def readme_commands() -> list[list[str]]:
     return [shlex.split(line)[1:] for line in lines if line.startswith("dltrain ")]
 
 
+@pytest.mark.slow  # four runs, a deeper ResNet among them
 def test_the_readmes_layer_list_commands_run(compose, tmp_path, data_overrides):
     commands = readme_commands()
     assert len(commands) == 4
@@ -101,6 +104,17 @@ def test_a_layer_list_run_starts_another_of_other_classes_with_its_first_stage_f
     tuned = torch.load(tmp_path / "tune" / "checkpoints" / "last.pt", weights_only=True)["model"]
     torch.testing.assert_close(tuned["conv1.weight"], start["conv1.weight"])  # frozen: unchanged
     assert not torch.equal(tuned["fc1.weight"], start["fc1.weight"])  # the second stage trained
+
+
+def test_a_layer_list_checkpoint_is_rebuilt_from_its_config_alone(compose, tmp_path):
+    """dltrain-eval and dltrain-predict rebuild a classic preset from the checkpoint: same layers, same weights."""
+    summary = train(compose([*FAST, "model=resnet_small"]), run_dir=tmp_path / "run")
+    assert summary["status"] == "completed"
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    restored = load_model(last)
+    saved = torch.load(last, weights_only=True)["model"]
+    assert restored.cfg.model.name == "resnet_small" and isinstance(restored.model.res2, ResidualBlock)
+    assert all(torch.equal(tensor, saved[key]) for key, tensor in restored.model.state_dict().items())
 
 
 def test_a_layer_list_that_does_not_fit_is_one_line_from_the_command_line(tmp_path):
