@@ -169,6 +169,14 @@ def test_an_image_folder_takes_the_models_size_unless_one_is_set(tmp_path, model
     assert data.input_shape == shape and data.info["image_size"] == list(shape[1:])
 
 
+def test_images_read_from_disk_get_the_same_input(tmp_path):
+    folder = class_folders(tmp_path / "images")
+    common = ["data=image_folder", f"data.path={folder}", "data.color=grayscale", "data.num_workers=0"]
+    held, read = (load_data(config("backbone", [*common, f"data.in_memory={keep}"]), CPU) for keep in (True, False))
+    assert not torch.is_tensor(read.x_train) and read.input_shape == (3, 20, 20)
+    assert torch.equal(read.example(4), held.x_train[:4])
+
+
 # --- dltrain-eval and dltrain-predict: from the record ---------------------------------------------------------
 
 
