@@ -61,8 +61,8 @@ def torch_home(tmp_path, monkeypatch):
 def test_every_family_builds_with_a_head_sized_from_the_data(arch):
     torch.manual_seed(0)
     model = build(arch, num_outputs=5)
-    assert model.head == FAMILIES[arch]
-    head = model.net.get_submodule(model.head)
+    assert model.head_name == FAMILIES[arch]
+    head = model.net.get_submodule(model.head_name)
     assert (head.out_features if isinstance(head, nn.Linear) else head.out_channels) == 5
     model.eval()
     with torch.no_grad():
@@ -76,8 +76,8 @@ def test_every_family_builds_with_a_head_sized_from_the_data(arch):
 def test_the_head_of_other_families_is_found_and_replaced(arch):
     with torch.device("meta"):
         model = build(arch, num_outputs=7, image_size=[224, 224])
-    assert model.head == MORE_FAMILIES[arch]
-    head = model.net.get_submodule(model.head)
+    assert model.head_name == MORE_FAMILIES[arch]
+    head = model.net.get_submodule(model.head_name)
     assert (head.out_features if isinstance(head, nn.Linear) else head.out_channels) == 7
     assert not any(name.startswith(("net.AuxLogits", "net.aux1", "net.aux2")) for name, _ in model.named_parameters())
     assert_parts_cover_every_parameter_once(model)

@@ -77,7 +77,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.resize = Resize(size)
         self.net = net
-        self.head = head  # the dotted name of the head in ``net``
+        self.head_name = head  # the head's dotted name in ``net`` (resnet ``fc``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_outputs)
         return self.net(self.resize(x))
@@ -92,11 +92,11 @@ class Backbone(nn.Module):
         held directly by a network or a container (vit's class token and position embedding)
         belong to the first stage: they are the input's side.
         """
-        units, loose = _body_units(self.net, self.head)
+        units, loose = _body_units(self.net, self.head_name)
         stages = sequential_stages(units)
         for name, param in loose:
             stages[0].register_parameter(name.replace(".", "_"), param)
-        return TransferParts(stages=stages, head=self.net.get_submodule(self.head))
+        return TransferParts(stages=stages, head=self.net.get_submodule(self.head_name))
 
 
 def _body_units(net: nn.Module, head: str) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, nn.Parameter]]]:
@@ -126,7 +126,7 @@ def _body_units(net: nn.Module, head: str) -> tuple[list[tuple[str, nn.Module]],
 
 
 def find_head(net: nn.Module) -> str:
-    """The dotted name of the network's classifier: its last Linear or 1x1-capable Conv2d
+    """The dotted name of the network's classifier: its last Linear or Conv2d
     (resnet ``fc``, vgg ``classifier.6``, squeezenet ``classifier.1``, vit ``heads.head``).
 
     Raises:
