@@ -260,6 +260,7 @@ def inputs(**options) -> InputNormalization:
 def test_named_weights_declare_their_statistics_and_size(torch_home):
     assert inputs(weights="IMAGENET1K_V1") == InputNormalization(
         IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, "ResNet18_Weights.IMAGENET1K_V1")
+    assert inputs(weights="ResNet18_Weights.IMAGENET1K_V1") == inputs(weights="default")  # torchvision's full name
     assert inputs(weights="DEFAULT", image_size=[160, 128]).size == (160, 128)
     assert inputs(arch="vit_h_14", weights="DEFAULT").size == (518, 518)  # SWAG weights read 518x518
     assert not torch_home.exists()  # nothing was downloaded or looked up
