@@ -16,6 +16,7 @@ import yaml
 from dltrain import train
 from dltrain.config.validation import GROUP_SCHEMAS
 from dltrain.errors import ConfigError
+from tests.test_transfer_offline import write_cached_weights
 
 #: Keys an option cannot run without (besides the files of data options: ``data_overrides``).
 REQUIRED = {
@@ -97,12 +98,16 @@ def test_every_data_option_that_reads_files_gets_them(data_files):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_trains(compose, tmp_path, data_overrides, name):
+def test_every_experiment_composes_and_trains(compose, tmp_path, data_overrides, monkeypatch, name):
     choices = preset_choices(name)
     assert {"data", "model"} <= choices.keys(), f"experiment={name} names no data or no model"
+    overrides = [f"experiment={name}", *data_overrides(choices["data"])]
+    if choices["model"] == "torchvision":  # its named weights come from a torch cache written here, never the network
+        preset = compose(overrides).model
+        write_cached_weights(tmp_path / "torch_home", preset.arch, preset.weights)
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     # torch.compile takes the better part of a minute on a CPU; the slow tests cover it
-    cfg, summary = fast_run(compose, tmp_path, [f"experiment={name}", *data_overrides(choices["data"]),
-                                                "trainer.compile=false"])
+    cfg, summary = fast_run(compose, tmp_path, [*overrides, "trainer.compile=false"])
     for group, option in choices.items():
         assert cfg[group].name == option, f"experiment={name}: {group}={cfg[group].name}, the preset names {option}"
     assert summary["epochs_run"] == 1

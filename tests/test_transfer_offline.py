@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import ResNet18_Weights, get_model, get_model_weights
 
 from dltrain import compose, train
 from dltrain.inference.evaluate import main as evaluate_main
@@ -37,11 +37,11 @@ NO_PROXY_ANSWERS = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://1
                     "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
 
 
-def write_cached_resnet18(torch_home: Path) -> dict[str, torch.Tensor]:
-    """A resnet18 state dict (seeded random weights) where torchvision looks for its DEFAULT weights."""
+def write_cached_weights(torch_home: Path, arch: str = "resnet18", weights: str = "DEFAULT") -> dict[str, torch.Tensor]:
+    """A state dict of ``arch`` (seeded random weights) where torchvision looks for its ``weights``."""
     torch.manual_seed(12345)  # not a run's seed: a network a run initialises itself differs from these weights
-    state = resnet18().state_dict()
-    path = torch_home / CACHED
+    state = get_model(arch).state_dict()
+    path = torch_home / "hub" / "checkpoints" / Path(getattr(get_model_weights(arch), weights).url).name
     path.parent.mkdir(parents=True)
     torch.save(state, path)
     return state
@@ -87,7 +87,7 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     overrides = [*FINETUNE, "data=image_folder", f"data.path={images}"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(root / "torch_home"))
-        cached = write_cached_resnet18(root / "torch_home")
+        cached = write_cached_weights(root / "torch_home")
         train(compose([*overrides, "trainer.max_epochs=1"]), run_dir=root / "run")
     shutil.rmtree(root / "torch_home")
     return root / "run", cached, overrides
