@@ -290,6 +290,10 @@ def test_a_checkpoint_declares_the_inputs_its_run_recorded(tmp_path):
     path = save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "data": record}, tmp_path / "best.pt")
     assert inputs(weights=str(path)) == InputNormalization(
         (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), (40, 36), 3, f"the data record of checkpoint {path}")
+    # a network that resized its images: the size it read, not the data's
+    resized = save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {"resize.size": torch.tensor([224, 192])},
+                               "data": record}, tmp_path / "last.pt")
+    assert inputs(weights=str(resized)).size == (224, 192)
 
 
 # --- the build step: init and freezing --------------------------------------------------------------------------

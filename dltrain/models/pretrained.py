@@ -249,12 +249,18 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
 
 
 def _checkpoint_inputs(path: Path, size: tuple[int, int] | None) -> InputNormalization:
-    """The normalisation and image size a dltrain checkpoint's data record holds."""
+    """The normalisation a dltrain checkpoint's data record holds, and the size its network
+    read: the size its resize step resized to (``resize.size`` among its weights), else its
+    data's (a network that resized nothing)."""
     from dltrain.training.checkpoint import load_checkpoint
 
-    record = load_checkpoint(path).get("data") or {}
+    state = load_checkpoint(path)
+    record = state.get("data") or {}
     scaling = record.get("normalization") or {}
     shape = record.get("input_shape") or []
+    resized = state["model"].get("resize.size")
+    if size is None and resized is not None and bool(resized.all()):
+        size = (int(resized[0]), int(resized[1]))
     mean, std = scaling.get("mean"), scaling.get("std")
     fits = mean is not None and len(mean) in (1, 3)
     return InputNormalization(
