@@ -234,8 +234,8 @@ def test_a_damaged_cache_file_is_named_with_what_to_do(torch_home):
 # --- names that do not exist ---------------------------------------------------------------------------------------
 
 def test_an_unknown_network_lists_the_close_names():
-    with pytest.raises(ConfigError, match=r"^model.arch=resnet19 is not a torchvision classification model: did you "
-                                          r"mean resnet18, .*\?$"):
+    with pytest.raises(ConfigError, match=r"^model.arch=resnet19 is not a torchvision classification model: the "
+                                          r"closest are resnet18, .*\.$"):
         build("resnet19")
     with pytest.raises(ConfigError, match=r"^model.arch=fasterrcnn_resnet50_fpn is not a torchvision classification "
                                           r"model: choose one of alexnet, convnext_base, .*, wide_resnet50_2\.$"):

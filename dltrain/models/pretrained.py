@@ -54,7 +54,7 @@ def check_arch(arch: str) -> None:
     if arch in names:
         return
     close = difflib.get_close_matches(arch.lower(), names, n=4, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(names)}."
+    hint = f"the closest are {', '.join(close)}." if close else f"choose one of {', '.join(names)}."
     raise ConfigError(f"model.arch={arch} is not a torchvision classification model: {hint}")
 
 
