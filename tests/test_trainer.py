@@ -18,6 +18,8 @@ from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.device import resolve_precision
 from dltrain.training.trainer import StepOptions, Trainer
 
+from .test_catalog import DATA_FOR
+
 
 def read_metrics(run_dir) -> list[dict[str, str]]:
     with (run_dir / "metrics.csv").open() as f:
@@ -247,12 +249,15 @@ def _bf16_step_runs(model: nn.Module, x: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("model", [name for name in MODELS.names() if not MODELS.facts(name).user_code])
-def test_bf16_trains_or_says_it_cannot(compose, tmp_path, model):
+def test_bf16_trains_or_says_it_cannot(compose, tmp_path, data_overrides, model):
     """Some CPUs have no bfloat16 kernel for a layer (oneDNN's LSTM): that is one line
     naming trainer.precision, never a traceback in the first step. Which of the two
     happens is decided by probing torch here, so a refusal where torch can run the model
-    (or a traceback where it cannot) fails."""
-    overrides = [f"model={model}", "trainer.precision=bf16", "device=cpu"]
+    (or a traceback where it cannot) fails. A model that cannot read the digits reads the
+    data the catalog trains it on."""
+    data = DATA_FOR.get(("model", model))
+    overrides = [f"model={model}", "trainer.precision=bf16", "device=cpu",
+                 *([f"data={data}", *data_overrides(data)] if data else [])]
     exp = build_experiment(compose(overrides), torch.device("cpu"))
     runs = _bf16_step_runs(exp.model, exp.data.x_train[:2])
     cfg = compose([*overrides, "trainer.fast_dev_run=true"])
