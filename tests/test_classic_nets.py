@@ -13,6 +13,8 @@ from dltrain.build import build_experiment, group_options
 from dltrain.models import MODELS
 from dltrain.models.transfer import split_options
 
+from .test_registry_walk import assert_every_parameter_learns
+
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -93,6 +95,13 @@ def test_each_classic_network_has_the_parameters_of_the_hand_written_one(compose
     if published is not None:
         assert count == published
     assert model.eval()(torch.zeros(2, *input_shape)).shape == (2, classes)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_each_classic_network_learns_in_every_parameter_on_its_images(compose, name):
+    input_shape, classes, _, _ = NETWORKS[name]
+    torch.manual_seed(0)
+    assert_every_parameter_learns(preset_model(compose, name, input_shape, classes), torch.randn(4, *input_shape))
 
 
 @pytest.mark.parametrize(("name", "count"), [("notes_cnn", 528_054), ("mnist_rnn", 26_602)])
