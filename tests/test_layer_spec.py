@@ -4,12 +4,14 @@ one-line refusal of a layer that does not fit its input."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from dltrain.errors import ConfigError
-from dltrain.models.layer_spec import HEAD_KINDS, GlobalPool, build_layers
+from dltrain.models.layer_spec import HEAD_KINDS, Conv2dSame, GlobalPool, build_layers
 from dltrain.models.layers import ACTIVATIONS
 from dltrain.models.residual import ResidualBlock
 
@@ -17,7 +19,7 @@ from dltrain.models.residual import ResidualBlock
 CASES = [
     (["conv:8:3"], (1, 12, 12), (8, 10, 10), [nn.Conv2d]),
     (["conv:8:3:same"], (1, 12, 12), (8, 12, 12), [nn.Conv2d]),
-    (["conv:8:2:same"], (1, 12, 12), (8, 12, 12), [nn.Conv2d]),  # even kernel: torch pads one side more
+    (["conv:8:2:same"], (1, 12, 12), (8, 12, 12), [Conv2dSame]),  # even kernel: one side padded more
     (["conv:8:3:valid"], (1, 12, 12), (8, 10, 10), [nn.Conv2d]),
     (["conv:8:3:2"], (1, 12, 12), (8, 5, 5), [nn.Conv2d]),
     (["conv:8:3:2:same"], (1, 12, 12), (8, 6, 6), [nn.Conv2d]),  # ceil(12 / 2)
@@ -47,6 +49,23 @@ def test_each_kind_builds_its_layer_and_its_output_shape(specs, shape, expected,
     assert [type(layer) for layer in layers.values()] == types
     y = nn.Sequential(layers).eval()(torch.randn(2, *shape))
     assert tuple(y.shape[1:]) == expected  # the counted shape is what the layers compute
+
+
+@pytest.mark.parametrize("kernel", [2, 4])
+def test_an_even_kernel_is_padded_as_torchs_same_padding_pads_it_without_its_warning(kernel):
+    torch.manual_seed(0)
+    [conv] = build_layers([f"conv:3:{kernel}:same"], (2, 7, 9))[0].values()
+    assert isinstance(conv, nn.Conv2d)  # init= and the summary treat it as the convolution it is
+    x = torch.randn(2, 2, 7, 9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = conv(x)
+    assert not caught
+    reference = nn.Conv2d(2, 3, kernel, padding="same")
+    reference.load_state_dict(conv.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own note about its copy
+        torch.testing.assert_close(y, reference(x))
 
 
 def test_every_activation_is_a_kind_by_its_name():

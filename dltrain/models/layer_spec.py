@@ -29,8 +29,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from torch import nn
+from torch.nn import functional as F
 
 from dltrain.config.suggest import closest
 from dltrain.errors import ConfigError
@@ -52,6 +54,16 @@ class GlobalPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution of an even kernel that keeps height and width (``padding="same"``): the
+    extra row and column of zeros go at the bottom and right, as torch and Keras pad. Padded
+    here, so torch does not warn at every run about the copy it would make."""
+
+    def forward(self, x):
+        kh, kw = self.kernel_size
+        return super().forward(F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)))  # (B, C, H + kh-1, ...)
 
 
 class LayerError(Exception):
@@ -100,7 +112,9 @@ def _conv(args: list[str], shape: Shape) -> tuple[nn.Module, Shape]:
     if padding == "same" and stride > 1:
         padding = kernel // 2
     if padding == "same":
-        return nn.Conv2d(c_in, channels, kernel, padding="same"), (channels, h, w)
+        same = Conv2dSame if kernel % 2 == 0 else partial(nn.Conv2d, padding="same")
+        conv = same(c_in, channels, kernel)
+        return conv, (channels, h, w)
     pad = 0 if padding == "valid" else padding
     if h + 2 * pad < kernel or w + 2 * pad < kernel:
         raise LayerError(f"kernel {kernel} is larger than its {h}x{w} input"
