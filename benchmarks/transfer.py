@@ -136,7 +136,7 @@ def report(commands: list[str], results: dict[str, list[float]], seeds: list[int
         f"Measured by `python -m benchmarks.transfer` on {cpu_model()} ({cores} cores), torch "
         f"{importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s: the pretrained CNN's test accuracy on "
         f"mnist-8k is {pretrain_accuracy:.3f}; the small set is {counts[0]} of scikit-learn's digits "
-        f"({counts[0] // 10} per class, 15% of them for validation), the test split its other {counts[1]}.",
+        f"({counts[0] // 10} per class, 15% of them for validation), the test split its other {counts[1]:,}.",
         "", "```bash", *commands, "```", "", *table(results, seeds)])
 
 

@@ -65,3 +65,12 @@ def test_earlier_runs_are_never_written_over(tmp_path: Path) -> None:
     (tmp_path / "new" / "run").mkdir()
     with pytest.raises(ReadmeError, match="is not empty"):
         empty_folder(tmp_path / "new")
+
+
+def test_the_readme_block_is_the_one_the_script_writes() -> None:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+    written_by = "Measured by `python -m benchmarks.transfer` on "
+    assert block.startswith(written_by), "README's transfer block was not written by benchmarks.transfer --write"
+    rows = [line for line in block.splitlines() if line.startswith(("| fine-tuned", "| from scratch"))]
+    assert len(rows) == 2 and all(" ± " in row for row in rows)
