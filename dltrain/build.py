@@ -5,8 +5,8 @@ builder calls. Training, ``dltrain-eval`` and ``dltrain-predict`` all build thro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.config.hydra_job import command_line_keys
+from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.data.preprocessing import Images
 from dltrain.errors import ConfigError
@@ -210,7 +211,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
 
 def transfer_options(cfg: DictConfig) -> TransferOptions | None:
     """The model's transfer keys (``model.weights``, ``freeze``, ...); None for a model without them."""
-    return split_options(group_options(cfg.model), takes_weights=False)[1]
+    return split_options(group_options(cfg.model), takes_weights=False, has_keys=_has_transfer_keys(cfg.model.name))[1]
 
 
 def start_and_init(cfg: DictConfig, model: nn.Module, transfer: TransferOptions | None, activation: str | None,
@@ -274,6 +275,11 @@ def freeze_stages(found: TransferParts | None, transfer: TransferOptions | None,
         return None, [f"Frozen for the whole run (model.freeze={transfer.freeze}, model.freeze_epochs=0)"]
     schedule = FineTuneSchedule(freeze, transfer.freeze_epochs)
     return schedule, [schedule.describe()]
+
+
+def _has_transfer_keys(name: str) -> bool:
+    """Whether ``model=name``'s schema has the transfer keys (:class:`TransferConfig`)."""
+    return issubclass(GROUP_SCHEMAS["model"].get(name, object), TransferConfig)
 
 
 def _takes(name: str, key: str) -> bool:
@@ -382,7 +388,8 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
     and ``none`` without ``start_weights``: a model rebuilt to receive a checkpoint's own weights
     (``dltrain-eval``, ``dltrain-predict``, a resume) reads no start weights and downloads nothing.
     """
-    opts, _ = split_options(group_options(cfg.model), takes_weights=_takes(cfg.model.name, "weights"))
+    opts, _ = split_options(group_options(cfg.model), takes_weights=_takes(cfg.model.name, "weights"),
+                            has_keys=_has_transfer_keys(cfg.model.name))
     if "weights" in opts and (not start_weights or build_step_loads(cfg.model.name, opts["weights"])):
         opts["weights"] = "none"
     reg = cfg.regularization

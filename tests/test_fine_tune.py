@@ -22,7 +22,8 @@ from .test_transfer import BACKBONE, CNN, start_file, under
 
 # Dropout and a cosine schedule over both phases; a checkpoint every epoch to look at each.
 SCHEDULE = [*CNN, "model.freeze=backbone", "model.freeze_epochs=2", "model.backbone_lr=0.5", "optim=adamw",
-            "regularization.dropout=0.2", "scheduler=cosine", "scheduler.T_max=4", "trainer.checkpoint.every_n_epochs=1",
+            "regularization.dropout=0.2", "scheduler=cosine", "scheduler.T_max=4",
+            "trainer.checkpoint.every_n_epochs=1",
             "trainer.checkpoint.keep_last=null",
             "trainer.early_stopping.enabled=false"]
 EPOCHS = 4
@@ -52,7 +53,8 @@ def straight(tmp_path_factory):
 
     logger, lines = logging.getLogger("dltrain"), Lines()
     logger.addHandler(lines)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's cached answers
     try:
         train(compose([*SCHEDULE, f"model.weights={folder / 'start.pt'}", f"trainer.max_epochs={EPOCHS}"]),
               run_dir=folder / "run")
@@ -69,12 +71,15 @@ def test_the_backbone_is_frozen_for_k_epochs_then_trains(straight):
         frozen = all(torch.equal(state[k], v) for k, v in under(BACKBONE, start).items())
         assert frozen == (n <= 2), n
     assert not torch.equal(epochs[3]["conv1.weight"], epochs[2]["conv1.weight"])  # still training
-    assert all(not torch.equal(a["out.weight"], b["out.weight"]) for a, b in zip([start, *epochs], epochs))
+    heads = [state["out.weight"] for state in [start, *epochs]]
+    assert all(not torch.equal(a, b) for a, b in zip(heads[:-1], heads[1:], strict=True))  # the head trains throughout
     parameters = sum(v.numel() for k, v in under(BACKBONE, start).items() if not k.split(".")[-1].startswith(
         ("running_", "num_batches")))
-    assert [m for m in messages if "unfreezing" in m] == [f"epoch 3: unfreezing the backbone ({parameters:,} parameters)"]
+    unfreezing = [m for m in messages if "unfreezing" in m]
+    assert unfreezing == [f"epoch 3: unfreezing the backbone ({parameters:,} parameters)"]
     summary = (run_dir / "model_summary.txt").read_text()
-    assert re.search(r"^conv1 +Conv2d \(frozen\) ", summary, re.MULTILINE) and "everything trains from epoch 3" in summary
+    assert re.search(r"^conv1 +Conv2d \(frozen\) ", summary, re.MULTILINE)
+    assert "everything trains from epoch 3" in summary
     assert "Init pretrained: loaded from model.weights, not drawn" in summary
 
 
@@ -120,3 +125,15 @@ def test_a_stop_inside_the_first_unfrozen_epoch_resumes_exactly(compose, tmp_pat
     train(compose([*cfg, f"resume={last}"]), run_dir=tmp_path / "resumed")
     assert rows(tmp_path / "resumed") == rows(run_dir)
     assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+
+
+@pytest.mark.slow
+def test_a_compiled_model_unfreezes_too(compose, tmp_path):
+    """torch.compile's graphs follow what requires a gradient: the backbone trains after the unfreeze."""
+    start = start_file(tmp_path / "start.pt")
+    train(compose([*CNN, f"model.weights={tmp_path / 'start.pt'}", "model.freeze=backbone", "model.freeze_epochs=1",
+                   "trainer.max_epochs=2", "trainer.compile=true", "trainer.checkpoint.every_n_epochs=1",
+                   "trainer.early_stopping.enabled=false"]), run_dir=tmp_path / "run")
+    first, second = (weights_of(tmp_path / "run" / "checkpoints" / f"epoch-{n:04d}.pt") for n in (1, 2))
+    assert all(torch.equal(first[k], v) for k, v in under(BACKBONE, start).items())
+    assert all(not torch.equal(second[k], v) for k, v in under(BACKBONE, start).items() if k.endswith("weight"))

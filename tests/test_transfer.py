@@ -16,7 +16,7 @@ from dltrain.build import build_experiment, transfer_parts
 from dltrain.errors import ConfigError
 from dltrain.models.cnn import build_cnn
 from dltrain.models.summary import format_summary
-from dltrain.models.transfer import Freeze, TransferOptions, TransferParts, parts, stage_names
+from dltrain.models.transfer import Freeze, TransferOptions, TransferParts, parts, split_options, stage_names
 from dltrain.training.checks import check_transfer
 
 CPU = torch.device("cpu")
@@ -157,8 +157,8 @@ def test_freeze_stops_exactly_the_stages_it_names(compose, freeze, frozen):
 
 
 def test_freezing_more_stages_than_the_model_has_is_one_line(compose, tmp_path):
-    with pytest.raises(ConfigError, match=r"^model.freeze=4, but the model has 3 stages before its head \(conv1..pool1, "
-                                          r"conv2..pool2, flatten..fc_act1\): freeze at most 3, or "
+    with pytest.raises(ConfigError, match=r"^model.freeze=4, but the model has 3 stages before its head "
+                                          r"\(conv1..pool1, conv2..pool2, flatten..fc_act1\): freeze at most 3, or "
                                           r"model.freeze=backbone\.$"):
         train(compose([*CNN, "model.freeze=4"]), run_dir=tmp_path / "run")
 
@@ -180,7 +180,8 @@ def test_the_summary_marks_frozen_layers_and_counts_what_trains(compose):
     text = format_summary(exp.summary_rows, exp.model, exp.summary_notes)
     frozen = sum(p.numel() for name in ("conv1", "bn1") for p in getattr(exp.model, name).parameters())
     total = sum(p.numel() for p in exp.model.parameters())
-    assert "conv1    Conv2d (frozen)" in text and "conv2    Conv2d " in text and "(frozen)" not in text.split("conv2")[1]
+    assert "conv1    Conv2d (frozen)" in text and "conv2    Conv2d " in text
+    assert "(frozen)" not in text.split("conv2")[1]
     assert f"Trainable params: {total - frozen:,}\nNon-trainable params: {frozen:,}\n" in text
     assert "Frozen for epochs 1-2 (model.freeze_epochs=2): everything trains from epoch 3\n" in text
 
@@ -216,7 +217,8 @@ def test_schedules_scale_every_group_alike(compose, scheduler, factor):
 def test_onecycle_peaks_each_group_in_proportion(compose):
     exp = build_experiment(compose([*CNN, "optim=sgd", "optim.lr=0.1", "model.backbone_lr=0.25", "scheduler=onecycle",
                                     "trainer.max_epochs=4"]), CPU)
-    assert [(g.get("backbone", False), g["max_lr"]) for g in exp.optimizer.param_groups] == [(False, 0.1), (True, 0.025)]
+    peaks = [(g.get("backbone", False), g["max_lr"]) for g in exp.optimizer.param_groups]
+    assert peaks == [(False, 0.1), (True, 0.025)]
     for _ in range(5):
         exp.scheduler.step_batch()
         head, backbone = (g["lr"] for g in exp.optimizer.param_groups)
@@ -225,7 +227,8 @@ def test_onecycle_peaks_each_group_in_proportion(compose):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model.freeze_epochs=2"], r"^model.freeze_epochs=2 trains that many epochs frozen, but model.freeze=none "
-                                r"freezes nothing: set model.freeze=backbone \(or N stages\), or model.freeze_epochs=0\.$"),
+                                r"freezes nothing: set model.freeze=backbone \(or N stages\), or "
+                                r"model.freeze_epochs=0\.$"),
     (["optim=lbfgs", "model.backbone_lr=0.1"], r"^model.backbone_lr=0.1 needs a parameter group of its own, and "
                                                r"optim=lbfgs takes one: set model.backbone_lr=1 or use another"),
 ])
@@ -244,3 +247,13 @@ def test_a_schedule_of_several_ranks_is_refused_and_one_that_never_unfreezes_war
                            CPU)
     assert ("model.freeze_epochs=3 is not shorter than the 3 epochs of this run: the backbone is never unfrozen "
             "(model.freeze=backbone for the whole run)") in exp.warnings
+
+
+def test_only_a_schema_with_the_transfer_keys_gives_them_to_the_build_step():
+    # model=custom passes its own keys to the user's module: a freeze of its own stays its own
+    own = {"freeze": "yes", "width": 8}
+    assert split_options(own, takes_weights=False, has_keys=False) == (own, None)
+    keys = {"weights": "none", "freeze": "1", "freeze_epochs": 0, "backbone_lr": 0.5, "channels": [4]}
+    assert split_options(keys, takes_weights=False, has_keys=True) == (
+        {"channels": [4]}, TransferOptions(freeze="1", backbone_lr=0.5))
+    assert split_options(keys, takes_weights=True)[0] == {"channels": [4], "weights": "none"}

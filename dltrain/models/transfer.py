@@ -153,10 +153,16 @@ class TransferOptions:
         return self.freeze != "none" or self.freeze_epochs > 0 or self.backbone_lr != 1.0
 
 
-def split_options(opts: dict[str, Any], takes_weights: bool) -> tuple[dict[str, Any], TransferOptions | None]:
+def split_options(opts: dict[str, Any], takes_weights: bool,
+                  has_keys: bool | None = None) -> tuple[dict[str, Any], TransferOptions | None]:
     """A model's options as its builder's keyword arguments, and its transfer keys apart
-    (None for a model whose schema has none). ``weights`` stays with the builder when it takes it."""
-    if "freeze" not in opts:
+    (None for a model whose schema has none). ``weights`` stays with the builder when it takes it.
+
+    Args:
+        has_keys: whether the model's schema has the transfer keys (a ``model=custom`` may take
+            a ``freeze`` of its own); None: whether ``opts`` holds all of them.
+    """
+    if not (all(key in opts for key in TRANSFER_KEYS) if has_keys is None else has_keys):
         return opts, None
     opts = dict(opts)
     transfer = TransferOptions(**{key: opts.pop(key) for key in TRANSFER_KEYS if key in opts})
