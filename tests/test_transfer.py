@@ -16,7 +16,15 @@ from dltrain.build import build_experiment, transfer_parts
 from dltrain.errors import ConfigError
 from dltrain.models.cnn import build_cnn
 from dltrain.models.summary import format_summary
-from dltrain.models.transfer import Freeze, TransferOptions, TransferParts, parts, split_options, stage_names
+from dltrain.models.transfer import (
+    Freeze,
+    TransferOptions,
+    TransferParts,
+    init_head,
+    parts,
+    split_options,
+    stage_names,
+)
 from dltrain.training.checks import check_transfer
 
 CPU = torch.device("cpu")
@@ -257,3 +265,14 @@ def test_only_a_schema_with_the_transfer_keys_gives_them_to_the_build_step():
     assert split_options(keys, takes_weights=False, has_keys=True) == (
         {"channels": [4]}, TransferOptions(freeze="1", backbone_lr=0.5))
     assert split_options(keys, takes_weights=True)[0] == {"channels": [4], "weights": "none"}
+
+
+def test_init_after_loading_needs_a_head_to_apply_to():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))  # no out layer: no parts
+    with pytest.raises(ConfigError, match=r"^init=he_normal would overwrite the weights model.weights=w.pt loaded, and "
+                                          r"this model has no head dltrain can tell apart to initialise alone: use "
+                                          r"init=default\.$"):
+        init_head(model, parts(model), "he_normal", lambda head: {}, "w.pt")
+    assert init_head(model, parts(model), "default", lambda head: {}, "w.pt") == {}
+    cnn = digits_cnn()
+    assert init_head(cnn, parts(cnn), "zeros", lambda head: {"": "zeros"}, "w.pt") == {"out": "zeros"}
