@@ -276,3 +276,15 @@ def test_init_after_loading_needs_a_head_to_apply_to():
     assert init_head(model, parts(model), "default", lambda head: {}, "w.pt") == {}
     cnn = digits_cnn()
     assert init_head(cnn, parts(cnn), "zeros", lambda head: {"": "zeros"}, "w.pt") == {"out": "zeros"}
+
+
+def test_the_parts_of_a_compiled_model_are_its_own_and_a_layer_named_module_is_no_wrapper():
+    model = digits_cnn()
+    assert parts(torch.compile(model)).head is model.out  # compiles nothing until called
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = digits_cnn()
+
+    assert parts(Holder()) is None

@@ -45,12 +45,12 @@ class TransferParts(NamedTuple):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, under ``torch.compile``'s and DDP's wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+    """The model itself, under DDP's and ``torch.compile``'s wrappers (a user's model may
+    have a layer named ``module`` of its own: only DDP's is unwrapped)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def parts(model: nn.Module) -> TransferParts | None:
