@@ -29,6 +29,7 @@ from dltrain.models.transfer import (
     Freeze,
     TransferOptions,
     TransferParts,
+    head_loaded,
     init_head,
     is_checkpoint_file,
     load_start_weights,
@@ -235,6 +236,11 @@ def start_and_init(cfg: DictConfig, model: nn.Module, transfer: TransferOptions 
             warnings.append(start.warning)
     found = parts(model)
     labels = pretrained_labels(model, found, loaded)
+    if head_loaded(model, found, loaded):  # init= never overwrites loaded weights: nothing left to draw
+        if cfg.init.name != "default":
+            warnings.append(f"init={cfg.init.name} draws nothing: model.weights={transfer.weights} fitted the head "
+                            "too (as many outputs as this data), so every layer keeps the loaded weights")
+        return labels
     labels.update(init_head(model, found, cfg.init.name,
                             lambda head: apply_init(head, cfg.init.name, activation=activation, **init),
                             transfer.weights))

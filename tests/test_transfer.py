@@ -98,16 +98,28 @@ def test_frozen_batch_norm_stays_in_eval_mode_through_model_train_until_released
 
 # --- start weights and init ---------------------------------------------------------------------------------------
 
-def test_init_touches_the_head_alone_when_weights_were_loaded(compose, tmp_path):
-    saved = start_file(tmp_path / "start.pt")
+def test_init_draws_the_head_alone_when_the_file_had_another_head(compose, tmp_path):
+    saved = start_file(tmp_path / "start.pt", num_outputs=7)  # the out layer does not fit: skipped
     exp = build_experiment(compose([*CNN, f"model.weights={tmp_path / 'start.pt'}", "init=he_normal"]), CPU)
     state = exp.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items() if not k.startswith("out."))
-    assert not torch.equal(state["out.weight"], saved["out.weight"])  # drawn again by he_normal
-    assert torch.all(state["out.bias"] == 0)
+    assert state["out.weight"].shape == (10, 16)
+    assert torch.all(state["out.bias"] == 0)  # drawn by he_normal
     init = {row.name: row.init for row in exp.summary_rows}
     assert init["conv1"] == init["fc_bn1"] == "pretrained" and init["out"].startswith("he_normal")
-    assert not exp.warnings
+    assert [w for w in exp.warnings if "skipped" in w] == exp.warnings and len(exp.warnings) == 1
+
+
+@pytest.mark.parametrize("init", ["he_normal", "default"])
+def test_init_leaves_a_head_the_file_fitted_as_loaded(compose, tmp_path, init):
+    saved = start_file(tmp_path / "start.pt")  # as many outputs as the digits' classes: every tensor loads
+    exp = build_experiment(compose([*CNN, f"model.weights={tmp_path / 'start.pt'}", f"init={init}"]), CPU)
+    state = exp.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())
+    assert {row.init for row in exp.summary_rows if row.params} == {"pretrained"}
+    drew = [f"init={init} draws nothing: model.weights={tmp_path / 'start.pt'} fitted the head too (as many outputs "
+            "as this data), so every layer keeps the loaded weights"]
+    assert exp.warnings == (drew if init != "default" else [])
 
 
 def test_without_start_weights_init_covers_the_whole_model(compose):

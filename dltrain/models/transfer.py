@@ -276,8 +276,9 @@ def init_head(model: nn.Module, found: TransferParts | None, init: str,
 
 def pretrained_labels(model: nn.Module, found: TransferParts | None, loaded: list[str] | None) -> dict[str, str]:
     """``pretrained`` for each module whose tensors all came from the start weights: those
-    named in ``loaded`` (None: every module outside the head, loaded by the model's builder)."""
-    head = {id(m) for m in found.head.modules()} if found is not None else set()
+    named in ``loaded`` (a head among them when the file's fitted it), or, for ``loaded`` None,
+    every module outside the head (loaded by the model's builder, which makes a new head)."""
+    head = {id(m) for m in found.head.modules()} if found is not None and loaded is None else set()
     labels = {}
     for name, module in model.named_modules():
         tensors = [f"{name}.{key}" if name else key for key, _ in module.named_parameters(recurse=False)]
@@ -286,6 +287,16 @@ def pretrained_labels(model: nn.Module, found: TransferParts | None, loaded: lis
         if loaded is None or all(t in loaded for t in tensors):
             labels[name] = "pretrained"
     return labels
+
+
+def head_loaded(model: nn.Module, found: TransferParts | None, loaded: list[str] | None) -> bool:
+    """Whether every tensor of the head came from the start weights (a file with as many outputs
+    as this data): ``init=`` then has nothing of its own to draw."""
+    if found is None or loaded is None:
+        return False
+    prefix = next(name for name, module in model.named_modules() if module is found.head)
+    names = [".".join(n for n in (prefix, key) if n) for key in found.head.state_dict()]
+    return bool(names) and all(name in loaded for name in names)
 
 
 def _few(items: list[str], limit: int = 3) -> str:
