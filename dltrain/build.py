@@ -113,7 +113,8 @@ class Experiment:
 
 
 def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[dict[str, Any]] | None = None,
-                     ranks: Ranks | None = None, recorded: Mapping[str, Any] | None = None) -> Experiment:
+                     ranks: Ranks | None = None, recorded: Mapping[str, Any] | None = None,
+                     first_epoch: int = 1) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
 
@@ -126,6 +127,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
             across them with ``trainer.sync_batchnorm``.
         recorded: a resumed checkpoint's data record: the input the model declared is read
             from it, not asked of the model again (its start weights' file may be gone).
+        first_epoch: the epoch the run trains first (a resumed run's next): the model is frozen
+            (``model.freeze``) as the fine-tune schedule has it in that epoch.
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
@@ -191,7 +194,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                                 saved_groups=saved_groups, backbone=backbone,
                                 backbone_lr=transfer.backbone_lr if transfer else 1.0, **group_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
-    fine_tune, notes = freeze_stages(found, transfer, summary_rows, model)
+    fine_tune, notes = freeze_stages(found, transfer, summary_rows, model, first_epoch)
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
                            limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
@@ -269,14 +272,16 @@ def transfer_parts(name: str, model: nn.Module, transfer: TransferOptions | None
 
 
 def freeze_stages(found: TransferParts | None, transfer: TransferOptions | None, rows: list[LayerRow],
-                  model: nn.Module) -> tuple[FineTuneSchedule | None, list[str]]:
-    """Freeze the stages ``model.freeze`` names (as they are in epoch 1) and mark them in the
-    summary's rows; returns the fine-tune schedule (``model.freeze_epochs`` > 0) and its summary line."""
+                  model: nn.Module, first_epoch: int = 1) -> tuple[FineTuneSchedule | None, list[str]]:
+    """Freeze the stages ``model.freeze`` names, as they are in ``first_epoch`` (a resumed run
+    may start after the unfreeze), and mark them in the summary's rows; returns the fine-tune
+    schedule (``model.freeze_epochs`` > 0) and its summary line."""
     if found is None or transfer.freeze == "none":
         return None, []
     freeze = Freeze(stages_to_freeze(found, transfer.freeze))
-    freeze.apply()
-    mark_frozen(rows, model)
+    if transfer.freeze_epochs == 0 or first_epoch <= transfer.freeze_epochs:
+        freeze.apply()
+        mark_frozen(rows, model)
     if transfer.freeze_epochs == 0:
         return None, [f"Frozen for the whole run (model.freeze={transfer.freeze}, model.freeze_epochs=0)"]
     schedule = FineTuneSchedule(freeze, transfer.freeze_epochs)

@@ -137,3 +137,23 @@ def test_a_compiled_model_unfreezes_too(compose, tmp_path):
     first, second = (weights_of(tmp_path / "run" / "checkpoints" / f"epoch-{n:04d}.pt") for n in (1, 2))
     assert all(torch.equal(first[k], v) for k, v in under(BACKBONE, start).items())
     assert all(not torch.equal(second[k], v) for k, v in under(BACKBONE, start).items() if k.endswith("weight"))
+
+
+def test_a_run_resumed_after_the_unfreeze_starts_unfrozen_and_says_nothing_of_it(compose, tmp_path, straight):
+    run_dir = straight[0]
+    logger, lines = logging.getLogger("dltrain"), Lines()
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        train(compose([*SCHEDULE, f"model.weights={run_dir.parent / 'start.pt'}", f"trainer.max_epochs={EPOCHS}",
+                       f"resume={run_dir / 'checkpoints' / 'epoch-0003.pt'}"]), run_dir=tmp_path / "resumed")
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    assert not [m for m in lines.messages if "unfreezing" in m]
+    summary = (tmp_path / "resumed" / "model_summary.txt").read_text()
+    total = re.search(r"^Total params: ([\d,]+)$", summary, re.MULTILINE)[1]
+    assert "(frozen)" not in summary and f"Trainable params: {total}\nNon-trainable params: 0\n" in summary
+    assert rows(tmp_path / "resumed") == rows(run_dir)
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")

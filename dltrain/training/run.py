@@ -153,7 +153,8 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
     resume = run.resume
     try:
         return device, build_experiment(run.cfg, device, resume.state["optimizer"]["param_groups"] if resume else None,
-                                        run.ranks, recorded=resume.state.get("data") if resume else None)
+                                        run.ranks, recorded=resume.state.get("data") if resume else None,
+                                        first_epoch=int(resume.state["epoch"]) + 1 if resume else 1)
     except FunctionValuesError as err:
         if resume is None:
             raise
