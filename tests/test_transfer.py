@@ -300,3 +300,18 @@ def test_the_parts_of_a_compiled_model_are_its_own_and_a_layer_named_module_is_n
             self.module = digits_cnn()
 
     assert parts(Holder()) is None
+
+
+def test_freezing_zero_stages_is_refused_by_the_schema(compose):
+    with pytest.raises(ConfigError, match=r"^model.freeze=0 is not valid: expected none, backbone \(all but the "
+                                          r"head\) or N >= 1 \(the first N stages\)\.$"):
+        compose([*CNN, "model.freeze=0", "model.freeze_epochs=1"])
+
+
+@pytest.mark.parametrize("freeze", ["backbone", "1"])
+def test_freezing_a_model_with_only_a_head_is_one_line(compose, freeze):
+    with pytest.raises(ConfigError, match=rf"^model.freeze={freeze}, but the model has no stages before its head "
+                                          r"\(only the head has weights\), so nothing would freeze: use "
+                                          r"model.freeze=none\.$"):
+        build_experiment(compose(["data=digits", "model=sequential", "model.layers=[flatten]",
+                                  f"model.freeze={freeze}"]), CPU)

@@ -81,8 +81,8 @@ class TransferConfig:
 
     weights: str = spec("none", help="none, a torchvision weights name (model=torchvision), or a file: "
                         "a dltrain checkpoint or a state dict of this model")
-    freeze: str = spec("none", pattern=r"none|backbone|\d+",
-                       help="none, backbone (all but the head) or N (the first N stages)")
+    freeze: str = spec("none", pattern=r"none|backbone|[1-9]\d*",
+                       help="none, backbone (all but the head) or N >= 1 (the first N stages)")
     freeze_epochs: int = spec(0, ge=0, help="epochs trained frozen before everything is unfrozen; "
                               "0 keeps model.freeze for the whole run")
     backbone_lr: float = spec(1.0, gt=0, le=1, help="the backbone's learning rate as a fraction of the head's")

@@ -105,11 +105,10 @@ def sequential_stages(named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
         block = _has_parameters(layer) and any(True for _ in layer.children())
         if isinstance(layer, (*POOLING, nn.Flatten)) or block:
             close()
-    if current:
-        if stages and not any(_has_parameters(layer) for layer in current.values()):
-            stages[-1].update(current)
-        else:
-            stages.append(current)
+    if any(_has_parameters(layer) for layer in current.values()):
+        stages.append(current)
+    elif stages:  # layers without weights after the last weights (a body without weights is no stage)
+        stages[-1].update(current)
     return [nn.Sequential(stage) for stage in stages]
 
 
@@ -309,10 +308,14 @@ def stages_to_freeze(found: TransferParts, freeze: str, key: str = "model.freeze
     """The stages ``model.freeze`` names: ``none``, ``backbone`` (every stage) or the first N.
 
     Raises:
-        ConfigError: N is more than the model has stages, naming them.
+        ConfigError: N is more than the model has stages, naming them, or the model has no stage
+            (only its head has weights): nothing would freeze.
     """
     if freeze == "none":
         return []
+    if not found.stages:
+        raise ConfigError(f"{key}={freeze}, but the model has no stages before its head (only the head has "
+                          f"weights), so nothing would freeze: use {key}=none.")
     if freeze == "backbone":
         return list(found.stages)
     count = int(freeze)
