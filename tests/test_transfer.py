@@ -315,3 +315,13 @@ def test_freezing_a_model_with_only_a_head_is_one_line(compose, freeze):
                                           r"model.freeze=none\.$"):
         build_experiment(compose(["data=digits", "model=sequential", "model.layers=[flatten]",
                                   f"model.freeze={freeze}"]), CPU)
+
+
+def test_freezing_random_weights_is_warned_once(compose, tmp_path):
+    start_file(tmp_path / "start.pt")
+    frozen = [*CNN, "model.freeze=backbone", "trainer.max_epochs=3"]
+    warned = [w for w in build_experiment(compose(frozen), CPU).warnings if "random" in w]
+    assert warned == ["model.freeze=backbone with model.weights=none freezes randomly drawn weights: give "
+                      "model.weights trained weights to start from, or set model.freeze=none"]
+    started = build_experiment(compose([*frozen, f"model.weights={tmp_path / 'start.pt'}"]), CPU)
+    assert not [w for w in started.warnings if "random" in w]

@@ -178,8 +178,16 @@ def check_transfer(transfer: TransferOptions | None, optim: str, *, closure: boo
 
 
 def transfer_warnings(transfer: TransferOptions | None, max_epochs: int) -> list[str]:
-    """A fine-tune schedule that never unfreezes within ``max_epochs``."""
-    if transfer is None or transfer.freeze_epochs == 0 or transfer.freeze_epochs < max_epochs:
+    """Freezing the random weights of a model that starts from none, and a fine-tune schedule
+    that never unfreezes within ``max_epochs``."""
+    if transfer is None:
         return []
-    return [f"model.freeze_epochs={transfer.freeze_epochs} is not shorter than the {max_epochs} epochs of this "
-            f"run: the backbone is never unfrozen (model.freeze={transfer.freeze} for the whole run)"]
+    warnings = []
+    if transfer.freeze != "none" and transfer.weights == "none":
+        warnings.append(f"model.freeze={transfer.freeze} with model.weights=none freezes randomly drawn weights: "
+                        "give model.weights trained weights to start from, or set model.freeze=none")
+    if transfer.freeze_epochs and transfer.freeze_epochs >= max_epochs:
+        warnings.append(f"model.freeze_epochs={transfer.freeze_epochs} is not shorter than the {max_epochs} epochs "
+                        f"of this run: the backbone is never unfrozen (model.freeze={transfer.freeze} for the whole "
+                        "run)")
+    return warnings
