@@ -80,7 +80,7 @@ def test_the_backbone_is_frozen_for_k_epochs_then_trains(straight):
     summary = (run_dir / "model_summary.txt").read_text()
     assert re.search(r"^conv1 +Conv2d \(frozen\) ", summary, re.MULTILINE)
     assert "everything trains from epoch 3" in summary
-    assert "Init pretrained: loaded from model.weights, not drawn" in summary
+    assert summary.count("Init pretrained: loaded from model.weights, not drawn\n") == 1
 
 
 def test_the_learning_rate_per_group_follows_the_schedule(straight):

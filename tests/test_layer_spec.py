@@ -128,6 +128,9 @@ def test_the_command_line_grammar_keeps_each_spec(compose):
     (["conv:8:3:1:full"], r"padding must be a whole number >= 0, got 'full'"),
     (["conv:8"], r"model.layers\[0\]=conv:8: takes conv:CHANNELS:KERNEL\[:STRIDE\]\[:PADDING\]\.$"),
     (["relu:2"], r"model.layers\[0\]=relu:2: takes no arguments\.$"),
+    (["conv:8:2:2:same"], r"^model.layers\[0\]=conv:8:2:2:same: an even kernel \(2\) with stride 2 cannot pad the "
+                          r"same on every side to give ceil\(size / 2\): use an odd kernel \(conv:8:3:2:same\), "
+                          r"stride 1, or a padding in pixels\.$"),
     (["flatten", "res:8"], r"res needs feature maps"),
 ])
 def test_a_layer_that_does_not_fit_is_one_line_naming_it(specs, message):

@@ -6,7 +6,8 @@ A spec is a kind followed by its arguments, separated by colons; arguments are p
 
 ======================================  =========================================================
 ``conv:CHANNELS:KERNEL[:STRIDE][:PAD]``  Conv2d; stride 1; padding 0, ``same``, ``valid`` or pixels
-                                         (``same``/``valid`` may take the stride's place)
+                                         (``same``/``valid`` may take the stride's place;
+                                         ``same`` gives ceil(size / stride), an even kernel stride 1)
 ``maxpool:SIZE[:STRIDE]``, ``avgpool``   pooling; the stride defaults to the size
 ``adaptiveavg:N``, ``adaptivemax:N``     pool to N x N whatever the input size
 ``globalavg``, ``globalmax``             pool each channel to one number: ``(C, H, W) -> (C,)``
@@ -110,6 +111,10 @@ def _conv(args: list[str], shape: Shape) -> tuple[nn.Module, Shape]:
         [padding] = _ints([padding], ["padding"], low=0)
     # torch refuses padding="same" with a stride; k // 2 keeps ceil(H / stride) for odd kernels.
     if padding == "same" and stride > 1:
+        if kernel % 2 == 0:  # k // 2 on each side would give H // stride + 1: one more than ceil(H / stride)
+            raise LayerError(f"an even kernel ({kernel}) with stride {stride} cannot pad the same on every side "
+                             f"to give ceil(size / {stride}): use an odd kernel (conv:{channels}:{kernel + 1}:"
+                             f"{stride}:same), stride 1, or a padding in pixels")
         padding = kernel // 2
     if padding == "same":
         same = Conv2dSame if kernel % 2 == 0 else partial(nn.Conv2d, padding="same")
