@@ -5,6 +5,7 @@ one-line refusals."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,14 @@ def test_a_cnn_has_a_stage_per_block_and_its_output_as_head():
     found = parts(digits_cnn())
     assert stage_names(found.stages) == ["conv1..pool1", "conv2..pool2", "flatten..fc_act1"]
     assert isinstance(found.head, nn.Linear) and found.head.out_features == 10
+
+
+def test_without_pooling_each_conv_block_is_a_stage():
+    model = build_cnn((1, 8, 8), 10, channels=[4, 8], hidden=[16], pool="none")
+    assert stage_names(parts(model).stages) == ["conv1..act1", "conv2..flatten", "fc1..fc_act1"]
+    layers = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 2, 3), act1=nn.ReLU(), conv2=nn.Conv2d(2, 2, 3),
+                                       pool=nn.MaxPool2d(2), flat=nn.Flatten(), out=nn.LazyLinear(3)))
+    assert stage_names(parts(layers).stages) == ["conv1..flat"]  # with pooling: one block of two convs
 
 
 def test_models_without_an_out_layer_have_no_parts_and_a_model_may_name_its_own():

@@ -28,6 +28,8 @@ POOLING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
            nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 #: Layers that start a stage of their own when the stage so far already has weights.
 DENSE = (nn.Linear,)
+#: Convolutions start a stage as dense layers do, in a body without pooling to end stages.
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class TransferParts(NamedTuple):
@@ -79,9 +81,10 @@ def sequential_stages(named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
 
     A stage ends after a pooling layer, after a block with layers of its own (a residual block)
     and at the flatten; a dense layer starts a new stage when the current one already has
-    weights (each dense block is a stage). Layers without parameters before the first weights of
-    a stage join that stage; those after the last weights join the last stage. So
-    ``model=cnn`` with 2 conv blocks and 1 dense layer has 3 stages: ``conv1..pool1``,
+    weights (each dense block is a stage), and so does a convolution in a body without pooling
+    (``model.pool=none``: each conv block is a stage). Layers without parameters before the
+    first weights of a stage join that stage; those after the last weights join the last stage.
+    So ``model=cnn`` with 2 conv blocks and 1 dense layer has 3 stages: ``conv1..pool1``,
     ``conv2..pool2`` and ``flatten..act1`` (the dense block, the flatten before it).
 
     Returns:
@@ -98,8 +101,9 @@ def sequential_stages(named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
             current = OrderedDict()
         # a stage without weights waits for the next layers: there is nothing in it to freeze
 
+    starts = DENSE if any(isinstance(layer, POOLING) for _, layer in named) else (*DENSE, *CONV)
     for name, layer in named:
-        if isinstance(layer, DENSE) and any(_has_parameters(m) for m in current.values()):
+        if isinstance(layer, starts) and any(_has_parameters(m) for m in current.values()):
             close()
         current[name] = layer
         block = _has_parameters(layer) and any(True for _ in layer.children())
