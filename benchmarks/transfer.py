@@ -23,6 +23,7 @@ the block into README.md between the ``transfer_results`` markers. From the proj
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -93,6 +94,29 @@ def transfer_keys(weights: Path, freeze_epochs: int, backbone_lr: float) -> list
             f"model.backbone_lr={backbone_lr}"]
 
 
+def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[list[str]]]]:
+    """The pretraining command, and for each way of training on the small set its command per seed."""
+    folder = args.dir
+    pretrain = pretrain_command(args.mnist_root, args.pretrain_epochs, folder / "pretrain")
+    start = transfer_keys(folder / "pretrain" / "checkpoints" / "best.pt", args.freeze_epochs, args.backbone_lr)
+    ways = {"fine-tuned from the pretrained CNN": ("finetune", start), "from scratch": ("scratch", [])}
+    return pretrain, {name: [small_set_command(folder / "digits", args.epochs, seed, folder / f"{label}-seed{seed}",
+                                               keys) for seed in args.seeds]
+                      for name, (label, keys) in ways.items()}
+
+
+def shown_commands(pretrain: list[str], runs: dict[str, list[list[str]]]) -> list[str]:
+    """The commands the README shows: the pretraining, then each way's run of the first seed."""
+    return [shlex.join(pretrain), *(shlex.join(commands[0]) for commands in runs.values())]
+
+
+def validation_share() -> float:
+    """The share of the small set's training folder held out for validation: image_folder's default."""
+    from dltrain.config.schemas import ImageFolderConfig
+
+    return next(f.default for f in dataclasses.fields(ImageFolderConfig) if f.name == "val_fraction")
+
+
 def run(command: list[str]) -> dict:
     """Run a dltrain command (from this folder) and return its run's ``summary.json``.
 
@@ -136,7 +160,8 @@ def report(commands: list[str], results: dict[str, list[float]], seeds: list[int
         f"Measured by `python -m benchmarks.transfer` on {cpu_model()} ({cores} cores), torch "
         f"{importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s: the pretrained CNN's test accuracy on "
         f"mnist-8k is {pretrain_accuracy:.3f}; the small set is {counts[0]} of scikit-learn's digits "
-        f"({counts[0] // 10} per class, 15% of them for validation), the test split its other {counts[1]:,}.",
+        f"({counts[0] // 10} per class, {validation_share():.0%} of them for validation), the test split its other "
+        f"{counts[1]:,}.",
         "", "```bash", *commands, "```", "", *table(results, seeds)])
 
 
@@ -164,7 +189,8 @@ def empty_folder(folder: Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The script's arguments; their defaults give the runs the README shows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist-root", required=True, help="mnist-8k's folder (samples/mnist-8k)")
     parser.add_argument("--dir", type=Path, default=Path("outputs/transfer"), help="where the runs go (empty or new)")
@@ -176,24 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone-lr", type=float, default=0.3, help="the backbone's LR once unfrozen, "
                         "as a fraction of the head's")
     parser.add_argument("--write", action="store_true", help="put the block into README.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     check_mnist_8k(Path(args.mnist_root))
     started, folder = time.perf_counter(), empty_folder(args.dir)
     counts = write_digits(folder / "digits", args.per_class)
-    pretrain = pretrain_command(args.mnist_root, args.pretrain_epochs, folder / "pretrain")
+    pretrain, runs = plan(args)
     pretrain_accuracy = run(pretrain)["test"]["accuracy"]
-    start = transfer_keys(folder / "pretrain" / "checkpoints" / "best.pt", args.freeze_epochs, args.backbone_lr)
-    ways = {"fine-tuned from the pretrained CNN": ("finetune", start), "from scratch": ("scratch", [])}
-    results: dict[str, list[float]] = {name: [] for name in ways}
-    commands = [shlex.join(pretrain)]
-    for seed in args.seeds:
-        for name, (label, keys) in ways.items():
-            command = small_set_command(folder / "digits", args.epochs, seed, folder / f"{label}-seed{seed}", keys)
-            results[name].append(run(command)["test"]["accuracy"])
-            if seed == args.seeds[0]:
-                commands.append(shlex.join(command))
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(len(args.seeds)):  # seed by seed, each way in turn
+        for name, commands in runs.items():
+            results[name].append(run(commands[i])["test"]["accuracy"])
     seconds = time.perf_counter() - started
-    block = report(commands, results, args.seeds, counts, pretrain_accuracy, seconds)
+    block = report(shown_commands(pretrain, runs), results, args.seeds, counts, pretrain_accuracy, seconds)
     print(block)
     if args.write:
         write_readme(block)

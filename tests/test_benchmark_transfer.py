@@ -13,11 +13,15 @@ from benchmarks.readme_results import ReadmeError
 from benchmarks.transfer import (
     BEGIN,
     END,
+    argument_parser,
     empty_folder,
     mean_std,
+    plan,
+    shown_commands,
     small_set_command,
     table,
     transfer_keys,
+    validation_share,
     write_digits,
     write_readme,
 )
@@ -74,3 +78,9 @@ def test_the_readme_block_is_the_one_the_script_writes() -> None:
     assert block.startswith(written_by), "README's transfer block was not written by benchmarks.transfer --write"
     rows = [line for line in block.splitlines() if line.startswith(("| fine-tuned", "| from scratch"))]
     assert len(rows) == 2 and all(" ± " in row for row in rows)
+    # the commands the script builds from its defaults: changed defaults need a new --write
+    fenced = block.split("```bash\n", 1)[1].split("\n```", 1)[0].splitlines()
+    args = argument_parser().parse_args(["--mnist-root", "samples/mnist-8k"])
+    assert fenced == shown_commands(*plan(args))
+    assert rows[0].count("|") == len(args.seeds) + 3  # a column per seed, the name's and the mean's
+    assert f"({args.per_class} per class, {validation_share():.0%} of them for validation)" in block
