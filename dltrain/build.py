@@ -6,9 +6,9 @@ builder calls. Training, ``dltrain-eval`` and ``dltrain-predict`` all build thro
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -135,11 +135,13 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     """
     reg, tcfg = cfg.regularization, cfg.trainer
     ranks = ranks or Ranks()
-    check_options(cfg, ranks, device, recorded)
+    # Asked once, before any data is read: a model that reads images is refused other data first.
+    inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
+    check_options(cfg, ranks, device)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.
-    data = load_data(cfg, device, ranks, make_samples=saved_groups is None, recorded=recorded)
+    data = load_data(cfg, device, ranks, make_samples=saved_groups is None, recorded=recorded, inputs=inputs)
     check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name,
                                        closure=OPTIMIZERS.facts(cfg.optim.name).closure)
@@ -153,7 +155,9 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                                                                     scheduler_monitor)
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
     start_weights = saved_groups is None
-    model = build_model(cfg, data, loss_fn.output_width, warnings, start_weights=start_weights).to(device)
+    # Rank 0 builds first: trained weights it downloads are in torch's cache for the others.
+    model = main_first(ranks, "building the model", lambda: build_model(cfg, data, loss_fn.output_width, warnings,
+                                                                        start_weights=start_weights)).to(device)
     # One forward pass on two training examples first: it fails here, with one line, for a
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.
     example = data.example(2).to(device)
@@ -195,6 +199,9 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                                 backbone_lr=transfer.backbone_lr if transfer else 1.0, **group_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     fine_tune, notes = freeze_stages(found, transfer, summary_rows, model, first_epoch)
+    own_init = MODELS.facts(cfg.model.name).own_init
+    if own_init is not None and any(row.init == "default" for row in summary_rows):  # not PyTorch's defaults
+        notes = [*notes, f"Init default: {own_init(OmegaConf.to_container(cfg.model, resolve=True))}"]
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
                            limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
@@ -298,23 +305,20 @@ def _takes(name: str, key: str) -> bool:
     return key in inspect.signature(MODELS.get(name)).parameters
 
 
-def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device,
-                  recorded: Mapping[str, Any] | None = None) -> None:
+def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     """The checks of options that are each valid but cannot work together, before any data
     is loaded (:func:`~dltrain.training.checks.check_combinations`), and of what a run of
     several ``ranks`` on ``device`` needs (:func:`~dltrain.training.distributed.check_world`).
 
     The schema checks each key on its own when the config is validated; these checks of
     combinations live in the build step, beside the builders they protect, and like those take
-    the config's values as plain arguments (their messages name the keys). A resumed run's
-    data were checked when it began (``recorded``, its checkpoint's data record).
+    the config's values as plain arguments (their messages name the keys). The model's input
+    and the data are checked together by :func:`model_inputs`.
 
     Raises:
         ConfigError: naming the keys that cannot go together.
     """
     reg, optim = cfg.regularization, cfg.optim.name
-    if recorded is None:
-        model_inputs(cfg)  # a model that reads images is refused other data before any is read
     check_combinations(cfg.init.name, group_options(cfg.init), optim, reg.grad_clip, reg.grad_clip_value)
     check_transfer(transfer_options(cfg), optim, closure=OPTIMIZERS.facts(optim).closure,
                    world_size=ranks.world_size)
@@ -349,14 +353,16 @@ def model_inputs(cfg: DictConfig) -> InputNormalization | None:
 
 
 def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None, *,
-              make_samples: bool = False, recorded: Mapping[str, Any] | None = None) -> DataSplits:
+              make_samples: bool = False, recorded: Mapping[str, Any] | None = None,
+              inputs: InputNormalization | None = None) -> DataSplits:
     """``data=...``, its tensors moved to ``device`` (data read from disk stays there). Of
     several ranks, rank 0 reads first (and downloads what is missing), the others after it
     succeeded, so no two processes write the same files. With ``make_samples`` (training), a
     missing ``data.path`` of ``samples/fraud.csv``, ``samples/reviews.csv`` or ``samples/shapes``
     is written first (:func:`~dltrain.data.samples.provide`). Images get the input the model
     declares (:func:`model_inputs`), or with ``recorded``, a checkpoint's data record, the one
-    it recorded (the model's weights, a file or a download, are not needed again).
+    it recorded (the model's weights, a file or a download, are not needed again); ``inputs``:
+    that input, already asked by the caller (:func:`build_experiment`), so it is asked once.
 
     Raises:
         ConfigError: for bad data keys or files, or data too large for the device.
@@ -367,7 +373,8 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     if not ranks.is_main:
         ranks.check(None, "loading the data")  # waits for rank 0's outcome
     try:
-        inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
+        if inputs is None:  # a model that declares none is cheap to ask again
+            inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
         if "path" in cfg.data:
             provide(cfg.data.path, create=make_samples)
         declared = {} if inputs is None else {"model_inputs": inputs}  # only image datasets take it
@@ -386,6 +393,25 @@ def load_data(cfg: DictConfig, device: torch.device, ranks: Ranks | None = None,
     return data
 
 
+T = TypeVar("T")
+
+
+def main_first(ranks: Ranks, what: str, step: Callable[[], T]) -> T:
+    """``step()`` on rank 0, then on the other ranks once it worked there (what it wrote, a
+    download, is there for them), as :func:`load_data` reads the data; one rank: just ``step()``."""
+    if not ranks.is_main:
+        ranks.check(None, what)  # waits for rank 0's outcome
+    try:
+        result = step()
+    except (Exception, Interrupted) as err:  # a stop too: the other ranks wait for rank 0's outcome
+        if ranks.is_main:
+            ranks.check(err, what)
+        raise
+    if ranks.is_main:
+        ranks.check(None, what)
+    return result
+
+
 def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: list[str], *,
                 start_weights: bool = True) -> nn.Module:
     """``model=...`` for ``data``'s examples, with ``regularization.dropout`` and ``batch_norm``
@@ -396,12 +422,16 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
 
     The transfer keys (``model.freeze``, ...) are the build step's; a builder that takes
     ``weights`` gets ``model.weights`` unless the build step loads it (:func:`build_step_loads`),
-    and ``none`` without ``start_weights``: a model rebuilt to receive a checkpoint's own weights
-    (``dltrain-eval``, ``dltrain-predict``, a resume) reads no start weights and downloads nothing.
+    and without ``start_weights`` (a model rebuilt to receive a checkpoint's own weights:
+    ``dltrain-eval``, ``dltrain-predict``, a resume) ``start_weights=False`` where it takes
+    that (the weights' name may decide its shape), else ``none``: it reads no start weights and
+    downloads nothing.
     """
     opts, _ = split_options(group_options(cfg.model), takes_weights=_takes(cfg.model.name, "weights"),
                             has_keys=_has_transfer_keys(cfg.model.name))
-    if "weights" in opts and (not start_weights or build_step_loads(cfg.model.name, opts["weights"])):
+    if not start_weights and _takes(cfg.model.name, "start_weights"):
+        opts["start_weights"] = False  # model.weights still decides its shape (a vit's size)
+    elif "weights" in opts and (not start_weights or build_step_loads(cfg.model.name, opts["weights"])):
         opts["weights"] = "none"
     reg = cfg.regularization
     name = cfg.model.name
@@ -421,7 +451,7 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
         for key, off in (("dropout", 0.0), ("batch_norm", False)):
             if reg[key] != off:
                 warnings.append(f"regularization.{key}={reg[key]} does not apply to model={name}: "
-                                "add the layers to your module instead")
+                                f"{facts.regularization_hint}")
     try:
         return MODELS.build(name, input_shape=data.input_shape, num_outputs=num_outputs, **opts)
     except (MemoryError, RuntimeError) as err:

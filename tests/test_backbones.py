@@ -5,6 +5,7 @@ from the network; the input each choice of weights expects (``input_normalizatio
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from dltrain import train
 from dltrain.build import build_experiment
+from dltrain.data import DATASETS
 from dltrain.errors import ConfigError
 from dltrain.models import MODELS
 from dltrain.models.backbones import Backbone
@@ -117,11 +119,13 @@ def test_images_are_resized_to_the_size_the_network_reads():
     assert [row for row in str(model).splitlines() if "Resize" in row] == ["  (resize): Resize(size=(48, 40))"]
 
 
-def test_data_that_is_not_three_channel_images_is_refused_in_one_line():
+def test_data_that_is_not_three_channel_images_is_refused_in_one_line_naming_the_image_datasets():
     with pytest.raises(ConfigError, match=r"^model=torchvision reads images of 3 channels, but this data's examples "
-                                          r"have shape \(1, 28, 28\): use data=image_folder, mnist, fashion_mnist, "
-                                          r"cifar10 or svhn\.$"):
+                                          r"have shape \(1, 28, 28\): use data=(.+)\.$") as caught:
         MODELS.build("torchvision", input_shape=(1, 28, 28), num_outputs=10)
+    named = re.split(r", | or ", re.search(r"use data=(.+)\.$", str(caught.value))[1])
+    assert named == [name for name in DATASETS.names() if DATASETS.facts(name).inputs == "images"]
+    assert {"image_folder", "mnist", "cifar10"} <= set(named)
 
 
 def test_a_family_that_cannot_read_the_size_says_what_to_set():

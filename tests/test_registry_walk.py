@@ -54,9 +54,12 @@ def model_call_time(option: str, fields: dict[str, Any], tokens: bool = False) -
     """What the build step passes a model builder besides its ``model.*`` keys: the data's
     example shape and output width; ``regularization.dropout`` and ``batch_norm`` to models
     that take them (``head_dropout`` where ``model.dropout`` is the model's own); the
-    vocabulary size of token data to models that embed tokens."""
+    vocabulary size of token data to models that embed tokens; whether to load the start
+    weights to models that take ``weights`` (False when rebuilt for a checkpoint)."""
     facts = MODELS.facts(option)
     args: dict[str, Any] = {"input_shape": (3, 8, 8), "num_outputs": 3}
+    if "weights" in fields and "start_weights" in inspect.signature(MODELS.get(option)).parameters:
+        args["start_weights"] = True
     if facts.regularization_layers:
         args["head_dropout" if "dropout" in fields else "dropout"] = 0.1
         args["batch_norm"] = True

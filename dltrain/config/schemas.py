@@ -166,8 +166,9 @@ class TorchvisionModelConfig(TransferConfig):
     the data, from random weights, torchvision's trained ones or a file (``model.weights``)."""
 
     name: str = "torchvision"
-    arch: str = spec("resnet18", pattern=r"[a-z][a-z0-9_]*",
-                     help="a torchvision classification model: resnet18, vgg16, efficientnet_b0, vit_b_16, ...")
+    # No pattern: the model option checks the name before any data is read, naming the close ones.
+    arch: str = spec("resnet18", help="a torchvision classification model: resnet18, vgg16, efficientnet_b0, "
+                                      "vit_b_16, ...")
     download: bool = spec(True, help="fetch named weights missing from torch's cache (TORCH_HOME); false: never")
     image_size: list[int] | None = spec(None, items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP},
                                         length=2, help="height and width the network reads; null: the weights' "

@@ -43,6 +43,13 @@ ALIASES = {
 #: Option names users bring from other tools, per config group: only where one option is meant.
 OPTION_ALIASES = {"loss": {"ce": "cross_entropy"}, "scheduler": {"cos": "cosine"}}
 
+#: The name prefixes of torchvision's classification networks: one typed as a model option
+#: (``model=resnet18``) is meant as ``model=torchvision model.arch=resnet18``. Listed here, not
+#: asked of torchvision: a config error is reported without importing torch.
+TORCHVISION_FAMILIES = ("alexnet", "convnext_", "densenet", "efficientnet_", "googlenet", "inception_", "maxvit_",
+                        "mnasnet", "mobilenet_", "regnet_", "resnet", "resnext", "shufflenet_", "squeezenet", "swin_",
+                        "vgg", "vit_", "wide_resnet")
+
 #: How alike two names must be (``difflib`` ratio) to be taken for one another.
 CUTOFF = 0.7
 #: How alike a top-level name and a key deeper in the tree must be: a loose match there
@@ -94,9 +101,22 @@ def unknown_option(group: str, option: str, options: Sequence[str], typed: Seque
     listed = ", ".join(options)
     values = list(typed) if typed and option in typed else [option]
     meant = [v if v in options else meant_option(group, v, options) for v in values]
+    if len(values) == 1 and (network := _torchvision_network(group, option, options, meant[0])):
+        return (f"{group}={option} is not a known option: did you mean model=torchvision model.arch={network}? "
+                f"(choose one of {listed}).")
     if None in meant:
         return f"{group}={option} is not a known option: choose one of {listed}."
     return f"{group}={option} is not a known option: did you mean {group}={','.join(meant)}? (choose one of {listed})."
+
+
+def _torchvision_network(group: str, option: str, options: Sequence[str], meant: str | None) -> str | None:
+    """``option`` in lower case when it names a torchvision network typed as a model option,
+    unless the option spelled alike (``meant``) is one of dltrain's of that family (``resnet_small``)."""
+    name = option.lower()
+    family = next((prefix for prefix in TORCHVISION_FAMILIES if name.startswith(prefix)), None)
+    if group != "model" or "torchvision" not in options or family is None:
+        return None
+    return None if meant is not None and meant.startswith(family) else name
 
 
 def did_you_mean(override: str, root: DictConfig) -> str | None:

@@ -126,8 +126,8 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
         problems.append(f"shape (checkpoint vs model) of {_few(shapes)}")
     if problems:
         raise UserError(f"checkpoint {path}: its weights do not fit the model its config describes "
-                        f"({'; '.join(problems)}): the file was changed after training; use the checkpoint "
-                        "as dltrain wrote it.")
+                        f"({'; '.join(problems)}): the file was changed after training, or another version "
+                        "of dltrain wrote it; use the checkpoint as dltrain wrote it, with that version.")
     # A diverged or tampered model still runs, and would report chance-level metrics or NaN confidences.
     if broken := [k for k, v in weights.items()
                   if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]:

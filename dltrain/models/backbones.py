@@ -9,9 +9,9 @@ this module builds the network and says how it divides into stages for fine-tuni
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from dltrain.models.pretrained import (
     check_arch,
     load_trained,
     read_size,
+    reads_transformed_input,
     resolve_weights,
     size_keyword,
 )
@@ -169,15 +170,13 @@ def _size_keywords(arch: str, size: Sequence[int] | None) -> dict[str, object]:
 
 def _aux_keywords(arch: str, trained: bool) -> dict[str, object]:
     """inception_v3's and googlenet's switches: their side branches exist in trained weights
-    (and are dropped after loading), and the weights read inputs the way they were trained."""
-    from torchvision.models import get_model_builder
-
-    takes = get_model_builder(arch).__name__ in ("inception_v3", "googlenet")
-    if not takes:
+    (and are dropped after loading). ``transform_input`` stays off: the input it would make is
+    declared as the weights' statistics (:data:`~dltrain.models.pretrained.TRANSFORMED_INPUT`)."""
+    if not reads_transformed_input(arch):
         return {}
     if trained:
-        return {"aux_logits": True, "init_weights": False, "transform_input": True}
-    return {"aux_logits": False, "init_weights": True}
+        return {"aux_logits": True, "init_weights": False, "transform_input": False}
+    return {"aux_logits": False, "init_weights": True, "transform_input": False}
 
 
 def _drop_aux(net: nn.Module) -> None:
@@ -216,7 +215,23 @@ def _trained_net(arch: str, weights: str, source: WeightsEnum | Path, download: 
     return net
 
 
-@MODELS.register("torchvision", input_normalization=backbone_inputs, regularization_layers=False)
+def _image_data() -> str:
+    """``data=a, b or c``: the datasets that give images (their registered input kind)."""
+    from dltrain.data import DATASETS
+
+    images = [name for name in DATASETS.names() if DATASETS.facts(name).inputs == "images"]
+    return f"data={', '.join(images[:-1])} or {images[-1]}"
+
+
+def _own_init(options: Mapping[str, Any]) -> str:
+    """The summary's footnote for the layers ``init=`` leaves as torchvision drew them."""
+    return (f"torchvision's own initialisation of {options.get('arch', 'resnet18')} (the schemes its "
+            "code draws, e.g. kaiming_normal for resnet's convolutions; not PyTorch's layer defaults)")
+
+
+@MODELS.register("torchvision", input_normalization=backbone_inputs, regularization_layers=False,
+                 regularization_hint="torchvision's networks keep their own dropout and batch norm",
+                 own_init=_own_init)
 def build_torchvision(
     input_shape: tuple[int, ...],
     num_outputs: int,
@@ -224,6 +239,7 @@ def build_torchvision(
     weights: str = "none",
     download: bool = True,
     image_size: Sequence[int] | None = None,
+    start_weights: bool = True,
 ) -> Backbone:
     """A torchvision classification network with a head of ``num_outputs``.
 
@@ -238,7 +254,10 @@ def build_torchvision(
         image_size: ``(H, W)`` the network reads; None: the weights' size, or with random
             weights the data's own (no resize), except for a network that reads one size
             only (vit, maxvit): its default weights' size, the size it is rebuilt at to
-            receive its checkpoint's weights whatever weights it started from.
+            receive its checkpoint's weights unless it started from other named weights.
+        start_weights: False: built to receive a checkpoint's weights (eval, predict, resume):
+            ``weights`` only decides the network's shape (a name's size), no file is read and
+            nothing downloaded.
 
     Returns:
         A :class:`Backbone` mapping ``(B, 3, H, W)`` to ``(B, num_outputs)`` logits.
@@ -250,11 +269,11 @@ def build_torchvision(
     check_arch(arch)
     if len(input_shape) != 3 or input_shape[0] != 3:
         raise ConfigError(f"model=torchvision reads images of 3 channels, but this data's examples have shape "
-                          f"{tuple(input_shape)}: use data=image_folder, mnist, fashion_mnist, cifar10 or svhn.")
-    source = resolve_weights(arch, weights)
+                          f"{tuple(input_shape)}: use {_image_data()}.")
+    source = resolve_weights(arch, weights, read=start_weights)
     size = read_size(arch, source, image_size)
     reads = size or tuple(input_shape[1:])
-    if source is None:
+    if source is None or not start_weights:
         net = _random_net(arch, num_outputs, reads)
         return Backbone(net, find_head(net), size)
     net = _trained_net(arch, weights, source, download, reads)

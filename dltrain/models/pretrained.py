@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from dltrain.models.transfer import is_checkpoint_file, read_weights
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
+log = logging.getLogger(__name__)
+
 #: Networks that read one input size only (the others pool any size), and the keyword
 #: torchvision builds them with for it.
 SIZE_KEYWORDS = {"vit_": "image_size", "maxvit_": "input_size"}
@@ -36,6 +39,11 @@ WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?(\w+)")
 #: densenet's old weight names (``denselayer1.norm.1.weight``), renamed as torchvision does on loading.
 DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+#: googlenet's and inception_v3's trained weights read ``(x - 0.5) / 0.5`` (their ``transform_input``
+#: turns ImageNet-normalised images into it). Declared as the statistics instead, with the
+#: network built with ``transform_input=False``: a plain attribute, not among the weights, so a
+#: network rebuilt without start weights to receive its checkpoint computes the same function.
+TRANSFORMED_INPUT = (0.5, 0.5, 0.5)
 
 
 @functools.cache
@@ -58,32 +66,53 @@ def check_arch(arch: str) -> None:
     raise ConfigError(f"model.arch={arch} is not a torchvision classification model: {hint}")
 
 
-def resolve_weights(arch: str, weights: str) -> WeightsEnum | Path | None:
+def reads_transformed_input(arch: str) -> bool:
+    """Whether ``arch`` is googlenet or inception_v3 (their ``transform_input``, side branches)."""
+    from torchvision.models import get_model_builder
+
+    return get_model_builder(arch).__name__ in ("inception_v3", "googlenet")
+
+
+def resolve_weights(arch: str, weights: str, *, read: bool = True) -> WeightsEnum | Path | None:
     """What ``model.weights`` names for ``arch``: None for random init (``none``, or a dltrain
     checkpoint, which the build step loads after building), the file of a state dict, or
     torchvision's weights of that name (``DEFAULT`` is the best ones it has).
+
+    Without ``read`` (a network rebuilt to receive its checkpoint's weights), no file is looked
+    at: a weights name still gives its weights (their size decides a vit's shape), anything
+    else None (a file's network was built at the default weights' size, as with None).
 
     Raises:
         ConfigError: neither a file nor a name of ``arch``'s weights, listing those names.
     """
     if weights == "none":
         return None
+    if not read:
+        return _named(arch, weights)
     path = Path(weights).expanduser()
     if path.is_file():
         return None if is_checkpoint_file(path) else path
-    found = WEIGHTS_NAME.fullmatch(weights)
-    if found is None:
+    if WEIGHTS_NAME.fullmatch(weights) is None:
         raise ConfigError(f"model.weights={weights}: no such file: give a state dict of torchvision's {arch}, a "
                           f"dltrain checkpoint, a weights name ({', '.join(weights_names(arch))}) or none.")
-    from torchvision.models import get_model_weights
-
-    enum = get_model_weights(arch)
-    by_name = {member.name.lower(): member for member in enum}
-    member = enum.DEFAULT if found[2].upper() == "DEFAULT" else by_name.get(found[2].lower())
-    if member is None or (found[1] and found[1][:-1] != enum.__name__):
+    member = _named(arch, weights)
+    if member is None:
         raise ConfigError(f"model.weights={weights} is neither a file nor a weights name of model.arch={arch}: "
                           f"choose one of {', '.join(weights_names(arch))}, a file, or none.")
     return member
+
+
+def _named(arch: str, weights: str) -> WeightsEnum | None:
+    """``arch``'s weights called ``weights`` (any case, with or without their enum's name), or None."""
+    from torchvision.models import get_model_weights
+
+    found = WEIGHTS_NAME.fullmatch(weights)
+    if found is None:
+        return None
+    enum = get_model_weights(arch)
+    by_name = {member.name.lower(): member for member in enum}
+    member = enum.DEFAULT if found[2].upper() == "DEFAULT" else by_name.get(found[2].lower())
+    return None if found[1] and found[1][:-1] != enum.__name__ else member
 
 
 def weights_names(arch: str) -> list[str]:
@@ -119,9 +148,18 @@ def read_size(arch: str, source: WeightsEnum | Path | None, image_size: Sequence
     random weights the data's own (None), except for a network that reads one size only: its
     default weights' size. A model rebuilt to receive its checkpoint's weights gets no start
     weights (:func:`~dltrain.build.build_model`), so that size is also the one its
-    checkpoint's position embedding was made for whenever it started from default weights."""
+    checkpoint's position embedding was made for whenever it started from default weights.
+
+    Raises:
+        ConfigError: ``image_size`` is not the size trained weights of a one-size network read.
+    """
     if image_size:
-        return (int(image_size[0]), int(image_size[1]))
+        size = (int(image_size[0]), int(image_size[1]))
+        if source is not None and size_keyword(arch) and size != weights_size(arch, source):
+            height, width = weights_size(arch, source)
+            raise ConfigError(f"model.arch={arch} with {_weights_label(arch, source)} reads {height}x{width} images, "
+                              f"not {size[0]}x{size[1]}: leave model.image_size null (the images are resized).")
+        return size
     if source is None and size_keyword(arch) is None:
         return None
     if source is None:
@@ -129,6 +167,12 @@ def read_size(arch: str, source: WeightsEnum | Path | None, image_size: Sequence
 
         source = get_model_weights(arch).DEFAULT
     return weights_size(arch, source)
+
+
+def _weights_label(arch: str, source: WeightsEnum | Path) -> str:
+    """``IMAGENET1K_V1``, or for a state dict file ``its default weights' DEFAULT name``."""
+    described = arch_weights(arch, source)
+    return f"a state dict file (as {described.name})" if isinstance(source, Path) else described.name
 
 
 def cache_file(weights: WeightsEnum) -> Path:
@@ -189,6 +233,7 @@ def check_obtainable(source: WeightsEnum, weights: str, download: bool) -> None:
 
 def _download(source: WeightsEnum, file: Path, weights: str) -> dict[str, torch.Tensor]:
     """Download the weights into torch's cache (its hash checked) and read them with ``weights_only``."""
+    log.info("downloading %s into %s", source.url, file.parent)
     try:
         return torch.hub.load_state_dict_from_url(source.url, model_dir=str(file.parent), map_location="cpu",
                                                   progress=False, check_hash=True, weights_only=True)
@@ -219,43 +264,66 @@ def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:
     """The input ``model=torchvision`` with these options reads (its ``input_normalization``
     fact): the statistics and size of the weights named; of ``arch``'s default weights for a
     state dict file; of a dltrain checkpoint's data record; fitted on the training split for
-    random init. Always 3 channels. Downloads nothing and builds no network.
+    random init. Always 3 channels. Downloads nothing and builds no network; the weights' file,
+    where it is there, is read once, so a damaged one stops the run here.
 
     The build step asks before any data is read, so what cannot work stops the run first.
 
     Raises:
-        ConfigError: an unknown ``arch``, weights that are neither a file nor its name, or
-            named weights missing from torch's cache with ``model.download=false``.
+        ConfigError: an unknown ``arch``, weights that are neither a file nor its name, named
+            weights missing from torch's cache with ``model.download=false``, or a weights file
+            that cannot be read.
     """
     arch, weights = str(options.get("arch", "resnet18")), str(options.get("weights", "none"))
     check_arch(arch)
     source = resolve_weights(arch, weights)
-    given = options.get("image_size")
-    size = read_size(arch, source, given)
+    size = read_size(arch, source, options.get("image_size"))
     if source is None:
         if weights != "none":  # a dltrain checkpoint: the inputs its weights were trained on
-            return _checkpoint_inputs(Path(weights).expanduser(), size if size_keyword(arch) else
-                                      (tuple(int(s) for s in given) if given else None))
+            return _checkpoint_inputs(Path(weights).expanduser(), size)
         return InputNormalization(size=size, channels=3, source="fitted")
-    if not isinstance(source, Path):
-        check_obtainable(source, weights, bool(options.get("download", True)))
+    _check_readable(source, weights, bool(options.get("download", True)))
     described = arch_weights(arch, source)
     transforms = described.transforms()
     name = f"{type(described).__name__}.{described.name}"
+    mean, std = tuple(transforms.mean), tuple(transforms.std)
+    if reads_transformed_input(arch):
+        mean = std = TRANSFORMED_INPUT
     return InputNormalization(
-        mean=tuple(transforms.mean), std=tuple(transforms.std), size=size, channels=3,
+        mean=mean, std=std, size=size, channels=3,
         source=name if not isinstance(source, Path) else f"the statistics of {name}, {arch}'s default weights "
                                                             f"(model.weights is a file)")
+
+
+def _check_readable(source: WeightsEnum | Path, weights: str, download: bool) -> None:
+    """Read the weights' file as the build will (named ones: when in torch's cache), to refuse
+    a missing or damaged one before any data is read.
+
+    Raises:
+        ConfigError: as :func:`load_trained` would, naming the file and what to do.
+    """
+    if isinstance(source, Path):
+        read_weights(source)
+    elif cache_file(source).is_file():
+        _named_state_dict(source, weights, download)
+    else:
+        check_obtainable(source, weights, download)
 
 
 def _checkpoint_inputs(path: Path, size: tuple[int, int] | None) -> InputNormalization:
     """The normalisation a dltrain checkpoint's data record holds, and the size its network
     read: the size its resize step resized to (``resize.size`` among its weights), else its
-    data's (a network that resized nothing)."""
+    data's (a network that resized nothing).
+
+    Raises:
+        UserError: the data record is not what dltrain writes (the file was edited).
+    """
+    from dltrain.config.trust import check_data_record
     from dltrain.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
     record = state.get("data") or {}
+    check_data_record(path, record)  # an edited record is refused in one line, not read
     scaling = record.get("normalization") or {}
     shape = record.get("input_shape") or []
     resized = state["model"].get("resize.size")

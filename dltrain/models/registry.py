@@ -42,7 +42,8 @@ class ModelFacts:
         init_activation: the activation an ``init=`` scheme's gain follows when the config
             names none (``model.activation`` / ``model.nonlinearity``); LSTM and GRU compute with tanh.
         regularization_layers: the builder takes ``dropout`` and ``batch_norm`` from
-            ``regularization.*``; a model without them gets a warning that they do not apply.
+            ``regularization.*``; a model without them gets a warning that they do not apply,
+            ending in ``regularization_hint`` (what to do instead).
         user_code: the model is the user's code, named by ``model._target_``: a checkpoint may
             name that code (and is trusted only as the user says), and the model's failures at
             start-up are the user's to fix, reported as config errors.
@@ -50,13 +51,18 @@ class ModelFacts:
             backbones): a function of the model's options (the ``model.*`` keys) that says
             what that input is (:class:`InputNormalization`), or None when these options need
             none. None (the default): the preprocessing fitted on the training split.
+        own_init: for models whose builder initialises the layers its own way (torchvision's
+            networks): a function of the model's options saying how, the model summary's
+            footnote for its ``default`` layers. None: PyTorch's layer defaults.
     """
 
     reads_tokens: bool = False
     init_activation: str | None = None
     regularization_layers: bool = True
+    regularization_hint: str = "add the layers to your module instead"
     user_code: bool = False
     input_normalization: Callable[[Mapping[str, Any]], InputNormalization | None] | None = None
+    own_init: Callable[[Mapping[str, Any]], str] | None = None
 
 
 MODELS: Registry[ModelFacts] = Registry("model", ModelFacts)

@@ -106,8 +106,10 @@ def format_summary(rows: list[LayerRow], model: nn.Module, notes: list[str] | tu
     out = [fmt(header), line, *(fmt(r) for r in table[1:]), line,
            f"Total params: {total:,}", f"Trainable params: {trainable:,}",
            f"Non-trainable params: {total - trainable:,}", *notes]
-    # What each scheme in the Init column draws, once per scheme: the column stays short.
-    labels = dict.fromkeys(r.init for r in rows if r.init != "-")
+    # What each scheme in the Init column draws, once per scheme: the column stays short. A note
+    # may say it already (a model that initialises its layers its own way).
+    said = {note.partition(":")[0].removeprefix("Init ") for note in notes if note.startswith("Init ")}
+    labels = dict.fromkeys(r.init for r in rows if r.init not in ("-", *said))
     out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" if label != "pretrained"
             else "Init pretrained: loaded from model.weights, not drawn" for label in labels]
     return "\n".join(s.rstrip() for s in out) + "\n"
