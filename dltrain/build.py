@@ -191,7 +191,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                 setattr(data, name, getattr(data, name).contiguous(memory_format=memory_format))
 
     closure = OPTIMIZERS.facts(cfg.optim.name).closure
-    found = transfer_parts(cfg.model.name, model, transfer)  # after sync_batchnorm: the layers trained
+    found = stages_of(cfg.model.name, model, transfer)  # after sync_batchnorm: the layers trained
     backbone = found.stages if found is not None and transfer.backbone_lr != 1.0 else None
     # Every parameter, frozen or not: one frozen has no gradient, so the optimizer skips it until it is unfrozen.
     optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
@@ -263,7 +263,7 @@ def build_step_loads(name: str, weights: str) -> bool:
     return weights != "none" and (not _takes(name, "weights") or is_checkpoint_file(weights))
 
 
-def transfer_parts(name: str, model: nn.Module, transfer: TransferOptions | None) -> TransferParts | None:
+def stages_of(name: str, model: nn.Module, transfer: TransferOptions | None) -> TransferParts | None:
     """The stages and head of a model whose transfer keys freeze or set a backbone learning rate.
 
     Raises:

@@ -94,13 +94,13 @@ def build_optimizer(name: str, model: nn.Module, l2: float = 0.0, saved_groups: 
 
     Raises:
         ConfigError: for values torch refuses, or decay set twice.
+        ValueError: a ``backbone_lr`` for an optimizer of one parameter group (LBFGS).
     """
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     facts = OPTIMIZERS.facts(name)
-    if facts.closure and backbone and backbone_lr != 1.0:
-        raise ConfigError(f"optim={name} takes one parameter group, so the backbone cannot have a learning rate of "
-                          f"its own: set model.backbone_lr=1 or use another optimizer.")
+    if facts.closure and backbone and backbone_lr != 1.0:  # a config is refused earlier, by check_transfer
+        raise ValueError(f"optim={name} takes one parameter group: it cannot give the backbone its own learning rate")
     if facts.closure:  # one parameter group only: LBFGS refuses several
         return OPTIMIZERS.build(name, [p for p in model.parameters() if p.requires_grad], **kwargs)
     if saved_groups:

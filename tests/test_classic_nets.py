@@ -77,7 +77,8 @@ NETWORKS = {
 def preset_model(compose, name: str, input_shape: tuple[int, ...], classes: int) -> nn.Module:
     """``model=name`` as its preset composes it, built as the build step builds it."""
     cfg = compose([f"model={name}"])
-    options, _ = split_options(group_options(cfg.model), takes_weights=False)  # the transfer keys apart
+    # the transfer keys apart: every preset here is a model=sequential
+    options, _ = split_options(group_options(cfg.model), takes_weights=False, has_keys=True)
     return MODELS.build(name, input_shape=input_shape, num_outputs=classes, **options)
 
 

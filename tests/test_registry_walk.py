@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS
 from dltrain.errors import ConfigError
 from dltrain.init import INITS, apply_init
@@ -47,7 +47,8 @@ def schema_fields(group: str, option: str) -> dict[str, Any]:
     if group != "model":
         return fields
     takes = "weights" in inspect.signature(MODELS.get(option)).parameters
-    return split_options(fields, takes_weights=takes)[0]
+    return split_options(fields, takes_weights=takes,
+                         has_keys=issubclass(GROUP_SCHEMAS[group][option], TransferConfig))[0]
 
 
 def model_call_time(option: str, fields: dict[str, Any], tokens: bool = False) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dltrain import train
-from dltrain.build import build_experiment, transfer_parts
+from dltrain.build import build_experiment, stages_of
 from dltrain.errors import ConfigError
 from dltrain.models.cnn import build_cnn
 from dltrain.models.summary import format_summary
@@ -26,6 +26,7 @@ from dltrain.models.transfer import (
     split_options,
     stage_names,
 )
+from dltrain.optim import build_optimizer
 from dltrain.training.checks import check_transfer
 
 CPU = torch.device("cpu")
@@ -90,7 +91,7 @@ def test_models_without_an_out_layer_have_no_parts_and_a_model_may_name_its_own(
     assert parts(own) == TransferParts([own.body], own.fc)
     with pytest.raises(ConfigError, match=r"^model=lstm has no stages and head dltrain can tell apart, so "
                                           r"model.freeze, model.freeze_epochs and model.backbone_lr cannot apply"):
-        transfer_parts("lstm", nn.LSTM(2, 2), TransferOptions(freeze="backbone"))
+        stages_of("lstm", nn.LSTM(2, 2), TransferOptions(freeze="backbone"))
 
 
 def test_frozen_batch_norm_stays_in_eval_mode_through_model_train_until_released():
@@ -285,7 +286,7 @@ def test_only_a_schema_with_the_transfer_keys_gives_them_to_the_build_step():
     keys = {"weights": "none", "freeze": "1", "freeze_epochs": 0, "backbone_lr": 0.5, "channels": [4]}
     assert split_options(keys, takes_weights=False, has_keys=True) == (
         {"channels": [4]}, TransferOptions(freeze="1", backbone_lr=0.5))
-    assert split_options(keys, takes_weights=True)[0] == {"channels": [4], "weights": "none"}
+    assert split_options(keys, takes_weights=True, has_keys=True)[0] == {"channels": [4], "weights": "none"}
 
 
 def test_init_after_loading_needs_a_head_to_apply_to():
@@ -334,3 +335,9 @@ def test_freezing_random_weights_is_warned_once(compose, tmp_path):
                       "model.weights trained weights to start from, or set model.freeze=none"]
     started = build_experiment(compose([*frozen, f"model.weights={tmp_path / 'start.pt'}"]), CPU)
     assert not [w for w in started.warnings if "random" in w]
+
+
+def test_a_backbone_learning_rate_for_an_optimizer_of_one_group_is_refused_to_python_callers_too():
+    model = digits_cnn()
+    with pytest.raises(ValueError, match=r"^optim=lbfgs takes one parameter group: it cannot give the backbone"):
+        build_optimizer("lbfgs", model, backbone=parts(model).stages, backbone_lr=0.5)

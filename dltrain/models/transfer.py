@@ -157,15 +157,15 @@ class TransferOptions:
 
 
 def split_options(opts: dict[str, Any], takes_weights: bool,
-                  has_keys: bool | None = None) -> tuple[dict[str, Any], TransferOptions | None]:
+                  has_keys: bool) -> tuple[dict[str, Any], TransferOptions | None]:
     """A model's options as its builder's keyword arguments, and its transfer keys apart
     (None for a model whose schema has none). ``weights`` stays with the builder when it takes it.
 
     Args:
         has_keys: whether the model's schema has the transfer keys (a ``model=custom`` may take
-            a ``freeze`` of its own); None: whether ``opts`` holds all of them.
+            a ``freeze`` of its own).
     """
-    if not (all(key in opts for key in TRANSFER_KEYS) if has_keys is None else has_keys):
+    if not has_keys:
         return opts, None
     opts = dict(opts)
     transfer = TransferOptions(**{key: opts.pop(key) for key in TRANSFER_KEYS if key in opts})
