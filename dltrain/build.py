@@ -24,20 +24,9 @@ from dltrain.loggers import HParams
 from dltrain.losses import LOSSES, Loss, trap_warnings
 from dltrain.models import MODELS
 from dltrain.models.registry import InputNormalization
+from dltrain.models.start_weights import is_checkpoint_file, start_model
 from dltrain.models.summary import LayerRow, mark_frozen, summarize
-from dltrain.models.transfer import (
-    Freeze,
-    TransferOptions,
-    TransferParts,
-    head_loaded,
-    init_head,
-    is_checkpoint_file,
-    load_start_weights,
-    parts,
-    pretrained_labels,
-    split_options,
-    stages_to_freeze,
-)
+from dltrain.models.transfer import Freeze, TransferOptions, TransferParts, parts, split_options, stages_to_freeze
 from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
@@ -235,26 +224,13 @@ def start_and_init(cfg: DictConfig, model: nn.Module, transfer: TransferOptions 
         transfer: the model's transfer keys; None when no start weights apply (a model without
             them, or a resumed run, whose checkpoint holds its weights).
     """
-    init = group_options(cfg.init)
+    def init(module: nn.Module) -> dict[str, str]:
+        return apply_init(module, cfg.init.name, activation=activation, **group_options(cfg.init))
+
     if transfer is None or transfer.weights == "none":
-        return apply_init(model, cfg.init.name, activation=activation, **init)
-    loaded = None  # loaded by the model's builder: every layer but the head
-    if build_step_loads(cfg.model.name, transfer.weights):
-        start = load_start_weights(model, transfer.weights, model_name=cfg.model.name)
-        loaded = start.loaded
-        if start.warning:
-            warnings.append(start.warning)
-    found = parts(model)
-    labels = pretrained_labels(model, found, loaded)
-    if head_loaded(model, found, loaded):  # init= never overwrites loaded weights: nothing left to draw
-        if cfg.init.name != "default":
-            warnings.append(f"init={cfg.init.name} draws nothing: model.weights={transfer.weights} fitted the head "
-                            "too (as many outputs as this data), so every layer keeps the loaded weights")
-        return labels
-    labels.update(init_head(model, found, cfg.init.name,
-                            lambda head: apply_init(head, cfg.init.name, activation=activation, **init),
-                            transfer.weights))
-    return labels
+        return init(model)
+    return start_model(model, transfer.weights, read_here=build_step_loads(cfg.model.name, transfer.weights),
+                       init=cfg.init.name, apply=init, model_name=cfg.model.name, warnings=warnings)
 
 
 def build_step_loads(name: str, weights: str) -> bool:

@@ -17,15 +17,8 @@ from dltrain.build import build_experiment, stages_of
 from dltrain.errors import ConfigError
 from dltrain.models.cnn import build_cnn
 from dltrain.models.summary import format_summary
-from dltrain.models.transfer import (
-    Freeze,
-    TransferOptions,
-    TransferParts,
-    init_head,
-    parts,
-    split_options,
-    stage_names,
-)
+from dltrain.models.start_weights import init_head
+from dltrain.models.transfer import Freeze, TransferOptions, TransferParts, parts, split_options, stage_names
 from dltrain.optim import build_optimizer
 from dltrain.training.checks import check_transfer
 

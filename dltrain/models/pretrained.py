@@ -24,7 +24,7 @@ from torch import nn
 
 from dltrain.errors import ConfigError, first_line
 from dltrain.models.registry import InputNormalization
-from dltrain.models.transfer import is_checkpoint_file, read_weights
+from dltrain.models.start_weights import is_checkpoint_file, read_weights
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum

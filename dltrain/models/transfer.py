@@ -3,25 +3,22 @@
 A model that can fine-tune says which of its layers are the head (sized from the data, never
 frozen) and how its body divides into stages (``model.freeze=N`` freezes the first N), either
 with a ``transfer_parts()`` method or, for the plain ``nn.Sequential`` models (``model=cnn``,
-``model=sequential``), by the rule of :func:`parts`.
+``model=sequential``), by the rule of :func:`parts`. Here too: the transfer keys a model's
+options carry, and freezing. Loading the weights a model starts from is
+:mod:`dltrain.models.start_weights`'s.
 """
 
 from __future__ import annotations
 
 import types
-import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dltrain.errors import ConfigError, first_line
-from dltrain.training.checkpoint import CHECKPOINT_FORMAT, verify_checksums
+from dltrain.errors import ConfigError
 
 #: Layers a stage ends after: a pooling layer closes a block of convolutions.
 POOLING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -172,138 +169,6 @@ def split_options(opts: dict[str, Any], takes_weights: bool,
     if takes_weights:
         opts["weights"] = transfer.weights
     return opts, transfer
-
-
-# --- start weights -----------------------------------------------------------------------
-
-class StartWeights(NamedTuple):
-    """What :func:`load_start_weights` did.
-
-    Attributes:
-        loaded: the names of the model's tensors that came from the file.
-        warning: one line listing the tensors skipped (another shape), the file's tensors the
-            model has not and the model's the file has not; None when every tensor matched.
-    """
-
-    loaded: list[str]
-    warning: str | None
-
-
-def is_checkpoint_file(path: str | Path) -> bool:
-    """Whether ``path`` is a file holding a dltrain checkpoint (memory-mapped: cheap to ask)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable: whoever loads it says why
-        return False
-    return isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
-
-
-def read_weights(path: str | Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
-    """The tensors of a dltrain checkpoint's model, or of a plain state dict, read with
-    ``weights_only`` (never unpickling code) after checking the file's checksums.
-
-    Raises:
-        ConfigError: naming ``key`` and the file: missing, damaged, holding code, or neither.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}={path}: no such file: give a dltrain checkpoint (a best.pt or last.pt) or a "
-                          "state dict saved with torch.save(model.state_dict(), path), or none.")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"{key}={path} cannot be loaded: it is empty, truncated or not written by torch.save.")
-    try:
-        verify_checksums(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every failure here is the file's
-        reason = first_line(err)
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it holds Python objects other than tensors and plain data, so it is refused"
-        raise ConfigError(f"{key}={path} cannot be loaded: {reason.rstrip('.')}.") from err
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        state = state.get("model")
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConfigError(f"{key}={path} is neither a dltrain checkpoint nor a state dict of tensors: give a "
-                          "best.pt or last.pt dltrain wrote, or torch.save(model.state_dict(), path).")
-    return state
-
-
-def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.weights",
-                       model_name: str = "this model") -> StartWeights:
-    """Load the tensors of ``path`` (:func:`read_weights`) that fit ``model``: same name and
-    shape. A head sized for another number of outputs is skipped, and listed in the warning.
-
-    Raises:
-        ConfigError: the file cannot be read, or not one of its tensors fits the model.
-    """
-    weights = read_weights(path, key)
-    own = model.state_dict()
-    fits = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
-    if not fits:
-        raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({_few(list(weights))}) fits "
-                          f"model={model_name} ({_few(list(own))}): start from the weights of the same architecture.")
-    model.load_state_dict(fits, strict=False)
-    problems = []
-    if shapes := [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
-                  if k in own and k not in fits]:
-        problems.append(f"skipped (shape in the file vs the model) {_few(shapes)}")
-    if extra := [k for k in weights if k not in own]:
-        problems.append(f"not in the model {_few(extra)}")
-    if kept := [k for k in own if k not in weights]:
-        problems.append(f"not in the file, kept as built {_few(kept)}")
-    warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {'; '.join(problems)}"
-               if problems else None)
-    return StartWeights(list(fits), warning)
-
-
-def init_head(model: nn.Module, found: TransferParts | None, init: str,
-              apply: Callable[[nn.Module], dict[str, str]], weights: str) -> dict[str, str]:
-    """``init=`` on the head alone, once the rest of ``model`` holds the weights ``weights`` named:
-    ``apply`` initialises a module and returns its labels (``dltrain.init.apply_init``); they
-    come back under the model's module names (the summary's Init column).
-
-    Raises:
-        ConfigError: a scheme other than ``default`` for a model whose head dltrain cannot tell
-            apart: it would overwrite the weights just loaded.
-    """
-    if found is None:
-        if init != "default":
-            raise ConfigError(f"init={init} would overwrite the weights model.weights={weights} loaded, and this "
-                              "model has no head dltrain can tell apart to initialise alone: use init=default.")
-        return {}
-    prefix = next(name for name, module in model.named_modules() if module is found.head)
-    return {".".join(n for n in (prefix, name) if n): label for name, label in apply(found.head).items()}
-
-
-def pretrained_labels(model: nn.Module, found: TransferParts | None, loaded: list[str] | None) -> dict[str, str]:
-    """``pretrained`` for each module whose tensors all came from the start weights: those
-    named in ``loaded`` (a head among them when the file's fitted it), or, for ``loaded`` None,
-    every module outside the head (loaded by the model's builder, which makes a new head)."""
-    head = {id(m) for m in found.head.modules()} if found is not None and loaded is None else set()
-    labels = {}
-    for name, module in model.named_modules():
-        tensors = [f"{name}.{key}" if name else key for key, _ in module.named_parameters(recurse=False)]
-        if not tensors or id(module) in head:
-            continue
-        if loaded is None or all(t in loaded for t in tensors):
-            labels[name] = "pretrained"
-    return labels
-
-
-def head_loaded(model: nn.Module, found: TransferParts | None, loaded: list[str] | None) -> bool:
-    """Whether every tensor of the head came from the start weights (a file with as many outputs
-    as this data): ``init=`` then has nothing of its own to draw."""
-    if found is None or loaded is None:
-        return False
-    prefix = next(name for name, module in model.named_modules() if module is found.head)
-    names = [".".join(n for n in (prefix, key) if n) for key in found.head.state_dict()]
-    return bool(names) and all(name in loaded for name in names)
-
-
-def _few(items: list[str], limit: int = 3) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 # --- freezing ----------------------------------------------------------------------------
