@@ -46,8 +46,9 @@ def test_googlenet_restored_without_start_weights_computes_what_was_trained(tmp_
     file, _ = googlenet_file(tmp_path)
     options = {"arch": "googlenet", "image_size": [64, 64]}
     trained = MODELS.build("torchvision", input_shape=(3, 64, 64), num_outputs=4, weights=str(file), **options)
-    restored = MODELS.build("torchvision", input_shape=(3, 64, 64), num_outputs=4, weights="none", **options)
-    restored.load_state_dict(trained.state_dict())
+    with torch.device("meta"):  # as eval and predict rebuild it (its init skipped: every weight is then loaded)
+        restored = MODELS.build("torchvision", input_shape=(3, 64, 64), num_outputs=4, weights="none", **options)
+    restored.load_state_dict(trained.state_dict(), assign=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(trained.eval()(x), restored.eval()(x))
@@ -136,3 +137,14 @@ def test_an_edited_data_record_in_a_start_checkpoint_is_refused_in_one_line(tmp_
     cfg = compose(["model=torchvision", f"model.weights={tmp_path / 'edited.pt'}", "data=cifar10"])
     with pytest.raises(UserError, match=r"^checkpoint .*edited.pt: its data record's normalization=.* is not "):
         model_inputs(cfg)
+
+
+def test_the_declared_input_is_asked_once_per_run(compose, tmp_path, data_overrides, monkeypatch):
+    import dltrain.build
+    from dltrain.build import build_experiment
+
+    asked = []
+    monkeypatch.setattr(dltrain.build, "model_inputs", lambda cfg: asked.append(cfg) or model_inputs(cfg))
+    cfg = compose(["model=torchvision", "data=cifar10", *data_overrides("cifar10"), "device=cpu"])
+    exp = build_experiment(cfg, torch.device("cpu"))
+    assert len(asked) == 1 and exp.data.input_shape == (3, 32, 32)
