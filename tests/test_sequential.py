@@ -72,7 +72,8 @@ def test_regularization_layers_do_not_apply_and_are_said_so(compose, tmp_path):
     cfg = compose([*FAST, "model=sequential", "regularization.dropout=0.3", "regularization.batch_norm=true"])
     summary = train(cfg, run_dir=tmp_path / "run")
     warnings = summary["warnings"]
-    assert any(w.startswith("regularization.dropout=0.3 does not apply to model=sequential") for w in warnings)
+    assert ("regularization.dropout=0.3 does not apply to model=sequential: put dropout:P and bn layers in "
+            "model.layers where you want them") in warnings
     assert any(w.startswith("regularization.batch_norm=True does not apply") for w in warnings)
     text = (tmp_path / "run" / "model_summary.txt").read_text()
     assert "Dropout" not in text and "BatchNorm" not in text

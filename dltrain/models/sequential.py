@@ -51,6 +51,8 @@ def build_sequential(
 
 
 # Dropout and batch norm are the list's own layers, where the user puts them.
-MODELS.register("sequential", regularization_layers=False)(build_sequential)
+_HINT = "put dropout:P and bn layers in model.layers where you want them"
+MODELS.register("sequential", regularization_layers=False, regularization_hint=_HINT)(build_sequential)
 for _name, _activation in CLASSIC_NETWORKS.items():
-    MODELS.register(_name, regularization_layers=False, init_activation=_activation)(build_sequential)
+    MODELS.register(_name, regularization_layers=False, regularization_hint=_HINT,
+                    init_activation=_activation)(build_sequential)
