@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.errors import UserError
+from dltrain.models.start_weights import differences, few
 from dltrain.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint
 from dltrain.training.device import resolve_device
 from dltrain.training.signals import Interrupted
@@ -115,15 +116,14 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
     if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise UserError(f"checkpoint {path}: its model entry is not a state dict of tensors: "
                         "use a checkpoint written by dltrain training.")
-    expected = model.state_dict()
+    diff = differences(model.state_dict(), weights)
     problems = []
-    if lacking := [k for k in expected if k not in weights]:
-        problems.append(f"missing {_few(lacking)}")
-    if extra := [k for k in weights if k not in expected]:
-        problems.append(f"unexpected {_few(extra)}")
-    if shapes := [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                  if k in weights and weights[k].shape != v.shape]:
-        problems.append(f"shape (checkpoint vs model) of {_few(shapes)}")
+    if diff.missing:
+        problems.append(f"missing {few(diff.missing)}")
+    if diff.extra:
+        problems.append(f"unexpected {few(diff.extra)}")
+    if diff.shapes:
+        problems.append(f"shape (checkpoint vs model) of {few(diff.shapes)}")
     if problems:
         raise UserError(f"checkpoint {path}: its weights do not fit the model its config describes "
                         f"({'; '.join(problems)}): the file was changed after training, or another version "
@@ -131,7 +131,7 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
     # A diverged or tampered model still runs, and would report chance-level metrics or NaN confidences.
     if broken := [k for k, v in weights.items()
                   if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]:
-        raise UserError(f"checkpoint {path}: its weights hold NaN or infinite values ({_few(broken)}), so the model "
+        raise UserError(f"checkpoint {path}: its weights hold NaN or infinite values ({few(broken)}), so the model "
                         "cannot compute anything from them; use an earlier checkpoint (best.pt, an epoch-NNNN.pt) "
                         "or retrain.")
 
@@ -152,10 +152,6 @@ def _check_input_size(path: Path, data: dict[str, Any]) -> None:
         raise UserError(f"checkpoint {path}: its input shape {shape} (image size {size}) is not one dltrain "
                         f"trains on (at most {limit} values, {MAX_IMAGE_SIDE} pixels a side): the file was changed "
                         "after training; use the checkpoint as dltrain wrote it.")
-
-
-def _few(items: list[str], limit: int = 3) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 
 from dltrain.errors import ConfigError, first_line
 from dltrain.models.registry import InputNormalization
-from dltrain.models.start_weights import is_checkpoint_file, read_weights
+from dltrain.models.start_weights import differences, few, is_checkpoint_file, read_weights
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -245,19 +245,15 @@ def _download(source: WeightsEnum, file: Path, weights: str) -> dict[str, torch.
 
 def _mismatch(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
     """The first keys where a state dict does not fit a network's: missing, extra, or of another shape."""
+    diff = differences(own, given)
     problems = []
-    if missing := [k for k in own if k not in given]:
-        problems.append(f"missing {_first(missing)}")
-    if extra := [k for k in given if k not in own]:
-        problems.append(f"unexpected {_first(extra)}")
-    if shapes := [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in given.items()
-                  if k in own and v.shape != own[k].shape]:
-        problems.append(f"other shape (file vs network) {_first(shapes)}")
+    if diff.missing:
+        problems.append(f"missing {few(diff.missing)}")
+    if diff.extra:
+        problems.append(f"unexpected {few(diff.extra)}")
+    if diff.shapes:
+        problems.append(f"other shape (file vs network) {few(diff.shapes)}")
     return "; ".join(problems)
-
-
-def _first(keys: Sequence[str], limit: int = 3) -> str:
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:

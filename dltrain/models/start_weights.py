@@ -7,7 +7,7 @@ head), with the summary's Init labels. What freezes and how a model divides into
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +17,32 @@ from torch import nn
 from dltrain.errors import ConfigError, first_line
 from dltrain.models.transfer import TransferParts, parts
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, verify_checksums
+
+
+class Differences(NamedTuple):
+    """Where a state dict does not fit a model's, key by key (see :func:`differences`).
+
+    Attributes:
+        missing: the model's keys the state dict lacks.
+        extra: the state dict's keys the model lacks.
+        shapes: ``"key (given shape) vs (model's shape)"`` of the tensors of another shape.
+    """
+
+    missing: list[str]
+    extra: list[str]
+    shapes: list[str]
+
+
+def differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> Differences:
+    """How the state dict ``given`` differs from a model's ``own``; every caller words it for its file."""
+    return Differences([k for k in own if k not in given], [k for k in given if k not in own],
+                       [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in given.items()
+                        if k in own and v.shape != own[k].shape])
+
+
+def few(items: Sequence[str], limit: int = 3) -> str:
+    """The first ``limit`` of ``items``, and how many more: keys in a one-line message."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 class StartWeights(NamedTuple):
@@ -85,17 +111,17 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     own = model.state_dict()
     fits = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
     if not fits:
-        raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({_few(list(weights))}) fits "
-                          f"model={model_name} ({_few(list(own))}): start from the weights of the same architecture.")
+        raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({few(list(weights))}) fits "
+                          f"model={model_name} ({few(list(own))}): start from the weights of the same architecture.")
     model.load_state_dict(fits, strict=False)
+    diff = differences(own, weights)
     problems = []
-    if shapes := [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
-                  if k in own and k not in fits]:
-        problems.append(f"skipped (shape in the file vs the model) {_few(shapes)}")
-    if extra := [k for k in weights if k not in own]:
-        problems.append(f"not in the model {_few(extra)}")
-    if kept := [k for k in own if k not in weights]:
-        problems.append(f"not in the file, kept as built {_few(kept)}")
+    if diff.shapes:
+        problems.append(f"skipped (shape in the file vs the model) {few(diff.shapes)}")
+    if diff.extra:
+        problems.append(f"not in the model {few(diff.extra)}")
+    if diff.missing:
+        problems.append(f"not in the file, kept as built {few(diff.missing)}")
     warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {'; '.join(problems)}"
                if problems else None)
     return StartWeights(list(fits), warning)
@@ -175,8 +201,4 @@ def start_model(model: nn.Module, weights: str, *, read_here: bool, init: str,
                             "outputs as this data), so every layer keeps the loaded weights")
         return labels
     return labels | init_head(model, found, init, apply, weights)
-
-
-def _few(items: list[str], limit: int = 3) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
