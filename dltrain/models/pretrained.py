@@ -29,7 +29,7 @@ from dltrain.models.start_weights import differences, few, is_checkpoint_file, r
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dltrain")
 
 #: Networks that read one input size only (the others pool any size), and the keyword
 #: torchvision builds them with for it.
