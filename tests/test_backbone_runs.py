@@ -71,7 +71,7 @@ def test_a_download_is_said_with_its_url_and_folder(tmp_path, monkeypatch, caplo
     fetched = []
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, **kw: fetched.append(url) or {})
     weights = ResNet18_Weights.IMAGENET1K_V1
-    with caplog.at_level(logging.INFO, logger=pretrained.__name__):
+    with caplog.at_level(logging.INFO, logger="dltrain"):
         pretrained._named_state_dict(weights, "DEFAULT", download=True)
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     assert fetched == [weights.url]
