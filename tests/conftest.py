@@ -120,3 +120,17 @@ def logging_restored() -> Iterator[None]:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch cache (``TORCH_HOME``), and any download refused: the test fails if one is tried."""
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(url, *args, **kwargs):
+        raise AssertionError(f"a download was tried: {url}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints"

@@ -20,18 +20,6 @@ from dltrain.training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty torch cache (``TORCH_HOME``), and any download refused: the test fails if one is tried."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise AssertionError(f"a download was tried: {url}")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    return tmp_path / "torch" / "hub" / "checkpoints"
-
-
 def googlenet_file(tmp_path):
     """A state dict of googlenet as torchvision saves its trained weights (side branches, 1000 classes)."""
     from torchvision.models import get_model

@@ -45,18 +45,6 @@ def assert_parts_cover_every_parameter_once(model: nn.Module) -> None:
     assert sorted(owners) == sorted(id(p) for p in model.parameters())
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty torch cache (``TORCH_HOME``), and any download refused: the test fails if one is tried."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise AssertionError(f"a download was tried: {url}")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    return tmp_path / "torch" / "hub" / "checkpoints"
-
-
 # --- every family --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arch", FAMILIES)

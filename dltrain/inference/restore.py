@@ -116,17 +116,11 @@ def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
     if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise UserError(f"checkpoint {path}: its model entry is not a state dict of tensors: "
                         "use a checkpoint written by dltrain training.")
-    diff = differences(model.state_dict(), weights)
-    problems = []
-    if diff.missing:
-        problems.append(f"missing {few(diff.missing)}")
-    if diff.extra:
-        problems.append(f"unexpected {few(diff.extra)}")
-    if diff.shapes:
-        problems.append(f"shape (checkpoint vs model) of {few(diff.shapes)}")
+    problems = differences(model.state_dict(), weights).describe(missing="missing", extra="unexpected",
+                                                                 shapes="shape (checkpoint vs model) of")
     if problems:
         raise UserError(f"checkpoint {path}: its weights do not fit the model its config describes "
-                        f"({'; '.join(problems)}): the file was changed after training, or another version "
+                        f"({problems}): the file was changed after training, or another version "
                         "of dltrain wrote it; use the checkpoint as dltrain wrote it, with that version.")
     # A diverged or tampered model still runs, and would report chance-level metrics or NaN confidences.
     if broken := [k for k, v in weights.items()

@@ -245,15 +245,8 @@ def _download(source: WeightsEnum, file: Path, weights: str) -> dict[str, torch.
 
 def _mismatch(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
     """The first keys where a state dict does not fit a network's: missing, extra, or of another shape."""
-    diff = differences(own, given)
-    problems = []
-    if diff.missing:
-        problems.append(f"missing {few(diff.missing)}")
-    if diff.extra:
-        problems.append(f"unexpected {few(diff.extra)}")
-    if diff.shapes:
-        problems.append(f"other shape (file vs network) {few(diff.shapes)}")
-    return "; ".join(problems)
+    return differences(own, given).describe(missing="missing", extra="unexpected",
+                                            shapes="other shape (file vs network)")
 
 
 def backbone_inputs(options: Mapping[str, Any]) -> InputNormalization:

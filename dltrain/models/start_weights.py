@@ -32,6 +32,12 @@ class Differences(NamedTuple):
     extra: list[str]
     shapes: list[str]
 
+    def describe(self, **labels: str) -> str:
+        """``"label keys; ..."`` for each non-empty list named in ``labels`` (``missing=``,
+        ``extra=``, ``shapes=``), in the order given; "" when none differs."""
+        return "; ".join(f"{label} {few(getattr(self, name))}" for name, label in labels.items()
+                         if getattr(self, name))
+
 
 def differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> Differences:
     """How the state dict ``given`` differs from a model's ``own``; every caller words it for its file."""
@@ -114,15 +120,9 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
         raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({few(list(weights))}) fits "
                           f"model={model_name} ({few(list(own))}): start from the weights of the same architecture.")
     model.load_state_dict(fits, strict=False)
-    diff = differences(own, weights)
-    problems = []
-    if diff.shapes:
-        problems.append(f"skipped (shape in the file vs the model) {few(diff.shapes)}")
-    if diff.extra:
-        problems.append(f"not in the model {few(diff.extra)}")
-    if diff.missing:
-        problems.append(f"not in the file, kept as built {few(diff.missing)}")
-    warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {'; '.join(problems)}"
+    problems = differences(own, weights).describe(shapes="skipped (shape in the file vs the model)",
+                                                  extra="not in the model", missing="not in the file, kept as built")
+    warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {problems}"
                if problems else None)
     return StartWeights(list(fits), warning)
 
