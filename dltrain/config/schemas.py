@@ -670,6 +670,8 @@ class TrainerConfig:
     batch_size: int = spec(64, ge=1)
     eval_batch_size: int = spec(512, ge=1)
     fast_dev_run: bool = False
+    repeats: int = spec(1, ge=1, help="a sweep (-m) runs each configuration this many times, with seeds seed, "
+                                      "seed+1, ...; its summary compares the configurations over them")
     log_every_n_steps: int = spec(50, ge=1)
     precision: str = spec("32", choices=PRECISIONS, help="32, bf16 or 16 (16 needs CUDA)")
     compile: bool = False
@@ -679,6 +681,8 @@ class TrainerConfig:
                                              "(not bit-for-bit repeatable)")
     sync_batchnorm: bool = spec(False, help="several ranks (torchrun): batch norm statistics over every rank's "
                                             "batch; needs CUDA")
+    diagnostics: bool = spec(True, help="per layer, once an epoch: gradient and weight norms, update ratio, "
+                                        "activations (diagnostics.csv, gradients.png)")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

@@ -77,6 +77,20 @@ def draw_curves(rows: list[dict[str, Any]], summary: RunSummary, run_dir: Path) 
         log.warning("warning: could not draw curves.png: %s", first_line(err))
 
 
+def draw_gradients(run_dir: Path) -> None:
+    """``gradients.png`` of the run's ``diagnostics.csv`` (none: ``trainer.diagnostics=false``,
+    or no epoch ended); a failure to draw it is a warning."""
+    source = run_dir / "diagnostics.csv"
+    if not source.is_file():
+        return
+    try:
+        from dltrain.report.diagnostics_plot import plot_gradients  # matplotlib, only when there is something to draw
+
+        plot_gradients(source, run_dir / "gradients.png")
+    except Exception as err:  # noqa: BLE001 - a plot is never worth the run
+        log.warning("warning: could not draw gradients.png: %s", first_line(err))
+
+
 def close_not_started(summary: RunSummary, run_dir: Path, logger: RunLogger, written: bool) -> None:
     """A run that ended before its first epoch: ``summary.json`` (``written``: in a directory
     the run may write), the logger closed, and the run's last lines naming what it left."""
@@ -89,11 +103,13 @@ def close_not_started(summary: RunSummary, run_dir: Path, logger: RunLogger, wri
 
 def close_run(rows: list[dict[str, Any]], summary: RunSummary, run_dir: Path, logger: RunLogger,
               main: bool) -> None:
-    """``curves.png`` of the epochs in metrics.csv and the logger's last record, then (by rank
-    0, ``main``) the run's last lines, however the first two went. Neither may cost the run its
-    results, so a failure of either is a warning (a signal is not)."""
+    """``curves.png`` of the epochs in metrics.csv, ``gradients.png`` of diagnostics.csv and the
+    logger's last record, then (by rank 0, ``main``) the run's last lines, however the others
+    went. None may cost the run its results, so a failure of any is a warning (a signal is not)."""
     try:
         draw_curves(rows, summary, run_dir)
+        if main:
+            draw_gradients(run_dir)
         logger.finish(summary.to_dict())
     finally:
         if main:  # last, so the list holds curves.png when it was drawn

@@ -31,6 +31,10 @@ RUN_FILES: tuple[RunFile, ...] = (
     RunFile("summary.json", "how the run ended: status, best epoch and value, test metrics, data sizes"),
     RunFile("predictions.csv", "the test split's target, prediction and confidence, one row per example"),
     RunFile("curves.png", "loss and metric curves per epoch, the best epoch marked"),
+    RunFile("diagnostics.csv", "per epoch and layer: gradient and weight norms, update-to-weight ratio, "
+            "activation mean and std, dead or saturated units, identical units", "trainer.diagnostics"),
+    RunFile("gradients.png", "gradient norm and update ratio per layer over the epochs (log scale), dead or "
+            "saturated units", "trainer.diagnostics"),
     RunFile("model_summary.txt", "layers, output shapes, parameter counts and initialisation"),
     RunFile("data.json", "the dataset: task, shapes, class names, split sizes, preprocessing"),
     RunFile("checkpoints/last.pt", "the latest epoch's full training state: resume= continues it exactly",

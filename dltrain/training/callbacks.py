@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dltrain.loggers import RunLogger
     from dltrain.report.tables import MetricsCSV
+    from dltrain.training.diagnostics import Diagnostics
 
 #: Substrings of metric names for which larger is better (``mode=auto``).
 _MAX_METRICS = ("accuracy", "acc", "r2", "f1", "precision", "recall", "auc")
@@ -226,24 +227,29 @@ class CheckpointPolicy:
 
 
 class EpochEndWriter:
-    """The trainer's ``on_epoch_end``: the epoch's metrics.csv row and the logger's record
-    (by rank 0), and the checkpoints ``policy`` asks for (by rank 0; every rank gathers the
-    checkpoint's state, which is collective).
+    """The trainer's ``on_epoch_end``: the epoch's metrics.csv row, its diagnostics.csv rows
+    and the logger's record (by rank 0), and the checkpoints ``policy`` asks for (by rank 0;
+    every rank gathers the checkpoint's state, which is collective).
 
     Args:
         metrics_csv: the run's metrics.csv.
         logger: the run's logger.
         policy: which checkpoints each epoch writes.
         main: whether this is rank 0, which alone writes files.
+        diagnostics: the layers' measurements (``trainer.diagnostics``), written as the epoch ends.
     """
 
-    def __init__(self, metrics_csv: MetricsCSV, logger: RunLogger, policy: CheckpointPolicy, main: bool) -> None:
+    def __init__(self, metrics_csv: MetricsCSV, logger: RunLogger, policy: CheckpointPolicy, main: bool,
+                 diagnostics: Diagnostics | None = None) -> None:
         self.metrics_csv, self.logger, self.policy, self.main = metrics_csv, logger, policy, main
+        self.diagnostics = diagnostics
 
     def __call__(self, trainer: Any, row: dict[str, Any], improved: bool) -> None:
         """Write the end of the epoch ``trainer`` (the Trainer, which imports this module) just ran."""
         if self.main:
             self.metrics_csv.write(row)
+            if self.diagnostics is not None:
+                self.diagnostics.write_epoch(row["epoch"])
             self.logger.log_epoch(row)
         files = self.policy.files(trainer.epoch, improved, trainer.healthy)
         if files:

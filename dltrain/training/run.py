@@ -42,11 +42,13 @@ from dltrain.loggers import Logger, RunLogger, build_logger
 from dltrain.messages import describe_divergence, results_not_saved
 from dltrain.models.summary import format_summary
 from dltrain.report.run_end import close_not_started, close_run
+from dltrain.report.run_report import print_report, write_report
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.checkpoint import save_last
 from dltrain.training.device import resolve_device
+from dltrain.training.diagnostics import Diagnostics
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, training_forward
 from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.training.resume import Resume, already_finished, continue_run, load_resume, results_written
@@ -185,6 +187,8 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     if run.resume is not None:
         continue_run(trainer, run.resume, run.run_dir, run.ranks.is_main, metrics_csv, run.logger)
+        if trainer.diagnostics is not None:  # the resumed run's rows of the epochs it keeps open the new file
+            trainer.diagnostics.continue_from(run.resume.path.parent.parent / "diagnostics.csv", trainer.epoch)
     return trainer, metrics_csv
 
 
@@ -207,14 +211,17 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     ck = tcfg.checkpoint
     policy = CheckpointPolicy(run_dir / "checkpoints", save_last=ck.save_last, save_best=ck.save_best,
                               every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last)
-    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main)
+    # rank 0's own step is measured (its gradients are every rank's, averaged); no collective is involved
+    diagnostics = Diagnostics(exp.model, run_dir / "diagnostics.csv", activations=not tcfg.compile) \
+        if tcfg.diagnostics and main else None
+    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(
         exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
         stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
         options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
-                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune),
+                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune, diagnostics=diagnostics),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp))
     return trainer, metrics_csv
 
@@ -334,6 +341,7 @@ def _end(run: _Run, summary: RunSummary, diverged: TrainingDiverged | None) -> d
              "" if summary.test else "; not tested")
     if run.ranks.is_main and (diverged is None or unsaved is not None):
         print_results(summary.to_dict())  # the results reach the console even when the disk cannot take them
+        print_report(summary.report)
     if unsaved is not None:
         raise unsaved
     if diverged is not None:
@@ -345,9 +353,11 @@ def _end(run: _Run, summary: RunSummary, diverged: TrainingDiverged | None) -> d
 
 
 def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary, run_dir: Path) -> None:
-    """Evaluate the test split once into ``summary.test`` and write ``predictions.csv``
-    (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
+    """Evaluate the test split once into ``summary.test``, write ``predictions.csv`` and the
+    report (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
     outputs: list[torch.Tensor] = []
     summary.test = trainer.evaluate(batches, outputs=outputs)
-    write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
+    gathered = write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
+    if gathered is not None:  # rank 0
+        summary.report = write_report(run_dir, gathered, data, data.x_test)
 

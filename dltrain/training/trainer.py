@@ -33,6 +33,7 @@ from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
+    from dltrain.training.diagnostics import Diagnostics
 
 __all__ = ["Batches", "Hooks", "StepOptions", "Trainer", "TrainingDiverged"]
 
@@ -58,6 +59,8 @@ class Hooks:
             progress bar and the divergence check.
         on_epoch_start: called with the epoch's number before it trains, also when a resume
             continues it (the fine-tune schedule sets what is frozen from it).
+        diagnostics: measures the first step of every epoch, layer by layer
+            (``trainer.diagnostics``); None measures nothing.
     """
 
     on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
@@ -65,6 +68,7 @@ class Hooks:
     stop: StopRequest | None = None
     log_every_n_steps: int = 50
     on_epoch_start: Callable[[int], None] | None = None
+    diagnostics: Diagnostics | None = None
 
 
 class Trainer:
@@ -107,6 +111,7 @@ class Trainer:
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
         self.max_epochs, self.stopper, self.scheduler = max_epochs, stopper, scheduler
         self.on_epoch_end, self.on_epoch_start = hooks.on_epoch_end, hooks.on_epoch_start
+        self.diagnostics = hooks.diagnostics
         self.ranks = ranks or Ranks()
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
@@ -172,8 +177,12 @@ class Trainer:
         self.model.train()
         acc = self._epoch_acc
         self.guard.start_epoch(self.epoch + 1, len(batches), self.step_in_epoch, acc)
+        measured = self.step_in_epoch + 1 if self.diagnostics is not None else None  # None: never
         for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
-            output, loss = self.train_step(x, y)
+            if step == measured:  # the epoch's first step, measured layer by layer (trainer.diagnostics)
+                output, loss = self.diagnostics.measure(self.train_step, x, y)
+            else:
+                output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
             self.global_step, self.step_in_epoch = self.global_step + 1, step
             self.guard.after_step(step, self.global_step, loss)
