@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from dltrain.cli.help import help_requested, print_help
+from dltrain.cli.repeats import expand_repeats, refuse_repeats_in_a_single_run
 from dltrain.config.compose import config_dir
 from dltrain.config.describe import describe_config_error
 from dltrain.config.describe import one_line as _one_line
@@ -149,6 +150,7 @@ class SweepReport(Callback):
                                   "run the sweep without torchrun, and give each job several ranks with "
                                   "cluster=slurm_ddp (or hydra.launcher.tasks_per_node).")
             _check_sweep(config)
+            expand_repeats(config)
             claimed = _claim_dir(config, "sweep")
             if not claimed:
                 sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -274,6 +276,7 @@ class RunStartChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
+            refuse_repeats_in_a_single_run(config)
             if environment().distributed:
                 _agree_on_run_dir(config)
             else:

@@ -28,11 +28,21 @@ from dltrain.config.validation import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
 from dltrain.report.run_files import SWEEP_FILES, has_placeholder
 from dltrain.report.summary import SUCCESS
+from dltrain.report.sweep_groups import (
+    GROUPS_CSV,
+    best_group_record,
+    group_command,
+    group_overrides,
+    groups_csv,
+    groups_json,
+    print_groups,
+)
+from dltrain.report.sweep_stats import Group, group_rows, is_grouped
 
 log = logging.getLogger("dltrain")
 
-SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES, SWEEP_PLOT = (
-    "sweep_summary.csv", "sweep_summary.json", "best_overrides.yaml", "sweep.png")
+SUMMARY_CSV, SUMMARY_JSON, BEST_OVERRIDES, SWEEP_PLOT, CURVES_PLOT = (
+    "sweep_summary.csv", "sweep_summary.json", "best_overrides.yaml", "sweep.png", "sweep_curves.png")
 _MISSING = "no summary.json: the job was killed or has not finished"
 
 #: The columns after the params; ``test_*`` columns go between ``best_epoch`` and ``epochs_run``.
@@ -52,6 +62,8 @@ class SweepSummary:
     monitor: str | None
     mode: str | None
     best: dict[str, Any] | None
+    #: The jobs grouped by configuration when the sweep varies the seed (ranked), else None.
+    groups: list[Group] | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -134,13 +146,24 @@ def write_summary(summary: SweepSummary) -> None:
     _write_text(sweep_dir / SUMMARY_CSV, buffer.getvalue())
 
     best = summary.best
+    groups = summary.groups
+    if groups is not None:
+        _write_text(sweep_dir / GROUPS_CSV, groups_csv(groups))
     write_json(sweep_dir / SUMMARY_JSON, {
         "sweep_dir": str(sweep_dir), "monitor": summary.monitor, "mode": summary.mode, "params": summary.params,
         "num_jobs": len(summary.rows), "num_failed": len(summary.failed),
         "best_job": best["job"] if best is not None else None,
-        "jobs": [_json_safe(_public(row)) for row in summary.rows]})
+        "jobs": [_json_safe(_public(row)) for row in summary.rows],
+        **({"groups": groups_json(groups)} if groups is not None else {})})
 
-    if best is not None:
+    if best is not None and groups is not None:
+        command = _group_rerun(summary.sweep_dir, groups[0])
+        text = yaml.safe_dump(best_group_record(groups[0], summary.monitor, command), sort_keys=False,
+                              allow_unicode=True, width=1 << 16)
+        _write_text(sweep_dir / BEST_OVERRIDES,
+                    f"# The best group of this sweep (by its mean over seeds); run it with: "
+                    f"{command.replace(chr(10), ' ')}\n{text}")
+    elif best is not None:
         overrides = list(best["_overrides"])
         command = _rerun(summary.sweep_dir, best)
         text = yaml.safe_dump({
@@ -157,6 +180,10 @@ def write_summary(summary: SweepSummary) -> None:
         _plot(summary)
     except Exception as err:  # the plot is a bonus: the tables above are the summary
         log.warning("could not draw %s: %s", SWEEP_PLOT, err)
+    try:
+        _plot_curves(summary)
+    except Exception as err:  # as above
+        log.warning("could not draw %s: %s", CURVES_PLOT, err)
 
 
 def print_summary(summary: SweepSummary, console: Console | None = None) -> None:
@@ -167,6 +194,10 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
             console = Console(width=160)  # a log file or a pipe: one line per job beats rich's 80 columns
     rows, monitor = summary.rows, summary.monitor
     n = len(rows)
+    if summary.groups is not None:  # one row per configuration; the per-job rows are in sweep_summary.csv
+        print_groups(console, summary.groups, monitor, summary.mode, n)
+        _print_after(summary, console)
+        return
     title = f"sweep: {n} job{'s' if n != 1 else ''}"
     if monitor is not None:
         title += f", ranked by best {monitor} ({summary.mode})"
@@ -208,11 +239,20 @@ def print_summary(summary: SweepSummary, console: Console | None = None) -> None
             cells.append(Text("" if ok else " ".join(row["message"].split()), style="red", overflow="fold"))
         table.add_row(*cells, style="bold green" if row is summary.best else None)
     console.print(_AtWidth(table, _keep_whole(table, console)), crop=False)
+    _print_after(summary, console)
 
+
+def _print_after(summary: SweepSummary, console: Console) -> None:
+    """Print where the files are, the best job's (or group's) command and which jobs failed."""
+    rows, monitor, n = summary.rows, summary.monitor, len(summary.rows)
     names = sweep_files_written(summary.sweep_dir)
     console.print(f"sweep summary in {summary.sweep_dir}: {', '.join(names) or 'nothing written'}",
                   markup=False, highlight=False, soft_wrap=True)
-    if summary.best is not None:
+    if summary.best is not None and summary.groups is not None:
+        group, stat = summary.groups[0], summary.groups[0].stats["best_value"]
+        console.print(f"best group: {group.label} (mean {monitor}={stat.mean:.4g}, n={group.n}): "
+                      f"{_group_rerun(summary.sweep_dir, group)}", markup=False, highlight=False, soft_wrap=True)
+    elif summary.best is not None:
         best = summary.best
         # soft_wrap: the command stays on one line, ready to copy
         console.print(f"best: job {best['job']} ({monitor}={best['best_value']:.4g}): "
@@ -237,8 +277,10 @@ def summarize_sweep(sweep_dir: str | Path, console: Console | None = None) -> Sw
     monitor, mode = _monitor_and_mode(rows)
     rows = rank(rows, monitor, mode)
     best = rows[0] if rows and _rankable(rows[0], monitor) else None
-    summary = SweepSummary(sweep_dir=sweep_dir, rows=rows, params=swept_params(rows), monitor=monitor, mode=mode,
-                           best=best)
+    params = swept_params(rows)
+    groups = group_rows(rows, params, monitor, mode) if is_grouped(params) else None
+    summary = SweepSummary(sweep_dir=sweep_dir, rows=rows, params=params, monitor=monitor, mode=mode,
+                           best=best, groups=groups)
     write_summary(summary)
     print_summary(summary, console)
     return summary
@@ -264,6 +306,13 @@ def _rerun(sweep_dir: Path, row: dict[str, Any]) -> str:
     return rerun_command(row["_overrides"], *config_source(sweep_dir / row["run_dir"]))
 
 
+def _group_rerun(sweep_dir: Path, group: Group) -> str:
+    """The command line that runs the configuration of ``group`` again: without its seed, as a
+    sweep when it was repeated with ``trainer.repeats``."""
+    overrides = group_overrides(group)
+    return group_command(rerun_command(overrides, *config_source(sweep_dir / group.rows[0]["run_dir"])), overrides)
+
+
 def config_source(job_dir: Path) -> tuple[str | None, str | None]:
     """The config directory (``--config-dir``) and config name (``--config-name``) a job was
     composed from, as its ``.hydra/hydra.yaml`` records them; None for dltrain's own. An
@@ -285,8 +334,23 @@ def _plot(summary: SweepSummary) -> None:
     # Imported here: matplotlib is heavy, and a sweep's tables must not depend on it.
     from dltrain.report.plots import plot_sweep
 
+    if summary.groups is not None and summary.monitor is not None:
+        from dltrain.report.sweep_plots import plot_groups
+
+        plot_groups(summary.groups, summary.sweep_dir / SWEEP_PLOT, monitor=summary.monitor, mode=summary.mode)
+        return
     plot_sweep([_public(row) for row in summary.rows], summary.sweep_dir / SWEEP_PLOT, monitor=summary.monitor,
                mode=summary.mode, params=summary.params)
+
+
+def _plot_curves(summary: SweepSummary) -> None:
+    """sweep_curves.png: every job's monitored metric per epoch, from its metrics.csv."""
+    from dltrain.report.sweep_plots import job_curves, plot_curves
+
+    if summary.monitor is not None and (curves := job_curves(summary.sweep_dir, summary.rows, summary.groups,
+                                                             summary.params, summary.monitor)):
+        plot_curves(curves, summary.sweep_dir / CURVES_PLOT, monitor=summary.monitor,
+                    grouped=summary.groups is not None)
 
 
 def _job_dirs(sweep_dir: Path) -> Iterable[Path]:
