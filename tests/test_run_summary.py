@@ -104,7 +104,7 @@ def test_a_completed_run_writes_the_keys_of_a_trained_run(compose, tmp_path):
 
     returned = train(compose(["data=xor", "trainer.fast_dev_run=true", "device=cpu"]), run_dir=tmp_path)
     written = _written(tmp_path)
-    assert list(written) == [*TRAINED, "segment_seconds", "finished_at"]
+    assert list(written) == [*TRAINED, "segment_seconds", "finished_at", "report"]
     assert returned == written and written["status"] == "completed" and written["test"]
 
 

@@ -7,7 +7,7 @@ import platform
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -128,20 +128,44 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def write_test_predictions(path: Path, outputs: list[torch.Tensor], data: DataSplits, ranks: Ranks) -> None:
+class SplitOutputs(NamedTuple):
+    """A model's outputs on (a part of) a split, with what names each example.
+
+    Attributes:
+        outputs: ``(N, width)``, as the model gave them.
+        targets: the examples' targets, as in ``DataSplits``.
+        positions: each example's position in the split.
+        rows: each example's identifier in its source, as predictions.csv names it.
+    """
+
+    outputs: torch.Tensor
+    targets: torch.Tensor
+    positions: list[int]
+    rows: list[Any]
+
+
+def write_test_predictions(path: Path, outputs: list[torch.Tensor], data: DataSplits,
+                           ranks: Ranks) -> SplitOutputs | None:
     """``predictions.csv`` of the test split from every rank's ``outputs`` (each rank's are
-    for its contiguous part of the split), written by rank 0 in the split's order."""
+    for its contiguous part of the split), written by rank 0 in the split's order.
+
+    Returns:
+        On rank 0, what it wrote the file from (the run's report reads it too); else None.
+    """
     # Which examples of the split the outputs are: a prefix of each rank's part (all of it,
     # unless fast_dev_run cut it short).
     start = shard_range(len(data.y_test), ranks.rank, ranks.world_size)[0]
     parts = ranks.all_gather((start, [o.cpu() for o in outputs])) if ranks.distributed else [(start, outputs)]
     index = [i for first, outs in parts for i in range(first, first + sum(len(o) for o in outs))]
     outputs = [o for _, outs in parts for o in outs]
-    if outputs and ranks.is_main:
-        rows = data.info.get("test_rows")
-        write_predictions(path, prediction_rows(
-            torch.cat(outputs), data.y_test[torch.tensor(index, device=data.y_test.device)], data.task,
-            data.class_names, data.target_scale, [rows[i] for i in index] if rows is not None else index))
+    if not (outputs and ranks.is_main):
+        return None
+    rows = data.info.get("test_rows")
+    gathered = SplitOutputs(torch.cat(outputs), data.y_test[torch.tensor(index, device=data.y_test.device)], index,
+                            [rows[i] for i in index] if rows is not None else index)
+    write_predictions(path, prediction_rows(gathered.outputs, gathered.targets, data.task, data.class_names,
+                                            data.target_scale, gathered.rows))
+    return gathered
 
 
 def spreadsheet_safe(value: Any) -> Any:
