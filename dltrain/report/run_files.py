@@ -28,9 +28,18 @@ class RunFile(NamedTuple):
 #: Every file and folder of a run directory, in the order ``--help`` lists them.
 RUN_FILES: tuple[RunFile, ...] = (
     RunFile("metrics.csv", "one row per epoch: losses, metrics, learning rate, seconds"),
-    RunFile("summary.json", "how the run ended: status, best epoch and value, test metrics, data sizes"),
+    RunFile("summary.json", "how the run ended: status, best epoch and value, test metrics, data sizes, and the "
+            "test split's report (per-class scores, most confused pairs, AUCs, or errors)"),
     RunFile("predictions.csv", "the test split's target, prediction and confidence, one row per example"),
     RunFile("curves.png", "loss and metric curves per epoch, the best epoch marked"),
+    RunFile("confusion_matrix.png", "the test split's confusion matrix: counts, and shares of each true class",
+            "classification"),
+    RunFile("worst_predictions.csv", "the 20 test examples of highest loss: row, target, prediction, confidence, "
+            "loss", "classification"),
+    RunFile("worst_predictions.png", "the 16 worst test images with their true and predicted classes",
+            "classification of images"),
+    RunFile("roc_pr.png", "ROC and precision-recall curves of the test split, with their areas", "binary data"),
+    RunFile("regression.png", "the test split's predictions against the truth, and their residuals", "regression"),
     RunFile("diagnostics.csv", "per epoch and layer: gradient and weight norms, update-to-weight ratio, "
             "activation mean and std, dead or saturated units, identical units", "trainer.diagnostics"),
     RunFile("gradients.png", "gradient norm and update ratio per layer over the epochs (log scale), dead or "
