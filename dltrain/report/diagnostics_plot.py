@@ -34,6 +34,12 @@ def plot_gradients(csv_path: str | Path, path: str | Path) -> Path:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{csv_path} holds no rows")
+    return _save(gradients_figure(rows), path)
+
+
+def gradients_figure(rows: list[dict[str, str]]) -> Figure:
+    """The figure of diagnostics.csv's ``rows``: gradient norms, update ratios and, when there
+    are any, dead or saturated fractions, one panel each."""
     panels = [(title, scale, series) for title, scale, series in (
         ("gradient norm", "log", _series(rows, "grad_norm")),
         ("update / weight norm", "log", _series(rows, "update_ratio")),
@@ -61,7 +67,7 @@ def plot_gradients(csv_path: str | Path, path: str | Path) -> Path:
         if series:
             ax.legend(fontsize="x-small", ncol=1 + len(series) // 8)
     fig.suptitle("layer by layer, the first step of each epoch (diagnostics.csv)")
-    return _save(fig, path)
+    return fig
 
 
 def _series(rows: list[dict[str, str]], column: str) -> Series:
