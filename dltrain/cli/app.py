@@ -141,7 +141,7 @@ class SweepReport(Callback):
     """A sweep's start and end (``hydra.callbacks`` in train.yaml): the optimisation
     direction of ``hydra/sweeper=optuna`` follows the monitored metric, and the finished
     sweep is summarised (``sweep_summary.csv`` and ``.json``, ``best_overrides.yaml``,
-    ``sweep.png``, a ranked table)."""
+    ``sweep.png``, ``sweep_curves.png``, a ranked table); ``trainer.repeats`` becomes a sweep over seeds."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:

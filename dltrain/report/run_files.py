@@ -63,8 +63,14 @@ SWEEP_FILES: tuple[RunFile, ...] = (
     RunFile("<job>/", "one run directory per job (0/, 1/, ...), holding the files above"),
     RunFile("sweep_summary.csv", "one row per job: its overrides, status, best value and test metrics, ranked"),
     RunFile("sweep_summary.json", "the same rows, the monitored metric and the best job"),
-    RunFile("best_overrides.yaml", "the best job: its number, value, overrides and the command that re-runs it"),
-    RunFile("sweep.png", "the monitored value of each job, the best one marked"),
+    RunFile("best_overrides.yaml", "the best job: its number, value, overrides and the command that re-runs it "
+            "(grouped: the best configuration, its mean, CI and n, without the seed)"),
+    RunFile("sweep_groups.csv", "one row per configuration: n, mean, sd and 95% CI of the best value and test "
+            "metrics over its seeds, p-value against the best", "a sweep over seed= or trainer.repeats"),
+    RunFile("sweep.png", "the monitored value of each job, the best one marked (grouped: each configuration's mean "
+            "and 95% CI, its seeds as dots)"),
+    RunFile("sweep_curves.png", "the monitored metric per epoch of every job, one colour per job (grouped: per "
+            "configuration, its mean thick)"),
     RunFile("sweep.log", "one timestamped line per job as it started: its number, overrides and folder"),
     RunFile("multirun.yaml", "Hydra's record of the sweep's config"),
 )

@@ -1,5 +1,6 @@
 """A sweep's summary: one row per job, read back from the job directories, ranked by the monitored metric,
-written beside them and printed."""
+written beside them and printed. A sweep that varies the seed is also summarised by configuration
+(``sweep_stats`` computes, ``sweep_groups`` shows): its console table has one row per group."""
 
 from __future__ import annotations
 
@@ -133,8 +134,9 @@ def rank(rows: Iterable[dict[str, Any]], monitor: str | None, mode: str | None) 
 
 
 def write_summary(summary: SweepSummary) -> None:
-    """Write ``sweep_summary.csv``, ``sweep_summary.json``, ``best_overrides.yaml`` and ``sweep.png``
-    into the sweep directory; a plot that cannot be drawn is only warned about."""
+    """Write ``sweep_summary.csv``, ``sweep_summary.json``, ``best_overrides.yaml``, ``sweep.png`` and
+    ``sweep_curves.png`` (and ``sweep_groups.csv`` when grouped) into the sweep directory; a plot
+    that cannot be drawn is only warned about."""
     sweep_dir = summary.sweep_dir
     test_keys = sorted({key for row in summary.rows for key in row if key.startswith("test_")})
     cols = ["rank", "job", *summary.params, *_HEAD, *test_keys, *_TAIL]
@@ -187,7 +189,8 @@ def write_summary(summary: SweepSummary) -> None:
 
 
 def print_summary(summary: SweepSummary, console: Console | None = None) -> None:
-    """Print the ranked table, where the files are, the best job's command and which jobs failed."""
+    """Print the ranked table (one row per group when grouped: the jobs' rows are in sweep_summary.csv),
+    where the files are, the best job's (or group's) command and which jobs failed."""
     if console is None:
         console = Console()
         if not console.is_terminal and "COLUMNS" not in os.environ:
