@@ -41,10 +41,13 @@ class SchedulerFacts:
             early-stopping monitor), which has to be logged for the data's task.
         warnings: given ``max_epochs`` and the option's keys, what will not go as its preset
             describes within a run of that length; None for schedules with nothing to say.
+        peak_lr_key: the option's key that sets the highest learning rate it reaches, in place
+            of ``optim.lr`` (what ``dltrain-lr-find`` suggests a value for); None: ``optim.lr``.
     """
 
     needs_monitor: bool = False
     warnings: Callable[..., list[str]] | None = None
+    peak_lr_key: str | None = None
 
 
 SCHEDULERS: Registry[SchedulerFacts] = Registry("scheduler", SchedulerFacts)
@@ -253,7 +256,7 @@ def build_plateau(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_pe
     return LRSchedule("plateau", optimizer, sched, warmup_epochs=warmup_epochs, monitor=monitor)
 
 
-@SCHEDULERS.register("onecycle")
+@SCHEDULERS.register("onecycle", peak_lr_key="max_lr")
 def build_onecycle(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_per_epoch: int, warmup_epochs: int = 0,
                    max_lr: float | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos",
                    cycle_momentum: bool = True, base_momentum: float = 0.85, max_momentum: float = 0.95,
