@@ -4,7 +4,9 @@
 
 The model and the split are rebuilt from the checkpoint's own config and seed, so the test
 metrics of a run's ``best.pt`` are those in its ``summary.json``. Prints the metrics and, for
-classes, a confusion matrix; writes both to ``eval.json`` beside the checkpoint.
+classes, a confusion matrix; writes both to ``eval.json`` beside the checkpoint, and the split's
+report (:mod:`dltrain.report.run_report`) into a folder of its own beside the checkpoint's run
+(``eval-<checkpoint>-<split>/``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ KEYS = {
 }
 ABOUT = ("Evaluate a checkpoint on its run's test (or validation) split, rebuilt from the checkpoint's own "
          "config and seed:\nloss and metrics, and a confusion matrix for classification. Writes eval.json beside "
-         "the checkpoint.")
+         "the checkpoint,\nand its report (the run's report files, for this checkpoint and split) into "
+         "eval-<checkpoint>-<split>/ in its run directory.")
 EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt split=test"
 
 
@@ -92,14 +95,18 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     batches = make_batches(data, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.seed,
                            dev)[1 if split == "val" else 2]
 
+    folder = report_folder(Path(ckpt), split)
     acc = MetricAccumulator(data.task)
     classes = data.task in ("binary", "multiclass")
     confusion = torch.zeros(data.num_outputs * data.num_outputs, dtype=torch.long, device=dev)
+    outputs, targets = [], []
     # Full precision, whatever trainer.precision trained in: the weights' own quality.
     with torch.no_grad():
         for x, y in batches:
             output = restored.model(x)  # (B, width)
             acc.update(output, y, loss_fn(output, y))
+            outputs.append(output.cpu())
+            targets.append(y.cpu())
             if classes:
                 pred = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
                 confusion += torch.bincount(y * data.num_outputs + pred, minlength=confusion.numel())
@@ -111,6 +118,9 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     if classes:
         result["class_names"] = list(data.class_names or range(data.num_outputs))
         result["confusion_matrix"] = confusion.reshape(data.num_outputs, -1).cpu().tolist()
+    if outputs:
+        result["report"] = _write_report(folder, torch.cat(outputs), torch.cat(targets), data, split)
+        result["report_dir"] = str(folder)
     target = Path(ckpt).parent / "eval.json"
     try:
         write_json(target, result)
@@ -118,6 +128,41 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         raise UserError(f"could not write {target}: {err.strerror or err}; check that its folder is writable") from err
     print_eval(result, target)
     return result
+
+
+def report_folder(ckpt: Path, split: str) -> Path:
+    """Where the report of ``ckpt`` on ``split`` goes: ``eval-<checkpoint>-<split>/`` in its run
+    directory (the folder above ``checkpoints/``), else beside it. One folder per checkpoint and
+    split, so no evaluation overwrites another's.
+
+    Raises:
+        UserError: the folder holds a file that is not a report's: dltrain-eval did not write it.
+    """
+    from dltrain.report.run_report import REPORT_FILES
+
+    home = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    folder = home / f"eval-{ckpt.stem}-{split}"
+    others = sorted(p.name for p in folder.iterdir() if p.name not in REPORT_FILES) if folder.is_dir() else []
+    if folder.exists() and not folder.is_dir() or others:
+        raise UserError(f"{folder} holds {', '.join(others) or 'a file of that name'}, which dltrain-eval did not "
+                        "write: move it away to write this evaluation's report there")
+    return folder
+
+
+def _write_report(folder: Path, outputs: torch.Tensor, targets: torch.Tensor, data: Any,
+                  split: str) -> dict[str, Any] | None:
+    """The report of the split's ``outputs`` in ``folder``, the files an earlier evaluation of
+    the same checkpoint and split wrote there replaced (a picture not drawn now does not stay)."""
+    from dltrain.report.run_report import REPORT_FILES, write_report
+    from dltrain.report.tables import SplitOutputs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    positions = list(range(len(targets)))
+    rows = data.info.get("test_rows") if split == "test" else None
+    inputs = data.x_test if split == "test" else data.x_val
+    return write_report(folder, SplitOutputs(outputs, targets, positions, rows or positions), data, inputs, split)
 
 
 def _check_same_data(restored: Restored, data: Any) -> None:
@@ -143,6 +188,8 @@ def print_eval(result: dict[str, Any], written: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from dltrain.report.run_report import print_report
+
     console = Console()
     table = Table(title=f"{TOOL}: {result['split']} split, {result['num_examples']} examples", header_style="bold")
     table.add_column("metric")
@@ -161,8 +208,12 @@ def print_eval(result: dict[str, Any], written: Path | None = None) -> None:
         for name, row in zip(names, result["confusion_matrix"], strict=True):
             matrix.add_row(name, *(str(count) for count in row))
         console.print(matrix)
+    print_report(result.get("report"), result["split"], console)
     if written is not None:
         console.print(f"wrote {written}")
+    if "report_dir" in result:
+        folder = Path(result["report_dir"])
+        console.print(f"wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -47,8 +47,8 @@ GRID = 16
 CONSOLE_CLASSES = 20
 
 
-def write_report(folder: Path, split: SplitOutputs, data: DataSplits,
-                 inputs: torch.Tensor | Dataset | None = None) -> dict[str, Any] | None:
+def write_report(folder: Path, split: SplitOutputs, data: DataSplits, inputs: torch.Tensor | Dataset | None = None,
+                 name: str = "test") -> dict[str, Any] | None:
     """Write the report of ``split``'s outputs into ``folder`` and return its numbers.
 
     Args:
@@ -56,6 +56,7 @@ def write_report(folder: Path, split: SplitOutputs, data: DataSplits,
         split: the outputs gathered on rank 0 (:func:`~dltrain.report.tables.write_test_predictions`).
         data: the run's data: its task, class names and target scale.
         inputs: the split's inputs (``data.x_test``), for the worst predictions' pictures of image data.
+        name: the split's name (``test`` or ``val``), as the pictures and warnings say it.
 
     Returns:
         The numbers (per class, averages, most confused pairs, AUCs; or the regression's
@@ -67,9 +68,9 @@ def write_report(folder: Path, split: SplitOutputs, data: DataSplits,
         names = class_names(data)
         if data.task == "multilabel":
             return multilabel_report(split.outputs, split.targets, names)
-        return _classes(folder, split, data, names, inputs)
+        return _classes(folder, split, data, names, inputs, name)
     except Exception as err:  # noqa: BLE001 - the report is never worth the run's results
-        log.warning("warning: could not write the report of the test split: %s", first_line(err))
+        log.warning("warning: could not write the report of the %s split: %s", name, first_line(err))
         return None
 
 
@@ -80,7 +81,7 @@ def class_names(data: DataSplits) -> list[str]:
 
 
 def _classes(folder: Path, split: SplitOutputs, data: DataSplits, names: list[str],
-             inputs: torch.Tensor | Dataset | None) -> dict[str, Any]:
+             inputs: torch.Tensor | Dataset | None, split_name: str) -> dict[str, Any]:
     """Confusion matrix, per-class scores, the worst predictions, and for binary data the curves."""
     outputs, targets = split.outputs.cpu(), split.targets.long().cpu()
     matrix = confusion_matrix(targets, predicted_classes(outputs), len(names))
@@ -107,7 +108,7 @@ def _classes(folder: Path, split: SplitOutputs, data: DataSplits, names: list[st
         _draw(folder, "worst_predictions.png", lambda plots, path: plots.plot_image_grid(
             plots.display_images(_examples(inputs, [split.positions[i] for i in shown]), data),
             [f"true {row['target']}\npred {row['prediction']} {row['confidence']:.0%}" for row in rows[:GRID]],
-            path, f"worst test predictions (highest {losses.name.replace('_', '-')})",
+            path, f"worst {split_name} predictions (highest {losses.name.replace('_', '-')})",
             wrong=[row["target"] != row["prediction"] for row in rows[:GRID]]))
     return report
 
