@@ -45,6 +45,7 @@ from dltrain.report.run_end import close_not_started, close_run
 from dltrain.report.run_report import print_report, write_report
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
+from dltrain.report.train_samples import write_samples
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.checkpoint import save_last
 from dltrain.training.device import resolve_device
@@ -175,6 +176,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     if main:
         (run_dir / "model_summary.txt").write_text(summary_text)
         write_json(run_dir / "data.json", describe_data(cfg, exp.data))
+        write_samples(run_dir, exp.data, exp.augment, cfg.seed)
     log.info("model=%s on %s, data=%s: %d train / %d val / %d test examples; loss=%s, optim=%s, "
              "scheduler=%s, init=%s, precision=%s\n%s", cfg.model.name, device, cfg.data.name,
              *exp.data.sizes.values(), exp.loss_name, cfg.optim.name, cfg.scheduler.name, cfg.init.name,

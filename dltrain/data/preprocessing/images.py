@@ -173,6 +173,13 @@ class Images(Preprocessing):
         x = raw.to(torch.float32, memory_format=torch.contiguous_format)
         return x.div_(255).sub_(mean.to(x.device)).div_(std.to(x.device))
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``(N, C, H, W)`` back to pixels in [0, 1] (unclipped), the inverse of
+        :meth:`apply`: grayscale images repeated to the model's channels come back as one."""
+        mean, std = self._statistics
+        x = x.float() * std.to(x.device) + mean.to(x.device)
+        return x[:, :1] if self.color == "grayscale" else x
+
     def read(self, path: Path, batch_size: int, warn: Warn) -> Iterator[Batch]:
         """A folder of images (or one image file), see :func:`read_images`."""
         yield from read_images(path, batch_size, self.image_size, self.color, self.apply, self.to_record(), warn)
@@ -239,6 +246,13 @@ class InkCounts(Preprocessing):
         counts = np.asarray(raw, dtype=np.float32).reshape(-1, self.mean.size)  # (N, H * W)
         scaled = (counts - self.mean.astype(np.float32)) / self.std.astype(np.float32)
         return torch.from_numpy(scaled).reshape(-1, 1, *self.image_size)
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``(N, 1, H, W)`` back to ink in [0, 1] (unclipped): counts over ``pixel_max``."""
+        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)  # (H * W,)
+        std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
+        counts = x.float().reshape(len(x), -1) * std + mean  # (N, H * W)
+        return (counts / self.pixel_max).reshape(len(x), 1, *self.image_size)
 
     def counts(self, images: torch.Tensor) -> np.ndarray:
         """uint8 images ``(N, 1, H, W)`` -> the nearest ink counts ``(N, H * W)``."""
