@@ -146,10 +146,9 @@ def _lr_find_app(cfg: DictConfig) -> None:
     log.info("next: %s", command)
 
 
-def main() -> None:
-    """Console script ``dltrain-lr-find``."""
-    global _options
-    argv = sys.argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``dltrain-lr-find`` (``argv``: the arguments, default the command line's)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if "--help" in argv or "-h" in argv:
         print(_usage())
         return
