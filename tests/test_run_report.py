@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -158,3 +159,51 @@ def test_dltrain_eval_writes_the_report_of_each_split_into_a_folder_of_its_own(d
         evaluate_checkpoint(best, "test", "cpu")
     assert (digits / "eval-best-test" / "notes.txt").read_text() == "mine"
     assert (digits / "eval-best-test" / "confusion_matrix.png").is_file()
+
+
+def test_one_binary_logit_is_reported_with_its_binary_cross_entropy(tmp_path):
+    summary = train(compose(["device=cpu", "data=xor", "loss=bce", "trainer.fast_dev_run=true"]),
+                    run_dir=tmp_path / "run")
+    worst = pd.read_csv(tmp_path / "run" / "worst_predictions.csv")
+    assert worst.columns[-1] == "binary_cross_entropy" and worst["binary_cross_entropy"].is_monotonic_decreasing
+    assert 0 <= summary["report"]["roc_auc"] <= 1 and (tmp_path / "run" / "roc_pr.png").is_file()
+
+
+def _report(classes: int) -> dict:
+    per_class = {f"c{i}": {"precision": 1.0, "recall": 1.0, "f1": 1 - i / 100, "support": 5} for i in range(classes)}
+    average = {"precision": 1.0, "recall": 1.0, "f1": 0.9, "support": 5 * classes}
+    return {"per_class": per_class, "macro_avg": average, "weighted_avg": average, "most_confused": []}
+
+
+def test_the_console_shows_every_class_of_few_and_the_worst_by_f1_of_many():
+    from rich.console import Console
+
+    from dltrain.report.run_report import class_table
+
+    def shown(classes: int) -> str:
+        console = Console(width=100, record=True)
+        console.print(class_table(_report(classes)))
+        return console.export_text()
+
+    few = shown(20)
+    assert all(f"c{i} " in few for i in range(20)) and "more in summary.json" not in few
+    many = shown(50)
+    assert all(f"c{i} " in many for i in range(40, 50))  # the ten lowest F1
+    assert "c39 " not in many and "c0 " not in many
+    assert "the 10 classes of lowest F1; 40 more in summary.json" in " ".join(many.split())
+    assert "macro avg" in many and "weighted avg" in many
+
+
+def test_a_multilabel_report_scores_each_label(tmp_path):
+    import torch
+
+    from dltrain.report.run_report import write_report
+    from dltrain.report.tables import SplitOutputs
+
+    data = SimpleNamespace(task="multilabel", num_outputs=3, class_names=["a", "b", "c"], input_shape=(4,))
+    targets = torch.tensor([[1.0, 0, 1], [0, 1, 1], [1, 1, 0]])
+    outputs = torch.tensor([[2.0, -1, 3], [-1, -2, 1], [1, 1, -1]])  # label b missed once
+    report = write_report(tmp_path, SplitOutputs(outputs, targets, [0, 1, 2], [0, 1, 2]), data)
+    assert report["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": 0.666667, "support": 2}
+    assert report["per_class"]["a"]["f1"] == report["per_class"]["c"]["f1"] == 1.0
+    assert list(tmp_path.iterdir()) == []  # no files: a confusion matrix is for one label per example
