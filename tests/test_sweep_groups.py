@@ -26,7 +26,6 @@ from dltrain.report.run_files import SWEEP_FILES
 from dltrain.report.sweep import BEST_OVERRIDES, CURVES_PLOT, SUMMARY_JSON, SWEEP_PLOT, summarize_sweep
 from dltrain.report.sweep_groups import GROUPS_CSV
 from dltrain.report.sweep_plots import curves_figure, groups_figure, job_curves
-from dltrain.report.sweep_stats import group_rows
 
 from .conftest import run_cli
 
