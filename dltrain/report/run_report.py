@@ -84,12 +84,12 @@ def _classes(folder: Path, split: SplitOutputs, data: DataSplits, names: list[st
              inputs: torch.Tensor | Dataset | None, split_name: str) -> dict[str, Any]:
     """Confusion matrix, per-class scores, the worst predictions, and for binary data the curves."""
     outputs, targets = split.outputs.cpu(), split.targets.long().cpu()
-    matrix = confusion_matrix(targets, predicted_classes(outputs), len(names))
+    predicted = predicted_classes(outputs)
+    matrix = confusion_matrix(targets, predicted, len(names))
     report = classification_report(matrix, names)
     _draw(folder, "confusion_matrix.png", lambda plots, path: plots.plot_confusion_matrix(matrix.tolist(), names, path))
     losses = example_losses(outputs, targets)
     order = worst(losses.loss)
-    predicted = predicted_classes(outputs)
     rows = [{"rank": k + 1, "row": split.rows[i], "target": names[int(targets[i])],
              "prediction": names[int(predicted[i])], "confidence": round(float(losses.confidence[i]), 6),
              losses.name: round(float(losses.loss[i]), 6)} for k, i in enumerate(order.tolist())]
