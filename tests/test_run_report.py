@@ -159,6 +159,10 @@ def test_dltrain_eval_writes_the_report_of_each_split_into_a_folder_of_its_own(d
         evaluate_checkpoint(best, "test", "cpu")
     assert (digits / "eval-best-test" / "notes.txt").read_text() == "mine"
     assert (digits / "eval-best-test" / "confusion_matrix.png").is_file()
+    (digits / "eval-last-test").write_text("a file of mine")
+    with pytest.raises(UserError, match="eval-last-test is a file dltrain-eval did not write"):
+        evaluate_checkpoint(digits / "checkpoints" / "last.pt", "test", "cpu")
+    assert (digits / "eval-last-test").read_text() == "a file of mine"
 
 
 def test_one_binary_logit_is_reported_with_its_binary_cross_entropy(tmp_path):

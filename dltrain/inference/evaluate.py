@@ -142,10 +142,13 @@ def report_folder(ckpt: Path, split: str) -> Path:
 
     home = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     folder = home / f"eval-{ckpt.stem}-{split}"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file dltrain-eval did not write: move it away to write this evaluation's "
+                        "report there")
     others = sorted(p.name for p in folder.iterdir() if p.name not in REPORT_FILES) if folder.is_dir() else []
-    if folder.exists() and not folder.is_dir() or others:
-        raise UserError(f"{folder} holds {', '.join(others) or 'a file of that name'}, which dltrain-eval did not "
-                        "write: move it away to write this evaluation's report there")
+    if others:
+        raise UserError(f"{folder} holds {', '.join(others)}, which dltrain-eval did not write: move it away to "
+                        "write this evaluation's report there")
     return folder
 
 
@@ -156,9 +159,12 @@ def _write_report(folder: Path, outputs: torch.Tensor, targets: torch.Tensor, da
     from dltrain.report.run_report import REPORT_FILES, write_report
     from dltrain.report.tables import SplitOutputs
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in REPORT_FILES:
-        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in REPORT_FILES:
+            (folder / name).unlink(missing_ok=True)
+    except OSError as err:
+        raise UserError(f"could not write {folder}: {err.strerror or err}; check that its folder is writable") from err
     positions = list(range(len(targets)))
     rows = data.info.get("test_rows") if split == "test" else None
     inputs = data.x_test if split == "test" else data.x_val
