@@ -142,8 +142,16 @@ def _lr_find_app(cfg: DictConfig) -> None:
     if finding.stopped:
         log.info("stopped after %d steps: %s", len(finding.lrs), finding.stopped)
     log.info("suggested %s=%s (%s)", finding.key, format_lr(finding.suggestion), finding.reason)
-    log.info("wrote %s/: %s", folder, ", ".join(written))
+    log.info("wrote %s/: %s", _shown(folder), ", ".join(written))
     log.info("next: %s", command)
+
+
+def _shown(folder: Path) -> str:
+    """``folder`` as the user named it: relative to the working directory when inside it."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def main(argv: list[str] | None = None) -> None:
