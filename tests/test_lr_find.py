@@ -133,6 +133,23 @@ def test_command_replaces_the_learning_rate_given() -> None:
     assert command == f"dltrain optim=sgd 'model.hidden=[32,16]' optim.lr={finding.suggestion:.1e}"
 
 
+def test_the_ramp_keeps_the_backbone_groups_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dltrain.training.lr_find as finder
+
+    seen: list[list[float]] = []
+
+    class Recording(finder.OptimizerStep):
+        def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append([group["lr"] for group in self.optimizer.param_groups])
+            return super().__call__(x, y)
+
+    monkeypatch.setattr(finder, "OptimizerStep", Recording)
+    finding = lr_find(compose(["model=cnn", "model.backbone_lr=0.1"]), num_steps=10)
+    assert len(seen) == 10 and len(seen[0]) > 1
+    for lrs, lr in zip(seen, finding.lrs, strict=True):
+        assert lrs[0] == pytest.approx(lr) and min(lrs) == pytest.approx(lr * 0.1)
+
+
 def test_lbfgs_is_refused_with_the_reason() -> None:
     with pytest.raises(ConfigError, match="optim=lbfgs .*line search"):
         lr_find(compose(["optim=lbfgs"]), num_steps=20)
