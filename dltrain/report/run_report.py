@@ -154,7 +154,8 @@ def print_report(report: dict[str, Any] | None, split: str = "test", console: Co
     if report.get("most_confused"):
         pairs = ", ".join(f"{p['true']} -> {p['predicted']}: {p['count']} ({p['share']:.0%})"
                           for p in report["most_confused"])
-        console.print(f"most confused (true -> predicted: count, share of the true class): {pairs}")
+        # soft_wrap: one line in a log, however many classes and however long their names
+        console.print(f"most confused (true -> predicted: count, share of the true class): {pairs}", soft_wrap=True)
     if "roc_auc" in report:
         console.print(f"ROC AUC {report['roc_auc']:.4f}, average precision {report['average_precision']:.4f} "
                       f"(positive class: {report['positive']})")
