@@ -219,7 +219,7 @@ def print_eval(result: dict[str, Any], written: Path | None = None) -> None:
         console.print(f"wrote {written}")
     if "report_dir" in result:
         folder = Path(result["report_dir"])
-        console.print(f"wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+        console.print(f"wrote {folder}/: {', '.join(sorted(p.name for p in folder.iterdir()))}", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
