@@ -89,7 +89,9 @@ def test_too_few_steps_before_divergence_is_one_line() -> None:
 def test_lr_find_leaves_the_generators_and_a_later_run_untouched(tmp_path: Path) -> None:
     cfg = compose([*SGD, "data=xor", "trainer.fast_dev_run=true"])
     train(cfg, run_dir=tmp_path / "alone")
-    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
     before = (random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state())
     finding = lr_find(cfg, num_steps=20)
     assert len(finding.lrs) == 20

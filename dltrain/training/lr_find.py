@@ -63,7 +63,9 @@ class LRFinding:
         key: the override that sets it (``optim.lr``, or ``scheduler.max_lr`` for onecycle).
         steepest_step, minimum_step: the steps (0-based) of the steepest descent of the
             smoothed loss (None when it does not descend) and of its minimum.
+        num_steps: the steps the ramp was planned for (fewer were run when it diverged).
         stopped: why the test ended before its last step (None: it ran them all).
+        settings: the ramp's settings and the seed, for ``lr_find.json``.
     """
 
     lrs: list[float]
