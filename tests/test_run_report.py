@@ -211,3 +211,12 @@ def test_a_multilabel_report_scores_each_label(tmp_path):
     assert report["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": 0.666667, "support": 2}
     assert report["per_class"]["a"]["f1"] == report["per_class"]["c"]["f1"] == 1.0
     assert list(tmp_path.iterdir()) == []  # no files: a confusion matrix is for one label per example
+
+
+def test_images_read_from_disk_show_their_worst_predictions_by_path(tmp_path, data_overrides, caplog):
+    train(compose(["device=cpu", "data=image_folder", *data_overrides("image_folder"), "data.in_memory=false",
+                   "trainer.fast_dev_run=true"]), run_dir=tmp_path / "run")
+    assert "could not" not in caplog.text
+    assert _png(tmp_path / "run" / "worst_predictions.png")[0] > 300
+    worst = pd.read_csv(tmp_path / "run" / "worst_predictions.csv")
+    assert worst["row"].str.endswith((".png", ".jpg")).all()  # named by the image's path, as predictions.csv
