@@ -77,7 +77,14 @@ class Result:
         return float(self.epochs[-1][column])
 
     def layer(self, name: str, column: str, epoch: int | None = None) -> float:
-        """``column`` of diagnostics.csv for layer ``name`` in ``epoch`` (default: the last measured)."""
+        """``column`` of diagnostics.csv for layer ``name`` in ``epoch`` (default: the last measured).
+
+        Raises:
+            ReadmeError: the run measured nothing (``trainer.diagnostics=false``).
+        """
+        if not self.diagnostics:
+            raise ReadmeError(f"{self.summary.get('run_dir')} has no diagnostics.csv: this claim reads it, "
+                              "so leave trainer.diagnostics on.")
         rows = self.diagnostics[max(self.diagnostics) if epoch is None else epoch]
         return float(rows[name][column])
 

@@ -58,6 +58,9 @@ def test_what_is_read_from_a_run() -> None:
     assert run.grad_ratio() == pytest.approx(4e-5) and run.test() == 0.5 and not run.diverged
     assert stat([0.9, 0.8]) == "0.850 ± 0.071" and stat([0.5]) == "0.500 ± 0.000"
     assert stat([3e-5, 5e-5], ".1e") == "4.0e-05 ± 1.4e-05"
+    unmeasured = Result({"run_dir": "outputs/x"}, run.epochs, {})
+    with pytest.raises(ReadmeError, match="outputs/x has no diagnostics.csv: .* trainer.diagnostics on"):
+        unmeasured.grad_ratio()
 
 
 def test_a_verdict_says_whether_the_runs_show_the_claim() -> None:
