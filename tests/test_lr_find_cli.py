@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dltrain.cli.lr_find import LR_FIND_FILES, main
+from dltrain.cli.lr_find import main
+from dltrain.report.run_files import LR_FIND_FILES
 from tests.conftest import tool_error
 
 
@@ -32,7 +33,7 @@ def test_prints_the_suggestion_and_the_next_command_and_writes_its_own_folder(tm
     assert "the minimum was at" in suggested and "/10 = " in suggested
     assert f"next: dltrain optim=sgd trainer.batch_size=32 optim.lr={value}" in lines
     (folder,) = (tmp_path / "lr_find").glob("*/*")  # lr_find/<date>/<time>/: never a run's outputs/
-    assert sorted(p.name for p in folder.iterdir()) == sorted(name.rstrip("/") for name, _ in LR_FIND_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(entry.name.rstrip("/") for entry in LR_FIND_FILES)
     saved = json.loads((folder / "lr_find.json").read_text())
     assert saved["command"] == f"dltrain optim=sgd trainer.batch_size=32 optim.lr={value}"
     assert saved["overrides"] == ["optim=sgd", "trainer.batch_size=32"]
@@ -74,4 +75,4 @@ def test_help_names_its_keys_and_files(capsys: pytest.CaptureFixture[str]) -> No
     main(["--help"])
     out = capsys.readouterr().out
     assert "lr_find.num_steps=200" in out and "lr_find.start_lr=1e-07" in out
-    assert all(name in out for name, _ in LR_FIND_FILES)
+    assert all(entry.name in out for entry in LR_FIND_FILES)

@@ -28,21 +28,13 @@ from dltrain.config.schemas import spec
 from dltrain.config.validation import validate, validate_once
 from dltrain.config.value_types import check_value
 from dltrain.errors import ConfigError, UserError
+from dltrain.report.run_files import LR_FIND_FILES
 
 log = logging.getLogger("dltrain")
 
 #: The primary config of the command (``conf/lr_find.yaml``).
 CONFIG_NAME = "lr_find"
 PREFIX = "lr_find."
-#: What the command writes into its folder.
-LR_FIND_FILES = (
-    ("lr_find.json", "the overrides, every step's lr, loss and smoothed loss, the suggestion, its rule and reason, "
-                     "and the command to run next"),
-    ("lr_find.png", "the loss and the smoothed loss against the learning rate, the suggestion and minimum / 10 "
-                    "marked"),
-    (".hydra/", "the composed config, Hydra's config and the overrides given"),
-    ("lr_find.log", "what was printed"),
-)
 
 
 @dataclass
@@ -175,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 def _usage() -> str:
     keys = "\n".join(f"  {PREFIX}{f.name}={f.default!r:<10} {f.metadata.get('help', '')}"
                      for f in dataclasses.fields(LRFindOptions))
-    files = "\n".join(f"  {name:<13} {what}" for name, what in LR_FIND_FILES)
+    files = "\n".join(f"  {entry.name:<13} {entry.what}" for entry in LR_FIND_FILES)
     return (
         "dltrain-lr-find: a learning-rate range test on the config dltrain would train.\n\n"
         "Usage:\n"

@@ -1,5 +1,6 @@
-"""What a run and a sweep write into their directories: one list, shown by ``dltrain --help``
-and checked against a real run directory by the tests, so the two cannot drift apart.
+"""What a run and a sweep write into their directories (and ``dltrain-lr-find`` into its own): one
+list, shown by ``dltrain --help`` and checked against a real run directory by the tests, so the two
+cannot drift apart.
 
 Imports nothing: ``dltrain --help`` reads it before torch is loaded.
 """
@@ -75,6 +76,16 @@ SWEEP_FILES: tuple[RunFile, ...] = (
             "configuration, its mean thick)"),
     RunFile("sweep.log", "one timestamped line per job as it started: its number, overrides and folder"),
     RunFile("multirun.yaml", "Hydra's record of the sweep's config"),
+)
+
+#: What ``dltrain-lr-find`` writes into its own folder (``lr_find/<date>/<time>/``), shown by its ``--help``.
+LR_FIND_FILES: tuple[RunFile, ...] = (
+    RunFile("lr_find.json", "the overrides, every step's lr, loss and smoothed loss, the suggestion, its rule and "
+            "reason, and the command to run next"),
+    RunFile("lr_find.png", "the loss and the smoothed loss against the learning rate, the suggestion and "
+            "minimum / 10 marked"),
+    RunFile(".hydra/", "the composed config, Hydra's config and the overrides given"),
+    RunFile("lr_find.log", "what it printed"),
 )
 
 _PLACEHOLDERS = {"NNNN": r"\d{4,}", "<k>": r"\d+", "<job>": r"\d+"}
