@@ -172,3 +172,29 @@ def test_plot_gradients_of_an_empty_csv_is_an_error(tmp_path):
     path.write_text(",".join(COLUMNS) + "\n")
     with pytest.raises(ValueError, match="no rows"):
         plot_gradients(path, tmp_path / "gradients.png")
+
+
+def host_reads_in_one_epoch(steps: int, tmp_path: Path, diagnosed: bool) -> int:
+    """Host reads of tensor values during one epoch of ``steps`` batches, measured or not."""
+    from dltrain.data import TensorBatches
+    from dltrain.training.callbacks import EarlyStopping
+    from dltrain.training.trainer import Hooks, Trainer
+    from tests.test_performance import counting_host_reads
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    diagnostics = Diagnostics(model, tmp_path / "diagnostics.csv") if diagnosed else None
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"),
+                      hooks=Hooks(log_every_n_steps=1000, diagnostics=diagnostics))
+    batches = TensorBatches(torch.randn(steps * 8, 5), torch.randint(0, 3, (steps * 8,)), 8, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))
+    with counting_host_reads() as calls:
+        trainer.train_epoch(batches)
+    return len(calls)
+
+
+def test_measuring_reads_the_device_once_an_epoch_and_nothing_per_step(tmp_path):
+    off_10, off_40 = host_reads_in_one_epoch(10, tmp_path, False), host_reads_in_one_epoch(40, tmp_path, False)
+    on_10, on_40 = host_reads_in_one_epoch(10, tmp_path, True), host_reads_in_one_epoch(40, tmp_path, True)
+    assert off_10 == off_40 and on_10 == on_40 == off_10 + 1

@@ -9,7 +9,11 @@ transfer. The step itself is computed as any other (the hooks only read), so the
 metrics, checkpoints and resume are the same with diagnostics on or off; off, nothing is
 registered and the loop takes its usual path.
 
-Rows go to ``diagnostics.csv``, one per epoch and module, flushed as each epoch ends.
+Rows go to ``diagnostics.csv``, one per epoch and module, flushed as each epoch ends. A run
+resumed at an epoch's end measures the same steps as one never stopped; resumed inside an
+epoch, it measures the first step it takes. Under torchrun rank 0 measures its own step (the
+gradients are the ranks' average, the activations those of its share of the batch); nothing
+measured is a collective, so the ranks never wait on one another for it.
 """
 
 from __future__ import annotations
