@@ -76,3 +76,10 @@ def test_help_names_its_keys_and_files(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "lr_find.num_steps=200" in out and "lr_find.start_lr=1e-07" in out
     assert all(entry.name in out for entry in LR_FIND_FILES)
+
+
+def test_dltrain_help_names_the_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_help import help_text
+
+    examples = help_text(monkeypatch, capsys, "--help").split("Examples:")[1].split("==")[0]
+    assert "dltrain-lr-find optim=sgd" in examples
