@@ -13,7 +13,7 @@ from PIL import Image
 
 from dltrain import compose, train
 from dltrain.report import train_samples
-from dltrain.report.train_samples import SAMPLES_PNG, augmented_samples, write_samples
+from dltrain.report.train_samples import SAMPLES_PNG, augmented_samples, sample_positions, write_samples
 
 #: Rotation and shift draw random numbers for every batch: drawing them for the picture from the
 #: run's own streams would move every later draw, and the run with them.
@@ -72,8 +72,18 @@ def test_samples_come_from_the_seed_and_leave_the_random_state_alone(tmp_path):
     other, _ = augmented_samples(exp.data, exp.augment, seed=4)
     plain, _ = augmented_samples(exp.data, None, seed=3)
     assert torch.equal(x, again) and not torch.equal(x, other)
-    assert torch.equal(plain, exp.data.x_train[:32]) and not torch.equal(x, plain)  # the augmentation shows
-    assert captions == [exp.data.class_names[int(y)] for y in exp.data.y_train[:32]]
+    positions = sample_positions(len(exp.data.y_train), 32, seed=3)
+    assert torch.equal(plain, exp.data.x_train[positions]) and not torch.equal(x, plain)  # the augmentation shows
+    assert captions == [exp.data.class_names[int(y)] for y in exp.data.y_train[positions]]
+
+
+def test_samples_are_a_seeded_choice_across_the_training_split():
+    positions = sample_positions(1000, 32, seed=0)
+    assert len(set(positions.tolist())) == 32 and positions.tolist() == sorted(positions.tolist())
+    assert positions.max() > 500  # not the first 32: data stored class by class shows its classes
+    assert torch.equal(sample_positions(1000, 32, seed=0), positions)
+    assert not torch.equal(sample_positions(1000, 32, seed=1), positions)
+    assert sample_positions(5, 32, seed=0).tolist() == [0, 1, 2, 3, 4]  # a small split: all of it
 
 
 def test_a_picture_already_there_is_kept(tmp_path):
@@ -113,4 +123,4 @@ def test_images_read_from_disk_are_drawn_without_the_run_s_loader(tmp_path, data
                  "trainer.fast_dev_run=true", "device=cpu", "model=cnn"]
     train(compose(overrides), run_dir=tmp_path / "run")
     assert (tmp_path / "run" / SAMPLES_PNG).exists()
-    assert drawn and set(drawn[0]) <= {"cat", "dog", "fox"} and len(drawn[0]) > 8
+    assert drawn and set(drawn[0]) == {"cat", "dog", "fox"}  # the files are stored class by class

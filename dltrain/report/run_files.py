@@ -47,8 +47,8 @@ RUN_FILES: tuple[RunFile, ...] = (
             "saturated units", "trainer.diagnostics"),
     RunFile("model_summary.txt", "layers, output shapes, parameter counts and initialisation"),
     RunFile("data.json", "the dataset: task, shapes, class names, split sizes, preprocessing"),
-    RunFile("samples.png", "the first 32 training images after augmentation, as the model sees them, with their "
-            "labels", "image data"),
+    RunFile("samples.png", "32 training images (a seeded random choice) after augmentation, as the model sees "
+            "them, with their labels", "image data"),
     RunFile("checkpoints/last.pt", "the latest epoch's full training state: resume= continues it exactly",
             "trainer.checkpoint.save_last"),
     RunFile("checkpoints/best.pt", "the epoch with the best monitored value", "trainer.checkpoint.save_best"),

@@ -1,10 +1,10 @@
-"""samples.png: the first training images after the run's augmentation, as the model sees them,
-captioned with their labels, drawn by rank 0 as the run starts.
+"""samples.png: training images after the run's augmentation, as the model sees them, captioned
+with their labels, drawn by rank 0 as the run starts (fastai's ``show_batch``).
 
-Drawing it changes nothing in the run: the examples are read from the training split directly
-(never through the run's batches, whose order is drawn from the run's random numbers), and
-their augmentation draws from the CPU generator inside :func:`torch.random.fork_rng`, seeded
-with the run's seed and restored afterwards.
+Drawing it changes nothing in the run: the examples are chosen by a private generator and read
+from the training split directly (never through the run's batches, whose order is drawn from the
+run's random numbers), and their augmentation draws from the CPU generator inside
+:func:`torch.random.fork_rng`, seeded with the run's seed and restored afterwards.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def write_samples(run_dir: Path, data: DataSplits, augment: Augment | None, seed
 
         x, captions = augmented_samples(data, augment, seed)
         done = f"after {', '.join(augment.params)}" if augment is not None else "no augmentation"
-        title = f"the first {len(x)} training inputs as the model sees them ({done})"
+        title = f"{len(x)} training inputs as the model sees them ({done})"
         return plot_image_grid(display_images(x, data), captions, path, title)
     except Exception as err:  # noqa: BLE001 - a plot is never worth the run
         log.warning("warning: could not draw %s: %s", SAMPLES_PNG, first_line(err))
@@ -59,18 +59,31 @@ def write_samples(run_dir: Path, data: DataSplits, augment: Augment | None, seed
 
 def augmented_samples(data: DataSplits, augment: Augment | None, seed: int,
                       n: int = NUM_SAMPLES) -> tuple[torch.Tensor, list[str]]:
-    """The first ``n`` training inputs, augmented on the CPU under a private seed, and their captions.
+    """``n`` training inputs chosen by :func:`sample_positions`, augmented on the CPU under a
+    private seed, and their captions.
 
     Returns:
         The model inputs ``(n, C, H, W)`` on the CPU, and one caption per input: its label.
     """
-    x = data.example(n).detach().cpu()  # read item by item from data on disk: the run's loader is not touched
+    positions = sample_positions(len(data.y_train), n, seed)
+    if torch.is_tensor(data.x_train):
+        x = data.x_train[positions.to(data.x_train.device)].detach().cpu()
+    else:  # read item by item from the dataset on disk: the run's loader is not touched
+        x = torch.stack([data.x_train[i][0] for i in positions.tolist()])
     if augment is not None:
         # fork_rng restores the CPU generator afterwards; no CUDA generator is touched (devices=[]).
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(seed)
             x = augment(x)
-    return x, [label_text(y, data) for y in data.y_train[: len(x)].cpu()]
+    return x, [label_text(y, data) for y in data.y_train[positions.to(data.y_train.device)].cpu()]
+
+
+def sample_positions(num_train: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` positions in the training split (all of them when it is smaller), drawn from a
+    private generator seeded with ``seed``, in split order: a random choice shows every class
+    of data stored class by class, where the first examples would show one."""
+    chosen = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))[:n]
+    return chosen.sort().values
 
 
 def label_text(y: torch.Tensor, data: DataSplits) -> str:
