@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from dltrain.build import build_experiment, step_options
+from dltrain.build import Experiment, build_experiment, step_options
 from dltrain.config.suggest import override_key
 from dltrain.config.validation import validate_once
 from dltrain.errors import ConfigError
@@ -171,7 +171,18 @@ def _ramp(cfg: DictConfig, start_lr: float, end_lr: float, num_steps: int,
     rates, the losses, the smoothed losses, and why it stopped early (None: it did not)."""
     seed_everything(cfg.seed)  # as a run seeds itself before it builds
     exp = build_experiment(cfg, resolve_device(cfg.device))
-    step = OptimizerStep(exp.model, exp.optimizer, exp.loss_fn, step_options(cfg, exp))
+    try:
+        return _steps(exp, OptimizerStep(exp.model, exp.optimizer, exp.loss_fn, step_options(cfg, exp)),
+                      start_lr, end_lr, num_steps, beta)
+    finally:
+        for batches in exp.batches:  # a DataLoader's worker processes (data read from disk) end here
+            if hasattr(batches, "close"):
+                batches.close()
+
+
+def _steps(exp: Experiment, step: OptimizerStep, start_lr: float, end_lr: float, num_steps: int,
+           beta: float) -> tuple[list[float], list[float], list[float], str | None]:
+    """The ramp's steps on ``exp``'s training batches: see :func:`_ramp`."""
     groups = exp.optimizer.param_groups
     head = float(groups[0]["lr"])
     # backbone_lr groups keep their ratio to the head's rate (the schedulers keep it too).
