@@ -119,8 +119,8 @@ def test_images_read_from_disk_are_drawn_without_the_run_s_loader(tmp_path, data
         return plot(run_dir, data, augment, seed)
 
     monkeypatch.setattr("dltrain.training.run.write_samples", spy)
-    overrides = ["data=image_folder", *data_overrides("image_folder"), f"data.in_memory={in_memory}", "data.image_size=[16,16]",
-                 "trainer.fast_dev_run=true", "device=cpu", "model=cnn"]
+    overrides = ["data=image_folder", *data_overrides("image_folder"), f"data.in_memory={in_memory}",
+                 "data.image_size=[16,16]", "trainer.fast_dev_run=true", "device=cpu", "model=cnn"]
     train(compose(overrides), run_dir=tmp_path / "run")
     assert (tmp_path / "run" / SAMPLES_PNG).exists()
     assert drawn and set(drawn[0]) == {"cat", "dog", "fox"}  # the files are stored class by class
