@@ -19,7 +19,9 @@ from the project root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import statistics
 import sys
 import tempfile
@@ -79,7 +81,8 @@ def epoch_seconds(overrides: list[str], epochs: int, on: bool) -> list[float]:
         run = Path(folder) / "run"
         cfg = compose([*overrides, "device=cpu", f"trainer.max_epochs={epochs + 1}",
                        "trainer.early_stopping.enabled=false", f"trainer.diagnostics={str(on).lower()}"])
-        train(cfg, run_dir=run)
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's own results table: not this script's output
+            train(cfg, run_dir=run)
         with (run / "metrics.csv").open(newline="") as f:
             return [float(row["epoch_seconds"]) for row in csv.DictReader(f)][1:]
 
