@@ -65,7 +65,7 @@ def gradients_figure(rows: list[dict[str, str]]) -> Figure:
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         if series:
-            ax.legend(fontsize="x-small", ncol=1 + len(series) // 8)
+            ax.legend(fontsize="x-small", ncol=1 + len(series) // 8, loc="upper right")  # "best" costs a search
     fig.suptitle("layer by layer, the first step of each epoch (diagnostics.csv)")
     return fig
 
