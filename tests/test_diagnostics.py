@@ -74,7 +74,8 @@ def test_gradients_png_draws_grad_norm_update_ratio_and_dead_units_per_layer(dia
     png = diagnosed_run / "gradients.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     axes = gradients_figure(read_rows(diagnosed_run / "diagnostics.csv")).axes
-    assert [ax.get_title() for ax in axes] == ["gradient norm", "update / weight norm", "dead (ReLU) or saturated units"]
+    titles = ["gradient norm", "update / weight norm", "dead (ReLU) or saturated units"]
+    assert [ax.get_title() for ax in axes] == titles
     assert [ax.get_yscale() for ax in axes] == ["log", "log", "linear"]
     assert [line.get_label() for line in axes[0].get_lines()] == ["fc1", "fc2", "out"]
     assert [line.get_label() for line in axes[2].get_lines()] == ["act1", "act2"]
