@@ -150,10 +150,10 @@ def test_the_core_never_imports_the_command_line() -> None:
 # --- nothing below the build step receives a config ------------------------------------------------------------------
 
 #: Everything else is what the build step calls, and takes plain arguments. Above it: the build
-#: step itself, the orchestrator and resume, config/, the entry points, and the sweep progress
-#: the command line feeds with each job's Hydra config.
-ABOVE_THE_BUILD = ("dltrain.build", "dltrain.training.run", "dltrain.training.resume", "dltrain.cli",
-                   "dltrain.config", "dltrain.inference", "dltrain.report.sweep_progress")
+#: step itself, the orchestrators (a run; the learning-rate range test) and resume, config/, the
+#: entry points, and the sweep progress the command line feeds with each job's Hydra config.
+ABOVE_THE_BUILD = ("dltrain.build", "dltrain.training.run", "dltrain.training.lr_find", "dltrain.training.resume",
+                   "dltrain.cli", "dltrain.config", "dltrain.inference", "dltrain.report.sweep_progress")
 
 
 def config_parameters(path: Path) -> list[str]:
