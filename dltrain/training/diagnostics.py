@@ -40,6 +40,8 @@ _SATURATED: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
     nn.Sigmoid: lambda y: (y < 0.01) | (y > 0.99),
     nn.Tanh: lambda y: y.abs() > 0.99,
 }
+#: Layers whose weight holds one row per unit: its incoming weights (a convolution's filter).
+_UNIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: Rows of a layer's weight closer than this (relative to their norm) count as the same unit.
 _SAME = 1e-6
 
@@ -166,10 +168,19 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _unit_rows(module: nn.Module) -> torch.Tensor | None:
-    """Each unit's incoming weights, one row a unit ``(units, fan_in)``: the first parameter of
-    two or more dimensions (a Linear's or Conv's weight); None for a layer without one (a norm)."""
-    weight = next((p for p in _params(module) if p.dim() >= 2), None)
-    return weight.detach().flatten(1).float() if weight is not None and weight.shape[0] > 1 else None
+    """Each unit's incoming weights, one row a unit ``(units, fan_in)``: a Linear's or Conv's
+    weight, a recurrent layer's first input weights (a row per unit of each gate); None for
+    any other layer, whose weight's rows are no units (an embedding's are tokens, a transposed
+    convolution's input channels; a norm has none)."""
+    if isinstance(module, nn.RNNBase):
+        weight = getattr(module, "weight_ih_l0", None)
+    elif isinstance(module, _UNIT_LAYERS):
+        weight = module.weight
+    else:
+        return None
+    if not isinstance(weight, torch.Tensor) or not weight.requires_grad or weight.shape[0] < 2:
+        return None
+    return weight.detach().flatten(1).float()
 
 
 def _identical(rows: torch.Tensor) -> torch.Tensor:
