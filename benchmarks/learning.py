@@ -31,6 +31,7 @@ import datetime
 import importlib.metadata
 import io
 import json
+import math
 import os
 import shlex
 import statistics
@@ -46,6 +47,9 @@ from benchmarks.transfer import empty_folder
 
 BEGIN = "<!-- learning_results:begin -->"
 END = "<!-- learning_results:end -->"
+#: Around the paragraph of what the vanishing and learning-rate runs' diagnostics.csv show, layer by layer.
+GRADIENTS_BEGIN = "<!-- learning_gradients:begin -->"
+GRADIENTS_END = "<!-- learning_gradients:end -->"
 HEADER = "| claim | command | what it printed (mean ± sd over the seeds) | verdict |"
 #: The digits' training split under the default data keys (1,797 images less 20% test and 10% validation).
 DIGITS_TRAIN = 1257
@@ -122,9 +126,10 @@ class Claim:
 
 
 def stat(values: list[float], fmt: str = ".3f") -> str:
-    """``mean ± sd`` (the sample standard deviation; 0 for one value)."""
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{fmt}} ± {sd:{fmt}}"
+    """``mean ± sd`` (the sample standard deviation); one value alone, with ``(n=1)``: it has no sd."""
+    if len(values) == 1:
+        return f"{values[0]:{fmt}} (n=1)"
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
 def mean(results: list[Result], value: Callable[[Result], float]) -> float:
@@ -163,6 +168,51 @@ def vanishing_verdict(runs: Results) -> tuple[bool, str]:
     ratio = mean(relu, Result.grad_ratio) / mean(sigmoid, Result.grad_ratio)
     shown = ratio >= 10 and mean(sigmoid, Result.test) < mean(relu, Result.test)
     return shown, f"ReLU+He's fc1/out ratio {ratio:,.0f}× sigmoid's (≥ 10×), and the higher accuracy"
+
+
+def layer_values(results: list[Result], column: str, layers: list[str] | None = None) -> list[float]:
+    """``column`` of diagnostics.csv in every seed, epoch and layer (those of ``layers`` alone if given), where it
+    has a number (activations have no gradient, a zero weight no update ratio)."""
+    values = (row[column] for r in results for rows in r.diagnostics.values() for name, row in rows.items()
+              if layers is None or name in layers)
+    return [v for v in map(float, filter(None, values)) if not math.isnan(v)]
+
+
+def layer_means(results: list[Result], column: str) -> dict[str, float]:
+    """``column``'s mean over the seeds and epochs, layer by layer in the model's order (layers that have it)."""
+    names = [name for name, row in next(iter(results[0].diagnostics.values())).items() if row[column]]
+    return {name: statistics.mean(layer_values(results, column, [name])) for name in names}
+
+
+def gradients_text(vanishing: Results, lr: Results | None = None) -> str:
+    """What claim 3's diagnostics.csv show layer by layer (and the learning rates' update ratios): the README's
+    paragraph between the ``learning_gradients`` markers."""
+    sigmoid, relu = vanishing["sigmoid"], vanishing["relu"]
+    norms = layer_means(sigmoid, "grad_norm")
+    names = list(norms)
+    steps = [norms[after] / norms[before] for before, after in zip(names, names[1:])]
+    early = names[:3]
+    relu_norms = layer_values(relu, "grad_norm")
+    saturated = max(layer_values(sigmoid, "saturated_fraction"))
+    saturate = "none of its units saturates" if saturated == 0 else f"at most {saturated:.0%} of its units saturate"
+    text = (f"Read by `python -m benchmarks.learning` from the runs' `diagnostics.csv` (every epoch of every seed): "
+            f"in claim 3, the sigmoid network's gradient norm (mean over the epochs and seeds) falls from "
+            f"{norms[names[-1]]:.2g} at `{names[-1]}` to {norms[names[0]]:.2g} at `{names[0]}`, each layer "
+            f"{min(steps):.1f} to {max(steps):.1f} times below the one after it; the update ratios of "
+            f"{', '.join(f'`{n}`' for n in early)} reach at most {max(layer_values(sigmoid, 'update_ratio', early)):.2g}"
+            f", and {saturate}. The ReLU "
+            f"network's gradient norms lie between {min(relu_norms):.2g} and {max(relu_norms):.2g} in every layer "
+            f"and epoch, with at most {max(layer_values(relu, 'dead_fraction')):.0%} of its units dead.")
+    if lr is not None:
+        ratios = [f"{min(v):.2g} to {max(v):.2g} at `{label}`" for label, v in
+                  ((learning_rate(label), layer_values(runs, "update_ratio")) for label, runs in lr.items())]
+        text += f" Claim 4's update ratios (`optim=sgd`, every layer and epoch): {'; '.join(ratios)}."
+    return text
+
+
+def learning_rate(label: str) -> str:
+    """The ``optim.lr=`` override of claim 4's variant ``label``."""
+    return next(o for o in claims()["lr"].variants[label] if o.startswith("optim.lr="))
 
 
 def lr_shows(results: list[Result]) -> str:
@@ -319,16 +369,24 @@ def report(table: list[str], seeds: list[int], threads: int, seconds: float) -> 
         "", HEADER, "|---|---|---|---|", *table])
 
 
-def write_readme(block: str, path: Path = README) -> None:
-    """Replace what lies between the ``learning_results`` markers in ``path`` with ``block``, in one step."""
+def write_readme(block: str, path: Path = README, gradients: str | None = None) -> None:
+    """Replace what lies between the ``learning_results`` markers in ``path`` with ``block`` (and between the
+    ``learning_gradients`` markers with ``gradients``, if given), in one step."""
     from dltrain.files import atomic_write
 
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ReadmeError(f"README.md has no {BEGIN} ... {END} around the learning results: put them back.")
+    text = between(path.read_text(encoding="utf-8"), BEGIN, END, block, "the learning results")
+    if gradients is not None:
+        text = between(text, GRADIENTS_BEGIN, GRADIENTS_END, gradients, "what claim 3's diagnostics show")
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:
-        f.write(f"{text[:start + len(BEGIN)]}\n\n{block}\n\n{text[end:]}")
+        f.write(text)
+
+
+def between(text: str, begin: str, end: str, block: str, what: str) -> str:
+    """``text`` with ``block`` between the markers ``begin`` and ``end``."""
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ReadmeError(f"README.md has no {begin} ... {end} around {what}: put them back.")
+    return f"{text[:start + len(begin)]}\n\n{block}\n\n{text[stop:]}"
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -350,14 +408,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     started, folder = time.perf_counter(), empty_folder(args.dir)
-    table = []
+    table, runs = [], {}
     for key, claim in claims().items():
         if not args.only or key in args.only:
-            table += rows(claim, run_claim(key, claim, args.seeds, args.extra, folder), args.extra)
+            runs[key] = run_claim(key, claim, args.seeds, args.extra, folder)
+            table += rows(claim, runs[key], args.extra)
     block = report(table, args.seeds, args.threads, time.perf_counter() - started)
     print(block)
+    gradients = gradients_text(runs["vanishing"], runs.get("lr")) if "vanishing" in runs else None
+    if gradients is not None:
+        print(f"\n{gradients}")
     if args.write:
-        write_readme(block)
+        write_readme(block, gradients=gradients)
         print(f"written to {README}", file=sys.stderr)
     return 0
 

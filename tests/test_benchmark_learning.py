@@ -12,11 +12,14 @@ import pytest
 from benchmarks.learning import (
     BEGIN,
     END,
+    GRADIENTS_BEGIN,
+    GRADIENTS_END,
     HEADER,
     Result,
     argument_parser,
     claims,
     command,
+    gradients_text,
     main,
     lr_shows,
     overfit_verdict,
@@ -56,7 +59,7 @@ def test_what_is_read_from_a_run() -> None:
     run = result(val_losses=(1.0, 0.8, 0.9, 0.7, 0.75), train_loss=0.25, grads=(2e-5, 0.5))
     assert run.rises() == 2 and run.last("train_loss") == 0.25 and run.epoch_seconds() == 0.5
     assert run.grad_ratio() == pytest.approx(4e-5) and run.test() == 0.5 and not run.diverged
-    assert stat([0.9, 0.8]) == "0.850 ± 0.071" and stat([0.5]) == "0.500 ± 0.000"
+    assert stat([0.9, 0.8]) == "0.850 ± 0.071" and stat([0.5]) == "0.500 (n=1)"
     assert stat([3e-5, 5e-5], ".1e") == "4.0e-05 ± 1.4e-05"
     unmeasured = Result({"run_dir": "outputs/x"}, run.epochs, {})
     with pytest.raises(ReadmeError, match="outputs/x has no diagnostics.csv: .* trainer.diagnostics on"):
@@ -72,14 +75,47 @@ def test_a_verdict_says_whether_the_runs_show_the_claim() -> None:
     assert not overfit_verdict({"none": [overfits], "dropout": [tight], "l2": [overfits]})[0]
 
 
+def diagnosed(layers: dict[str, dict[str, str]], epochs: int = 2) -> Result:
+    """A run whose diagnostics.csv holds ``layers`` (name -> column -> value) in each of ``epochs`` epochs."""
+    return Result({"status": "completed"}, [], {e: layers for e in range(1, epochs + 1)})
+
+
+def test_what_the_diagnostics_show_is_read_from_them() -> None:
+    def linear(grad: float, ratio: str = "1e-06") -> dict[str, str]:
+        return {"grad_norm": str(grad), "update_ratio": ratio, "saturated_fraction": "", "dead_fraction": ""}
+
+    def activation(column: str, value: float) -> dict[str, str]:
+        return {"grad_norm": "", "update_ratio": "", "saturated_fraction": "", "dead_fraction": "", column: str(value)}
+
+    sigmoid = diagnosed({"fc1": linear(1e-5), "act1": activation("saturated_fraction", 0), "fc2": linear(1e-4),
+                         "fc3": linear(5e-4, "3e-06"), "out": linear(0.4, "0.02")})
+    relu = [diagnosed({"fc1": linear(0.5), "act1": activation("dead_fraction", f), "out": linear(2.0, "nan")})
+            for f in (0.1, 0.25)]
+    lr = {"low": [diagnosed({"fc1": linear(1, "2e-06")})], "high": [diagnosed({"fc1": linear(1, "5")})]}
+    text = gradients_text({"sigmoid": [sigmoid], "relu": relu}, lr)
+    assert text.startswith("Read by `python -m benchmarks.learning` from the runs' `diagnostics.csv`")
+    assert "falls from 0.4 at `out` to 1e-05 at `fc1`, each layer 5.0 to 800.0 times below the one after it" in text
+    assert "the update ratios of `fc1`, `fc2`, `fc3` reach at most 3e-06, and none of its units saturates" in text
+    assert "ReLU network's gradient norms lie between 0.5 and 2 in every layer and epoch" in text
+    assert "with at most 25% of its units dead" in text
+    assert text.endswith("2e-06 to 2e-06 at `optim.lr=0.0001`; 5 to 5 at `optim.lr=100`.")
+
+
 def test_write_replaces_only_the_block_between_the_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{BEGIN}\nold\n{END}\nafter\n", encoding="utf-8")
     write_readme("new", readme)
     assert readme.read_text(encoding="utf-8") == f"before\n{BEGIN}\n\nnew\n\n{END}\nafter\n"
+    readme.write_text(f"{BEGIN}\nold\n{END}\n{GRADIENTS_BEGIN}\nold\n{GRADIENTS_END}\n", encoding="utf-8")
+    write_readme("table", readme, gradients="paragraph")
+    assert readme.read_text(encoding="utf-8") == (f"{BEGIN}\n\ntable\n\n{END}\n"
+                                                  f"{GRADIENTS_BEGIN}\n\nparagraph\n\n{GRADIENTS_END}\n")
     readme.write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ReadmeError, match="learning_results:begin"):
         write_readme("new", readme)
+    readme.write_text(f"{BEGIN}\n{END}\n", encoding="utf-8")
+    with pytest.raises(ReadmeError, match="learning_gradients:begin"):
+        write_readme("new", readme, gradients="paragraph")
 
 
 def test_a_diverged_run_is_a_result_with_its_one_line(tmp_path: Path) -> None:
@@ -121,6 +157,9 @@ def test_the_readme_block_is_the_one_the_script_writes() -> None:
     assert commands == [command(v, args.extra) for claim in claims().values() for v in claim.variants.values()]
     verdicts = [row.rsplit(" | ", 1)[1] for row in rows if not row.startswith("|  |")]
     assert len(verdicts) == len(claims()) and all(v.startswith("shown: ") for v in verdicts)
+    gradients = text[text.index(GRADIENTS_BEGIN) + len(GRADIENTS_BEGIN):text.index(GRADIENTS_END)].strip()
+    assert gradients.startswith("Read by `python -m benchmarks.learning` from the runs' `diagnostics.csv`"), \
+        "README's paragraph of what the diagnostics show was not written by benchmarks.learning --write"
 
 
 @pytest.mark.slow
