@@ -31,6 +31,27 @@ CHECKSUMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {"cifar10": p
                                                                       "svhn": patch_svhn_checksums}
 
 
+@pytest.fixture(autouse=True)
+def no_report_pictures(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs draw no confusion_matrix.png, roc_pr.png, regression.png,
+    worst_predictions.png, samples.png or gradients.png, unless the test is marked
+    ``@pytest.mark.pictures``.
+
+    The pictures are tested where they are the point (the tests marked so); elsewhere drawing
+    them only costs time: about two seconds a run, paid by some two hundred small runs. The
+    report's numbers (summary.json's report, worst_predictions.csv, diagnostics.csv) and
+    curves.png are still written by every run. Subprocess runs are not affected.
+    """
+    if request.node.get_closest_marker("pictures"):
+        return
+    from dltrain.report import run_end, run_report
+    from dltrain.training import run
+
+    monkeypatch.setattr(run_report, "_draw", lambda folder, name, draw: None)
+    monkeypatch.setattr(run, "write_samples", lambda run_dir, data, augment, seed: None)
+    monkeypatch.setattr(run_end, "draw_gradients", lambda run_dir: None)
+
+
 @pytest.fixture
 def compose() -> Callable[..., object]:
     """``compose(overrides)``: the validated config for those command-line overrides."""

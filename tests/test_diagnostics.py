@@ -70,6 +70,7 @@ def test_diagnostics_csv_has_one_row_per_epoch_and_layer_named_as_in_the_model_s
     assert rows[1]["kind"] == "ReLU" and 0 <= float(rows[1]["dead_fraction"]) < 1 and rows[1]["grad_norm"] == ""
 
 
+@pytest.mark.pictures
 def test_gradients_png_draws_grad_norm_update_ratio_and_dead_units_per_layer(diagnosed_run):
     png = diagnosed_run / "gradients.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,6 +90,7 @@ def test_the_run_lists_its_diagnostics_files_in_the_help_list(diagnosed_run):
     assert {"diagnostics.csv", "gradients.png"} <= names
 
 
+@pytest.mark.pictures
 def test_measuring_changes_nothing_of_the_run_and_off_writes_nothing(tmp_path, diagnosed_run):
     off = tmp_path / "off"
     train(compose([*SHORT, "trainer.diagnostics=false"]), run_dir=off)

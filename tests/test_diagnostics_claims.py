@@ -71,6 +71,7 @@ def test_too_high_a_learning_rate_shows_as_exploding_update_ratios(tmp_path):
     assert [h / s for h, s in zip(high, sane, strict=True)] == pytest.approx([1000] * 3, rel=1e-3)  # SGD: lr * grad
 
 
+@pytest.mark.pictures
 def test_a_diverged_run_keeps_the_diagnostics_of_its_last_epoch(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(UserError, match="diverged|nan|inf"):

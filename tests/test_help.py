@@ -142,6 +142,7 @@ def covering(path: str) -> list[str]:
                 name_pattern(entry.name).fullmatch(parent.as_posix()) for parent in Path(path).parents))]
 
 
+@pytest.mark.pictures
 def test_every_file_a_run_writes_is_listed(monkeypatch, capsys, tmp_path):
     """The list ``--help`` shows is the one a real run directory holds, curves.png included."""
     tensorboard = importlib.util.find_spec("tensorboard") is not None

@@ -43,6 +43,7 @@ def _png(path: Path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.pictures
 def test_a_digits_run_reports_its_ten_classes_as_scikit_learn_reads_its_predictions(digits):
     report = _summary(digits)["report"]
     predictions = pd.read_csv(digits / "predictions.csv", dtype={"target": str, "prediction": str})
@@ -91,6 +92,7 @@ def test_the_console_shows_the_per_class_table_and_the_most_confused_pairs(tmp_p
     assert _summary(tmp_path / "run")["report"]["per_class"]  # fast_dev_run: a few batches, reported all the same
 
 
+@pytest.mark.pictures
 def test_a_binary_run_draws_roc_and_precision_recall_with_their_areas(tmp_path_factory):
     run = _run(tmp_path_factory, "moons", ["data=moons", "trainer.max_epochs=1"])
     report = _summary(run)["report"]
@@ -108,6 +110,7 @@ def test_a_binary_run_draws_roc_and_precision_recall_with_their_areas(tmp_path_f
     assert not (run / "worst_predictions.png").exists()  # points, not images
 
 
+@pytest.mark.pictures
 def test_a_regression_run_draws_predictions_against_the_truth(tmp_path_factory):
     run = _run(tmp_path_factory, "sine", ["data=sine", "trainer.max_epochs=2"])
     report = _summary(run)["report"]
@@ -121,6 +124,7 @@ def test_a_regression_run_draws_predictions_against_the_truth(tmp_path_factory):
     assert not (run / "confusion_matrix.png").exists() and not (run / "worst_predictions.csv").exists()
 
 
+@pytest.mark.pictures
 def test_a_picture_that_cannot_be_drawn_is_one_warning_and_the_run_stands(tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no room to draw")
@@ -133,6 +137,7 @@ def test_a_picture_that_cannot_be_drawn_is_one_warning_and_the_run_stands(tmp_pa
     assert (tmp_path / "run" / "worst_predictions.csv").is_file()
 
 
+@pytest.mark.pictures
 def test_dltrain_eval_writes_the_report_of_each_split_into_a_folder_of_its_own(digits, capsys):
     best = digits / "checkpoints" / "best.pt"
     test = evaluate_checkpoint(best, "test", "cpu")
@@ -165,6 +170,7 @@ def test_dltrain_eval_writes_the_report_of_each_split_into_a_folder_of_its_own(d
     assert (digits / "eval-last-test").read_text() == "a file of mine"
 
 
+@pytest.mark.pictures
 def test_one_binary_logit_is_reported_with_its_binary_cross_entropy(tmp_path):
     summary = train(compose(["device=cpu", "data=xor", "loss=bce", "trainer.fast_dev_run=true"]),
                     run_dir=tmp_path / "run")
@@ -213,6 +219,7 @@ def test_a_multilabel_report_scores_each_label(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no files: a confusion matrix is for one label per example
 
 
+@pytest.mark.pictures
 def test_images_read_from_disk_show_their_worst_predictions_by_path(tmp_path, data_overrides, caplog):
     train(compose(["device=cpu", "data=image_folder", *data_overrides("image_folder"), "data.in_memory=false",
                    "trainer.fast_dev_run=true"]), run_dir=tmp_path / "run")

@@ -44,6 +44,7 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.pictures
 def test_a_digits_run_draws_samples_and_drawing_them_changes_nothing_in_the_run(tmp_path, monkeypatch):
     train(compose(AUGMENTED), run_dir=tmp_path / "drawn")
     with Image.open(tmp_path / "drawn" / SAMPLES_PNG) as img:  # 4 rows of 8 images
@@ -54,6 +55,7 @@ def test_a_digits_run_draws_samples_and_drawing_them_changes_nothing_in_the_run(
     assert_same(state(tmp_path / "drawn"), state(tmp_path / "not_drawn"))
 
 
+@pytest.mark.pictures
 def test_a_run_on_points_draws_no_samples(tmp_path):
     train(compose(["trainer.fast_dev_run=true", "device=cpu", "data=moons", "data.samples=200"]),
           run_dir=tmp_path / "run")
@@ -96,6 +98,7 @@ def test_a_picture_already_there_is_kept(tmp_path):
     assert (tmp_path / SAMPLES_PNG).read_bytes() == b"earlier"
 
 
+@pytest.mark.pictures
 def test_a_failure_to_draw_is_one_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("no canvas\nsecond line")
@@ -108,6 +111,7 @@ def test_a_failure_to_draw_is_one_warning_and_the_run_goes_on(tmp_path, monkeypa
     assert warnings == [f"warning: could not draw {SAMPLES_PNG}: no canvas"]
 
 
+@pytest.mark.pictures
 @pytest.mark.parametrize("in_memory", ["true", "false"])
 def test_images_read_from_disk_are_drawn_without_the_run_s_loader(tmp_path, data_overrides, monkeypatch, in_memory):
     """data=image_folder read each epoch: the examples come from the dataset, item by item."""
