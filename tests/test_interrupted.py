@@ -118,7 +118,7 @@ def test_a_stop_reaching_the_dltrain_boundary_is_one_line_with_the_signals_code(
     monkeypatch.setattr(cli, "_sweep", {**cli._sweep, "dir": None, "summarized": False, "exit_code": 0})
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as done:
-        cli._run_with_error_boundary(stopped)
+        cli.run_with_error_boundary(stopped)
     assert done.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "dltrain: interrupted by SIGTERM.\n"
 

@@ -15,9 +15,12 @@ import pytest
 
 import dltrain
 from dltrain import compose, train
+from dltrain.cli import app as cli
+from dltrain.cli import lr_find as lr_find_cli
 from dltrain.config import validation
 from dltrain.errors import ConfigError
 
+from .conftest import logging_restored
 from .test_run_end import QUICK, run_dltrain
 
 PACKAGE = Path(dltrain.__file__).parent
@@ -242,6 +245,17 @@ def test_each_job_of_a_command_line_sweep_validates_once(tmp_path: Path, monkeyp
     code = run_dltrain(["-m", *QUICK, "trainer.fast_dev_run=true", "seed=6,7", "hydra.sweep.dir=sweep"], monkeypatch)
     assert code == 0 and (tmp_path / "sweep" / "1" / "summary.json").is_file()
     assert validations == ["seed=6 resume=None", "seed=7 resume=None"]
+
+
+def test_a_command_line_range_test_validates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  validations: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dltrain-lr-find"])  # main() hands Hydra its arguments there
+    monkeypatch.setattr(cli, "_run_dir", None)
+    with logging_restored():
+        lr_find_cli.main([*QUICK, "optim=sgd", "seed=8", "lr_find.num_steps=10", "hydra.run.dir=found"])
+    assert (tmp_path / "found" / "lr_find.json").is_file()
+    assert validations == ["seed=8 resume=None"]
 
 
 def test_every_package_of_dltrain_is_installed() -> None:

@@ -16,7 +16,7 @@ import torch
 from dltrain import compose, train
 from dltrain.errors import ConfigError
 from dltrain.report.lr_find import lr_find_figure, write_lr_find
-from dltrain.training.lr_find import DIVERGENCE_FACTOR, SKIP_START, SmoothedLoss, lr_find, suggest
+from dltrain.training.lr_find import DIVERGENCE_FACTOR, MIN_DROP, SKIP_START, SmoothedLoss, lr_find, suggest
 
 SGD = ["optim=sgd"]
 
@@ -81,6 +81,34 @@ def test_suggestion_falls_back_to_the_minimum_over_ten() -> None:
     assert "does not descend" in found["reason"]
 
 
+def test_a_flat_curve_suggests_the_minimum_over_ten_and_warns() -> None:
+    # A 20-step ramp that never trains the model: its "steepest descent" would be noise.
+    lrs = np.logspace(-7, 1, 20)
+    losses = (2.3 + 0.01 * np.random.default_rng(0).standard_normal(20)).tolist()
+    found = suggest(lrs.tolist(), _smooth(losses))
+    assert found["rule"] == "minimum / 10" and found["steepest_step"] is None
+    assert f"does not descend by {MIN_DROP:.0%} of its start value" in found["reason"]
+    assert len([w for w in found["warnings"] if w.startswith("the smoothed loss never fell by 5%")]) == 1
+    assert "lr_find.num_steps" in found["warnings"][0] and "lr_find.end_lr" in found["warnings"][0]
+
+
+def test_a_small_real_descent_still_counts() -> None:
+    lrs = np.logspace(-7, 1, 100)
+    losses = (2.0 - 0.2 / (1 + np.exp(-3 * (np.log10(lrs) + 1))) + np.clip(np.log10(lrs), 0, None)).tolist()
+    found = suggest(lrs.tolist(), _smooth(losses, beta=0.9))  # falls by 10%, then turns up
+    assert found["rule"] == "steepest descent" and found["warnings"] == []
+
+
+def test_a_minimum_at_the_last_step_warns_to_widen_the_ramp() -> None:
+    lrs = np.logspace(-7, 1, 100)
+    losses = (2.3 - 1.5 * np.arange(100) / 99).tolist()  # still falling when the ramp ends
+    found = suggest(lrs.tolist(), _smooth(losses))
+    assert found["rule"] == "steepest descent" and found["minimum_step"] == 99
+    assert found["warnings"] == ["the smoothed loss was lowest at the last step (lr 1.0e+01): it never turned up, "
+                                 "so a better learning rate may lie beyond the ramp; raise lr_find.end_lr or "
+                                 "lr_find.num_steps"]
+
+
 def test_too_few_steps_before_divergence_is_one_line() -> None:
     with pytest.raises(ConfigError, match="lower lr_find.start_lr"):
         suggest([1e-3, 1e-2, 1e-1], [2.0, 2.0, 9.0])
@@ -118,7 +146,7 @@ def test_lr_find_is_reproducible_and_stops_at_divergence() -> None:
     assert first.stopped is not None and len(first.lrs) < 40  # up to lr 100, plain SGD diverges
     assert "passed 4x its best" in first.stopped
     assert first.lrs[0] == pytest.approx(1e-3) and first.lrs[1] == pytest.approx(1e-3 * 1e5 ** (1 / 39))
-    assert first.key == "optim.lr"
+    assert first.key == "optim.lr" and first.warnings == []
 
 
 def test_onecycle_suggests_its_max_lr() -> None:

@@ -77,7 +77,7 @@ def _train_job(cfg: DictConfig) -> float | None:
     except Interrupted as err:
         if sweeping:  # Hydra records a job's Exception and goes on; a signal must stop the sweep
             raise SweepStopped(err) from err
-        _exit_with(err)
+        exit_with(err)
     except Exception as err:
         if sweeping:
             return _job_failed(err)
@@ -85,7 +85,7 @@ def _train_job(cfg: DictConfig) -> float | None:
         # print its own "Error executing job" line first.
         if describe_error(err) is None:
             raise
-        _exit_with(err)
+        exit_with(err)
     # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
     return summary.get("best_value") if summary.get("status") in SUCCESS else None
 
@@ -160,7 +160,7 @@ class SweepReport(Callback):
                 except OSError as err:
                     raise run_dir_error("hydra.sweep.dir", sweep_dir, err) from err
         except UserError as err:
-            _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
+            exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
         if claimed:
             # Each job's config is composed again from the overrides: they carry the directory.
             quoted = str(config.hydra.sweep.dir).replace("\\", "\\\\").replace("'", "\\'")
@@ -275,8 +275,7 @@ class RunStartChecks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            validate(config)
-            refuse_repeats_in_a_single_run(config)
+            self.check(config)
             if environment().distributed:
                 _agree_on_run_dir(config)
             else:
@@ -289,7 +288,17 @@ class RunStartChecks(Callback):
                 # of its own: a bug here ends the rank.
                 traceback.print_exception(err)
                 sys.exit(1)
-            _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
+            exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
+
+    def check(self, config: DictConfig) -> None:
+        """The config's checks, before any directory is claimed (a command of its own adds its
+        checks here, so the config is validated once).
+
+        Raises:
+            ConfigError: an invalid config.
+        """
+        validate(config)
+        refuse_repeats_in_a_single_run(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """The job's log files are open now: one on a full disk says so once, not with a
@@ -346,21 +355,26 @@ def main() -> None:
     """Console script ``dltrain``."""
     argv = sys.argv[1:]
     if help_requested(argv):  # served here: Hydra's help copies its config store once per group
-        _run_with_error_boundary(lambda: print_help(argv, _train_app, config_dir()))
+        run_with_error_boundary(lambda: print_help(argv, _train_app, config_dir()))
         return
-    _run_with_error_boundary(_train_app)
+    run_with_error_boundary(_train_app)
 
 
 #: Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we set it).
 _full_error = False
 #: The arguments of this process's command line while it runs, for messages that quote them.
 _command_line: list[str] = []
+#: The command the user ran (``dltrain``, ``dltrain-lr-find``): the first word of its error lines.
+_tool = "dltrain"
 
 
-def _run_with_error_boundary(app: Any) -> None:
-    global _full_error, _command_line
+def run_with_error_boundary(app: Any, tool: str = "dltrain") -> None:
+    """Run ``app`` (a Hydra entry point) with every user error printed as one line that begins
+    ``{tool}: error:`` (the command the user ran), and the exit code it carries."""
+    global _full_error, _command_line, _tool
     _full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     _command_line = sys.argv[1:]
+    _tool = tool
     # Make Hydra re-raise instead of printing its own multi-line report, so every error
     # passes through describe_error() below.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -368,14 +382,14 @@ def _run_with_error_boundary(app: Any) -> None:
         app()
     except SweepStopped as stopped:  # a job of a sweep was stopped by a signal
         _summarize_sweep()
-        _exit_with(stopped.interrupted)
+        exit_with(stopped.interrupted)
     except KeyboardInterrupt:
         _summarize_sweep()
-        print("dltrain: interrupted", file=sys.stderr)
+        print(f"{_tool}: interrupted", file=sys.stderr)
         sys.exit(130)
     except Interrupted as err:  # a stop outside a job's own boundary: its one line and exit code
         _summarize_sweep(failing=True)
-        _exit_with(err)
+        exit_with(err)
     except Exception as err:
         _summarize_sweep(failing=True)  # a sweep that broke off still gets the summary of its jobs
         if describe_error(err) is None:
@@ -384,9 +398,9 @@ def _run_with_error_boundary(app: Any) -> None:
                       f"{type(err).__name__}: {_one_line(str(err))}.", file=sys.stderr)
                 sys.exit(_sweep["exit_code"])
             raise
-        _exit_with(err)
+        exit_with(err)
     finally:
-        _command_line = []
+        _command_line, _tool = [], "dltrain"
         if not _full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     _summarize_sweep()
@@ -395,13 +409,13 @@ def _run_with_error_boundary(app: Any) -> None:
         sys.exit(_sweep["exit_code"])
 
 
-def _exit_with(err: BaseException) -> None:
+def exit_with(err: BaseException) -> None:
     """Print the one-line message for a user error (the traceback too with
     HYDRA_FULL_ERROR=1) and exit with the error's code."""
     if _full_error:
         traceback.print_exception(err)
     kind = "" if isinstance(err, Interrupted) else " error:"  # a stop asked for is no error
-    line = f"dltrain:{kind} {describe_error(err).rstrip('.')}."
+    line = f"{_tool}:{kind} {describe_error(err).rstrip('.')}."
     rank = environment().rank
     if rank:  # rank 0 speaks for the run (the ranks agree on stops; it names a rank that failed)
         logging.getLogger("dltrain").warning("rank %d: %s", rank, line)

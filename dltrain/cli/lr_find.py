@@ -22,12 +22,12 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dltrain.cli.app import RunStartChecks, _exit_with, _run_with_error_boundary, describe_error
+from dltrain.cli.app import RunStartChecks, describe_error, exit_with, run_with_error_boundary
 from dltrain.config.compose import config_dir
 from dltrain.config.schemas import spec
-from dltrain.config.validation import validate, validate_once
+from dltrain.config.validation import validate_once
 from dltrain.config.value_types import check_value
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import ConfigError
 from dltrain.report.run_files import LR_FIND_FILES
 
 log = logging.getLogger("dltrain")
@@ -44,7 +44,7 @@ class LRFindOptions:
     start_lr: float = spec(1e-7, gt=0, help="the learning rate of the first step")
     end_lr: float = spec(10.0, gt=0, help="the learning rate of the last step")
     # 200: on the digits MLP 100 steps move the weights too little for the loss to fall before it
-    # diverges (the suggestion lands late, at 1.1); 200 and 300 both suggest 0.75 with SGD.
+    # diverges (the suggestion lands late, at 1.1); with SGD 200 suggest 0.9 and 300 suggest 0.75.
     num_steps: int = spec(200, ge=10, le=100_000, help="training steps from start_lr to end_lr")
     beta: float = spec(0.98, ge=0, lt=1, help="smoothing of the loss: an exponential moving average")
 
@@ -96,18 +96,20 @@ _options = LRFindOptions()
 
 
 class LRFindStartChecks(RunStartChecks):
-    """dltrain's start checks (``hydra.callbacks.checks`` in ``conf/lr_find.yaml``), after the
-    range test's own: a test refused (``optim=lbfgs``) leaves no folder behind."""
+    """dltrain's start checks (``hydra.callbacks.checks`` in ``conf/lr_find.yaml``) and the
+    range test's own, before its folder is claimed: a test refused (``optim=lbfgs``) leaves
+    no folder behind."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            validate(config)
-            from dltrain.training.lr_find import check_settings
+    def check(self, config: DictConfig) -> None:
+        """dltrain's checks of the config, then the range test's settings.
 
-            check_settings(config, **dataclasses.asdict(_options))
-        except UserError as err:
-            _exit_with(err)  # SystemExit: Hydra turns exceptions raised in callbacks into warnings
-        super().on_run_start(config, **kwargs)
+        Raises:
+            ConfigError: an invalid config, or a range test that cannot run.
+        """
+        super().check(config)
+        from dltrain.training.lr_find import check_settings
+
+        check_settings(config, **dataclasses.asdict(_options))
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name=CONFIG_NAME)
@@ -130,10 +132,12 @@ def _lr_find_app(cfg: DictConfig) -> None:
     except Exception as err:
         if describe_error(err) is None:
             raise
-        _exit_with(err)
+        exit_with(err)
     if finding.stopped:
         log.info("stopped after %d steps: %s", len(finding.lrs), finding.stopped)
     log.info("suggested %s=%s (%s)", finding.key, format_lr(finding.suggestion), finding.reason)
+    for warning in finding.warnings:
+        log.warning("warning: %s.", warning)
     log.info("wrote %s/: %s", _shown(folder), ", ".join(written))
     log.info("next: %s", command)
 
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv[1:] = rest  # what Hydra parses
         _lr_find_app()
 
-    _run_with_error_boundary(app)
+    run_with_error_boundary(app, tool="dltrain-lr-find")
 
 
 def _usage() -> str:

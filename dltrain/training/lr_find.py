@@ -47,6 +47,10 @@ DIVERGENCE_FACTOR = 4.0
 SKIP_START = 0.1
 #: Share of the recorded steps at the end (just before divergence) that it ignores.
 SKIP_END = 0.05
+#: A descent counts only when the smoothed loss falls by this share of its value at the start
+#: of the search to its minimum: less is noise (a ramp too short to train the model moves a
+#: 2.3 loss by 0.01), and its "steepest descent" a random step.
+MIN_DROP = 0.05
 
 
 @dataclass
@@ -66,6 +70,8 @@ class LRFinding:
         num_steps: the steps the ramp was planned for (fewer were run when it diverged).
         stopped: why the test ended before its last step (None: it ran them all).
         settings: the ramp's settings and the seed, for ``lr_find.json``.
+        warnings: why the suggestion may mislead (the loss never fell, or was lowest at the
+            last step), one line each, for the console and ``lr_find.json``.
     """
 
     lrs: list[float]
@@ -80,6 +86,7 @@ class LRFinding:
     num_steps: int
     stopped: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def minimum_lr(self) -> float:
@@ -257,10 +264,12 @@ def _cycle(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> dict[str, Any]:
     """The learning rate at the steepest descent of the smoothed loss against log10(lr),
     searched between the first ``SKIP_START`` of the steps and the minimum; the minimum's
-    learning rate / 10 when the curve does not descend there.
+    learning rate / 10 when the curve does not descend there, or falls by less than
+    ``MIN_DROP`` of its start value (then a warning says the ramp did not train the model).
+    A minimum at the last step warns that the curve never turned up.
 
     Returns:
-        ``suggestion``, ``rule``, ``reason``, ``steepest_step`` and ``minimum_step``.
+        ``suggestion``, ``rule``, ``reason``, ``steepest_step``, ``minimum_step`` and ``warnings``.
 
     Raises:
         ConfigError: fewer than 5 steps were recorded (the loss diverged at once).
@@ -275,19 +284,38 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> dict[str, Any]:
     tenth = lrs[minimum] / 10
     at_min = f"the minimum was at {format_lr(lrs[minimum])} (step {minimum + 1} of {n}), /10 = {format_lr(tenth)}"
     end = min(minimum + 1, last)
+    start, lowest = float(values[first]), float(values[minimum])
+    fell = start - lowest >= MIN_DROP * abs(start)
+    warnings = _warnings(lrs, minimum, fell, start, lowest)
     steepest = None
-    if end - first >= 3:
+    if fell and end - first >= 3:
         slopes = np.gradient(values[first:end], log_lrs[first:end])
         if slopes.min() < 0:
             steepest = first + int(np.argmin(slopes))
     if steepest is None:
+        why = "" if fell else f" by {MIN_DROP:.0%} of its start value ({start:.3g} to {lowest:.3g})"
         return {"suggestion": _round(tenth), "rule": "minimum / 10", "steepest_step": None, "minimum_step": minimum,
-                "reason": f"the smoothed loss does not descend before its minimum; {at_min}"}
+                "reason": f"the smoothed loss does not descend{why} before its minimum; {at_min}",
+                "warnings": warnings}
     slope = float(np.gradient(values[first:end], log_lrs[first:end])[steepest - first])
     return {"suggestion": _round(lrs[steepest]), "rule": "steepest descent", "steepest_step": steepest,
-            "minimum_step": minimum,
+            "minimum_step": minimum, "warnings": warnings,
             "reason": f"steepest descent of the smoothed loss ({slope:.3g} per decade), at step {steepest + 1} of {n}; "
                       f"{at_min}"}
+
+
+def _warnings(lrs: Sequence[float], minimum: int, fell: bool, start: float, lowest: float) -> list[str]:
+    """The lines that say why a suggestion may mislead: see :func:`suggest`."""
+    warnings = []
+    if not fell:
+        warnings.append(f"the smoothed loss never fell by {MIN_DROP:.0%} ({start:.3g} at the start, {lowest:.3g} at "
+                        "best): the ramp did not train the model and the suggestion means little; give more steps "
+                        "(lr_find.num_steps) or a wider range (lr_find.start_lr, lr_find.end_lr)")
+    if minimum == len(lrs) - 1:
+        warnings.append(f"the smoothed loss was lowest at the last step (lr {format_lr(lrs[minimum])}): it never "
+                        "turned up, so a better learning rate may lie beyond the ramp; raise lr_find.end_lr or "
+                        "lr_find.num_steps")
+    return warnings
 
 
 def _round(lr: float) -> float:
