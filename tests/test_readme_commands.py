@@ -9,17 +9,24 @@ Experiments table whose data needs no download and whose device is not a GPU run
 that environment active. Each must exit with 0. The commands are parsed from the README, so a new command
 there is covered without a change here. ``pip install .`` as written brings torch with its CUDA libraries
 (several GB), so this takes many minutes, mostly the installs: a slow test. The clone is removed afterwards.
+
+Every other ``dltrain`` and ``dltrain-*`` command of the README's fenced blocks is composed as written, in this
+process: its overrides (each job's, for a ``-m`` sweep) composed and validated as ``dltrain`` would, the tools'
+own arguments parsed by their own parsers. An example that shows an error must fail with the line it shows.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,8 +35,115 @@ from benchmarks.readme_results import plan, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 1800  # seconds for one command: installing torch with its CUDA libraries takes minutes
+#: A line that calls one of the tools: environment variables, ``python -m`` or ``torchrun ... -m`` before it.
+TOOL = re.compile(r"(?:[A-Z_]+=\S+\s+)*(?:(?:python3?|torchrun)\s.*?-m\s+)?(dltrain(?:-[a-z-]+)?)(?:\s+(.*))?$")
+ERROR = re.compile(r"dltrain(?:-[a-z-]+)?: error: ")
 
-pytestmark = pytest.mark.slow
+
+@dataclass
+class Command:
+    """A command of a README block: the tool, its arguments, and the error lines the README shows it print."""
+
+    tool: str
+    args: list[str]
+    errors: list[str]
+
+
+def fenced_commands(readme: str) -> list[Command]:
+    """The tools' commands in the README's fenced blocks. In a block with ``$ `` prompts only the prompted lines
+    are commands (the rest is what they print); commands start at a line's start, joined over ``\\`` and split at
+    ``&&``; a ``...`` argument stands for arguments left out, a ``#`` starts a comment."""
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", readme, flags=re.S):
+        lines = block.replace("\\\n", " ").splitlines()
+        prompted = any(line.startswith("$ ") for line in lines)
+        for i, line in enumerate(lines):
+            if prompted and not line.startswith("$ "):
+                continue
+            printed = itertools.takewhile(lambda out: not out.startswith("$ "), lines[i + 1:]) if prompted else ()
+            errors = [out for out in printed if ERROR.match(out)]
+            for step in line.removeprefix("$ ").split(" && "):
+                if match := TOOL.match(step):
+                    args = [a for a in shlex.split(match[2] or "", comments=True) if a != "..."]
+                    commands.append(Command(match[1], args, errors))
+    return commands
+
+
+def sweep_jobs(args: list[str]) -> list[list[str]]:
+    """A ``-m`` sweep's jobs in Hydra's order (every combination of the comma lists); one job without ``-m``."""
+    if "-m" not in args:
+        return [args]
+    choices = []
+    for arg in (a for a in args if a != "-m"):
+        key, _, value = arg.partition("=")
+        values = re.findall(r"(?:\[[^\]]*\]|[^,])+", value) if not key.startswith("hydra.") else [value]
+        choices.append([f"{key}={v}" for v in values] if value else [arg])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def test_fenced_commands_are_read_as_a_shell_reads_them() -> None:
+    readme = """```bash
+python3 -m venv .venv && . .venv/bin/activate && dltrain
+TORCH_HOME=/x dltrain optim=sgd 'model.hidden=[8]'   # a comment
+torchrun --nnodes=2 \\
+    -m dltrain model=cnn ...
+```
+```
+$ dltrain-lr-find optim=sgd
+next: dltrain optim=sgd optim.lr=0.1
+$ dltrain optim.lr=abc
+dltrain: error: optim.lr=abc is not a number.
+                    dltrain results
+```
+"""
+    read = [(c.tool, c.args, c.errors) for c in fenced_commands(readme)]
+    assert read == [("dltrain", [], []), ("dltrain", ["optim=sgd", "model.hidden=[8]"], []),
+                    ("dltrain", ["model=cnn"], []), ("dltrain-lr-find", ["optim=sgd"], []),
+                    ("dltrain", ["optim.lr=abc"], ["dltrain: error: optim.lr=abc is not a number."])]
+    assert sweep_jobs(["-m", "optim=sgd,adam", "model.hidden=[8,8],[4]", "hydra.sweep.dir=a,b"]) == [
+        [optim, hidden, "hydra.sweep.dir=a,b"] for optim in ("optim=sgd", "optim=adam")
+        for hidden in ("model.hidden=[8,8]", "model.hidden=[4]")]
+    assert sweep_jobs(["optim=sgd,adam"]) == [["optim=sgd,adam"]]
+
+
+def test_the_readme_s_tool_commands_take_their_arguments() -> None:
+    from dltrain.cli.lr_find import split_options
+    from dltrain.data.samples import _parser
+    from dltrain.inference import evaluate, predict
+    from dltrain.inference.restore import parse_args
+
+    commands = [c for c in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")) if c.tool != "dltrain"]
+    assert {c.tool for c in commands} == {"dltrain-eval", "dltrain-predict", "dltrain-samples", "dltrain-lr-find"}
+    for command in commands:
+        if command.tool == "dltrain-lr-find":
+            split_options(command.args)
+        elif command.tool == "dltrain-samples":
+            _parser().parse_args(command.args)
+        else:
+            tool = evaluate if command.tool == "dltrain-eval" else predict
+            parse_args(command.args, tool.TOOL, tool.KEYS, about="", example="")
+
+
+@pytest.mark.slow
+def test_every_readme_command_composes_as_written() -> None:
+    # about a second a composition, for every job of every sweep: too slow for the default suite
+    from dltrain import compose
+    from dltrain.cli.lr_find import split_options
+    from dltrain.config.describe import describe_config_error
+    from dltrain.errors import ConfigError
+
+    for command in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")):
+        if command.tool not in ("dltrain", "dltrain-lr-find"):
+            continue
+        jobs = sweep_jobs(command.args) if command.tool == "dltrain" else [split_options(command.args)[1]]
+        for num, job in enumerate(jobs):
+            try:
+                compose(job, config_name="train" if command.tool == "dltrain" else "lr_find")
+            except Exception as err:  # only where the README shows that error (the command line's line), with its job
+                line = str(err) if isinstance(err, ConfigError) else describe_config_error(err, job) or str(err)
+                shown = f"job {num} ({' '.join(job)}) failed: " if len(jobs) > 1 else ""
+                assert any(f"error: {shown}{line.rstrip('.')}" in out for out in command.errors), \
+                    f"`{command.tool} {shlex.join(command.args)}` as written: {line}"
 
 
 def quick_start_commands(readme: str) -> list[str]:
@@ -77,6 +191,7 @@ def clone(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_readme_quick_start_and_experiments_run_in_a_fresh_clone(clone: Path) -> None:
     readme = (clone / "README.md").read_text(encoding="utf-8")
     quick_start = quick_start_commands(readme)
