@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from dltrain.report import sweep
+from dltrain.report.rerun import rerun_command
 from dltrain.report.run_files import SWEEP_FILES
 from dltrain.report.sweep import (
     BEST_OVERRIDES,
@@ -27,7 +28,6 @@ from dltrain.report.sweep import (
     SweepSummary,
     collect_jobs,
     rank,
-    rerun_command,
     summarize_sweep,
     swept_params,
 )
@@ -336,7 +336,7 @@ def test_a_second_summary_replaces_the_first_and_leaves_no_temp_files(grid: Path
 
 
 def test_the_rerun_command_leaves_out_what_only_shapes_a_sweep():
-    assert sweep.rerun_command(["hparams_search=optuna", "optim.lr=0.01", "cluster=slurm", "model.hidden=[8]"]) == \
+    assert rerun_command(["hparams_search=optuna", "optim.lr=0.01", "cluster=slurm", "model.hidden=[8]"]) == \
         "dltrain optim.lr=0.01 'model.hidden=[8]'"
 
 

@@ -29,9 +29,9 @@ from dltrain.report.sweep_plots import curves_figure, groups_figure, job_curves
 
 from .conftest import run_cli
 
-#: optim x seed: adam's best values are lower (better) than sgd's; sgd's seed 2 failed.
-BEST = {("sgd", 0): 0.50, ("sgd", 1): 0.54, ("sgd", 2): None, ("sgd", 3): 0.52,
-        ("adam", 0): 0.30, ("adam", 1): 0.33, ("adam", 2): 0.31, ("adam", 3): 0.32}
+#: optim x seed: adam's best values are lower (better) than sgd's; sgd's seed 9 failed.
+BEST = {("sgd", 7): 0.50, ("sgd", 8): 0.54, ("sgd", 9): None, ("sgd", 10): 0.52,
+        ("adam", 7): 0.30, ("adam", 8): 0.33, ("adam", 9): 0.31, ("adam", 10): 0.32}
 
 
 def job(sweep_dir: Path, num: int, overrides: list[str], best: float | None) -> None:
@@ -54,9 +54,12 @@ def job(sweep_dir: Path, num: int, overrides: list[str], best: float | None) -> 
 
 @pytest.fixture
 def seeds(tmp_path: Path) -> Path:
-    """The sweep ``optim=sgd,adam trainer.repeats=4``: jobs 0-3 sgd, 4-7 adam, the seed varying fastest."""
+    """The sweep ``trainer.repeats=4 optim=sgd,adam trainer.max_epochs=3 seed=7``: jobs 0-3 sgd, 4-7 adam,
+    the seed varying fastest; as with a real sweep, the jobs' overrides hold their seed, not the repeats,
+    which Hydra's multirun.yaml records with the sweep's config."""
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"seed": 7, "trainer": {"repeats": 4}}))
     for num, ((optim, seed), best) in enumerate(BEST.items()):
-        job(tmp_path, num, ["trainer.repeats=4", f"optim={optim}", "trainer.max_epochs=3", f"seed={seed}"], best)
+        job(tmp_path, num, [f"optim={optim}", "trainer.max_epochs=3", f"seed={seed}"], best)
     return tmp_path
 
 
@@ -91,7 +94,7 @@ def test_the_console_shows_one_row_per_group(seeds: Path) -> None:
     assert rows[0][4] == "0.315 ± 0.013" and rows[0][5].startswith("[0.29") and rows[0][-1] == "best"
     assert rows[1][-1] == "worse than best (p<0.05)"
     assert "best group: optim=adam (mean val_loss=0.315, n=4): dltrain -m trainer.repeats=4 optim=adam " \
-           "trainer.max_epochs=3" in out
+           "trainer.max_epochs=3 seed=7\n" in out
     assert "1 of 8 jobs failed: job 2" in out
 
 
@@ -100,11 +103,13 @@ def test_best_overrides_names_the_best_group_without_its_seed(seeds: Path) -> No
     best = yaml.safe_load((seeds / BEST_OVERRIDES).read_text())
     assert best["group"] == {"optim": "adam"} and best["n"] == 4 and best["jobs"] == [4, 5, 6, 7]
     assert best["mean"] == pytest.approx(0.315) and best["ci95"][0] < 0.315 < best["ci95"][1]
-    assert best["overrides"] == ["trainer.repeats=4", "optim=adam", "trainer.max_epochs=3"]
-    assert best["command"] == "dltrain -m trainer.repeats=4 optim=adam trainer.max_epochs=3"
+    # the repeats of the group again: the same count, from the same first seed (not 0)
+    assert best["overrides"] == ["trainer.repeats=4", "optim=adam", "trainer.max_epochs=3", "seed=7"]
+    assert best["command"] == "dltrain -m trainer.repeats=4 optim=adam trainer.max_epochs=3 seed=7"
 
 
 def test_a_seed_sweep_reruns_the_best_group_as_one_run_without_the_seed(tmp_path: Path) -> None:
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"seed": 0, "trainer": {"repeats": 1}}))
     for num, (lr, seed, best) in enumerate([("0.1", 0, 0.4), ("0.1", 1, 0.5), ("0.2", 0, 0.2), ("0.2", 1, 0.3)]):
         job(tmp_path, num, [f"optim.lr={lr}", f"seed={seed}"], best)
     summarize_sweep(tmp_path, quiet())
@@ -145,6 +150,23 @@ def test_sweep_png_draws_each_group_with_its_95_ci(seeds: Path) -> None:
     assert "95% CI of the mean" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
+def test_sweep_png_draws_no_bars_on_an_axis_that_does_not_start_at_0(seeds: Path, tmp_path: Path) -> None:
+    summary = summarize_sweep(seeds, quiet())  # every value between 0.29 and 0.55: the axis is zoomed in
+    [ax] = groups_figure(summary.groups, monitor="val_loss", mode="min").axes
+    assert ax.get_ylim()[0] > 0.1 and not ax.patches  # no bar, whose height would read from the cut
+    [means] = [c for c in ax.collections if c.get_label() == "group mean"]
+    assert [y for _, y in means.get_offsets()] == pytest.approx([0.315, 0.52])
+    assert "group mean" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+    near_zero = tmp_path / "near_zero"  # values close to 0: the axis starts at 0, and bars compare
+    for num, (lr, best) in enumerate([("0.1", 0.02), ("0.1", 0.03), ("0.2", 0.2), ("0.2", 0.25)]):
+        job(near_zero, num, [f"optim.lr={lr}", f"seed={num % 2}"], best)
+    summary = summarize_sweep(near_zero, quiet())
+    [ax] = groups_figure(summary.groups, monitor="val_loss", mode="min").axes
+    assert ax.get_ylim()[0] <= 0 and [bar.get_height() for bar in ax.patches] == pytest.approx([0.025, 0.225])
+    assert not [c for c in ax.collections if c.get_label() == "group mean"]
+
+
 def test_sweep_curves_has_a_line_per_job_and_a_colour_per_group(seeds: Path) -> None:
     summary = summarize_sweep(seeds, quiet())
     curves = job_curves(seeds, summary.rows, summary.groups, summary.params, "val_loss")
@@ -180,7 +202,9 @@ def _hydra_config(overrides: list[str], task: list[str]):
 def test_repeats_add_a_seed_sweep_from_the_configs_seed() -> None:
     config = _hydra_config(["trainer.repeats=3", "seed=7"], ["trainer.repeats=3", "seed=7", "optim=sgd,adam"])
     expand_repeats(config)
-    assert list(config.hydra.overrides.task) == ["trainer.repeats=3", "optim=sgd,adam", "seed=7,8,9"]
+    # trainer.repeats leaves the jobs' overrides: each job's overrides run it again as one run
+    assert list(config.hydra.overrides.task) == ["optim=sgd,adam", "seed=7,8,9"]
+    refuse_repeats_in_a_single_run(_hydra_config(["optim=adam", "seed=8"], []))
     config = _hydra_config([], ["optim=sgd,adam"])
     expand_repeats(config)  # repeats=1: the sweep as given
     assert list(config.hydra.overrides.task) == ["optim=sgd,adam"]
@@ -205,13 +229,38 @@ def test_repeats_in_a_single_run_are_refused_with_the_fix() -> None:
 @pytest.mark.slow
 def test_a_real_sweep_with_repeats_prints_the_grouped_table(tmp_path: Path) -> None:
     proc = run_cli(["-m", "trainer.repeats=2", "optim=sgd,adam", "trainer.fast_dev_run=true", "data=xor",
-                    "model.hidden=[8]", "hydra.sweep.dir=S"], tmp_path, timeout=300)
+                    "model.hidden=[8]", "seed=7", "hydra.sweep.dir=S"], tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "sweep: 4 jobs in 2 groups over seeds" in proc.stdout
     overrides = [yaml.safe_load((tmp_path / "S" / str(i) / ".hydra" / "overrides.yaml").read_text()) for i in range(4)]
-    assert [o[-1] for o in overrides] == ["seed=0", "seed=1", "seed=0", "seed=1"]
-    assert yaml.safe_load((tmp_path / "S" / BEST_OVERRIDES).read_text())["n"] == 2
+    assert [o[-1] for o in overrides] == ["seed=7", "seed=8", "seed=7", "seed=8"]
+    best = yaml.safe_load((tmp_path / "S" / BEST_OVERRIDES).read_text())
+    assert best["n"] == 2 and best["command"].startswith("dltrain -m trainer.repeats=2 optim=")
+    assert best["command"].endswith(" seed=7") and f"n=2): {best['command']}\n" in proc.stdout
     assert (tmp_path / "S" / GROUPS_CSV).is_file() and (tmp_path / "S" / CURVES_PLOT).is_file()
+    with (tmp_path / "S" / "sweep_summary.csv").open(newline="") as f:
+        job_1 = next(row for row in csv.DictReader(f) if row["job"] == "1")
+    assert "trainer.repeats" not in job_1["overrides"] and job_1["overrides"].endswith("seed=8")
+    rerun = run_cli([*job_1["overrides"].split(), "hydra.run.dir=one"], tmp_path)  # a job re-runs as one run
+    assert rerun.returncode == 0, rerun.stderr
+
+
+README_SWEEP = "dltrain -m seed=0,1,2,3,4 optim=sgd,adam"
+
+
+def _table_rows(text: str) -> list[str]:
+    """The body rows of the rich table in ``text`` (the lines between its box's sides)."""
+    return [line.rstrip() for line in text.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.slow
+def test_the_readmes_grouped_table_is_what_its_command_prints(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split(f"$ {README_SWEEP}\n", 1)[1].split("```", 1)[0]
+    proc = run_cli(README_SWEEP.split()[1:], tmp_path, timeout=900)  # ten digits runs of 30 epochs: minutes
+    assert proc.returncode == 0, proc.stderr
+    printed = _table_rows(proc.stdout)
+    assert len(printed) == 2 and _table_rows(block) == printed
 
 
 def test_a_single_run_with_repeats_is_one_line(tmp_path: Path) -> None:

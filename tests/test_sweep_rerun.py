@@ -13,7 +13,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from dltrain.report.sweep import BEST_OVERRIDES, config_source, summarize_sweep
+from dltrain.report.rerun import config_source
+from dltrain.report.sweep import BEST_OVERRIDES, summarize_sweep
 
 from .conftest import ROOT, run_cli
 

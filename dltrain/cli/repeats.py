@@ -2,8 +2,10 @@
 ``seed+1``, ..., ``seed+N-1`` (``seed`` as the command line or the config sets it, 0 by
 default). It becomes a sweep over ``seed=`` added to the sweep's overrides before Hydra's
 basic sweeper expands them, so each job is one ordinary run and the seed varies fastest
-(the repeats of a configuration are neighbouring jobs). The sweep's summary then groups the
-jobs by their other values (``dltrain.report.sweep_stats``).
+(the repeats of a configuration are neighbouring jobs). ``trainer.repeats=N`` itself leaves the
+overrides, so that a job's overrides re-run it as a single run; Hydra's ``multirun.yaml`` keeps N
+for the command that re-runs a group. The sweep's summary then groups the jobs by their other
+values (``dltrain.report.sweep_stats``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 def expand_repeats(config: DictConfig) -> None:
     """Add ``seed=<seed>,...,<seed+N-1>`` to the overrides of a sweep with ``trainer.repeats=N > 1``
-    (replacing a single ``seed=`` given), in place.
+    in place of a single ``seed=`` given and of ``trainer.repeats=N`` (each job is one run).
 
     Raises:
         ConfigError: ``trainer.repeats`` is itself swept, the seed is swept too, or the sweeper
@@ -43,7 +45,7 @@ def expand_repeats(config: DictConfig) -> None:
     first = int(config.seed)
     seeds = ",".join(str(first + i) for i in range(repeats))
     with read_write(config.hydra.overrides):
-        config.hydra.overrides.task = [o for o in task if override_key(o) != SEED] + [f"{SEED}={seeds}"]
+        config.hydra.overrides.task = [o for o in task if override_key(o) not in (SEED, REPEATS)] + [f"{SEED}={seeds}"]
 
 
 def refuse_repeats_in_a_single_run(config: DictConfig) -> None:

@@ -67,7 +67,8 @@ SWEEP_FILES: tuple[RunFile, ...] = (
     RunFile("sweep_summary.csv", "one row per job: its overrides, status, best value and test metrics, ranked"),
     RunFile("sweep_summary.json", "the same rows, the monitored metric and the best job"),
     RunFile("best_overrides.yaml", "the best job: its number, value, overrides and the command that re-runs it "
-            "(grouped: the best configuration, its mean, CI and n, without the seed)"),
+            "(grouped: the best configuration, its mean, CI and n, without the seed; with trainer.repeats, "
+            "from its first seed)"),
     RunFile("sweep_groups.csv", "one row per configuration: n, mean, sd and 95% CI of the best value and test "
             "metrics over its seeds, p-value against the best", "a sweep over seed= or trainer.repeats"),
     RunFile("sweep.png", "the monitored value of each job, the best one marked (grouped: each configuration's mean "

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import shlex
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,17 +24,16 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from dltrain.config.validation import CONFIG_NAME
 from dltrain.files import atomic_write, write_json
+from dltrain.report.rerun import best_job_yaml, job_rerun
 from dltrain.report.run_files import SWEEP_FILES, has_placeholder
 from dltrain.report.summary import SUCCESS
 from dltrain.report.sweep_groups import (
     GROUPS_CSV,
-    best_group_record,
-    group_command,
-    group_overrides,
+    best_group_yaml,
     groups_csv,
     groups_json,
+    print_best_group,
     print_groups,
 )
 from dltrain.report.sweep_stats import Group, group_rows, is_grouped
@@ -159,22 +157,9 @@ def write_summary(summary: SweepSummary) -> None:
         **({"groups": groups_json(groups)} if groups is not None else {})})
 
     if best is not None and groups is not None:
-        command = _group_rerun(summary.sweep_dir, groups[0])
-        text = yaml.safe_dump(best_group_record(groups[0], summary.monitor, command), sort_keys=False,
-                              allow_unicode=True, width=1 << 16)
-        _write_text(sweep_dir / BEST_OVERRIDES,
-                    f"# The best group of this sweep (by its mean over seeds); run it with: "
-                    f"{command.replace(chr(10), ' ')}\n{text}")
+        _write_text(sweep_dir / BEST_OVERRIDES, best_group_yaml(sweep_dir, groups[0], summary.monitor))
     elif best is not None:
-        overrides = list(best["_overrides"])
-        command = _rerun(summary.sweep_dir, best)
-        text = yaml.safe_dump({
-            "job": best["job"], "monitor": summary.monitor, "best_value": best["best_value"],
-            "run_dir": best["run_dir"], "overrides": overrides, "command": command,
-        }, sort_keys=False, allow_unicode=True, width=1 << 16)
-        # A newline inside an override would end the comment line; the `command` key stays exact.
-        _write_text(sweep_dir / BEST_OVERRIDES,
-                    f"# The best job of this sweep; re-run it with: {command.replace(chr(10), ' ')}\n{text}")
+        _write_text(sweep_dir / BEST_OVERRIDES, best_job_yaml(sweep_dir, best, summary.monitor))
     else:  # no job succeeded: a best of an earlier summary would mislead
         (sweep_dir / BEST_OVERRIDES).unlink(missing_ok=True)
 
@@ -252,14 +237,12 @@ def _print_after(summary: SweepSummary, console: Console) -> None:
     console.print(f"sweep summary in {summary.sweep_dir}: {', '.join(names) or 'nothing written'}",
                   markup=False, highlight=False, soft_wrap=True)
     if summary.best is not None and summary.groups is not None:
-        group, stat = summary.groups[0], summary.groups[0].stats["best_value"]
-        console.print(f"best group: {group.label} (mean {monitor}={stat.mean:.4g}, n={group.n}): "
-                      f"{_group_rerun(summary.sweep_dir, group)}", markup=False, highlight=False, soft_wrap=True)
+        print_best_group(console, summary.sweep_dir, summary.groups[0], monitor)
     elif summary.best is not None:
         best = summary.best
         # soft_wrap: the command stays on one line, ready to copy
         console.print(f"best: job {best['job']} ({monitor}={best['best_value']:.4g}): "
-                      f"{_rerun(summary.sweep_dir, best)}", markup=False, highlight=False, soft_wrap=True)
+                      f"{job_rerun(summary.sweep_dir, best)}", markup=False, highlight=False, soft_wrap=True)
     if summary.failed:
         jobs = ", ".join(str(row["job"]) for row in summary.failed)
         console.print(f"{len(summary.failed)} of {n} jobs failed: job{'s' if len(summary.failed) > 1 else ''} "
@@ -287,50 +270,6 @@ def summarize_sweep(sweep_dir: str | Path, console: Console | None = None) -> Sw
     write_summary(summary)
     print_summary(summary, console)
     return summary
-
-
-#: Config groups that only shape how a sweep runs (its search space, its launcher): a
-#: single run of the best job does without them.
-SWEEP_ONLY = ("hparams_search", "cluster")
-
-
-def rerun_command(overrides: list[str], config_dir: str | None = None, config_name: str | None = None) -> str:
-    """The command line that runs one job again: ``dltrain``, the ``--config-dir`` and
-    ``--config-name`` the sweep was started with (when given), and the job's overrides,
-    shell-quoted (without the groups that only configure a sweep)."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in SWEEP_ONLY]
-    flags = [*(["--config-dir", config_dir] if config_dir else []),
-             *(["--config-name", config_name] if config_name else [])]
-    return " ".join(["dltrain", *(shlex.quote(o) for o in [*flags, *kept])])
-
-
-def _rerun(sweep_dir: Path, row: dict[str, Any]) -> str:
-    """The command line that runs the job of ``row`` again."""
-    return rerun_command(row["_overrides"], *config_source(sweep_dir / row["run_dir"]))
-
-
-def _group_rerun(sweep_dir: Path, group: Group) -> str:
-    """The command line that runs the configuration of ``group`` again: without its seed, as a
-    sweep when it was repeated with ``trainer.repeats``."""
-    overrides = group_overrides(group)
-    return group_command(rerun_command(overrides, *config_source(sweep_dir / group.rows[0]["run_dir"])), overrides)
-
-
-def config_source(job_dir: Path) -> tuple[str | None, str | None]:
-    """The config directory (``--config-dir``) and config name (``--config-name``) a job was
-    composed from, as its ``.hydra/hydra.yaml`` records them; None for dltrain's own. An
-    unreadable or odd hydra.yaml gives (None, None): the command is then only incomplete."""
-
-    try:
-        hydra = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml"))["hydra"]
-        sources = (hydra.get("runtime") or {}).get("config_sources") or []
-        config_dir = next((s.get("path") for s in sources if isinstance(s, dict) and s.get("provider") == "command-line"
-                           and s.get("schema") == "file"), None)
-        name = (hydra.get("job") or {}).get("config_name")
-    except Exception:  # noqa: BLE001 - whatever is wrong in the file, the overrides still re-run the job
-        return None, None
-    config_dir = config_dir if isinstance(config_dir, str) and config_dir else None
-    return config_dir, name if isinstance(name, str) and name and name != CONFIG_NAME else None
 
 
 def _plot(summary: SweepSummary) -> None:

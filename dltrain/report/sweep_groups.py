@@ -7,13 +7,17 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dltrain.config.suggest import override_key
+from dltrain.report.rerun import config_source, rerun_command
 from dltrain.report.sweep_stats import SEED, Group
 
 GROUPS_CSV = "sweep_groups.csv"
@@ -53,26 +57,53 @@ def groups_json(groups: Sequence[Group]) -> list[dict[str, Any]]:
             for record in group_records(groups)]
 
 
-def group_overrides(group: Group) -> list[str]:
-    """The overrides that run ``group``'s configuration: a successful job's, without its seed."""
+def sweep_repeats(sweep_dir: Path) -> int:
+    """``trainer.repeats`` of the sweep in ``sweep_dir`` as Hydra's ``multirun.yaml`` records its
+    config (the jobs' own overrides leave it out: each job is one run); 1 when it does not say."""
+    try:
+        value = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), REPEATS,
+                                 throw_on_resolution_failure=False)
+    except Exception:  # noqa: BLE001 - absent or unreadable: the group is then re-run as one run
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def group_overrides(group: Group, repeats: int = 1) -> list[str]:
+    """The overrides that run ``group``'s configuration: a successful job's, without its seed; for a
+    sweep of ``repeats`` > 1, ``trainer.repeats=<repeats>`` first and ``seed=<the group's first seed>`` last."""
     row = next((r for r in group.rows if r.get("best_value") is not None), group.rows[0])
-    return [o for o in row["_overrides"] if override_key(o) != SEED]
+    kept = [o for o in row["_overrides"] if override_key(o) not in (SEED, REPEATS)]
+    seeds = [int(v) for r in group.rows if (v := str(r["_values"].get(SEED, ""))).lstrip("-").isdigit()]
+    if repeats <= 1 or not seeds:
+        return kept
+    return [f"{REPEATS}={repeats}", *kept, f"{SEED}={min(seeds)}"]
 
 
-def group_command(command: str, overrides: Sequence[str]) -> str:
-    """``command`` (a ``dltrain ...`` line) as a sweep when the overrides repeat it (``trainer.repeats``)."""
-    if any(override_key(o) == REPEATS for o in overrides):
-        return command.replace("dltrain", "dltrain -m", 1)
-    return command
+def group_rerun(sweep_dir: Path, group: Group) -> str:
+    """The command line that runs ``group``'s configuration again: one run without its seed, or
+    the same repeats (``dltrain -m trainer.repeats=N ... seed=<first>``) when it was repeated."""
+    repeats = sweep_repeats(sweep_dir)
+    return rerun_command(group_overrides(group, repeats), *config_source(sweep_dir / group.rows[0]["run_dir"]),
+                         multirun=repeats > 1)
 
 
-def best_group_record(group: Group, monitor: str | None, command: str) -> dict[str, Any]:
-    """What ``best_overrides.yaml`` says of the best group: its values, its statistics, its jobs,
-    the overrides that run it and the command."""
-    stat = group.stats["best_value"]
-    return {"group": group.key, "monitor": monitor, "n": group.n, "mean": stat.mean, "sd": stat.sd,
-            "ci95": None if stat.ci_low is None else [stat.ci_low, stat.ci_high], "jobs": group.jobs,
-            "overrides": group_overrides(group), "command": command}
+def best_group_yaml(sweep_dir: Path, group: Group, monitor: str | None) -> str:
+    """The text of ``best_overrides.yaml`` for the best group: its values, its statistics, its jobs,
+    the overrides that run it and the command (also on the first line, a comment)."""
+    stat, command = group.stats["best_value"], group_rerun(sweep_dir, group)
+    record = {"group": group.key, "monitor": monitor, "n": group.n, "mean": stat.mean, "sd": stat.sd,
+              "ci95": None if stat.ci_low is None else [stat.ci_low, stat.ci_high], "jobs": group.jobs,
+              "overrides": group_overrides(group, sweep_repeats(sweep_dir)), "command": command}
+    text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=1 << 16)
+    # A newline inside an override would end the comment line; the `command` key stays exact.
+    comment = f"# The best group of this sweep (by its mean over seeds); run it with: {command.replace(chr(10), ' ')}"
+    return f"{comment}\n{text}"
+
+
+def print_best_group(console: Console, sweep_dir: Path, group: Group, monitor: str | None) -> None:
+    """Print the best group, its mean and n, and the command that runs it again (on one line, to copy)."""
+    console.print(f"best group: {group.label} (mean {monitor}={group.stats['best_value'].mean:.4g}, n={group.n}): "
+                  f"{group_rerun(sweep_dir, group)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_groups(console: Console, groups: Sequence[Group], monitor: str | None, mode: str | None,

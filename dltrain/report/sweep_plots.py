@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dltrain.report.plots import DPI, _save
-from dltrain.report.sweep_stats import Group
+from dltrain.report.sweep_stats import Group, Stat
 
 _BAR_COLOR, _BEST_COLOR, _SEED_COLOR = "#8fa9c4", "tab:orange", "0.2"
 #: Colours of the groups (or jobs) of sweep_curves.png, reused in turn past ten.
@@ -24,7 +24,9 @@ _CYCLE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 
 def groups_figure(groups: Sequence[Group], *, monitor: str, mode: str) -> Figure:
     """Draw each group's mean best value as a bar with its 95% confidence interval as an error
-    bar, and every seed's value as a dot on it; the best group in orange.
+    bar, and every seed's value as a dot on it; the best group in orange. When every value sits
+    far above 0 the axis is zoomed in, and the means are drawn as diamonds instead of bars (whose
+    heights would no longer compare).
 
     Args:
         groups: Ranked groups (:func:`dltrain.report.sweep_stats.group_rows`), drawn in the order given.
@@ -41,7 +43,12 @@ def groups_figure(groups: Sequence[Group], *, monitor: str, mode: str) -> Figure
     drawn = [i for i, g in enumerate(groups) if g.n]
     stats = [groups[i].stats["best_value"] for i in drawn]
     colors = [_BEST_COLOR if groups[i].note == "best" else _BAR_COLOR for i in drawn]
-    ax.bar(drawn, [s.mean for s in stats], width=0.6, color=colors)
+    limits = _zoom(stats)
+    if limits is None or limits[0] <= 0:
+        ax.bar(drawn, [s.mean for s in stats], width=0.6, color=colors)
+    else:  # the axis does not start at 0: a bar's height would not compare with another's
+        ax.scatter(drawn, [s.mean for s in stats], marker="D", s=60, color=colors, edgecolors="black", zorder=3,
+                   label="group mean")
     with_ci = [(i, s) for i, s in zip(drawn, stats, strict=True) if s.ci_low is not None]
     if with_ci:
         ax.errorbar([i for i, _ in with_ci], [s.mean for _, s in with_ci],
@@ -50,11 +57,8 @@ def groups_figure(groups: Sequence[Group], *, monitor: str, mode: str) -> Figure
     for i, stat in zip(drawn, stats, strict=True):
         ax.plot([i] * stat.n, stat.values, linestyle="none", marker="o", markersize=4, color=_SEED_COLOR,
                 alpha=0.7, label="one seed" if i == drawn[0] else "_nolegend_")
-    lows = [min([*s.values, s.ci_low if s.ci_low is not None else s.mean]) for s in stats]
-    if lows and min(lows) > 0:  # bars start at 0; zoom in when every value sits far above it
-        highs = [max([*s.values, s.ci_high if s.ci_high is not None else s.mean]) for s in stats]
-        span = max(highs) - min(lows)
-        ax.set_ylim(max(0.0, min(lows) - 0.5 * span - 1e-12), max(highs) + 0.3 * span + 1e-12)
+    if limits is not None:
+        ax.set_ylim(*limits)
     labels = [f"{g.label}\nn={g.n}" + (f", {g.failed} failed" if g.failed else "") for g in groups]
     ax.set_xticks(range(len(groups)), labels=labels, fontsize="x-small", rotation=90 if len(groups) > 10 else 0)
     ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -64,6 +68,17 @@ def groups_figure(groups: Sequence[Group], *, monitor: str, mode: str) -> Figure
     ax.legend(fontsize="small")
     fig.suptitle(f"sweep: best {monitor} per group over seeds ({mode})")
     return fig
+
+
+def _zoom(stats: Sequence[Stat]) -> tuple[float, float] | None:
+    """The y-axis limits when every value (seeds and CIs) is above 0: from 0, or from above it when
+    the values sit far above 0; None (matplotlib's own) when some value is 0 or below."""
+    lows = [min([*s.values, s.ci_low if s.ci_low is not None else s.mean]) for s in stats]
+    if not lows or min(lows) <= 0:
+        return None
+    highs = [max([*s.values, s.ci_high if s.ci_high is not None else s.mean]) for s in stats]
+    span = max(highs) - min(lows)
+    return max(0.0, min(lows) - 0.5 * span - 1e-12), max(highs) + 0.3 * span + 1e-12
 
 
 def plot_groups(groups: Sequence[Group], path: str | Path, *, monitor: str, mode: str) -> Path:
