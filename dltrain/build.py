@@ -516,7 +516,7 @@ def step_options(cfg: DictConfig, exp: Experiment, train_forward: nn.Module | No
 
 def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
     """``data.json``: what the model was trained on and how it was preprocessed."""
-    info = {k: v for k, v in data.info.items() if k != "test_rows"}
+    info = {k: v for k, v in data.info.items() if k not in ("test_rows", "val_rows")}  # a name per example
     return {"dataset": cfg.data.name, "task": data.task, "num_outputs": data.num_outputs,
             "input_shape": list(data.input_shape), "class_names": data.class_names, **data.sizes,
             "in_memory": data.in_memory, "vocab_size": data.vocab_size,

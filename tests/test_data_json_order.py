@@ -17,7 +17,7 @@ def test_an_image_folder_keeps_its_data_json_order(tmp_path):
     write_image_folder(tmp_path / "images")
     info = DATASETS.build("image_folder", seed=0, path=str(tmp_path / "images"), num_workers=0).info
     assert list(info) == ["path", "layout", "classes", "image_size", "color", "in_memory", "normalization", "skipped",
-                          "native_sizes", "ignored_files", "test_rows"]
+                          "native_sizes", "ignored_files", "test_rows", "val_rows"]
 
 
 def test_a_table_keeps_its_data_json_order(tmp_path):
@@ -25,4 +25,4 @@ def test_a_table_keeps_its_data_json_order(tmp_path):
     info = DATASETS.build("csv", seed=0, path=str(path), target="label", missing="mean").info
     assert list(info) == ["path", "target", "task", "task_reason", "features", "encoded_features", "numeric_scaling",
                           "categorical", "numeric_range", "rows_dropped", "missing", "fill_values",
-                          "fill_values_new_rows", "target_scale", "test_rows"]
+                          "fill_values_new_rows", "target_scale", "test_rows", "val_rows"]

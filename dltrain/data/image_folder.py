@@ -379,5 +379,7 @@ def build_image_folder(
               # data.json's key order as it has always been: skipped between normalization and native_sizes.
               "color": color, "in_memory": keep, "normalization": record.pop("normalization"), "skipped": skipped,
               **record, "ignored_files": ignored,
-              "test_rows": [files[i].relative_to(root).as_posix() for i in test]},  # names them in predictions.csv
+              # name the examples in predictions.csv and the reports' worst_predictions.csv
+              "test_rows": [files[i].relative_to(root).as_posix() for i in test],
+              "val_rows": [files[i].relative_to(root).as_posix() for i in val]},
     )

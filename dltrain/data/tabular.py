@@ -481,5 +481,6 @@ def build_csv(
         "rows_dropped": dropped, **missing_keys, "target_scale": None if encoded.scale is None else list(encoded.scale),
     }
     info["test_rows"] = rows[encoded.parts[2]].tolist()  # names the test rows in predictions.csv
+    info["val_rows"] = rows[encoded.parts[1]].tolist()  # and the validation rows in dltrain-eval split=val
     warned = [*stray_warnings(strays, missing), *label_warnings]
     return encoded.splits(values, info, warnings=warned, preprocessing=prep)

@@ -121,5 +121,6 @@ def build_text_csv(
         "unknown_token_share_val": round(unknown_share, 6),
         "target_scale": None if encoded.scale is None else list(encoded.scale),
         "test_rows": encoded.parts[2].tolist(),  # position in the file, for predictions.csv
+        "val_rows": encoded.parts[1].tolist(),  # and for dltrain-eval split=val
     }
     return encoded.splits(x, info, vocab_size=len(vocab), warnings=label_warnings, preprocessing=prep)

@@ -68,6 +68,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     from dltrain.build import build_loss, load_data, make_batches
     from dltrain.data.synthetic import FunctionValuesError
     from dltrain.files import write_json
+    from dltrain.report.classification import confusion_matrix, predicted_classes
     from dltrain.training.device import resolve_device
     from dltrain.training.metrics import MetricAccumulator
     from dltrain.training.rng import seed_everything
@@ -97,8 +98,6 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
 
     folder = report_folder(Path(ckpt), split)
     acc = MetricAccumulator(data.task)
-    classes = data.task in ("binary", "multiclass")
-    confusion = torch.zeros(data.num_outputs * data.num_outputs, dtype=torch.long, device=dev)
     outputs, targets = [], []
     # Full precision, whatever trainer.precision trained in: the weights' own quality.
     with torch.no_grad():
@@ -107,19 +106,20 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
             acc.update(output, y, loss_fn(output, y))
             outputs.append(output.cpu())
             targets.append(y.cpu())
-            if classes:
-                pred = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
-                confusion += torch.bincount(y * data.num_outputs + pred, minlength=confusion.numel())
     result: dict[str, Any] = {
         "checkpoint": str(Path(ckpt).resolve()), "epoch": restored.state.get("epoch"), "split": split,
         "dataset": cfg.data.name, "task": data.task, "num_examples": acc.count, "metrics": acc.compute(),
         "overrides": dict(overrides or {}),
     }
-    if classes:
-        result["class_names"] = list(data.class_names or range(data.num_outputs))
-        result["confusion_matrix"] = confusion.reshape(data.num_outputs, -1).cpu().tolist()
     if outputs:
-        result["report"] = _write_report(folder, torch.cat(outputs), torch.cat(targets), data, split)
+        split_outputs = _split_outputs(torch.cat(outputs), torch.cat(targets), data, split)
+        matrix = None
+        if data.task in ("binary", "multiclass"):
+            matrix = confusion_matrix(split_outputs.targets.long(), predicted_classes(split_outputs.outputs),
+                                      data.num_outputs)
+            result["class_names"] = list(data.class_names or range(data.num_outputs))
+            result["confusion_matrix"] = matrix.tolist()
+        result["report"] = _write_report(folder, split_outputs, data, split, matrix)
         result["report_dir"] = str(folder)
     target = Path(ckpt).parent / "eval.json"
     try:
@@ -152,12 +152,21 @@ def report_folder(ckpt: Path, split: str) -> Path:
     return folder
 
 
-def _write_report(folder: Path, outputs: torch.Tensor, targets: torch.Tensor, data: Any,
-                  split: str) -> dict[str, Any] | None:
-    """The report of the split's ``outputs`` in ``folder``, the files an earlier evaluation of
+def _split_outputs(outputs: torch.Tensor, targets: torch.Tensor, data: Any, split: str) -> Any:
+    """The split's outputs with what names each example: its row (or file) in the source where
+    the data records one (``test_rows``, ``val_rows``), else its position in the split."""
+    from dltrain.report.tables import SplitOutputs
+
+    positions = list(range(len(targets)))
+    rows = data.info.get(f"{split}_rows")
+    return SplitOutputs(outputs, targets, positions, rows if rows and len(rows) == len(positions) else positions)
+
+
+def _write_report(folder: Path, split_outputs: Any, data: Any, split: str,
+                  matrix: torch.Tensor | None) -> dict[str, Any] | None:
+    """The report of the split's outputs in ``folder``, the files an earlier evaluation of
     the same checkpoint and split wrote there replaced (a picture not drawn now does not stay)."""
     from dltrain.report.run_report import REPORT_FILES, write_report
-    from dltrain.report.tables import SplitOutputs
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -165,10 +174,8 @@ def _write_report(folder: Path, outputs: torch.Tensor, targets: torch.Tensor, da
             (folder / name).unlink(missing_ok=True)
     except OSError as err:
         raise UserError(f"could not write {folder}: {err.strerror or err}; check that its folder is writable") from err
-    positions = list(range(len(targets)))
-    rows = data.info.get("test_rows") if split == "test" else None
     inputs = data.x_test if split == "test" else data.x_val
-    return write_report(folder, SplitOutputs(outputs, targets, positions, rows or positions), data, inputs, split)
+    return write_report(folder, split_outputs, data, inputs, split, matrix=matrix)
 
 
 def _check_same_data(restored: Restored, data: Any) -> None:

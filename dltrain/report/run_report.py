@@ -48,7 +48,7 @@ CONSOLE_CLASSES = 20
 
 
 def write_report(folder: Path, split: SplitOutputs, data: DataSplits, inputs: torch.Tensor | Dataset | None = None,
-                 name: str = "test") -> dict[str, Any] | None:
+                 name: str = "test", *, matrix: torch.Tensor | None = None) -> dict[str, Any] | None:
     """Write the report of ``split``'s outputs into ``folder`` and return its numbers.
 
     Args:
@@ -57,6 +57,8 @@ def write_report(folder: Path, split: SplitOutputs, data: DataSplits, inputs: to
         data: the run's data: its task, class names and target scale.
         inputs: the split's inputs (``data.x_test``), for the worst predictions' pictures of image data.
         name: the split's name (``test`` or ``val``), as the pictures and warnings say it.
+        matrix: the outputs' confusion matrix when the caller has computed it
+            (:func:`~dltrain.report.classification.confusion_matrix`); None: computed here.
 
     Returns:
         The numbers (per class, averages, most confused pairs, AUCs; or the regression's
@@ -68,7 +70,7 @@ def write_report(folder: Path, split: SplitOutputs, data: DataSplits, inputs: to
         names = class_names(data)
         if data.task == "multilabel":
             return multilabel_report(split.outputs, split.targets, names)
-        return _classes(folder, split, data, names, inputs, name)
+        return _classes(folder, split, data, names, inputs, name, matrix)
     except Exception as err:  # noqa: BLE001 - the report is never worth the run's results
         log.warning("warning: could not write the report of the %s split: %s", name, first_line(err))
         return None
@@ -81,11 +83,11 @@ def class_names(data: DataSplits) -> list[str]:
 
 
 def _classes(folder: Path, split: SplitOutputs, data: DataSplits, names: list[str],
-             inputs: torch.Tensor | Dataset | None, split_name: str) -> dict[str, Any]:
+             inputs: torch.Tensor | Dataset | None, split_name: str, matrix: torch.Tensor | None) -> dict[str, Any]:
     """Confusion matrix, per-class scores, the worst predictions, and for binary data the curves."""
     outputs, targets = split.outputs.cpu(), split.targets.long().cpu()
     predicted = predicted_classes(outputs)
-    matrix = confusion_matrix(targets, predicted, len(names))
+    matrix = confusion_matrix(targets, predicted, len(names)) if matrix is None else matrix.cpu()
     report = classification_report(matrix, names)
     _draw(folder, "confusion_matrix.png", lambda plots, path: plots.plot_confusion_matrix(matrix.tolist(), names, path))
     losses = example_losses(outputs, targets)
