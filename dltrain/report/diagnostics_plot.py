@@ -20,6 +20,7 @@ from dltrain.report.plots import DPI, _num, _save
 #: The update-to-weight ratio a healthy step is often said to have.
 RULE_OF_THUMB = 1e-3
 _PANEL_WIDTH, _PANEL_HEIGHT = 4.6, 3.8
+_LEGEND_COLUMNS, _LINE_INCHES = 3, 0.17  # the legends' columns, and the height of one of their lines
 
 Series = dict[str, tuple[list[int], list[float]]]
 
@@ -47,9 +48,12 @@ def gradients_figure(rows: list[dict[str, str]]) -> Figure:
          {**_series(rows, "dead_fraction"), **_series(rows, "saturated_fraction")}),
     ) if series or title == "gradient norm"]
     width = _PANEL_WIDTH * len(panels)
-    fig = Figure(figsize=(width, _PANEL_HEIGHT), dpi=DPI)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=0.5 / _PANEL_HEIGHT,
-                        top=1 - 0.6 / _PANEL_HEIGHT, wspace=0.3)
+    # The legends go under the panels, where they hide no line's end: room for the longest.
+    legend = _LINE_INCHES * max(math.ceil((len(series) + 1) / _LEGEND_COLUMNS) for _, _, series in panels)
+    height = _PANEL_HEIGHT + legend
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=(0.55 + legend) / height,
+                        top=1 - 0.6 / height, wspace=0.3)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, scale, series) in zip(axes, panels, strict=True):
         for layer, (epochs, values) in series.items():
@@ -64,8 +68,9 @@ def gradients_figure(rows: list[dict[str, str]]) -> Figure:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        if series:
-            ax.legend(fontsize="x-small", ncol=1 + len(series) // 8, loc="upper right")  # "best" costs a search
+        if series:  # under the axes, below "epoch": a fixed place costs no search and hides no data
+            ax.legend(fontsize="x-small", ncol=_LEGEND_COLUMNS, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      frameon=False)
     fig.suptitle("layer by layer, the first step of each epoch (diagnostics.csv)")
     return fig
 

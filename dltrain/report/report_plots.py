@@ -21,6 +21,9 @@ from dltrain.report.plots import DPI, _save, _short
 
 #: Cell numbers are drawn up to this many classes; beyond it they no longer fit in a cell.
 MAX_ANNOTATED_CLASSES = 20
+#: Class names are drawn on the axes up to this many classes; beyond it they overlap, and the
+#: axes show class indices instead.
+MAX_NAMED_CLASSES = 100
 #: Class names longer than this are shortened on the axes (with an ellipsis).
 NAME_LIMIT = 14
 #: Images per row of a grid.
@@ -51,15 +54,47 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     totals = counts.sum(axis=1, keepdims=True)  # (K, 1): examples of each true class
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)  # a class never seen: zeros
 
-    side = min(max(4.2, 2.2 + 0.15 * k), 9.5)  # the panels grow with the classes, to a page's width
-    fig = Figure(figsize=(2 * side + 1.2, side + 0.4), dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, 2)
-    names = tick_names(class_names)
-    _draw_matrix(axes[0], counts, names, vmax=max(int(counts.max(initial=0)), 1), label=str, title="counts")
-    _draw_matrix(axes[1], shares, names, vmax=1.0, label=_share if k <= 10 else _short_share,
+    names = tick_names(class_names) if k <= MAX_NAMED_CLASSES else None
+    fig, axes = _matrix_axes(k, names)
+    _draw_matrix(*axes[0], counts, names, vmax=max(int(counts.max(initial=0)), 1), label=str, title="counts")
+    _draw_matrix(*axes[1], shares, names, vmax=1.0, label=_share if k <= 10 else _short_share,
                  title="normalised by true class (recall on diagonal)")
-    fig.suptitle(f"confusion matrix: {int(counts.sum())} examples, {k} classes")
+    unnamed = "" if names is not None else " (axes: class index; names in summary.json)"
+    fig.suptitle(f"confusion matrix: {int(counts.sum())} examples, {k} classes{unnamed}")
     return fig
+
+
+def _matrix_axes(k: int, names: list[str] | None) -> tuple[Figure, list[tuple[Axes, Axes]]]:
+    """A figure with two square panels, each with its colour bar's axes, the margins fixed in inches from
+    the tick labels' size (a layout engine would double the time every run spends drawing it)."""
+    side = _side(k)
+    size, rotate = _tick_style(k, names)
+    label = 0.3 if names is None else 0.1 + max(map(len, names)) * size * 0.62 / 72  # the longest tick label
+    left, bottom = label + 0.45, (label if rotate else 0.3) + 0.45  # and the axis label beyond it
+    bar, gap, bar_labels, top = 0.15, 0.12, 0.5, 0.8  # colour bar, its tick labels; panel and figure titles
+    panel = left + side + gap + bar + bar_labels
+    width, height = math.ceil(20 * panel) / 10, math.ceil(10 * (bottom + side + top)) / 10  # whole pixels
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    axes = []
+    for i in range(2):
+        x = i * width / 2 + left
+        ax = fig.add_axes((x / width, bottom / height, side / width, side / height))
+        cax = fig.add_axes(((x + side + gap) / width, bottom / height, bar / width, side / height),
+                           label="<colorbar>")
+        axes.append((ax, cax))
+    return fig, axes
+
+
+def _side(k: int) -> float:
+    """A panel's side in inches: it grows with the classes, to a page's width."""
+    return min(max(3.2, 1.2 + 0.15 * k), 8.0)
+
+
+def _tick_style(k: int, names: list[str] | None) -> tuple[float, bool]:
+    """The tick labels' font size (as large as a row's height allows, 5 to 9 points) and
+    whether the predicted classes' stand upright."""
+    size = round(min(9.0, max(5.0, 0.55 * _side(k) * 72 / k)), 1)
+    return size, names is not None and (k > 10 or max(map(len, names)) * k > 60)  # long or many names
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path) -> Path:
@@ -96,15 +131,17 @@ def _middle(name: str, limit: int) -> str:
     return f"{name[:head]}…{name[-(limit - 1 - head):]}"
 
 
-def _draw_matrix(ax: Axes, values: np.ndarray, names: list[str], *, vmax: float, label: Callable[[Any], str],
-                 title: str) -> None:
-    k = len(names)
-    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-    size = 9 if k <= 10 else 8 if k <= 20 else 6 if k <= 35 else 5
-    rotate = 90 if k > 10 or max(map(len, names)) * k > 60 else 0  # long or many names stand upright
-    ax.set_xticks(range(k), labels=names, fontsize=size, rotation=rotate)
-    ax.set_yticks(range(k), labels=names, fontsize=size)
+def _draw_matrix(ax: Axes, cax: Axes, values: np.ndarray, names: list[str] | None, *, vmax: float,
+                 label: Callable[[Any], str], title: str) -> None:
+    k = len(values)
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest", aspect="auto")
+    ax.figure.colorbar(image, cax=cax)
+    size, rotate = _tick_style(k, names)
+    if names is not None:
+        ax.set_xticks(range(k), labels=names, fontsize=size, rotation=90 if rotate else 0)
+        ax.set_yticks(range(k), labels=names, fontsize=size)
+    else:  # too many names to read: a few class indices, as matplotlib places them
+        ax.tick_params(labelsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize="medium")
@@ -137,7 +174,7 @@ def roc_pr_figure(fpr: Sequence[float], tpr: Sequence[float], roc_auc: float, re
     Returns:
         The figure, not attached to any global state.
     """
-    fig = Figure(figsize=(9.6, 4.6), dpi=DPI, layout="constrained")
+    fig = _two_panels(4.6)
     roc, pr = fig.subplots(1, 2)
     roc.plot(fpr, tpr, color="tab:blue", linewidth=1.8, label=f"ROC (AUC = {roc_auc:.3f})")
     roc.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="chance (AUC = 0.5)")
@@ -162,6 +199,15 @@ def roc_pr_figure(fpr: Sequence[float], tpr: Sequence[float], roc_auc: float, re
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right" if ax is roc else "lower left")
     fig.suptitle(f"positive class: {positive}")
+    return fig
+
+
+def _two_panels(height: float, width: float = 9.6) -> Figure:
+    """A figure for two panels side by side, its margins fixed in inches for tick and axis labels
+    and titles (a layout engine would double the time every run spends drawing it)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.75 / height,
+                        wspace=0.3)
     return fig
 
 
@@ -195,7 +241,7 @@ def regression_figure(truth: Any, prediction: Any, target: str) -> Figure:
     y, p = y[finite], p[finite]
     residual = p - y
     alpha = 0.8 if len(y) <= 200 else max(0.15, 0.8 * math.sqrt(200 / len(y)))  # dense clouds stay readable
-    fig = Figure(figsize=(9.6, 4.4), dpi=DPI, layout="constrained")
+    fig = _two_panels(4.4)
     scatter, residuals = fig.subplots(1, 2)
     scatter.scatter(y, p, s=12, alpha=alpha, color="tab:blue", edgecolors="none")
     low, high = (float(min(y.min(), p.min())), float(max(y.max(), p.max()))) if len(y) else (0.0, 1.0)
@@ -203,13 +249,13 @@ def regression_figure(truth: Any, prediction: Any, target: str) -> Figure:
     scatter.set_xlabel(f"true {target}")
     scatter.set_ylabel(f"predicted {target}")
     scatter.set_title("predicted vs true", fontsize="medium")
-    scatter.legend(fontsize="small")
+    scatter.legend(fontsize="small", loc="upper left")  # a fixed place: "best" searches every point
     residuals.scatter(p, residual, s=12, alpha=alpha, color="tab:orange", edgecolors="none")
     residuals.axhline(0, color="0.3", linestyle="--", linewidth=1, label="zero residual")
     residuals.set_xlabel(f"predicted {target}")
     residuals.set_ylabel("residual (predicted - true)")
     residuals.set_title("residuals", fontsize="medium")
-    residuals.legend(fontsize="small")
+    residuals.legend(fontsize="small", loc="upper right")
     for ax in (scatter, residuals):
         ax.grid(alpha=0.3)
     dropped = int((~finite).sum())
