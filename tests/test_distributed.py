@@ -203,6 +203,24 @@ def test_two_rank_run_writes_one_run_directory(ranks):
     # checked under torchrun (test_torchrun_two_ranks_end_to_end) and by test_route_logs_*.
 
 
+def test_two_rank_run_writes_the_report_of_the_whole_test_split_once(ranks):
+    """The report reads every rank's test outputs, and rank 0 alone writes its files and diagnostics.csv."""
+    ranks.both("runs")
+    run_dir = ranks.out / "straight"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    supports = [row["support"] for row in summary["report"]["per_class"].values()]
+    assert sum(supports) == summary["report"]["macro_avg"]["support"] == summary["data"]["num_test"] == 360
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"worst_predictions.csv", "confusion_matrix.png", "worst_predictions.png", "diagnostics.csv",
+            "gradients.png", "samples.png"} <= names
+    assert not [name for name in names if name.startswith(".tmp") or "rank" in name]  # no second writer's files
+    with (run_dir / "worst_predictions.csv").open(newline="") as f:
+        assert [row["rank"] for row in csv.DictReader(f)] == [str(k) for k in range(1, 21)]  # one table, once
+    with (run_dir / "diagnostics.csv").open(newline="") as f:
+        measured = [(row["epoch"], row["layer"]) for row in csv.DictReader(f)]
+    assert len(measured) == len(set(measured)) and {epoch for epoch, _ in measured} == {"1", "2"}  # one writer
+
+
 def test_checkpoint_of_a_two_rank_run_resumes_in_a_single_process(ranks, compose, tmp_path):
     """Acceptance: a checkpoint written by a 2-rank run resumes in a single process."""
     ranks.result("runs", 0)
