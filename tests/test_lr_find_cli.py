@@ -3,6 +3,8 @@ one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -85,6 +87,14 @@ def test_a_run_directory_is_never_written_into(in_tmp: Path, capsys: pytest.Capt
 def test_its_own_keys_are_checked_in_one_line(capsys: pytest.CaptureFixture[str], argv: list[str],
                                               expected: str) -> None:
     assert expected in tool_error(capsys, main, "dltrain-lr-find", argv)
+
+
+def test_its_keys_default_to_lr_find_s_defaults() -> None:
+    from dltrain.cli.lr_find import LRFindOptions
+    from dltrain.training.lr_find import lr_find
+
+    defaults = {name: p.default for name, p in inspect.signature(lr_find).parameters.items() if name != "cfg"}
+    assert dataclasses.asdict(LRFindOptions()) == defaults
 
 
 def test_help_names_its_keys_and_files(capsys: pytest.CaptureFixture[str]) -> None:
