@@ -192,22 +192,28 @@ def gradients_text(vanishing: Results, lr: Results | None = None) -> str:
     names = list(norms)
     steps = [norms[after] / norms[before] for before, after in zip(names, names[1:])]
     early = names[:3]
-    relu_norms = layer_values(relu, "grad_norm")
+    early_ratio = max(layer_values(sigmoid, "update_ratio", early))
+    relu_norms, dead = layer_values(relu, "grad_norm"), max(layer_values(relu, "dead_fraction"))
     saturated = max(layer_values(sigmoid, "saturated_fraction"))
-    saturate = "none of its units saturates" if saturated == 0 else f"at most {saturated:.0%} of its units saturate"
+    saturate = f"at most {percent(saturated)} of its units saturate" if saturated else "none of its units saturates"
     text = (f"Read by `python -m benchmarks.learning` from the runs' `diagnostics.csv` (every epoch of every seed): "
             f"in claim 3, the sigmoid network's gradient norm (mean over the epochs and seeds) falls from "
             f"{norms[names[-1]]:.2g} at `{names[-1]}` to {norms[names[0]]:.2g} at `{names[0]}`, each layer "
             f"{min(steps):.1f} to {max(steps):.1f} times below the one after it; the update ratios of "
-            f"{', '.join(f'`{n}`' for n in early)} reach at most {max(layer_values(sigmoid, 'update_ratio', early)):.2g}"
+            f"{', '.join(f'`{n}`' for n in early)} reach at most {early_ratio:.2g}"
             f", and {saturate}. The ReLU "
             f"network's gradient norms lie between {min(relu_norms):.2g} and {max(relu_norms):.2g} in every layer "
-            f"and epoch, with at most {max(layer_values(relu, 'dead_fraction')):.0%} of its units dead.")
+            f"and epoch, with at most {percent(dead)} of its units dead.")
     if lr is not None:
         ratios = [f"{min(v):.2g} to {max(v):.2g} at `{label}`" for label, v in
                   ((learning_rate(label), layer_values(runs, "update_ratio")) for label, runs in lr.items())]
         text += f" Claim 4's update ratios (`optim=sgd`, every layer and epoch): {'; '.join(ratios)}."
     return text
+
+
+def percent(fraction: float) -> str:
+    """``fraction`` in percent to two significant digits: a few units in a thousand are not 0%."""
+    return f"{100 * fraction:.2g}%"
 
 
 def learning_rate(label: str) -> str:

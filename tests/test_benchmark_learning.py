@@ -98,6 +98,8 @@ def test_what_the_diagnostics_show_is_read_from_them() -> None:
     assert "the update ratios of `fc1`, `fc2`, `fc3` reach at most 3e-06, and none of its units saturates" in text
     assert "ReLU network's gradient norms lie between 0.5 and 2 in every layer and epoch" in text
     assert "with at most 25% of its units dead" in text
+    sigmoid.diagnostics[2]["act1"] = activation("saturated_fraction", 0.0024)
+    assert "and at most 0.24% of its units saturate" in gradients_text({"sigmoid": [sigmoid], "relu": relu})
     assert text.endswith("2e-06 to 2e-06 at `optim.lr=0.0001`; 5 to 5 at `optim.lr=100`.")
 
 
