@@ -249,8 +249,9 @@ README_SWEEP = "dltrain -m seed=0,1,2,3,4 optim=sgd,adam"
 
 
 def _table_rows(text: str) -> list[str]:
-    """The body rows of the rich table in ``text`` (the lines between its box's sides)."""
-    return [line.rstrip() for line in text.splitlines() if line.startswith("│")]
+    """The body rows of the grouped table in ``text`` (each job prints a table of its own before it)."""
+    table = text.split(" groups over seeds, ", 1)[1].split("\n└", 1)[0]
+    return [line.rstrip() for line in table.splitlines() if line.startswith("│")]
 
 
 @pytest.mark.slow
