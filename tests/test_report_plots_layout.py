@@ -46,3 +46,6 @@ def test_gradient_legends_sit_under_the_panels():
         legend = ax.get_legend().get_window_extent(renderer)
         assert legend.y1 < ax.get_window_extent(renderer).y0  # below the data, none of it hidden
         assert legend.y0 >= 0  # and inside the picture
+    log_panels = [ax for ax in fig.axes if ax.get_yscale() == "log"]
+    labels = [t.get_text() for ax in log_panels for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels()]
+    assert log_panels and any(labels) and not any("$" in text for text in labels)  # plain text, no math text
