@@ -15,7 +15,9 @@ log file), in a run directory under ``--dir`` (default ``outputs/learning``, whi
 so the pictures each run draws (``curves.png``, ``gradients.png``) stay to be looked at. The numbers come
 from what the runs write (``summary.json``, ``metrics.csv``, ``diagnostics.csv``), mean ± standard
 deviation over the seeds; each claim gets a verdict from a rule stated in its row. A markdown table goes to
-stdout, progress to stderr; ``--write`` puts it into README.md between the ``learning_results`` markers.
+stdout, then a paragraph of what claims 3 and 4's ``diagnostics.csv`` show layer by layer, progress to stderr;
+``--write`` puts the table into README.md between the ``learning_results`` markers and the paragraph between
+the ``learning_gradients`` markers.
 From the project root::
 
     python -m benchmarks.learning
