@@ -107,6 +107,7 @@ def test_a_failed_build_on_rank_0_is_told_to_the_others():
     assert log == ["check building the model: failed"]
 
 
+@pytest.mark.slow  # the close names are checked in-process (test_backbones); config errors' one line by other CLI tests
 def test_a_network_name_in_capitals_names_the_network_meant(tmp_path):
     proc = run_cli(["model=torchvision", "model.arch=ResNet18"], cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -203,6 +203,7 @@ def test_two_rank_run_writes_one_run_directory(ranks):
     # checked under torchrun (test_torchrun_two_ranks_end_to_end) and by test_route_logs_*.
 
 
+@pytest.mark.pictures
 def test_two_rank_run_writes_the_report_of_the_whole_test_split_once(ranks):
     """The report reads every rank's test outputs, and rank 0 alone writes its files and diagnostics.csv."""
     ranks.both("runs")
