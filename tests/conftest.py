@@ -33,14 +33,14 @@ CHECKSUMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {"cifar10": p
 
 @pytest.fixture(autouse=True)
 def no_report_pictures(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process runs draw no confusion_matrix.png, roc_pr.png, regression.png,
-    worst_predictions.png, samples.png or gradients.png, unless the test is marked
-    ``@pytest.mark.pictures``.
+    """In-process runs draw no pictures (curves.png, confusion_matrix.png, roc_pr.png,
+    regression.png, worst_predictions.png, samples.png, gradients.png), unless the test is
+    marked ``@pytest.mark.pictures``.
 
     The pictures are tested where they are the point (the tests marked so); elsewhere drawing
-    them only costs time: about two seconds a run, paid by some two hundred small runs. The
-    report's numbers (summary.json's report, worst_predictions.csv, diagnostics.csv) and
-    curves.png are still written by every run. Subprocess runs are not affected.
+    them only costs time: curves.png alone is most of a small run's, paid by some three hundred
+    runs. The report's numbers (summary.json's report, worst_predictions.csv, diagnostics.csv)
+    are still written by every run. Subprocess runs are not affected.
     """
     if request.node.get_closest_marker("pictures"):
         return
@@ -50,6 +50,7 @@ def no_report_pictures(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     monkeypatch.setattr(run_report, "_draw", lambda folder, name, draw: None)
     monkeypatch.setattr(run, "write_samples", lambda run_dir, data, augment, seed: None)
     monkeypatch.setattr(run_end, "draw_gradients", lambda run_dir: None)
+    monkeypatch.setattr(run_end, "draw_curves", lambda rows, summary, run_dir: None)
 
 
 @pytest.fixture

@@ -262,6 +262,7 @@ def _stop_after_last_checkpoint(run: Path, how: str, monkeypatch) -> None:
     assert not (run / ("curves.png" if how == "curves" else "predictions.csv")).exists()
 
 
+@pytest.mark.pictures
 @pytest.mark.parametrize("how", ["kill", "test", "curves"])
 def test_resume_auto_in_place_writes_the_results_a_stop_after_the_last_checkpoint_lost(
         tmp_path, straight, how, monkeypatch):

@@ -97,6 +97,7 @@ def test_image_folder_with_a_val_folder_keeps_it(tmp_path, compose):
     assert data.has_validation and data.sizes["num_val"] == 2 * len(data.class_names)
 
 
+@pytest.mark.pictures
 def test_run_without_validation_trains_every_epoch_and_says_so(compose, tmp_path, capsys):
     # Frozen weights with patience 0 would stop at epoch 2 on val_loss; without validation nothing stops.
     summary = train(compose([*NO_VAL, *FROZEN, "trainer.max_epochs=3", "trainer.early_stopping.patience=0"]),
@@ -148,6 +149,7 @@ def test_plateau_schedule_follows_a_training_monitor(compose, tmp_path):
     assert summary["status"] == "completed" and summary["epochs_run"] == 2
 
 
+@pytest.mark.pictures
 def test_resume_equals_the_uninterrupted_run(compose, tmp_path):
     straight = train(compose([*EXACT, "trainer.max_epochs=4"]), run_dir=tmp_path / "straight")
     train(compose([*EXACT, "trainer.max_epochs=2"]), run_dir=tmp_path / "first")

@@ -117,6 +117,7 @@ def test_resuming_a_finished_run_trains_nothing(compose, tmp_path, straight):
     assert not (tmp_path / "again" / "metrics.csv").exists()
 
 
+@pytest.mark.pictures
 def test_early_stopped_run_continues_with_more_patience(compose, tmp_path):
     lr0 = ["optim=sgd", "optim.lr=0", "model.hidden=[16]"]
     first = train(compose([*lr0, "trainer.early_stopping.patience=1"]), run_dir=tmp_path / "a")

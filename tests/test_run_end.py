@@ -59,6 +59,7 @@ def on_disk(run_dir: Path) -> set[str]:
     return found | {f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").glob("*")}
 
 
+@pytest.mark.pictures
 def test_a_run_names_every_file_it_wrote_and_prints_its_test_result_once(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = run_dltrain(["trainer.fast_dev_run=true", "hydra.run.dir=outputs/run"], monkeypatch)

@@ -136,6 +136,7 @@ def test_a_run_that_fails_before_its_first_epoch_writes_why(compose, tmp_path, m
     assert written["status"] == "failed" and "missing.csv" in written["stop_reason"]
 
 
+@pytest.mark.pictures
 def test_resuming_a_finished_run_writes_already_finished(compose, tmp_path):
     from dltrain import train
 

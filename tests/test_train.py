@@ -152,6 +152,7 @@ def test_batch_norm_with_a_last_batch_of_one(compose, tmp_path):
     assert summary["status"] == "completed"
 
 
+@pytest.mark.pictures
 def test_every_run_draws_its_curves(compose, tmp_path, monkeypatch):
     from PIL import Image
 
@@ -175,6 +176,7 @@ def test_every_run_draws_its_curves(compose, tmp_path, monkeypatch):
     assert seen["epochs"] == list(range(1, summary["epochs_run"] + 1))
 
 
+@pytest.mark.pictures
 def test_a_plot_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatch, caplog):
     import dltrain.report.plots
 
@@ -227,6 +229,7 @@ def test_train_leaves_the_callers_hydra_alone(tmp_path):
             assert train(cfg, run_dir=tmp_path / name)["status"] == "completed"
 
 
+@pytest.mark.pictures
 def test_a_run_that_diverges_in_its_first_epoch_still_draws_it(compose, tmp_path):
     with pytest.raises(TrainingDiverged):
         train(compose(["data=sine", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=2"]), run_dir=tmp_path)
@@ -235,6 +238,7 @@ def test_a_run_that_diverges_in_its_first_epoch_still_draws_it(compose, tmp_path
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+@pytest.mark.pictures
 def test_a_signal_while_drawing_the_curves_still_stops(compose, tmp_path, monkeypatch):
     import signal
 
