@@ -1,114 +1,12 @@
-"""Experiment loggers (logger=...): where a run's metrics go besides metrics.csv.
-
-A new logger is one class registered here and one YAML preset in conf/logger/.
-"""
+"""logger=tensorboard: TensorBoard event files in the run directory."""
 
 from __future__ import annotations
 
-import logging
-import math
-import numbers
 from pathlib import Path
 from typing import Any
 
-from dltrain.errors import ConfigError, first_line
-from dltrain.registry import Registry
-
-log = logging.getLogger("dltrain")
-
-LOGGERS = Registry("logger")
-
-#: Value types the TensorBoard hparams plugin accepts.
-HParams = dict[str, bool | int | float | str]
-
-
-class Logger:
-    """Base class: every hook is a no-op, so a logger overrides only what it needs.
-
-    Every logger is built as ``cls(run_dir, **options)``, the options coming from its
-    YAML preset.
-    """
-
-    def start(self, hparams: HParams, config_yaml: str) -> None:
-        """Called once, before the first epoch.
-
-        Args:
-            hparams: the run's main hyperparameters, flat, with scalar values.
-            config_yaml: the full resolved config as YAML text.
-        """
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        """Called after every epoch (and replayed for the epochs of a resumed run's history).
-
-        Args:
-            row: the epoch's row of metrics.csv (``epoch``, ``train_loss``, ``val_loss``, ``lr``, ...).
-        """
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Called once at the end however the run ended; releases files.
-
-        Safe to call twice and without :meth:`start`.
-
-        Args:
-            summary: the run's summary (``status``, ``stop_reason``, ``best_value``, ``test``, ...).
-        """
-
-
-def build_logger(name: str, run_dir: str | Path, **options: Any) -> Logger:
-    """The logger registered as ``name``, built for ``run_dir`` with its preset's options.
-
-    Raises:
-        ConfigError: ``name`` is not a known logger, or the logger cannot run here.
-    """
-    return LOGGERS.build(name, run_dir, **options)
-
-
-class RunLogger:
-    """A run's logger over its lifetime (start, every epoch, finish), kept from costing the
-    run its results: metrics.csv and summary.json hold what a logger records.
-
-    A failed :meth:`start` fails the run's start (nothing is trained yet); a failed epoch
-    record switches the logger off for the rest of the run, with a warning; a failed
-    :meth:`finish` is a warning. A signal is no failure: it always goes through.
-    """
-
-    def __init__(self, logger: Logger) -> None:
-        self.logger = logger
-        self.on = True
-
-    def start(self, hparams: HParams, config_yaml: str) -> None:
-        """The logger's :meth:`Logger.start`."""
-        self.logger.start(hparams, config_yaml)
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        """The logger's record of an epoch, unless an earlier one failed."""
-        if not self.on:
-            return
-        try:
-            self.logger.log_epoch(row)
-        except Exception as err:  # noqa: BLE001 - metrics.csv has the row
-            self.on = False
-            log.warning("warning: the %s logger failed and is off for the rest of the run: %s", self._name,
-                        first_line(err))
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """The logger's last record, and its files closed."""
-        try:
-            self.logger.finish(summary)
-        except Exception as err:  # noqa: BLE001 - the run's own files are written already
-            log.warning("warning: the %s logger could not finish: %s", self._name, first_line(err))
-
-    @property
-    def _name(self) -> str:
-        return type(self.logger).__name__
-
-
-@LOGGERS.register("csv")
-class CSVLogger(Logger):
-    """metrics.csv, which every run writes, is the CSV log: nothing to add."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
+from dltrain.errors import ConfigError
+from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
 
 
 @LOGGERS.register("tensorboard")
@@ -158,7 +56,7 @@ class TensorBoardLogger(Logger):
         self._last_epoch = max(self._last_epoch, epoch)
         writer = self._get_writer()
         for key, value in row.items():
-            if key == "epoch" or not _is_finite_number(value):
+            if key == "epoch" or not is_finite_number(value):
                 continue  # a diverged epoch's NaN would wreck the chart's scale
             writer.add_scalar(scalar_tag(key), float(value), global_step=epoch)
 
@@ -183,7 +81,7 @@ class TensorBoardLogger(Logger):
 
         metrics = {"hparam/best_value": summary.get("best_value")}
         metrics.update({f"hparam/test_{m}": v for m, v in (summary.get("test") or {}).items()})
-        metrics = {k: float(v) for k, v in metrics.items() if _is_finite_number(v)}
+        metrics = {k: float(v) for k, v in metrics.items() if is_finite_number(v)}
         # SummaryWriter.add_hparams would write into a new sub-run folder (named by time, or run_name); writing the
         # same three summaries into this writer keeps the hyperparameters in the run's own log directory.
         for proto in hparams_summaries(self._hparams, metrics):
@@ -204,11 +102,6 @@ def scalar_tag(key: str) -> str:
     if key == "epoch_seconds":
         return "time/epoch_seconds"
     return key
-
-
-def _is_finite_number(value: Any) -> bool:
-    # numbers.Real also takes numpy scalars; bool is an int but not a metric.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:
