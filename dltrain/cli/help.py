@@ -26,15 +26,14 @@ from hydra._internal.utils import (
     get_args_parser,
     validate_config_path,
 )
-from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from dltrain.config.search_path import put_first, user_config_dir
 from dltrain.config.suggest import override_key
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
-from dltrain.errors import ConfigError
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, RunFile
 
 
@@ -84,13 +83,8 @@ def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> tupl
     validate_config_path(config_path)
     primary = compute_search_path_dir(calling_file, calling_module, config_path)
     search_path = create_config_search_path(primary)
-    if args.config_dir is not None:
-        config_dir = os.path.abspath(args.config_dir)
-        if not os.path.isdir(config_dir):
-            raise ConfigError(f"--config-dir {args.config_dir}: no such folder: give the folder that holds "
-                              "your config files.")
-        search_path.prepend(provider="command-line", path=f"file://{config_dir}",
-                            anchor=SearchPathQuery(provider="schema"))
+    if args.config_dir is not None:  # before dltrain's own configs, as a run has it
+        put_first(search_path, user_config_dir(args.config_dir))
     hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                      config_search_path=search_path)
     return hydra, primary

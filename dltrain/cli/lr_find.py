@@ -22,7 +22,13 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dltrain.cli.app import RunStartChecks, describe_error, exit_with, run_with_error_boundary
+from dltrain.cli.app import (
+    RunStartChecks,
+    describe_error,
+    exit_with,
+    run_with_error_boundary,
+    with_user_configs_first,
+)
 from dltrain.config.compose import config_dir
 from dltrain.config.schemas import spec
 from dltrain.config.validation import validate_once
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("dltrain-lr-find runs one range test: drop -m (run it once per config).")
         _options, rest = split_options(argv)
         sys.argv[1:] = rest  # what Hydra parses
-        _lr_find_app()
+        with_user_configs_first(rest, _lr_find_app)
 
     run_with_error_boundary(app, tool="dltrain-lr-find")
 

@@ -6,12 +6,14 @@ This module imports no torch.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
-from dltrain.config.describe import describe_config_error, one_line
+from dltrain.config.describe import describe_config_error, name_the_file, one_line
+from dltrain.config.search_path import user_config_dir, user_configs_first
 from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
 from dltrain.errors import ConfigError, UserError
 from dltrain.messages import describe_disk_error
@@ -26,13 +28,24 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check: bool = True) -> DictConfig:
+packaged_config_dir = config_dir  # compose()'s own argument of that name is the user's folder
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check: bool = True,
+            config_dir: str | os.PathLike[str] | None = None) -> DictConfig:
     """Compose and validate (unless ``check`` is false) the config as the command line would,
     for notebooks and tests.
+
+    Args:
+        overrides: as on the command line (``["optim=sgd", "optim.lr=0.1"]``).
+        config_name: the primary config (``--config-name``).
+        check: validate the composed config.
+        config_dir: a folder of the user's configs, found before dltrain's own (``--config-dir``).
 
     Example:
         >>> from dltrain import compose, train
         >>> summary = train(compose(["trainer.max_epochs=3"]), run_dir="outputs/nb")
+        >>> cfg = compose(["experiment=mine"], config_dir="conf")
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir, initialize_config_module
@@ -40,18 +53,25 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check
 
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    where = config_dir()
-    init = (initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3") if where.startswith("pkg://")
-            else initialize_config_dir(config_dir=where, version_base="1.3"))
+    user = None if config_dir is None else user_config_dir(config_dir, f"config_dir={config_dir}")
+    where = packaged_config_dir()
+    with user_configs_first(user):
+        init = (initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3")
+                if where.startswith("pkg://") else initialize_config_dir(config_dir=where, version_base="1.3"))
+    cfg = None
     with init:
         try:
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+            if check:  # with Hydra's node, which says which files the values came from
+                validate(cfg)
         except Exception as err:  # the command line's one line, for Python callers too
-            message = (one_line(str(err)) if isinstance(err, UserError)
-                       else describe_disk_error(err) if isinstance(err, OSError) else describe_config_error(err))
+            message = (name_the_file(err, cfg) if isinstance(err, ConfigError) and cfg is not None
+                       else one_line(str(err)) if isinstance(err, UserError)
+                       else describe_config_error(err) or (describe_disk_error(err) if isinstance(err, OSError)
+                                                           else None))
             if message is None:
                 raise
             raise ConfigError(message) from err
-    if check:
-        validate(cfg)
+    with read_write(cfg), open_dict(cfg):  # as Hydra's compose() returns it
+        del cfg["hydra"]
     return cfg

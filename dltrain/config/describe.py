@@ -18,6 +18,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from dltrain.config.search_path import config_file, file_naming, file_setting, options_of
 from dltrain.config.suggest import did_you_mean, override_key, parsed_values, unknown_option
 from dltrain.config.value_types import describe_type_error
 from dltrain.messages import describe_yaml_error, find_yaml_error, quoting_hint
@@ -33,13 +34,18 @@ def describe_config_error(err: BaseException, command_line: Sequence[str] = ()) 
     if (yaml_error := find_yaml_error(err)) is not None:  # a config file of the user's (--config-dir)
         return describe_yaml_error(yaml_error)
     if isinstance(err, MissingConfigException):
-        found = re.search(r"Could not find '([^']+)'", str(err))
-        if found and err.options is not None:
-            group, _, option = found.group(1).rpartition("/")
+        found = re.search(r"Could not (find|load) '([^']+)'", str(err))
+        if found and (err.options is not None or found.group(1) == "load"):
+            group, _, option = found.group(2).rpartition("/")
             extra = PLUGIN_EXTRAS.get(f"{group}={option}")
             if extra:
                 return f"{group}={option} needs a Hydra plugin that is not installed: pip install 'dltrain[{extra}]'."
-            return unknown_option(group, option, sorted(err.options), _typed_values(group, command_line))
+            typed = _typed_values(group, command_line)
+            options = sorted(err.options) if err.options is not None else options_of(group)
+            message = unknown_option(group, option, options, typed)
+            # Named in a defaults list of the user's, not on the command line: that file says it.
+            in_file = None if typed and option in typed else file_naming(group, option)
+            return f"{in_file}: {message}" if in_file else message
         return one_line(str(err))
     if isinstance(err, OverrideParseException):
         text = one_line(str(err))
@@ -51,12 +57,31 @@ def describe_config_error(err: BaseException, command_line: Sequence[str] = ()) 
             return f"{override} cannot be read as written ({text}): quote the value, e.g. {hint}."
         return text + " (write overrides as key=value)"
     if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
-        return _describe_composition_error(err, command_line)
+        message = _describe_composition_error(err, command_line)
+        in_file = _failing_file(err)
+        return f"{in_file}: {message}" if in_file and not message.startswith("In '") else message
     return None
 
 
+def _failing_file(err: BaseException) -> str | None:
+    """The config file Hydra was composing when ``err`` happened (``In 'model/mine': ...``)."""
+    found = re.match(r"In '([^']+)':", str(err))
+    return config_file(found.group(1)) if found else None
+
+
+def name_the_file(err: BaseException, cfg: DictConfig) -> str:
+    """The one line of a check that failed on the composed ``cfg`` (with Hydra's node), led by the
+    user's file that set the value at fault when no override of the command line did."""
+    message = one_line(str(err))
+    key = re.match(r"[\w.\[\]]+", message)
+    in_file = file_setting(cfg, key.group(0)) if key else None
+    return f"{in_file}: {message}" if in_file else message
+
+
 def _describe_composition_error(err: BaseException, command_line: Sequence[str]) -> str:
-    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    # A config file's own error (In 'model/mine': ...) is the exception Hydra was handling.
+    inner = err.__cause__ or (err.__context__ if isinstance(err, ConfigCompositionException) else None)
+    cause = inner if isinstance(inner, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
         schema = getattr(cause, "object_type", None)
@@ -66,8 +91,8 @@ def _describe_composition_error(err: BaseException, command_line: Sequence[str])
         if getattr(schema, "ALLOWS_EXTRA_KEYS", False):  # model=custom: the user's own keys
             return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
         hint = f" (known keys there: {', '.join(known)})" if known else ""
-        todo = _where_else(key)
         parent = getattr(cause, "parent_node", None)
+        todo = _where_else(key, parent._get_root() if isinstance(parent, DictConfig) else None)
         if todo is None and isinstance(parent, DictConfig):
             if meant := did_you_mean(_typed_override(err, key, command_line), parent._get_root()):
                 return f"{key} is not a config key: {meant}{hint}."
@@ -108,12 +133,14 @@ def _typed_values(group: str, command_line: Sequence[str]) -> list[str] | None:
     return [str(v) for v in parsed_values(group, typed.partition("=")[2]) or []] if typed else None
 
 
-def _where_else(key: str) -> str | None:
+def _where_else(key: str, root: DictConfig | None = None) -> str | None:
     """What to do about an unknown key: the option of its group that has it, or the
-    ``regularization.*`` key meant; None when neither."""
-    from dltrain.config.schemas import GROUP_SCHEMAS, RegularizationConfig
+    ``regularization.*`` key meant; None when neither. ``root``: the config composed so far."""
+    from dltrain.config.schemas import GROUP_SCHEMAS, MANY_OPTION_GROUPS, RegularizationConfig
 
     group, _, leaf = key.partition(".")
+    if group in MANY_OPTION_GROUPS:
+        return _option_to_add(group, leaf, root)
     owners = [option for option, schema in GROUP_SCHEMAS.get(group, {}).items() if leaf in _known_keys(schema)]
     hints = []
     if owners:
@@ -121,6 +148,25 @@ def _where_else(key: str) -> str | None:
     if group in GROUP_SCHEMAS and leaf in _known_keys(RegularizationConfig):
         hints.append(f"for this {group} set regularization.{leaf}")
     return "; ".join(hints) or None
+
+
+def _option_to_add(group: str, leaf: str, root: DictConfig | None) -> str | None:
+    """For a group of several options at once (``logger``), a key of an option not chosen
+    (``logger.mlflow.tracking_uri`` without ``logger=mlflow``): how to choose it. None when the
+    option is chosen or no one option has the key (a misspelt one: did-you-mean says which)."""
+    from dltrain.config.schemas import GROUP_SCHEMAS
+
+    node = root.get(group) if root is not None else None
+    chosen = list(node) if isinstance(node, DictConfig) else []
+    option, _, rest = leaf.partition(".")
+    if option not in GROUP_SCHEMAS[group]:  # logger.tracking_uri: the key of which option?
+        owners = [name for name, schema in GROUP_SCHEMAS[group].items() if leaf in _known_keys(schema)]
+        option, rest = (owners[0], leaf) if len(owners) == 1 else ("", "")
+    if not option or option in chosen or (rest and rest.partition(".")[0] not in _known_keys(
+            GROUP_SCHEMAS[group][option])):
+        return None
+    both = f"{group}=[{','.join([*chosen, option])}]"
+    return f"choose {group}={option} (or {both} for both) and set {group}.{option}.{rest or 'KEY'}"
 
 
 def _known_keys(schema: Any) -> list[str]:

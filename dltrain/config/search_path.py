@@ -1,0 +1,213 @@
+"""Where configs are found: a user's own folder (``--config-dir``, ``compose(config_dir=...)``)
+before dltrain's packaged tree, so that the user's ``train.yaml`` or ``model/cnn.yaml`` replaces
+dltrain's of the same name, and their other files add options; and the file a config was read
+from, for messages that name it.
+
+Hydra itself puts ``--config-dir`` after the application's own configs, where a file of the same
+name is never read: a copied and edited preset would be ignored without a word. This module
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import DictConfig
+
+from dltrain.errors import ConfigError
+
+#: Hydra's provider name for ``--config-dir``: the re-run commands of a sweep read it back
+#: from each job's ``hydra.yaml`` (``dltrain.report.rerun``).
+USER_PROVIDER = "command-line"
+
+
+def user_config_dir(folder: str | os.PathLike[str], named: str | None = None) -> str:
+    """The absolute path of a user's config folder.
+
+    Raises:
+        ConfigError: it is not a folder (``named``: how it was given, ``--config-dir DIR`` by default).
+    """
+    path = os.path.abspath(folder)
+    if not os.path.isdir(path):
+        raise ConfigError(f"{named or f'--config-dir {folder}'}: no such folder: give the folder that holds "
+                          "your config files.")
+    return path
+
+
+def put_first(search_path: ConfigSearchPath, folder: str) -> None:
+    """Put ``folder`` (absolute) in ``search_path`` before dltrain's own configs."""
+    search_path.prepend(provider=USER_PROVIDER, path=f"file://{folder}", anchor=SearchPathQuery(provider="main"))
+
+
+class UserConfigDirFirst(SearchPathPlugin):
+    """Hydra builds its search path before it reads ``--config-dir``: this plugin, registered by
+    :func:`user_configs_first`, puts the user's folder before dltrain's while a command runs."""
+
+    folder: ClassVar[str | None] = None
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if UserConfigDirFirst.folder is not None:
+            put_first(search_path, UserConfigDirFirst.folder)
+
+
+@contextmanager
+def user_configs_first(folder: str | None) -> Iterator[None]:
+    """While in the block, every config search path Hydra builds has ``folder`` (absolute, or
+    None for none) before dltrain's own configs."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(UserConfigDirFirst)
+    UserConfigDirFirst.folder = folder
+    try:
+        yield
+    finally:
+        UserConfigDirFirst.folder = None
+
+
+def config_dir_argument(argv: Sequence[str]) -> str | None:
+    """The ``--config-dir`` (``-cd``) of a command line in Hydra's syntax, absolute; None without one.
+
+    Raises:
+        ConfigError: it is not a folder.
+    """
+    if not any(arg.startswith("-") for arg in argv):  # only overrides: no need to parse
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    folder = get_args_parser().parse_known_args(list(argv))[0].config_dir
+    return None if folder is None else user_config_dir(folder)
+
+
+def _sources() -> list[tuple[str, str, str]]:
+    """``(scheme, path, provider)`` of each config source, in the order they are searched: those
+    of the Hydra now initialised, else (Hydra is cleared when its command ends) the user's folder
+    of the command running and dltrain's own tree."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return [(s.scheme(), s.path, s.provider) for s in GlobalHydra.instance().config_loader().get_sources()]
+    from dltrain.config.compose import config_dir
+
+    where = config_dir()
+    packaged = ("pkg", where.removeprefix("pkg://"), "main") if where.startswith("pkg://") else ("file", where, "main")
+    user = [("file", UserConfigDirFirst.folder, USER_PROVIDER)] if UserConfigDirFirst.folder else []
+    return [*user, packaged]
+
+
+def _entry(scheme: str, path: str, name: str) -> Traversable | None:
+    """The file or folder ``name`` of a config source, when the source is a folder or a package."""
+    try:
+        if scheme == "file":
+            return Path(path) / name
+        return files(path).joinpath(name) if scheme == "pkg" else None
+    except (ImportError, TypeError, ValueError):
+        return None
+
+
+def config_file(config_path: str) -> str | None:
+    """The file that the config ``config_path`` (``model/mine``) is read from: the first config
+    source that holds it; None when there is none."""
+    for scheme, path, _ in _sources():
+        entry = _entry(scheme, path, f"{config_path}.yaml")
+        if entry is not None and entry.is_file():
+            return str(entry)
+    return None
+
+
+def options_of(group: str) -> list[str]:
+    """The options (YAML files) of ``group`` in every config source."""
+    names: set[str] = set()
+    for scheme, path, _ in _sources():
+        folder = _entry(scheme, path, group)
+        if folder is not None and folder.is_dir():
+            names.update(e.name.removesuffix(".yaml") for e in folder.iterdir() if e.name.endswith(".yaml"))
+    return sorted(names)
+
+
+def file_setting(cfg: DictConfig, key: str) -> str | None:
+    """The user's config file that sets ``key`` (``model.activation``) in ``cfg``, a config composed
+    with Hydra's node, when no override of the command line sets it; None otherwise. An
+    experiment's file is asked first: it is merged after the group options it overrides."""
+    hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    if not isinstance(hydra, DictConfig):
+        return None
+    key = re.sub(r"\[\d+\]", "", key)
+    from dltrain.config.suggest import override_key
+
+    choices = {group: option for group, option in hydra.runtime.choices.items()
+               if option is not None and not group.startswith("hydra/")}
+    typed = [override_key(o) for o in hydra.overrides.task]
+    if any(key == k or key.startswith(f"{k}.") for k in typed if k not in hydra.runtime.choices):
+        return None  # the command line sets it (model=cnn chooses an option: it sets no key)
+    folders = [Path(s.path) for s in hydra.runtime.config_sources if s.provider == USER_PROVIDER and s.schema == "file"]
+    candidates = sorted(((f"{group}/{option}", group) for group, option in choices.items()),
+                        key=lambda candidate: candidate[1] != "experiment")
+    for config_path, group in [*candidates, (hydra.job.config_name, "")]:
+        found = next((folder / f"{config_path}.yaml" for folder in folders
+                      if (folder / f"{config_path}.yaml").is_file()), None)
+        if found is not None and _sets(found, group, key):
+            return str(found)
+    return None
+
+
+def _sets(file: Path, group: str, key: str) -> bool:
+    """Whether the YAML ``file``, the config of ``group`` (``""``: the primary config), sets ``key``."""
+    try:
+        text = file.read_text(encoding="utf-8")
+        values = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    package = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
+    prefix = "" if package and package.group(1) == "_global_" else group.replace("/", ".")
+    if package and package.group(1) not in ("_global_", "_group_"):
+        prefix = package.group(1)
+    node, parts = values, key.split(".")
+    if prefix:
+        if parts[: len(prefix.split("."))] != prefix.split("."):
+            return False
+        parts = parts[len(prefix.split(".")):]
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def file_naming(group: str, option: str) -> str | None:
+    """The user's config file (in the search path of the Hydra now initialised) whose defaults
+    list names ``group``'s ``option`` (``- override /model: mlpp``, ``- /model/mpl@_here_``)."""
+    folders = [Path(path) for scheme, path, provider in _sources() if provider == USER_PROVIDER and scheme == "file"]
+    for folder in dict.fromkeys(folders):
+        for file in sorted(folder.rglob("*.yaml")):
+            if (group, option) in _defaults(file):
+                return str(file)
+    return None
+
+
+def _defaults(file: Path) -> set[tuple[str, str]]:
+    """The ``(group, option)`` entries of the defaults list of a YAML file."""
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return set()
+    entries = values.get("defaults") if isinstance(values, dict) else None
+    found = set()
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, str):  # a config by its path: /model/mlp@_here_
+            path = entry.partition("@")[0].strip("/")
+            found.add(path.rpartition("/")[::2])
+        elif isinstance(entry, dict):
+            for group, option in entry.items():
+                name = str(group).removeprefix("override ").strip().partition("@")[0].strip("/")
+                found.add((name, str(option)))
+    return found
