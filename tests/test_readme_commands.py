@@ -112,11 +112,16 @@ def test_the_readme_s_tool_commands_take_their_arguments() -> None:
     from dltrain.inference import evaluate, predict
     from dltrain.inference.restore import parse_args
 
+    from dltrain.cli import config_tool
+
     commands = [c for c in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")) if c.tool != "dltrain"]
-    assert {c.tool for c in commands} == {"dltrain-eval", "dltrain-predict", "dltrain-samples", "dltrain-lr-find"}
+    assert {c.tool for c in commands} == {"dltrain-eval", "dltrain-predict", "dltrain-samples", "dltrain-lr-find",
+                                         "dltrain-config"}
     for command in commands:
         if command.tool == "dltrain-lr-find":
             split_options(command.args)
+        elif command.tool == "dltrain-config":
+            config_tool._parser().parse_args(command.args)
         elif command.tool == "dltrain-samples":
             _parser().parse_args(command.args)
         else:
@@ -135,15 +140,25 @@ def test_every_readme_command_composes_as_written() -> None:
     for command in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")):
         if command.tool not in ("dltrain", "dltrain-lr-find"):
             continue
-        jobs = sweep_jobs(command.args) if command.tool == "dltrain" else [split_options(command.args)[1]]
+        args, folder = config_dir_flag(command.args)
+        jobs = sweep_jobs(args) if command.tool == "dltrain" else [split_options(args)[1]]
         for num, job in enumerate(jobs):
             try:
-                compose(job, config_name="train" if command.tool == "dltrain" else "lr_find")
+                compose(job, config_name="train" if command.tool == "dltrain" else "lr_find", config_dir=folder)
             except Exception as err:  # only where the README shows that error (the command line's line), with its job
                 line = str(err) if isinstance(err, ConfigError) else describe_config_error(err, job) or str(err)
                 shown = f"job {num} ({' '.join(job)}) failed: " if len(jobs) > 1 else ""
                 assert any(f"error: {shown}{line.rstrip('.')}" in out for out in command.errors), \
                     f"`{command.tool} {shlex.join(command.args)}` as written: {line}"
+
+
+def config_dir_flag(args: list[str]) -> tuple[list[str], str | None]:
+    """The arguments without ``--config-dir DIR``, and that folder (relative to the repository's root,
+    where the README's commands run)."""
+    if "--config-dir" not in args:
+        return args, None
+    at = args.index("--config-dir")
+    return [*args[:at], *args[at + 2:]], str(ROOT / args[at + 1])
 
 
 def quick_start_commands(readme: str) -> list[str]:

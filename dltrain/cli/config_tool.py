@@ -176,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
-            _print(listing(user_config_dir(args.config_dir) if args.config_dir else None))
+            if args.config_dir:
+                user_config_dir(args.config_dir)  # a folder, or one line saying it is not
+            _print(listing(args.config_dir))  # its files named as the user names the folder
             return
         target = copy(args.config, args.config_dir, args.as_name)
         group = packaged_file(args.config)[0]
