@@ -196,7 +196,9 @@ def test_the_onnx_file_runs_alone_on_any_batch_size(runs, exports):
 
 def test_exporting_again_replaces_its_own_files(runs, exports, capsys):
     main([f"ckpt={runs['digits']}", "format=torchscript"])
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out
+    assert printed.err == ""  # the exporter's warnings are hidden unless verbose=true
     assert sorted(p.name for p in exports["torchscript"][0].iterdir()) == ["model.json", "model.pt"]
 
 
@@ -209,7 +211,8 @@ def _fails(capsys, argv: list[str]) -> str:
 
 def test_an_unknown_format_is_refused(runs, capsys):
     err = _fails(capsys, [f"ckpt={runs['digits']}", "format=tflite"])
-    assert "format=tflite is not a format dltrain-export writes: choose one of onnx, torchscript, exported_program" in err
+    assert ("format=tflite is not a format dltrain-export writes: choose one of onnx, torchscript, "
+            "exported_program") in err
 
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
@@ -230,6 +233,6 @@ def test_a_folder_with_files_it_did_not_write_is_refused(runs, tmp_path, capsys)
 def test_a_model_the_format_cannot_hold_names_the_format_to_try(tmp_path_factory, capsys):
     ckpt = _train(tmp_path_factory, "branchy", ["model=custom", f"model._target_={__name__}.BranchyNet"])
     err = _fails(capsys, [f"ckpt={ckpt}", "format=exported_program", f"model._target_={__name__}.BranchyNet"])
-    assert "the model cannot be exported to format=exported_program: " in err
+    assert "the model cannot be exported to format=exported_program: Could not guard on data-dependent" in err
     assert err.rstrip().endswith("try format=torchscript.")
     assert not (ckpt.parent.parent / "export-best-exported_program" / "model.pt2").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,8 +105,8 @@ FORMATS: dict[str, Format] = {
     "exported_program": Format("model.pt2", _write_program, _load_program,
                                lambda: f"torch.export {torch.__version__}"),
 }
-#: What to try when a format fails.
-OTHER = {"onnx": "exported_program", "torchscript": "exported_program", "exported_program": "torchscript"}
+#: What to try when a format fails (ONNX is written through torch.export: what one cannot follow, nor can the other).
+OTHER = {"onnx": "torchscript", "torchscript": "exported_program", "exported_program": "torchscript"}
 
 
 def check_format(fmt: str) -> Format:
@@ -145,8 +146,12 @@ def load_model_file(fmt: str, path: Path, *, verbose: bool = False) -> Callable[
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an error that says something, shortened to fit in one line."""
-    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    """The first line of the error at the root of ``err`` (an exporter wraps the error of the
+    step that failed), without terminal colours, shortened to fit in one line."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    text = next((line.strip() for line in plain.splitlines() if line.strip()), type(err).__name__)
     text = text.rstrip(".:")
     return text if len(text) <= 200 else text[:197] + "..."
 
