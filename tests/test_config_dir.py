@@ -19,6 +19,7 @@ from dltrain.errors import ConfigError
 from dltrain.report.sweep import BEST_OVERRIDES
 
 from .conftest import ROOT, run_cli
+from .test_one_line import cli_error
 
 EXAMPLE = ROOT / "examples" / "my_project"
 
@@ -129,8 +130,6 @@ def test_a_user_preset_that_fails_its_schema_names_the_users_file(tmp_path: Path
 @pytest.mark.parametrize("case", ["typo", "range", "experiment-option"])
 def test_the_command_line_names_the_users_file_too(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.test_one_line import cli_error
-
     name, text, overrides, expected = BAD_PRESETS[case]
     path = write(tmp_path / "conf", name, text)
     line = cli_error(capsys, monkeypatch, ["--config-dir", str(tmp_path / "conf"), *overrides, "data=xor",

@@ -36,7 +36,8 @@ def test_copy_writes_the_packaged_file_and_the_copy_is_what_dltrain_then_reads(
     assert list(compose(["model=mlp"], config_dir=conf).model.hidden) == [9]
 
     out = run(capsys, "copy", "experiment/mnist_cnn", str(conf), "--as", "mine")
-    assert (conf / "experiment" / "mine.yaml").read_text() == (ROOT / "conf" / "experiment" / "mnist_cnn.yaml").read_text()
+    packaged = (ROOT / "conf" / "experiment" / "mnist_cnn.yaml").read_text()
+    assert (conf / "experiment" / "mine.yaml").read_text() == packaged
     assert out.strip().endswith(f"dltrain --config-dir {conf} experiment=mine")
     run(capsys, "copy", "train", str(conf))
     assert (conf / "train.yaml").read_text() == (ROOT / "conf" / "train.yaml").read_text()

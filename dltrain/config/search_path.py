@@ -184,7 +184,7 @@ def _sets(file: Path, group: str, key: str) -> bool:
 
 
 def file_naming(group: str, option: str) -> str | None:
-    """The user's config file (in the search path of the Hydra now initialised) whose defaults
+    """The user's config file (of the user's folders among the config sources) whose defaults
     list names ``group``'s ``option`` (``- override /model: mlpp``, ``- /model/mpl@_here_``)."""
     folders = [Path(path) for scheme, path, provider in _sources() if provider == USER_PROVIDER and scheme == "file"]
     for folder in dict.fromkeys(folders):
