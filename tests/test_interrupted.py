@@ -51,7 +51,7 @@ def test_a_second_signal_while_the_logger_writes_stops_the_run(tmp_path, monkeyp
 
     monkeypatch.setattr(StopRequest, "repeat_window", 0.0)  # a repeat is a second request, as outside a sweep
     logger = SignalledTwiceWhileWriting()
-    monkeypatch.setattr(dltrain.training.run, "build_logger", lambda *a, **k: logger)
+    monkeypatch.setattr(dltrain.training.run, "build_loggers", lambda *a, **k: [logger])
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupted) as info:
         train(compose([*QUICK, "trainer.max_epochs=3"]), run_dir=run_dir)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.config.schemas import GROUP_SCHEMAS, MANY_OPTION_GROUPS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -30,16 +30,26 @@ DELIBERATE = {
 }
 
 
+def schema_node(group: str, option: str) -> Any:
+    """The option's schema as the ConfigStore holds it (``name`` set to the option, in a group
+    that holds one option)."""
+    schema = GROUP_SCHEMAS[group][option]
+    return OmegaConf.structured(schema if group in MANY_OPTION_GROUPS else schema(name=option))
+
+
 def schema_defaults(group: str, option: str) -> dict[str, Any]:
-    """The option's schema defaults, as the ConfigStore holds them (``name`` set to the option)."""
-    return OmegaConf.to_container(OmegaConf.structured(GROUP_SCHEMAS[group][option](name=option)))
+    """The option's schema defaults."""
+    return OmegaConf.to_container(schema_node(group, option))
 
 
 def preset_values(path: Path, group: str, option: str) -> dict[str, Any]:
-    """The values a preset file sets, typed by its schema as Hydra would type them."""
+    """The values a preset file sets, typed by its schema as Hydra would type them (a logger's
+    under its own name: logger=[tensorboard,mlflow] takes several)."""
     raw = OmegaConf.load(path)
     raw.pop("defaults", None)
-    typed = OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group][option](name=option)), raw)
+    if group in MANY_OPTION_GROUPS:
+        raw = raw.get(option, OmegaConf.create({}))
+    typed = OmegaConf.merge(schema_node(group, option), raw)
     return {key: OmegaConf.to_container(typed)[key] for key in raw}
 
 

@@ -264,7 +264,7 @@ def test_a_logger_that_fails_costs_the_run_nothing(compose, tmp_path, monkeypatc
             Broken.calls += 1
             raise OSError("disk gone")
 
-    monkeypatch.setattr(dltrain.training.run, "build_logger", lambda *a, **k: Broken())
+    monkeypatch.setattr(dltrain.training.run, "build_loggers", lambda *a, **k: [Broken()])
     summary = train(compose(["data=xor", "trainer.max_epochs=3"]), run_dir=tmp_path)
     assert summary["status"] == "completed" and Broken.calls == 1  # switched off after its first failure
     assert "logger failed and is off for the rest of the run: disk gone" in caplog.text

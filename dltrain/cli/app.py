@@ -169,6 +169,9 @@ class SweepReport(Callback):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
         _sweep.update(dir=Path(str(config.hydra.sweep.dir)), summarized=False, exit_code=0, claimed=claimed)
         _set_sweep_direction(config)
+        from dltrain.loggers import sweep_started
+
+        sweep_started(config.logger, _sweep["dir"])  # logger=mlflow: the parent run of the jobs
         from dltrain.report.sweep_progress import SweepProgress
 
         # Kept on the callback, which Hydra hands (pickled) to a launcher's worker processes too.
@@ -189,6 +192,9 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _summarize_sweep()
+        from dltrain.loggers import sweep_ended
+
+        sweep_ended(config.logger, _sweep["dir"], failed=bool(_sweep.get("failed")))
 
 
 #: The sweep this process runs: its directory, whether it was summarised, its exit code.

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from dltrain.config.search_path import put_first, user_config_dir
 from dltrain.config.suggest import override_key
+from dltrain.config.schemas import MANY_OPTION_GROUPS
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, RunFile
 
@@ -54,6 +55,9 @@ def print_help(argv: Sequence[str], task: Callable[..., Any], config_path: str) 
         cfg = hydra.compose_config(args.config_name or CONFIG_NAME, args.overrides, run_mode=RunMode.RUN)
         HydraConfig.instance().set_config(cfg)  # ${hydra:...} in the config, under --resolve
         template, choices = str(cfg.hydra.help.template), cfg.hydra.runtime.choices.copy()
+        with read_write(choices), open_dict(choices):  # Hydra records no choice for logger=[tensorboard,mlflow]
+            choices.update({group: f"[{','.join(cfg[group])}]" for group in MANY_OPTION_GROUPS
+                            if choices.get(group) is None and isinstance(cfg.get(group), DictConfig)})
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
         chosen = {override_key(override) for override in args.overrides}

@@ -53,14 +53,15 @@ def command_line_keys() -> set[str] | None:
     ``name`` key (``data.name``); None outside Hydra (the Python API)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from dltrain.config.schemas import GROUP_SCHEMAS
+    from dltrain.config.schemas import ONE_OPTION_GROUPS
     from dltrain.config.suggest import override_key
 
     try:
         overrides = HydraConfig.get().overrides.task
     except ValueError:  # not under Hydra
         return None
-    return {f"{key}.name" if key in GROUP_SCHEMAS else key for key in map(override_key, overrides)}
+    # logger=[tensorboard,mlflow] names the whole logger node: it has no name key
+    return {f"{key}.name" if key in ONE_OPTION_GROUPS else key for key in map(override_key, overrides)}
 
 
 def start_dir() -> Path:

@@ -629,16 +629,28 @@ class OneCycleSchedulerConfig(SchedulerConfig):
 
 # --- logger= -------------------------------------------------------------------------
 
+# Several loggers at once (logger=[tensorboard,mlflow]): each option's keys sit under its own
+# name (logger.mlflow.tracking_uri), so the schemas have no ``name`` key.
+
 @dataclass
-class LoggerConfig:
-    name: str = MISSING
+class CSVLoggerConfig:
+    """logger=csv: metrics.csv, which every run writes; nothing to set."""
 
 
 @dataclass
 class TensorBoardLoggerConfig:
-    name: str = MISSING
     subdir: str = spec("tensorboard", help="folder of the event files, inside the run directory")
     flush_secs: int = spec(30, ge=1, help="how often the event files are flushed to disk")
+
+
+@dataclass
+class MLflowLoggerConfig:
+    tracking_uri: str | None = spec(None, help="where the runs go: null = the local store ./mlruns where dltrain "
+                                               "started; http://HOST:PORT for a server; sqlite:///mlflow.db")
+    experiment_name: str = spec("dltrain", help="the MLflow experiment the runs go into (created if new)")
+    run_name: str | None = spec(None, help="the MLflow run's name; null = the run directory's name")
+    tags: dict[str, str] = field(default_factory=dict)
+    log_artifacts: bool = spec(True, help="also upload summary.json, curves.png, the model summary and report files")
 
 
 # --- plain nodes ---------------------------------------------------------------------
@@ -791,5 +803,14 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": {"none": SchedulerConfig, "step": StepSchedulerConfig, "multistep": MultiStepSchedulerConfig,
                   "exponential": ExponentialSchedulerConfig, "cosine": CosineSchedulerConfig,
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
-    "logger": {"csv": LoggerConfig, "tensorboard": TensorBoardLoggerConfig},
+    "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig},
 }
+
+#: Groups that take several options at once (``logger=[tensorboard,mlflow]``), each option's keys
+#: under its own name (``logger.mlflow.tracking_uri``). Every other group holds one option and
+#: names it in its ``name`` key (``optim.name``).
+MANY_OPTION_GROUPS = ("logger",)
+
+#: The groups that hold one option, named by their ``name`` key: GROUP_SCHEMAS without :data:`MANY_OPTION_GROUPS`.
+ONE_OPTION_GROUPS: dict[str, dict[str, type]] = {group: options for group, options in GROUP_SCHEMAS.items()
+                                                 if group not in MANY_OPTION_GROUPS}

@@ -192,7 +192,14 @@ def _meant_name(parent: str, name: str, paths: list[str], root: DictConfig) -> t
     if match := closest(name, siblings):
         return prefix + match, match.lower() != name
     if parent:
-        return None
+        # A key one node further down, when only one node there has it: logger.tracking_uri is
+        # logger.mlflow.tracking_uri (each logger's keys sit under its name).
+        below: dict[str, list[str]] = {}
+        for path in paths:
+            if path.startswith(prefix) and path.count(".") == prefix.count(".") + 1:
+                below.setdefault(path.rpartition(".")[2], []).append(path)
+        match = closest(name, [leaf for leaf, found in below.items() if len(found) == 1])
+        return (below[match][0], match.lower() != name) if match else None
     # At the top level: a key spelled very like that name anywhere, when only one node has it.
     unique = {leaf: found[0] for leaf, found in owners.items() if len(found) == 1}
     match = closest(name, unique, DEEP_CUTOFF)

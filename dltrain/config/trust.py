@@ -19,6 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dltrain.config.loggers import logger_node
+from dltrain.config.schemas import ONE_OPTION_GROUPS
 from dltrain.config.validation import GROUP_SCHEMAS, group_node, validate
 from dltrain.data import expression
 from dltrain.data.splits import TASKS
@@ -88,7 +90,7 @@ def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
     where = ""  # the node being merged: OmegaConf names keys relative to it
     try:
         cfg = OmegaConf.structured(TrainConfig)
-        for group, options in GROUP_SCHEMAS.items():
+        for group, options in ONE_OPTION_GROUPS.items():
             where = f"{group}."
             node = saved.get(group)
             schema = options.get(node.get("name")) if isinstance(node, dict) else None
@@ -96,6 +98,8 @@ def stored_config(path: str | Path, saved: dict[str, Any]) -> DictConfig:
                 raise ConfigError(f"{group}={node.get('name') if isinstance(node, dict) else node} is not an option "
                                   "of this dltrain version")
             cfg[group] = group_node(schema, node)
+        where = "logger."
+        cfg.logger = logger_node(saved.get("logger"))  # either shape: runs written with one logger too
         where = ""
         cfg = OmegaConf.merge(cfg, {k: v for k, v in saved.items() if k not in GROUP_SCHEMAS})
         cfg.trust_code = False

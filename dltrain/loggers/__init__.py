@@ -7,8 +7,18 @@ here: a new logger is its module, its schema and its preset in conf/logger/.
 import importlib
 import pkgutil
 
-from dltrain.loggers.registry import LOGGERS, HParams, Logger, build_logger
-from dltrain.loggers.run_logger import RunLogger
+from dltrain.loggers.registry import (
+    LOGGERS,
+    HParams,
+    Logger,
+    LoggerFacts,
+    build_logger,
+    build_loggers,
+    carry_records,
+    sweep_ended,
+    sweep_started,
+)
+from dltrain.loggers.run_logger import LoggerUnavailable, RunLogger
 
 for _module in pkgutil.iter_modules(__path__):  # registration
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -16,5 +26,6 @@ for _module in pkgutil.iter_modules(__path__):  # registration
 from dltrain.loggers.csv_log import CSVLogger  # noqa: E402 - registered by the loop above
 from dltrain.loggers.tensorboard import TensorBoardLogger, scalar_tag  # noqa: E402
 
-__all__ = ["LOGGERS", "CSVLogger", "HParams", "Logger", "RunLogger", "TensorBoardLogger", "build_logger",
-           "scalar_tag"]
+__all__ = ["LOGGERS", "CSVLogger", "HParams", "Logger", "LoggerFacts", "LoggerUnavailable", "RunLogger",
+           "TensorBoardLogger", "build_logger", "build_loggers", "carry_records", "scalar_tag", "sweep_ended",
+           "sweep_started"]

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dltrain.registry import Registry
 
-LOGGERS = Registry("logger")
+log = logging.getLogger("dltrain")
+
+
+@dataclass(frozen=True)
+class LoggerFacts:
+    """What a run needs to know about a logger.
+
+    Attributes:
+        record: a file the logger keeps in the run directory naming the tracked run it logs to
+            (``mlflow.json``); a run resumed into a new directory starts with a copy of its
+            checkpoint's, so the logger carries on with the same tracked run.
+    """
+
+    record: str | None = None
+
+
+LOGGERS = Registry("logger", LoggerFacts)
 
 #: Value types the TensorBoard hparams plugin accepts.
 HParams = dict[str, bool | int | float | str]
@@ -46,6 +65,15 @@ class Logger:
             summary: the run's summary (``status``, ``stop_reason``, ``best_value``, ``test``, ...).
         """
 
+    @classmethod
+    def sweep_started(cls, sweep_dir: Path, **options: Any) -> None:
+        """Called once when a sweep (``dltrain -m``) starts, before its first job, with the
+        logger's options (MLflow creates the parent run of the jobs here)."""
+
+    @classmethod
+    def sweep_ended(cls, sweep_dir: Path, failed: bool) -> None:
+        """Called once when a sweep has run its jobs; ``failed``: some job failed."""
+
 
 def build_logger(name: str, run_dir: str | Path, **options: Any) -> Logger:
     """The logger registered as ``name``, built for ``run_dir`` with its preset's options.
@@ -54,6 +82,64 @@ def build_logger(name: str, run_dir: str | Path, **options: Any) -> Logger:
         ConfigError: ``name`` is not a known logger, or the logger cannot run here.
     """
     return LOGGERS.build(name, run_dir, **options)
+
+
+def build_loggers(node: Any, run_dir: str | Path) -> list[Logger]:
+    """Every logger a ``logger`` node chooses (``logger=[tensorboard,mlflow]``; a run stored
+    with one logger, ``{name: csv}``, too), each built for ``run_dir`` with its options.
+
+    Raises:
+        ConfigError: a logger is not known, or cannot run here.
+    """
+    from dltrain.config.loggers import chosen_loggers
+
+    return [build_logger(name, run_dir, **options) for name, options in chosen_loggers(node).items()]
+
+
+def carry_records(node: Any, from_dir: Path, run_dir: Path) -> list[str]:
+    """Copy the records of the loggers ``node`` chooses (:attr:`LoggerFacts.record`) from the
+    run directory ``from_dir`` of a resumed checkpoint into the new ``run_dir``, where it lacks
+    them; returns the files copied."""
+    from dltrain.config.loggers import chosen_loggers
+
+    copied = []
+    for name in chosen_loggers(node):
+        record = LOGGERS.facts(name).record if name in LOGGERS.names() else None
+        source, target = (from_dir / record, run_dir / record) if record else (None, None)
+        if source and source.is_file() and not target.exists() and source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+            copied.append(record)
+    return copied
+
+
+def sweep_started(node: Any, sweep_dir: Path) -> None:
+    """:meth:`Logger.sweep_started` of each logger ``node`` chooses; one that fails is a warning
+    (its jobs then log as single runs)."""
+    _each_sweep_hook(node, "sweep_started", lambda hook, options: hook(sweep_dir, **options))
+
+
+def sweep_ended(node: Any, sweep_dir: Path, failed: bool) -> None:
+    """:meth:`Logger.sweep_ended` of each logger ``node`` chooses; one that fails is a warning."""
+    _each_sweep_hook(node, "sweep_ended", lambda hook, options: hook(sweep_dir, failed))
+
+
+def _each_sweep_hook(node: Any, name: str, call: Any) -> None:
+    from dltrain.config.loggers import chosen_loggers
+    from dltrain.errors import first_line
+
+    for option, options in chosen_loggers(node).items():
+        hook = getattr(LOGGERS.get(option), name, None) if option in LOGGERS.names() else None
+        try:
+            if hook is not None:
+                call(hook, options)
+        except Exception as err:  # noqa: BLE001 - the sweep's jobs run whatever a logger says
+            log.warning("warning: the %s logger could not %s the sweep: %s", option,
+                        "start" if name == "sweep_started" else "end", first_line(err))
+
+
+def logger_name(logger: Logger) -> str:
+    """The option a logger was registered as (``tensorboard``), else its class's name."""
+    return next((name for name in LOGGERS.names() if LOGGERS.get(name) is type(logger)), type(logger).__name__)
 
 
 def is_finite_number(value: Any) -> bool:

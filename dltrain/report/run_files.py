@@ -55,6 +55,8 @@ RUN_FILES: tuple[RunFile, ...] = (
     RunFile("checkpoints/epoch-NNNN.pt", "every N epochs, the newest keep_last of them",
             "trainer.checkpoint.every_n_epochs=N"),
     RunFile("tensorboard/", "the same metrics as TensorBoard event files", "logger=tensorboard"),
+    RunFile("mlflow.json", "the MLflow run this run logs to (its store and run id): a resumed run carries on with it",
+            "logger=mlflow"),
     RunFile(".hydra/", "the composed config, Hydra's config and the overrides given: config.yaml, hydra.yaml, "
             "overrides.yaml", "by the dltrain command"),
     RunFile("dltrain.log", "the run's log", "by the dltrain command"),
@@ -77,6 +79,7 @@ SWEEP_FILES: tuple[RunFile, ...] = (
             "configuration, its mean thick)"),
     RunFile("sweep.log", "one timestamped line per job as it started: its number, overrides and folder"),
     RunFile("multirun.yaml", "Hydra's record of the sweep's config"),
+    RunFile("mlflow.json", "the MLflow parent run of the sweep's jobs (its store and run id)", "logger=mlflow"),
 )
 
 #: What ``dltrain-lr-find`` writes into its own folder (``lr_find/<date>/<time>/``), shown by its ``--help``.

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltrain.build import make_stopper, watched_mode
 from dltrain.config.hydra_job import command_line_keys
-from dltrain.config.schemas import GROUP_SCHEMAS
+from dltrain.config.loggers import logger_node, upgraded
+from dltrain.config.schemas import GROUP_SCHEMAS, ONE_OPTION_GROUPS
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
@@ -117,10 +118,10 @@ def explicit_keys(cfg: DictConfig) -> set[str]:
 
     current = OmegaConf.to_container(cfg, resolve=True)
     default = OmegaConf.to_container(compose([], check=False), resolve=True)
-    same_options = OmegaConf.to_container(compose([f"{g}={current[g]['name']}" for g in GROUP_SCHEMAS], check=False),
-                                          resolve=True)  # a required key (data.path) reads "???"
+    same_options = OmegaConf.to_container(compose([f"{g}={current[g]['name']}" for g in ONE_OPTION_GROUPS],
+                                                  check=False), resolve=True)  # a required key (data.path) reads "???"
     keys = {key for key, _, _ in differences(same_options, current)}
-    return keys | {f"{g}.name" for g in GROUP_SCHEMAS if current[g]["name"] != default[g]["name"]}
+    return keys | {f"{g}.name" for g in ONE_OPTION_GROUPS if current[g]["name"] != default[g]["name"]}
 
 
 def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -> DictConfig:
@@ -136,7 +137,10 @@ def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -
         return cfg
     merged = copy.deepcopy(cfg)
     keep = set(explicit)  # keys (or whole nodes) whose value this run decides
-    for group in GROUP_SCHEMAS:
+    if not any(key == "logger" or key.startswith("logger.") for key in explicit):
+        merged.logger = logger_node(saved.get("logger"))  # the checkpoint's loggers, unless this run names its own
+    keep.add("logger")  # a node of its loggers, never merged key by key
+    for group in ONE_OPTION_GROUPS:
         node = saved.get(group)
         if not isinstance(node, dict) or node.get("name") == merged[group].name:
             continue
@@ -151,7 +155,7 @@ def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -
         for key in sorted(k for k in explicit if k.startswith(group + ".")):
             _update(merged, key, OmegaConf.select(cfg, key), f"{key} is not a key of the checkpoint's "
                                                               f"{group}={node.get('name')}")
-    for group in GROUP_SCHEMAS:  # model=custom: the checkpoint's +model.KEY values are its module's own
+    for group in ONE_OPTION_GROUPS:  # model=custom: the checkpoint's +model.KEY values are its module's own
         if getattr(GROUP_SCHEMAS[group].get(merged[group].name), "ALLOWS_EXTRA_KEYS", False):
             OmegaConf.set_struct(merged[group], False)
     for key, value in flatten(saved).items():
@@ -230,7 +234,7 @@ def find_checkpoint(spec: str, current: dict[str, Any], exact: bool = False) -> 
             return None
         for path in _last_checkpoints(AUTO_ROOT):
             try:
-                saved = load_checkpoint(path).get("config", {})
+                saved = upgraded(load_checkpoint(path).get("config", {}))
             except UserError as err:
                 # An unreadable file is no candidate; said aloud, as it may hold the run meant to continue.
                 log.warning("resume=auto passed over an unreadable checkpoint: %s", err)
@@ -314,10 +318,11 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
     # Before anything of the stored config is used: the trust comes from this run's own config alone.
     check_stored_config(found, state["config"], target=named_target(cfg.model), trust_code=cfg.trust_code,
                         naming="model=custom model._target_=")
-    merged = resumed_config(cfg, state["config"], explicit_keys(cfg))
+    saved = upgraded(state["config"])  # a run written when the logger group held one logger too
+    merged = resumed_config(cfg, saved, explicit_keys(cfg))
     merged.trust_code = cfg.trust_code
     validate(merged)
-    for line in check_config(found, state["config"], OmegaConf.to_container(merged, resolve=True)):
+    for line in check_config(found, saved, OmegaConf.to_container(merged, resolve=True)):
         log.info("resume: override %s", line)
     return Resume(found, state, merged)
 

@@ -26,7 +26,6 @@ from dltrain.build import (
     build_experiment,
     checkpoint_meta,
     describe_data,
-    group_options,
     make_stopper,
     run_hparams,
     step_options,
@@ -38,7 +37,7 @@ from dltrain.data import DataSplits
 from dltrain.data.synthetic import FunctionValuesError
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import ensure_new_run_dir, own_checkpoint, write_json
-from dltrain.loggers import Logger, RunLogger, build_logger
+from dltrain.loggers import Logger, RunLogger, build_loggers, carry_records
 from dltrain.messages import describe_divergence, results_not_saved
 from dltrain.models.summary import format_summary
 from dltrain.report.run_end import close_not_started, close_run
@@ -184,7 +183,9 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
     for warning in exp.warnings:
         log.warning("warning: %s.", warning)
     if main:  # rank 0 alone writes the run's files: the other ranks' logger records nothing
-        run.logger = RunLogger(build_logger(cfg.logger.name, run_dir, **group_options(cfg.logger)))
+        if run.resume is not None:  # a tracked run (MLflow's) carries on where the checkpoint's run logged
+            carry_records(cfg.logger, run.resume.path.parent.parent, run_dir)
+        run.logger = RunLogger(*build_loggers(cfg.logger, run_dir))
     trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, run.stop, run.logger, run.ranks, train_forward)
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     if run.resume is not None:

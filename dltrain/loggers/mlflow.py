@@ -1,0 +1,295 @@
+"""logger=mlflow: the run in an MLflow tracking store (a local folder, a database or a server).
+
+One MLflow run per dltrain run: the resolved config as params (dotted keys), every epoch's
+metrics at ``step=epoch``, tags, and at the end the run directory's report files as
+artifacts. A sweep's jobs are child runs of one parent run, which the sweep's start creates
+(``<sweep dir>/mlflow.json``); a resumed run carries on with its MLflow run
+(``<run dir>/mlflow.json``). Only MLflow's client is used, never its global active run, so
+jobs run in one process do not share state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dltrain.errors import ConfigError, first_line
+from dltrain.files import write_json
+from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
+from dltrain.loggers.run_logger import LoggerUnavailable
+
+log = logging.getLogger("dltrain")
+
+#: In a run directory, the MLflow run it logs to; in a sweep directory, the parent run of its jobs.
+RECORD = "mlflow.json"
+
+#: MLflow's settings for dltrain's own calls (a user's environment wins): a server that is down
+#: costs seconds, not the minutes of MLflow's default retries; the local file store, which
+#: MLflow 3 keeps in maintenance mode and refuses unless allowed, is allowed.
+ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+       "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ALLOW_FILE_STORE": "true"}
+
+#: A run-directory file larger than this is not uploaded (a large predictions.csv): the run directory has it.
+MAX_ARTIFACT_BYTES = 20 * 2**20
+
+#: MLflow's batch limits: params and metrics per log_batch call.
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+
+#: summary.json statuses and the MLflow run status each ends with (any other: FAILED).
+END_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "already_finished": "FINISHED",
+              "interrupted": "KILLED"}
+
+TRUNCATED = "... (truncated: the whole value is in the config.yaml artifact)"
+
+
+@contextmanager
+def mlflow_env() -> Iterator[None]:
+    """:data:`ENV` set while dltrain calls MLflow, the environment as it was afterwards."""
+    added = {key: value for key, value in ENV.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def default_tracking_uri() -> str:
+    """``file:`` URI of ``./mlruns`` in the folder dltrain started in (not the run directory)."""
+    from dltrain.config.hydra_job import from_start
+
+    return from_start("mlruns").as_uri()
+
+
+@LOGGERS.register("mlflow", record=RECORD)
+class MLflowLogger(Logger):
+    """An MLflow run per dltrain run.
+
+    Args:
+        run_dir: the run's output directory.
+        tracking_uri: the tracking store: None for ``./mlruns`` where dltrain started,
+            ``sqlite:///mlflow.db``, or a server's ``http://HOST:PORT``.
+        experiment_name: the MLflow experiment (created when new).
+        run_name: the MLflow run's name; None: the run directory's name.
+        tags: the user's own tags.
+        log_artifacts: upload the run directory's files at the end.
+
+    Raises:
+        ConfigError: the mlflow package is not installed.
+    """
+
+    def __init__(self, run_dir: str | Path, tracking_uri: str | None = None, experiment_name: str = "dltrain",
+                 run_name: str | None = None, tags: dict[str, str] | None = None, log_artifacts: bool = True) -> None:
+        from importlib.util import find_spec
+
+        if find_spec("mlflow") is None:  # imported when the run starts: it takes a second
+            raise ConfigError("logger=mlflow needs the mlflow package: pip install 'dltrain[mlflow]' "
+                              "(or pip install mlflow), or use another logger.")
+        self.run_dir = Path(run_dir)
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.experiment_name = experiment_name
+        self.run_name = run_name or self.run_dir.resolve().name
+        self.tags = dict(tags or {})
+        self.log_artifacts = log_artifacts
+        self._client: Any = None
+        self._run_id: str | None = None
+        self._logged_to = 0  # the last epoch the MLflow run has (a continued run's replayed epochs are not sent again)
+        self._closed = False
+
+    # --- start ---------------------------------------------------------------------
+
+    def start(self, hparams: HParams, config_yaml: str) -> None:
+        try:
+            with mlflow_env():
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+                self._run_id = self._continued() or self._new_run(hparams)
+                self._log_params(config_yaml)
+                self._client.log_text(self._run_id, config_yaml, "config.yaml")
+        except Exception as err:  # noqa: BLE001 - a store or server that fails: the run goes on without it
+            self._run_id = None
+            raise LoggerUnavailable(f"{self.tracking_uri}: {first_line(err)}") from err
+        write_json(self.run_dir / RECORD, {"tracking_uri": self.tracking_uri, "run_id": self._run_id,
+                                           "experiment_name": self.experiment_name})
+
+    def _continued(self) -> str | None:
+        """The MLflow run of this run directory's record (a resumed run), set running again;
+        None when there is none in this store."""
+        record = _read(self.run_dir / RECORD)
+        if record.get("tracking_uri") != self.tracking_uri or not record.get("run_id"):
+            return None
+        run_id = str(record["run_id"])
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - deleted from the store: a new run
+            return None
+        self._client.update_run(run_id, status="RUNNING")
+        keys = list(run.data.metrics)
+        history = self._client.get_metric_history(run_id, keys[0]) if keys else []
+        self._logged_to = max((m.step for m in history), default=0)
+        log.info("logger=mlflow: continuing MLflow run %s (epochs up to %d logged)", run_id, self._logged_to)
+        return run_id
+
+    def _new_run(self, hparams: HParams) -> str:
+        import dltrain
+
+        tags = {"dltrain.version": dltrain.__version__, "dltrain.run_dir": str(self.run_dir.resolve()),
+                "dltrain.status": "running",
+                **{f"dltrain.{group}": str(hparams[group]) for group in ("data", "model") if group in hparams},
+                **{str(k): str(v) for k, v in self.tags.items()}}
+        parent = sweep_parent(self.tracking_uri)
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent
+        run = self._client.create_run(experiment_id(self._client, self.experiment_name), run_name=self.run_name,
+                                      tags=tags)
+        return run.info.run_id
+
+    def _log_params(self, config_yaml: str) -> None:
+        """The resolved config as params, one per dotted key; a continued run adds only keys it
+        lacks (MLflow's params never change: a resume's new values are in config.yaml)."""
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        have = self._client.get_run(self._run_id).data.params
+        params = [Param(key, _param_text(value, MAX_PARAM_VAL_LENGTH))
+                  for key, value in flat_config(yaml.safe_load(config_yaml) or {}).items() if key not in have]
+        for i in range(0, len(params), PARAMS_PER_BATCH):
+            self._client.log_batch(self._run_id, params=params[i:i + PARAMS_PER_BATCH])
+
+    # --- epochs and end ------------------------------------------------------------
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        if self._run_id is None:
+            return
+        epoch = int(row["epoch"])
+        if epoch <= self._logged_to:
+            return  # a resumed run's replayed history: the MLflow run has it
+        self._log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch)
+        self._logged_to = epoch
+
+    def _log_metrics(self, values: dict[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items() if is_finite_number(value)]
+        with mlflow_env():
+            for i in range(0, len(metrics), METRICS_PER_BATCH):
+                self._client.log_batch(self._run_id, metrics=metrics[i:i + METRICS_PER_BATCH])
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self._closed or self._run_id is None:
+            return
+        self._closed = True
+        status = str(summary.get("status"))
+        with mlflow_env():
+            try:
+                test = {f"test_{k}": v for k, v in (summary.get("test") or {}).items()}
+                self._log_metrics({**test, "best_value": summary.get("best_value")},
+                                  int(summary.get("epochs_run") or self._logged_to))
+                self._client.set_tag(self._run_id, "dltrain.status", status)
+                if self.log_artifacts:
+                    self._upload_run_files()
+            finally:
+                self._client.set_terminated(self._run_id, END_STATUS.get(status, "FAILED"))
+
+    def _upload_run_files(self) -> None:
+        """The run directory's files (summary.json, curves.png, model_summary.txt, the report
+        files, the log): its folders (checkpoints/, tensorboard/) and the records stay."""
+        for path in sorted(self.run_dir.iterdir()):
+            if not path.is_file() or path.name == RECORD or path.name.startswith("."):
+                continue
+            if path.stat().st_size > MAX_ARTIFACT_BYTES:
+                log.info("logger=mlflow: %s is over %d MB: not uploaded (the run directory has it)", path.name,
+                         MAX_ARTIFACT_BYTES // 2**20)
+                continue
+            self._client.log_artifact(self._run_id, str(path))
+
+    # --- sweeps --------------------------------------------------------------------
+
+    @classmethod
+    def sweep_started(cls, sweep_dir: Path, tracking_uri: str | None = None, experiment_name: str = "dltrain",
+                      **_: Any) -> None:
+        """Create the sweep's parent run, named after the sweep directory, and record it there for the jobs."""
+        uri = tracking_uri or default_tracking_uri()
+        with mlflow_env():
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=uri)
+            run = client.create_run(experiment_id(client, experiment_name),
+                                    run_name=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}",
+                                    tags={"dltrain.sweep_dir": str(sweep_dir.resolve()), "dltrain.status": "running"})
+        write_json(sweep_dir / RECORD, {"tracking_uri": uri, "parent_run_id": run.info.run_id,
+                                        "experiment_name": experiment_name})
+
+    @classmethod
+    def sweep_ended(cls, sweep_dir: Path, failed: bool) -> None:
+        """End the sweep's parent run: FINISHED, or FAILED when a job failed."""
+        record = _read(sweep_dir / RECORD)
+        if not record.get("parent_run_id"):
+            return
+        with mlflow_env():
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=record["tracking_uri"])
+            client.set_tag(record["parent_run_id"], "dltrain.status", "failed" if failed else "completed")
+            client.set_terminated(record["parent_run_id"], "FAILED" if failed else "FINISHED")
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of the experiment ``name``, created when new (by whichever job of a sweep is first)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def sweep_parent(tracking_uri: str) -> str | None:
+    """The parent run of the sweep this process runs a job of, in this store; None outside a sweep."""
+    from dltrain.config.hydra_job import in_sweep
+
+    if not in_sweep():
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    record = _read(Path(str(HydraConfig.get().sweep.dir)) / RECORD)
+    return record.get("parent_run_id") if record.get("tracking_uri") == tracking_uri else None
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists and empty nodes stay values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _param_text(value: Any, limit: int) -> str:
+    """A param's value as text (YAML's null, true, [1, 2]); one longer than MLflow takes is cut, saying so."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[:limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
