@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from dltrain.config.suggest import unknown_option
 from dltrain.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +104,8 @@ class Registry(Generic[FactsT]):
         try:
             return self._builders[name]
         except KeyError:
+            from dltrain.config.suggest import unknown_option  # the config schemas: only for this message
+
             raise ConfigError(unknown_option(self.group, name, self.names())) from None
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
 from dltrain.data.pixel_depth import to_8bit
+
+if TYPE_CHECKING:  # decoding itself imports no torch: an exported model reads images without it
+    import torch
 
 #: File endings read as images (those of torchvision's ImageFolder), compared in lower case.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -34,6 +38,15 @@ def decode_with_depth(path: str | Path, image_size: Sequence[int],
     """:func:`decode_image`, with the largest integer value of the file and of its bit depth
     (both 0 unless the file holds integers deeper than 8 bits) and the file's own
     ``(height, width)``."""
+    import torch
+
+    pixels, peak, top, native = decode_pixels(path, image_size, color)
+    return torch.from_numpy(pixels), peak, top, native
+
+
+def decode_pixels(path: str | Path, image_size: Sequence[int],
+                  color: str) -> tuple[np.ndarray, int, int, tuple[int, int]]:
+    """:func:`decode_with_depth` as a numpy uint8 array ``(C, H, W)``."""
     mode = "L" if color == "grayscale" else "RGB"
     size = (image_size[1], image_size[0])  # Pillow wants (width, height)
     with Image.open(path) as img:
@@ -41,6 +54,6 @@ def decode_with_depth(path: str | Path, image_size: Sequence[int],
         img.draft(mode, size)  # JPEG only: decode at a reduced scale that is still at least `size`
         img, peak, top = to_8bit(img)
         img = img.convert(mode).resize(size, Image.BILINEAR)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
-    image = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+    pixels = np.array(img, dtype=np.uint8)  # (H, W) or (H, W, 3)
+    image = pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
     return image, peak, top, native

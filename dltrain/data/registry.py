@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dltrain.registry import Registry
 
@@ -32,4 +36,31 @@ class DatasetFacts:
                              "or None")
 
 
-DATASETS: Registry[DatasetFacts] = Registry("data", DatasetFacts)
+class DatasetRegistry(Registry[DatasetFacts]):
+    """The registry of datasets, which imports every module of :mod:`dltrain.data` (their
+    imports register the datasets) the first time it is read, not when the package is imported:
+    the modules that read an exported model's inputs import no torch, and the datasets do."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            package = importlib.import_module("dltrain.data")
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"dltrain.data.{module.name}")
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._load()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self._load()
+        return super().names()
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+
+DATASETS = DatasetRegistry("data", DatasetFacts)

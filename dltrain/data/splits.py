@@ -4,7 +4,6 @@ fitted on the training split only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dltrain.data.standardizer import Standardizer  # noqa: F401  (its old home)
 from dltrain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -237,32 +237,3 @@ def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState
             if missing == 0:
                 break
     return floored.astype(int)
-
-
-@dataclass
-class Standardizer:
-    """Per-feature (or per-channel) mean and standard deviation, fitted on training data.
-
-    Args:
-        mean, std: arrays broadcastable against the data; a constant feature gets std 1,
-            so it maps to 0 instead of dividing by zero.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, axis: int | Sequence[int] = 0) -> Standardizer:
-        """Fit on ``x``, reducing over ``axis`` (0: per feature; (0, 2, 3): per image channel)."""
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(axis=axis, keepdims=True)
-        std = x.std(axis=axis, keepdims=True)
-        return cls(mean, np.where(std > 1e-12, std, 1.0))
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` as float32."""
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
-
-    def to_info(self) -> dict[str, list[float]]:
-        """The statistics as JSON-able lists (for ``data.json``)."""
-        return {"mean": self.mean.ravel().round(6).tolist(), "std": self.std.ravel().round(6).tolist()}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from dltrain.data.batches import shard_range
 from dltrain.files import atomic_write
+from dltrain.report.csv_table import FORMULA_START, spreadsheet_safe, write_table  # noqa: F401  (their old home)
 
 if TYPE_CHECKING:
     from dltrain.data import DataSplits
@@ -123,11 +123,6 @@ def write_predictions(path: str | Path, rows: list[dict[str, Any]]) -> None:
         write_table(f, rows)
 
 
-#: How a cell that a spreadsheet would run as a formula starts (OWASP's CSV injection guidance).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
 class SplitOutputs(NamedTuple):
     """A model's outputs on (a part of) a split, with what names each example.
 
@@ -166,22 +161,3 @@ def write_test_predictions(path: Path, outputs: list[torch.Tensor], data: DataSp
     write_predictions(path, prediction_rows(gathered.outputs, gathered.targets, data.task, data.class_names,
                                             data.target_scale, gathered.rows))
     return gathered
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """``value`` as a CSV cell a spreadsheet shows as text: a string that starts like a
-    formula (``=HYPERLINK(...)``, ``@SUM(...)``, ...) gets a leading ``'``; numbers, and
-    strings that are plain numbers (a class named ``-1``), stay as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not _NUMBER.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def write_table(f: IO[str], rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` (dicts with the same keys) to the open file ``f`` as CSV with a header,
-    every text cell and column name made :func:`spreadsheet_safe` (class names come from the
-    user's data, and reach the ``p_<class>`` columns too)."""
-    columns = list(rows[0])
-    writer = csv.writer(f)
-    writer.writerow([spreadsheet_safe(c) for c in columns])
-    writer.writerows([spreadsheet_safe(row.get(c)) for c in columns] for row in rows)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from dltrain.errors import UserError
 
+if TYPE_CHECKING:  # the readers of new inputs import no torch: an exported model runs without it
+    import torch
+
 #: One batch of a file's inputs: their ids (row numbers or image paths), the model's inputs
 #: and each input's drift flags (see :mod:`dltrain.data.preprocessing.drift`).
-Batch = tuple[list[Any], torch.Tensor, list[str]]
+Batch = tuple[list[Any], "torch.Tensor", list[str]]
 #: Prints a warning about the inputs read (the caller words who warns).
 Warn = Callable[[str], None]
 

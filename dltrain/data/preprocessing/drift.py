@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 #: The output column that holds each input's flags.
 COLUMN = "input_warnings"
@@ -56,7 +55,7 @@ def training_brightness(data: dict[str, Any]) -> float | None:
     return None
 
 
-def image_flags(native: tuple[int, int], image: torch.Tensor, data: dict[str, Any],
+def image_flags(native: tuple[int, int], image: np.ndarray, data: dict[str, Any],
                 brightness: float | None) -> str:
     """The flags of one image.
 
@@ -70,7 +69,7 @@ def image_flags(native: tuple[int, int], image: torch.Tensor, data: dict[str, An
     sizes = data.get("native_sizes")
     if sizes and not all(lo <= n <= hi for n, lo, hi in zip(native, sizes["min"], sizes["max"], strict=True)):
         flags.append(f"resized {native[1]}x{native[0]}->{image.shape[2]}x{image.shape[1]}")
-    if brightness is not None and is_inverted(float(image.float().mean()) / 255, brightness):
+    if brightness is not None and is_inverted(float(image.mean()) / 255, brightness):
         flags.append("inverted")
     return "; ".join(flags)
 

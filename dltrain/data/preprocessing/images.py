@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from dltrain.data.decode import DECODE_ERRORS, IMG_EXTENSIONS, decode_with_depth
-from dltrain.data.pixel_depth import describe_skipped, skip_reason
 from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn
 from dltrain.errors import ConfigError, UserError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are made: an exported model reads its images without it
+    import torch
+
     from dltrain.models.registry import InputNormalization
 
 
@@ -78,6 +77,8 @@ class Images(Preprocessing):
         histogram of the 256 byte values, so no float copy of the images is made (CIFAR-10's
         training split would take 1.1 GB in float64). Same statistics as per-channel
         ``mean`` and ``std`` of ``x / 255`` in float64."""
+        import torch
+
         levels = np.arange(256, dtype=np.float64) / 255  # (256,)
         counts = np.stack([torch.bincount(x[:, c].reshape(-1), minlength=256).numpy()
                            for c in range(x.shape[1])]).astype(np.float64)  # (C, 256)
@@ -161,12 +162,16 @@ class Images(Preprocessing):
     @cached_property
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``mean`` and ``std`` as float32 ``(1, C, 1, 1)``, made once (files read from disk apply them per image)."""
+        import torch
+
         return (torch.tensor(self.mean, dtype=torch.float32).reshape(1, -1, 1, 1),
                 torch.tensor(self.std, dtype=torch.float32).reshape(1, -1, 1, 1))
 
     def apply(self, raw: torch.Tensor) -> torch.Tensor:
         """uint8 images ``(N, C, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std``, one float32 copy;
         grayscale ones repeated to the model's ``channels`` first."""
+        import torch
+
         mean, std = self._statistics
         if self.channels is not None and raw.shape[1] == 1:
             raw = raw.expand(-1, self.channels, -1, -1)  # a view: the float32 copy below is the only one
@@ -243,12 +248,16 @@ class InkCounts(Preprocessing):
     def apply(self, raw: np.ndarray) -> torch.Tensor:
         """Ink counts ``(N, H * W)`` (or ``(N, 1, H, W)``) -> float32 ``(N, 1, H, W)``, in
         float32 with the statistics cast to it, as scikit-learn's StandardScaler does."""
+        import torch
+
         counts = np.asarray(raw, dtype=np.float32).reshape(-1, self.mean.size)  # (N, H * W)
         scaled = (counts - self.mean.astype(np.float32)) / self.std.astype(np.float32)
         return torch.from_numpy(scaled).reshape(-1, 1, *self.image_size)
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs ``(N, 1, H, W)`` back to ink in [0, 1] (unclipped): counts over ``pixel_max``."""
+        import torch
+
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)  # (H * W,)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
         counts = x.float().reshape(len(x), -1) * std + mean  # (N, H * W)
@@ -272,6 +281,20 @@ def read_images(path: Path, batch_size: int, size: Sequence[int], color: str,
     turned into model inputs by ``inputs``, with their paths relative to ``path`` and their
     flags (see :mod:`dltrain.data.preprocessing.drift`, from the preprocessing's ``record``); files
     Pillow cannot decode are skipped with one warning at the end."""
+    import torch
+
+    for ids, images, flags in decoded_images(path, batch_size, size, color, record, warn):
+        yield ids, inputs(torch.from_numpy(images)), flags
+
+
+def decoded_images(path: Path, batch_size: int, size: Sequence[int], color: str, record: dict[str, Any],
+                   warn: Warn) -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
+    """:func:`read_images` before the images become model inputs: batches of their paths, the
+    images as uint8 ``(N, C, H, W)`` and their flags."""
+    # Pillow is imported where images are read: an exported table or text model runs without it
+    from dltrain.data.decode import DECODE_ERRORS, decode_pixels
+    from dltrain.data.pixel_depth import describe_skipped, skip_reason
+
     brightness = drift.training_brightness(record)
     root, files = image_files(path)
     skipped, reasons = [], []
@@ -279,7 +302,7 @@ def read_images(path: Path, batch_size: int, size: Sequence[int], color: str,
         ids, images, flags = [], [], []
         for file in files[start:start + batch_size]:
             try:
-                image, _, _, native = decode_with_depth(file, size, color)  # uint8 (C, H, W)
+                image, _, _, native = decode_pixels(file, size, color)  # uint8 (C, H, W)
             except DECODE_ERRORS as err:
                 skipped.append(file.relative_to(root).as_posix())
                 reasons.append(skip_reason(err))
@@ -288,7 +311,7 @@ def read_images(path: Path, batch_size: int, size: Sequence[int], color: str,
             images.append(image)
             flags.append(drift.image_flags(native, image, record, brightness))
         if images:
-            yield ids, inputs(torch.stack(images)), flags
+            yield ids, np.stack(images), flags
     if skipped:
         warn(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''}: "
              f"{describe_skipped(skipped, reasons)}")
@@ -301,6 +324,8 @@ def image_files(path: Path) -> tuple[Path, list[Path]]:
     Raises:
         UserError: ``path`` is missing, not an image, or a folder without images.
     """
+    from dltrain.data.decode import IMG_EXTENSIONS
+
     if path.is_file():
         if not path.name.lower().endswith(IMG_EXTENSIONS):
             raise UserError(f"input={path} is not an image ({', '.join(IMG_EXTENSIONS)}): give a folder of images "

@@ -6,16 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dltrain.data.csv_file import read_table
 from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched, check_scaled
-from dltrain.data.splits import Standardizer
+from dltrain.data.standardizer import Standardizer
 from dltrain.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: an exported model reads its inputs without it
+    import torch
 
 
 @dataclass(frozen=True, eq=False)  # its statistics are arrays: objects compare by identity
@@ -69,6 +71,8 @@ class Points(Preprocessing):
 
     def apply(self, raw: np.ndarray) -> torch.Tensor:
         """Points ``(N, inputs)`` in their own units -> float32 ``(N, inputs)``."""
+        import torch
+
         with np.errstate(over="ignore"):  # a value too large for float32 is refused by the reader, naming it
             return torch.from_numpy(self.scaler.transform(raw))
 
@@ -79,6 +83,16 @@ class Points(Preprocessing):
         Raises:
             UserError: another number of numeric columns, empty cells, or cells the model
                 cannot read.
+        """
+        cells, flags = self.cells(path)
+        yield from batched(self.apply(cells), flags, batch_size)
+
+    def cells(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        """The CSV's numeric columns as :meth:`read` reads them, float64 ``(N, inputs)`` in their
+        own units, and each point's flags.
+
+        Raises:
+            UserError: see :meth:`read`.
         """
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -93,10 +107,9 @@ class Points(Preprocessing):
         if gaps := int(table[numeric].isna().any(axis=1).sum()):
             raise UserError(f"input={path} has {gaps} rows with empty cells: fill them in")
         cells = table[numeric].to_numpy(dtype=np.float64)  # (N, inputs)
-        x = self.apply(cells)
-        check_scaled(path, numeric, cells, x.numpy())
+        with np.errstate(over="ignore"):  # a value too large for float32 is refused here, naming it
+            check_scaled(path, numeric, cells, self.scaler.transform(cells))
         bounds = self.input_range
         ranges = None if bounds is None else dict(zip(map(str, numeric), zip(bounds["min"], bounds["max"], strict=True),
                                                       strict=True))
-        flags = drift.range_flags({str(c): cells[:, j] for j, c in enumerate(numeric)}, ranges, len(cells))
-        yield from batched(x, flags, batch_size)
+        return cells, drift.range_flags({str(c): cells[:, j] for j, c in enumerate(numeric)}, ranges, len(cells))

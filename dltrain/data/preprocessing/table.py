@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dltrain.data.cells import read_numbers, rows_text
 from dltrain.data.csv_file import read_table
@@ -18,8 +17,9 @@ from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched, check_scaled
 from dltrain.errors import UserError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are made: an exported model reads its inputs without it
     import pandas as pd
+    import torch
 
 #: The one-hot column scikit-learn's OneHotEncoder gives a column's infrequent categories.
 INFREQUENT = "infrequent_sklearn"
@@ -105,11 +105,11 @@ class Table(Preprocessing):
 
     def apply(self, raw: pd.DataFrame) -> torch.Tensor:
         """The feature columns, without gaps -> float32 ``(rows, encoded features)``."""
+        import torch
+
         out = np.zeros((len(raw), len(self.encoded_features)), dtype=np.float32)
         if self.numeric:
-            values = raw[self.numeric].to_numpy(dtype=np.float64)
-            with np.errstate(over="ignore", invalid="ignore"):  # values too large are refused, naming the column
-                out[:, :len(self.numeric)] = ((values - self.mean) / self.std).astype(np.float32)
+            out[:, :len(self.numeric)] = self._scaled(raw[self.numeric].to_numpy(dtype=np.float64))
         rows = np.arange(len(raw))
         for column, columns, other in self.one_hot_index():
             j = np.array(raw[column].astype(str).map(columns), dtype=np.float64)  # NaN: not a known category
@@ -119,8 +119,23 @@ class Table(Preprocessing):
             out[rows[seen], j[seen].astype(np.int64)] = 1.0
         return torch.from_numpy(out)
 
+    def _scaled(self, values: np.ndarray) -> np.ndarray:
+        """Numeric cells float64 ``(rows, numeric)`` standardised, as float32."""
+        with np.errstate(over="ignore", invalid="ignore"):  # values too large are refused, naming the column
+            return ((values - self.mean) / self.std).astype(np.float32)
+
     def read(self, path: Path, batch_size: int, warn: Warn) -> Iterator[Batch]:
-        """The CSV's feature columns (others are ignored), with gaps filled as in training.
+        """The CSV's feature columns (see :meth:`rows`), encoded, in batches.
+
+        Raises:
+            UserError: see :meth:`rows`.
+        """
+        x, flags = self.rows(path, warn)
+        yield from batched(self.apply(x), flags, batch_size)
+
+    def rows(self, path: Path, warn: Warn) -> tuple[pd.DataFrame, list[str]]:
+        """The CSV's feature columns (others are ignored), with gaps filled as in training, and
+        each row's flags.
 
         Raises:
             UserError: a feature column is missing, gaps that cannot be filled, or cells the
@@ -132,11 +147,9 @@ class Table(Preprocessing):
                             f"{', '.join(self.features)} (others are ignored); add the missing ones")
         x = table[self.features].copy()
         self._fill(x, path, warn)
-        inputs = self.apply(x)
         cells = x[self.numeric].to_numpy(dtype=np.float64)
-        check_scaled(path, self.numeric, cells, inputs[:, :len(self.numeric)].numpy())
-        flags = drift.range_flags({c: cells[:, j] for j, c in enumerate(self.numeric)}, self.numeric_range, len(x))
-        yield from batched(inputs, flags, batch_size)
+        check_scaled(path, self.numeric, cells, self._scaled(cells))
+        return x, drift.range_flags({c: cells[:, j] for j, c in enumerate(self.numeric)}, self.numeric_range, len(x))
 
     def _fill(self, x: pd.DataFrame, path: Path, warn: Warn) -> None:
         """Read the numeric columns as numbers (a cell that is not one is a missing value, as in

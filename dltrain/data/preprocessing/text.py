@@ -8,15 +8,17 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dltrain.data.csv_file import read_table
 from dltrain.data.preprocessing import drift
 from dltrain.data.preprocessing.base import Batch, Preprocessing, Warn, batched
 from dltrain.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: an exported model reads its inputs without it
+    import torch
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -114,17 +116,35 @@ class Text(Preprocessing):
     def pad(self, ids: Sequence[list[int]]) -> torch.Tensor:
         """int64 ``(N, L)``: the sequences padded with 0 to ``L``, the longest of them or the
         training length if longer (``(0, L)`` for no sequences)."""
+        import torch
+
+        return torch.from_numpy(self.padded(ids))
+
+    def padded(self, ids: Sequence[list[int]]) -> np.ndarray:
+        """:meth:`pad` as a numpy array."""
         x = np.full((len(ids), max([*map(len, ids), self.padded_length or 1])), PAD_ID, dtype=np.int64)
         for row, sequence in enumerate(ids):
             x[row, :len(sequence)] = sequence
-        return torch.from_numpy(x)
+        return x
 
     def apply(self, raw: Iterable[str]) -> torch.Tensor:
         """Texts -> their padded token ids ``(N, L)``."""
         return self.pad(self.encode(self.tokenize(raw)))
 
     def read(self, path: Path, batch_size: int, warn: Warn) -> Iterator[Batch]:
-        """The CSV's text column (a missing text reads as an empty one); other columns are ignored.
+        """The CSV's text column as :meth:`token_ids`, in batches.
+
+        Raises:
+            UserError: the CSV has no such column.
+        """
+        import torch
+
+        ids, flags = self.token_ids(path)
+        yield from batched(torch.from_numpy(ids), flags, batch_size)
+
+    def token_ids(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        """The CSV's text column (a missing text reads as an empty one; other columns are
+        ignored) as padded token ids int64 ``(N, L)`` (see :meth:`pad`), and each text's flags.
 
         Raises:
             UserError: the CSV has no such column.
@@ -135,5 +155,4 @@ class Text(Preprocessing):
                             f"named {self.column}; name it so")
         ids = self.encode(self.tokenize(table[self.column].fillna("").astype(str)))
         known = [sum(i != UNK_ID for i in sequence) for sequence in ids]
-        flags = drift.text_flags(known, [len(sequence) for sequence in ids])
-        yield from batched(self.pad(ids), flags, batch_size)
+        return self.padded(ids), drift.text_flags(known, [len(sequence) for sequence in ids])
