@@ -109,6 +109,7 @@ dltrain: error: optim.lr=abc is not a number.
 def test_the_readme_s_tool_commands_take_their_arguments() -> None:
     from dltrain.cli.lr_find import split_options
     from dltrain.data.samples import _parser
+    from dltrain.export import cli as export_cli
     from dltrain.inference import evaluate, predict
     from dltrain.inference.restore import parse_args
 
@@ -116,7 +117,7 @@ def test_the_readme_s_tool_commands_take_their_arguments() -> None:
 
     commands = [c for c in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")) if c.tool != "dltrain"]
     assert {c.tool for c in commands} == {"dltrain-eval", "dltrain-predict", "dltrain-samples", "dltrain-lr-find",
-                                         "dltrain-config"}
+                                         "dltrain-config", "dltrain-export"}
     for command in commands:
         if command.tool == "dltrain-lr-find":
             split_options(command.args)
@@ -125,7 +126,7 @@ def test_the_readme_s_tool_commands_take_their_arguments() -> None:
         elif command.tool == "dltrain-samples":
             _parser().parse_args(command.args)
         else:
-            tool = evaluate if command.tool == "dltrain-eval" else predict
+            tool = {"dltrain-eval": evaluate, "dltrain-predict": predict, "dltrain-export": export_cli}[command.tool]
             parse_args(command.args, tool.TOOL, tool.KEYS, about="", example="")
 
 
