@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from dltrain.export.verify import verify
 from dltrain.inference.predict import output_rows
 from dltrain.inference.restore import load_model
 from dltrain.models.registry import InputNormalization
-from tests.conftest import tool_error
+from tests.conftest import ROOT, tool_error
 
 
 class BranchyNet(nn.Module):
@@ -207,6 +209,18 @@ def test_exporting_again_replaces_its_own_files(runs, exports, capsys):
 
 def _fails(capsys, argv: list[str]) -> str:
     return tool_error(capsys, main, "dltrain-export", argv)
+
+
+def test_help_and_a_bad_argument_import_no_torch():
+    code = ("import sys\nfrom dltrain.export.cli import main\n"
+            "for argv in (['--help'], ['ckpt=x.pt', 'format=tflite']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.splitlines()[0].startswith("usage: dltrain-export ckpt=... format=... [output=<run dir>/")
+    assert done.stdout.splitlines()[-1] == "NO_TORCH"
+    assert done.stderr == ("dltrain-export: error: format=tflite is not a format dltrain-export writes: choose one "
+                           "of onnx, torchscript, exported_program.\n")
 
 
 def test_an_unknown_format_is_refused(runs, capsys):

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.errors import UserError
-from dltrain.inference.restore import REQUIRED, TRUST_KEYS, Key, parse_args, run_tool
+from dltrain.inference.tool import REQUIRED, TRUST_KEYS, Key, parse_args, run_tool
 
 TOOL = "dltrain-export"
 FORMAT_NAMES = ("onnx", "torchscript", "exported_program")  # dltrain.export.formats.FORMATS, without torch
 CARD = "model.json"
+DEFAULT_OUTPUT = "<run dir>/export-<checkpoint>-<format>"
 KEYS = {
     "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
     "format": Key(REQUIRED, "onnx (run with onnxruntime), torchscript (torch.jit.load) or exported_program "
                             "(torch.export.load)"),
-    "output": Key("", "the folder to write (default: export-<checkpoint>-<format>/ in the run directory)"),
+    "output": Key(DEFAULT_OUTPUT, "the folder to write"),
     "batch_size": Key(64, "examples per call when verifying on the test split"),
     "verbose": Key(False, "true: show the exporter's own output"),
     **TRUST_KEYS,
@@ -47,7 +48,7 @@ def export_folder(ckpt: Path, fmt: str, output: str = "") -> Path:
             ``model.json`` it did not write.
     """
     home = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    folder = Path(output) if output else home / f"export-{ckpt.stem}-{fmt}"
+    folder = Path(output) if output and output != DEFAULT_OUTPUT else home / f"export-{ckpt.stem}-{fmt}"
     if folder.exists() and not folder.is_dir():
         raise UserError(f"output={folder} is a file: give a folder (output=...) for the export")
     if not folder.is_dir():
