@@ -9,7 +9,6 @@ input graph with :func:`input_kind`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -259,14 +258,21 @@ class ExportGraph(nn.Module):
         return self.head(self.model(self.inputs(x)))
 
 
+@input_kind("text")
+def text_input(prep: Preprocessing, record: dict[str, Any]) -> InputGraph:
+    """Token ids (:class:`dltrain.export.text.TextInput`), imported when used: that module
+    imports nothing of this one back."""
+    from dltrain.export.text import TextInput
+
+    return TextInput(prep, record)
+
+
 def input_graph(prep: Preprocessing, record: dict[str, Any]) -> InputGraph:
     """The input graph of ``prep``.
 
     Raises:
         UserError: a kind of preprocessing no input graph is registered for.
     """
-    with contextlib.suppress(ModuleNotFoundError):  # text inputs: their graph lives beside the recurrent models'
-        import dltrain.export.text  # noqa: F401
     if prep.kind not in INPUTS:
         raise UserError(f"inputs of kind {prep.kind} (data={record.get('dataset')}) cannot be exported yet: "
                         f"dltrain-export reads {', '.join(sorted(INPUTS))}")

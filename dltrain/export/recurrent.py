@@ -16,7 +16,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._higher_order_ops.scan import scan
+from torch._higher_order_ops.scan import scan  # torch's scan: no public name yet, torch.export and ONNX take it
 
 from dltrain.models.recurrent import RecurrentNet
 

@@ -7,18 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from dltrain.data.preprocessing.text import PAD_ID, TOKEN, UNK_ID, Text
 from dltrain.errors import UserError
-from dltrain.export.graph import InputGraph, input_kind
 
 VOCABULARY_FILE = "vocab.txt"
 
 
-@input_kind("text")
-class TextInput(InputGraph):
+class TextInput(nn.Module):
     """Token ids int64 ``(batch, length)``, padded with 0 at the end -> the same ids padded to
-    at least the training length (``min_length``)."""
+    at least the training length (``min_length``): the input graph of text
+    (:class:`dltrain.export.graph.InputGraph`'s attributes and methods; it is no subclass, so
+    that this module imports nothing of the module that registers it)."""
 
     name = "token_ids"
     dtype = torch.int64
@@ -31,9 +32,9 @@ class TextInput(InputGraph):
         self.layout = (f"one row per text: the ids of its first {prep.max_length} tokens (the line numbers of the "
                        f"tokens in {VOCABULARY_FILE}, counted from 0; {UNK_ID} for a token not in it), padded with "
                        f"{PAD_ID} at the end to the longest text of the batch, as int64")
-        case = "lowercase each text, then " if prep.lowercase else ""
-        self.outside = (f"{case}split it into tokens with the regular expression input.tokenizer.pattern (Python's "
-                        f"re.findall), keep the first {prep.max_length} tokens, map each to its id with "
+        split = "lowercase each text and split it" if prep.lowercase else "split each text"
+        self.outside = (f"{split} into tokens with the regular expression input.tokenizer.pattern (Python's "
+                        f"re.findall, Unicode), keep the first {prep.max_length} tokens, map each to its id with "
                         f"{VOCABULARY_FILE} ({UNK_ID} for a token not in it; a text without tokens becomes [{UNK_ID}]) "
                         f"and pad the rows with {PAD_ID} at the end to a common length")
 
