@@ -653,6 +653,19 @@ class MLflowLoggerConfig:
     log_artifacts: bool = spec(True, help="also upload summary.json, curves.png, the model summary and report files")
 
 
+@dataclass
+class WandbLoggerConfig:
+    mode: str = spec("offline", choices=("offline", "online", "disabled"),
+                     help="offline: files in the run directory that `wandb sync` uploads later; online: to W&B now")
+    project: str = spec("dltrain", help="the W&B project the runs go into")
+    entity: str | None = spec(None, help="the W&B user or team; null = the account's default")
+    run_name: str | None = spec(None, help="the W&B run's name; null = the run directory's name")
+    group: str | None = spec(None, help="the W&B group; null = a sweep's folder for its jobs, none for a single run")
+    tags: list[str] = spec([], help="the W&B run's tags")
+    dir: str | None = spec(None, help="the folder W&B writes its wandb/ folder into; null = the run directory")
+    log_artifacts: bool = spec(True, help="also save summary.json, curves.png, the model summary and report files")
+
+
 # --- plain nodes ---------------------------------------------------------------------
 
 @dataclass
@@ -803,7 +816,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": {"none": SchedulerConfig, "step": StepSchedulerConfig, "multistep": MultiStepSchedulerConfig,
                   "exponential": ExponentialSchedulerConfig, "cosine": CosineSchedulerConfig,
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
-    "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig},
+    "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig,
+               "wandb": WandbLoggerConfig},
 }
 
 #: Groups that take several options at once (``logger=[tensorboard,mlflow]``), each option's keys

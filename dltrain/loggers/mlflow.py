@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import yaml
 
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import write_json
+from dltrain.loggers.artifacts import artifact_files
 from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
 from dltrain.loggers.run_logger import LoggerUnavailable
 
@@ -37,9 +39,6 @@ RECORD = "mlflow.json"
 ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ALLOW_FILE_STORE": "true"}
 
-#: A run-directory file larger than this is not uploaded (a large predictions.csv): the run directory has it.
-MAX_ARTIFACT_BYTES = 20 * 2**20
-
 #: MLflow's batch limits: params and metrics per log_batch call.
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 
@@ -52,12 +51,17 @@ TRUNCATED = "... (truncated: the whole value is in the config.yaml artifact)"
 
 @contextmanager
 def mlflow_env() -> Iterator[None]:
-    """:data:`ENV` set while dltrain calls MLflow, the environment as it was afterwards."""
+    """:data:`ENV` set while dltrain calls MLflow, the environment as it was afterwards; the
+    HTTP client's line per retry kept quiet (a server that is down is one warning of dltrain's)."""
     added = {key: value for key, value in ENV.items() if key not in os.environ}
     os.environ.update(added)
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        pool.setLevel(level)
         for key in added:
             os.environ.pop(key, None)
 
@@ -117,7 +121,7 @@ class MLflowLogger(Logger):
                 self._client.log_text(self._run_id, config_yaml, "config.yaml")
         except Exception as err:  # noqa: BLE001 - a store or server that fails: the run goes on without it
             self._run_id = None
-            raise LoggerUnavailable(f"{self.tracking_uri}: {first_line(err)}") from err
+            raise LoggerUnavailable(f"{self.tracking_uri}: {_reason(err)}") from err
         write_json(self.run_dir / RECORD, {"tracking_uri": self.tracking_uri, "run_id": self._run_id,
                                            "experiment_name": self.experiment_name})
 
@@ -202,15 +206,8 @@ class MLflowLogger(Logger):
                 self._client.set_terminated(self._run_id, END_STATUS.get(status, "FAILED"))
 
     def _upload_run_files(self) -> None:
-        """The run directory's files (summary.json, curves.png, model_summary.txt, the report
-        files, the log): its folders (checkpoints/, tensorboard/) and the records stay."""
-        for path in sorted(self.run_dir.iterdir()):
-            if not path.is_file() or path.name == RECORD or path.name.startswith("."):
-                continue
-            if path.stat().st_size > MAX_ARTIFACT_BYTES:
-                log.info("logger=mlflow: %s is over %d MB: not uploaded (the run directory has it)", path.name,
-                         MAX_ARTIFACT_BYTES // 2**20)
-                continue
+        """The run directory's files the tracking loggers save (:func:`artifact_files`)."""
+        for path in artifact_files(self.run_dir, "mlflow"):
             self._client.log_artifact(self._run_id, str(path))
 
     # --- sweeps --------------------------------------------------------------------
@@ -285,6 +282,14 @@ def _param_text(value: Any, limit: int) -> str:
     """A param's value as text (YAML's null, true, [1, 2]); one longer than MLflow takes is cut, saying so."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[:limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _reason(err: BaseException) -> str:
+    """Why a call to the store failed, short: the socket's reason (``Connection refused``) when
+    the store could not be reached, else the error's first line."""
+    text = first_line(err)
+    found = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text) if "Max retries exceeded" in text else None
+    return f"cannot reach it ({found.group(1).strip()})" if found else text
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""logger=wandb: Weights & Biases, offline by default (no account, no network).
+
+An offline run writes ``<dir>/wandb/offline-run-<time>-<id>/`` (``run-<id>.wandb`` holds the
+config, every epoch's metrics and the summary); ``wandb sync`` uploads it later.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dltrain.errors import ConfigError, first_line
+from dltrain.files import write_json
+from dltrain.loggers.artifacts import artifact_files
+from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
+from dltrain.loggers.run_logger import LoggerUnavailable
+
+#: The W&B run a run directory logs to, and the last epoch logged there: a resumed run continues it.
+RECORD = "wandb.json"
+
+#: The summary.json keys that become the W&B run's summary.
+SUMMARY_KEYS = ("status", "stop_reason", "epochs_run", "best_epoch", "monitor", "best_value", "test")
+
+#: summary.json statuses W&B shows as finished; any other ends the W&B run as failed.
+SUCCESS = ("completed", "early_stopped", "already_finished")
+
+
+@LOGGERS.register("wandb", record=RECORD)
+class WandbLogger(Logger):
+    """A W&B run per dltrain run: the resolved config, every epoch's metrics at ``step=epoch``,
+    the summary and the run's report files.
+
+    Args:
+        run_dir: the run's output directory.
+        mode: ``offline`` (files only, ``wandb sync`` later), ``online`` or ``disabled``.
+        project: the W&B project.
+        entity: the W&B user or team; None: the account's default.
+        run_name: the W&B run's name; None: the run directory's name.
+        group: the W&B group; None: a sweep job's sweep directory, no group for a single run.
+        tags: the W&B run's tags.
+        dir: the folder W&B writes its ``wandb/`` folder into; None: the run directory.
+        log_artifacts: copy the run's summary, curves, model summary and report files into the
+            W&B run at the end.
+
+    Raises:
+        ConfigError: the wandb package is not installed.
+    """
+
+    def __init__(self, run_dir: str | Path, mode: str = "offline", project: str = "dltrain",
+                 entity: str | None = None, run_name: str | None = None, group: str | None = None,
+                 tags: list[str] | tuple[str, ...] = (), dir: str | None = None, log_artifacts: bool = True) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("logger=wandb needs the wandb package: pip install 'dltrain[wandb]' "
+                              "(or pip install wandb), or use another logger.") from None
+        self._wandb = wandb
+        self.run_dir = Path(run_dir)
+        self.mode = mode
+        self.init_args = {"project": project, "entity": entity, "name": run_name or self.run_dir.resolve().name,
+                          "group": group or sweep_name(self.run_dir), "tags": list(tags),
+                          "dir": str(dir if dir is not None else self.run_dir)}
+        self.log_artifacts = log_artifacts
+        self._run: Any = None
+        self._last_step = 0  # epochs up to here are in the W&B run (a resumed run's replayed history)
+        self._closed = False
+
+    def start(self, hparams: HParams, config_yaml: str) -> None:
+        import yaml
+
+        if self.mode == "disabled":
+            return
+        earlier = read_record(self.run_dir / RECORD)
+        self._last_step = int(earlier.get("step", 0))
+        Path(self.init_args["dir"]).mkdir(parents=True, exist_ok=True)
+        wandb = self._wandb
+        # The process's settings, not the run's, decide whether W&B's own telemetry reaches the network.
+        wandb.setup(settings=wandb.Settings(mode=self.mode))
+        try:
+            self._run = wandb.init(
+                mode=self.mode, id=earlier.get("id"), resume="allow", reinit="create_new",
+                config=yaml.safe_load(config_yaml), **self.init_args,
+                # W&B's console capture would wrap dltrain's output, its system metrics probe the network.
+                settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
+                                        x_disable_machine_info=True, x_save_requirements=False))
+        except BaseException as err:
+            self._stop_service()
+            if isinstance(err, Exception):  # no account, no server: the run goes on without W&B
+                raise LoggerUnavailable(f"W&B could not start its run (mode={self.mode}): {first_line(err)}; "
+                                        "logger.wandb.mode=offline needs no account") from err
+            raise
+        self._save_record()
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        epoch = int(row["epoch"])
+        if self._run is None or epoch <= self._last_step:
+            return  # a resumed run's replayed history: the W&B run holds it already
+        self._run.log({k: float(v) for k, v in row.items() if k != "epoch" and is_finite_number(v)}, step=epoch)
+        self._last_step = epoch
+        self._save_record()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self._closed or self._run is None:
+            return
+        self._closed = True
+        run = self._run
+        try:
+            run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
+            if self.log_artifacts:
+                self._save_files()
+            run.finish(exit_code=0 if summary.get("status") in SUCCESS else 1)
+        finally:
+            self._stop_service()
+
+    def _stop_service(self) -> None:
+        # W&B keeps a service process until the interpreter exits; a run of the caller's own keeps it.
+        if self._wandb.run is None:
+            self._wandb.teardown()
+
+    def _save_record(self) -> None:
+        write_json(self.run_dir / RECORD, {"id": self._run.id, "step": self._last_step})
+
+    def _save_files(self) -> None:
+        # Copied into the W&B run's files/ folder (its save() would link them): the files as the run ended.
+        files = Path(self._run.dir)
+        for path in artifact_files(self.run_dir, "wandb"):
+            shutil.copyfile(path, files / path.name)
+            self._run.save(str(files / path.name), base_path=str(files), policy="now")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The W&B run id and last step a run directory recorded; empty if none."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def sweep_name(run_dir: Path) -> str | None:
+    """The sweep a job's run directory belongs to (its parent holds Hydra's ``multirun.yaml``), as
+    the sweep directory's last two folders; None for a single run."""
+    sweep = run_dir.resolve().parent
+    if not (sweep / "multirun.yaml").is_file():
+        return None
+    return f"{sweep.parent.name}/{sweep.name}"

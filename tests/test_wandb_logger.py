@@ -1,0 +1,224 @@
+"""logger=wandb: an offline W&B run in the run directory, read back with wandb's own reader.
+
+Nothing here reaches the network: the logger's default mode is offline, and every test runs
+with name lookups refused (W&B's own telemetry would look up its server first).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dltrain.errors import ConfigError
+from dltrain.loggers import build_logger
+
+wandb = pytest.importorskip("wandb")
+
+FAST = ["data=xor", "data.copies=20", "device=cpu", "trainer.diagnostics=false", "logger=wandb"]
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """W&B's folders outside the run in a temporary one, its output silent, and any name lookup
+    refused and recorded (the list this yields)."""
+    home = tmp_path_factory.mktemp("wandb_home")
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the logger itself must keep W&B offline
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    looked_up: list[Any] = []
+
+    def refuse(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        raise socket.gaierror(f"no network in the tests: {host}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield looked_up
+    assert not looked_up, f"W&B looked up {looked_up}"
+
+
+def records(run_dir: Path) -> list[list[dict[str, Any]]]:
+    """The records of each W&B run file under ``run_dir/wandb/``, oldest first, as W&B's own
+    reader prints them (``wandb leet inspect --json``: the program it runs, called directly,
+    saves the second the CLI takes to import)."""
+    from wandb.util import get_core_path
+
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(run_dir), "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false"}
+    runs = []
+    for file in files:
+        out = subprocess.run([get_core_path(), "leet", "inspect", "--json", "--no-observability", "--run-file",
+                              str(file), str(file.parent.parent)],
+                             capture_output=True, text=True, check=True, env=env, timeout=120).stdout
+        runs.append([json.loads(line) for line in out.splitlines() if line.strip()])
+    return runs
+
+
+def of_type(run: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [record[kind] for record in run if record["type"] == kind]
+
+
+def history(run: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each logged step's metrics, W&B's own keys (``_runtime``, ...) left out."""
+    return {int(h["step"]["num"]): {k: v for k, v in h["item"].items() if not k.startswith("_")}
+            for h in of_type(run, "history")}
+
+
+def summary(run: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for update in of_type(run, "summary"):
+        merged.update(update["update"])
+    return merged
+
+
+def metrics_csv(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_an_offline_run_holds_the_file_wandb_sync_uploads_with_every_epoch(tmp_path):
+    """A whole run: the run directory's wandb/ holds one offline run whose file has the resolved
+    config, every epoch's metrics at step = epoch (the values of metrics.csv), the summary and
+    the report files; wandb.json names the W&B run a resume continues."""
+    from dltrain import compose, train
+
+    result = train(compose([*FAST, "trainer.max_epochs=3", "logger=[csv,wandb]"]), run_dir=tmp_path / "run")
+    run_dir = tmp_path / "run"
+    (run,) = records(run_dir)
+    (start,) = of_type(run, "run")
+    config = {k: v for k, v in start["config"]["update"].items() if k != "_wandb"}
+    assert config["data"]["name"] == "xor" and config["trainer"]["max_epochs"] == 3  # nested, resolved
+    assert start["project"] == "dltrain" and start["display_name"] == "run" and "run_group" not in start
+    assert json.loads((run_dir / "wandb.json").read_text()) == {"id": start["run_id"], "step": 3}
+
+    rows = metrics_csv(run_dir)
+    logged = history(run)
+    assert sorted(logged) == [1, 2, 3] == [int(row["epoch"]) for row in rows]
+    for row in rows:
+        assert logged[int(row["epoch"])]["train_loss"] == pytest.approx(float(row["train_loss"]))
+        assert logged[int(row["epoch"])]["val_loss"] == pytest.approx(float(row["val_loss"]))
+
+    end = summary(run)
+    assert end["status"] == result["status"] == "completed" and end["best_value"] == pytest.approx(result["best_value"])
+    assert end["test"] == pytest.approx(result["test"])
+    saved = {f["path"] for files in of_type(run, "files") for f in files["files"]}
+    assert {"summary.json", "model_summary.txt", "data.json"} <= saved and "wandb.json" not in saved
+    (folder,) = (run_dir / "wandb").glob("offline-run-*")
+    assert json.loads((folder / "files" / "summary.json").read_text())["status"] == "completed"
+    assert [end.get("exit_code", 0) for end in of_type(run, "exit")] == [0]  # W&B shows it finished
+    assert "WANDB_SERVICE" not in os.environ  # W&B's service process was stopped with the run
+
+
+def test_a_resumed_run_continues_its_wandb_run_without_logging_its_history_twice(tmp_path):
+    """Resumed into a new run directory, the run logs to the W&B run of the checkpoint's
+    (same id, resume allowed) from the first epoch it trains: the replayed ones are there."""
+    from dltrain import compose, train
+
+    train(compose([*FAST, "trainer.max_epochs=2"]), run_dir=tmp_path / "a")
+    train(compose([*FAST, "trainer.max_epochs=4", f"resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"]),
+          run_dir=tmp_path / "b")
+    (first,), (second,) = records(tmp_path / "a"), records(tmp_path / "b")
+    (started,), (continued,) = of_type(first, "run"), of_type(second, "run")
+    assert continued["run_id"] == started["run_id"] and continued["resume"]
+    assert sorted(history(first)) == [1, 2] and sorted(history(second)) == [3, 4]
+    assert json.loads((tmp_path / "b" / "wandb.json").read_text()) == {"id": started["run_id"], "step": 4}
+    assert json.loads((tmp_path / "a" / "wandb.json").read_text())["step"] == 2  # the checkpoint's run is left as it was
+
+
+def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path):
+    """A job's run directory sits in its sweep's folder, which holds Hydra's multirun.yaml."""
+    sweep = tmp_path / "multirun" / "2026-01-02" / "10-11-12"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for run_dir in (sweep / "0", sweep / "1", tmp_path / "single"):
+        logger = build_logger("wandb", run_dir)
+        logger.start({}, "seed: 0\n")
+        logger.finish({"status": "completed"})
+    groups = [of_type(records(run_dir)[0], "run")[0].get("run_group") for run_dir in (sweep / "0", sweep / "1")]
+    assert groups == ["2026-01-02/10-11-12"] * 2
+    assert "run_group" not in of_type(records(tmp_path / "single")[0], "run")[0]
+
+
+def test_without_the_wandb_package_logger_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # the import fails as an uninstalled package's does
+    with pytest.raises(ConfigError) as err:
+        build_logger("wandb", tmp_path)
+    message = str(err.value)
+    assert "logger=wandb" in message and "pip install 'dltrain[wandb]'" in message and "\n" not in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_wandb_that_cannot_start_is_a_warning_and_the_logger_is_off(tmp_path, monkeypatch, caplog):
+    """Online without an account (and a server that is not there): one warning, nothing logged,
+    no service process left, and the run's other loggers go on."""
+    import logging
+
+    from dltrain.loggers import RunLogger
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # never the real server, had a key been found
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    logger = build_logger("wandb", tmp_path / "run", mode="online")
+    others = build_logger("csv", tmp_path / "run")
+    run_logger = RunLogger(logger, others)
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        run_logger.start({}, "seed: 0\n")
+        run_logger.log_epoch({"epoch": 1, "train_loss": 1.0})
+        run_logger.finish({"status": "completed"})
+    (line,) = caplog.messages
+    assert line.startswith("warning: the wandb logger is off for this run: W&B could not start its run (mode=online)")
+    assert "logger.wandb.mode=offline" in line and "\n" not in line
+    assert not (tmp_path / "run" / "wandb.json").exists() and run_logger.on
+    assert "WANDB_SERVICE" not in os.environ  # set while W&B's service process runs
+
+
+def test_an_offline_run_reaches_for_no_network_even_as_the_process_exits(tmp_path):
+    """W&B's own telemetry would look up its server (at the latest when the interpreter exits)
+    unless the process's W&B settings are offline too: a child process watches every lookup."""
+    script = """
+import atexit, socket, sys
+looked_up = []
+def refuse(host, *args, **kwargs):
+    looked_up.append(host)
+    raise socket.gaierror(host)
+socket.getaddrinfo = refuse
+atexit.register(lambda: print("looked up:", looked_up))  # registered first: runs after W&B's own
+from dltrain.loggers import build_logger
+logger = build_logger("wandb", sys.argv[1])
+logger.start({}, "seed: 0\\n")
+logger.log_epoch({"epoch": 1, "train_loss": 0.5})
+logger.finish({"status": "completed"})
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_SILENT="true", WANDB_CACHE_DIR=str(tmp_path / "cache"), WANDB_CONFIG_DIR=str(tmp_path / "config"),
+               WANDB_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "looked up: []"
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_the_files_a_tracking_logger_saves_leave_the_folders_records_and_large_files(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from dltrain.loggers import artifacts
+
+    for name in ("summary.json", "curves.png", "mlflow.json", "wandb.json", ".hidden", "checkpoints/last.pt",
+                 "wandb/offline-run-x/run-x.wandb", "predictions.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x" * (100 if name == "predictions.csv" else 10))
+    monkeypatch.setattr(artifacts, "MAX_ARTIFACT_BYTES", 50)
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        saved = artifacts.artifact_files(tmp_path, "wandb")
+    assert [path.name for path in saved] == ["curves.png", "summary.json"]
+    assert caplog.messages == ["logger=wandb: predictions.csv is over 0 MB: left out (the run directory has it)"]
