@@ -244,6 +244,18 @@ def test_a_folder_with_files_it_did_not_write_is_refused(runs, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_outputs_beyond_the_tolerance_keep_no_model_file(runs, exports, tmp_path, capsys, monkeypatch):
+    """An earlier export in the folder is removed too: no model.json is left claiming a verified file."""
+    folder = tmp_path / "export"
+    main([f"ckpt={runs['digits']}", "format=torchscript", f"output={folder}"])
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pt"]
+    monkeypatch.setattr("dltrain.export.verify.PROBABILITY_TOLERANCE", 0.0)  # float rounding exceeds it
+    err = _fails(capsys, [f"ckpt={runs['digits']}", "format=torchscript", f"output={folder}"])
+    assert "the format=torchscript file's outputs differ from dltrain's (largest difference: " in err
+    assert "so it was not kept: try another format, or report this" in err
+    assert list(folder.iterdir()) == []
+
+
 def test_a_model_the_format_cannot_hold_names_the_format_to_try(tmp_path_factory, capsys):
     ckpt = _train(tmp_path_factory, "branchy", ["model=custom", f"model._target_={__name__}.BranchyNet"])
     err = _fails(capsys, [f"ckpt={ckpt}", "format=exported_program", f"model._target_={__name__}.BranchyNet"])

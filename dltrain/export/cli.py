@@ -54,7 +54,8 @@ def export_folder(ckpt: Path, fmt: str, output: str = "") -> Path:
     if not folder.is_dir():
         return folder
     ours = {"model.onnx", "model.pt", "model.pt2", CARD, "vocab.txt"}
-    if others := sorted(p.name for p in folder.iterdir() if p.name not in ours):
+    left = ".model.tmp-"  # a file an interrupted export was writing
+    if others := sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.startswith(left)):
         raise UserError(f"{folder} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, which "
                         f"{TOOL} did not write, and it replaces only its own files: choose another output=...")
     if (folder / CARD).exists() and not _is_card(folder / CARD):
@@ -110,6 +111,11 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
         check(result, fmt)
         versions = _versions(fmt, tmp)
         tmp.replace(target)
+    except UserError:
+        # An earlier export in the folder would be taken for this checkpoint's: no model.json claims success.
+        for name in (spec.file, CARD):
+            (folder / name).unlink(missing_ok=True)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     card = model_card(graph, restored, kind=kind_of(restored.data), fmt=fmt, file=spec.file, versions=versions,
