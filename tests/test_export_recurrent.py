@@ -90,6 +90,13 @@ def test_exportable_replaces_text_nets_in_a_copy_and_leaves_numeric_ones():
         torch.testing.assert_close(copy(x), outer(x), rtol=0, atol=1e-5)
 
 
+def test_unpacked_net_keeps_the_nets_dtype():
+    net = text_net("gru", True, "last", 2).double()
+    x = token_ids(LENGTHS, 9, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(exportable(net)(x), net(x), rtol=0, atol=1e-12)  # float64 all the way
+
+
 def text_prep(padded_length: int | None) -> Text:
     return Text(Vocabulary(["<pad>", "<unk>", "good", "bad", "\u00e9t\u00e9"]), lowercase=True, max_length=20,
                 padded_length=padded_length, column="review")

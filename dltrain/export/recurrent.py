@@ -107,10 +107,10 @@ def _direction(r: nn.RNNBase, layer: int, suffix: str) -> nn.RNNBase:
     """A one-layer unidirectional copy of one layer and direction of ``r``."""
     kwargs = {"nonlinearity": r.nonlinearity} if isinstance(r, nn.RNN) else {}
     inputs = r.input_size if layer == 0 else r.hidden_size * (2 if r.bidirectional else 1)
-    cell = type(r)(inputs, r.hidden_size, batch_first=True, **kwargs)
+    cell = type(r)(inputs, r.hidden_size, batch_first=True, **kwargs).to(r.weight_ih_l0)  # its device and dtype
     cell.load_state_dict({f"{name}_l0": getattr(r, f"{name}_l{layer}{suffix}")
                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
-    return cell.to(r.weight_ih_l0.device)
+    return cell
 
 
 def _gather_steps(seq: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
