@@ -75,7 +75,8 @@ def fast_run(compose, tmp_path, overrides):
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_trains(compose, tmp_path, data_overrides, group, option):
+def test_every_option_trains(compose, tmp_path, data_overrides, monkeypatch, group, option):
+    monkeypatch.chdir(tmp_path)  # where a tracking logger's local store goes (logger=mlflow: ./mlruns)
     data = DATA_FOR.get((group, option))
     files = data_overrides(option) if group == "data" else [f"data={data}", *data_overrides(data)] if data else []
     _, summary = fast_run(compose, tmp_path, [f"{group}={option}", *REQUIRED.get((group, option), []), *files])

@@ -26,6 +26,15 @@ def in_sweep() -> bool:
         return False
 
 
+def sweep_dir() -> Path | None:
+    """The directory of the sweep (``dltrain -m``) this process runs a job of; None outside one."""
+    if not in_sweep():
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(str(HydraConfig.get().sweep.dir))
+
+
 def default_run_dir() -> Path:
     """Hydra's run directory when called under Hydra, else ``outputs/<date>/<time>``."""
     from hydra.core.hydra_config import HydraConfig

@@ -257,13 +257,10 @@ def experiment_id(client: Any, name: str) -> str:
 
 def sweep_parent(tracking_uri: str) -> str | None:
     """The parent run of the sweep this process runs a job of, in this store; None outside a sweep."""
-    from dltrain.config.hydra_job import in_sweep
+    from dltrain.config.hydra_job import sweep_dir
 
-    if not in_sweep():
-        return None
-    from hydra.core.hydra_config import HydraConfig
-
-    record = _read(Path(str(HydraConfig.get().sweep.dir)) / RECORD)
+    folder = sweep_dir()
+    record = _read(folder / RECORD) if folder is not None else {}
     return record.get("parent_run_id") if record.get("tracking_uri") == tracking_uri else None
 
 

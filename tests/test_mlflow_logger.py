@@ -1,0 +1,234 @@
+"""logger=mlflow against a real local MLflow store (a folder under the test's tmp_path), read
+back with MLflow's own client; several loggers at once; runs stored with one logger."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dltrain import train
+from dltrain.errors import ConfigError
+from dltrain.inference.restore import load_model
+from dltrain.loggers import Logger, LoggerUnavailable, RunLogger
+from dltrain.loggers.mlflow import TRUNCATED, _param_text
+from tests.conftest import run_cli
+
+mlflow = pytest.importorskip("mlflow")  # an optional extra: pip install 'dltrain[mlflow]'
+
+QUICK = ["data=xor", "device=cpu"]
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    """A local MLflow store's URI, and MLflow's client of it."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the test's own client reads the file store too
+    uri = (tmp_path / "mlruns").as_uri()
+    return uri, MlflowClient(tracking_uri=uri)
+
+
+def runs(client: Any) -> list[Any]:
+    experiment = client.get_experiment_by_name("dltrain")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def history(client: Any, run_id: str, key: str) -> dict[int, float]:
+    """``{step: value}`` of a metric of an MLflow run, each step once."""
+    found = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+    assert len({step for step, _ in found}) == len(found)  # no epoch logged twice
+    return dict(sorted(found))
+
+
+def metrics_csv(run_dir: Path, key: str) -> dict[int, float]:
+    with (run_dir / "metrics.csv").open() as f:
+        return {int(row["epoch"]): float(row[key]) for row in csv.DictReader(f)}
+
+
+@pytest.mark.pictures  # curves.png is one of the artifacts
+def test_a_run_and_tensorboard_beside_it(compose, store, tmp_path):
+    uri, client = store
+    cfg = compose([*QUICK, "trainer.max_epochs=3", "optim.lr=0.02", "logger=[tensorboard,mlflow]",
+                   f"logger.mlflow.tracking_uri={uri}", "+logger.mlflow.tags.team=vision"])
+    run_dir = tmp_path / "run"
+    assert train(cfg, run_dir=run_dir)["status"] == "completed"
+    [run] = runs(client)
+    record = json.loads((run_dir / "mlflow.json").read_text())
+    assert record["run_id"] == run.info.run_id and record["tracking_uri"] == uri
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    params = run.data.params
+    assert params["optim.lr"] == "0.02" and params["optim.name"] == "adam" and params["trainer.max_epochs"] == "3"
+    assert params["logger.mlflow.experiment_name"] == "dltrain" and params["model.hidden"] == json.dumps(
+        list(cfg.model.hidden))
+    assert history(client, run.info.run_id, "train_loss") == pytest.approx(metrics_csv(run_dir, "train_loss"), rel=1e-5)
+    assert list(history(client, run.info.run_id, "val_accuracy")) == [1, 2, 3]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    tags = run.data.tags
+    assert tags["dltrain.status"] == "completed" and tags["dltrain.data"] == "xor" and tags["dltrain.model"] == "mlp"
+    assert tags["team"] == "vision" and tags["dltrain.run_dir"] == str(run_dir.resolve())
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json", "curves.png", "model_summary.txt", "metrics.csv", "predictions.csv",
+            "confusion_matrix.png", "worst_predictions.csv"} <= artifacts
+    assert "mlflow.json" not in artifacts and "checkpoints" not in artifacts
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # the other logger wrote too
+
+
+def test_a_resumed_run_continues_its_mlflow_run(compose, store, tmp_path):
+    uri, client = store
+    first, second = tmp_path / "first", tmp_path / "second"
+    overrides = [*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "trainer.early_stopping.enabled=false"]
+    train(compose([*overrides, "trainer.max_epochs=2"]), run_dir=first)
+    [run] = runs(client)
+    assert run.info.status == "FINISHED"
+    summary = train(compose([*overrides, "trainer.max_epochs=4", f"resume={first}/checkpoints/last.pt"]),
+                    run_dir=second)
+    assert summary["status"] == "completed"
+    [run] = runs(client)  # still one MLflow run
+    assert json.loads((second / "mlflow.json").read_text())["run_id"] == run.info.run_id
+    # epochs 1-2 are replayed into the new metrics.csv, and sent to MLflow once
+    logged = history(client, run.info.run_id, "train_loss")
+    assert list(logged) == [1, 2, 3, 4] and logged == pytest.approx(metrics_csv(second, "train_loss"), rel=1e-5)
+    assert run.info.status == "FINISHED" and run.data.params["trainer.max_epochs"] == "2"  # params never change
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_server_is_one_warning_and_the_run_goes_on(compose, tmp_path, caplog):
+    port = _closed_port()
+    cfg = compose([*QUICK, "trainer.fast_dev_run=true", "logger=[csv,mlflow]",
+                   f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}"])
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        summary = train(cfg, run_dir=tmp_path / "run")
+    assert summary["status"] == "completed" and time.perf_counter() - start < 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0] == (f"warning: the mlflow logger is off for this run: http://127.0.0.1:{port}: cannot reach it "
+                           "(Connection refused)")
+    assert not (tmp_path / "run" / "mlflow.json").exists()
+
+
+def test_a_sweeps_jobs_are_children_of_its_parent_run(compose, store, tmp_path, monkeypatch):
+    """In-process: the sweep's start (which creates the parent run), four jobs, its end."""
+    import dltrain.config.hydra_job
+    from dltrain.loggers import sweep_ended, sweep_started
+
+    uri, client = store
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    monkeypatch.setattr(dltrain.config.hydra_job, "sweep_dir", lambda: sweep)  # as in a job of this sweep
+    configs = [compose([*QUICK, "trainer.fast_dev_run=true", "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                        f"optim.lr={lr}"]) for lr in (0.1, 0.01, 0.001, 0.0001)]
+    sweep_started(configs[0].logger, sweep)
+    for job, cfg in enumerate(configs):
+        train(cfg, run_dir=sweep / str(job))
+    sweep_ended(configs[0].logger, sweep, failed=False)
+    parent_id = json.loads((sweep / "mlflow.json").read_text())["parent_run_id"]
+    children = [r for r in runs(client) if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert sorted(r.info.run_name for r in children) == ["0", "1", "2", "3"]
+    assert sorted(r.data.params["optim.lr"] for r in children) == ["0.0001", "0.001", "0.01", "0.1"]
+    assert client.get_run(parent_id).info.status == "FINISHED" and len(runs(client)) == 5
+
+
+@pytest.mark.slow  # the real command line: a subprocess, four jobs and the sweep's summary
+def test_a_sweep_is_one_parent_run_with_a_child_per_job(store, tmp_path):
+    uri, client = store
+    proc = run_cli(["-m", *QUICK, "trainer.fast_dev_run=true", "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                    "optim.lr=0.1,0.01", "seed=0,1", "hydra.sweep.dir=sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    parent_id = json.loads((tmp_path / "sweep" / "mlflow.json").read_text())["parent_run_id"]
+    found = runs(client)
+    [parent] = [r for r in found if r.info.run_id == parent_id]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(found) == 5 and len(children) == 4 and parent.info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in children) == ["0", "1", "2", "3"]
+    assert sorted(r.data.params["optim.lr"] for r in children) == ["0.01", "0.01", "0.1", "0.1"]
+    assert parent.data.tags["dltrain.sweep_dir"] == str((tmp_path / "sweep").resolve())
+
+
+# --- several loggers, old runs, config errors ---------------------------------------------------------------------
+
+def _old_shape(path: Path, logger: dict[str, Any]) -> None:
+    """Rewrite a checkpoint's stored config as runs written when the group held one logger did."""
+    state = torch.load(path, weights_only=True)
+    state["config"]["logger"] = logger
+    torch.save(state, path)
+
+
+def test_a_run_stored_with_one_logger_resumes_and_restores(compose, tmp_path):
+    first = tmp_path / "first"
+    train(compose([*QUICK, "trainer.max_epochs=1", "trainer.early_stopping.enabled=false"]), run_dir=first)
+    for name in ("last.pt", "best.pt"):
+        _old_shape(first / "checkpoints" / name, {"name": "tensorboard", "subdir": "tb", "flush_secs": 30})
+    assert load_model(first / "checkpoints" / "best.pt").cfg.logger.tensorboard.subdir == "tb"  # eval and predict
+    summary = train(compose([*QUICK, "trainer.max_epochs=2", f"resume={first}/checkpoints/last.pt"]),
+                    run_dir=tmp_path / "second")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2
+    assert list((tmp_path / "second" / "tb").glob("events.out.tfevents.*"))  # the checkpoint's logger, carried on
+
+
+class Recording(Logger):
+    def __init__(self, fail: str = "") -> None:
+        self.fail, self.rows, self.finished = fail, [], 0
+
+    def start(self, hparams, config_yaml):
+        if self.fail == "start":
+            raise LoggerUnavailable("http://127.0.0.1:1: connection refused")
+
+    def log_epoch(self, row):
+        if self.fail == "log_epoch":
+            raise OSError("disk gone")
+        self.rows.append(row["epoch"])
+
+    def finish(self, summary):
+        self.finished += 1
+
+
+def test_each_logger_fails_alone(caplog):
+    ok, unreachable, broken = Recording(), Recording("start"), Recording("log_epoch")
+    run_logger = RunLogger(ok, unreachable, broken)
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        run_logger.start({}, "")
+        for epoch in (1, 2):
+            run_logger.log_epoch({"epoch": epoch})
+        run_logger.finish({"status": "completed"})
+    assert ok.rows == [1, 2] and unreachable.rows == [] and broken.rows == [] and run_logger.on
+    assert caplog.messages == [
+        "warning: the Recording logger is off for this run: http://127.0.0.1:1: connection refused",
+        "warning: the Recording logger failed and is off for the rest of the run: disk gone"]
+    assert (ok.finished, unreachable.finished, broken.finished) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["logger=mlflow", "logger.tracking_uri=http://127.0.0.1:5000"],
+     "logger.tracking_uri is not a config key: did you mean logger.mlflow.tracking_uri=http://127.0.0.1:5000?"),
+    (["logger=[tensorboard,mlflow]", "logger.subdir=tb"],
+     "logger.subdir is not a config key: did you mean logger.tensorboard.subdir=tb?"),
+    (["logger.tracking_uri=http://127.0.0.1:5000"],
+     "logger.tracking_uri is not a config key: choose logger=mlflow (or logger=[csv,mlflow] for both) and set "
+     "logger.mlflow.tracking_uri."),
+    (["logger=[tensorboard,mlfow]"], "logger=mlfow is not a known option: did you mean logger=mlflow?"),
+])
+def test_a_wrong_logger_key_or_name_is_one_line(compose, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        compose(overrides)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_param_longer_than_mlflow_takes_is_cut_saying_so():
+    text = _param_text(["x" * 50] * 200, 6000)
+    assert len(text) == 6000 and text.endswith(TRUNCATED)
+    assert _param_text(None, 6000) == "null" and _param_text("adam", 6000) == "adam"
