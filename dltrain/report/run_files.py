@@ -57,6 +57,10 @@ RUN_FILES: tuple[RunFile, ...] = (
     RunFile("tensorboard/", "the same metrics as TensorBoard event files", "logger=tensorboard"),
     RunFile("mlflow.json", "the MLflow run this run logs to (its store and run id): a resumed run carries on with it",
             "logger=mlflow"),
+    RunFile("wandb/", "the W&B run, offline: offline-run-<time>-<id>/ (run-<id>.wandb: the config, every epoch's "
+            "metrics, the summary; files/: the report files), which `wandb sync` uploads", "logger=wandb"),
+    RunFile("wandb.json", "the W&B run this run logs to (its id) and the last epoch it holds: a resumed run carries "
+            "on with it", "logger=wandb"),
     RunFile(".hydra/", "the composed config, Hydra's config and the overrides given: config.yaml, hydra.yaml, "
             "overrides.yaml", "by the dltrain command"),
     RunFile("dltrain.log", "the run's log", "by the dltrain command"),
