@@ -114,6 +114,10 @@ def test_the_exported_path_imports_no_torch(exported, data_files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "wrote 60 predictions" in proc.stdout
     _same_predictions(pd.read_csv(out, keep_default_na=False), _predict(exported["csv"], source, tmp_path / "in.csv"))
+    checkpoint = subprocess.run([sys.executable, "-c", code, f"ckpt={_checkpoint(exported['csv'])}", f"input={source}",
+                                 f"output={out}"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert checkpoint.returncode == 2 and checkpoint.stderr.count("\n") == 1
+    assert "is not installed, and a checkpoint needs dltrain's dependencies" in checkpoint.stderr
 
 
 def _copy(model: Path, folder: Path) -> Path:

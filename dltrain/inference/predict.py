@@ -165,8 +165,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     def run() -> None:
         from dltrain.data.preprocessing import inputs_help
 
-        # The datasets registered, by what their inputs are, in the order the options are declared.
-        about = ABOUT.format(inputs=inputs_help(listed_data()))
+        try:  # the datasets registered, by what their inputs are, in the order the options are declared
+            about = ABOUT.format(inputs=inputs_help(listed_data()))
+        except ImportError as err:  # dltrain installed without its dependencies: exported models only
+            if any(arg in ("-h", "--help") for arg in argv):
+                from dltrain.inference.onnx_predict import main as predict_exported
+
+                predict_exported(argv)  # its usage
+            raise UserError(f"{err.name} is not installed, and a checkpoint needs dltrain's dependencies: pip install "
+                            "dltrain, or give an exported model (ckpt=<folder>/model.onnx, see dltrain-export)") from None
         args = parse_args(argv, TOOL, KEYS, about=about, example=EXAMPLE, config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
                      model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"])
