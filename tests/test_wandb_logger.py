@@ -149,6 +149,14 @@ def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path):
     assert "run_group" not in of_type(records(tmp_path / "single")[0], "run")[0]
 
 
+def test_mode_disabled_writes_nothing(tmp_path):
+    logger = build_logger("wandb", tmp_path, mode="disabled")
+    logger.start({}, "seed: 0\n")
+    logger.log_epoch({"epoch": 1, "train_loss": 1.0})
+    logger.finish({"status": "completed"})
+    assert not list(tmp_path.iterdir())
+
+
 def test_without_the_wandb_package_logger_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # the import fails as an uninstalled package's does
     with pytest.raises(ConfigError) as err:
@@ -222,3 +230,21 @@ def test_the_files_a_tracking_logger_saves_leave_the_folders_records_and_large_f
         saved = artifacts.artifact_files(tmp_path, "wandb")
     assert [path.name for path in saved] == ["curves.png", "summary.json"]
     assert caplog.messages == ["logger=wandb: predictions.csv is over 0 MB: left out (the run directory has it)"]
+
+
+@pytest.mark.slow
+def test_the_jobs_of_a_dltrain_sweep_share_a_group_named_after_its_folder(tmp_path):
+    """The real command line: `dltrain -m ... logger=wandb`, offline, one W&B run per job."""
+    from tests.conftest import run_cli
+
+    # The environment the autouse fixture set: W&B's folders in a temporary one, no WANDB_MODE.
+    proc = run_cli(["-m", *FAST, "trainer.max_epochs=2", "optim.lr=0.01,0.1", "hydra.sweep.dir=sweeps/lr"], tmp_path,
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = [tmp_path / "sweeps" / "lr" / str(job) for job in (0, 1)]
+    starts = [of_type(records(job)[0], "run")[0] for job in jobs]
+    assert [start["run_group"] for start in starts] == ["sweeps/lr"] * 2
+    assert [start["display_name"] for start in starts] == ["0", "1"] and starts[0]["run_id"] != starts[1]["run_id"]
+    assert [start["config"]["update"]["optim"]["lr"] for start in starts] == [0.01, 0.1]
+    for job in jobs:
+        assert sorted(history(records(job)[0])) == [1, 2]

@@ -68,10 +68,10 @@ class WandbLogger(Logger):
         self._closed = False
 
     def start(self, hparams: HParams, config_yaml: str) -> None:
-        import yaml
-
         if self.mode == "disabled":
             return
+        import yaml
+
         earlier = read_record(self.run_dir / RECORD)
         self._last_step = int(earlier.get("step", 0))
         Path(self.init_args["dir"]).mkdir(parents=True, exist_ok=True)
