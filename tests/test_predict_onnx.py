@@ -161,3 +161,49 @@ def test_a_model_json_it_cannot_trust_is_one_line(exported, data_files, tmp_path
     pd.read_csv(source).drop(columns="score").to_csv(tmp_path / "no_score.csv", index=False)
     assert "no_score.csv has no column score" in fails(exported["csv"], tmp_path / "no_score.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def _points_csv(path: Path) -> Path:
+    """The moons test split's points in their own units, the last one far beyond the training range."""
+    data = DATASETS.build("moons", seed=0)
+    scale = data.info["input_scaling"]
+    points = data.x_test.numpy() * np.asarray(scale["std"]) + np.asarray(scale["mean"])  # (N, 2)
+    points[-1] = [50.0, -50.0]
+    pd.DataFrame(points, columns=["x", "y"]).assign(note="new").to_csv(path, index=False)
+    return path
+
+
+def _texts_csv(data_files, path: Path) -> Path:
+    """The training texts, and one of words never seen."""
+    table = pd.read_csv(data_files.root / "texts.csv")
+    table.loc[0, "text"] = "zyx wvu tsr"
+    table.to_csv(path, index=False)
+    return path
+
+
+def _images_folder(data_files, folder: Path) -> Path:
+    """The training image folder (a corrupt file, stray files) and an image larger than any of them."""
+    shutil.copytree(data_files.root / "images", folder)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "large.png")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["points", "text", "images"])
+def test_every_kind_as_the_checkpoint_predicts_it(kind, tmp_path_factory, data_files, tmp_path):
+    """Points, texts (a GRU) and RGB images resized from a folder with files it skips: the same
+    rows, ids, flags and probabilities as the checkpoint's."""
+    files = data_files.overrides
+    overrides, source = {
+        "points": (["data=moons"], lambda: _points_csv(tmp_path / "points.csv")),
+        "text": (["data=text_csv", *files["text_csv"], "model=gru"], lambda: _texts_csv(data_files, tmp_path / "t.csv")),
+        "images": (["data=image_folder", *files["image_folder"], "model=cnn", "data.image_size=[12,12]"],
+                   lambda: _images_folder(data_files, tmp_path / "images")),
+    }[kind]
+    model = _export(tmp_path_factory, kind, overrides)
+    inputs = source()
+    theirs = _predict(_checkpoint(model), inputs, tmp_path / "ckpt.csv")
+    ours = _predict(model, inputs, tmp_path / "onnx.csv")
+    _same_predictions(ours, theirs)
+    assert any(ours["input_warnings"])
