@@ -1,6 +1,6 @@
-"""Every non-recurrent model family dltrain builds exports to every format, verified against
-dltrain on its test split, and the file then runs alone on raw inputs of another batch size
-(slow: about 3 s an export)."""
+"""Every non-recurrent model family dltrain builds (a user's model=custom module too) exports to
+every format, verified against dltrain on its test split, and the file then runs alone on raw
+inputs of another batch size (slow: about 3 s an export)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests.conftest import CHECKSUMS
 pytestmark = pytest.mark.slow
 
 FORMATS = ("onnx", "torchscript", "exported_program")
+CUSTOM = "tests.nets.TinyNet"  # a user's module, named again to export and load it
 #: family -> (data option, the overrides that train it)
 FAMILIES = {
     "mlp": ("digits", []),
@@ -39,6 +40,7 @@ FAMILIES = {
     "csv_categorical": ("csv", ["data.target=Class", "data.missing=mean", "data.max_categories=2"]),
     "points_regression": ("sine", []),
     "torchvision": ("cifar10", ["model=torchvision", "model.arch=resnet18", "model.image_size=[32,32]"]),
+    "custom": ("digits", ["model=custom", f"model._target_={CUSTOM}"]),
 }
 
 
@@ -76,12 +78,12 @@ def test_every_family_exports_and_verifies(checkpoints, data_overrides, family, 
     data_overrides(FAMILIES[family][0])  # the test split is read again to verify
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        folder = export_checkpoint(ckpt, fmt, output=str(tmp_path / "export"), batch_size=7)
+        folder = export_checkpoint(ckpt, fmt, output=str(tmp_path / "export"), batch_size=7, model_target=CUSTOM)
     card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert card["verification"]["max_abs_diff"] <= card["verification"]["tolerance"]
     assert "largest difference: " in printed.getvalue()
     # The file alone, on raw inputs of the test split in one batch (neither 7 nor the traced 3): dltrain's outputs.
-    restored = load_model(ckpt, "cpu")
+    restored = load_model(ckpt, "cpu", target=CUSTOM)
     examples = held_out(restored)
     run = load_model_file(fmt, folder / card["file"])
     got = run(examples.raw.numpy())
