@@ -53,12 +53,15 @@ def _predict(ckpt: Path, source: Path, out: Path) -> pd.DataFrame:
 
 
 def _same_predictions(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
-    """Same columns, ids, predictions and flags; probabilities within 1e-5."""
+    """Same columns, ids, predictions and flags; probabilities within 1e-5 (values: within 1e-5 relative)."""
     assert list(ours.columns) == list(theirs.columns)
-    for column in ("input", "prediction", "input_warnings"):
-        assert ours[column].astype(str).tolist() == theirs[column].astype(str).tolist()
     numbers = [c for c in ours.columns if c == "confidence" or c.startswith("p_")]
-    assert numbers and np.abs(ours[numbers].to_numpy() - theirs[numbers].to_numpy()).max() <= 1e-5
+    for column in ("input", "input_warnings", *(("prediction",) if numbers else ())):
+        assert ours[column].astype(str).tolist() == theirs[column].astype(str).tolist()
+    if not numbers:  # regression
+        assert ours["prediction"].to_numpy() == pytest.approx(theirs["prediction"].to_numpy(), rel=1e-5, abs=1e-6)
+        return
+    assert np.abs(ours[numbers].to_numpy() - theirs[numbers].to_numpy()).max() <= 1e-5
 
 
 def _digit_pngs(folder: Path) -> Path:
@@ -148,6 +151,9 @@ def test_a_model_json_it_cannot_trust_is_one_line(exported, data_files, tmp_path
     newer = _copy(exported["csv"], tmp_path / "newer")
     _edit_card(newer, lambda card: card.update(dltrain_export=2))
     assert "has layout version 2, and this dltrain reads version 1" in fails(newer)
+    uncolumned = _copy(exported["csv"], tmp_path / "uncolumned")
+    _edit_card(uncolumned, lambda card: card["input"].pop("columns"))
+    assert "model.json has no input.columns, which a table input is read with" in fails(uncolumned)
     renamed = _copy(exported["csv"], tmp_path / "renamed")
     _edit_card(renamed, lambda card: card["input"].update(name="pixels"))
     assert "its input is features tensor(float)" in fails(renamed) and "describes pixels float32" in fails(renamed)
@@ -173,6 +179,12 @@ def _points_csv(path: Path) -> Path:
     return path
 
 
+def _sine_csv(path: Path) -> Path:
+    """Points of the sine data's range, and one far beyond it."""
+    pd.DataFrame({"x": [*np.linspace(-3, 3, 20), 40.0]}).to_csv(path, index=False)
+    return path
+
+
 def _texts_csv(data_files, path: Path) -> Path:
     """The training texts, and one of words never seen."""
     table = pd.read_csv(data_files.root / "texts.csv")
@@ -190,13 +202,14 @@ def _images_folder(data_files, folder: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["points", "text", "images"])
+@pytest.mark.parametrize("kind", ["points", "values", "text", "images"])
 def test_every_kind_as_the_checkpoint_predicts_it(kind, tmp_path_factory, data_files, tmp_path):
-    """Points, texts (a GRU) and RGB images resized from a folder with files it skips: the same
-    rows, ids, flags and probabilities as the checkpoint's."""
+    """Points (classes, and regression's values), texts (a GRU) and RGB images resized from a
+    folder with files it skips: the same rows, ids, flags and outputs as the checkpoint's."""
     files = data_files.overrides
     overrides, source = {
         "points": (["data=moons"], lambda: _points_csv(tmp_path / "points.csv")),
+        "values": (["data=sine"], lambda: _sine_csv(tmp_path / "sine.csv")),
         "text": (["data=text_csv", *files["text_csv"], "model=gru"], lambda: _texts_csv(data_files, tmp_path / "t.csv")),
         "images": (["data=image_folder", *files["image_folder"], "model=cnn", "data.image_size=[12,12]"],
                    lambda: _images_folder(data_files, tmp_path / "images")),

@@ -122,6 +122,8 @@ def _points(prep: Points, spec: Mapping[str, Any], path: Path, batch_size: int, 
     yield from batched(cells.astype(np.float32), flags, batch_size)
 
 
+#: The entries of ``model.json``'s ``input`` each kind's reader needs besides name, kind, dtype and shape.
+ENTRIES: dict[str, tuple[str, ...]] = {"table": ("columns",), "text": ("tokenizer", "max_length")}
 #: Each kind of input's reader, by the kind ``model.json``'s ``input`` names.
 READERS: dict[str, Reader] = {"images": _pixels, "ink_counts": _pixels, "table": _table, "text": _text,
                               "points": _points}

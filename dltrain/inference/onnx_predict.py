@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dltrain.errors import UserError, first_line
-from dltrain.inference.onnx_inputs import READERS, read_raw
+from dltrain.inference.onnx_inputs import ENTRIES, READERS, read_raw
 from dltrain.inference.rows import TOOL, check_output, flagged, prediction_rows, write_predictions
 from dltrain.inference.tool import REQUIRED, Key, parse_args, run_tool
 
@@ -121,6 +121,9 @@ def _check_entries(where: Path, card: dict[str, Any]) -> None:
     if (kind := card["input"]["kind"]) not in READERS:
         raise UserError(f"{where}: its input kind {kind!r} is not one this dltrain reads ({', '.join(READERS)}): "
                         "use the dltrain version that exported it")
+    if lacking := [k for k in ENTRIES.get(kind, ()) if k not in card["input"]]:
+        raise UserError(f"{where} has no input.{lacking[0]}, which a {kind} input is read with: the file was changed "
+                        "after dltrain-export wrote it; export the checkpoint again")
 
 
 def _session(path: Path, device: str) -> Any:
