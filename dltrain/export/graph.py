@@ -282,10 +282,8 @@ def input_graph(prep: Preprocessing, record: dict[str, Any]) -> InputGraph:
 def exportable_model(model: nn.Module) -> nn.Module:
     """``model`` with the layers exporters cannot trace replaced by equivalents that they can
     (recurrent layers over packed sequences, see :mod:`dltrain.export.recurrent`)."""
-    try:
-        from dltrain.export.recurrent import exportable
-    except ModuleNotFoundError:
-        return model
+    from dltrain.export.recurrent import exportable
+
     return exportable(model)
 
 
