@@ -256,6 +256,14 @@ def test_outputs_beyond_the_tolerance_keep_no_model_file(runs, exports, tmp_path
     assert list(folder.iterdir()) == []
 
 
+def test_the_test_split_is_read_where_data_path_says(runs, tmp_path, capsys):
+    """The data a checkpoint was trained on is read again to verify: from data.path= when it moved."""
+    gone = tmp_path / "moved.csv"
+    err = _fails(capsys, [f"ckpt={runs['csv']}", "format=torchscript", f"data.path={gone}"])
+    assert str(gone) in err
+    assert not (runs["csv"].parent.parent / "export-best-torchscript").exists()
+
+
 def test_a_model_the_format_cannot_hold_names_the_format_to_try(tmp_path_factory, capsys):
     ckpt = _train(tmp_path_factory, "branchy", ["model=custom", f"model._target_={__name__}.BranchyNet"])
     err = _fails(capsys, [f"ckpt={ckpt}", "format=exported_program", f"model._target_={__name__}.BranchyNet"])
