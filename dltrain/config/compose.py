@@ -5,27 +5,16 @@ This module imports no torch.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from omegaconf import DictConfig, open_dict, read_write
 
 from dltrain.config.describe import describe_config_error, name_the_file, one_line
-from dltrain.config.search_path import user_config_dir, user_configs_first
+from dltrain.config.search_path import config_dir, user_config_dir, user_configs_first
 from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
 from dltrain.errors import ConfigError, UserError
 from dltrain.messages import describe_disk_error
-
-
-def config_dir() -> str:
-    """Where the config tree is: the installed package ``dltrain.conf`` (editable or regular
-    install), or ``conf/`` beside the package when dltrain runs from a source checkout that
-    shadows the install (``python -m dltrain`` in the repository root)."""
-    if importlib.util.find_spec(CONFIG_MODULE) is not None:
-        return "pkg://" + CONFIG_MODULE
-    return str(Path(__file__).resolve().parents[2] / "conf")
 
 
 packaged_config_dir = config_dir  # compose()'s own argument of that name is the user's folder

@@ -10,6 +10,7 @@ imports no torch.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig
 
+from dltrain.config.validation import CONFIG_MODULE
 from dltrain.errors import ConfigError
 
 #: Hydra's provider name for ``--config-dir``: the re-run commands of a sweep read it back
@@ -88,6 +90,15 @@ def config_dir_argument(argv: Sequence[str]) -> str | None:
     return None if folder is None else user_config_dir(folder)
 
 
+def config_dir() -> str:
+    """Where dltrain's own config tree is: the installed package ``dltrain.conf`` (editable or
+    regular install), or ``conf/`` beside the package when dltrain runs from a source checkout
+    that shadows the install (``python -m dltrain`` in the repository root)."""
+    if importlib.util.find_spec(CONFIG_MODULE) is not None:
+        return "pkg://" + CONFIG_MODULE
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
 def _sources() -> list[tuple[str, str, str]]:
     """``(scheme, path, provider)`` of each config source, in the order they are searched: those
     of the Hydra now initialised, else (Hydra is cleared when its command ends) the user's folder
@@ -96,8 +107,6 @@ def _sources() -> list[tuple[str, str, str]]:
 
     if GlobalHydra.instance().is_initialized():
         return [(s.scheme(), s.path, s.provider) for s in GlobalHydra.instance().config_loader().get_sources()]
-    from dltrain.config.compose import config_dir
-
     where = config_dir()
     packaged = ("pkg", where.removeprefix("pkg://"), "main") if where.startswith("pkg://") else ("file", where, "main")
     user = [("file", UserConfigDirFirst.folder, USER_PROVIDER)] if UserConfigDirFirst.folder else []
