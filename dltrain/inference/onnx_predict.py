@@ -12,7 +12,6 @@ without its dependencies (``pip install --no-deps dltrain``).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from dltrain.errors import UserError, first_line
 from dltrain.inference.onnx_inputs import ENTRIES, READERS, read_raw
-from dltrain.inference.rows import TOOL, check_output, flagged, prediction_rows, write_predictions
+from dltrain.inference.rows import TOOL, check_output, flagged, prediction_rows, warn, write_predictions
 from dltrain.inference.tool import REQUIRED, Key, parse_args, run_tool
 
 #: The file beside the model that describes it, and the version of its layout this reads.
@@ -193,13 +192,9 @@ def predict_exported(ckpt: str | Path, source: str | Path, output: str | Path, d
     check_output(target, path, source, overwrite)
     model = load_exported(path, device)
     rows: list[dict[str, Any]] = []
-    for ids, x, flags in read_raw(model.card, path.parent, source, batch_size, _warn):
+    for ids, x, flags in read_raw(model.card, path.parent, source, batch_size, warn):
         rows += flagged(prediction_rows(model.run(x), ids, model.card["data"]), flags)
     return write_predictions(target, source, rows)
-
-
-def _warn(message: str) -> None:
-    print(f"{TOOL}: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str]) -> None:

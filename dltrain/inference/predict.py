@@ -10,6 +10,9 @@ labels joined by ``|`` for multi-label data; a value in the target's units for r
 ``p_<class>`` probability column per class (per label for multi-label data), and last
 ``input_warnings``: empty, or why the input does not look like the training data (see
 :mod:`dltrain.data.preprocessing.drift`), with one warning on stderr for them all.
+
+``ckpt=<folder>/model.onnx``, a model ``dltrain-export`` wrote, is predicted by
+:mod:`dltrain.inference.onnx_predict` with onnxruntime, without importing torch, into the same CSV.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dltrain.inference.rows import (  # noqa: F401  (check_output, write_rows: i
     check_output,
     flagged,
     prediction_rows,
+    warn,
     write_predictions,
     write_rows,
 )
@@ -111,11 +115,7 @@ def read_flagged_inputs(restored: Restored, path: Path,
         raise UserError(f"{TOOL} does not read inputs of data={dataset}: it reads those of data="
                         f"{', '.join(preprocessing.readable(listed_data()))}; for data={dataset} call the model "
                         "from Python (dltrain.inference.load_model)")
-    yield from prep.read(path, batch_size, _warn)
-
-
-def _warn(message: str) -> None:
-    print(f"{TOOL}: warning: {message}", file=sys.stderr)
+    yield from prep.read(path, batch_size, warn)
 
 
 # --- output ------------------------------------------------------------------------------------------------------

@@ -131,6 +131,11 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         raise UserError(f"output={path} cannot be written: {err.strerror or err}") from err
 
 
+def warn(message: str) -> None:
+    """Print a warning about the inputs read, as this tool's."""
+    print(f"{TOOL}: warning: {message}", file=sys.stderr)
+
+
 def flagged(rows: list[dict[str, Any]], flags: Sequence[str]) -> list[dict[str, Any]]:
     """``rows`` with each input's drift flags as the last column (see :mod:`dltrain.data.preprocessing.drift`)."""
     return [{**row, drift.COLUMN: flag} for row, flag in zip(rows, flags, strict=True)]
@@ -151,5 +156,5 @@ def write_predictions(target: Path, source: Path, rows: list[dict[str, Any]]) ->
     write_rows(target, rows)
     print(f"{TOOL}: wrote {len(rows)} predictions to {target}")
     if warning := drift.summary([row[drift.COLUMN] for row in rows]):
-        print(f"{TOOL}: warning: {warning}.", file=sys.stderr)
+        warn(f"{warning}.")
     return len(rows)
