@@ -95,7 +95,7 @@ def _describe_composition_error(err: BaseException, command_line: Sequence[str])
         todo = _where_else(key, parent._get_root() if isinstance(parent, DictConfig) else None)
         if todo is None and isinstance(parent, DictConfig):
             if meant := did_you_mean(_typed_override(err, key, command_line), parent._get_root()):
-                return f"{key} is not a config key: {meant}{hint}."
+                return f"{key} is not a config key: {meant}{hint}{'.' if hint else ''}"  # a question ends itself
         return f"{key} is not a config key{hint}: {todo or 'check the spelling'}."
     if isinstance(cause, OmegaConfBaseException) and key:
         msg = one_line(getattr(cause, "msg", str(cause)))

@@ -264,10 +264,10 @@ def sweep_parent(tracking_uri: str) -> str | None:
     return record.get("parent_run_id") if record.get("tracking_uri") == tracking_uri else None
 
 
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists and empty nodes stay values."""
     out: dict[str, Any] = {}
-    for key, value in config.items():
+    for key, value in values.items():
         if isinstance(value, dict) and value:
             out.update(flat_config(value, f"{prefix}{key}."))
         else:
