@@ -248,3 +248,21 @@ def test_the_jobs_of_a_dltrain_sweep_share_a_group_named_after_its_folder(tmp_pa
     assert [start["config"]["update"]["optim"]["lr"] for start in starts] == [0.01, 0.1]
     for job in jobs:
         assert sorted(history(records(job)[0])) == [1, 2]
+
+
+def test_a_wandb_run_leaves_the_random_states_as_they_were(tmp_path):
+    """What a run computes does not depend on its logger: W&B draws its run ids elsewhere."""
+    import random
+
+    import numpy as np
+    import torch
+
+    def states() -> tuple[Any, ...]:
+        return random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state().tolist()
+
+    before = states()
+    logger = build_logger("wandb", tmp_path)
+    logger.start({}, "seed: 0\n")
+    logger.log_epoch({"epoch": 1, "train_loss": 1.0})
+    logger.finish({"status": "completed"})
+    assert states() == before and list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
