@@ -18,7 +18,7 @@ from dltrain import train
 from dltrain.errors import ConfigError
 from dltrain.inference.restore import load_model
 from dltrain.loggers import Logger, LoggerUnavailable, RunLogger
-from dltrain.loggers.mlflow import TRUNCATED, _param_text
+from dltrain.loggers.mlflow import TRUNCATED, _key, _param_text
 from tests.conftest import run_cli
 
 mlflow = pytest.importorskip("mlflow")  # an optional extra: pip install 'dltrain[mlflow]'
@@ -228,7 +228,8 @@ def test_a_wrong_logger_key_or_name_is_one_line(compose, overrides, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value) and not str(err.value).endswith("?.")
 
 
-def test_a_param_longer_than_mlflow_takes_is_cut_saying_so():
+def test_a_param_longer_than_mlflow_takes_is_cut_saying_so_and_a_key_it_refuses_is_renamed():
     text = _param_text(["x" * 50] * 200, 6000)
     assert len(text) == 6000 and text.endswith(TRUNCATED)
     assert _param_text(None, 6000) == "null" and _param_text("adam", 6000) == "adam"
+    assert _key("logger.mlflow.tags.a:b+c") == "logger.mlflow.tags.a_b_c" and _key("model.hidden") == "model.hidden"

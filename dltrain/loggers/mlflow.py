@@ -164,8 +164,9 @@ class MLflowLogger(Logger):
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         have = self._client.get_run(self._run_id).data.params
-        params = [Param(key, _param_text(value, MAX_PARAM_VAL_LENGTH))
-                  for key, value in flat_config(yaml.safe_load(config_yaml) or {}).items() if key not in have]
+        flat = {_key(key): value for key, value in flat_config(yaml.safe_load(config_yaml) or {}).items()}
+        params = [Param(key, _param_text(value, MAX_PARAM_VAL_LENGTH)) for key, value in flat.items()
+                  if key not in have]
         for i in range(0, len(params), PARAMS_PER_BATCH):
             self._client.log_batch(self._run_id, params=params[i:i + PARAMS_PER_BATCH])
 
@@ -273,6 +274,11 @@ def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _key(key: str) -> str:
+    """A config key as an MLflow param name: characters MLflow refuses (``:``, ``+``) become ``_``."""
+    return re.sub(r"[^\w\-. /]", "_", key)
 
 
 def _param_text(value: Any, limit: int) -> str:
