@@ -233,3 +233,21 @@ def test_a_param_longer_than_mlflow_takes_is_cut_saying_so_and_a_key_it_refuses_
     assert len(text) == 6000 and text.endswith(TRUNCATED)
     assert _param_text(None, 6000) == "null" and _param_text("adam", 6000) == "adam"
     assert _key("logger.mlflow.tags.a:b+c") == "logger.mlflow.tags.a_b_c" and _key("model.hidden") == "model.hidden"
+
+
+@pytest.mark.slow  # the real command line in a child process: ~9 s
+def test_a_run_with_the_local_store_reaches_for_no_network(tmp_path):
+    """MLflow's usage telemetry (off by itself only where it sees a CI or a test) would look up
+    its server and write under ~/.config: the real command line, every lookup watched."""
+    import os
+
+    from tests.network import DLTRAIN, lookups
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_CURRENT_TEST", "CI", "HYDRA_FULL_ERROR") and not k.startswith("MLFLOW_")}
+    env["HOME"] = str(tmp_path / "home")
+    done, looked_up = lookups(DLTRAIN, [*QUICK, "data.copies=20", "trainer.max_epochs=1", "trainer.diagnostics=false",
+                                        "logger=mlflow", "hydra.run.dir=run"], env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert looked_up == []
+    assert (tmp_path / "mlruns").is_dir() and not (tmp_path / "home" / ".config" / "mlflow").exists()

@@ -20,6 +20,7 @@ import pytest
 
 from dltrain.errors import ConfigError
 from dltrain.loggers import build_logger
+from tests.network import lookups
 
 wandb = pytest.importorskip("wandb")
 
@@ -193,13 +194,6 @@ def test_an_offline_run_reaches_for_no_network_even_as_the_process_exits(tmp_pat
     """W&B's own telemetry would look up its server (at the latest when the interpreter exits)
     unless the process's W&B settings are offline too: a child process watches every lookup."""
     script = """
-import atexit, socket, sys
-looked_up = []
-def refuse(host, *args, **kwargs):
-    looked_up.append(host)
-    raise socket.gaierror(host)
-socket.getaddrinfo = refuse
-atexit.register(lambda: print("looked up:", looked_up))  # registered first: runs after W&B's own
 from dltrain.loggers import build_logger
 logger = build_logger("wandb", sys.argv[1])
 logger.start({}, "seed: 0\\n")
@@ -209,10 +203,9 @@ logger.finish({"status": "completed"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_SILENT="true", WANDB_CACHE_DIR=str(tmp_path / "cache"), WANDB_CONFIG_DIR=str(tmp_path / "config"),
                WANDB_DATA_DIR=str(tmp_path / "data"))
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done, looked_up = lookups(script, [str(tmp_path / "run")], env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "looked up: []"
+    assert looked_up == []
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 

@@ -35,9 +35,11 @@ RECORD = "mlflow.json"
 
 #: MLflow's settings for dltrain's own calls (a user's environment wins): a server that is down
 #: costs seconds, not the minutes of MLflow's default retries; the local file store, which
-#: MLflow 3 keeps in maintenance mode and refuses unless allowed, is allowed.
+#: MLflow 3 keeps in maintenance mode and refuses unless allowed, is allowed; MLflow's usage
+#: telemetry (read when mlflow is first imported: only ever inside :func:`mlflow_env`) stays off,
+#: so a run with a local store reaches for no network.
 ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-       "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ALLOW_FILE_STORE": "true"}
+       "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 #: MLflow's batch limits: params and metrics per log_batch call.
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
