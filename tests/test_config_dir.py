@@ -175,3 +175,61 @@ def test_the_rerun_command_of_a_sweep_from_a_user_folder_runs_the_best_job_again
     rerun = OmegaConf.load(tmp_path / "again" / ".hydra" / "config.yaml")
     assert OmegaConf.to_container(rerun) == OmegaConf.to_container(job)
     assert rerun.model.hidden == [256, 256] and rerun.optim.lr in (0.1, 0.01)
+
+
+#: Files of the user's that start from themselves: each one replaces dltrain's of its name.
+SELF_REFERENCES = {
+    "model/mlp.yaml": ("defaults: [/model/mlp@_here_, _self_]\nhidden: [7]\n",
+                       "its defaults list names model/mlp, which is this file (yours replaces dltrain's): "
+                       "start from `- /schema_model_mlp@_here_`"),
+    "train.yaml": ("defaults: [train, _self_]\nseed: 3\n",
+                   "its defaults list names train, which is this file (yours replaces dltrain's): rename it"),
+}
+
+
+@pytest.mark.parametrize("name", list(SELF_REFERENCES))
+def test_a_file_that_starts_from_itself_is_one_line_naming_it(tmp_path: Path, name: str,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    text, expected = SELF_REFERENCES[name]
+    path = write(tmp_path, name, text)
+    with pytest.raises(ConfigError) as raised:
+        compose([], config_dir=tmp_path)
+    assert str(raised.value).startswith(f"{path}: {expected}"), str(raised.value)
+    for args in ([], ["--help"]):
+        line = cli_error(capsys, monkeypatch, ["--config-dir", str(tmp_path), *args,
+                                               f"hydra.run.dir={tmp_path / 'run'}"])
+        assert line.startswith(f"dltrain: error: {path}: {expected}"), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_files_that_start_from_each_other_are_one_line(tmp_path: Path) -> None:
+    write(tmp_path, "model/a.yaml", "defaults: [/model/b@_here_, _self_]\n")
+    write(tmp_path, "model/b.yaml", "defaults: [/model/a@_here_, _self_]\n")
+    with pytest.raises(ConfigError, match="^the defaults lists of your config files name each other in a loop: "):
+        compose(["model=a"], config_dir=tmp_path)
+
+
+def test_help_names_the_users_file_that_names_an_unknown_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    name, text, overrides, expected = BAD_PRESETS["experiment-option"]
+    path = write(tmp_path, name, text)
+    line = cli_error(capsys, monkeypatch, ["--config-dir", str(tmp_path), *overrides, "--help"])
+    assert line.startswith(f"dltrain: error: {path}: {expected}"), line
+
+
+def test_a_sweep_job_names_the_users_file_that_set_a_bad_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from dltrain.cli.app import main
+
+    path = write(tmp_path / "conf", "optim/neg.yaml", "defaults:\n  - /schema_optim_adam@_here_\n  - _self_\n"
+                                                      "lr: -1.0\n")
+    monkeypatch.setattr(sys, "argv", ["dltrain", "-m", "--config-dir", str(tmp_path / "conf"), "optim=neg",
+                                      "data=xor", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    with pytest.raises(SystemExit):
+        main()
+    assert f"failed: {path}: optim.lr=-1.0 is out of range" in capsys.readouterr().err

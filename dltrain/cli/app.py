@@ -71,7 +71,7 @@ def _train_job(cfg: DictConfig) -> float | None:
     try:
         # Each job of a sweep is checked here, before torch is imported; a single run was
         # checked by RunStartChecks already, and train() checks only what was not checked.
-        validate_once(cfg)
+        _validate_naming_the_file(cfg)
         from dltrain.training.run import train
 
         summary = train(cfg)
@@ -89,6 +89,19 @@ def _train_job(cfg: DictConfig) -> float | None:
         exit_with(err)
     # The value a sweeper (optuna) optimises; a job without one counts as a failed trial.
     return summary.get("best_value") if summary.get("status") in SUCCESS else None
+
+
+def _validate_naming_the_file(cfg: DictConfig) -> None:
+    """:func:`validate_once` on a job's config, its one line led by the user's file that set the
+    value at fault (as for a single run).
+
+    Raises:
+        ConfigError: an invalid config.
+    """
+    try:
+        validate_once(cfg)
+    except ConfigError as err:
+        raise ConfigError(name_the_file(err, DictConfig({"hydra": HydraConfig.get()}))) from err  # where it was set
 
 
 class SweepStopped(BaseException):
@@ -365,7 +378,8 @@ def main() -> None:
     """Console script ``dltrain``."""
     argv = sys.argv[1:]
     if help_requested(argv):  # served here: Hydra's help copies its config store once per group
-        run_with_error_boundary(lambda: print_help(argv, _train_app, config_dir()))
+        run_with_error_boundary(lambda: with_user_configs_first(argv, lambda: print_help(argv, _train_app,
+                                                                                          config_dir())))
         return
     run_with_error_boundary(lambda: with_user_configs_first(argv, _train_app))
 

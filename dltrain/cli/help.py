@@ -31,7 +31,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from dltrain.config.search_path import put_first, user_config_dir
 from dltrain.config.suggest import override_key
 from dltrain.config.schemas import MANY_OPTION_GROUPS
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
@@ -86,9 +85,8 @@ def _create_hydra(args: Any, task: Callable[..., Any], config_path: str) -> tupl
     config_path = args.config_path if args.config_path is not None else config_path
     validate_config_path(config_path)
     primary = compute_search_path_dir(calling_file, calling_module, config_path)
+    # The caller's user_configs_first() puts a --config-dir before dltrain's configs, as a run has it.
     search_path = create_config_search_path(primary)
-    if args.config_dir is not None:  # before dltrain's own configs, as a run has it
-        put_first(search_path, user_config_dir(args.config_dir))
     hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                      config_search_path=search_path)
     return hydra, primary

@@ -33,6 +33,9 @@ def describe_config_error(err: BaseException, command_line: Sequence[str] = ()) 
     ``err`` is no such error. ``command_line``: the overrides as the user typed them."""
     if (yaml_error := find_yaml_error(err)) is not None:  # a config file of the user's (--config-dir)
         return describe_yaml_error(yaml_error)
+    if isinstance(err, RecursionError):  # files of the user's that start from each other
+        return ("the defaults lists of your config files name each other in a loop: start a preset of yours from "
+                "its schema (`- /schema_model_mlp@_here_` for a model=mlp preset) or from a packaged preset")
     if isinstance(err, MissingConfigException):
         found = re.search(r"Could not (find|load) '([^']+)'", str(err))
         if found and (err.options is not None or found.group(1) == "load"):

@@ -68,12 +68,75 @@ def user_configs_first(folder: str | None) -> Iterator[None]:
     None for none) before dltrain's own configs."""
     from hydra.core.plugins import Plugins
 
+    if folder is not None:
+        refuse_self_references(folder)
     Plugins.instance().register(UserConfigDirFirst)
     UserConfigDirFirst.folder = folder
     try:
         yield
     finally:
         UserConfigDirFirst.folder = None
+
+
+def refuse_self_references(folder: str) -> None:
+    """Refuse a file of the user's ``folder`` whose defaults list names the file itself
+    (``model/mlp.yaml`` starting from ``/model/mlp``, a ``train.yaml`` from ``train``): the user's
+    file replaces dltrain's of that name, so Hydra would read it into itself without end.
+
+    Raises:
+        ConfigError: naming the file and what to start from instead.
+    """
+    for file in sorted(Path(folder).rglob("*.yaml")):
+        name = file.relative_to(folder).with_suffix("").as_posix()
+        group = name.rpartition("/")[0]
+        if any(_config_path(entry, group) == name for entry in _raw_defaults(file)):
+            packaged = _is_packaged(name)
+            raise ConfigError(f"{file}: its defaults list names {name}, which is this file"
+                              f"{' (yours replaces dltrain' + chr(39) + 's)' if packaged else ''}: "
+                              f"{_start_instead(name, packaged)}.")
+
+
+def _raw_defaults(file: Path) -> list[object]:
+    """The entries of the defaults list of a YAML file (none when it cannot be read)."""
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    entries = values.get("defaults") if isinstance(values, dict) else None
+    return entries if isinstance(entries, list) else []
+
+
+def _config_path(entry: object, group: str) -> str | None:
+    """The config path (``model/mlp``) a defaults-list entry of a file of ``group`` names, when it
+    names one config (``/model/mlp@_here_``, ``train``, ``model: mlp``)."""
+    if isinstance(entry, dict) and len(entry) == 1:
+        [(key, option)] = entry.items()
+        key = str(key).removeprefix("override ").strip().partition("@")[0]
+        path = f"{key}/{option}" if isinstance(option, str) else None
+    else:
+        path = entry.partition("@")[0] if isinstance(entry, str) and entry != "_self_" else None
+    if path is None:
+        return None
+    return path.strip("/") if path.startswith("/") or not group else f"{group}/{path}"
+
+
+def _is_packaged(name: str) -> bool:
+    """Whether dltrain has a config ``name`` (``model/mlp``) of its own."""
+    where = config_dir()
+    scheme, path = ("pkg", where.removeprefix("pkg://")) if where.startswith("pkg://") else ("file", where)
+    entry = _entry(scheme, path, f"{name}.yaml")
+    return entry is not None and entry.is_file()
+
+
+def _start_instead(name: str, packaged: bool) -> str:
+    """What a file ``name`` of the user's that names itself starts from instead."""
+    if not packaged:
+        return "name the preset or schema it builds on instead"
+    if "/" not in name:  # a primary config: under another name, `train` names dltrain's
+        return (f"rename it (mine.yaml, run with --config-name mine) or start from a copy of dltrain's "
+                f"(dltrain-config copy {name} DIR)")
+    return (f"start from `- /schema_{name.replace('/', '_')}@_here_` (as dltrain-config copy writes it) "
+            "or rename it")
 
 
 def config_dir_argument(argv: Sequence[str]) -> str | None:
