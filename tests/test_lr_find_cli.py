@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import shlex
 import os
 import subprocess
 import sys
@@ -109,3 +110,17 @@ def test_dltrain_help_names_the_command(monkeypatch: pytest.MonkeyPatch, capsys:
 
     examples = help_text(monkeypatch, capsys, "--help").split("Examples:")[1].split("==")[0]
     assert "dltrain-lr-find optim=sgd" in examples
+
+
+def test_the_next_command_keeps_the_config_dir_and_config_name(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = in_tmp / "my conf"  # a space: the command quotes it
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "wide.yaml").write_text("defaults:\n  - /schema_model_mlp@_here_\n  - _self_\nhidden: [9]\n")
+    (conf / "mine.yaml").write_text("defaults:\n  - lr_find\n  - _self_\nseed: 5\n")
+    with logging_restored():
+        main(["--config-dir", str(conf), "--config-name", "mine", "model=wide", "data=xor", "lr_find.num_steps=10"])
+    (folder,) = (in_tmp / "lr_find").glob("*/*")
+    command = json.loads((folder / "lr_find.json").read_text())["command"]
+    assert shlex.split(command)[:7] == ["dltrain", "--config-dir", str(conf), "--config-name", "mine", "model=wide",
+                                        "data=xor"], command
+    assert f"next: {command}" in capsys.readouterr().out.splitlines()

@@ -29,8 +29,9 @@ from dltrain.cli.app import (
     run_with_error_boundary,
     with_user_configs_first,
 )
-from dltrain.config.compose import config_dir
+from dltrain.config.search_path import USER_PROVIDER, config_dir
 from dltrain.config.schemas import spec
+from dltrain.config.validation import CONFIG_NAME as TRAIN_CONFIG
 from dltrain.config.validation import validate_once
 from dltrain.config.value_types import check_value
 from dltrain.errors import ConfigError
@@ -135,7 +136,7 @@ def _lr_find_app(cfg: DictConfig) -> None:
         finding = lr_find(cfg, **options)
         hc = HydraConfig.get()
         overrides = list(hc.overrides.task)
-        command = finding.command(overrides)
+        command = finding.command(overrides, *_config_source(hc))
         folder = Path(hc.runtime.output_dir)
         written = write_lr_find(folder, finding, overrides, command)
     except Exception as err:
@@ -149,6 +150,16 @@ def _lr_find_app(cfg: DictConfig) -> None:
         log.warning("warning: %s.", warning)
     log.info("wrote %s/: %s", _shown(folder), ", ".join(written))
     log.info("next: %s", command)
+
+
+def _config_source(hc: DictConfig) -> tuple[str | None, str | None]:
+    """The ``--config-dir`` and ``--config-name`` that ``dltrain`` takes to train what the finder
+    tested (None for dltrain's own): the user's folder among the job's config sources, as a
+    sweep's re-run command reads it (:func:`dltrain.report.rerun.config_source`)."""
+    folder = next((s.path for s in hc.runtime.config_sources if s.provider == USER_PROVIDER and s.schema == "file"),
+                  None)
+    name = hc.job.config_name
+    return folder, None if name in (CONFIG_NAME, TRAIN_CONFIG) else name
 
 
 def _shown(folder: Path) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shlex
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from dltrain.config.suggest import override_key
 from dltrain.config.validation import validate_once
 from dltrain.errors import ConfigError
 from dltrain.optim import OPTIMIZERS
+from dltrain.report.rerun import rerun_command
 from dltrain.schedulers import SCHEDULERS
 from dltrain.training.device import resolve_device
 from dltrain.training.distributed import environment
@@ -99,11 +99,12 @@ class LRFinding:
         """The learning rate where the smoothed loss was lowest."""
         return self.lrs[self.minimum_step]
 
-    def command(self, overrides: Sequence[str]) -> str:
-        """The ``dltrain`` command that trains with the suggestion: ``overrides`` (the finder's
-        own, e.g. ``optim=sgd``) without any earlier value of the suggested key, then the key."""
+    def command(self, overrides: Sequence[str], config_dir: str | None = None, config_name: str | None = None) -> str:
+        """The ``dltrain`` command that trains with the suggestion: the finder's ``--config-dir`` and
+        ``--config-name`` (when given), its ``overrides`` (e.g. ``optim=sgd``) without any earlier
+        value of the suggested key, then the key."""
         kept = [o for o in overrides if override_key(o) != self.key]
-        return shlex.join(["dltrain", *kept, f"{self.key}={format_lr(self.suggestion)}"])
+        return rerun_command([*kept, f"{self.key}={format_lr(self.suggestion)}"], config_dir, config_name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``lr_find.json``."""
