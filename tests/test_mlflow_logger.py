@@ -251,3 +251,27 @@ def test_a_run_with_the_local_store_reaches_for_no_network(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert looked_up == []
     assert (tmp_path / "mlruns").is_dir() and not (tmp_path / "home" / ".config" / "mlflow").exists()
+
+
+def test_a_second_resume_of_one_checkpoint_forks_a_new_mlflow_run(compose, store, tmp_path, caplog):
+    """The first resume continued the checkpoint's MLflow run past the checkpoint's epoch: the
+    second one starts a new run tagged with the run it forks from, its whole history in it."""
+    uri, client = store
+    first = tmp_path / "first"
+    overrides = [*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "trainer.early_stopping.enabled=false"]
+    train(compose([*overrides, "trainer.max_epochs=2"]), run_dir=first)
+    resume = f"resume={first}/checkpoints/last.pt"
+    train(compose([*overrides, "trainer.max_epochs=4", resume]), run_dir=tmp_path / "second")
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        train(compose([*overrides, "trainer.max_epochs=3", resume]), run_dir=tmp_path / "third")
+    [original] = [run for run in runs(client) if "dltrain.forked_from" not in run.data.tags]
+    [fork] = [run for run in runs(client) if "dltrain.forked_from" in run.data.tags]
+    assert fork.data.tags["dltrain.forked_from"] == original.info.run_id
+    assert list(history(client, original.info.run_id, "train_loss")) == [1, 2, 3, 4]  # the first resume's, kept
+    logged = history(client, fork.info.run_id, "train_loss")
+    assert list(logged) == [1, 2, 3] and logged == pytest.approx(metrics_csv(tmp_path / "third", "train_loss"), rel=1e-5)
+    record = json.loads((tmp_path / "third" / "mlflow.json").read_text())
+    assert record["run_id"] == fork.info.run_id and record["step"] == 3
+    [line] = [m for m in caplog.messages if "past the checkpoint's" in m]
+    assert line == (f"logger=mlflow: MLflow run {original.info.run_id} has epochs up to 4, past the checkpoint's 2: "
+                    f"a new MLflow run, tagged dltrain.forked_from={original.info.run_id}")

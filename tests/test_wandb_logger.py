@@ -136,6 +136,27 @@ def test_a_resumed_run_continues_its_wandb_run_without_logging_its_history_twice
     assert json.loads((tmp_path / "a" / "wandb.json").read_text())["step"] == 2  # the checkpoint's run is left as it was
 
 
+def test_a_resume_of_an_earlier_epoch_forks_a_new_wandb_run(tmp_path, caplog):
+    """The W&B run has epochs past the resumed checkpoint's (epoch-0002.pt of a 4-epoch run):
+    a new W&B run, whose notes name the one it forks from, with the whole history in it."""
+    import logging
+
+    from dltrain import compose, train
+
+    train(compose([*FAST, "trainer.max_epochs=4", "trainer.checkpoint.every_n_epochs=2"]), run_dir=tmp_path / "a")
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        train(compose([*FAST, "trainer.max_epochs=3", f"resume={tmp_path / 'a' / 'checkpoints' / 'epoch-0002.pt'}"]),
+              run_dir=tmp_path / "b")
+    (first,), (second,) = records(tmp_path / "a"), records(tmp_path / "b")
+    (started,), (forked,) = of_type(first, "run"), of_type(second, "run")
+    assert forked["run_id"] != started["run_id"]
+    assert forked["notes"] == f"forked from W&B run {started['run_id']} at epoch 2"
+    assert sorted(history(second)) == [1, 2, 3]
+    assert json.loads((tmp_path / "b" / "wandb.json").read_text()) == {"id": forked["run_id"], "step": 3}
+    assert [m for m in caplog.messages if "past the checkpoint's" in m] == [
+        f"logger=wandb: W&B run {started['run_id']} has epochs up to 4, past the checkpoint's 2: a new W&B run, "
+        "noted as forked from it"]
+
 def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path):
     """A job's run directory sits in its sweep's folder, which holds Hydra's multirun.yaml."""
     sweep = tmp_path / "multirun" / "2026-01-02" / "10-11-12"

@@ -25,7 +25,7 @@ import yaml
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import write_json
 from dltrain.loggers.artifacts import artifact_files
-from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
+from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number, read_record
 from dltrain.loggers.run_logger import LoggerUnavailable
 
 log = logging.getLogger("dltrain")
@@ -47,6 +47,9 @@ PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 #: summary.json statuses and the MLflow run status each ends with (any other: FAILED).
 END_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "already_finished": "FINISHED",
               "interrupted": "KILLED"}
+
+#: The MLflow run's tag holding the last epoch it has (a second resume of one checkpoint sees the first's).
+EPOCH_TAG = "dltrain.epoch"
 
 TRUNCATED = "... (truncated: the whole value is in the config.yaml artifact)"
 
@@ -108,6 +111,7 @@ class MLflowLogger(Logger):
         self._client: Any = None
         self._run_id: str | None = None
         self._logged_to = 0  # the last epoch the MLflow run has (a continued run's replayed epochs are not sent again)
+        self._forked_from: str | None = None  # the MLflow run a resume of an earlier epoch does not continue
         self._closed = False
 
     # --- start ---------------------------------------------------------------------
@@ -124,13 +128,18 @@ class MLflowLogger(Logger):
         except Exception as err:  # noqa: BLE001 - a store or server that fails: the run goes on without it
             self._run_id = None
             raise LoggerUnavailable(f"{self.tracking_uri}: {_reason(err)}") from err
+        self._save_record()
+
+    def _save_record(self) -> None:
         write_json(self.run_dir / RECORD, {"tracking_uri": self.tracking_uri, "run_id": self._run_id,
-                                           "experiment_name": self.experiment_name})
+                                           "experiment_name": self.experiment_name, "step": self._logged_to})
 
     def _continued(self) -> str | None:
         """The MLflow run of this run directory's record (a resumed run), set running again;
-        None when there is none in this store."""
-        record = _read(self.run_dir / RECORD)
+        None when there is none in this store, or when it has epochs past the resumed
+        checkpoint's (another resume continued it, or an earlier epoch's checkpoint is resumed):
+        then a new run, tagged with the one it forks from."""
+        record = read_record(self.run_dir / RECORD)
         if record.get("tracking_uri") != self.tracking_uri or not record.get("run_id"):
             return None
         run_id = str(record["run_id"])
@@ -138,10 +147,15 @@ class MLflowLogger(Logger):
             run = self._client.get_run(run_id)
         except Exception:  # noqa: BLE001 - deleted from the store: a new run
             return None
+        logged = max(_whole(record.get("step")), _whole(run.data.tags.get(EPOCH_TAG)))
+        resumed_at = record.get("resumed_at")
+        if resumed_at is not None and logged > _whole(resumed_at):
+            self._forked_from = run_id
+            log.info("logger=mlflow: MLflow run %s has epochs up to %d, past the checkpoint's %d: a new MLflow run, "
+                     "tagged dltrain.forked_from=%s", run_id, logged, _whole(resumed_at), run_id)
+            return None
         self._client.update_run(run_id, status="RUNNING")
-        keys = list(run.data.metrics)
-        history = self._client.get_metric_history(run_id, keys[0]) if keys else []
-        self._logged_to = max((m.step for m in history), default=0)
+        self._logged_to = logged
         log.info("logger=mlflow: continuing MLflow run %s (epochs up to %d logged)", run_id, self._logged_to)
         return run_id
 
@@ -152,6 +166,8 @@ class MLflowLogger(Logger):
                 "dltrain.status": "running",
                 **{f"dltrain.{group}": str(hparams[group]) for group in ("data", "model") if group in hparams},
                 **{str(k): str(v) for k, v in self.tags.items()}}
+        if self._forked_from is not None:
+            tags["dltrain.forked_from"] = self._forked_from
         parent = sweep_parent(self.tracking_uri)
         if parent is not None:
             tags["mlflow.parentRunId"] = parent
@@ -180,17 +196,21 @@ class MLflowLogger(Logger):
         epoch = int(row["epoch"])
         if epoch <= self._logged_to:
             return  # a resumed run's replayed history: the MLflow run has it
-        self._log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch)
+        self._log_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch, epoch_tag=True)
         self._logged_to = epoch
+        self._save_record()
 
-    def _log_metrics(self, values: dict[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
+    def _log_metrics(self, values: dict[str, Any], step: int, epoch_tag: bool = False) -> None:
+        """Metrics at ``step``; with ``epoch_tag``, the run's :data:`EPOCH_TAG` set to it in the same call."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         metrics = [Metric(key, float(value), now, step) for key, value in values.items() if is_finite_number(value)]
+        tags = [RunTag(EPOCH_TAG, str(step))] if epoch_tag else []
         with mlflow_env():
-            for i in range(0, len(metrics), METRICS_PER_BATCH):
-                self._client.log_batch(self._run_id, metrics=metrics[i:i + METRICS_PER_BATCH])
+            for i in range(0, len(metrics) or len(tags), METRICS_PER_BATCH):  # the tag alone when no metric is finite
+                self._client.log_batch(self._run_id, metrics=metrics[i:i + METRICS_PER_BATCH],
+                                       tags=tags if i == 0 else [])
 
     def finish(self, summary: dict[str, Any]) -> None:
         if self._closed or self._run_id is None:
@@ -233,7 +253,7 @@ class MLflowLogger(Logger):
     @classmethod
     def sweep_ended(cls, sweep_dir: Path, failed: bool) -> None:
         """End the sweep's parent run: FINISHED, or FAILED when a job failed."""
-        record = _read(sweep_dir / RECORD)
+        record = read_record(sweep_dir / RECORD)
         if not record.get("parent_run_id"):
             return
         with mlflow_env():
@@ -263,7 +283,7 @@ def sweep_parent(tracking_uri: str) -> str | None:
     from dltrain.config.hydra_job import sweep_dir
 
     folder = sweep_dir()
-    record = _read(folder / RECORD) if folder is not None else {}
+    record = read_record(folder / RECORD) if folder is not None else {}
     return record.get("parent_run_id") if record.get("tracking_uri") == tracking_uri else None
 
 
@@ -289,17 +309,17 @@ def _param_text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - len(TRUNCATED)] + TRUNCATED
 
 
+def _whole(value: Any) -> int:
+    """A record's or tag's epoch as a number; 0 when it has none."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _reason(err: BaseException) -> str:
     """Why a call to the store failed, short: the socket's reason (``Connection refused``) when
     the store could not be reached, else the error's first line."""
     text = first_line(err)
     found = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text) if "Max retries exceeded" in text else None
     return f"cannot reach it ({found.group(1).strip()})" if found else text
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}

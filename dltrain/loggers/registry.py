@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,20 +96,35 @@ def build_loggers(node: Any, run_dir: str | Path) -> list[Logger]:
     return [build_logger(name, run_dir, **options) for name, options in chosen_loggers(node).items()]
 
 
-def carry_records(node: Any, from_dir: Path, run_dir: Path) -> list[str]:
+def carry_records(node: Any, from_dir: Path, run_dir: Path, epoch: int) -> list[str]:
     """Copy the records of the loggers ``node`` chooses (:attr:`LoggerFacts.record`) from the
     run directory ``from_dir`` of a resumed checkpoint into the new ``run_dir``, where it lacks
-    them; returns the files copied."""
+    them, noting the checkpoint's ``epoch`` in each (``resumed_at``: a tracked run that has
+    epochs past it is another run's continuation, so the logger starts a new one); returns the
+    files written."""
     from dltrain.config.loggers import chosen_loggers
+    from dltrain.files import write_json
 
-    copied = []
+    written = []
     for name in chosen_loggers(node):
         record = LOGGERS.facts(name).record if name in LOGGERS.names() else None
-        source, target = (from_dir / record, run_dir / record) if record else (None, None)
-        if source and source.is_file() and not target.exists() and source.resolve() != target.resolve():
-            shutil.copyfile(source, target)
-            copied.append(record)
-    return copied
+        if record is None or not (from_dir / record).is_file():
+            continue
+        in_place = (from_dir / record).resolve() == (run_dir / record).resolve()
+        if in_place or not (run_dir / record).exists():
+            write_json(run_dir / record, {**read_record(from_dir / record), "resumed_at": epoch})
+            written.append(record)
+    return written
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A logger's record (:attr:`LoggerFacts.record`): the tracked run a run directory logs to;
+    empty if there is none or it cannot be read."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def sweep_started(node: Any, sweep_dir: Path) -> None:

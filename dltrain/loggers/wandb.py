@@ -6,7 +6,7 @@ config, every epoch's metrics and the summary); ``wandb sync`` uploads it later.
 
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,10 @@ from typing import Any
 from dltrain.errors import ConfigError, first_line
 from dltrain.files import write_json
 from dltrain.loggers.artifacts import artifact_files
-from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number
+from dltrain.loggers.registry import LOGGERS, HParams, Logger, is_finite_number, read_record
 from dltrain.loggers.run_logger import LoggerUnavailable
+
+log = logging.getLogger("dltrain")
 
 #: The W&B run a run directory logs to, and the last epoch logged there: a resumed run continues it.
 RECORD = "wandb.json"
@@ -72,26 +74,40 @@ class WandbLogger(Logger):
             return
         import yaml
 
-        earlier = read_record(self.run_dir / RECORD)
-        self._last_step = int(earlier.get("step", 0))
-        Path(self.init_args["dir"]).mkdir(parents=True, exist_ok=True)
+        run_id = self._continued(read_record(self.run_dir / RECORD))
         wandb = self._wandb
-        # The process's settings, not the run's, decide whether W&B's own telemetry reaches the network.
-        wandb.setup(settings=wandb.Settings(mode=self.mode))
         try:
+            Path(self.init_args["dir"]).mkdir(parents=True, exist_ok=True)
+            # The process's settings, not the run's, decide whether W&B's own telemetry reaches the network.
+            wandb.setup(settings=wandb.Settings(mode=self.mode))
             self._run = wandb.init(
-                mode=self.mode, id=earlier.get("id"), resume="allow", reinit="create_new",
+                mode=self.mode, id=run_id, resume="allow", reinit="create_new",
                 config=yaml.safe_load(config_yaml), **self.init_args,
                 # W&B's console capture would wrap dltrain's output, its system metrics probe the network.
                 settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
                                         x_disable_machine_info=True, x_save_requirements=False))
         except BaseException as err:
             self._stop_service()
-            if isinstance(err, Exception):  # no account, no server: the run goes on without W&B
+            if isinstance(err, Exception):  # no account, no server, no folder: the run goes on without W&B
                 raise LoggerUnavailable(f"W&B could not start its run (mode={self.mode}): {first_line(err)}; "
                                         "logger.wandb.mode=offline needs no account") from err
             raise
         self._save_record()
+
+    def _continued(self, earlier: dict[str, Any]) -> str | None:
+        """The W&B run of this run directory's record (a resumed run), its logged epochs noted;
+        None when there is none, or when it has epochs past the resumed checkpoint's (an earlier
+        epoch's checkpoint is resumed): then a new run, whose notes name the one it forks from."""
+        run_id, step, resumed_at = earlier.get("id"), int(earlier.get("step", 0)), earlier.get("resumed_at")
+        if not run_id:
+            return None
+        if resumed_at is not None and step > int(resumed_at):
+            log.info("logger=wandb: W&B run %s has epochs up to %d, past the checkpoint's %d: a new W&B run, "
+                     "noted as forked from it", run_id, step, int(resumed_at))
+            self.init_args["notes"] = f"forked from W&B run {run_id} at epoch {int(resumed_at)}"
+            return None
+        self._last_step = step
+        return str(run_id)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         epoch = int(row["epoch"])
@@ -128,15 +144,6 @@ class WandbLogger(Logger):
         for path in artifact_files(self.run_dir, "wandb"):
             shutil.copyfile(path, files / path.name)
             self._run.save(str(files / path.name), base_path=str(files), policy="now")
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """The W&B run id and last step a run directory recorded; empty if none."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def sweep_name(run_dir: Path) -> str | None:

@@ -184,7 +184,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
         log.warning("warning: %s.", warning)
     if main:  # rank 0 alone writes the run's files: the other ranks' logger records nothing
         if run.resume is not None:  # a tracked run (MLflow's) carries on where the checkpoint's run logged
-            carry_records(cfg.logger, run.resume.path.parent.parent, run_dir)
+            carry_records(cfg.logger, run.resume.path.parent.parent, run_dir, int(run.resume.state["epoch"]))
         run.logger = RunLogger(*build_loggers(cfg.logger, run_dir))
     trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, run.stop, run.logger, run.ranks, train_forward)
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
