@@ -233,3 +233,16 @@ def test_a_sweep_job_names_the_users_file_that_set_a_bad_value(tmp_path: Path, m
     with pytest.raises(SystemExit):
         main()
     assert f"failed: {path}: optim.lr=-1.0 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hiden: [3]\n", "start its file's defaults list with `- /schema_model_OPTION@_here_` (OPTION: the model it sets "
+                     "up, one of mlp, cnn,"),
+    ("name: mlp\nhidden: [3]\n", "start its file's defaults list with `- /schema_model_mlp@_here_`."),
+])
+def test_a_user_preset_without_its_schema_is_one_line_naming_it(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, "model/plain.yaml", text)
+    with pytest.raises(ConfigError) as raised:
+        compose(["model=plain"], config_dir=tmp_path)
+    assert str(raised.value).startswith(f"{path}: model is not checked against any model schema: {expected}"), \
+        str(raised.value)

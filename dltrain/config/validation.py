@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dltrain.config.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, TrainConfig
+from dltrain.config.schemas import ACTIVATIONS, AUGMENTATIONS, GROUP_SCHEMAS, ONE_OPTION_GROUPS, TrainConfig
 from dltrain.config.suggest import did_you_mean
 from dltrain.config.value_types import check_value, render
 from dltrain.errors import ConfigError
@@ -168,6 +168,8 @@ def _check_group_names(cfg: DictConfig) -> None:
     are chosen with ``group=option``, and ``name`` must agree with the schema loaded."""
     for group, options in GROUP_SCHEMAS.items():
         node = cfg.get(group) if group in cfg and not OmegaConf.is_missing(cfg, group) else None
+        if isinstance(node, DictConfig) and group in ONE_OPTION_GROUPS:
+            _check_typed(group, node)
         if not isinstance(node, DictConfig) or "name" not in node:
             continue
         if node.name not in options:
@@ -176,6 +178,19 @@ def _check_group_names(cfg: DictConfig) -> None:
         if OmegaConf.get_type(node) is not options[node.name]:
             raise ConfigError(f"{group}.name={node.name} does not match the {group} config loaded: "
                               f"choose the option with {group}={node.name} instead.")
+
+
+def _check_typed(group: str, node: DictConfig) -> None:
+    """A preset (of the user's) whose defaults list does not start from one of ``group``'s
+    schemas would be taken unchecked: a typo in it would fail later, or not at all."""
+    options = ONE_OPTION_GROUPS[group]
+    if OmegaConf.get_type(node) in options.values():
+        return
+    name = node.get("name") if isinstance(node.get("name"), str) else None
+    option = name if name in options else "OPTION"
+    which = "" if name in options else f" (OPTION: the {group} it sets up, one of {', '.join(options)})"
+    raise ConfigError(f"{group} is not checked against any {group} schema: start its file's defaults list with "
+                      f"`- /{schema_name(group, option)}@_here_`{which}.")
 
 
 register_configs()
