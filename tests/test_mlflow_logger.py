@@ -275,3 +275,28 @@ def test_a_second_resume_of_one_checkpoint_forks_a_new_mlflow_run(compose, store
     [line] = [m for m in caplog.messages if "past the checkpoint's" in m]
     assert line == (f"logger=mlflow: MLflow run {original.info.run_id} has epochs up to 4, past the checkpoint's 2: "
                     f"a new MLflow run, tagged dltrain.forked_from={original.info.run_id}")
+
+
+def test_a_resume_takes_a_network_destination_only_from_its_own_command_line(compose, caplog):
+    """A checkpoint's tracking server or W&B online mode is not where a resume logs unless its
+    command line names it: the local store / offline instead, a line each."""
+    from omegaconf import OmegaConf
+
+    from dltrain.training.resume import resumed_config
+
+    stored = ["logger=[mlflow,wandb]", "logger.mlflow.tracking_uri=http://tracking.example:5000",
+              "logger.wandb.mode=online"]
+    saved = OmegaConf.to_container(compose([*QUICK, *stored]), resolve=True)
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        merged = resumed_config(compose(QUICK), saved, set())
+    assert merged.logger.mlflow.tracking_uri is None and merged.logger.wandb.mode == "offline"
+    assert caplog.messages == [
+        "warning: the checkpoint's logger.mlflow.tracking_uri=http://tracking.example:5000 is not used (a resume logs "
+        "over the network only where its command line names the destination): the local store ./mlruns instead.",
+        "warning: the checkpoint's logger.wandb.mode=online is not used (a resume logs over the network only where "
+        "its command line names the destination): logger.wandb.mode=offline instead."]
+    named = resumed_config(compose([*QUICK, *stored]), saved, {"logger", "logger.mlflow.tracking_uri"})
+    assert named.logger.mlflow.tracking_uri == "http://tracking.example:5000" and named.logger.wandb.mode == "online"
+    for local in ("sqlite:///mlflow.db", "file:///tmp/mlruns", "mlruns", "C:\\runs\\mlruns"):
+        saved["logger"]["mlflow"]["tracking_uri"] = local
+        assert resumed_config(compose(QUICK), saved, set()).logger.mlflow.tracking_uri == local

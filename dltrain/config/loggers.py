@@ -40,6 +40,20 @@ def upgraded(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def without_network(values: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """A stored logger node (a checkpoint's) with each network destination it names (a
+    tracking server, W&B online) replaced by the local one: a resume sends runs over the network
+    only where its own command line says so. Returns the loggers and a line per replacement."""
+    options = GROUP_SCHEMAS[GROUP]
+    loggers, lines = chosen_loggers(values), []
+    for name, values_of in loggers.items():
+        replaced = getattr(options.get(name), "without_network", lambda _: None)(values_of)
+        if replaced is not None:
+            lines.append(f"the checkpoint's {replaced[0]} is not used (a resume logs over the network only where "
+                         f"its command line names the destination): {replaced[1]} instead")
+    return loggers, lines
+
+
 def logger_node(values: Any) -> DictConfig:
     """A logger node (either shape) typed by each logger's schema.
 

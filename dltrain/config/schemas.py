@@ -652,6 +652,17 @@ class MLflowLoggerConfig:
     tags: dict[str, str] = field(default_factory=dict)
     log_artifacts: bool = spec(True, help="also upload summary.json, curves.png, the model summary and report files")
 
+    @staticmethod
+    def without_network(options: dict[str, Any]) -> tuple[str, str] | None:
+        """A stored config's (a checkpoint's) server made the local store, in place: the
+        ``key=value`` replaced and what replaces it; None when it names no server."""
+        uri = options.get("tracking_uri")
+        scheme = str(uri).partition(":")[0].lower() if uri is not None and ":" in str(uri) else ""
+        if uri is None or scheme in ("file", "sqlite") or len(scheme) <= 1:  # a path (C:\... too)
+            return None
+        options["tracking_uri"] = None
+        return f"logger.mlflow.tracking_uri={uri}", "the local store ./mlruns"
+
 
 @dataclass
 class WandbLoggerConfig:
@@ -664,6 +675,15 @@ class WandbLoggerConfig:
     tags: list[str] = spec([], help="the W&B run's tags")
     dir: str | None = spec(None, help="the folder W&B writes its wandb/ folder into; null = the run directory")
     log_artifacts: bool = spec(True, help="also save summary.json, curves.png, the model summary and report files")
+
+    @staticmethod
+    def without_network(options: dict[str, Any]) -> tuple[str, str] | None:
+        """A stored config's (a checkpoint's) online mode made offline, in place: the
+        ``key=value`` replaced and what replaces it; None when it is not online."""
+        if options.get("mode") != "online":
+            return None
+        options["mode"] = "offline"
+        return "logger.wandb.mode=online", "logger.wandb.mode=offline"
 
 
 # --- plain nodes ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltrain.build import make_stopper, watched_mode
 from dltrain.config.hydra_job import command_line_keys
-from dltrain.config.loggers import logger_node, upgraded
+from dltrain.config.loggers import logger_node, upgraded, without_network
 from dltrain.config.schemas import GROUP_SCHEMAS, ONE_OPTION_GROUPS
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
@@ -138,7 +138,10 @@ def resumed_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str]) -
     merged = copy.deepcopy(cfg)
     keep = set(explicit)  # keys (or whole nodes) whose value this run decides
     if not any(key == "logger" or key.startswith("logger.") for key in explicit):
-        merged.logger = logger_node(saved.get("logger"))  # the checkpoint's loggers, unless this run names its own
+        stored, replaced = without_network(saved.get("logger"))  # a destination is named on this command line
+        for line in replaced:
+            log.warning("warning: %s.", line)
+        merged.logger = logger_node(stored)  # the checkpoint's loggers, unless this run names its own
     keep.add("logger")  # a node of its loggers, never merged key by key
     for group in ONE_OPTION_GROUPS:
         node = saved.get(group)
