@@ -52,11 +52,41 @@ def test_copy_never_replaces_a_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert mine.read_text() == "# mine\n"
 
 
+def test_copy_never_replaces_a_file_made_meanwhile_and_leaves_no_partial_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dltrain.files
+
+    mine = tmp_path / "model" / "cnn.yaml"
+
+    def another_writer_first(target: Path, content: bytes) -> bool:  # the file appears after the check
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text("# mine\n")
+        return publish(target, content)
+
+    publish = dltrain.files.publish
+    monkeypatch.setattr("dltrain.cli.config_tool.publish", another_writer_first)
+    line = tool_error(capsys, main, TOOL, ["copy", "model/cnn", str(tmp_path)])
+    assert line.startswith(f"{TOOL}: error: {mine} exists already: it is never replaced")
+    assert mine.read_text() == "# mine\n" and [p.name for p in mine.parent.iterdir()] == ["cnn.yaml"]
+
+
+def test_a_copy_of_lr_finds_config_is_used_by_dltrain_lr_find(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(capsys, "copy", "lr_find", str(tmp_path))
+    assert out.strip() == (f"wrote {tmp_path / 'lr_find.yaml'}: edit it, then run dltrain-lr-find --config-dir "
+                           f"{tmp_path} (it replaces the packaged one there)")
+    out = run(capsys, "copy", "lr_find", str(tmp_path), "--as", "mine")
+    assert out.strip().endswith(f"run dltrain-lr-find --config-dir {tmp_path} --config-name mine")
+    listed = run(capsys, "list").splitlines()
+    assert "  lr_find  packaged (dltrain-lr-find's config)" in listed and "  train    packaged" in listed
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["copy", "modl/cnn", "X"], "modl/cnn: modl is not a config group: did you mean model/cnn?"),
     (["copy", "model/cnnn", "X"], "model/cnnn is not a packaged config: did you mean model/cnn?"),
     (["copy", "nope", "X"], "nope is not a packaged config: copy GROUP/OPTION (e.g. model/cnn) or a primary config"),
     (["copy", "model/cnn", "X", "--as", "a/b"], "--as a/b: give a file name without a folder"),
+    (["copy", "model/cnn", "X", "--as", ""], "--as '': give a file name without a folder"),
     (["list", "--config-dir", "absent"], "--config-dir absent: no such folder"),
     (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
     (["copy", "model/cnn"], "the following arguments are required: DIR"),
@@ -87,7 +117,7 @@ def test_list_marks_each_option_packaged_or_the_users(tmp_path: Path, capsys: py
     packaged = run(capsys, "list").splitlines()
     groups = {line[:-1] for line in packaged if not line.startswith(" ")}
     assert {p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra"} <= groups
-    assert all(line.split()[-1] == "packaged" for line in packaged if line.startswith(" "))
+    assert all(line.split()[1] == "packaged" for line in packaged if line.startswith(" "))
 
 
 def test_the_console_script_imports_no_torch() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -18,14 +19,17 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from dltrain.config.compose import config_dir
-from dltrain.config.search_path import user_config_dir
+from dltrain.config.search_path import config_dir, user_config_dir
+from dltrain.config.validation import CONFIG_NAME
 from dltrain.config.suggest import closest, meant_option
 from dltrain.errors import ConfigError, UserError, first_line
+from dltrain.files import publish
 
 PROG = "dltrain-config"
 #: What a name without a group stands for: a primary config (``conf/train.yaml``).
 PRIMARY = "(primary)"
+#: The primary configs of commands other than ``dltrain``: the command and the name it reads by default.
+TOOL_OF = {"lr_find": ("dltrain-lr-find", "lr_find")}  # dltrain.cli.lr_find.CONFIG_NAME (it imports the CLI)
 
 
 def packaged_tree() -> Traversable:
@@ -72,6 +76,8 @@ def listing(user_dir: str | None) -> list[str]:
                 origin = f"user: {theirs[name]}" + (" (replaces the packaged one)" if name in ours else "")
             else:
                 origin = "packaged"
+            if group == PRIMARY and name in TOOL_OF:
+                origin += f" ({TOOL_OF[name][0]}'s config)"
             lines.append(f"  {name:<{width}}  {origin}")
     return lines
 
@@ -109,26 +115,29 @@ def copy(name: str, user_dir: str, as_name: str | None = None) -> Path:
         ConfigError: an unknown config, a name that is not a file name, or a file there already.
     """
     group, option, source = packaged_file(name)
-    new = as_name.removesuffix(".yaml") if as_name else option
+    new = as_name.removesuffix(".yaml") if as_name is not None else option
     if not new or new in (".", "..") or "/" in new or os.sep in new:
-        raise ConfigError(f"--as {as_name}: give a file name without a folder (e.g. --as wide_{option}).")
+        raise ConfigError(f"--as {shlex.quote(as_name or '')}: give a file name without a folder "
+                          f"(e.g. --as wide_{option}).")
     target = Path(user_dir) / ("" if group == PRIMARY else group) / f"{new}.yaml"
+    exists = ConfigError(f"{target} exists already: it is never replaced; edit it, or copy under another name "
+                         f"with --as NAME.")
     if target.exists():
-        raise ConfigError(f"{target} exists already: it is never replaced; edit it, or copy under another name "
-                          f"with --as NAME.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "x", encoding="utf-8") as out:  # "x": a file made meanwhile is not replaced either
-        out.write(source.read_text(encoding="utf-8"))
+        raise exists
+    # Whole or not at all, and never over a file made meanwhile.
+    if not publish(target, source.read_text(encoding="utf-8").encode("utf-8")):
+        raise exists
     return target
 
 
-def usage_of(target: Path, group: str, user_dir: str) -> str:
-    """The command that uses a copied config."""
+def usage_of(target: Path, group: str, user_dir: str, packaged_name: str) -> str:
+    """The command that uses a copied config (``packaged_name``: the config it is a copy of)."""
     name = target.stem
     if group == PRIMARY:
-        chosen = [] if name == "train" else ["--config-name", name]
-        return " ".join(["dltrain", "--config-dir", user_dir, *chosen])
-    return f"dltrain --config-dir {user_dir} {group}={name}"
+        tool, default = TOOL_OF.get(packaged_name, ("dltrain", CONFIG_NAME))
+        chosen = [] if name == default else ["--config-name", name]
+        return shlex.join([tool, "--config-dir", user_dir, *chosen])
+    return shlex.join(["dltrain", "--config-dir", user_dir, f"{group}={name}"])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -183,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         target = copy(args.config, args.config_dir, args.as_name)
         group = packaged_file(args.config)[0]
         replaces = " (it replaces the packaged one there)" if target.stem in configs(packaged_tree())[group] else ""
-        _print([f"wrote {target}: edit it, then run {usage_of(target, group, args.config_dir)}{replaces}"])
+        usage = usage_of(target, group, args.config_dir, packaged_file(args.config)[1])
+        _print([f"wrote {target}: edit it, then run {usage}{replaces}"])
     except (UserError, OSError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             traceback.print_exception(err)
