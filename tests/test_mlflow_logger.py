@@ -269,7 +269,8 @@ def test_a_second_resume_of_one_checkpoint_forks_a_new_mlflow_run(compose, store
     assert fork.data.tags["dltrain.forked_from"] == original.info.run_id
     assert list(history(client, original.info.run_id, "train_loss")) == [1, 2, 3, 4]  # the first resume's, kept
     logged = history(client, fork.info.run_id, "train_loss")
-    assert list(logged) == [1, 2, 3] and logged == pytest.approx(metrics_csv(tmp_path / "third", "train_loss"), rel=1e-5)
+    assert list(logged) == [1, 2, 3]
+    assert logged == pytest.approx(metrics_csv(tmp_path / "third", "train_loss"), rel=1e-5)
     record = json.loads((tmp_path / "third" / "mlflow.json").read_text())
     assert record["run_id"] == fork.info.run_id and record["step"] == 3
     [line] = [m for m in caplog.messages if "past the checkpoint's" in m]

@@ -211,6 +211,29 @@ def test_a_wandb_that_cannot_start_is_a_warning_and_the_logger_is_off(tmp_path, 
     assert "WANDB_SERVICE" not in os.environ  # set while W&B's service process runs
 
 
+@pytest.mark.parametrize(("options", "env", "why"), [
+    ({"dir": "/proc/nope"}, {}, "[Errno 2] No such file or directory: '/proc/nope'"),
+    ({}, {"WANDB_MODE": "bogus"}, "setting mode='bogus' (or WANDB_MODE): Input should be 'online', 'offline',"),
+])
+def test_a_wandb_folder_or_setting_it_cannot_use_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog,
+                                                                                  options, env, why):
+    import logging
+
+    from dltrain.loggers import RunLogger
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    run_logger = RunLogger(build_logger("wandb", tmp_path / "run", **options), build_logger("csv", tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="dltrain"):
+        run_logger.start({}, "seed: 0\n")
+        run_logger.log_epoch({"epoch": 1, "train_loss": 1.0})
+        run_logger.finish({"status": "completed"})
+    (line,) = caplog.messages
+    assert line.startswith("warning: the wandb logger is off for this run: W&B could not start its run "
+                           f"(mode=offline): {why}")
+    assert "\n" not in line and "needs no account" not in line
+    assert run_logger.on and "WANDB_SERVICE" not in os.environ
+
 def test_an_offline_run_reaches_for_no_network_even_as_the_process_exits(tmp_path):
     """W&B's own telemetry would look up its server (at the latest when the interpreter exits)
     unless the process's W&B settings are offline too: a child process watches every lookup."""

@@ -89,8 +89,8 @@ class WandbLogger(Logger):
         except BaseException as err:
             self._stop_service()
             if isinstance(err, Exception):  # no account, no server, no folder: the run goes on without W&B
-                raise LoggerUnavailable(f"W&B could not start its run (mode={self.mode}): {first_line(err)}; "
-                                        "logger.wandb.mode=offline needs no account") from err
+                hint = "; logger.wandb.mode=offline needs no account" if self.mode == "online" else ""
+                raise LoggerUnavailable(f"W&B could not start its run (mode={self.mode}): {_why(err)}{hint}") from err
             raise
         self._save_record()
 
@@ -153,3 +153,15 @@ def sweep_name(run_dir: Path) -> str | None:
     if not (sweep / "multirun.yaml").is_file():
         return None
     return f"{sweep.parent.name}/{sweep.name}"
+
+
+def _why(err: Exception) -> str:
+    """Why W&B did not start, in one line: a setting it refuses (its ``WANDB_*`` environment
+    variables are settings too) as ``setting mode='bogus': Input should be ...``."""
+    errors = getattr(err, "errors", None)
+    found = errors() if callable(errors) else None
+    if isinstance(found, list) and found and isinstance(found[0], dict):
+        first = found[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"setting {where}={first.get('input')!r} (or WANDB_{where.upper()}): {first.get('msg')}"
+    return first_line(err)
