@@ -156,3 +156,29 @@ def torch_home(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, data_files: DataFiles) -> dict[str, tuple[Path, str]]:
+    """Short runs exported to ONNX once per session, shared by the export and predict tests: name
+    -> (its ``model.onnx``, what ``dltrain-export`` printed). ``digits``: the MLP; ``csv``: a table
+    whose city column keeps one category (the others share the infrequent column), 3 gaps filled
+    under ``data.missing=mean``."""
+    import contextlib
+    import io
+
+    from dltrain import compose, train
+    from dltrain.export.cli import export_checkpoint
+
+    table = ["data=csv", *data_files.overrides["csv"], "data.target=Class", "data.missing=mean",
+             "data.max_categories=2"]
+    done = {}
+    for name, overrides in {"digits": [], "csv": table}.items():
+        run = tmp_path_factory.mktemp(f"exported-{name}") / "run"
+        train(compose(["device=cpu", "trainer.fast_dev_run=true", *overrides]), run_dir=run)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            folder = export_checkpoint(run / "checkpoints" / "best.pt", "onnx", batch_size=50)
+        done[name] = folder / "model.onnx", printed.getvalue()
+    return done

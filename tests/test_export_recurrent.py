@@ -113,7 +113,7 @@ def test_text_input_pads_ids_to_the_training_length_as_text_pad(steps):
 def test_text_input_entries_and_vocabulary_file():
     graph = TextInput(text_prep(6), {})
     assert (graph.name, graph.dtype, graph.shape) == ("token_ids", torch.int64, ("length",))
-    assert graph.entries() == {"column": "review", "tokenizer": {"pattern": TOKEN.pattern, "lowercase": True},
+    assert graph.entries() == {"column": "review", "delimiter": ",", "tokenizer": {"pattern": TOKEN.pattern, "lowercase": True},
                                "max_length": 20, "min_length": 6, "pad_id": 0, "unk_id": 1,
                                "vocabulary_file": "vocab.txt"}
     assert graph.files()["vocab.txt"].splitlines() == ["<pad>", "<unk>", "good", "bad", "\u00e9t\u00e9"]

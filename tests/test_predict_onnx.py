@@ -35,12 +35,9 @@ def _export(tmp_path_factory: pytest.TempPathFactory, name: str, overrides: list
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, data_files) -> dict[str, Path]:
-    """A digits MLP and a table model (categorical column with an infrequent category, gaps
-    filled with data.missing=mean) exported to ONNX: name -> model.onnx."""
-    table = ["data=csv", *data_files.overrides["csv"], "data.target=Class", "data.missing=mean",
-             "data.max_categories=2"]
-    return {"digits": _export(tmp_path_factory, "digits", []), "csv": _export(tmp_path_factory, "csv", table)}
+def exported(exported) -> dict[str, Path]:
+    """The session's digits MLP and table model exported to ONNX (tests/conftest.py): name -> model.onnx."""
+    return {name: model for name, (model, _) in exported.items()}
 
 
 def _checkpoint(model: Path) -> Path:
@@ -153,10 +150,10 @@ def test_a_model_json_it_cannot_trust_is_one_line(exported, data_files, tmp_path
     assert "has layout version 2, and this dltrain reads version 1" in fails(newer)
     uncolumned = _copy(exported["csv"], tmp_path / "uncolumned")
     _edit_card(uncolumned, lambda card: card["input"].pop("columns"))
-    assert "model.json has no input.columns, which a table input is read with" in fails(uncolumned)
+    assert "model.json has no input.columns: the file was changed after dltrain-export wrote it" in fails(uncolumned)
     renamed = _copy(exported["csv"], tmp_path / "renamed")
     _edit_card(renamed, lambda card: card["input"].update(name="pixels"))
-    assert "its input is features tensor(float)" in fails(renamed) and "describes pixels float32" in fails(renamed)
+    assert "its input is features tensor(double)" in fails(renamed) and "describes pixels float64" in fails(renamed)
     other = _copy(exported["digits"], tmp_path / "other")  # a digits model.json beside the table's graph
     shutil.copy(exported["csv"], other)
     assert "its input is features" in fails(other)

@@ -7,11 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from dltrain.export.contract import CARD_VERSION
 from dltrain.export.graph import ExportGraph
 
-#: The version of ``model.json``'s layout.
-CARD_VERSION = 1
-CARD = "model.json"
 
 
 def output_spec(graph: ExportGraph, data: dict[str, Any]) -> dict[str, Any]:

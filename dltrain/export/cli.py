@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from dltrain.errors import UserError
+from dltrain.export.contract import CARD, MODEL_FILES, OWN_FILES, is_card_version
 from dltrain.inference.tool import REQUIRED, TRUST_KEYS, Key, parse_args, run_tool
 
 TOOL = "dltrain-export"
-FORMAT_NAMES = ("onnx", "torchscript", "exported_program")  # dltrain.export.formats.FORMATS, without torch
-CARD = "model.json"
 DEFAULT_OUTPUT = "<run dir>/export-<checkpoint>-<format>"
 KEYS = {
     "ckpt": Key(REQUIRED, "the checkpoint: a run's checkpoints/best.pt or last.pt"),
@@ -39,35 +38,41 @@ ABOUT = ("Export a checkpoint as one model file that takes raw inputs (image pix
 EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt format=onnx"
 
 
-def export_folder(ckpt: Path, fmt: str, output: str = "") -> Path:
+def export_folder(ckpt: Path, fmt: str, output: str = "") -> tuple[Path, list[str]]:
     """Where the export goes: ``output``, or ``export-<checkpoint>-<format>/`` in the checkpoint's
-    run directory (the folder above ``checkpoints/``), else beside it.
+    run directory (the folder above ``checkpoints/``), else beside it; and the files an earlier
+    export of this tool left there (its ``model.json`` and the files it lists), which it may replace.
 
     Raises:
-        UserError: the folder is a file, or holds files this tool does not write there, or a
-            ``model.json`` it did not write.
+        UserError: the folder is a file, or holds anything but an earlier export of this tool.
     """
     home = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     folder = Path(output) if output and output != DEFAULT_OUTPUT else home / f"export-{ckpt.stem}-{fmt}"
     if folder.exists() and not folder.is_dir():
         raise UserError(f"output={folder} is a file: give a folder (output=...) for the export")
     if not folder.is_dir():
-        return folder
-    ours = {"model.onnx", "model.pt", "model.pt2", CARD, "vocab.txt"}
+        return folder, []
+    ours = _own_files(folder / CARD) if (folder / CARD).is_file() else []
     left = ".model.tmp-"  # a file an interrupted export was writing
     if others := sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.startswith(left)):
-        raise UserError(f"{folder} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, which "
-                        f"{TOOL} did not write, and it replaces only its own files: choose another output=...")
-    if (folder / CARD).exists() and not _is_card(folder / CARD):
-        raise UserError(f"{folder / CARD} was not written by {TOOL}: move it away or choose another output=...")
-    return folder
+        where = f"{folder / CARD} was not written by {TOOL}" if CARD in others else (
+            f"{folder} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, which {TOOL} did not write")
+        raise UserError(f"{where}, and it replaces only its own files: choose another output=... (an empty or new "
+                        "folder, or one of its exports)")
+    return folder, ours
 
 
-def _is_card(path: Path) -> bool:
+def _own_files(path: Path) -> list[str]:
+    """``model.json`` and the files it lists (model file, vocabulary), if this tool wrote it; else none."""
     try:
-        return "dltrain_export" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(card, dict) or not is_card_version(card.get("dltrain_export")):
+        return []
+    spec = card.get("input")
+    listed = [card.get("file"), spec.get("vocabulary_file") if isinstance(spec, dict) else None]
+    return [CARD, *(name for name in listed if name in OWN_FILES)]
 
 
 def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: int = 64, *, verbose: bool = False,
@@ -95,7 +100,7 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
 
     spec = formats.check_format(fmt)
     ckpt = Path(ckpt)
-    folder = export_folder(ckpt, fmt, output)
+    folder, earlier = export_folder(ckpt, fmt, output)
     restored = load_model(ckpt, torch.device("cpu"), target=model_target, trust_code=trust_code)
     apply_overrides(restored.cfg, overrides or {})
     graph = export_graph(restored)
@@ -113,7 +118,7 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
         tmp.replace(target)
     except UserError:
         # An earlier export in the folder would be taken for this checkpoint's: no model.json claims success.
-        for name in (spec.file, CARD):
+        for name in earlier:
             (folder / name).unlink(missing_ok=True)
         raise
     finally:
@@ -125,6 +130,8 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
             f.write(text)
     write_json(folder / CARD, card)
     written = [spec.file, CARD, *card_files(graph)]
+    for name in set(earlier) - set(written):  # an earlier export's vocab.txt or other model file
+        (folder / name).unlink(missing_ok=True)
     print(f"{TOOL}: wrote {folder}/: {', '.join(written)}")
     return folder
 
@@ -153,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``dltrain-export``."""
     def run() -> None:
         args = parse_args(sys.argv[1:] if argv is None else list(argv), TOOL, KEYS, about=ABOUT, example=EXAMPLE)
-        if args["format"] not in FORMAT_NAMES:
+        if args["format"] not in MODEL_FILES:
             raise UserError(f"format={args['format']} is not a format {TOOL} writes: choose one of "
-                            f"{', '.join(FORMAT_NAMES)}")
+                            f"{', '.join(MODEL_FILES)}")
         export_checkpoint(args["ckpt"], args["format"], args["output"], args["batch_size"], verbose=args["verbose"],
                           overrides=args["overrides"], model_target=args["model._target_"],
                           trust_code=args["trust_code"])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dltrain.errors import UserError
+from dltrain.export.contract import MODEL_FILES, onnx_session
 from dltrain.export.graph import ExportGraph
 
 #: Examples in the input the graph is traced with: not 1, which exporters treat as a constant size.
@@ -59,11 +60,7 @@ def _write_onnx(graph: ExportGraph, example: torch.Tensor, path: Path) -> None:
 
 
 def _load_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
@@ -100,9 +97,9 @@ def _onnxruntime() -> str:
 
 
 FORMATS: dict[str, Format] = {
-    "onnx": Format("model.onnx", _write_onnx, _load_onnx, _onnxruntime),
-    "torchscript": Format("model.pt", _write_torchscript, _load_torchscript, lambda: f"torch.jit {torch.__version__}"),
-    "exported_program": Format("model.pt2", _write_program, _load_program,
+    "onnx": Format(MODEL_FILES["onnx"], _write_onnx, _load_onnx, _onnxruntime),
+    "torchscript": Format(MODEL_FILES["torchscript"], _write_torchscript, _load_torchscript, lambda: f"torch.jit {torch.__version__}"),
+    "exported_program": Format(MODEL_FILES["exported_program"], _write_program, _load_program,
                                lambda: f"torch.export {torch.__version__}"),
 }
 #: What to try when a format fails (ONNX is written through torch.export: what one cannot follow, nor can the other).

@@ -19,6 +19,9 @@ from torch import nn
 from dltrain.data.preprocessing import Images, InkCounts, Points, Preprocessing, Table
 from dltrain.errors import UserError
 
+#: How images deeper than 8 bits become the graph's 0..255 (:func:`dltrain.data.pixel_depth.to_8bit`).
+EIGHT_BIT = ("an image of more than 8 bits per pixel (16-bit PNG, TIFF, ...) scaled to 8 bits by its bit depth "
+             "(round(v * 255 / 65535) for 16 bits; float pixels read as 0..1) before it is converted")
 #: Builds the input graph of one kind of preprocessing from it and the checkpoint's data record.
 InputBuilder = Callable[[Preprocessing, dict[str, Any]], "InputGraph"]
 INPUTS: dict[str, InputBuilder] = {}
@@ -61,7 +64,9 @@ class InputGraph(nn.Module):
     def example(self, batch: int) -> torch.Tensor:
         """An input of ``batch`` examples to trace the graph with."""
         shape = [batch, *(4 if isinstance(n, str) else n for n in self.shape)]
-        return torch.zeros(shape, dtype=self.dtype) if self.dtype != torch.float32 else torch.rand(shape) * 255
+        if not self.dtype.is_floating_point:
+            return torch.zeros(shape, dtype=self.dtype)
+        return (torch.rand(shape) * 255).to(self.dtype)
 
 
 @input_kind("images")
@@ -82,7 +87,7 @@ class ImagesInput(InputGraph):
         self.layout = (f"images decoded to {prep.color} at {prep.image_size[0]}x{prep.image_size[1]} pixels, "
                        f"channels first, values 0..255 as float32")
         self.outside = (f"decode each image file to {prep.color} and resize it to {prep.image_size[0]}x"
-                        f"{prep.image_size[1]} (height x width) pixels as dltrain does (Pillow, bilinear)")
+                        f"{prep.image_size[1]} (height x width) pixels as dltrain does (Pillow, bilinear), {EIGHT_BIT}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, channels, H, W)
         if self.repeat > 1:
@@ -111,7 +116,7 @@ class InkCountsInput(InputGraph):
                        "as float32, bright = ink (the graph reads them as ink counts 0.."
                        f"{prep.pixel_max})")
         self.outside = (f"decode each image file to grayscale and resize it to {prep.image_size[0]}x"
-                        f"{prep.image_size[1]} pixels as dltrain does (Pillow, bilinear)")
+                        f"{prep.image_size[1]} pixels as dltrain does (Pillow, bilinear), {EIGHT_BIT}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H, W)
         counts = torch.round(x * self.pixel_max / 255)
@@ -123,17 +128,18 @@ class InkCountsInput(InputGraph):
 
 @input_kind("points")
 class PointsInput(InputGraph):
-    """Points ``(batch, D)`` in their own units -> ``(x - mean) / std`` (in float64, as
+    """Points ``(batch, D)`` in their own units, float64 -> ``(x - mean) / std`` (in float64, as
     :meth:`Points.apply`)."""
 
     name = "points"
+    dtype = torch.float64  # float32 holds 7 digits: a coordinate near 1e9 would lose its units
 
     def __init__(self, prep: Points, record: dict[str, Any]) -> None:
         super().__init__()
         self.shape = (prep.width,)
         self.register_buffer("mean", torch.from_numpy(prep.scaler.mean.astype(np.float64)).reshape(1, -1))
         self.register_buffer("std", torch.from_numpy(prep.scaler.std.astype(np.float64)).reshape(1, -1))
-        self.layout = f"{prep.width} numbers per row, the point's coordinates in their own units, as float32"
+        self.layout = f"{prep.width} numbers per row, the point's coordinates in their own units, as float64"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, D)
         return ((x.double() - self.mean) / self.std).float()
@@ -147,9 +153,11 @@ class TableInput(InputGraph):
     """Feature columns in training order ``(batch, F)`` -> the encoded row (:meth:`Table.apply`):
     numeric columns (NaN filled with their fill value under ``data.missing=mean``) standardised
     in float64, categorical columns (a category's index in its list, -1 for one not in it) one-hot
-    encoded where training sends them."""
+    encoded where training sends them. Float64: float32 holds 7 digits, and a column of
+    timestamps (1.7e9 +- 300) would lose its seconds."""
 
     name = "features"
+    dtype = torch.float64
 
     def __init__(self, prep: Table, record: dict[str, Any]) -> None:
         super().__init__()
@@ -172,9 +180,14 @@ class TableInput(InputGraph):
             fill = fills.get(str(column))
             self.categorical.append((features.index(str(column)), len(categories),
                                      float(categories.index(str(fill))) if str(fill) in categories else -1.0))
+        gaps = ("; NaN for an empty cell, which the graph fills as training did (data.missing=mean)"
+                if prep.missing == "mean" else "; no empty cells (the graph fills none)")
+        self.outside = ("read each row's cells of input.columns, in that order: a numeric column's number as float64, "
+                        "a categorical column's cell as its index in input.columns[j].categories (-1 for any other "
+                        f"value){gaps}")
         self.layout = ("one row per example, the training feature columns in order (input.columns): a numeric "
                        "column's number, a categorical column's index in its categories (-1 for another), as "
-                       f"float32{'; NaN for a missing value' if prep.missing == 'mean' else ''}")
+                       f"float64{'; NaN for a missing value' if prep.missing == 'mean' else ''}")
 
     def _fills(self) -> dict[str, Any]:
         """What an empty cell of each column gets, as :meth:`Table.read` fills them (``data.missing=mean``)."""
@@ -232,18 +245,12 @@ class OutputHead(nn.Module):
         self.task, self.binary_logit = task, task in ("binary", "multiclass") and width == 1
         self.name = "values" if task == "regression" else "probabilities"
         mean, std = target_scale or (0.0, 1.0)
-        self.mean, self.std = float(mean), float(std)
+        self.data = {"task": task, "target_scale": (float(mean), float(std))}
 
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
-        outputs = outputs.float()
-        if self.binary_logit:  # one BCE logit: [1 - p, p]
-            p1 = torch.sigmoid(outputs[:, :1])
-            return torch.cat([1 - p1, p1], dim=1)
-        if self.task in ("binary", "multiclass"):  # logits or log-probabilities: the same probabilities
-            return torch.softmax(outputs, dim=1)
-        if self.task == "multilabel":
-            return torch.sigmoid(outputs)
-        return outputs * self.std + self.mean
+        from dltrain.inference.predict import model_result  # the one mapping dltrain-predict reports too
+
+        return model_result(outputs.float(), self.data)
 
 
 class ExportGraph(nn.Module):

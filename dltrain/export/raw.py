@@ -4,7 +4,7 @@ graph reads (what a user has: pixels, table cells, token ids, points), to verify
 Datasets keep their inputs preprocessed only; the raw inputs are the exact inverse of each
 kind's ``apply`` where the preprocessing loses nothing (images back to their uint8 pixels, ink
 counts back to whole counts, one-hot columns back to category indices) and its float inverse
-where it is a standardisation (numbers and points, within float32 rounding).
+where it is a standardisation (numbers and points, in float64).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _ink(prep: InkCounts, x: torch.Tensor) -> torch.Tensor:
 
 def _points(prep: Points, x: torch.Tensor) -> torch.Tensor:
     """Points back in their own units."""
-    return torch.from_numpy((x.double().numpy() * prep.scaler.std + prep.scaler.mean).astype(np.float32))
+    return torch.from_numpy((x.double().numpy() * prep.scaler.std + prep.scaler.mean).astype(np.float64))
 
 
 def _table(prep: Table, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ def _table(prep: Table, x: torch.Tensor) -> torch.Tensor:
             if position is not None:
                 index[hot[:, position - n] > 0.5] = category
         raw[:, features.index(str(column))] = index
-    return torch.from_numpy(raw.astype(np.float32))
+    return torch.from_numpy(raw)  # float64, as the graph reads them
 
 
 #: Each kind's raw inputs from its model inputs; a kind not here is read as it is kept.

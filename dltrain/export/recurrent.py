@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch._higher_order_ops.scan import scan  # torch's scan: no public name yet, torch.export and ONNX take it
 
-from dltrain.models.recurrent import RecurrentNet
+from dltrain.models.recurrent import RecurrentNet, masked_pool
 
 
 def exportable(model: nn.Module) -> nn.Module:
@@ -80,14 +80,8 @@ class UnpackedRecurrentNet(nn.Module):
             if self.bidirectional:
                 outputs.append(_gather_steps(_run(directions[1], _gather_steps(seq, reverse)), reverse))
             seq = torch.cat(outputs, dim=2)  # (B, T, D * H); padding steps hold values no one reads
-        pooled = self._pool(seq, lengths, mask[..., None])
-        if self.bn is not None:
-            pooled = self.bn(pooled)
-        if self.dropout is not None:
-            pooled = self.dropout(pooled)
-        if self.head is not None:
-            pooled = self.head(pooled)
-        return self.out(pooled)
+        # RecurrentNet's own tail, on the modules this net took from it (bn, dropout, head, out)
+        return RecurrentNet._head(self, self._pool(seq, lengths, mask[..., None]))
 
     def _pool(self, output: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(B, T, D * H)`` -> ``(B, D * H)``: the final states, or the mean or max over the tokens."""
@@ -98,9 +92,7 @@ class UnpackedRecurrentNet(nn.Module):
             if self.bidirectional:
                 last.append(output[:, 0, h:])  # backward: it has read the whole sequence at step 0
             return torch.cat(last, dim=1)
-        if self.pooling == "mean":
-            return (output * mask).sum(dim=1) / lengths[:, None].to(output.dtype)
-        return output.masked_fill(~mask, float("-inf")).amax(dim=1)
+        return masked_pool(output, lengths, mask, self.pooling)
 
 
 def _direction(r: nn.RNNBase, layer: int, suffix: str) -> nn.RNNBase:

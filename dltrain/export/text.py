@@ -11,8 +11,7 @@ from torch import nn
 
 from dltrain.data.preprocessing.text import PAD_ID, TOKEN, UNK_ID, Text
 from dltrain.errors import UserError
-
-VOCABULARY_FILE = "vocab.txt"
+from dltrain.export.contract import VOCABULARY_FILE
 
 
 class TextInput(nn.Module):
@@ -58,7 +57,7 @@ class TextInput(nn.Module):
         return x
 
     def entries(self) -> dict[str, Any]:
-        return {"column": self.prep.column,
+        return {"column": self.prep.column, "delimiter": self.prep.delimiter,
                 "tokenizer": {"pattern": TOKEN.pattern, "lowercase": self.prep.lowercase},
                 "max_length": self.prep.max_length, "min_length": self.min_length,
                 "pad_id": PAD_ID, "unk_id": UNK_ID, "vocabulary_file": VOCABULARY_FILE}

@@ -3,11 +3,11 @@ its own runtime) and through dltrain (the model on its inputs, then ``dltrain-pr
 probabilities or values), compared output by output.
 
 Tolerances: probabilities differ by float32 rounding (the graph computes what dltrain computes,
-in another order) and by ``dltrain-predict``'s rounding to 6 decimals, so at most about 1e-6;
+in another order), so at most about 1e-6;
 :data:`PROBABILITY_TOLERANCE` leaves room for a deeper network's accumulated rounding and no room
 for a wrong preprocessing (a pixel off by one moves probabilities by far more). Values are
 compared in the target's units against :data:`VALUE_TOLERANCE` times the target's standard
-deviation: the model's outputs are standardised values, rounded alike.
+deviation: the model's outputs are standardised values.
 """
 
 from __future__ import annotations
@@ -34,18 +34,16 @@ def tolerance(data: dict[str, Any]) -> float:
 
 
 def reference(model: torch.nn.Module, inputs: torch.Tensor, data: dict[str, Any], batch_size: int) -> np.ndarray:
-    """dltrain's outputs for ``inputs``: the model's, as ``dltrain-predict`` reports them
-    (:func:`~dltrain.inference.predict.output_rows`), ``(N, outputs)``."""
-    from dltrain.inference.predict import output_rows
+    """dltrain's outputs for ``inputs``: the model's probabilities or values
+    (:func:`~dltrain.inference.predict.model_result`, unrounded: ``predictions.csv`` rounds them,
+    and 6 significant digits of a value near 1e6 are coarser than the tolerance), ``(N, outputs)``."""
+    from dltrain.inference.predict import model_result
 
-    rows = []
+    parts = []
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
-            x = inputs[start:start + batch_size]
-            rows += output_rows(model(x).float(), list(range(len(x))), data)
-    prefix = "prediction" if data["task"] == "regression" else "p_"
-    columns = [k for k in rows[0] if k.startswith(prefix)]
-    return np.array([[row[k] for k in columns] for row in rows], dtype=np.float64)
+            parts.append(model_result(model(inputs[start:start + batch_size]).float(), data).double().numpy())
+    return np.concatenate(parts)
 
 
 def exported(run: Callable[[np.ndarray], np.ndarray], raw: torch.Tensor, batch_size: int) -> np.ndarray:

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from dltrain.errors import UserError, first_line
-from dltrain.inference.onnx_inputs import ENTRIES, READERS, read_raw
+from dltrain.export.contract import CARD, CARD_VERSION, is_card_version, onnx_session
+from dltrain.export.card_check import check_card
+from dltrain.inference.onnx_inputs import READERS, read_raw
 from dltrain.inference.rows import TOOL, check_output, flagged, prediction_rows, warn, write_predictions
 from dltrain.inference.tool import REQUIRED, Key, parse_args, run_tool
 
-#: The file beside the model that describes it, and the version of its layout this reads.
-CARD, CARD_VERSION = "model.json", 1
 #: ``model.json``'s dtypes as onnxruntime names its tensors' element types.
-ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+ORT_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int64": "tensor(int64)"}
 KEYS = {
     "ckpt": Key(REQUIRED, "the exported model: the model.onnx of a folder dltrain-export wrote"),
     "input": Key(REQUIRED, "what to predict: what the checkpoint's dltrain-predict reads (model.json's input)"),
@@ -57,8 +57,16 @@ class Exported:
     path: Path
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """The graph's output (probabilities or values) for one batch of raw inputs."""
-        return self.session.run([self.card["output"]["name"]], {self.card["input"]["name"]: x})[0]
+        """The graph's output (probabilities or values) for one batch of raw inputs.
+
+        Raises:
+            UserError: onnxruntime refuses the inputs ``model.json`` said to give it.
+        """
+        try:
+            return self.session.run([self.card["output"]["name"]], {self.card["input"]["name"]: x})[0]
+        except Exception as err:  # onnxruntime's own types (InvalidArgument, Fail, ...)
+            raise UserError(f"{self.path} refuses the inputs read as {self.path.parent / CARD} describes them "
+                            f"({first_line(err)}): use the {CARD} dltrain-export wrote with this file") from None
 
 
 def load_exported(path: str | Path, device: str = "auto") -> Exported:
@@ -94,35 +102,29 @@ def read_card(path: Path) -> dict[str, Any]:
     if not isinstance(card, dict) or "dltrain_export" not in card:
         raise UserError(f"{where} is not a model.json of dltrain-export (it has no dltrain_export entry): "
                         "export the checkpoint again")
-    if card["dltrain_export"] != CARD_VERSION:
-        raise UserError(f"{where} has layout version {card['dltrain_export']!r}, and this dltrain reads version "
+    if not is_card_version(card["dltrain_export"]):
+        raise UserError(f"{where} has layout version {_short(card['dltrain_export'])}, and this dltrain reads version "
                         f"{CARD_VERSION}: use the dltrain version that exported it, or export the checkpoint again")
     _check_entries(where, card)
     return card
 
 
 def _check_entries(where: Path, card: dict[str, Any]) -> None:
-    """Refuse a ``model.json`` without the entries this tool reads.
+    """Refuse a ``model.json`` of another format, or whose entries this tool reads are missing,
+    of the wrong type or contradict each other (:func:`~dltrain.export.card_check.check_card`).
 
     Raises:
-        UserError: naming the first entry missing, or an input kind this dltrain does not read.
+        UserError: naming ``model.json`` and the first entry at fault.
     """
-    needed = {"input": ("name", "kind", "dtype", "shape"), "output": ("name", "shape"), "data": ("task", "num_outputs")}
-    for section, keys in needed.items():
-        entry = card.get(section)
-        lacking = [k for k in keys if not isinstance(entry, dict) or k not in entry]
-        if lacking:
-            raise UserError(f"{where} has no {section}.{lacking[0]}: the file was changed after dltrain-export wrote "
-                            "it; export the checkpoint again")
     if card.get("format", "onnx") != "onnx":
-        raise UserError(f"{where} describes a {card['format']} export, not an ONNX file: give the model.onnx of an "
-                        "export with format=onnx")
-    if (kind := card["input"]["kind"]) not in READERS:
-        raise UserError(f"{where}: its input kind {kind!r} is not one this dltrain reads ({', '.join(READERS)}): "
-                        "use the dltrain version that exported it")
-    if lacking := [k for k in ENTRIES.get(kind, ()) if k not in card["input"]]:
-        raise UserError(f"{where} has no input.{lacking[0]}, which a {kind} input is read with: the file was changed "
-                        "after dltrain-export wrote it; export the checkpoint again")
+        raise UserError(f"{where} describes a {_short(card['format'])} export, not an ONNX file: give the model.onnx "
+                        "of an export with format=onnx")
+    check_card(where, card, READERS)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _session(path: Path, device: str) -> Any:
@@ -145,10 +147,8 @@ def _session(path: Path, device: str) -> Any:
         providers = [("CUDAExecutionProvider", {"device_id": int(device[5:] or 0)})]
     else:
         raise UserError(f"device={device} is not one onnxruntime runs on here: use device=cpu, cuda or cuda:N")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings about graph optimisations are not the user's
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return onnx_session(path, providers)
     except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
         raise UserError(f"ckpt={path} cannot be loaded by onnxruntime ({first_line(err)}): give the model.onnx "
                         "dltrain-export wrote") from None

@@ -145,6 +145,25 @@ def model_result(outputs: torch.Tensor, data: dict[str, Any]) -> torch.Tensor:
     return outputs * std + mean  # (N, targets)
 
 
+def refuse_export(path: Path) -> None:
+    """Refuse, in one line, an export folder of ``dltrain-export`` or its TorchScript / ExportedProgram
+    file given as a checkpoint, saying what this tool runs and how the others load.
+
+    Raises:
+        UserError: ``path`` is such a folder or file (``model.json`` in it or beside it).
+    """
+    from dltrain.export.contract import CARD, MODEL_FILES
+
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CARD).is_file() or not (path.is_dir() or path.name in MODEL_FILES.values()):
+        return
+    onnx = folder / MODEL_FILES["onnx"]
+    run = (f"give ckpt={onnx}" if onnx.is_file() else
+           "export the checkpoint with format=onnx and give its model.onnx")
+    raise UserError(f"ckpt={path} is an export of dltrain-export, and {TOOL} runs an export's model.onnx only: {run}; "
+                    "load a model.pt with torch.jit.load and a model.pt2 with torch.export.load")
+
+
 def listed_data() -> list[str]:
     """The ``data=`` options in the order their schemas are declared, the order help lists them in."""
     from dltrain.config.schemas import GROUP_SCHEMAS
@@ -163,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     def run() -> None:
+        for arg in argv:
+            if arg.startswith("ckpt="):
+                refuse_export(Path(arg[5:]))
         from dltrain.data.preprocessing import inputs_help
 
         try:  # the datasets registered, by what their inputs are, in the order the options are declared

@@ -150,11 +150,12 @@ class RecurrentNet(nn.Module):
         else:
             lengths = lengths.to(output.device)
             mask = (torch.arange(steps, device=output.device)[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
-            if self.pooling == "mean":
-                pooled = (output * mask).sum(dim=1) / lengths[:, None].to(output.dtype)
-            else:
-                pooled = output.masked_fill(~mask, float("-inf")).amax(dim=1)
+            pooled = masked_pool(output, lengths, mask, self.pooling)
+        return self._head(pooled)
 
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled states ``(B, D * H)`` -> logits ``(B, num_outputs)``: batch norm, dropout, the
+        head's layers and the output layer, those there are (the export's unpacked net runs it too)."""
         if self.bn is not None:
             pooled = self.bn(pooled)
         if self.dropout is not None:
@@ -162,6 +163,14 @@ class RecurrentNet(nn.Module):
         if self.head is not None:
             pooled = self.head(pooled)
         return self.out(pooled)
+
+
+def masked_pool(output: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, T, D * H)`` -> ``(B, D * H)``: the mean or max over each sequence's first ``lengths``
+    steps (``mask`` ``(B, T, 1)``: those steps)."""
+    if pooling == "mean":
+        return (output * mask).sum(dim=1) / lengths[:, None].to(output.dtype)
+    return output.masked_fill(~mask, float("-inf")).amax(dim=1)
 
 
 def _builder(kind: str):
