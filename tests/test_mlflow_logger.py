@@ -301,3 +301,17 @@ def test_a_resume_takes_a_network_destination_only_from_its_own_command_line(com
     for local in ("sqlite:///mlflow.db", "file:///tmp/mlruns", "mlruns", "C:\\runs\\mlruns"):
         saved["logger"]["mlflow"]["tracking_uri"] = local
         assert resumed_config(compose(QUICK), saved, set()).logger.mlflow.tracking_uri == local
+
+
+def test_the_near_miss_of_a_logger_key_prints_as_the_readme_quotes_it(tmp_path):
+    """The real command line's line ends with the question (no "?."), as README's Loggers quotes it."""
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"`(dltrain logger=mlflow logger\.tracking_uri=\S+)` stops with\n`([^`]+)`", readme)
+    command, quoted = found.groups()
+    proc = run_cli(command.split()[1:], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [quoted]
+    assert quoted.endswith("did you mean logger.mlflow.tracking_uri=http://127.0.0.1:5000?")

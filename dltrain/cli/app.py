@@ -452,7 +452,8 @@ def exit_with(err: BaseException) -> None:
     if _full_error:
         traceback.print_exception(err)
     kind = "" if isinstance(err, Interrupted) else " error:"  # a stop asked for is no error
-    line = f"{_tool}:{kind} {describe_error(err).rstrip('.')}."
+    text = describe_error(err)
+    line = f"{_tool}:{kind} {text if text.endswith('?') else text.rstrip('.') + '.'}"  # no "?." after a question
     rank = environment().rank
     if rank:  # rank 0 speaks for the run (the ranks agree on stops; it names a rank that failed)
         logging.getLogger("dltrain").warning("rank %d: %s", rank, line)
