@@ -53,6 +53,18 @@ def no_report_pictures(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     monkeypatch.setattr(run_end, "draw_curves", lambda rows, summary, run_dir: None)
 
 
+@pytest.fixture(autouse=True)
+def tracking_tools_kept_in(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """W&B's cache, config and data folders (its debug logs, ``wandb/logs/core-debug-*.log``, go in
+    the cache) in the session's temporary folder, and MLflow's usage telemetry off, for every
+    test and the commands it runs: no test writes in the user's home or reaches for a server."""
+    home = tmp_path_factory.getbasetemp() / "tracking_tools"
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return home
+
+
 @pytest.fixture
 def compose() -> Callable[..., object]:
     """``compose(overrides)``: the validated config for those command-line overrides."""

@@ -28,12 +28,9 @@ FAST = ["data=xor", "data.copies=20", "device=cpu", "trainer.diagnostics=false",
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """W&B's folders outside the run in a temporary one, its output silent, and any name lookup
-    refused and recorded (the list this yields)."""
-    home = tmp_path_factory.mktemp("wandb_home")
-    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(home / var.lower()))
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """W&B's output silent (its folders are in a temporary one: conftest's
+    ``tracking_tools_kept_in``), and any name lookup refused and recorded (the list this yields)."""
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the logger itself must keep W&B offline
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -170,6 +167,14 @@ def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path):
     assert groups == ["2026-01-02/10-11-12"] * 2
     assert "run_group" not in of_type(records(tmp_path / "single")[0], "run")[0]
 
+
+def test_wandbs_own_files_go_in_the_tests_temporary_folder_not_the_home(tmp_path, tracking_tools_kept_in):
+    """W&B's debug log of a run lands in its cache folder (wandb/logs/): the tests' (conftest), never ~/.cache/wandb."""
+    logger = build_logger("wandb", tmp_path)
+    logger.start({}, "seed: 0\n")
+    logger.finish({"status": "completed"})
+    cache = Path(os.environ["WANDB_CACHE_DIR"])
+    assert cache.is_relative_to(tracking_tools_kept_in) and list(cache.glob("wandb/logs/core-debug-*.log"))
 
 def test_mode_disabled_writes_nothing(tmp_path):
     logger = build_logger("wandb", tmp_path, mode="disabled")
