@@ -147,11 +147,12 @@ def test_config_dir_falls_back_to_the_source_tree(monkeypatch):
     import importlib.util
 
     from dltrain.config import compose as composing
+    from dltrain.config.search_path import config_dir
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == composing.CONFIG_MODULE else real_find_spec(name, *a))
-    where = composing.config_dir()
+    where = config_dir()
     assert not where.startswith("pkg://") and (Path(where) / "train.yaml").is_file()
     assert composing.compose(["optim=sgd"]).optim.name == "sgd"
 

@@ -220,8 +220,9 @@ def test_help_names_the_users_file_that_names_an_unknown_option(tmp_path: Path, 
 
 def test_a_sweep_job_names_the_users_file_that_set_a_bad_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from dltrain.cli.app import main
+    from dltrain.cli import app
 
+    monkeypatch.setattr(app, "_sweep", {**app._sweep, "dir": None, "summarized": False, "exit_code": 0})
     path = write(tmp_path / "conf", "optim/neg.yaml", "defaults:\n  - /schema_optim_adam@_here_\n  - _self_\n"
                                                       "lr: -1.0\n")
     monkeypatch.setattr(sys, "argv", ["dltrain", "-m", "--config-dir", str(tmp_path / "conf"), "optim=neg",
@@ -231,7 +232,7 @@ def test_a_sweep_job_names_the_users_file_that_set_a_bad_value(tmp_path: Path, m
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
     with pytest.raises(SystemExit):
-        main()
+        app.main()
     assert f"failed: {path}: optim.lr=-1.0 is out of range" in capsys.readouterr().err
 
 

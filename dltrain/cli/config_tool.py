@@ -15,55 +15,32 @@ import shlex
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from dltrain.config.search_path import config_dir, user_config_dir
+from dltrain.config.search_path import config_dir, config_tree, tree_configs, user_config_dir
 from dltrain.config.validation import CONFIG_NAME
 from dltrain.config.suggest import closest, meant_option
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import publish
 
 PROG = "dltrain-config"
-#: What a name without a group stands for: a primary config (``conf/train.yaml``).
-PRIMARY = "(primary)"
+#: The group of a name without one (``train``): a primary config (``conf/train.yaml``), as
+#: :func:`dltrain.config.search_path.tree_configs` files it.
+PRIMARY = ""
 #: The primary configs of commands other than ``dltrain``: the command and the name it reads by default.
 TOOL_OF = {"lr_find": ("dltrain-lr-find", "lr_find")}  # dltrain.cli.lr_find.CONFIG_NAME (it imports the CLI)
 
 
-def packaged_tree() -> Traversable:
+def packaged_tree() -> Traversable | None:
     """dltrain's own config tree (the installed ``dltrain.conf``, or ``conf/`` of a source checkout)."""
-    where = config_dir()
-    return files(where.removeprefix("pkg://")) if where.startswith("pkg://") else Path(where)
-
-
-def configs(tree: Traversable | Path) -> dict[str, dict[str, Traversable]]:
-    """Group -> option -> file of a config tree: its subfolders' YAML files (Hydra's own
-    ``hydra/`` left out), and its primary configs under :data:`PRIMARY`."""
-    found: dict[str, dict[str, Traversable]] = {PRIMARY: {}}
-    for entry in _entries(tree):
-        if entry.is_file() and entry.name.endswith(".yaml"):
-            found[PRIMARY][entry.name.removesuffix(".yaml")] = entry
-        elif entry.is_dir() and entry.name != "hydra":
-            options = {e.name.removesuffix(".yaml"): e for e in _entries(entry)
-                       if e.is_file() and e.name.endswith(".yaml")}
-            if options:
-                found[entry.name] = options
-    return found
-
-
-def _entries(folder: Traversable | Path) -> list[Traversable]:
-    try:
-        return sorted(folder.iterdir(), key=lambda entry: entry.name)
-    except OSError:
-        return []
+    return config_tree(config_dir())
 
 
 def listing(user_dir: str | None) -> list[str]:
     """The lines of ``dltrain-config list``: each group, then one line an option with its origin."""
-    packaged = configs(packaged_tree())
-    user = configs(Path(user_dir)) if user_dir else {}
+    packaged = tree_configs(packaged_tree())
+    user = tree_configs(Path(user_dir)) if user_dir else {}
     lines = []
     for group in [PRIMARY, *sorted((set(packaged) | set(user)) - {PRIMARY})]:
         ours, theirs = packaged.get(group, {}), user.get(group, {})
@@ -88,7 +65,7 @@ def packaged_file(name: str) -> tuple[str, str, Traversable]:
     Raises:
         ConfigError: no such group or option, with the one meant when one is spelled alike.
     """
-    packaged = configs(packaged_tree())
+    packaged = tree_configs(packaged_tree())
     group, _, option = name.strip("/").rpartition("/")
     group = group or PRIMARY
     if group not in packaged:
@@ -190,9 +167,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             _print(listing(args.config_dir))  # its files named as the user names the folder
             return
         target = copy(args.config, args.config_dir, args.as_name)
-        group = packaged_file(args.config)[0]
-        replaces = " (it replaces the packaged one there)" if target.stem in configs(packaged_tree())[group] else ""
-        usage = usage_of(target, group, args.config_dir, packaged_file(args.config)[1])
+        group, option, _ = packaged_file(args.config)
+        replaces = " (it replaces the packaged one there)" if target.stem in tree_configs(packaged_tree())[group] else ""
+        usage = usage_of(target, group, args.config_dir, option)
         _print([f"wrote {target}: edit it, then run {usage}{replaces}"])
     except (UserError, OSError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

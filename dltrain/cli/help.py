@@ -12,8 +12,6 @@ import os
 import string
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -31,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from dltrain.config.search_path import config_tree, tree_configs
 from dltrain.config.suggest import override_key
 from dltrain.config.schemas import MANY_OPTION_GROUPS
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
@@ -97,41 +96,11 @@ def group_options(config_path: str | None, config_dir: str | None = None) -> dic
     group folder in the config tree at ``config_path`` (a folder, or ``pkg://`` and a package)
     and in a ``--config-dir``: a ``--config-path`` tree's own presets compose like any other."""
     options: dict[str, set[str]] = {group: set(names) for group, names in GROUP_SCHEMAS.items()}
-    for folder in (_folder(config_path), _folder(config_dir)):
-        for group, names in _presets(folder):
-            options.setdefault(group, set()).update(names)
+    for where in (config_path, config_dir):
+        for group, names in tree_configs(config_tree(where)).items():
+            if group:  # a primary config is no option of a group
+                options.setdefault(group, set()).update(names)
     return {group: sorted(names) for group, names in sorted(options.items())}
-
-
-def _folder(config_path: str | None) -> Any:
-    """The folder (a path, or a package's resources) at a config search path entry."""
-    if config_path is None:
-        return None
-    if not config_path.startswith("pkg://"):
-        return Path(config_path)
-    try:
-        return files(config_path.removeprefix("pkg://").strip("/").replace("/", "."))
-    except (ImportError, TypeError, ValueError):  # no such package: Hydra's composition says so
-        return None
-
-
-def _presets(folder: Any) -> Iterable[tuple[str, list[str]]]:
-    """The groups in a config folder (its subfolders, Hydra's own left out) and the options
-    (YAML files) of each."""
-    if folder is None:
-        return
-    try:
-        groups = [entry for entry in folder.iterdir() if entry.is_dir() and entry.name != "hydra"]
-    except OSError:
-        return
-    for group in groups:
-        try:
-            names = [entry.name.removesuffix(".yaml") for entry in group.iterdir()
-                     if entry.name.endswith(".yaml") and entry.is_file()]
-        except OSError:
-            continue
-        if names:
-            yield group.name, names
 
 
 def format_groups(options: dict[str, list[str]], choices: DictConfig, chosen: set[str]) -> str:

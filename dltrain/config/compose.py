@@ -11,13 +11,11 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, open_dict, read_write
 
 from dltrain.config.describe import describe_config_error, name_the_file, one_line
-from dltrain.config.search_path import config_dir, user_config_dir, user_configs_first
+from dltrain.config.search_path import config_dir as packaged_config_dir
+from dltrain.config.search_path import user_config_dir, user_configs_first
 from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
 from dltrain.errors import ConfigError, UserError
 from dltrain.messages import describe_disk_error
-
-
-packaged_config_dir = config_dir  # compose()'s own argument of that name is the user's folder
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check: bool = True,

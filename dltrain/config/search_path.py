@@ -122,10 +122,8 @@ def _config_path(entry: object, group: str) -> str | None:
 
 def _is_packaged(name: str) -> bool:
     """Whether dltrain has a config ``name`` (``model/mlp``) of its own."""
-    where = config_dir()
-    scheme, path = ("pkg", where.removeprefix("pkg://")) if where.startswith("pkg://") else ("file", where)
-    entry = _entry(scheme, path, f"{name}.yaml")
-    return entry is not None and entry.is_file()
+    group, _, option = name.rpartition("/")
+    return option in tree_configs(config_tree(config_dir())).get(group, {})
 
 
 def _start_instead(name: str, packaged: bool) -> str:
@@ -176,14 +174,47 @@ def _sources() -> list[tuple[str, str, str]]:
     return [*user, packaged]
 
 
+def config_tree(where: str | None) -> Traversable | None:
+    """The folder of a config tree given as a search path entry: a path, ``file://`` and a path,
+    or ``pkg://`` and a package (its resources); None for none, or no such package."""
+    if where is None:
+        return None
+    if not where.startswith("pkg://"):
+        return Path(where.removeprefix("file://"))
+    try:
+        return files(where.removeprefix("pkg://").strip("/").replace("/", "."))
+    except (ImportError, TypeError, ValueError):  # no such package: Hydra's composition says so
+        return None
+
+
+def tree_configs(tree: Traversable | None) -> dict[str, dict[str, Traversable]]:
+    """Group -> option -> file of a config tree: the YAML files of its subfolders (Hydra's own
+    ``hydra/`` left out), and its primary configs under the group ``""``. A folder that cannot be
+    read holds nothing."""
+    found: dict[str, dict[str, Traversable]] = {"": {}}
+    for entry in _entries(tree):
+        if entry.is_file() and entry.name.endswith(".yaml"):
+            found[""][entry.name.removesuffix(".yaml")] = entry
+        elif entry.is_dir() and entry.name != "hydra":
+            options = {e.name.removesuffix(".yaml"): e for e in _entries(entry)
+                       if e.is_file() and e.name.endswith(".yaml")}
+            if options:
+                found[entry.name] = options
+    return found
+
+
+def _entries(folder: Traversable | None) -> list[Traversable]:
+    """The entries of ``folder`` by name; none when it is None or cannot be read."""
+    try:
+        return sorted(folder.iterdir(), key=lambda entry: entry.name) if folder is not None else []
+    except OSError:
+        return []
+
+
 def _entry(scheme: str, path: str, name: str) -> Traversable | None:
     """The file or folder ``name`` of a config source, when the source is a folder or a package."""
-    try:
-        if scheme == "file":
-            return Path(path) / name
-        return files(path).joinpath(name) if scheme == "pkg" else None
-    except (ImportError, TypeError, ValueError):
-        return None
+    tree = config_tree(f"pkg://{path}" if scheme == "pkg" else path if scheme == "file" else None)
+    return None if tree is None else tree.joinpath(name)
 
 
 def config_file(config_path: str) -> str | None:
@@ -201,8 +232,7 @@ def options_of(group: str) -> list[str]:
     names: set[str] = set()
     for scheme, path, _ in _sources():
         folder = _entry(scheme, path, group)
-        if folder is not None and folder.is_dir():
-            names.update(e.name.removesuffix(".yaml") for e in folder.iterdir() if e.name.endswith(".yaml"))
+        names.update(e.name.removesuffix(".yaml") for e in _entries(folder) if e.name.endswith(".yaml"))
     return sorted(names)
 
 
