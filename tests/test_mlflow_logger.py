@@ -121,6 +121,27 @@ def test_an_unreachable_server_is_one_warning_and_the_run_goes_on(compose, tmp_p
     assert not (tmp_path / "run" / "mlflow.json").exists()
 
 
+def test_a_server_that_never_answers_is_one_short_line_for_a_run_and_a_sweep(compose, tmp_path, monkeypatch, caplog,
+                                                                             capsys):
+    """A socket that accepts but never answers (the user's MLflow settings win over dltrain's:
+    1 s, no retry): the run's warning and the sweep's say so in dltrain's words, not urllib3's."""
+    from dltrain.loggers import sweep_started
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cfg = compose([*QUICK, "trainer.fast_dev_run=true", "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}"])
+        with caplog.at_level(logging.WARNING, logger="dltrain"):
+            assert train(cfg, run_dir=tmp_path / "run")["status"] == "completed"
+        sweep_started(cfg.logger, tmp_path)
+    assert caplog.messages == [f"warning: the mlflow logger is off for this run: {uri}: no answer in 1 s (1 try)"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: the mlflow logger could not start the sweep: {uri}: no answer in 1 s (1 try)"]
+    assert not (tmp_path / "mlflow.json").exists()
+
 def test_a_sweeps_jobs_are_children_of_its_parent_run(compose, store, tmp_path, monkeypatch):
     """In-process: the sweep's start (which creates the parent run), four jobs, its end."""
     import dltrain.config.hydra_job

@@ -48,6 +48,9 @@ PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 END_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "already_finished": "FINISHED",
               "interrupted": "KILLED"}
 
+#: The files of a sweep's summary its parent run gets at the end (those the sweep wrote).
+SWEEP_ARTIFACTS = ("sweep_summary.csv", "sweep.png", "best_overrides.yaml")
+
 #: The MLflow run's tag holding the last epoch it has (a second resume of one checkpoint sees the first's).
 EPOCH_TAG = "dltrain.epoch"
 
@@ -240,28 +243,40 @@ class MLflowLogger(Logger):
                       **_: Any) -> None:
         """Create the sweep's parent run, named after the sweep directory, and record it there for the jobs."""
         uri = tracking_uri or default_tracking_uri()
-        with mlflow_env():
-            from mlflow.tracking import MlflowClient
+        try:
+            with mlflow_env():
+                from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(tracking_uri=uri)
-            run = client.create_run(experiment_id(client, experiment_name),
-                                    run_name=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}",
-                                    tags={"dltrain.sweep_dir": str(sweep_dir.resolve()), "dltrain.status": "running"})
+                client = MlflowClient(tracking_uri=uri)
+                run = client.create_run(experiment_id(client, experiment_name),
+                                        run_name=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}",
+                                        tags={"dltrain.sweep_dir": str(sweep_dir.resolve()),
+                                              "dltrain.status": "running"})
+        except Exception as err:  # noqa: BLE001 - the jobs then log as single runs
+            raise LoggerUnavailable(f"{uri}: {_reason(err)}") from err
         write_json(sweep_dir / RECORD, {"tracking_uri": uri, "parent_run_id": run.info.run_id,
                                         "experiment_name": experiment_name})
 
     @classmethod
     def sweep_ended(cls, sweep_dir: Path, failed: bool) -> None:
-        """End the sweep's parent run: FINISHED, or FAILED when a job failed."""
+        """End the sweep's parent run, with the sweep's summary files that exist as artifacts:
+        FINISHED, or FAILED when a job failed."""
         record = read_record(sweep_dir / RECORD)
         if not record.get("parent_run_id"):
             return
-        with mlflow_env():
-            from mlflow.tracking import MlflowClient
+        run_id = record["parent_run_id"]
+        try:
+            with mlflow_env():
+                from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(tracking_uri=record["tracking_uri"])
-            client.set_tag(record["parent_run_id"], "dltrain.status", "failed" if failed else "completed")
-            client.set_terminated(record["parent_run_id"], "FAILED" if failed else "FINISHED")
+                client = MlflowClient(tracking_uri=record["tracking_uri"])
+                for name in SWEEP_ARTIFACTS:
+                    if (sweep_dir / name).is_file():
+                        client.log_artifact(run_id, str(sweep_dir / name))
+                client.set_tag(run_id, "dltrain.status", "failed" if failed else "completed")
+                client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        except Exception as err:  # noqa: BLE001 - the sweep's own files have it all
+            raise LoggerUnavailable(f"{record['tracking_uri']}: {_reason(err)}") from err
 
 
 def experiment_id(client: Any, name: str) -> str:
@@ -318,8 +333,15 @@ def _whole(value: Any) -> int:
 
 
 def _reason(err: BaseException) -> str:
-    """Why a call to the store failed, short: the socket's reason (``Connection refused``) when
-    the store could not be reached, else the error's first line."""
+    """Why a call to the store failed, short: ``no answer in 10 s (3 tries)`` from a server
+    that accepts but never answers, the socket's reason (``Connection refused``) when it could
+    not be reached, else the error's first line."""
     text = first_line(err)
-    found = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text) if "Max retries exceeded" in text else None
+    if "Max retries exceeded" not in text:
+        return text
+    if (timeout := re.search(r"timeout=(\d+(?:\.\d+)?)\)", text)) is not None:
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        tries = _whole(retries) + 1
+        return f"no answer in {float(timeout.group(1)):g} s ({tries} {'try' if tries == 1 else 'tries'})"
+    found = re.search(r"\[Errno -?\d+\] ([^\"'()]+)", text)
     return f"cannot reach it ({found.group(1).strip()})" if found else text

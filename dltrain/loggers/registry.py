@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import numbers
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dltrain.registry import Registry
-
-log = logging.getLogger("dltrain")
 
 
 @dataclass(frozen=True)
@@ -148,8 +146,9 @@ def _each_sweep_hook(node: Any, name: str, call: Any) -> None:
             if hook is not None:
                 call(hook, options)
         except Exception as err:  # noqa: BLE001 - the sweep's jobs run whatever a logger says
-            log.warning("warning: the %s logger could not %s the sweep: %s", option,
-                        "start" if name == "sweep_started" else "end", first_line(err))
+            # Printed, not logged: Hydra's log format ("[HYDRA] ...") holds around a sweep's start and end.
+            print(f"warning: the {option} logger could not {'start' if name == 'sweep_started' else 'end'} "
+                  f"the sweep: {first_line(err)}", file=sys.stderr)
 
 
 def logger_name(logger: Logger) -> str:
