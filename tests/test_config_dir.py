@@ -5,7 +5,9 @@ repository runs, and a sweep's re-run command from a user folder runs the best j
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from dltrain import compose, train
+from dltrain import compose
 from dltrain.errors import ConfigError
 from dltrain.report.sweep import BEST_OVERRIDES
 
@@ -144,13 +146,31 @@ def test_a_value_given_on_the_command_line_is_not_blamed_on_a_file(tmp_path: Pat
         compose(["model=mine", "model.activation=relux"], config_dir=tmp_path)
 
 
-def test_the_example_project_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_example_project_composes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # its data.path is relative to the repository's root, where the README runs it
-    cfg = compose(["experiment=mine", "trainer.fast_dev_run=true"], config_dir="examples/my_project/conf")
+    cfg = compose(["experiment=mine"], config_dir="examples/my_project/conf")
     assert (cfg.data.name, cfg.model.name, list(cfg.model.hidden)) == ("csv", "mlp", [256, 256])
     assert (ROOT / cfg.data.path).resolve() == (EXAMPLE / "data" / "table.csv").resolve()
-    summary = train(cfg, run_dir=tmp_path / "run")
-    assert summary["status"] == "completed"
+
+
+def test_the_example_table_is_what_its_script_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = EXAMPLE / "data" / "make_table.py"
+    spec = importlib.util.spec_from_file_location("make_table", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write(tmp_path / "table.csv")
+    assert (tmp_path / "table.csv").read_bytes() == (EXAMPLE / "data" / "table.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_readme_example_command_prints_the_accuracy_the_readme_quotes(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"^(dltrain --config-dir examples/my_project/conf experiment=mine)\s+# test accuracy: ([\d.]+)",
+                      readme, re.MULTILINE)
+    assert found, "the README's example command"
+    proc = run_cli([*shlex.split(found.group(1))[1:], f"hydra.run.dir={tmp_path / 'run'}"], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert f"test accuracy: {found.group(2)} " in proc.stdout + proc.stderr
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
 
 
