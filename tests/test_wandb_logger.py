@@ -154,16 +154,22 @@ def test_a_resume_of_an_earlier_epoch_forks_a_new_wandb_run(tmp_path, caplog):
         f"logger=wandb: W&B run {started['run_id']} has epochs up to 4, past the checkpoint's 2: a new W&B run, "
         "noted as forked from it"]
 
-def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path):
-    """A job's run directory sits in its sweep's folder, which holds Hydra's multirun.yaml."""
+def test_a_sweeps_jobs_share_a_group_and_a_single_run_has_none(tmp_path, monkeypatch):
+    """The group is the sweep's folder however deep its jobs sit (``hydra.sweep.subdir=lr/${hydra.job.num}``)."""
+    import dltrain.config.hydra_job
+
     sweep = tmp_path / "multirun" / "2026-01-02" / "10-11-12"
-    sweep.mkdir(parents=True)
-    (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    for run_dir in (sweep / "0", sweep / "1", tmp_path / "single"):
+    jobs = (sweep / "lr" / "0", sweep / "lr" / "1")
+    monkeypatch.setattr(dltrain.config.hydra_job, "sweep_dir", lambda: sweep)  # as in a job of this sweep
+    for run_dir in jobs:
         logger = build_logger("wandb", run_dir)
         logger.start({}, "seed: 0\n")
         logger.finish({"status": "completed"})
-    groups = [of_type(records(run_dir)[0], "run")[0].get("run_group") for run_dir in (sweep / "0", sweep / "1")]
+    monkeypatch.setattr(dltrain.config.hydra_job, "sweep_dir", lambda: None)
+    single = build_logger("wandb", tmp_path / "single")
+    single.start({}, "seed: 0\n")
+    single.finish({"status": "completed"})
+    groups = [of_type(records(run_dir)[0], "run")[0].get("run_group") for run_dir in jobs]
     assert groups == ["2026-01-02/10-11-12"] * 2
     assert "run_group" not in of_type(records(tmp_path / "single")[0], "run")[0]
 

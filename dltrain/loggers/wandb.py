@@ -62,7 +62,7 @@ class WandbLogger(Logger):
         self.run_dir = Path(run_dir)
         self.mode = mode
         self.init_args = {"project": project, "entity": entity, "name": run_name or self.run_dir.resolve().name,
-                          "group": group or sweep_name(self.run_dir), "tags": list(tags),
+                          "group": group or sweep_name(), "tags": list(tags),
                           "dir": str(dir if dir is not None else self.run_dir)}
         self.log_artifacts = log_artifacts
         self._run: Any = None
@@ -146,13 +146,13 @@ class WandbLogger(Logger):
             self._run.save(str(files / path.name), base_path=str(files), policy="now")
 
 
-def sweep_name(run_dir: Path) -> str | None:
-    """The sweep a job's run directory belongs to (its parent holds Hydra's ``multirun.yaml``), as
-    the sweep directory's last two folders; None for a single run."""
-    sweep = run_dir.resolve().parent
-    if not (sweep / "multirun.yaml").is_file():
-        return None
-    return f"{sweep.parent.name}/{sweep.name}"
+def sweep_name() -> str | None:
+    """The sweep this process runs a job of (:func:`dltrain.config.hydra_job.sweep_dir`, however
+    deep ``hydra.sweep.subdir`` puts the job), as its folder's last two names; None outside one."""
+    from dltrain.config import hydra_job
+
+    sweep = hydra_job.sweep_dir()
+    return None if sweep is None else f"{sweep.resolve().parent.name}/{sweep.resolve().name}"
 
 
 def _why(err: Exception) -> str:
