@@ -267,3 +267,14 @@ def test_a_user_preset_without_its_schema_is_one_line_naming_it(tmp_path: Path, 
         compose(["model=plain"], config_dir=tmp_path)
     assert str(raised.value).startswith(f"{path}: model is not checked against any model schema: {expected}"), \
         str(raised.value)
+
+
+def test_the_search_path_holds_the_users_folder_once_before_dltrains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from dltrain.cli.app import main
+
+    in_process(monkeypatch, main, ["dltrain", "--config-dir", str(tmp_path), "--info", "searchpath"])
+    rows = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    entries = [(provider.strip(), path.strip()) for provider, path in rows]
+    assert [entry for entry in entries if entry[1] == f"file://{tmp_path}"] == [("command-line", f"file://{tmp_path}")]
+    assert entries.index(("command-line", f"file://{tmp_path}")) < [p for p, _ in entries].index("main")

@@ -60,6 +60,20 @@ class UserConfigDirFirst(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         if UserConfigDirFirst.folder is not None:
             put_first(search_path, UserConfigDirFirst.folder)
+            _skip_hydras_own_entry(search_path, UserConfigDirFirst.folder)
+
+
+def _skip_hydras_own_entry(search_path: ConfigSearchPath, folder: str) -> None:
+    """Hydra adds ``--config-dir`` itself (before its ``schema`` entry) after this plugin has run:
+    that second entry of the same folder finds nothing the first did not, and ``--info searchpath``
+    would list it twice. The first stays: a job's ``hydra.yaml`` records it for re-run commands."""
+    prepend = search_path.prepend
+
+    def prepend_unless_ours(provider: str, path: str, anchor: SearchPathQuery | str | None = None) -> None:
+        if (provider, path) != (USER_PROVIDER, f"file://{folder}"):
+            prepend(provider, path, anchor)
+
+    search_path.prepend = prepend_unless_ours  # type: ignore[method-assign]
 
 
 @contextmanager
