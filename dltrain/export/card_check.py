@@ -61,7 +61,8 @@ def _image_size(value: Any) -> bool:
 Check = Callable[[Any], bool]
 #: What each section's entries must be, and in words.
 COMMON: dict[str, dict[str, tuple[Check, str]]] = {
-    "input": {"name": (_name, "a name"), "kind": (_name, "a kind's name"), "dtype": (lambda v: v in ("float32", "float64", "int64"), "float32, float64 or int64"),
+    "input": {"name": (_name, "a name"), "kind": (_name, "a kind's name"),
+              "dtype": (lambda v: v in ("float32", "float64", "int64"), "float32, float64 or int64"),
               "shape": (lambda v: isinstance(v, list) and len(v) >= 2, "a list of sizes")},
     "output": {"name": (lambda v: v in ("probabilities", "values"), "probabilities or values"),
                "shape": (lambda v: isinstance(v, list) and len(v) == 2 and _int(v[1], 1), "[batch, outputs]")},

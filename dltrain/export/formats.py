@@ -98,7 +98,8 @@ def _onnxruntime() -> str:
 
 FORMATS: dict[str, Format] = {
     "onnx": Format(MODEL_FILES["onnx"], _write_onnx, _load_onnx, _onnxruntime),
-    "torchscript": Format(MODEL_FILES["torchscript"], _write_torchscript, _load_torchscript, lambda: f"torch.jit {torch.__version__}"),
+    "torchscript": Format(MODEL_FILES["torchscript"], _write_torchscript, _load_torchscript,
+                          lambda: f"torch.jit {torch.__version__}"),
     "exported_program": Format(MODEL_FILES["exported_program"], _write_program, _load_program,
                                lambda: f"torch.export {torch.__version__}"),
 }
