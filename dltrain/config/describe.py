@@ -95,7 +95,13 @@ def _describe_composition_error(err: BaseException, command_line: Sequence[str])
             return f"{key} is not a key of model=custom: add your module's keys with a plus, +{key}=VALUE."
         hint = f" (known keys there: {', '.join(known)})" if known else ""
         parent = getattr(cause, "parent_node", None)
-        todo = _where_else(key, parent._get_root() if isinstance(parent, DictConfig) else None)
+        todo = _where_else(_as_typed(err, key, command_line),
+                           parent._get_root() if isinstance(parent, DictConfig) else None)
+        # A node of the user's own keys inside an option (logger.mlflow.tags, not a group): a new key takes a plus.
+        if todo is None and schema is dict and "." in key.rpartition(".")[0]:
+            typed = _typed_override(err, key, command_line).lstrip("+")
+            return (f"{key} is not a config key yet: {key.rpartition('.')[0]} takes keys of your own with a plus, "
+                    f"+{typed if '=' in typed else key + '=VALUE'}.")
         if todo is None and isinstance(parent, DictConfig):
             if meant := did_you_mean(_typed_override(err, key, command_line), parent._get_root()):
                 return f"{key} is not a config key: {meant}{hint}{'.' if hint else ''}"  # a question ends itself
@@ -122,6 +128,13 @@ def _typed_override(err: BaseException, key: str, command_line: Sequence[str]) -
     typed = found.group(1) if found else key
     typed_key = typed.partition("=")[0]
     return next((arg for arg in command_line if override_key(arg) == typed_key), typed)
+
+
+def _as_typed(err: BaseException, key: str, command_line: Sequence[str]) -> str:
+    """The unknown ``key`` as the override names it: ``logger.mlflow.tracking_uri`` where the
+    error names only the first node missing (``logger.mlflow``)."""
+    typed = override_key(_typed_override(err, key, command_line))
+    return typed if typed.startswith(key + ".") else key
 
 
 def _typed_value(key: str, command_line: Sequence[str]) -> str | None:
