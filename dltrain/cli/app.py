@@ -29,7 +29,7 @@ from dltrain.cli.repeats import expand_repeats, refuse_repeats_in_a_single_run
 from dltrain.config.describe import describe_config_error, name_the_file
 from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
-from dltrain.config.search_path import config_dir, config_dir_argument, user_configs_first
+from dltrain.config.search_path import config_dir, with_user_configs_first
 from dltrain.config.suggest import override_key
 from dltrain.config.validation import CONFIG_NAME, validate, validate_once
 from dltrain.errors import ConfigError, TrainingDiverged, UserError
@@ -381,19 +381,6 @@ def main() -> None:
                                                                                           config_dir())))
         return
     run_with_error_boundary(lambda: with_user_configs_first(argv, _train_app))
-
-
-def with_user_configs_first(argv: list[str], app: Any) -> None:
-    """Run the Hydra entry point ``app`` with the ``--config-dir`` of ``argv`` before dltrain's
-    own configs (Hydra puts it after them, where a file of the same name is never read)."""
-    with user_configs_first(config_dir_argument(argv)):
-        try:
-            app()
-        except Exception as err:  # said here, while the user's folder is known: the line names their file
-            message = describe_config_error(err, argv) if not isinstance(err, UserError) else None
-            if message is None:
-                raise
-            raise ConfigError(message) from err
 
 
 #: Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we set it).

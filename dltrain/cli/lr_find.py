@@ -27,9 +27,8 @@ from dltrain.cli.app import (
     describe_error,
     exit_with,
     run_with_error_boundary,
-    with_user_configs_first,
 )
-from dltrain.config.search_path import USER_PROVIDER, config_dir
+from dltrain.config.search_path import USER_PROVIDER, config_dir, with_user_configs_first
 from dltrain.config.schemas import spec
 from dltrain.config.validation import CONFIG_NAME as TRAIN_CONFIG
 from dltrain.config.validation import validate_once
