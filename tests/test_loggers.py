@@ -211,3 +211,14 @@ def test_missing_tensorboard_package_is_a_config_error(tmp_path, monkeypatch):
     assert "logger=tensorboard" in message and "pip install tensorboard" in message and "logger=csv" in message
     assert "\n" not in message
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_every_key_of_every_logger_says_what_it_does():
+    """Each logger schema's keys carry a help line (``spec(help=...)``), as the other groups' do."""
+    import dataclasses
+
+    from dltrain.config.schemas import GROUP_SCHEMAS
+
+    missing = [f"logger.{name}.{field.name}" for name, schema in GROUP_SCHEMAS["logger"].items()
+               for field in dataclasses.fields(schema) if not field.metadata.get("help")]
+    assert missing == []

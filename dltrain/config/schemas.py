@@ -56,7 +56,7 @@ def spec(
     """A dataclass field whose metadata carries the checks ``validate`` applies.
 
     Args:
-        default: default value; lists are copied per instance.
+        default: default value; lists and dicts are copied per instance.
         ge, gt, le, lt: numeric bounds (``>=``, ``>``, ``<=``, ``<``).
         choices: the allowed strings.
         pattern: a regular expression the whole string must match.
@@ -67,8 +67,8 @@ def spec(
     meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, pattern=pattern,
                                   items=items, length=length, help=help).items()
             if v is not None and v != ""}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -649,7 +649,8 @@ class MLflowLoggerConfig:
                                                "started; http://HOST:PORT for a server; sqlite:///mlflow.db")
     experiment_name: str = spec("dltrain", help="the MLflow experiment the runs go into (created if new)")
     run_name: str | None = spec(None, help="the MLflow run's name; null = the run directory's name")
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = spec({}, help="your own tags of the MLflow run, each added with a plus: "
+                                         "+logger.mlflow.tags.team=vision")
     log_artifacts: bool = spec(True, help="also upload summary.json, curves.png, the model summary and report files")
 
     @staticmethod
