@@ -205,12 +205,13 @@ class MLflowLogger(Logger):
 
     def _log_metrics(self, values: dict[str, Any], step: int, epoch_tag: bool = False) -> None:
         """Metrics at ``step``; with ``epoch_tag``, the run's :data:`EPOCH_TAG` set to it in the same call."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, step) for key, value in values.items() if is_finite_number(value)]
-        tags = [RunTag(EPOCH_TAG, str(step))] if epoch_tag else []
         with mlflow_env():
+            from mlflow.entities import Metric, RunTag
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(key, float(value), now, step) for key, value in values.items()
+                       if is_finite_number(value)]
+            tags = [RunTag(EPOCH_TAG, str(step))] if epoch_tag else []
             for i in range(0, len(metrics) or len(tags), METRICS_PER_BATCH):  # the tag alone when no metric is finite
                 self._client.log_batch(self._run_id, metrics=metrics[i:i + METRICS_PER_BATCH],
                                        tags=tags if i == 0 else [])
