@@ -23,12 +23,13 @@ from torch import nn
 from dltrain import compose, train
 from dltrain.data.preprocessing import Images
 from dltrain.errors import UserError
-from dltrain.export.cli import export_checkpoint, main as export_main
+from dltrain.export.card_check import check_card
+from dltrain.export.cli import export_checkpoint
+from dltrain.export.cli import main as export_main
 from dltrain.export.graph import EIGHT_BIT, ImagesInput
 from dltrain.export.raw import Examples
-from dltrain.export.verify import verify
-from dltrain.export.card_check import check_card
 from dltrain.export.text import TextInput
+from dltrain.export.verify import verify
 from dltrain.inference.onnx_inputs import READERS
 from dltrain.inference.onnx_inputs import _vocabulary as read_vocabulary
 from dltrain.inference.onnx_predict import Exported

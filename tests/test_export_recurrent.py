@@ -113,7 +113,8 @@ def test_text_input_pads_ids_to_the_training_length_as_text_pad(steps):
 def test_text_input_entries_and_vocabulary_file():
     graph = TextInput(text_prep(6), {})
     assert (graph.name, graph.dtype, graph.shape) == ("token_ids", torch.int64, ("length",))
-    assert graph.entries() == {"column": "review", "delimiter": ",", "tokenizer": {"pattern": TOKEN.pattern, "lowercase": True},
+    assert graph.entries() == {"column": "review", "delimiter": ",",
+                               "tokenizer": {"pattern": TOKEN.pattern, "lowercase": True},
                                "max_length": 20, "min_length": 6, "pad_id": 0, "unk_id": 1,
                                "vocabulary_file": "vocab.txt"}
     assert graph.files()["vocab.txt"].splitlines() == ["<pad>", "<unk>", "good", "bad", "\u00e9t\u00e9"]
@@ -216,7 +217,8 @@ def test_every_cell_exports_with_dynamic_batch_and_length(tmp_path, fmt, kind, b
     for lengths, steps in ((LENGTHS, 9), ([1, 3], 3), ([1], 1), ([11, 2, 12, 5, 1], 12)):
         x = token_ids(lengths, steps, seed=steps)
         with torch.no_grad():
-            expected = torch.softmax(net(text_prep(6).pad([row[:n] for row, n in zip(x.tolist(), lengths)])), dim=1)
+            padded = text_prep(6).pad([row[:n] for row, n in zip(x.tolist(), lengths, strict=True)])
+            expected = torch.softmax(net(padded), dim=1)
         np.testing.assert_allclose(run(x.numpy()), expected.numpy(), rtol=0, atol=1e-5)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import shlex
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +112,8 @@ def test_dltrain_help_names_the_command(monkeypatch: pytest.MonkeyPatch, capsys:
     assert "dltrain-lr-find optim=sgd" in examples
 
 
-def test_the_next_command_keeps_the_config_dir_and_config_name(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_next_command_keeps_the_config_dir_and_config_name(in_tmp: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     conf = in_tmp / "my conf"  # a space: the command quotes it
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "wide.yaml").write_text("defaults:\n  - /schema_model_mlp@_here_\n  - _self_\nhidden: [9]\n")

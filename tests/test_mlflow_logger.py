@@ -242,8 +242,9 @@ def test_each_logger_fails_alone(caplog):
      "logger.tracking_uri is not a config key: choose logger=mlflow (or logger=[csv,mlflow] for both) and set "
      "logger.mlflow.tracking_uri."),
     (["logger=[tensorboard,mlfow]"], "logger=mlfow is not a known option: did you mean logger=mlflow?"),
-    (["logger.mlflow.tracking_uri=x"], "logger.mlflow is not a config key: choose logger=mlflow (or logger=[csv,mlflow] "
-                                       "for both) and set logger.mlflow.tracking_uri."),
+    (["logger.mlflow.tracking_uri=x"],
+     "logger.mlflow is not a config key: choose logger=mlflow (or logger=[csv,mlflow] "
+     "for both) and set logger.mlflow.tracking_uri."),
     (["logger=mlflow", "logger.mlflow.tags.team=vision"], "logger.mlflow.tags.team is not a config key yet: "
      "logger.mlflow.tags takes keys of your own with a plus, +logger.mlflow.tags.team=vision."),
 ])

@@ -27,9 +27,9 @@ def _job(sweep: Path, num: int, overrides: list[str], common: list[str]) -> None
 
 
 def test_the_sweep_callback_opens_and_closes_the_parent_run_with_the_sweeps_summary(tmp_path, monkeypatch):
-    import dltrain.config.hydra_job
     from mlflow.tracking import MlflowClient
 
+    import dltrain.config.hydra_job
     from dltrain.cli.app import SweepReport
 
     monkeypatch.chdir(tmp_path)

@@ -207,7 +207,8 @@ def test_every_kind_as_the_checkpoint_predicts_it(kind, tmp_path_factory, data_f
     overrides, source = {
         "points": (["data=moons"], lambda: _points_csv(tmp_path / "points.csv")),
         "values": (["data=sine"], lambda: _sine_csv(tmp_path / "sine.csv")),
-        "text": (["data=text_csv", *files["text_csv"], "model=gru"], lambda: _texts_csv(data_files, tmp_path / "t.csv")),
+        "text": (["data=text_csv", *files["text_csv"], "model=gru"],
+                 lambda: _texts_csv(data_files, tmp_path / "t.csv")),
         "images": (["data=image_folder", *files["image_folder"], "model=cnn", "data.image_size=[12,12]"],
                    lambda: _images_folder(data_files, tmp_path / "images")),
     }[kind]

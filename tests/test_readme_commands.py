@@ -107,13 +107,12 @@ dltrain: error: optim.lr=abc is not a number.
 
 
 def test_the_readme_s_tool_commands_take_their_arguments() -> None:
+    from dltrain.cli import config_tool
     from dltrain.cli.lr_find import split_options
     from dltrain.data.samples import _parser
     from dltrain.export import cli as export_cli
     from dltrain.inference import evaluate, predict
     from dltrain.inference.restore import parse_args
-
-    from dltrain.cli import config_tool
 
     commands = [c for c in fenced_commands((ROOT / "README.md").read_text(encoding="utf-8")) if c.tool != "dltrain"]
     assert {c.tool for c in commands} == {"dltrain-eval", "dltrain-predict", "dltrain-samples", "dltrain-lr-find",

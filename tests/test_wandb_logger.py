@@ -130,7 +130,8 @@ def test_a_resumed_run_continues_its_wandb_run_without_logging_its_history_twice
     assert continued["run_id"] == started["run_id"] and continued["resume"]
     assert sorted(history(first)) == [1, 2] and sorted(history(second)) == [3, 4]
     assert json.loads((tmp_path / "b" / "wandb.json").read_text()) == {"id": started["run_id"], "step": 4}
-    assert json.loads((tmp_path / "a" / "wandb.json").read_text())["step"] == 2  # the checkpoint's run is left as it was
+    # the checkpoint's run is left as it was
+    assert json.loads((tmp_path / "a" / "wandb.json").read_text())["step"] == 2
 
 
 def test_a_resume_of_an_earlier_epoch_forks_a_new_wandb_run(tmp_path, caplog):

@@ -26,10 +26,11 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from dltrain.cli.help import help_requested, print_help
 from dltrain.cli.repeats import expand_repeats, refuse_repeats_in_a_single_run
+from dltrain.config.compose import with_user_configs_first
 from dltrain.config.describe import describe_config_error, name_the_file
 from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
-from dltrain.config.search_path import config_dir, with_user_configs_first
+from dltrain.config.search_path import config_dir
 from dltrain.config.suggest import override_key
 from dltrain.config.validation import CONFIG_NAME, validate, validate_once
 from dltrain.errors import ConfigError, TrainingDiverged, UserError

@@ -19,8 +19,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from dltrain.config.search_path import config_dir, config_tree, tree_configs, user_config_dir
-from dltrain.config.validation import CONFIG_NAME
 from dltrain.config.suggest import closest, meant_option
+from dltrain.config.validation import CONFIG_NAME
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import publish
 
@@ -168,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         target = copy(args.config, args.config_dir, args.as_name)
         group, option, _ = packaged_file(args.config)
-        replaces = " (it replaces the packaged one there)" if target.stem in tree_configs(packaged_tree())[group] else ""
+        packaged = tree_configs(packaged_tree())[group]
+        replaces = " (it replaces the packaged one there)" if target.stem in packaged else ""
         usage = usage_of(target, group, args.config_dir, option)
         _print([f"wrote {target}: edit it, then run {usage}{replaces}"])
     except (UserError, OSError) as err:

@@ -29,9 +29,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from dltrain.config.schemas import MANY_OPTION_GROUPS
 from dltrain.config.search_path import config_tree, tree_configs
 from dltrain.config.suggest import override_key
-from dltrain.config.schemas import MANY_OPTION_GROUPS
 from dltrain.config.validation import CONFIG_NAME, GROUP_SCHEMAS
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, RunFile
 

@@ -28,8 +28,9 @@ from dltrain.cli.app import (
     exit_with,
     run_with_error_boundary,
 )
-from dltrain.config.search_path import USER_PROVIDER, config_dir, with_user_configs_first
+from dltrain.config.compose import with_user_configs_first
 from dltrain.config.schemas import spec
+from dltrain.config.search_path import USER_PROVIDER, config_dir
 from dltrain.config.validation import CONFIG_NAME as TRAIN_CONFIG
 from dltrain.config.validation import validate_once
 from dltrain.config.value_types import check_value

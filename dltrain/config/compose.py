@@ -6,13 +6,13 @@ This module imports no torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from omegaconf import DictConfig, open_dict, read_write
 
 from dltrain.config.describe import describe_config_error, name_the_file, one_line
 from dltrain.config.search_path import config_dir as packaged_config_dir
-from dltrain.config.search_path import user_config_dir, user_configs_first
+from dltrain.config.search_path import config_dir_argument, user_config_dir, user_configs_first
 from dltrain.config.validation import CONFIG_MODULE, CONFIG_NAME, validate
 from dltrain.errors import ConfigError, UserError
 from dltrain.messages import describe_disk_error
@@ -62,3 +62,20 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check
     with read_write(cfg), open_dict(cfg):  # as Hydra's compose() returns it
         del cfg["hydra"]
     return cfg
+
+
+def with_user_configs_first(argv: list[str], app: Callable[[], object]) -> None:
+    """Run ``app`` (a Hydra entry point) with the ``--config-dir`` of ``argv`` before dltrain's
+    own configs (Hydra puts it after them, where a file of the same name is never read).
+
+    Raises:
+        ConfigError: a config error, said while the user's folder is known, so the line names their file.
+    """
+    with user_configs_first(config_dir_argument(argv)):
+        try:
+            app()
+        except Exception as err:
+            message = describe_config_error(err, argv) if not isinstance(err, UserError) else None
+            if message is None:
+                raise
+            raise ConfigError(message) from err

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -26,7 +26,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig
 
 from dltrain.config.validation import CONFIG_MODULE
-from dltrain.errors import ConfigError, UserError
+from dltrain.errors import ConfigError
 
 #: Hydra's provider name for ``--config-dir``: the re-run commands of a sweep read it back
 #: from each job's ``hydra.yaml`` (``dltrain.report.rerun``).
@@ -90,25 +90,6 @@ def user_configs_first(folder: str | None) -> Iterator[None]:
         yield
     finally:
         UserConfigDirFirst.folder = None
-
-
-def with_user_configs_first(argv: list[str], app: Callable[[], object]) -> None:
-    """Run ``app`` (a Hydra entry point) with the ``--config-dir`` of ``argv`` before dltrain's
-    own configs (Hydra puts it after them, where a file of the same name is never read).
-
-    Raises:
-        ConfigError: a config error, said while the user's folder is known, so the line names their file.
-    """
-    from dltrain.config.describe import describe_config_error  # it names files with this module
-
-    with user_configs_first(config_dir_argument(argv)):
-        try:
-            app()
-        except Exception as err:
-            message = describe_config_error(err, argv) if not isinstance(err, UserError) else None
-            if message is None:
-                raise
-            raise ConfigError(message) from err
 
 
 def refuse_self_references(folder: str) -> None:

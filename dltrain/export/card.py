@@ -11,7 +11,6 @@ from dltrain.export.contract import CARD_VERSION
 from dltrain.export.graph import ExportGraph
 
 
-
 def output_spec(graph: ExportGraph, data: dict[str, Any]) -> dict[str, Any]:
     """``model.json``'s ``output``: its name, shape, a column name per output and their meaning."""
     task, width = data["task"], graph.width

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from dltrain.errors import UserError, first_line
-from dltrain.export.contract import CARD, CARD_VERSION, is_card_version, onnx_session
 from dltrain.export.card_check import check_card
+from dltrain.export.contract import CARD, CARD_VERSION, is_card_version, onnx_session
 from dltrain.inference.onnx_inputs import READERS, read_raw
 from dltrain.inference.rows import TOOL, check_output, flagged, prediction_rows, warn, write_predictions
 from dltrain.inference.tool import REQUIRED, Key, parse_args, run_tool

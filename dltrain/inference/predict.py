@@ -195,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
                 predict_exported(argv)  # its usage
             raise UserError(f"{err.name} is not installed, and a checkpoint needs dltrain's dependencies: pip install "
-                            "dltrain, or give an exported model (ckpt=<folder>/model.onnx, see dltrain-export)") from None
+                            "dltrain, or give an exported model (ckpt=<folder>/model.onnx, see dltrain-export)"
+                            ) from None
         args = parse_args(argv, TOOL, KEYS, about=about, example=EXAMPLE, config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
                      model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"])
