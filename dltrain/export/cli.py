@@ -9,6 +9,7 @@ and, for text, ``vocab.txt``; it replaces only those files, and refuses a folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -105,6 +106,7 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
     apply_overrides(restored.cfg, overrides or {})
     graph = export_graph(restored)
     examples = held_out(restored)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / spec.file
     tmp = folder / f".{target.stem}.tmp-{os.getpid()}{target.suffix}"  # the exporters read the suffix
@@ -120,6 +122,9 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
         # An earlier export in the folder would be taken for this checkpoint's: no model.json claims success.
         for name in earlier:
             (folder / name).unlink(missing_ok=True)
+        if created:  # a failed export leaves no empty folder of its own behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     finally:
         tmp.unlink(missing_ok=True)
