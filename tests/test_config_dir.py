@@ -84,6 +84,12 @@ def in_process(monkeypatch: pytest.MonkeyPatch, main, argv: list[str]) -> None:
         main()
     except SystemExit as exit_info:
         assert exit_info.code in (0, None)
+    finally:  # Hydra's --info and --cfg paths leave its config set; later in-process runs would read it as theirs
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
 
 
 def test_dltrain_lr_find_and_help_read_the_users_train_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
