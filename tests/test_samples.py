@@ -191,8 +191,14 @@ def test_a_sample_name_elsewhere_is_an_error_naming_the_command(tmp_path, monkey
 
 @pytest.mark.parametrize("sample", samples.SAMPLES, ids=lambda s: s.experiment)
 def test_a_sample_experiment_without_data_path_names_its_sample(sample):
-    cfg = OmegaConf.create({"hydra": {"runtime": {"choices": {"experiment": sample.experiment}}},
-                            "data": {"path": "???"}})  # what the command line's check sees
+    from omegaconf import open_dict
+
+    from dltrain import compose
+
+    cfg = compose([f"experiment={sample.experiment}"], check=False)  # data.path is ??? in the experiment
+    with open_dict(cfg):  # what the command line's check sees
+        cfg.hydra = {"runtime": {"choices": {"experiment": sample.experiment}}}
+    assert OmegaConf.is_missing(cfg.data, "path")
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     assert str(info.value).endswith(f"or try dltrain's sample data with data.path=samples/{sample.name}.")
