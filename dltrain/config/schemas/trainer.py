@@ -1,0 +1,49 @@
+"""``trainer``: epochs, batches, precision, early stopping and checkpoints."""
+
+from dataclasses import dataclass, field
+
+from dltrain.config.schemas.spec import PRECISIONS, spec
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = spec("val_loss", help="a metric logged each epoch, e.g. val_loss or val_accuracy")
+    mode: str = spec("auto", choices=("auto", "min", "max"))
+    min_delta: float = spec(0.0, ge=0)
+    patience: int = spec(5, ge=0)
+    baseline: float | None = spec(None, help="an epoch improves only if it also beats this value; null = no baseline")
+    restore_best_weights: bool = True
+    start_from_epoch: int = spec(0, ge=0, help="epochs at the start that are not monitored")
+    check_finite: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    save_best: bool = True
+    save_last: bool = True
+    every_n_epochs: int = spec(0, ge=0, help="also keep checkpoints/epoch-NNNN.pt every N epochs; 0 = never")
+    keep_last: int | None = spec(3, ge=1, help="how many periodic checkpoints to keep; null = all")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = spec(30, ge=1)
+    batch_size: int = spec(64, ge=1)
+    eval_batch_size: int = spec(512, ge=1)
+    fast_dev_run: bool = False
+    repeats: int = spec(1, ge=1, help="a sweep (-m) runs each configuration this many times, with seeds seed, "
+                                      "seed+1, ...; its summary compares the configurations over them")
+    log_every_n_steps: int = spec(50, ge=1)
+    precision: str = spec("32", choices=PRECISIONS, help="32, bf16 or 16 (16 needs CUDA)")
+    compile: bool = False
+    channels_last: bool = spec(False, help="images: model and batches in channels_last layout (faster convolutions "
+                                           "on GPUs with tensor cores)")
+    cudnn_benchmark: bool = spec(False, help="CUDA: let cuDNN pick the fastest convolution algorithms "
+                                             "(not bit-for-bit repeatable)")
+    sync_batchnorm: bool = spec(False, help="several ranks (torchrun): batch norm statistics over every rank's "
+                                            "batch; needs CUDA")
+    diagnostics: bool = spec(True, help="per layer, once an epoch: gradient and weight norms, update ratio, "
+                                        "activations (diagnostics.csv, gradients.png)")
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
