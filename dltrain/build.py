@@ -43,6 +43,7 @@ from dltrain.training.checks import (
     transfer_warnings,
     validation_warnings,
 )
+from dltrain.training.determinism import check_deterministic
 from dltrain.training.device import resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.training.distributed import Ranks, check_world, sync_batchnorm
 from dltrain.training.fine_tune import FineTuneSchedule
@@ -300,6 +301,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
                    world_size=ranks.world_size)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
+    check_deterministic(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
 
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:

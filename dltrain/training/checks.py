@@ -25,6 +25,7 @@ from dltrain.models.summary import dummy_forward
 from dltrain.models.transfer import TransferOptions
 from dltrain.optim import OPTIMIZERS
 from dltrain.schedulers import SCHEDULERS
+from dltrain.training.determinism import nondeterministic_error
 from dltrain.training.metrics import metric_names
 
 
@@ -90,6 +91,8 @@ def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_nam
                 raise ConfigError(f"trainer.precision={precision}: model={name} cannot run in "
                                   f"{str(autocast_dtype).removeprefix('torch.')} on this device "
                                   f"({first_line(err)}): use trainer.precision=32.") from err
+        if (explained := nondeterministic_error(err)) is not None:  # trainer.deterministic=true
+            raise explained from err
         if not facts.user_code:  # a bug of dltrain's own: keep the traceback
             raise
         if isinstance(err, TypeError) and "forward()" in str(err):

@@ -46,7 +46,8 @@ AUTO_ROOT = Path("outputs")
 #: and ``resume=auto`` ignores them when it looks for a checkpoint of this config.
 RUN_CONTROL = (
     "resume", "device", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
-    "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark", "trainer.sync_batchnorm",
+    "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark", "trainer.deterministic",
+    "trainer.sync_batchnorm",
     "trainer.checkpoint.",
     "trainer.early_stopping.patience", "trainer.early_stopping.enabled", "trainer.early_stopping.min_delta",
     "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",

@@ -47,6 +47,7 @@ from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.report.train_samples import write_samples
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.checkpoint import save_last
+from dltrain.training.determinism import nondeterministic_error, restored_determinism, set_deterministic
 from dltrain.training.device import resolve_device
 from dltrain.training.diagnostics import Diagnostics
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, training_forward
@@ -100,7 +101,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if not ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         route_logs(ranks, run_dir)
-    with StopRequest() as stop:
+    with StopRequest() as stop, restored_determinism():  # trainer.deterministic lasts as long as the run
         return _train(_Run(cfg, run_dir, ranks, stop), own)
 
 
@@ -152,6 +153,7 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
     keeps the checkpoint's parameter groups)."""
     seed_everything(run.cfg.seed)
     device = device_for(run.ranks, resolve_device(run.cfg.device))
+    set_deterministic(run.cfg.trainer.deterministic, device)  # before the run's first cuBLAS call
     resume = run.resume
     try:
         return device, build_experiment(run.cfg, device, resume.state["optimizer"]["param_groups"] if resume else None,
@@ -289,7 +291,10 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         summary.checkpoint = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
-        summary.status, summary.stop_reason = "failed", first_line(err)
+        explained = nondeterministic_error(err)
+        summary.status, summary.stop_reason = "failed", first_line(explained or err)
+        if explained is not None:
+            raise explained from err
         if tcfg.compile and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
             raise ConfigError(f"trainer.compile=true failed ({first_line(err)}): "
                               "set trainer.compile=false.") from err

@@ -41,6 +41,8 @@ class TrainerConfig:
                                            "on GPUs with tensor cores)")
     cudnn_benchmark: bool = spec(False, help="CUDA: let cuDNN pick the fastest convolution algorithms "
                                              "(not bit-for-bit repeatable)")
+    deterministic: bool = spec(False, help="torch's deterministic algorithms (and cuDNN's, cuBLAS's on CUDA); "
+                                           "an operation without one is an error naming it")
     sync_batchnorm: bool = spec(False, help="several ranks (torchrun): batch norm statistics over every rank's "
                                             "batch; needs CUDA")
     diagnostics: bool = spec(True, help="per layer, once an epoch: gradient and weight norms, update ratio, "
