@@ -5,6 +5,7 @@ operation without a deterministic implementation stopping the run with one line 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -139,3 +140,20 @@ def test_an_op_without_a_deterministic_version_through_the_cli(tmp_path):
     assert line == ("dltrain: error: trainer.deterministic=true: put_ has no deterministic implementation in torch: "
                     "set trainer.deterministic=false, or change the model or option that uses put_.")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_resume_may_turn_it_on_even_from_a_checkpoint_without_the_key(compose, tmp_path, caplog):
+    """It changes how a run computes, not what it trains: a resume may change it, also of a
+    checkpoint written before the key existed."""
+    from dltrain.training.checkpoint import load_checkpoint, save_checkpoint
+
+    base = ["model.hidden=[16]", "device=cpu"]
+    train(compose([*base, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    old = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    del old["config"]["trainer"]["deterministic"]  # as an earlier dltrain wrote it
+    save_checkpoint(old, tmp_path / "old" / "checkpoints" / "last.pt")
+    with caplog.at_level(logging.INFO, logger="dltrain"):
+        summary = train(compose([*base, "trainer.max_epochs=2", "trainer.deterministic=true",
+                                 f"resume={tmp_path / 'old' / 'checkpoints' / 'last.pt'}"]), run_dir=tmp_path / "b")
+    assert summary["epochs_run"] == 2 and summary["status"] == "completed"
+    assert "trainer.deterministic" in caplog.text
