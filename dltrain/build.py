@@ -33,6 +33,7 @@ from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
+from dltrain.training.accumulate import check_accumulation, optimizer_steps
 from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,
@@ -202,7 +203,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         check_monitor("scheduler.monitor", scheduler_monitor, data.task)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
-                                steps_per_epoch=len(batches[0]), **sched)
+                                steps_per_epoch=optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), **sched)
     if not tcfg.fast_dev_run:
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
@@ -301,6 +302,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
                    world_size=ranks.world_size)
     check_world(ranks, device, device_option=cfg.device, optim=optim, closure=OPTIMIZERS.facts(optim).closure,
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
+    check_accumulation(cfg.trainer.accumulate_grad_batches, optim, OPTIMIZERS.facts(optim).closure)
     check_deterministic(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
 
 
@@ -511,7 +513,7 @@ def step_options(cfg: DictConfig, exp: Experiment, train_forward: nn.Module | No
         penalty=exp.penalty, augment=exp.augment, grad_clip=cfg.regularization.grad_clip,
         grad_clip_value=cfg.regularization.grad_clip_value, autocast_dtype=exp.autocast_dtype,
         memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
-        closure=OPTIMIZERS.facts(cfg.optim.name).closure,
+        closure=OPTIMIZERS.facts(cfg.optim.name).closure, accumulate_grad_batches=tcfg.accumulate_grad_batches,
         forward=torch.compile(exp.model) if tcfg.compile else None,
         train_forward=torch.compile(train_forward) if tcfg.compile and train_forward else train_forward)
 

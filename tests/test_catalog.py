@@ -44,6 +44,7 @@ SETTINGS = [
     ["model=gru", "model.bidirectional=true", "model.num_layers=2", "model.dropout=0.2", "model.pooling=mean"],
     ["trainer.diagnostics=false"],  # on by default: every other run here measures its layers
     ["trainer.deterministic=true"],
+    ["trainer.accumulate_grad_batches=2"],
 ]
 
 

@@ -38,12 +38,13 @@ class StepGuard:
         stop: read after every step; once it holds a signal, the loop stops after this step.
         progress: the console display; None for silence.
         log_every: the running loss is read (and shown) every this many global steps.
+        accumulate: batches to an optimizer step (``trainer.accumulate_grad_batches``).
     """
 
     def __init__(self, model: nn.Module, lr: Callable[[], float], ranks: Ranks, stop: StopRequest | None = None,
-                 progress: ProgressDisplay | None = None, log_every: int = 50) -> None:
+                 progress: ProgressDisplay | None = None, log_every: int = 50, accumulate: int = 1) -> None:
         self.model, self.lr, self.ranks, self.stop = model, lr, ranks, stop
-        self.progress, self.log_every = progress, log_every
+        self.progress, self.log_every, self.accumulate = progress, log_every, accumulate
         self.epoch = self.steps = 0
         self.metrics: MetricAccumulator | None = None  # the epoch's running sums (start_epoch)
         self.checked = 0  # the loss sum was finite up to this step of the epoch
@@ -55,8 +56,10 @@ class StepGuard:
         self.epoch, self.steps, self.metrics = epoch, steps, metrics
         self.checked, self.recent = done, []
 
-    def after_step(self, step: int, global_step: int, loss: torch.Tensor) -> None:
-        """Check the step just taken (``step`` of the epoch, ``global_step`` of the run).
+    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> None:
+        """Check the step just taken (``step`` of the epoch, ``global_step`` of the run); with
+        gradient accumulation a micro-step, which ``stepped`` the optimizer if it ended its group
+        (``log_every`` counts optimizer steps).
 
         Raises:
             TrainingDiverged: the loss sum is no longer finite (read at logging steps), here
@@ -64,7 +67,7 @@ class StepGuard:
             Interrupted: a stop was requested on any rank; the weights are those after ``step``.
         """
         self.recent.append(loss.detach())  # a reference, not a device operation
-        logging_step = global_step % self.log_every == 0 or step == self.steps
+        logging_step = (stepped and global_step % self.log_every == 0) or step == self.steps
         bad = logging_step and not self._loss_finite()
         signum = self.stop.signum if self.stop is not None else None
         if self.ranks.distributed:  # every rank takes the same decision after the same step
@@ -119,7 +122,14 @@ class StepGuard:
         first = self.checked + int(bad[0]) + 1 if len(bad) else step  # else finite losses whose sum overflowed
         value = float(losses[first - self.checked - 1]) if len(bad) else float("nan")
         return TrainingDiverged(TrainingDiverged.LOSS, self.epoch, step=first, steps=self.steps,
-                                global_step=global_step - step + first, value=value, lr=self.lr())
+                                global_step=global_step - self._groups(step) + self._groups(first, True), value=value,
+                                lr=self.lr())
+
+    def _groups(self, step: int, begun: bool = False) -> int:
+        """The optimizer steps of the epoch through batch ``step``: those ended, or ``begun``
+        (the epoch's last batch always ends one)."""
+        k = self.accumulate
+        return -(-step // k) if begun or step == self.steps else step // k
 
     def _peer_diverged(self, step: int, global_step: int) -> TrainingDiverged:
         return TrainingDiverged(TrainingDiverged.PEER, self.epoch, step=step, steps=self.steps,

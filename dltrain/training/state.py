@@ -23,8 +23,8 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """The whole training state, as tensors and plain data (``weights_only=True`` loads it):
     weights, optimizer, schedule, grad scaler, counters, early stopping, the best weights
     (when they are not the current ones), the metrics history, the training seconds so far,
-    every RNG, the data order, and inside an epoch (after an interrupt) the steps done and
-    the metric sums so far."""
+    every RNG, the data order, and inside an epoch (after an interrupt) the steps done, the
+    metric sums so far and, inside a group of accumulated batches, its gradients so far."""
     inside = trainer.step_in_epoch > 0
     best = trainer.best_state
     if best is not None and trainer.stopper.best_epoch == trainer.epoch and not inside:
@@ -55,7 +55,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
 
 def _partial_epoch(trainer: Trainer) -> dict[str, Any]:
     """The epoch under way: steps done, the metric sums so far (every rank's, merged), its LR
-    and seconds."""
+    and seconds, and the group of accumulated batches under way (None: none)."""
     partial_train = trainer._epoch_acc.state_dict()
     if trainer.ranks.distributed:
         partial_train = MetricAccumulator.merged(
@@ -63,6 +63,7 @@ def _partial_epoch(trainer: Trainer) -> dict[str, Any]:
     return {
         "step": trainer.step_in_epoch, "train": partial_train, "lr": trainer._epoch_lr,
         "seconds": time.perf_counter() - trainer._epoch_started,
+        "accumulated": trainer.accumulation.state_dict() if trainer.accumulation is not None else None,
     }
 
 
@@ -93,6 +94,8 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
         trainer.best_state = ({k: v.to(trainer.device) for k, v in saved.items()} if saved is not None else
                               {k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
     trainer._resume_partial = state.get("partial_epoch")
+    if trainer.accumulation is not None and trainer._resume_partial:  # older checkpoints have no such key
+        trainer.accumulation.load_state_dict(trainer._resume_partial.get("accumulated"))
     trainer._seconds_before = seconds_so_far(state)
     # The data order and the step count carry over to any world size: trainer.batch_size is
     # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.

@@ -14,10 +14,11 @@ runs in a context that does nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from inspect import Parameter, signature
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +48,8 @@ class StepOptions:
         train_forward: what computes the outputs of training steps, when not ``forward``:
             the DistributedDataParallel wrapper, whose backward averages the gradients over
             the ranks (evaluation runs without it: no rank waits for another's batches).
+        accumulate_grad_batches: this many batches make one optimizer step
+            (:class:`~dltrain.training.accumulate.Accumulation` drives :meth:`OptimizerStep.micro_step`).
     """
 
     penalty: Callable[[], torch.Tensor] | None = None
@@ -58,6 +61,7 @@ class StepOptions:
     closure: bool | None = None
     forward: Forward | None = None
     train_forward: Forward | None = None
+    accumulate_grad_batches: int = 1
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -108,11 +112,35 @@ class OptimizerStep:
         output, loss, total = self._training_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        self._update()
+        return output, loss
+
+    def micro_step(self, x: torch.Tensor, y: torch.Tensor, weight: float, *, first: bool, last: bool,
+                   sync: AbstractContextManager[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch of a group that makes one optimizer step: its gradient, weighted by
+        ``weight`` (its share of the group's examples), is added to the group's; the weight
+        penalty is added once, with the ``last``, after which the optimizer steps. The forward
+        and backward passes run inside ``sync`` (DDP's ``no_sync`` before the last)."""
+        if self.options.augment is not None:
+            x = self.options.augment(x)
+        if first:
+            self.optimizer.zero_grad(set_to_none=True)
+        with sync:
+            output, loss = self.outputs_and_loss(x, y, self.train_forward)
+            total = loss * weight
+            if last and self.penalty is not None:
+                total = total + self.penalty()
+            self.scaler.scale(total).backward()
+        if last:
+            self._update()
+        return output, loss
+
+    def _update(self) -> None:
+        """Clip the gradients and step the optimizer (through the grad scaler)."""
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         self._clip()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return output, loss
 
     def _training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The outputs, the data loss, and the loss to minimise (with the weight penalty)."""

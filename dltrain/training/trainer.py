@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import TrainingDiverged
+from dltrain.training.accumulate import Accumulation, group_end
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import to_cpu
 from dltrain.training.distributed import Ranks
@@ -117,7 +118,9 @@ class Trainer:
         self.meta = meta or {}
         self.device = next(model.parameters()).device
         self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions())
-        self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps)
+        k = self.step.options.accumulate_grad_batches
+        self.accumulation = Accumulation(self.step, k, self.ranks) if k > 1 else None  # None: a step per batch
+        self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps, k)
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
@@ -158,8 +161,14 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
-        output, loss = self.step(x, y)
+        """One optimizer step on a batch, or with accumulation one micro-step of the group under
+        way (the optimizer steps after its last); returns the outputs and the data loss (no penalty)."""
+        if self.accumulation is not None:
+            output, loss = self.accumulation(x, y)
+            if not self.accumulation.stepped:
+                return output, loss
+        else:
+            output, loss = self.step(x, y)
         if self.scheduler is not None:
             self.scheduler.step_batch()
         return output, loss
@@ -177,15 +186,21 @@ class Trainer:
         self.model.train()
         acc = self._epoch_acc
         self.guard.start_epoch(self.epoch + 1, len(batches), self.step_in_epoch, acc)
-        measured = self.step_in_epoch + 1 if self.diagnostics is not None else None  # None: never
-        for step, (x, y) in enumerate(batches, start=self.step_in_epoch + 1):
-            if step == measured:  # the epoch's first step, measured layer by layer (trainer.diagnostics)
+        accumulation, count = self.accumulation, len(batches)
+        k = accumulation.k if accumulation is not None else 1
+        # The epoch's first optimizer step is measured layer by layer (trainer.diagnostics): with
+        # accumulation its group's last micro-step, whose gradients are the whole group's.
+        measured = group_end(self.step_in_epoch, k, count) if self.diagnostics is not None else None  # None: never
+        source = batches if accumulation is None else accumulation.batches(batches, count, self.step_in_epoch)
+        for step, (x, y) in enumerate(source, start=self.step_in_epoch + 1):
+            if step == measured:
                 output, loss = self.diagnostics.measure(self.train_step, x, y)
             else:
                 output, loss = self.train_step(x, y)
             acc.update(output, y, loss)
-            self.global_step, self.step_in_epoch = self.global_step + 1, step
-            self.guard.after_step(step, self.global_step, loss)
+            stepped = accumulation is None or accumulation.stepped  # global_step counts optimizer steps
+            self.global_step, self.step_in_epoch = self.global_step + stepped, step
+            self.guard.after_step(step, self.global_step, loss, stepped)
         return self._reduce(acc)
 
     def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:

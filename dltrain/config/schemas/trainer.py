@@ -31,6 +31,8 @@ class TrainerConfig:
     max_epochs: int = spec(30, ge=1)
     batch_size: int = spec(64, ge=1)
     eval_batch_size: int = spec(512, ge=1)
+    accumulate_grad_batches: int = spec(1, ge=1, help="k batches of batch_size make one optimizer step, whose "
+                                                      "gradient is that of their k x batch_size examples")
     fast_dev_run: bool = False
     repeats: int = spec(1, ge=1, help="a sweep (-m) runs each configuration this many times, with seeds seed, "
                                       "seed+1, ...; its summary compares the configurations over them")
