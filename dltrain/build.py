@@ -17,6 +17,7 @@ from torch import nn
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
+from dltrain.data.mixing import Mix, build_mix
 from dltrain.data.preprocessing import Images
 from dltrain.errors import ConfigError
 from dltrain.init import apply_init
@@ -101,6 +102,7 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)
     fine_tune: FineTuneSchedule | None = None  # model.freeze_epochs: the trainer's on_epoch_start
     summary_notes: list[str] = field(default_factory=list)  # lines after the model summary's table
+    mix: Mix | None = None  # regularization.augment's mixup/cutmix: mixes each training batch and its targets
 
 
 def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[dict[str, Any]] | None = None,
@@ -139,6 +141,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
 
     # The loss first: it decides how wide the model's output layer is.
     loss_name, loss_fn = build_loss(cfg, data)
+    mix = build_mix(list(reg.augment), OmegaConf.to_container(reg.augment_params), data, loss_name, loss_fn,
+                    class_weights=cfg.loss.get("class_weights"))
     loss_fn = loss_fn.to(device)
     scheduler_monitor = ((cfg.scheduler.monitor or tcfg.early_stopping.monitor)
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
@@ -208,7 +212,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
-                      penalty, augment, autocast_dtype, batches, warnings, fine_tune, notes)
+                      penalty, augment, autocast_dtype, batches, warnings, fine_tune, notes, mix=mix)
 
 
 def transfer_options(cfg: DictConfig) -> TransferOptions | None:
@@ -510,7 +514,7 @@ def step_options(cfg: DictConfig, exp: Experiment, train_forward: nn.Module | No
     """
     tcfg = cfg.trainer
     return StepOptions(
-        penalty=exp.penalty, augment=exp.augment, grad_clip=cfg.regularization.grad_clip,
+        penalty=exp.penalty, augment=exp.augment, mix=exp.mix, grad_clip=cfg.regularization.grad_clip,
         grad_clip_value=cfg.regularization.grad_clip_value, autocast_dtype=exp.autocast_dtype,
         memory_format=resolve_memory_format(tcfg.channels_last, exp.data.input_shape, exp.model),
         closure=OPTIMIZERS.facts(cfg.optim.name).closure, accumulate_grad_batches=tcfg.accumulate_grad_batches,

@@ -49,10 +49,13 @@ class Loss(nn.Module):
     Attributes:
         output_width: the model's output size this loss expects.
         log_probs: the model must end in log-softmax (``nll``).
+        soft_targets: it also takes class probabilities ``(B, classes)`` as targets, which
+            MixUp and CutMix (:mod:`dltrain.data.mixing`) train on.
     """
 
     output_width: int
     log_probs: bool = False
+    soft_targets: bool = False
 
 
 def _one_hot(target: torch.Tensor, task: str, width: int, smoothing: float) -> torch.Tensor:
@@ -66,7 +69,15 @@ def _one_hot(target: torch.Tensor, task: str, width: int, smoothing: float) -> t
 
 class CrossEntropy(Loss):
     """Softmax cross-entropy on logits and class indices. Given log-probabilities it is
-    the negative log-likelihood, since log-softmax leaves log-probabilities unchanged."""
+    the negative log-likelihood, since log-softmax leaves log-probabilities unchanged.
+
+    Targets may also be class probabilities ``(B, classes)`` (MixUp's, CutMix's): the loss is
+    then ``-sum(target * log_softmax(output))`` averaged over the batch, and label smoothing
+    smooths the probabilities as it smooths a one-hot target (``(1 - eps) * target + eps /
+    classes``, linear: a mix of smoothed one-hots).
+    """
+
+    soft_targets = True
 
     def __init__(self, width: int, weight: torch.Tensor | None, label_smoothing: float, log_probs: bool) -> None:
         super().__init__()
@@ -76,7 +87,7 @@ class CrossEntropy(Loss):
         self.register_buffer("weight", weight)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.log_probs and not self.label_smoothing:
+        if self.log_probs and not self.label_smoothing and not target.is_floating_point():
             return F.nll_loss(output, target, weight=self.weight)
         return F.cross_entropy(output, target, weight=self.weight, label_smoothing=self.label_smoothing)
 

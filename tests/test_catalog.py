@@ -43,6 +43,7 @@ SETTINGS = [
                                                  "regularization.dropout=0.2"],
     ["model=gru", "model.bidirectional=true", "model.num_layers=2", "model.dropout=0.2", "model.pooling=mean"],
     ["trainer.diagnostics=false"],  # on by default: every other run here measures its layers
+    ["regularization.augment=[mixup]"], ["regularization.augment=[cutmix,erasing]"],
     ["trainer.deterministic=true"],
     ["trainer.accumulate_grad_batches=2"],
 ]

@@ -3,7 +3,8 @@
 Like the fastest CIFAR-10 trainers, a whole batch is augmented at once on the device it
 already lives on: one random draw per example and per augmentation, no per-sample Python
 and no PIL. Rotation, shift and zoom share one ``affine_grid`` + ``grid_sample`` call; a
-random crop is one pad and one gather.
+random crop is one pad and one gather. Random erasing (:mod:`dltrain.data.erasing`) comes
+last; MixUp and CutMix, which mix the targets too, are :mod:`dltrain.data.mixing`'s and run after.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from dltrain.config.schemas import AUGMENTATIONS, AugmentParamsConfig
+from dltrain.config.schemas.spec import MIXES
+from dltrain.data.erasing import erase
 from dltrain.errors import ConfigError
 
 #: Augmentations that move pixels; they are combined into one affine resampling.
@@ -26,15 +30,17 @@ class Augment:
     """Random augmentations applied to a batch of images ``(B, C, H, W)``.
 
     Order: crop, hflip, then one affine warp (rotate, shift, zoom), then brightness and
-    contrast. Brightness and contrast commute (contrast scales around the mean, which a
+    contrast, then erasing (on the finished image, as torchvision's ``RandomErasing`` after
+    normalisation). Brightness and contrast commute (contrast scales around the mean, which a
     brightness offset moves along with every pixel), so their order does not matter.
 
     Args:
         params: augmentation name -> its keys, e.g. ``{"hflip": {"p": 0.5}}``; only the
-            names to apply, in any order.
+            names to apply, in any order. Erasing's ``scale`` and ``ratio`` are pairs, its
+            ``value`` a number or None (noise).
     """
 
-    def __init__(self, params: Mapping[str, Mapping[str, float]]) -> None:
+    def __init__(self, params: Mapping[str, Mapping[str, Any]]) -> None:
         self.params = {name: dict(params[name]) for name in AUGMENTATIONS if name in params}
         self._geometric = any(name in self.params for name in GEOMETRIC)
 
@@ -62,6 +68,8 @@ class Augment:
             factor = _uniform(x.shape[0], 1 - delta, 1 + delta, x)[:, None, None, None]  # (B, 1, 1, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1): over the example's pixels
             x = mean + (x - mean) * factor
+        if "erasing" in self.params:
+            x = erase(x, **self.params["erasing"])
         # Every branch above builds a new tensor; only with nothing to do would x itself come back.
         return x if self.params else x.clone()
 
@@ -114,8 +122,15 @@ class Augment:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def __repr__(self) -> str:
-        parts = [f"{name}({', '.join(f'{k}={v:g}' for k, v in keys.items())})" for name, keys in self.params.items()]
+        parts = [f"{name}({', '.join(f'{k}={_show(v)}' for k, v in keys.items())})"
+                 for name, keys in self.params.items()]
         return f"Augment({', '.join(parts)})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"({', '.join(f'{v:g}' for v in value)})"
+    return "random" if value is None else f"{value:g}"
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -135,32 +150,30 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
         input_shape: shape of one example, without the batch dimension.
 
     Returns:
-        An :class:`Augment`, or None when ``names`` is empty.
+        An :class:`Augment`, or None when ``names`` lists none of them (mixup and cutmix
+        are :func:`~dltrain.data.mixing.build_mix`'s).
 
     Raises:
-        ConfigError: for a repeated name, examples that are not images ``(C, H, W)``, or a
-            crop padding the images are too small for.
+        ConfigError: for a repeated name, examples that are not images ``(C, H, W)``, a
+            crop padding the images are too small for, or an erasing range low > high.
         ValueError: for a key an augmentation does not have, which would be ignored (the
             schema refuses it first on the config path, as it refuses an unknown name).
     """
-    if not names:
-        return None
     seen: set[str] = set()
     for name in names:
         if name in seen:
             raise ConfigError(f"regularization.augment lists {name} twice: list each augmentation once.")
         seen.add(name)
+    images = [name for name in names if name not in MIXES]
+    if not images:
+        return None
     if len(input_shape) != 3:
+        what = "regularization.augment" if images == list(names) else f"{', '.join(images)} from regularization.augment"
         raise ConfigError(f"regularization.augment needs images (channels, height, width), but this data's "
-                          f"examples have shape {tuple(input_shape)}: remove regularization.augment.")
-    defaults = asdict(AugmentParamsConfig())
-    chosen: dict[str, dict[str, float]] = {}
-    for name in names:
-        given = dict(params.get(name) or {})
-        unknown = sorted(set(given) - set(defaults[name]))
-        if unknown:
-            raise ValueError(f"{name} has no key {unknown[0]}: use {', '.join(defaults[name])}")
-        chosen[name] = {key: float(value) for key, value in {**defaults[name], **given}.items()}
+                          f"examples have shape {tuple(input_shape)}: remove {what}.")
+    chosen = {name: with_defaults(name, params.get(name)) for name in images}
+    if "erasing" in chosen:
+        chosen["erasing"] = erasing_params(chosen["erasing"])
     if "crop" in chosen:
         padding, (h, w) = chosen["crop"]["padding"], input_shape[1:]
         if padding < 1 or padding != int(padding) or padding >= min(h, w):
@@ -168,3 +181,34 @@ def build_augment(names: Sequence[str], params: Mapping[str, Mapping[str, float]
                               f"images: the border is filled by reflecting the image, which needs a whole number of "
                               f"pixels from 1 to {min(h, w) - 1} (below the height and the width).")
     return Augment(chosen)
+
+
+def with_defaults(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``regularization.augment_params.<name>`` with the schema's defaults for missing keys;
+    numbers as floats.
+
+    Raises:
+        ValueError: for a key the augmentation does not have.
+    """
+    defaults = asdict(AugmentParamsConfig())[name]
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name} has no key {unknown[0]}: use {', '.join(defaults)}")
+    return {key: value if isinstance(value, (str, list, tuple)) else float(value)
+            for key, value in {**defaults, **given}.items()}
+
+
+def erasing_params(keys: Mapping[str, Any]) -> dict[str, Any]:
+    """Erasing's keys as :func:`~dltrain.data.erasing.erase` takes them: ranges as pairs, the
+    value a number or None (``random``: noise)."""
+    out: dict[str, Any] = {"p": float(keys["p"])}
+    for key in ("scale", "ratio"):
+        low, high = (float(v) for v in keys[key])
+        if not 0 < low <= high:
+            raise ConfigError(f"regularization.augment_params.erasing.{key}=[{low:g}, {high:g}] is not a range: give "
+                              f"[low, high] with 0 < low <= high.")
+        out[key] = (low, high)
+    value = str(keys["value"])
+    out["value"] = None if value == "random" else float(value)
+    return out

@@ -1,5 +1,6 @@
 """samples.png: training images after the run's augmentation, as the model sees them, captioned
-with their labels, drawn by rank 0 as the run starts (fastai's ``show_batch``).
+with their labels, drawn by rank 0 as the run starts (fastai's ``show_batch``). MixUp and CutMix
+are not drawn: they mix whole batches and their labels, and a caption has one label per image.
 
 Drawing it changes nothing in the run: the examples are chosen by a private generator and read
 from the training split directly (never through the run's batches, whose order is drawn from the

@@ -33,6 +33,8 @@ class StepOptions:
     Attributes:
         penalty: returns the weight penalty added to the training loss (L1, or L2 for LBFGS).
         augment: transforms each training batch of inputs (never validation or test).
+        mix: mixes each training batch, after ``augment``, into inputs and soft targets
+            (MixUp, CutMix); the loss trains on those, the caller's metrics on the labels.
         grad_clip: clip the gradients' total norm to this value.
         grad_clip_value: clip every gradient element to ``[-value, value]``.
         autocast_dtype: run forward passes under autocast to this dtype (bf16, fp16); with
@@ -54,6 +56,7 @@ class StepOptions:
 
     penalty: Callable[[], torch.Tensor] | None = None
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     grad_clip: float | None = None
     grad_clip_value: float | None = None
     autocast_dtype: torch.dtype | None = None
@@ -105,8 +108,7 @@ class OptimizerStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
-        if self.options.augment is not None:
-            x = self.options.augment(x)
+        x, y = self.augmented(x, y)
         if self.closure:
             return self._closure_step(x, y)
         output, loss, total = self._training_loss(x, y)
@@ -121,8 +123,7 @@ class OptimizerStep:
         ``weight`` (its share of the group's examples), is added to the group's; the weight
         penalty is added once, with the ``last``, after which the optimizer steps. The forward
         and backward passes run inside ``sync`` (DDP's ``no_sync`` before the last)."""
-        if self.options.augment is not None:
-            x = self.options.augment(x)
+        x, y = self.augmented(x, y)
         if first:
             self.optimizer.zero_grad(set_to_none=True)
         with sync:
@@ -141,6 +142,14 @@ class OptimizerStep:
         self._clip()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+
+    def augmented(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch the loss sees: augmented inputs, then MixUp/CutMix's mixed inputs and targets."""
+        if self.options.augment is not None:
+            x = self.options.augment(x)
+        if self.options.mix is not None:
+            x, y = self.options.mix(x, y)
+        return x, y
 
     def _training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The outputs, the data loss, and the loss to minimise (with the weight penalty)."""

@@ -42,6 +42,29 @@ class ContrastConfig:
 
 
 @dataclass
+class ErasingConfig:
+    p: float = spec(0.25, ge=0, le=1, help="probability of erasing a rectangle of an image")
+    scale: list[float] = spec([0.02, 0.33], length=2, items={"gt": 0, "le": 1},
+                              help="the rectangle's area, a fraction of the image's, drawn from [low, high]")
+    ratio: list[float] = spec([0.3, 3.3], length=2, items={"gt": 0},
+                              help="the rectangle's height / width, drawn log-uniformly from [low, high]")
+    value: str = spec("0", pattern=r"random|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?",
+                      help="what fills it: a number in standardised units (0 = the mean) or random (normal noise)")
+
+
+@dataclass
+class MixUpConfig:
+    alpha: float = spec(0.2, gt=0, help="the mixing weight is drawn from Beta(alpha, alpha) for each batch")
+    p: float = spec(1.0, ge=0, le=1, help="probability that a batch is mixed")
+
+
+@dataclass
+class CutMixConfig:
+    alpha: float = spec(1.0, gt=0, help="the kept area's fraction is drawn from Beta(alpha, alpha) for each batch")
+    p: float = spec(1.0, ge=0, le=1, help="probability that a batch gets a pasted box")
+
+
+@dataclass
 class AugmentParamsConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     hflip: HFlipConfig = field(default_factory=HFlipConfig)
@@ -50,6 +73,9 @@ class AugmentParamsConfig:
     zoom: ZoomConfig = field(default_factory=ZoomConfig)
     brightness: BrightnessConfig = field(default_factory=BrightnessConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    erasing: ErasingConfig = field(default_factory=ErasingConfig)
+    mixup: MixUpConfig = field(default_factory=MixUpConfig)
+    cutmix: CutMixConfig = field(default_factory=CutMixConfig)
 
 
 @dataclass
@@ -61,5 +87,5 @@ class RegularizationConfig:
     label_smoothing: float = spec(0.0, ge=0, lt=1)
     grad_clip: float | None = spec(None, gt=0, help="clip the gradient norm to this value")
     grad_clip_value: float | None = spec(None, gt=0, help="clip every gradient element to [-value, value]")
-    augment: list[str] = spec([], items={"choices": AUGMENTATIONS}, help="image augmentations for training")
+    augment: list[str] = spec([], items={"choices": AUGMENTATIONS}, help="batch augmentations for training")
     augment_params: AugmentParamsConfig = field(default_factory=AugmentParamsConfig)

@@ -7,8 +7,11 @@ from omegaconf import MISSING
 
 #: Activation names accepted by the built-in models (see ``dltrain.models.layers``).
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "identity")
-#: Batched image augmentations (see ``dltrain.regularization``).
-AUGMENTATIONS = ("crop", "hflip", "rotate", "shift", "zoom", "brightness", "contrast")
+#: Batched augmentations (see ``dltrain.data.augment``), in the order they run: the image ones,
+#: then random erasing, then the two that mix a batch with itself and its targets.
+AUGMENTATIONS = ("crop", "hflip", "rotate", "shift", "zoom", "brightness", "contrast", "erasing", "mixup", "cutmix")
+#: The augmentations that mix a batch and its targets (see ``dltrain.data.mixing``).
+MIXES = ("mixup", "cutmix")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 PRECISIONS = ("32", "bf16", "16")
 #: Largest height or width ``data.image_size`` takes.
