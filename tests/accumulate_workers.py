@@ -70,7 +70,22 @@ def scenario(ranks: Ranks) -> dict[str, Any]:
     accumulated_calls = len(calls)
     calls.clear()
     trained(1, B, K, ranks, counting)
-    return {"weights": accumulated, "allreduce_calls": accumulated_calls, "plain_allreduce_calls": len(calls)}
+    return {"weights": accumulated, "allreduce_calls": accumulated_calls, "plain_allreduce_calls": len(calls),
+            **inside_a_group(ranks)}
+
+
+def inside_a_group(ranks: Ranks) -> dict[str, Any]:
+    """After the first micro-step of a group: this rank's own gradients (not yet all-reduced)
+    and what a checkpoint saves of them."""
+    model = mlp()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "multiclass",
+                      max_epochs=1, stopper=EarlyStopping("val_loss"), ranks=ranks,
+                      options=StepOptions(train_forward=nn.parallel.DistributedDataParallel(model),
+                                          accumulate_grad_batches=K))
+    accumulation = trainer.accumulation
+    x, y = next(accumulation.batches(batches(B, K, ranks.rank, ranks.world_size), K, 0))
+    accumulation(x, y)
+    return {"local_grads": [p.grad.clone() for p in model.parameters()], "saved": accumulation.state_dict()}
 
 
 def main(out: Path) -> None:

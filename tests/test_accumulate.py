@@ -105,7 +105,8 @@ def test_logging_steps_count_optimizer_steps(monkeypatch):
 
 def test_ddp_accumulation_equals_the_single_process_big_batch(tmp_path):
     """Two gloo ranks, 3 micro-batches of 2 each, equal one step of one process on the 12
-    examples; DDP all-reduces once for the group (3 times for 3 plain steps)."""
+    examples; DDP all-reduces once for the group (3 times for 3 plain steps), and inside the
+    group the ranks' gradients are their own."""
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(WORLD),
                 LOCAL_WORLD_SIZE=str(WORLD), OMP_NUM_THREADS="1",
@@ -125,6 +126,14 @@ def test_ddp_accumulation_equals_the_single_process_big_batch(tmp_path):
     for result in results:
         assert_weights_close(result["weights"], single)
         assert result["allreduce_calls"] == 1 and result["plain_allreduce_calls"] == workers.K
+    # Inside a group each rank holds its own gradients; a checkpoint saves their mean, which
+    # any number of ranks continue (the all-reduce at the group's end averages it with itself).
+    local = [result["local_grads"] for result in results]
+    assert not torch.equal(local[0][0], local[1][0])
+    for result in results:
+        assert result["saved"]["examples"] == workers.B
+        for saved, grad0, grad1 in zip(result["saved"]["grads"], *local, strict=True):
+            torch.testing.assert_close(saved, (grad0 + grad1) / 2)
 
 
 def test_end_to_end_epoch_equals_the_big_batch_run(compose, tmp_path):
@@ -216,3 +225,17 @@ def test_lbfgs_with_accumulation_is_refused_in_one_line(compose, tmp_path):
     assert message.startswith("trainer.accumulate_grad_batches=2 cannot be used with optim=lbfgs")
     assert "\n" not in message and "trainer.accumulate_grad_batches=1" in message
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_a_checkpoint_from_before_the_key_resumes(compose, tmp_path):
+    """A checkpoint whose config has no trainer.accumulate_grad_batches (written before it
+    existed) continues with the default, one batch a step."""
+    fast = ["model.hidden=[16]", "trainer.batch_size=256"]
+    train(compose([*fast, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    del state["config"]["trainer"]["accumulate_grad_batches"]
+    torch.save(state, tmp_path / "old.pt")
+    summary = train(compose([*fast, "trainer.max_epochs=2", f"resume={tmp_path / 'old.pt'}"]),
+                    run_dir=tmp_path / "resumed")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["global_step"] == 2 * 5
