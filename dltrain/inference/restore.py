@@ -29,6 +29,7 @@ from dltrain.inference.tool import (  # noqa: F401  (imported from here by the t
     usage,
 )
 from dltrain.models.start_weights import differences, few
+from dltrain.training.averaging import weights_to_use
 from dltrain.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint
 from dltrain.training.device import resolve_device
 
@@ -100,8 +101,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     rows = summarize(model, example.to(device))
     if spec["log_softmax"] and (not rows or rows[-1].kind != "LogSoftmax"):  # as training added it
         add_log_softmax(model, spec["output_width"])
-    _check_weights(path, model, state["model"])
-    model.load_state_dict(state["model"], strict=True)
+    # The weights the run evaluated: the averaged ones (EMA, SWA) unless regularization.evaluate_averaged=false
+    weights = weights_to_use(state, bool(OmegaConf.select(cfg, "regularization.evaluate_averaged", default=True)))
+    _check_weights(path, model, weights)
+    model.load_state_dict(weights, strict=True)
     return Restored(cfg, model.eval(), data, state, path)
 
 

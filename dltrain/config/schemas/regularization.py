@@ -87,5 +87,15 @@ class RegularizationConfig:
     label_smoothing: float = spec(0.0, ge=0, lt=1)
     grad_clip: float | None = spec(None, gt=0, help="clip the gradient norm to this value")
     grad_clip_value: float | None = spec(None, gt=0, help="clip every gradient element to [-value, value]")
+    ema_decay: float | None = spec(None, gt=0, lt=1, help="an EMA of the weights after every optimizer step: "
+                                   "ema = decay * ema + (1 - decay) * w; null = none")
+    ema_warmup: bool = spec(False, help="the decay of update t is min(ema_decay, (1 + t) / (10 + t))")
+    swa_start: int | None = spec(None, ge=1, help="SWA: average the weights at the end of every epoch from this "
+                                 "one; null = none")
+    swa_lr: float | None = spec(None, gt=0, help="from swa_start the LR anneals to this value (SWALR); "
+                                "null = the configured schedule")
+    swa_anneal_epochs: int = spec(1, ge=0, help="epochs over which the LR anneals to swa_lr (cosine)")
+    evaluate_averaged: bool = spec(True, help="validate, test, save as best and use the averaged weights; false: "
+                                   "the raw ones, the averaged beside them (val_avg_*, test_averaged)")
     augment: list[str] = spec([], items={"choices": AUGMENTATIONS}, help="batch augmentations for training")
     augment_params: AugmentParamsConfig = field(default_factory=AugmentParamsConfig)
