@@ -56,6 +56,19 @@ def test_ema_equals_the_hand_computed_average_over_three_steps(warmup, expected)
     assert model[0].weight.item() == 4.0 and ema.updates == 3
 
 
+def test_a_tied_weight_is_averaged_once():
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    model[1].weight = model[0].weight  # one tensor under two names
+    nn.init.constant_(model[0].weight, 1.0)
+    for averaging in (WeightAverage(model, ema_decay=0.5), WeightAverage(model, swa_start=1)):
+        nn.init.constant_(model[0].weight, 3.0)
+        averaging.after_step()
+        averaging.end_epoch(1, [])
+        assert averaging.module[1].weight is averaging.module[0].weight
+        assert averaging.module[0].weight.unique().tolist() == [2.0 if averaging.method == "ema" else 3.0]
+        nn.init.constant_(model[0].weight, 1.0)
+
+
 def _swa_config(extra: list[str] = ()):
     return compose([*SMALL, "regularization.batch_norm=true", "trainer.max_epochs=4", "optim=sgd", "optim.lr=0.1",
                     *extra])
@@ -224,3 +237,16 @@ def test_bad_combinations_are_one_line(tmp_path, overrides, message):
         train(compose([*SMALL, *overrides]), run_dir=tmp_path / "run")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_checkpoint_written_before_the_averaging_keys_resumes(tmp_path):
+    overrides = [*SMALL, "trainer.max_epochs=1"]
+    train(compose(overrides), run_dir=tmp_path / "first")
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    for key in ("ema_decay", "ema_warmup", "swa_start", "swa_lr", "swa_anneal_epochs", "evaluate_averaged"):
+        del state["config"]["regularization"][key]
+    del state["averaged_model"]
+    torch.save(state, last)
+    summary = train(compose([*overrides, "trainer.max_epochs=2", f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2 and "averaging" not in summary

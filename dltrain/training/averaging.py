@@ -60,6 +60,8 @@ class WeightAverage:
         self.has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         # The tensors are listed once: the optimizer and batch norm update them in place.
         source, target = model.state_dict(), self.module.state_dict()
+        seen: set[int] = set()  # a tied weight is in the state dict under each name: averaged once
+        target = {k: v for k, v in target.items() if not (v.data_ptr() in seen or seen.add(v.data_ptr()))}
         floats = [k for k, v in target.items() if v.is_floating_point()]
         others = [k for k in target if k not in floats]
         params = {k for k, _ in model.named_parameters()}
