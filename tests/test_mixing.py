@@ -311,3 +311,18 @@ def test_mixup_trains_on_points(compose, tmp_path):
     summary = train(compose(["device=cpu", "data=moons", "loss=cross_entropy", "regularization.augment=[mixup]",
                              "trainer.fast_dev_run=true"]), run_dir=tmp_path / "run")
     assert summary["status"] == "completed"
+
+
+@pytest.mark.pictures
+def test_samples_png_shows_erased_images_before_mixing(compose, tmp_path):
+    from dltrain.build import build_experiment
+    from dltrain.report.train_samples import augmented_samples, write_samples
+
+    cfg = compose(["device=cpu", "regularization.augment=[mixup,cutmix,erasing]",
+                   "regularization.augment_params.erasing.p=1.0"])
+    exp = build_experiment(cfg, torch.device("cpu"))
+    assert exp.mix is not None and list(exp.augment.params) == ["erasing"]
+    x, captions = augmented_samples(exp.data, exp.augment, seed=0)
+    plain, _ = augmented_samples(exp.data, None, seed=0)
+    assert not torch.equal(x, plain) and (x[x != plain] == 0).all() and len(captions) == len(x)
+    assert write_samples(tmp_path, exp.data, exp.augment, seed=0).exists()
