@@ -280,6 +280,9 @@ def test_a_run_with_every_mix_trains_and_resumes_exactly(compose, tmp_path, monk
     (["data=moons", "regularization.augment=[mixup]"],
      "regularization.augment=[mixup] trains on mixed class targets, which loss=bce does not take: use "
      "loss=cross_entropy (or nll), or remove mixup."),
+    (["loss=huber", "regularization.augment=[mixup]"],
+     "regularization.augment=[mixup] trains on mixed class targets, which loss=huber does not take: use "
+     "loss=cross_entropy (or nll), or remove mixup."),
     (["data=moons", "loss=mse", "regularization.augment=[mixup,cutmix]"],
      "regularization.augment=[cutmix] pastes a box of one image into another, but this data's examples have shape "
      "(2,): use mixup, or remove cutmix."),
