@@ -16,7 +16,8 @@ class RunFile(NamedTuple):
 
     Attributes:
         name: its path inside the directory; ``NNNN`` stands for an epoch's four digits,
-            ``<k>`` for a rank and ``<job>`` for a job's number.
+            ``<k>`` for a rank, ``<job>`` for a job's number, ``<metric>`` and ``<value>`` for
+            a metric's name and value.
         what: what it holds.
         when: when it is written (empty: by every run).
     """
@@ -45,6 +46,10 @@ RUN_FILES: tuple[RunFile, ...] = (
             "activation mean and std, dead or saturated units, identical units", "trainer.diagnostics"),
     RunFile("gradients.png", "gradient norm and update ratio per layer over the epochs (log scale), dead or "
             "saturated units", "trainer.diagnostics"),
+    RunFile("profile.txt", "seconds, calls, mean ms and share of each phase of training: data, augment, forward, "
+            "backward, optimizer, evaluation, checkpointing (also in summary.json)", "trainer.profiler=simple"),
+    RunFile("profiler/", "trace.json: a Chrome trace of a few training steps, for https://ui.perfetto.dev",
+            "trainer.profiler=pytorch"),
     RunFile("model_summary.txt", "layers, output shapes, parameter counts and initialisation"),
     RunFile("data.json", "the dataset: task, shapes, class names, split sizes, preprocessing"),
     RunFile("samples.png", "32 training images (a seeded random choice) after augmentation, as the model sees "
@@ -54,6 +59,8 @@ RUN_FILES: tuple[RunFile, ...] = (
     RunFile("checkpoints/best.pt", "the epoch with the best monitored value", "trainer.checkpoint.save_best"),
     RunFile("checkpoints/epoch-NNNN.pt", "every N epochs, the newest keep_last of them",
             "trainer.checkpoint.every_n_epochs=N"),
+    RunFile("checkpoints/top-epochNNNN-<metric><value>.pt", "the k best epochs by the monitored metric, each a "
+            "full checkpoint named with its epoch and value", "trainer.checkpoint.save_top_k=k"),
     RunFile("tensorboard/", "the same metrics as TensorBoard event files", "logger=tensorboard"),
     RunFile("mlflow.json", "the MLflow run this run logs to (its store and run id): a resumed run carries on with it",
             "logger=mlflow"),
@@ -96,7 +103,8 @@ LR_FIND_FILES: tuple[RunFile, ...] = (
     RunFile("lr_find.log", "what it printed"),
 )
 
-_PLACEHOLDERS = {"NNNN": r"\d{4,}", "<k>": r"\d+", "<job>": r"\d+"}
+_PLACEHOLDERS = {"NNNN": r"\d{4,}", "<k>": r"\d+", "<job>": r"\d+", "<metric>": r"[a-z][a-z0-9_]*",
+                 "<value>": r"-?\d+\.\d+(?:e-\d+)?"}
 
 
 def has_placeholder(name: str) -> bool:

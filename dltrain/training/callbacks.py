@@ -4,6 +4,7 @@ the writer of an epoch's metrics and checkpoints."""
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
     from dltrain.loggers import RunLogger
     from dltrain.report.tables import MetricsCSV
     from dltrain.training.diagnostics import Diagnostics
+    from dltrain.training.profiler import Profiler
+    from dltrain.training.top_k import TopKCheckpoints
 
 #: Substrings of metric names for which larger is better (``mode=auto``).
 _MAX_METRICS = ("accuracy", "acc", "r2", "f1", "precision", "recall", "auc")
@@ -177,8 +180,10 @@ class CheckpointPolicy:
 
     ``last.pt`` after every epoch (``save_last``), ``best.pt`` after an epoch that improved
     the monitored value (``save_best``), and ``epoch-NNNN.pt`` every ``every_n_epochs`` epochs,
-    of which the newest ``keep_last`` are kept (None: all). An epoch whose monitored value
-    is not finite writes nothing: such weights are no state to go back to.
+    of which the newest ``keep_last`` are kept (None: all), and with ``top_k`` the epoch's
+    ``top-epochNNNN-<monitor><value>.pt`` when it is among the k best (those it pushes out
+    are deleted once it is written). An epoch whose monitored value is not finite writes
+    nothing: such weights are no state to go back to.
 
     Args:
         folder: the run's ``checkpoints`` directory.
@@ -186,21 +191,25 @@ class CheckpointPolicy:
         save_best: write ``best.pt`` (the weights of the best epoch).
         every_n_epochs: also write a periodic checkpoint every so many epochs; 0 for never.
         keep_last: how many periodic checkpoints to keep; None keeps all.
+        top_k: the k best epochs' checkpoints (``save_top_k``); None: none.
     """
 
     def __init__(self, folder: str | Path, *, save_last: bool = True, save_best: bool = True,
-                 every_n_epochs: int = 0, keep_last: int | None = None) -> None:
+                 every_n_epochs: int = 0, keep_last: int | None = None, top_k: TopKCheckpoints | None = None) -> None:
         self.folder = Path(folder)
         self.save_last, self.save_best = save_last, save_best
         self.every_n_epochs, self.keep_last = every_n_epochs, keep_last
+        self.top_k = top_k
 
-    def files(self, epoch: int, improved: bool, healthy: bool = True) -> list[Path]:
-        """The checkpoints the end of ``epoch`` (1-based) writes, in the order they are written.
+    def files(self, epoch: int, improved: bool, healthy: bool = True, row: dict[str, Any] | None = None) -> list[Path]:
+        """The checkpoints the end of ``epoch`` (1-based) writes, in the order they are written
+        (ranking the epoch among the top k, when they are kept).
 
         Args:
             epoch: the epoch that just ended.
             improved: whether it improved the monitored value (it is the new best).
             healthy: whether its monitored value is finite.
+            row: its metrics, which rank it among the top k.
         """
         if not healthy:
             return []
@@ -209,7 +218,8 @@ class CheckpointPolicy:
             names.append("best.pt")
         if self.every_n_epochs and epoch % self.every_n_epochs == 0:
             names.append(f"epoch-{epoch:04d}.pt")
-        return [self.folder / name for name in names]
+        top = self.top_k.admit(epoch, row) if self.top_k is not None and row is not None else None
+        return [self.folder / name for name in names] + ([top] if top is not None else [])
 
     def write(self, state: dict[str, Any], files: list[Path]) -> None:
         """Save ``state`` to each of ``files`` (from :meth:`files`), atomically; a periodic
@@ -224,6 +234,8 @@ class CheckpointPolicy:
             save_checkpoint(state, path)
         if any(path.name.startswith("epoch-") for path in files):
             prune_periodic(self.folder, self.keep_last)
+        if self.top_k is not None:
+            self.top_k.delete_dropped()
 
 
 class EpochEndWriter:
@@ -237,12 +249,13 @@ class EpochEndWriter:
         policy: which checkpoints each epoch writes.
         main: whether this is rank 0, which alone writes files.
         diagnostics: the layers' measurements (``trainer.diagnostics``), written as the epoch ends.
+        profiler: times the checkpoints' writing (``trainer.profiler``); None times nothing.
     """
 
     def __init__(self, metrics_csv: MetricsCSV, logger: RunLogger, policy: CheckpointPolicy, main: bool,
-                 diagnostics: Diagnostics | None = None) -> None:
+                 diagnostics: Diagnostics | None = None, profiler: Profiler | None = None) -> None:
         self.metrics_csv, self.logger, self.policy, self.main = metrics_csv, logger, policy, main
-        self.diagnostics = diagnostics
+        self.diagnostics, self.profiler = diagnostics, profiler
 
     def __call__(self, trainer: Any, row: dict[str, Any], improved: bool) -> None:
         """Write the end of the epoch ``trainer`` (the Trainer, which imports this module) just ran."""
@@ -251,8 +264,9 @@ class EpochEndWriter:
             if self.diagnostics is not None:
                 self.diagnostics.write_epoch(row["epoch"])
             self.logger.log_epoch(row)
-        files = self.policy.files(trainer.epoch, improved, trainer.healthy)
+        files = self.policy.files(trainer.epoch, improved, trainer.healthy, row)
         if files:
-            state = trainer.checkpoint()  # on every rank, once for all the files of this epoch
-            if self.main:
-                self.policy.write(state, files)
+            with self.profiler.phase("checkpointing") if self.profiler is not None else nullcontext():
+                state = trainer.checkpoint()  # on every rank, once for all the files of this epoch
+                if self.main:
+                    self.policy.write(state, files)

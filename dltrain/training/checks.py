@@ -65,6 +65,20 @@ def validation_warnings(has_validation: bool, monitor: str, scheduler_monitor: s
     return [NO_VALIDATION] if watched["trainer.early_stopping.monitor"].startswith("val_") else []
 
 
+def check_top_k(save_top_k: int, has_validation: bool, monitor: str) -> None:
+    """``trainer.checkpoint.save_top_k`` ranks epochs by the early-stopping monitor: a
+    validation metric in a run without a validation split leaves nothing to rank.
+
+    Raises:
+        ConfigError: naming save_top_k, the monitor and ``data.val_fraction``.
+    """
+    if save_top_k and not has_validation and monitor.startswith("val_"):
+        raise ConfigError(f"trainer.checkpoint.save_top_k={save_top_k} ranks epochs by "
+                          f"trainer.early_stopping.monitor={monitor}, but data.val_fraction=0 leaves no validation "
+                          f"split: set trainer.early_stopping.monitor=train_{monitor[4:]}, hold out data for "
+                          "validation (data.val_fraction=0.1), or set trainer.checkpoint.save_top_k=0.")
+
+
 def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
                 autocast_dtype: torch.dtype | None, *, name: str, batch_size: int, precision: str) -> None:
     """One forward pass on ``example`` (a batch of two training inputs), in the run's

@@ -49,6 +49,9 @@ class StepGuard:
         self.metrics: MetricAccumulator | None = None  # the epoch's running sums (start_epoch)
         self.checked = 0  # the loss sum was finite up to this step of the epoch
         self.recent: list[torch.Tensor] = []  # the losses of the steps since then
+        # trainer.checkpoint.every_n_steps / every_n_minutes: whether last.pt is due after an
+        # optimizer step (rank 0's clock decides minutes; the vote tells the others); set by the trainer.
+        self.checkpoint_due: Callable[[int], bool] | None = None
 
     def start_epoch(self, epoch: int, steps: int, done: int, metrics: MetricAccumulator) -> None:
         """Watch epoch ``epoch`` of ``steps`` steps, ``done`` of them before (a resume), whose
@@ -56,7 +59,7 @@ class StepGuard:
         self.epoch, self.steps, self.metrics = epoch, steps, metrics
         self.checked, self.recent = done, []
 
-    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> None:
+    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> bool:
         """Check the step just taken (``step`` of the epoch, ``global_step`` of the run); with
         gradient accumulation a micro-step, which ``stepped`` the optimizer if it ended its group
         (``log_every`` counts optimizer steps).
@@ -65,13 +68,18 @@ class StepGuard:
             TrainingDiverged: the loss sum is no longer finite (read at logging steps), here
                 or on another rank.
             Interrupted: a stop was requested on any rank; the weights are those after ``step``.
+
+        Returns:
+            Whether every rank is to write a mid-epoch checkpoint now (never at the epoch's last step:
+            its end writes one).
         """
         self.recent.append(loss.detach())  # a reference, not a device operation
         logging_step = (stepped and global_step % self.log_every == 0) or step == self.steps
         bad = logging_step and not self._loss_finite()
         signum = self.stop.signum if self.stop is not None else None
+        due = stepped and step < self.steps and self.checkpoint_due is not None and self.checkpoint_due(global_step)
         if self.ranks.distributed:  # every rank takes the same decision after the same step
-            signum, bad_anywhere = self.ranks.vote(signum or 0, int(bad))
+            signum, bad_anywhere, due = self.ranks.vote(signum or 0, int(bad), int(due))
             signum = signum or None
             if bad_anywhere and not bad:
                 raise self._peer_diverged(step, global_step)
@@ -84,6 +92,7 @@ class StepGuard:
             self.progress.update(step, self.metrics.compute() if logging_step else None)
         if signum is not None:
             self._grant_stop(signum, step, global_step)
+        return bool(due)
 
     def after_validation_batch(self, epoch: int) -> None:
         """In one process, stop validating epoch ``epoch`` at once when asked. Ranks may hold

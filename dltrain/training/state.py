@@ -42,6 +42,8 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         "epoch": trainer.epoch,
         "global_step": trainer.global_step,
         "early_stopping": trainer.stopper.state_dict(),
+        # trainer.checkpoint.save_top_k: the kept files and their values; None without top-k.
+        "top_k": trainer.top_k.state_dict() if trainer.top_k is not None else None,
         "best_value": trainer.stopper.best,
         "best_model": best,
         "history": [dict(row) for row in trainer.history],
@@ -87,6 +89,8 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
         trainer.step.scaler.load_state_dict(state["grad_scaler"])
     trainer.epoch, trainer.global_step = int(state["epoch"]), int(state["global_step"])
     trainer.stopper.load_state_dict(state["early_stopping"])
+    if trainer.top_k is not None:  # a checkpoint written without top-k (or before it) has kept none
+        trainer.top_k.load_state_dict(state.get("top_k"))
     trainer.history = [dict(row) for row in state["history"]]
     trainer.best_state = None
     if trainer.restore_best_weights and trainer.stopper.best_epoch is not None:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dltrain.training.profiler import Profiler
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -82,11 +84,14 @@ class OptimizerStep:
     Args:
         model, optimizer, loss_fn: what to train, how, and against what.
         options: how each step runs.
+        profiler: times the augmentation, forward, backward and optimizer phases
+            (``trainer.profiler``); by default nothing is timed.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                 options: StepOptions) -> None:
+                 options: StepOptions, profiler: Profiler | None = None) -> None:
         self.model, self.optimizer, self.loss_fn, self.options = model, optimizer, loss_fn, options
+        self.phase = (profiler or Profiler()).phase  # off: one shared nullcontext() for every phase
         self.penalty = options.penalty or None  # a penalty with nothing to add costs nothing per step
         self.forward = options.forward if options.forward is not None else model  # a compiled module has no truth value
         self.train_forward = options.train_forward if options.train_forward is not None else self.forward
@@ -113,7 +118,8 @@ class OptimizerStep:
             return self._closure_step(x, y)
         output, loss, total = self._training_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        with self.phase("backward"):
+            self.scaler.scale(total).backward()
         self._update()
         return output, loss
 
@@ -127,34 +133,39 @@ class OptimizerStep:
         if first:
             self.optimizer.zero_grad(set_to_none=True)
         with sync:
-            output, loss = self.outputs_and_loss(x, y, self.train_forward)
-            total = loss * weight
-            if last and self.penalty is not None:
-                total = total + self.penalty()
-            self.scaler.scale(total).backward()
+            with self.phase("forward"):
+                output, loss = self.outputs_and_loss(x, y, self.train_forward)
+                total = loss * weight
+                if last and self.penalty is not None:
+                    total = total + self.penalty()
+            with self.phase("backward"):
+                self.scaler.scale(total).backward()
         if last:
             self._update()
         return output, loss
 
-    def _update(self) -> None:
-        """Clip the gradients and step the optimizer (through the grad scaler)."""
-        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        self._clip()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
     def augmented(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch the loss sees: augmented inputs, then MixUp/CutMix's mixed inputs and targets."""
-        if self.options.augment is not None:
-            x = self.options.augment(x)
-        if self.options.mix is not None:
-            x, y = self.options.mix(x, y)
-        return x, y
+        with self.phase("augment"):
+            if self.options.augment is not None:
+                x = self.options.augment(x)
+            if self.options.mix is not None:
+                x, y = self.options.mix(x, y)
+            return x, y
+
+    def _update(self) -> None:
+        """Clip the gradients and step the optimizer (through the grad scaler)."""
+        with self.phase("optimizer"):
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     def _training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The outputs, the data loss, and the loss to minimise (with the weight penalty)."""
-        output, loss = self.outputs_and_loss(x, y, self.train_forward)
-        return output, loss, loss + self.penalty() if self.penalty is not None else loss
+        with self.phase("forward"):
+            output, loss = self.outputs_and_loss(x, y, self.train_forward)
+            return output, loss, loss + self.penalty() if self.penalty is not None else loss
 
     def _clip(self) -> None:
         if self.options.grad_clip is not None:
@@ -168,11 +179,13 @@ class OptimizerStep:
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             output, loss, total = self._training_loss(x, y)
-            total.backward()
+            with self.phase("backward"):
+                total.backward()
             self._clip()
             if not first:  # the metrics report the loss before the step, as for other optimizers
                 first.append((output.detach(), loss.detach()))
             return total
 
-        self.optimizer.step(closure)
+        with self.phase("optimizer"):  # less the closure's forward and backward passes, timed as theirs
+            self.optimizer.step(closure)
         return first[0]

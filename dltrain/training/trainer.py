@@ -30,11 +30,14 @@ from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.signals import StopRequest
 from dltrain.training.state import load_trainer_state, trainer_state
+from dltrain.training.profiler import Profiler
 from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
     from dltrain.training.diagnostics import Diagnostics
+    from dltrain.training.step_checkpoints import StepCheckpoints
+    from dltrain.training.top_k import TopKCheckpoints
 
 __all__ = ["Batches", "Hooks", "StepOptions", "Trainer", "TrainingDiverged"]
 
@@ -62,6 +65,10 @@ class Hooks:
             continues it (the fine-tune schedule sets what is frozen from it).
         diagnostics: measures the first step of every epoch, layer by layer
             (``trainer.diagnostics``); None measures nothing.
+        step_checkpoints: writes ``last.pt`` inside an epoch (``trainer.checkpoint.every_n_*``).
+        top_k: the k best epochs' checkpoints (``trainer.checkpoint.save_top_k``); its list
+            of kept files is part of the training state.
+        profiler: times the phases of the loop (``trainer.profiler``); None times nothing.
     """
 
     on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
@@ -70,6 +77,9 @@ class Hooks:
     log_every_n_steps: int = 50
     on_epoch_start: Callable[[int], None] | None = None
     diagnostics: Diagnostics | None = None
+    step_checkpoints: StepCheckpoints | None = None
+    top_k: TopKCheckpoints | None = None
+    profiler: Profiler | None = None
 
 
 class Trainer:
@@ -117,10 +127,14 @@ class Trainer:
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
         self.device = next(model.parameters()).device
-        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions())
+        self.profiler = hooks.profiler or Profiler()
+        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions(), self.profiler)
         k = self.step.options.accumulate_grad_batches
         self.accumulation = Accumulation(self.step, k, self.ranks) if k > 1 else None  # None: a step per batch
         self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps, k)
+        self.step_checkpoints, self.top_k = hooks.step_checkpoints, hooks.top_k
+        if self.step_checkpoints is not None:
+            self.guard.checkpoint_due = self.step_checkpoints.due
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
@@ -191,7 +205,8 @@ class Trainer:
         # The epoch's first optimizer step is measured layer by layer (trainer.diagnostics): with
         # accumulation its group's last micro-step, whose gradients are the whole group's.
         measured = group_end(self.step_in_epoch, k, count) if self.diagnostics is not None else None  # None: never
-        source = batches if accumulation is None else accumulation.batches(batches, count, self.step_in_epoch)
+        timed = self.profiler.batches(batches)  # trainer.profiler: the wait for each batch
+        source = timed if accumulation is None else accumulation.batches(timed, count, self.step_in_epoch)
         for step, (x, y) in enumerate(source, start=self.step_in_epoch + 1):
             if step == measured:
                 output, loss = self.diagnostics.measure(self.train_step, x, y)
@@ -200,7 +215,8 @@ class Trainer:
             acc.update(output, y, loss)
             stepped = accumulation is None or accumulation.stepped  # global_step counts optimizer steps
             self.global_step, self.step_in_epoch = self.global_step + stepped, step
-            self.guard.after_step(step, self.global_step, loss, stepped)
+            if self.guard.after_step(step, self.global_step, loss, stepped):  # trainer.checkpoint.every_n_*
+                self.step_checkpoints.write(self)
         return self._reduce(acc)
 
     def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:
@@ -256,10 +272,12 @@ class Trainer:
                 train_batches.order.load_state_dict(order)
             rng()
         self._fit_started = time.perf_counter()
+        self.profiler.start()
         try:
             while self.epoch < self.max_epochs and not self.stopper.should_stop:
                 self._run_epoch(train_batches, val_batches)
         finally:
+            self.profiler.stop()
             self._seconds_before, self._fit_started = self.train_seconds, None
         return "early_stopped" if self.stopper.should_stop else "completed"
 
@@ -293,7 +311,10 @@ class Trainer:
         except TrainingDiverged:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
-        val = self.evaluate(val_batches, stoppable=True) if val_batches is not None else None
+        val = None
+        if val_batches is not None:
+            with self.profiler.phase("evaluation"):
+                val = self.evaluate(val_batches, stoppable=True)
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         row = self.ranks.broadcast(self._row(number, train, val))
