@@ -17,6 +17,7 @@ from torch import nn
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
+from dltrain.data.limits import BatchLimits, overfit_examples
 from dltrain.data.mixing import Mix, build_mix
 from dltrain.data.preprocessing import Images
 from dltrain.errors import ConfigError
@@ -32,6 +33,7 @@ from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
+from dltrain.training.budget import Budget, parse_max_time, schedule_length
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
@@ -40,7 +42,6 @@ from dltrain.training.checks import (
     check_combinations,
     check_model,
     check_monitor,
-    check_top_k,
     check_transfer,
     schedule_warnings,
     transfer_warnings,
@@ -149,7 +150,6 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
     warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
                                                                     scheduler_monitor)
-    check_top_k(tcfg.checkpoint.save_top_k, data.has_validation, tcfg.early_stopping.monitor)
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
     start_weights = saved_groups is None
     # Rank 0 builds first: trained weights it downloads are in torch's cache for the others.
@@ -201,15 +201,18 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         notes = [*notes, f"Init default: {own_init(OmegaConf.to_container(cfg.model, resolve=True))}"]
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
-                           limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None)
+                           limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None, limits=batch_limits(tcfg))
 
     sched = group_options(cfg.scheduler)
     if scheduler_monitor is not None:
         sched["monitor"] = scheduler_monitor
         check_monitor("scheduler.monitor", scheduler_monitor, data.task)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
-    scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=max_epochs,
-                                steps_per_epoch=optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), **sched)
+    # Sized on the steps the run takes: max_steps, when that comes before max_epochs.
+    schedule_epochs, schedule_steps = schedule_length(
+        max_epochs, optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), tcfg.max_steps)
+    scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=schedule_epochs,
+                                steps_per_epoch=schedule_steps, **sched)
     if not tcfg.fast_dev_run:
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
@@ -310,6 +313,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
                 batch_size=cfg.trainer.batch_size, sync_batchnorm=cfg.trainer.sync_batchnorm)
     check_accumulation(cfg.trainer.accumulate_grad_batches, optim, OPTIMIZERS.facts(optim).closure)
     check_deterministic(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
+    parse_max_time(cfg.trainer.max_time)  # a value the schema's pattern let through but no clock reads
 
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
@@ -463,9 +467,12 @@ def _log_softmax_hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) ->
 
 
 def make_batches(data: DataSplits, batch_size: int, eval_batch_size: int, seed: int, device: torch.device,
-                 ranks: Ranks | None = None, *, limit: int | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
+                 ranks: Ranks | None = None, *, limit: int | None = None,
+                 limits: BatchLimits | None = None) -> tuple[TensorBatches | LoaderBatches, ...]:
     """Train (shuffled), validation and test batches; ``limit`` keeps that many of each
-    (``FAST_DEV_BATCHES`` for ``trainer.fast_dev_run``).
+    (``FAST_DEV_BATCHES`` for ``trainer.fast_dev_run``, which wins over ``limits``: the
+    ``trainer.limit_*_batches`` and ``trainer.overfit_batches``, whose training and
+    validation batches are the first training batches, unshuffled).
 
     Data in memory is batched by index on its device; data read from disk goes through a
     DataLoader with ``data.num_workers`` processes. Of several ranks, each takes its shard:
@@ -477,22 +484,31 @@ def make_batches(data: DataSplits, batch_size: int, eval_batch_size: int, seed: 
     generator = torch.Generator().manual_seed(seed)
     batch_size = batch_size // ranks.world_size
     shard = {"rank": ranks.rank, "world_size": ranks.world_size}
+    limits = limits if limits is not None and limit is None else BatchLimits()
+    train, val = (data.x_train, data.y_train), (data.x_val, data.y_val)
+    if limits.overfit:  # the same first examples, in order, to train and to validate on
+        count = overfit_examples(limits.overfit, batch_size * ranks.world_size, len(data.x_train), ranks.world_size)
+        train = val = ((data.x_train[:count], data.y_train[:count]) if data.in_memory else
+                       (torch.utils.data.Subset(data.x_train, range(count)), None))
+    shuffle = {"shuffle": True, "generator": generator} if not limits.overfit else {}
     if not data.in_memory:
         def loader(x, batch_size, **kw):
             return LoaderBatches(x, batch_size, device=device, num_workers=data.num_workers, limit_batches=limit,
                                  **shard, **kw)
 
-        return (loader(data.x_train, batch_size, shuffle=True, generator=generator, min_batch_size=2),
-                loader(data.x_val, eval_batch_size),
-                loader(data.x_test, eval_batch_size, persistent=False))  # read once
-    return (
-        # A last training batch of one example is dropped: batch norm cannot normalise it,
-        # and its gradient would be the noisiest step of the epoch.
-        TensorBatches(data.x_train, data.y_train, batch_size, shuffle=True, generator=generator,
-                      limit_batches=limit, min_batch_size=2, **shard),
-        TensorBatches(data.x_val, data.y_val, eval_batch_size, limit_batches=limit, **shard),
-        TensorBatches(data.x_test, data.y_test, eval_batch_size, limit_batches=limit, **shard),
-    )
+        batches = (loader(train[0], batch_size, min_batch_size=2, **shuffle),
+                   loader(val[0], eval_batch_size),
+                   loader(data.x_test, eval_batch_size, persistent=False))  # read once
+    else:
+        batches = (
+            # A last training batch of one example is dropped: batch norm cannot normalise it,
+            # and its gradient would be the noisiest step of the epoch.
+            TensorBatches(*train, batch_size, limit_batches=limit, min_batch_size=2, **shuffle, **shard),
+            TensorBatches(*val, eval_batch_size, limit_batches=limit, **shard),
+            TensorBatches(data.x_test, data.y_test, eval_batch_size, limit_batches=limit, **shard),
+        )
+    limits.apply(batches[0], batches[1])
+    return batches
 
 
 
@@ -541,6 +557,19 @@ def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
     return EarlyStopping(monitor, es.mode, es.min_delta, es.patience,
                          enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
+
+
+def batch_limits(tcfg: DictConfig) -> BatchLimits:
+    """``trainer.limit_train_batches``, ``limit_val_batches`` and ``overfit_batches``."""
+    return BatchLimits(tcfg.limit_train_batches, tcfg.limit_val_batches, tcfg.overfit_batches)
+
+
+def make_budget(cfg: DictConfig) -> Budget:
+    """``trainer.max_steps``, ``max_time`` and ``val_every_n_epochs`` (a fast_dev_run has no budget)."""
+    tcfg = cfg.trainer
+    if tcfg.fast_dev_run:
+        return Budget()
+    return Budget(tcfg.max_steps, parse_max_time(tcfg.max_time), tcfg.val_every_n_epochs)
 
 
 def watched_mode(stopper: EarlyStopping) -> str | None:

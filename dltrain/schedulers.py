@@ -99,8 +99,9 @@ class LRSchedule:
         if total_steps is None or self.scheduler.last_epoch < total_steps - 1:
             self.scheduler.step()
 
-    def step_epoch(self, metrics: dict[str, float]) -> None:
-        """Advance by one epoch, given the epoch's row of metrics.
+    def step_epoch(self, metrics: dict[str, float], validated: bool = True) -> None:
+        """Advance by one epoch, given the epoch's row of metrics; plateau does not see a
+        validation metric of an epoch that did not validate (``trainer.val_every_n_epochs``).
 
         Raises:
             ConfigError: plateau's monitored metric is not in ``metrics``.
@@ -122,7 +123,8 @@ class LRSchedule:
             self._set_lrs(self.base_lrs)
         elif self.scheduler is not None and not self.per_batch:
             if isinstance(self.scheduler, ReduceLROnPlateau):
-                self.scheduler.step(value)
+                if validated or not self.monitor.startswith("val_"):
+                    self.scheduler.step(value)
             else:
                 self.scheduler.step()
 
@@ -273,7 +275,7 @@ def build_onecycle(optimizer: torch.optim.Optimizer, *, max_epochs: int, steps_p
         log.info("scheduler=onecycle: %s runs without momentum here, so the momentum is not cycled",
                  type(optimizer).__name__)
         cycle_momentum = False
-    total_steps = int(max_epochs * steps_per_epoch)
+    total_steps = round(max_epochs * steps_per_epoch)  # a fraction per epoch when trainer.max_steps ends sooner
     # torch divides by each phase's length in steps, (end - start); it must not be 0.
     rise = float(pct_start) * total_steps
     ends = [rise - 1, 2 * rise - 2, total_steps - 1] if three_phase else [rise - 1, total_steps - 1]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dltrain.data.batches import TensorBatches
+from dltrain.training.budget import Budget, TimeLimitReached
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.distributed import PeerFailed, Ranks, init
 from dltrain.training.signals import Interrupted, StopRequest
@@ -122,6 +123,25 @@ def stop_agreement(ranks: Ranks) -> dict[str, Any]:
     return result
 
 
+def time_agreement(ranks: Ranks) -> dict[str, Any]:
+    """trainer.max_time: rank 0's clock runs out after its 3rd of 10 steps; rank 1's clock says
+    it ran out before its first (it is not read: rank 0's decides for both)."""
+    model = mlp()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    trainer = Trainer(model, OPTIMIZERS["sgd"](model.parameters()), nn.CrossEntropyLoss(), "multiclass", max_epochs=1,
+                      stopper=EarlyStopping("val_loss"), options=StepOptions(train_forward=ddp), ranks=ranks,
+                      budget=Budget(max_seconds=60.0))
+    clock = trainer.guard.out_of_time  # rank 0's only
+    if ranks.rank == 0:
+        trainer.guard.out_of_time = lambda: trainer.global_step >= 3
+    else:
+        trainer._seconds_before = 3600.0
+    batches = TensorBatches(*dataset(40), 2, shuffle=True, generator=torch.Generator().manual_seed(1),
+                            rank=ranks.rank, world_size=ranks.world_size)
+    return {"clock": clock is not None, "train": raised(lambda: trainer.train_epoch(batches), TimeLimitReached),
+            "global_step": trainer.global_step}
+
+
 class NaNOnRank1(nn.Module):
     """Cross-entropy, but NaN on rank 1 at its 2nd call."""
 
@@ -190,7 +210,7 @@ def main(out: Path) -> None:
     ranks = init("cpu")
     scenarios: dict[str, Callable[[Ranks], dict[str, Any]]] = {
         "equivalence": equivalence, "evaluation": evaluation, "stop": stop_agreement,
-        "divergence": divergence_agreement, "setup_error": setup_error_agreement,
+        "divergence": divergence_agreement, "setup_error": setup_error_agreement, "time_limit": time_agreement,
         "runs": lambda r: run_two_ranks(r, out), "peer_left": peer_left,
     }
     for name, scenario in scenarios.items():

@@ -162,6 +162,16 @@ def test_stop_request_on_one_rank_stops_both_after_the_same_step(ranks):
         assert seen["validate"]["message"] == "interrupted by SIGUSR1 while validating epoch 1", rank
 
 
+def test_time_limit_on_rank_0s_clock_stops_both_after_the_same_step(ranks):
+    """trainer.max_time: rank 0's clock alone decides (rank 1's, already past the budget, is
+    never read), and both ranks stop after the step rank 0's ran out at."""
+    for rank, seen in enumerate(ranks.both("time_limit")):
+        assert seen["clock"] == (rank == 0), rank
+        assert seen["train"]["error"] == "TimeLimitReached", (rank, seen)
+        assert seen["train"]["message"] == "in epoch 1 after step 3 of 10", rank
+        assert seen["global_step"] == 3, rank
+
+
 def test_diverged_loss_on_one_rank_stops_both_at_the_same_step(ranks):
     """Rank 1's loss alone becomes NaN at step 2: both raise TrainingDiverged after step 2, and
     rank 0, whose own loss is finite, says it was another rank's."""

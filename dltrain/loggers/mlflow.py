@@ -46,7 +46,7 @@ PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 
 #: summary.json statuses and the MLflow run status each ends with (any other: FAILED).
 END_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "already_finished": "FINISHED",
-              "interrupted": "KILLED"}
+              "time_limit": "FINISHED", "interrupted": "KILLED"}
 
 #: The files of a sweep's summary its parent run gets at the end (those the sweep wrote).
 SWEEP_ARTIFACTS = ("sweep_summary.csv", "sweep.png", "best_overrides.yaml")

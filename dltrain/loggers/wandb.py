@@ -26,7 +26,7 @@ RECORD = "wandb.json"
 SUMMARY_KEYS = ("status", "stop_reason", "epochs_run", "best_epoch", "monitor", "best_value", "test")
 
 #: summary.json statuses W&B shows as finished; any other ends the W&B run as failed.
-SUCCESS = ("completed", "early_stopped", "already_finished")
+SUCCESS = ("completed", "early_stopped", "time_limit", "already_finished")
 
 
 @LOGGERS.register("wandb", record=RECORD)

@@ -21,7 +21,8 @@ DPI = 100
 #: Columns of metrics.csv that are not a train_*/val_* metric.
 _NOT_METRICS = frozenset({"epoch", "lr", "epoch_seconds"})
 #: Why training stopped before its last epoch, as the legend names it.
-_STOP_LABELS = {"early_stopped": "early stop", "diverged": "diverged", "interrupted": "interrupted"}
+_STOP_LABELS = {"early_stopped": "early stop", "diverged": "diverged", "interrupted": "interrupted",
+                "time_limit": "time limit"}
 _TRAIN_COLOR, _VAL_COLOR, _LR_COLOR = "tab:blue", "tab:orange", "tab:green"
 _BAR_COLOR, _BEST_COLOR, _FAILED_COLOR = "#8fa9c4", "tab:orange", "red"
 _PANEL_WIDTH, _PANEL_HEIGHT = 4.2, 3.6

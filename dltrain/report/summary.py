@@ -1,7 +1,7 @@
 """``summary.json``: how a run ended, as one typed object written in one place.
 
-Every outcome writes one: a run that trained (completed, early_stopped, diverged,
-interrupted, or failed while training or testing), a run that failed or was stopped before
+Every outcome writes one: a run that trained (completed, early_stopped, time_limit,
+diverged, interrupted, or failed while training or testing), a run that failed or was stopped before
 its first epoch, a resume with nothing left to train, and a job of a sweep that failed
 before its run began. Each outcome has its own set of keys, listed in a fixed order.
 
@@ -22,10 +22,9 @@ TRAINED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch",
            "test", "test_weights", "num_params", "train_seconds", "task", "loss", "data", "device", "world_size",
            "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions")
 #: Keys a trained run's summary gains, after the others, once they apply: the ``last.pt`` an
-#: interrupted run saved, this segment's time, a signal after the last step, the end time, the
-#: time per phase (``trainer.profiler``), and the report of the test split
-#: (:mod:`dltrain.report.run_report`), last for it is the longest.
-LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "profile", "report")
+#: interrupted run saved, this segment's time, a signal after the last step, the end time, and
+#: the report of the test split (:mod:`dltrain.report.run_report`), last for it is the longest.
+LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "report")
 #: A run that failed (or was stopped) before its first epoch.
 NOT_STARTED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "resumed_from", "world_size",
                "started_at")
@@ -37,8 +36,10 @@ JOB_FAILED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoc
 
 #: The statuses of a run that trained to its end and wrote its results.
 FINISHED = ("completed", "early_stopped")
-#: The statuses of a job that succeeded: a sweep ranks these and plots them as good.
-SUCCESS = ("completed", "early_stopped", "already_finished")
+#: The statuses of a job that succeeded: a sweep ranks these and plots them as good. A run
+#: ``trainer.max_time`` ended tested and wrote its results, but is not finished: a resume
+#: trains on.
+SUCCESS = ("completed", "early_stopped", "time_limit", "already_finished")
 
 
 @dataclass
@@ -77,8 +78,6 @@ class RunSummary:
     signal: str | None = None
     finished_at: str | None = None
     report: dict[str, Any] | None = None
-    #: ``trainer.profiler``: seconds, calls and share per phase (simple), or the trace written (pytorch).
-    profile: dict[str, Any] | None = None
     layout: tuple[str, ...] = field(default=TRAINED, repr=False)
     #: Keys of a summary read from a file that this version does not know, kept as they were.
     other: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import TrainingDiverged
+from dltrain.training.budget import TimeLimitReached
 from dltrain.training.distributed import Ranks
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
@@ -49,9 +50,9 @@ class StepGuard:
         self.metrics: MetricAccumulator | None = None  # the epoch's running sums (start_epoch)
         self.checked = 0  # the loss sum was finite up to this step of the epoch
         self.recent: list[torch.Tensor] = []  # the losses of the steps since then
-        # trainer.checkpoint.every_n_steps / every_n_minutes: whether last.pt is due after an
-        # optimizer step (rank 0's clock decides minutes; the vote tells the others); set by the trainer.
-        self.checkpoint_due: Callable[[int], bool] | None = None
+        # trainer.max_time: whether the budget ran out, on rank 0's clock (None on the others:
+        # the vote tells them); set by the trainer, None without a budget.
+        self.out_of_time: Callable[[], bool] | None = None
 
     def start_epoch(self, epoch: int, steps: int, done: int, metrics: MetricAccumulator) -> None:
         """Watch epoch ``epoch`` of ``steps`` steps, ``done`` of them before (a resume), whose
@@ -59,7 +60,7 @@ class StepGuard:
         self.epoch, self.steps, self.metrics = epoch, steps, metrics
         self.checked, self.recent = done, []
 
-    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> bool:
+    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> None:
         """Check the step just taken (``step`` of the epoch, ``global_step`` of the run); with
         gradient accumulation a micro-step, which ``stepped`` the optimizer if it ended its group
         (``log_every`` counts optimizer steps).
@@ -68,18 +69,15 @@ class StepGuard:
             TrainingDiverged: the loss sum is no longer finite (read at logging steps), here
                 or on another rank.
             Interrupted: a stop was requested on any rank; the weights are those after ``step``.
-
-        Returns:
-            Whether every rank is to write a mid-epoch checkpoint now (never at the epoch's last step:
-            its end writes one).
+            TimeLimitReached: ``trainer.max_time`` ran out (rank 0's clock); the same holds.
         """
         self.recent.append(loss.detach())  # a reference, not a device operation
         logging_step = (stepped and global_step % self.log_every == 0) or step == self.steps
         bad = logging_step and not self._loss_finite()
         signum = self.stop.signum if self.stop is not None else None
-        due = stepped and step < self.steps and self.checkpoint_due is not None and self.checkpoint_due(global_step)
+        late = self.out_of_time is not None and self.out_of_time()
         if self.ranks.distributed:  # every rank takes the same decision after the same step
-            signum, bad_anywhere, due = self.ranks.vote(signum or 0, int(bad), int(due))
+            signum, bad_anywhere, late = self.ranks.vote(signum or 0, int(bad), int(late))
             signum = signum or None
             if bad_anywhere and not bad:
                 raise self._peer_diverged(step, global_step)
@@ -90,9 +88,8 @@ class StepGuard:
             self.recent.clear()
         if self.progress is not None and self.progress.live:
             self.progress.update(step, self.metrics.compute() if logging_step else None)
-        if signum is not None:
+        if signum is not None or late:
             self._grant_stop(signum, step, global_step)
-        return bool(due)
 
     def after_validation_batch(self, epoch: int) -> None:
         """In one process, stop validating epoch ``epoch`` at once when asked. Ranks may hold
@@ -107,8 +104,9 @@ class StepGuard:
             if signum:
                 raise _validation_stopped(signum, epoch)
 
-    def _grant_stop(self, signum: int, step: int, global_step: int) -> None:
-        """Stop for ``signum``, unless the state is diverged: that is never saved to resume from."""
+    def _grant_stop(self, signum: int | None, step: int, global_step: int) -> None:
+        """Stop for ``signum`` (None: ``trainer.max_time`` ran out), unless the state is diverged:
+        that is never saved to resume from."""
         bad = not self._loss_finite()
         if self.ranks.distributed and self.ranks.vote(int(bad))[0] and not bad:
             raise self._peer_diverged(step, global_step)
@@ -117,6 +115,8 @@ class StepGuard:
         if not weights_finite(self.model):
             raise TrainingDiverged(TrainingDiverged.WEIGHTS, self.epoch, step=step, steps=self.steps,
                                    global_step=global_step, lr=self.lr(), exact=False)
+        if signum is None:
+            raise TimeLimitReached(self.epoch, step, self.steps)
         raise Interrupted(signum, f"interrupted by {signal_name(signum)} in epoch {self.epoch} after step {step} "
                                   f"of {self.steps}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dltrain.build import make_stopper, watched_mode
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.loggers import logger_node, upgraded, without_network
-from dltrain.config.schemas import GROUP_SCHEMAS, ONE_OPTION_GROUPS
+from dltrain.config.schemas import GROUP_SCHEMAS, ONE_OPTION_GROUPS, TrainConfig
 from dltrain.config.trust import check_stored_config, named_target
 from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
@@ -45,9 +46,10 @@ AUTO_ROOT = Path("outputs")
 #: Keys that steer how a run is carried out, not what it trains: a resume may change them,
 #: and ``resume=auto`` ignores them when it looks for a checkpoint of this config.
 RUN_CONTROL = (
-    "resume", "device", "trainer.max_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
+    "resume", "device", "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.limit_val_batches",
+    "trainer.val_every_n_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
     "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark", "trainer.deterministic",
-    "trainer.sync_batchnorm", "trainer.profiler", "trainer.profiler_steps",
+    "trainer.sync_batchnorm",
     "trainer.checkpoint.",
     "trainer.early_stopping.patience", "trainer.early_stopping.enabled", "trainer.early_stopping.min_delta",
     "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",
@@ -60,7 +62,9 @@ CHANGEABLE = (*RUN_CONTROL, "data.root", "data.path", "data.download", "data.in_
 #: Keys added to an option after checkpoints were written without them: a checkpoint that
 #: lacks one resumes with the schema default. ``init.gain``: the init ran when the
 #: checkpoint's run started, and a resume never repeats it.
-ADDED_KEYS = ("init.gain",)
+ADDED_KEYS = ("init.gain", "trainer.limit_train_batches", "trainer.overfit_batches", "trainer.accumulate_grad_batches",
+              "regularization.ema_decay", "regularization.ema_warmup", "regularization.swa_start",
+              "regularization.swa_lr", "regularization.swa_anneal_epochs", "regularization.evaluate_averaged")
 
 #: Keys that decide the model's layers and weights' shapes.
 ARCHITECTURE = ("model.", "regularization.dropout", "regularization.batch_norm", "loss.", "data.")
@@ -100,6 +104,9 @@ def _added_later(key: str, old: Any, new: Any, current: dict[str, Any]) -> bool:
     group, _, leaf = key.partition(".")
     node = current.get(group)
     schema = GROUP_SCHEMAS.get(group, {}).get(node.get("name")) if isinstance(node, dict) else None
+    if schema is None and "." not in leaf:  # a key of a plain node (trainer.*)
+        schema = typing.get_type_hints(TrainConfig).get(group)
+        schema = schema if dataclasses.is_dataclass(schema) else None
     # differences() marks an absent key with a bare object()
     if key not in ADDED_KEYS or type(old) is not object or schema is None:
         return False
@@ -285,6 +292,10 @@ class Resume:
             return f"it stopped early after epoch {epoch} ({stopper.stop_reason})"
         if epoch >= max_epochs and not self.state.get("partial_epoch"):
             return f"it completed {epoch} epochs and trainer.max_epochs={max_epochs}"
+        max_steps = None if self.cfg.trainer.fast_dev_run else self.cfg.trainer.max_steps
+        steps = int(self.state["global_step"])
+        if max_steps is not None and steps >= max_steps and not self.state.get("partial_epoch"):
+            return f"it took {self.state['global_step']} optimizer steps and trainer.max_steps={max_steps}"
         return None
 
 
@@ -349,8 +360,8 @@ def results_written(path: Path, ranks: Ranks) -> bool:
 def already_finished(resume: Resume, run_dir: Path, why: str, ranks: Ranks) -> dict[str, Any]:
     """Resuming a finished run trains nothing: it says so, records it, and succeeds. A run
     continued in place (its own last.pt) keeps the summary it wrote when it finished."""
-    log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs (or the early-stopping patience) "
-             "to train on.", resume.path, why)
+    log.info("resume=%s: nothing to train: %s. Raise trainer.max_epochs or trainer.max_steps (or the "
+             "early-stopping patience) to train on.", resume.path, why)
     if resume.path.parent.parent.resolve() == run_dir.resolve():
         done = read_summary(run_dir)
         if done is not None and done.finished:

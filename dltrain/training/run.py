@@ -26,6 +26,7 @@ from dltrain.build import (
     build_experiment,
     checkpoint_meta,
     describe_data,
+    make_budget,
     make_stopper,
     run_hparams,
     step_options,
@@ -46,18 +47,16 @@ from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.report.train_samples import write_samples
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
+from dltrain.training.budget import TimeLimitReached, time_limit_reason
 from dltrain.training.checkpoint import save_last
 from dltrain.training.determinism import nondeterministic_error, restored_determinism, set_deterministic
 from dltrain.training.device import resolve_device
 from dltrain.training.diagnostics import Diagnostics
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, training_forward
-from dltrain.training.profiler import make_profiler
 from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.training.resume import Resume, already_finished, continue_run, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
-from dltrain.training.step_checkpoints import make_step_checkpoints
-from dltrain.training.top_k import make_top_k
 from dltrain.training.trainer import Hooks, Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -197,8 +196,6 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
         continue_run(trainer, run.resume, run.run_dir, run.ranks.is_main, metrics_csv, run.logger)
         if trainer.diagnostics is not None:  # the resumed run's rows of the epochs it keeps open the new file
             trainer.diagnostics.continue_from(run.resume.path.parent.parent / "diagnostics.csv", trainer.epoch)
-        if trainer.top_k is not None and run.ranks.is_main:  # its k best checkpoints, copied when it moves
-            trainer.top_k.carry_from(run.resume.path.parent)
     return trainer, metrics_csv
 
 
@@ -218,26 +215,22 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     tcfg = cfg.trainer
     main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    ck, folder = tcfg.checkpoint, run_dir / "checkpoints"
-    stopper = make_stopper(cfg, exp.data.has_validation)
-    top_k = make_top_k(folder, ck.save_top_k, stopper.monitor, stopper.mode, stopper.start_from_epoch)
-    policy = CheckpointPolicy(folder, save_last=ck.save_last, save_best=ck.save_best,
-                              every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last, top_k=top_k)
-    profiler = make_profiler(tcfg.profiler, device, run_dir, tcfg.profiler_steps) if main else None  # rank 0's time
+    ck = tcfg.checkpoint
+    policy = CheckpointPolicy(run_dir / "checkpoints", save_last=ck.save_last, save_best=ck.save_best,
+                              every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last)
     # rank 0's own step is measured (its gradients are every rank's, averaged); no collective is involved
     diagnostics = Diagnostics(exp.model, run_dir / "diagnostics.csv", activations=not tcfg.compile) \
         if tcfg.diagnostics and main else None
-    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics, profiler)
+    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(
         exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
-        stopper=stopper, scheduler=exp.scheduler, ranks=ranks,
+        stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
         options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
-                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune, diagnostics=diagnostics,
-                    step_checkpoints=make_step_checkpoints(folder, ck.every_n_steps, ck.every_n_minutes, main),
-                    top_k=top_k, profiler=profiler),
-        restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp))
+                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune, diagnostics=diagnostics),
+        restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp),
+        budget=make_budget(cfg))
     return trainer, metrics_csv
 
 
@@ -276,6 +269,9 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
     Raises:
         Interrupted: a signal; stopped after a step, the run has saved ``last.pt`` first.
         UserError: training failed.
+
+    ``trainer.max_time`` running out is no error: ``last.pt`` is saved as for a signal, the
+    status is ``time_limit``, and the run goes on to its test.
     """
     tcfg, stop, stopper = run.cfg.trainer, run.stop, trainer.stopper
     train_batches, val_batches, _ = exp.batches
@@ -288,10 +284,15 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         elif summary.status == "early_stopped":
             summary.stop_reason = stopper.stop_reason
         else:
-            summary.stop_reason = f"reached trainer.max_epochs={tcfg.max_epochs}"
+            summary.stop_reason = trainer.budget.stop_reason(trainer.global_step, tcfg.max_epochs)
     except TrainingDiverged as err:
         summary.status, summary.stop_reason = "diverged", describe_divergence(err)
         return err
+    except TimeLimitReached as err:  # saved as an interrupt saves it; the run then tests and writes its results
+        stop.graceful = False
+        path = save_last(trainer, run.run_dir / "checkpoints", run.ranks)
+        summary.status, summary.checkpoint = "time_limit", str(path)
+        summary.stop_reason = time_limit_reason(tcfg.max_time, trainer.train_seconds, err, path)
     except Interrupted as err:
         stop.graceful = False  # a second signal now aborts at once, even mid-save
         summary.status, summary.stop_reason = "interrupted", str(err)
@@ -318,8 +319,7 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         summary.best_epoch, summary.best_value = stopper.best_epoch, stopper.best
         summary.train_seconds = round(trainer.train_seconds, 3)  # the whole run, every segment
         summary.segment_seconds = round(time.perf_counter() - start, 3)
-        summary.profile = trainer.profiler.finish(run.run_dir)  # trainer.profiler: this segment's
-        if summary.status not in ("completed", "early_stopped", "diverged"):  # no test follows
+        if summary.status not in ("completed", "early_stopped", "time_limit", "diverged"):  # no test follows
             write_summary(run.run_dir, summary, main=run.ranks.is_main)
     return None
 
@@ -331,7 +331,9 @@ def _test_best(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary
     restored = run.cfg.trainer.early_stopping.restore_best_weights and trainer.restore_best()
     if diverged is not None and not restored:
         return
-    summary.test_weights = f"best epoch {trainer.stopper.best_epoch}" if restored else f"last epoch {trainer.epoch}"
+    summary.test_weights = (f"best epoch {trainer.stopper.best_epoch}" if restored else
+                            f"after step {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
+                            else f"last epoch {trainer.epoch}")  # inside an epoch: trainer.max_time ran out
     try:
         _test(trainer, exp.data, exp.batches[2], summary, run.run_dir)
     except BaseException as err:  # a signal (which aborts at once now) or a failure: say so

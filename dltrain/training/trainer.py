@@ -22,6 +22,7 @@ from torch import nn
 
 from dltrain.errors import TrainingDiverged
 from dltrain.training.accumulate import Accumulation, group_end
+from dltrain.training.budget import Budget
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import to_cpu
 from dltrain.training.distributed import Ranks
@@ -30,14 +31,11 @@ from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.signals import StopRequest
 from dltrain.training.state import load_trainer_state, trainer_state
-from dltrain.training.profiler import Profiler
 from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
     from dltrain.training.diagnostics import Diagnostics
-    from dltrain.training.step_checkpoints import StepCheckpoints
-    from dltrain.training.top_k import TopKCheckpoints
 
 __all__ = ["Batches", "Hooks", "StepOptions", "Trainer", "TrainingDiverged"]
 
@@ -65,10 +63,6 @@ class Hooks:
             continues it (the fine-tune schedule sets what is frozen from it).
         diagnostics: measures the first step of every epoch, layer by layer
             (``trainer.diagnostics``); None measures nothing.
-        step_checkpoints: writes ``last.pt`` inside an epoch (``trainer.checkpoint.every_n_*``).
-        top_k: the k best epochs' checkpoints (``trainer.checkpoint.save_top_k``); its list
-            of kept files is part of the training state.
-        profiler: times the phases of the loop (``trainer.profiler``); None times nothing.
     """
 
     on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
@@ -77,9 +71,6 @@ class Hooks:
     log_every_n_steps: int = 50
     on_epoch_start: Callable[[int], None] | None = None
     diagnostics: Diagnostics | None = None
-    step_checkpoints: StepCheckpoints | None = None
-    top_k: TopKCheckpoints | None = None
-    profiler: Profiler | None = None
 
 
 class Trainer:
@@ -100,6 +91,7 @@ class Trainer:
             every rank (it gathers their random states).
         restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
         meta: what every checkpoint holds besides the training state (config, versions, data).
+        budget: max_steps, max_time and which epochs validate (:class:`Budget`); none by default.
     """
 
     def __init__(
@@ -117,6 +109,7 @@ class Trainer:
         ranks: Ranks | None = None,
         restore_best_weights: bool = True,
         meta: dict[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         hooks = hooks or Hooks()
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
@@ -127,14 +120,13 @@ class Trainer:
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
         self.device = next(model.parameters()).device
-        self.profiler = hooks.profiler or Profiler()
-        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions(), self.profiler)
+        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions())
         k = self.step.options.accumulate_grad_batches
         self.accumulation = Accumulation(self.step, k, self.ranks) if k > 1 else None  # None: a step per batch
         self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps, k)
-        self.step_checkpoints, self.top_k = hooks.step_checkpoints, hooks.top_k
-        if self.step_checkpoints is not None:
-            self.guard.checkpoint_due = self.step_checkpoints.due
+        self.budget = budget or Budget()
+        if self.budget.max_seconds is not None and self.ranks.is_main:  # rank 0's clock decides for all
+            self.guard.out_of_time = lambda: self.train_seconds >= self.budget.max_seconds
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
@@ -205,9 +197,9 @@ class Trainer:
         # The epoch's first optimizer step is measured layer by layer (trainer.diagnostics): with
         # accumulation its group's last micro-step, whose gradients are the whole group's.
         measured = group_end(self.step_in_epoch, k, count) if self.diagnostics is not None else None  # None: never
-        timed = self.profiler.batches(batches)  # trainer.profiler: the wait for each batch
-        source = timed if accumulation is None else accumulation.batches(timed, count, self.step_in_epoch)
-        for step, (x, y) in enumerate(source, start=self.step_in_epoch + 1):
+        source = batches if accumulation is None else accumulation.batches(batches, count, self.step_in_epoch)
+        for step, (x, y) in enumerate(() if self.budget.steps_done(self.global_step) else source,
+                                      start=self.step_in_epoch + 1):
             if step == measured:
                 output, loss = self.diagnostics.measure(self.train_step, x, y)
             else:
@@ -215,8 +207,9 @@ class Trainer:
             acc.update(output, y, loss)
             stepped = accumulation is None or accumulation.stepped  # global_step counts optimizer steps
             self.global_step, self.step_in_epoch = self.global_step + stepped, step
-            if self.guard.after_step(step, self.global_step, loss, stepped):  # trainer.checkpoint.every_n_*
-                self.step_checkpoints.write(self)
+            self.guard.after_step(step, self.global_step, loss, stepped)
+            if self.global_step == self.budget.max_steps:  # trainer.max_steps: the epoch ends here
+                break
         return self._reduce(acc)
 
     def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:
@@ -251,7 +244,7 @@ class Trainer:
         return self._reduce(acc)
 
     def fit(self, train_batches: Batches, val_batches: Batches | None) -> str:
-        """Train until ``max_epochs`` or an early stop (continuing where :meth:`load_state_dict`
+        """Train until ``max_epochs``, ``budget.max_steps`` or an early stop (continuing where :meth:`load_state_dict`
         left off). With ``val_batches`` None (no validation split) no epoch validates: every
         rank skips it alike, so none waits on another's validation metrics.
 
@@ -262,6 +255,7 @@ class Trainer:
             TrainingDiverged: the training loss, the weights or (with ``check_finite``) the
                 monitored metric became NaN or infinite.
             Interrupted: a stop was requested; :meth:`state_dict` holds the state to resume.
+            TimeLimitReached: ``budget.max_seconds`` ran out; the same holds.
         """
         self.train_batches = train_batches
         self.validates = val_batches is not None
@@ -272,12 +266,12 @@ class Trainer:
                 train_batches.order.load_state_dict(order)
             rng()
         self._fit_started = time.perf_counter()
-        self.profiler.start()
         try:
-            while self.epoch < self.max_epochs and not self.stopper.should_stop:
+            # An epoch a stop cut short right at max_steps still ends (validates, is written).
+            while (self.epoch < self.max_epochs and not self.stopper.should_stop
+                   and (self._resume_partial is not None or not self.budget.steps_done(self.global_step))):
                 self._run_epoch(train_batches, val_batches)
         finally:
-            self.profiler.stop()
             self._seconds_before, self._fit_started = self.train_seconds, None
         return "early_stopped" if self.stopper.should_stop else "completed"
 
@@ -311,10 +305,9 @@ class Trainer:
         except TrainingDiverged:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
-        val = None
-        if val_batches is not None:
-            with self.profiler.phase("evaluation"):
-                val = self.evaluate(val_batches, stoppable=True)
+        last = number == self.max_epochs or self.budget.steps_done(self.global_step)
+        validates = val_batches is not None and self.budget.validates(number, last)  # trainer.val_every_n_epochs
+        val = self.evaluate(val_batches, stoppable=True) if validates else None
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         row = self.ranks.broadcast(self._row(number, train, val))
@@ -325,9 +318,11 @@ class Trainer:
         self.history.append(row)
         self.epoch, self.step_in_epoch = number, 0
         if self.scheduler is not None:
-            self.scheduler.step_epoch(row)
+            self.scheduler.step_epoch(row, validated=validates)
         monitor = self.stopper.monitor  # None: a validation monitor in a run without validation
-        improved = monitor is not None and self.stopper.update(number, row[monitor])
+        # An epoch that did not validate is not seen: patience counts validations.
+        watched = monitor is not None and (validates or not monitor.startswith("val_"))
+        improved = watched and self.stopper.update(number, row[monitor])
         if improved and self.restore_best_weights:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.healthy = not self.stopper.non_finite
