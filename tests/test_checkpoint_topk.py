@@ -26,10 +26,10 @@ def top_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("top-*.pt"))
 
 
-def best_of(run_dir: Path, k: int, monitor: str = "val_loss") -> list[str]:
-    """The names of the k best epochs of a run's metrics.csv (lowest first, ties: the earlier)."""
+def best_of(run_dir: Path, k: int, monitor: str = "val_loss", first: int = 1) -> list[str]:
+    """The names of the k best epochs from ``first`` on of a run's metrics.csv (lowest first, ties: the earlier)."""
     with (run_dir / "metrics.csv").open() as f:
-        rows = [(float(row[monitor]), int(row["epoch"])) for row in csv.DictReader(f)]
+        rows = [(float(row[monitor]), int(row["epoch"])) for row in csv.DictReader(f) if int(row["epoch"]) >= first]
     return sorted(top_k_name(epoch, monitor, value) for value, epoch in sorted(rows)[:k])
 
 
@@ -117,3 +117,19 @@ def test_top_k_without_a_monitor_is_one_line(compose, tmp_path):
     assert "trainer.checkpoint.save_top_k=2" in message and "data.val_fraction=0" in message
     assert "trainer.early_stopping.monitor=train_loss" in message
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_checkpoint_written_before_top_k_and_the_profiler_resumes_with_them(compose, tmp_path):
+    train(compose([*FAST, "trainer.max_epochs=2"]), run_dir=tmp_path / "old")
+    state = load_checkpoint(tmp_path / "old" / "checkpoints" / "last.pt")
+    del state["top_k"]  # as a checkpoint of a version without these keys holds it
+    for key in ("profiler", "profiler_steps"):
+        del state["config"]["trainer"][key]
+    for key in ("save_top_k", "every_n_steps", "every_n_minutes"):
+        del state["config"]["trainer"]["checkpoint"][key]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    summary = train(compose([*FAST, "trainer.max_epochs=4", "trainer.checkpoint.save_top_k=1",
+                             "trainer.profiler=simple", f"resume={old}"]), run_dir=tmp_path / "resumed")
+    assert summary["epochs_run"] == 4 and summary["profile"]["optimizer"]["calls"] > 0
+    assert top_files(tmp_path / "resumed" / "checkpoints") == best_of(tmp_path / "resumed", 1, first=3)

@@ -106,7 +106,7 @@ def test_a_mid_epoch_last_pt_resumes_to_the_uninterrupted_run(compose, tmp_path,
     assert state["partial_epoch"]["step"] == 6 and state["data_order"]["skip"] == 6
     train(compose([*settings, f"resume={last}"]), run_dir=tmp_path / "resumed")
     assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
-    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", tmp_path / "straight" / "checkpoints" / "last.pt")
+    assert same_weights(*(tmp_path / run / "checkpoints" / "last.pt" for run in ("resumed", "straight")))
 
 
 def test_every_n_minutes_writes_inside_the_epoch_with_a_patched_clock(compose, tmp_path, monkeypatch):
