@@ -130,3 +130,28 @@ def test_every_n_minutes_writes_inside_the_epoch_with_a_patched_clock(compose, t
     train(compose(["model.hidden=[16]", "trainer.max_epochs=1", "trainer.checkpoint.every_n_minutes=1"]),
           run_dir=tmp_path / "run")
     assert written == [4, 7, 10, 13, 16, 19]  # every 75 s (3 steps) after the first; step 20 ends the epoch
+
+
+@pytest.mark.slow
+def test_two_ranks_write_every_minute_on_rank_0s_clock(tmp_path):
+    """Under torchrun rank 0's clock decides and the vote tells rank 1: both gather the state
+    after the same steps (a rank that did not would wait in its collective for ever)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .test_distributed import LAUNCH_VARS, ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "dltrain", "device=cpu", "trainer.max_epochs=2", "trainer.diagnostics=false",
+                             "trainer.checkpoint.every_n_minutes=1e-9", "trainer.profiler=simple", "hydra.run.dir=run"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    # after every step but each epoch's last and the run's first (the clock starts there), and at each epoch's end
+    assert summary["profile"]["checkpointing"]["calls"] == 2 * (STEPS - 1) - 1 + 2
