@@ -36,7 +36,7 @@ from .conftest import ROOT
 REGISTRIES = {"model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "loss": LOSSES, "init": INITS,
               "scheduler": SCHEDULERS, "logger": LOGGERS}
 #: Groups of ready-made presets with no builder behind them: their options are the YAML files.
-PRESET_GROUPS = ("experiment", "hparams_search", "cluster")
+PRESET_GROUPS = ("experiment", "debug", "hparams_search", "cluster")
 
 
 def help_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
