@@ -42,6 +42,7 @@ from dltrain.training.checks import (
     check_combinations,
     check_model,
     check_monitor,
+    check_top_k,
     check_transfer,
     schedule_warnings,
     transfer_warnings,
@@ -150,6 +151,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
     warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
                                                                     scheduler_monitor)
+    check_top_k(tcfg.checkpoint.save_top_k, data.has_validation, tcfg.early_stopping.monitor)
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
     start_weights = saved_groups is None
     # Rank 0 builds first: trained weights it downloads are in torch's cache for the others.

@@ -44,6 +44,8 @@ SETTINGS = [
     ["model=gru", "model.bidirectional=true", "model.num_layers=2", "model.dropout=0.2", "model.pooling=mean"],
     ["trainer.diagnostics=false"],  # on by default: every other run here measures its layers
     ["regularization.augment=[mixup]"], ["regularization.augment=[cutmix,erasing]"],
+    ["trainer.checkpoint.save_top_k=2"], ["trainer.checkpoint.every_n_steps=1"],
+    ["trainer.profiler=simple"], ["trainer.profiler=pytorch"],
     ["trainer.deterministic=true"],
     ["trainer.accumulate_grad_batches=2"],
     ["trainer.max_steps=1"], ["trainer.max_time=3600"],

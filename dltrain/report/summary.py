@@ -22,9 +22,10 @@ TRAINED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch",
            "test", "test_weights", "num_params", "train_seconds", "task", "loss", "data", "device", "world_size",
            "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions")
 #: Keys a trained run's summary gains, after the others, once they apply: the ``last.pt`` an
-#: interrupted run saved, this segment's time, a signal after the last step, the end time, and
-#: the report of the test split (:mod:`dltrain.report.run_report`), last for it is the longest.
-LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "report")
+#: interrupted run saved, this segment's time, a signal after the last step, the end time, the
+#: time per phase (``trainer.profiler``), and the report of the test split
+#: (:mod:`dltrain.report.run_report`), last for it is the longest.
+LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "profile", "report")
 #: A run that failed (or was stopped) before its first epoch.
 NOT_STARTED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "resumed_from", "world_size",
                "started_at")
@@ -78,6 +79,8 @@ class RunSummary:
     signal: str | None = None
     finished_at: str | None = None
     report: dict[str, Any] | None = None
+    #: ``trainer.profiler``: seconds, calls and share per phase (simple), or the trace written (pytorch).
+    profile: dict[str, Any] | None = None
     layout: tuple[str, ...] = field(default=TRAINED, repr=False)
     #: Keys of a summary read from a file that this version does not know, kept as they were.
     other: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -53,6 +53,9 @@ class StepGuard:
         # trainer.max_time: whether the budget ran out, on rank 0's clock (None on the others:
         # the vote tells them); set by the trainer, None without a budget.
         self.out_of_time: Callable[[], bool] | None = None
+        # trainer.checkpoint.every_n_steps / every_n_minutes: whether last.pt is due after an
+        # optimizer step (rank 0's clock decides minutes; the vote tells the others); set by the trainer.
+        self.checkpoint_due: Callable[[int], bool] | None = None
 
     def start_epoch(self, epoch: int, steps: int, done: int, metrics: MetricAccumulator) -> None:
         """Watch epoch ``epoch`` of ``steps`` steps, ``done`` of them before (a resume), whose
@@ -60,7 +63,7 @@ class StepGuard:
         self.epoch, self.steps, self.metrics = epoch, steps, metrics
         self.checked, self.recent = done, []
 
-    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> None:
+    def after_step(self, step: int, global_step: int, loss: torch.Tensor, stepped: bool = True) -> bool:
         """Check the step just taken (``step`` of the epoch, ``global_step`` of the run); with
         gradient accumulation a micro-step, which ``stepped`` the optimizer if it ended its group
         (``log_every`` counts optimizer steps).
@@ -70,14 +73,19 @@ class StepGuard:
                 or on another rank.
             Interrupted: a stop was requested on any rank; the weights are those after ``step``.
             TimeLimitReached: ``trainer.max_time`` ran out (rank 0's clock); the same holds.
+
+        Returns:
+            Whether every rank is to write a mid-epoch checkpoint now (never at the epoch's last step:
+            its end writes one).
         """
         self.recent.append(loss.detach())  # a reference, not a device operation
         logging_step = (stepped and global_step % self.log_every == 0) or step == self.steps
         bad = logging_step and not self._loss_finite()
         signum = self.stop.signum if self.stop is not None else None
         late = self.out_of_time is not None and self.out_of_time()
+        due = stepped and step < self.steps and self.checkpoint_due is not None and self.checkpoint_due(global_step)
         if self.ranks.distributed:  # every rank takes the same decision after the same step
-            signum, bad_anywhere, late = self.ranks.vote(signum or 0, int(bad), int(late))
+            signum, bad_anywhere, late, due = self.ranks.vote(signum or 0, int(bad), int(late), int(due))
             signum = signum or None
             if bad_anywhere and not bad:
                 raise self._peer_diverged(step, global_step)
@@ -90,6 +98,7 @@ class StepGuard:
             self.progress.update(step, self.metrics.compute() if logging_step else None)
         if signum is not None or late:
             self._grant_stop(signum, step, global_step)
+        return bool(due)
 
     def after_validation_batch(self, epoch: int) -> None:
         """In one process, stop validating epoch ``epoch`` at once when asked. Ranks may hold

@@ -49,7 +49,7 @@ RUN_CONTROL = (
     "resume", "device", "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.limit_val_batches",
     "trainer.val_every_n_epochs", "trainer.log_every_n_steps", "trainer.eval_batch_size",
     "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark", "trainer.deterministic",
-    "trainer.sync_batchnorm",
+    "trainer.sync_batchnorm", "trainer.profiler", "trainer.profiler_steps",
     "trainer.checkpoint.",
     "trainer.early_stopping.patience", "trainer.early_stopping.enabled", "trainer.early_stopping.min_delta",
     "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",

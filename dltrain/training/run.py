@@ -53,10 +53,13 @@ from dltrain.training.determinism import nondeterministic_error, restored_determ
 from dltrain.training.device import resolve_device
 from dltrain.training.diagnostics import Diagnostics
 from dltrain.training.distributed import Ranks, device_for, init, route_logs, training_forward
+from dltrain.training.profiler import make_profiler
 from dltrain.training.progress import ProgressDisplay, print_results
 from dltrain.training.resume import Resume, already_finished, continue_run, load_resume, results_written
 from dltrain.training.rng import seed_everything
 from dltrain.training.signals import Interrupted, StopRequest, signal_name
+from dltrain.training.step_checkpoints import make_step_checkpoints
+from dltrain.training.top_k import make_top_k
 from dltrain.training.trainer import Hooks, Trainer, TrainingDiverged
 
 log = logging.getLogger("dltrain")
@@ -196,6 +199,8 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
         continue_run(trainer, run.resume, run.run_dir, run.ranks.is_main, metrics_csv, run.logger)
         if trainer.diagnostics is not None:  # the resumed run's rows of the epochs it keeps open the new file
             trainer.diagnostics.continue_from(run.resume.path.parent.parent / "diagnostics.csv", trainer.epoch)
+        if trainer.top_k is not None and run.ranks.is_main:  # its k best checkpoints, copied when it moves
+            trainer.top_k.carry_from(run.resume.path.parent)
     return trainer, metrics_csv
 
 
@@ -215,20 +220,25 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     tcfg = cfg.trainer
     main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
-    ck = tcfg.checkpoint
-    policy = CheckpointPolicy(run_dir / "checkpoints", save_last=ck.save_last, save_best=ck.save_best,
-                              every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last)
+    ck, folder = tcfg.checkpoint, run_dir / "checkpoints"
+    stopper = make_stopper(cfg, exp.data.has_validation)
+    top_k = make_top_k(folder, ck.save_top_k, stopper.monitor, stopper.mode, stopper.start_from_epoch)
+    policy = CheckpointPolicy(folder, save_last=ck.save_last, save_best=ck.save_best,
+                              every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last, top_k=top_k)
+    profiler = make_profiler(tcfg.profiler, device, run_dir, tcfg.profiler_steps) if main else None  # rank 0's time
     # rank 0's own step is measured (its gradients are every rank's, averaged); no collective is involved
     diagnostics = Diagnostics(exp.model, run_dir / "diagnostics.csv", activations=not tcfg.compile) \
         if tcfg.diagnostics and main else None
-    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics)
+    on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics, profiler)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(
         exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
-        stopper=make_stopper(cfg, exp.data.has_validation), scheduler=exp.scheduler, ranks=ranks,
+        stopper=stopper, scheduler=exp.scheduler, ranks=ranks,
         options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
-                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune, diagnostics=diagnostics),
+                    log_every_n_steps=tcfg.log_every_n_steps, on_epoch_start=exp.fine_tune, diagnostics=diagnostics,
+                    step_checkpoints=make_step_checkpoints(folder, ck.every_n_steps, ck.every_n_minutes, main),
+                    top_k=top_k, profiler=profiler),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp),
         budget=make_budget(cfg))
     return trainer, metrics_csv
@@ -319,6 +329,7 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         summary.best_epoch, summary.best_value = stopper.best_epoch, stopper.best
         summary.train_seconds = round(trainer.train_seconds, 3)  # the whole run, every segment
         summary.segment_seconds = round(time.perf_counter() - start, 3)
+        summary.profile = trainer.profiler.finish(run.run_dir)  # trainer.profiler: this segment's
         if summary.status not in ("completed", "early_stopped", "time_limit", "diverged"):  # no test follows
             write_summary(run.run_dir, summary, main=run.ranks.is_main)
     return None

@@ -31,11 +31,14 @@ from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.signals import StopRequest
 from dltrain.training.state import load_trainer_state, trainer_state
+from dltrain.training.profiler import Profiler
 from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
     from dltrain.training.diagnostics import Diagnostics
+    from dltrain.training.step_checkpoints import StepCheckpoints
+    from dltrain.training.top_k import TopKCheckpoints
 
 __all__ = ["Batches", "Hooks", "StepOptions", "Trainer", "TrainingDiverged"]
 
@@ -63,6 +66,10 @@ class Hooks:
             continues it (the fine-tune schedule sets what is frozen from it).
         diagnostics: measures the first step of every epoch, layer by layer
             (``trainer.diagnostics``); None measures nothing.
+        step_checkpoints: writes ``last.pt`` inside an epoch (``trainer.checkpoint.every_n_*``).
+        top_k: the k best epochs' checkpoints (``trainer.checkpoint.save_top_k``); its list
+            of kept files is part of the training state.
+        profiler: times the phases of the loop (``trainer.profiler``); None times nothing.
     """
 
     on_epoch_end: Callable[[Trainer, dict[str, Any], bool], None] | None = None
@@ -71,6 +78,9 @@ class Hooks:
     log_every_n_steps: int = 50
     on_epoch_start: Callable[[int], None] | None = None
     diagnostics: Diagnostics | None = None
+    step_checkpoints: StepCheckpoints | None = None
+    top_k: TopKCheckpoints | None = None
+    profiler: Profiler | None = None
 
 
 class Trainer:
@@ -120,13 +130,17 @@ class Trainer:
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
         self.device = next(model.parameters()).device
-        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions())
+        self.profiler = hooks.profiler or Profiler()
+        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions(), self.profiler)
         k = self.step.options.accumulate_grad_batches
         self.accumulation = Accumulation(self.step, k, self.ranks) if k > 1 else None  # None: a step per batch
         self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps, k)
         self.budget = budget or Budget()
         if self.budget.max_seconds is not None and self.ranks.is_main:  # rank 0's clock decides for all
             self.guard.out_of_time = lambda: self.train_seconds >= self.budget.max_seconds
+        self.step_checkpoints, self.top_k = hooks.step_checkpoints, hooks.top_k
+        if self.step_checkpoints is not None:
+            self.guard.checkpoint_due = self.step_checkpoints.due
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # training steps done in the epoch under way
         self.global_step = 0
@@ -197,7 +211,8 @@ class Trainer:
         # The epoch's first optimizer step is measured layer by layer (trainer.diagnostics): with
         # accumulation its group's last micro-step, whose gradients are the whole group's.
         measured = group_end(self.step_in_epoch, k, count) if self.diagnostics is not None else None  # None: never
-        source = batches if accumulation is None else accumulation.batches(batches, count, self.step_in_epoch)
+        timed = self.profiler.batches(batches)  # trainer.profiler: the wait for each batch
+        source = timed if accumulation is None else accumulation.batches(timed, count, self.step_in_epoch)
         for step, (x, y) in enumerate(() if self.budget.steps_done(self.global_step) else source,
                                       start=self.step_in_epoch + 1):
             if step == measured:
@@ -207,7 +222,8 @@ class Trainer:
             acc.update(output, y, loss)
             stepped = accumulation is None or accumulation.stepped  # global_step counts optimizer steps
             self.global_step, self.step_in_epoch = self.global_step + stepped, step
-            self.guard.after_step(step, self.global_step, loss, stepped)
+            if self.guard.after_step(step, self.global_step, loss, stepped):  # trainer.checkpoint.every_n_*
+                self.step_checkpoints.write(self)
             if self.global_step == self.budget.max_steps:  # trainer.max_steps: the epoch ends here
                 break
         return self._reduce(acc)
@@ -266,12 +282,14 @@ class Trainer:
                 train_batches.order.load_state_dict(order)
             rng()
         self._fit_started = time.perf_counter()
+        self.profiler.start()
         try:
             # An epoch a stop cut short right at max_steps still ends (validates, is written).
             while (self.epoch < self.max_epochs and not self.stopper.should_stop
                    and (self._resume_partial is not None or not self.budget.steps_done(self.global_step))):
                 self._run_epoch(train_batches, val_batches)
         finally:
+            self.profiler.stop()
             self._seconds_before, self._fit_started = self.train_seconds, None
         return "early_stopped" if self.stopper.should_stop else "completed"
 
@@ -307,7 +325,10 @@ class Trainer:
             raise
         last = number == self.max_epochs or self.budget.steps_done(self.global_step)
         validates = val_batches is not None and self.budget.validates(number, last)  # trainer.val_every_n_epochs
-        val = self.evaluate(val_batches, stoppable=True) if validates else None
+        val = None
+        if validates:
+            with self.profiler.phase("evaluation"):
+                val = self.evaluate(val_batches, stoppable=True)
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         row = self.ranks.broadcast(self._row(number, train, val))

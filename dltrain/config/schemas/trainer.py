@@ -25,6 +25,11 @@ class CheckpointConfig:
     save_last: bool = True
     every_n_epochs: int = spec(0, ge=0, help="also keep checkpoints/epoch-NNNN.pt every N epochs; 0 = never")
     keep_last: int | None = spec(3, ge=1, help="how many periodic checkpoints to keep; null = all")
+    save_top_k: int = spec(0, ge=0, help="keep the k best epochs by the monitor as checkpoints/top-epochNNNN-"
+                                         "<monitor><value>.pt; 0 = off")
+    every_n_steps: int = spec(0, ge=0, help="also write last.pt every N optimizer steps inside an epoch; 0 = never")
+    every_n_minutes: float = spec(0.0, ge=0, help="also write last.pt inside an epoch once N minutes have passed "
+                                                  "since the last one; 0 = never")
 
 
 #: A batch limit: a count (1, 2, ...) or a fraction in (0, 1] (0.25, 1.0).
@@ -66,5 +71,11 @@ class TrainerConfig:
                                             "batch; needs CUDA")
     diagnostics: bool = spec(True, help="per layer, once an epoch: gradient and weight norms, update ratio, "
                                         "activations (diagnostics.csv, gradients.png)")
+    profiler: str = spec("none", choices=("none", "simple", "pytorch"),
+                         help="simple: seconds per phase (data, forward, backward, optimizer, evaluation, "
+                              "checkpointing) in profile.txt and summary.json; pytorch: a trace of a few steps "
+                              "in profiler/trace.json")
+    profiler_steps: int = spec(3, ge=1, help="profiler=pytorch: how many training steps the trace records, after "
+                                             "one skipped and one of warm-up")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
