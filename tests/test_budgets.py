@@ -20,6 +20,8 @@ from dltrain.build import build_experiment
 from dltrain.errors import ConfigError
 from dltrain.report import run_end
 from dltrain.report.run_end import draw_curves
+from dltrain.report.summary import RunSummary
+from dltrain.report.sweep import rank
 from dltrain.training.budget import parse_max_time
 from dltrain.training.trainer import Trainer
 from tests.conftest import run_cli
@@ -94,6 +96,14 @@ def test_max_time_ends_with_results_and_a_last_pt_that_resumes_exactly(compose, 
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert resumed["test"] == straight["test"]
     assert state(tmp_path / "straight")["global_step"] == 2 * STEPS_PER_EPOCH // 2
+
+
+def test_a_time_limit_run_is_ranked_by_a_sweep_but_not_finished():
+    """It tested its weights and wrote its results (a sweep ranks it), yet a resume trains on."""
+    rows = [{"job": 0, "status": "time_limit", "monitor": "val_loss", "best_value": 0.5},
+            {"job": 1, "status": "completed", "monitor": "val_loss", "best_value": 0.7}]
+    assert [row["job"] for row in rank(rows, "val_loss", "min")] == [0, 1]
+    assert not RunSummary("time_limit").finished and RunSummary("completed").finished
 
 
 def test_max_time_run_exits_0_from_the_command_line(tmp_path):

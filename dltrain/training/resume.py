@@ -104,7 +104,7 @@ def _added_later(key: str, old: Any, new: Any, current: dict[str, Any]) -> bool:
     group, _, leaf = key.partition(".")
     node = current.get(group)
     schema = GROUP_SCHEMAS.get(group, {}).get(node.get("name")) if isinstance(node, dict) else None
-    if schema is None and "." not in leaf:  # a key of a plain node (trainer.*)
+    if schema is None and "." not in leaf:  # a key of a plain node (trainer.*, regularization.*)
         schema = typing.get_type_hints(TrainConfig).get(group)
         schema = schema if dataclasses.is_dataclass(schema) else None
     # differences() marks an absent key with a bare object()
