@@ -37,6 +37,7 @@ from dltrain.training.budget import Budget, parse_max_time, schedule_length
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
+from dltrain.training.averaging import SwaSchedule, WeightAverage, build_averaging, check_averaging
 from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,
@@ -97,7 +98,7 @@ class Experiment:
     loss_name: str
     loss_fn: Loss
     optimizer: torch.optim.Optimizer
-    scheduler: LRSchedule
+    scheduler: LRSchedule | SwaSchedule
     penalty: WeightPenalty
     augment: Augment | None
     autocast_dtype: torch.dtype | None
@@ -215,6 +216,9 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         max_epochs, optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), tcfg.max_steps)
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=schedule_epochs,
                                 steps_per_epoch=schedule_steps, **sched)
+    if reg.swa_lr is not None:  # from regularization.swa_start the LR anneals to swa_lr
+        scheduler = SwaSchedule(scheduler, optimizer, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
+                                anneal_epochs=reg.swa_anneal_epochs)
     if not tcfg.fast_dev_run:
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
@@ -316,6 +320,8 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     check_accumulation(cfg.trainer.accumulate_grad_batches, optim, OPTIMIZERS.facts(optim).closure)
     check_deterministic(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
     parse_max_time(cfg.trainer.max_time)  # a value the schema's pattern let through but no clock reads
+    check_averaging(ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
+                    max_epochs=cfg.trainer.max_epochs)
 
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
@@ -572,6 +578,13 @@ def make_budget(cfg: DictConfig) -> Budget:
     if tcfg.fast_dev_run:
         return Budget()
     return Budget(tcfg.max_steps, parse_max_time(tcfg.max_time), tcfg.val_every_n_epochs)
+
+
+def make_averaging(cfg: DictConfig, model: nn.Module) -> WeightAverage | None:
+    """The EMA or SWA of ``model``'s weights that ``regularization`` asks for; None for neither."""
+    reg = cfg.regularization
+    return build_averaging(model, ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup, swa_start=reg.swa_start,
+                           evaluate_averaged=reg.evaluate_averaged)
 
 
 def watched_mode(stopper: EarlyStopping) -> str | None:

@@ -51,6 +51,7 @@ SETTINGS = [
     ["trainer.max_steps=1"], ["trainer.max_time=3600"],
     ["trainer.limit_train_batches=0.5", "trainer.limit_val_batches=1"], ["trainer.overfit_batches=1"],
     ["trainer.val_every_n_epochs=2"],
+    ["regularization.ema_decay=0.9"], ["regularization.swa_start=1"],
 ]
 
 

@@ -23,9 +23,11 @@ TRAINED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch",
            "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions")
 #: Keys a trained run's summary gains, after the others, once they apply: the ``last.pt`` an
 #: interrupted run saved, this segment's time, a signal after the last step, the end time, the
-#: time per phase (``trainer.profiler``), and the report of the test split
-#: (:mod:`dltrain.report.run_report`), last for it is the longest.
-LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "profile", "report")
+#: weight averaging and its test beside the raw weights' (EMA, SWA), the time per phase
+#: (``trainer.profiler``), and the report of the test split (:mod:`dltrain.report.run_report`),
+#: last for it is the longest.
+LATER = ("checkpoint", "segment_seconds", "signal", "finished_at", "averaging", "test_averaged", "profile",
+         "report")
 #: A run that failed (or was stopped) before its first epoch.
 NOT_STARTED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "resumed_from", "world_size",
                "started_at")
@@ -79,6 +81,10 @@ class RunSummary:
     signal: str | None = None
     finished_at: str | None = None
     report: dict[str, Any] | None = None
+    #: EMA/SWA (``regularization.ema_decay``, ``swa_start``): what was averaged, which weights were evaluated.
+    averaging: dict[str, Any] | None = None
+    #: With ``regularization.evaluate_averaged=false``: the test metrics of the averaged weights.
+    test_averaged: dict[str, float] | None = None
     #: ``trainer.profiler``: seconds, calls and share per phase (simple), or the trace written (pytorch).
     profile: dict[str, Any] | None = None
     layout: tuple[str, ...] = field(default=TRAINED, repr=False)

@@ -26,6 +26,7 @@ from dltrain.build import (
     build_experiment,
     checkpoint_meta,
     describe_data,
+    make_averaging,
     make_budget,
     make_stopper,
     run_hparams,
@@ -240,7 +241,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
                     step_checkpoints=make_step_checkpoints(folder, ck.every_n_steps, ck.every_n_minutes, main),
                     top_k=top_k, profiler=profiler),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp),
-        budget=make_budget(cfg))
+        budget=make_budget(cfg), averaging=make_averaging(cfg, exp.model))
     return trainer, metrics_csv
 
 
@@ -389,6 +390,11 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary,
     report (each rank evaluates its contiguous part; rank 0 writes them all, in order)."""
     outputs: list[torch.Tensor] = []
     summary.test = trainer.evaluate(batches, outputs=outputs)
+    averaging = trainer.averaging
+    if averaging is not None:
+        if not averaging.evaluate_averaged and averaging.active:  # the averaged weights at the end, beside
+            summary.test_averaged = trainer.evaluate(batches, model=averaging.module)
+        summary.averaging = averaging.describe()
     gathered = write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
     if gathered is not None:  # rank 0
         summary.report = write_report(run_dir, gathered, data, data.x_test)

@@ -36,6 +36,8 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     unfinished = _partial_epoch(trainer) if inside else None
     return {
         "model": trainer.model.state_dict(),
+        # The averaged weights (EMA, SWA) and the averager's counters; None without averaging.
+        "averaged_model": trainer.averaging.state_dict() if trainer.averaging is not None else None,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "grad_scaler": trainer.step.scaler.state_dict() if trainer.step.scaler.is_enabled() else None,
@@ -81,6 +83,8 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     the data order and the RNGs when ``fit`` starts, after everything that draws random
     numbers while a run is set up."""
     trainer.model.load_state_dict(state["model"])
+    if trainer.averaging is not None:  # an older checkpoint (no averaged_model) starts it again
+        trainer.averaging.load_state_dict(state.get("averaged_model"))
     trainer.optimizer.load_state_dict(state["optimizer"])
     match_state_layouts(trainer.optimizer)
     if trainer.scheduler is not None and state.get("scheduler") is not None:
@@ -96,7 +100,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     if trainer.restore_best_weights and trainer.stopper.best_epoch is not None:
         saved = state.get("best_model")
         trainer.best_state = ({k: v.to(trainer.device) for k, v in saved.items()} if saved is not None else
-                              {k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+                              {k: v.detach().clone() for k, v in trainer.evaluated_model.state_dict().items()})
     trainer._resume_partial = state.get("partial_epoch")
     if trainer.accumulation is not None and trainer._resume_partial:  # older checkpoints have no such key
         trainer.accumulation.load_state_dict(trainer._resume_partial.get("accumulated"))

@@ -22,6 +22,7 @@ from torch import nn
 
 from dltrain.errors import TrainingDiverged
 from dltrain.training.accumulate import Accumulation, group_end
+from dltrain.training.averaging import averaged_beside
 from dltrain.training.budget import Budget
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import to_cpu
@@ -36,6 +37,7 @@ from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
     from dltrain.schedulers import LRSchedule
+    from dltrain.training.averaging import WeightAverage
     from dltrain.training.diagnostics import Diagnostics
     from dltrain.training.step_checkpoints import StepCheckpoints
     from dltrain.training.top_k import TopKCheckpoints
@@ -102,6 +104,9 @@ class Trainer:
         restore_best_weights: keep a copy of the best epoch's weights for :meth:`restore_best`.
         meta: what every checkpoint holds besides the training state (config, versions, data).
         budget: max_steps, max_time and which epochs validate (:class:`Budget`); none by default.
+        averaging: the EMA or SWA of the weights (:class:`WeightAverage`): updated after each
+            optimizer step and epoch; what validation, ``best_state`` and the test use while it
+            is :attr:`~WeightAverage.evaluated`. None: no averaging.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class Trainer:
         restore_best_weights: bool = True,
         meta: dict[str, Any] | None = None,
         budget: Budget | None = None,
+        averaging: WeightAverage | None = None,
     ) -> None:
         hooks = hooks or Hooks()
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
@@ -129,6 +135,7 @@ class Trainer:
         self.ranks = ranks or Ranks()
         self.restore_best_weights = restore_best_weights
         self.meta = meta or {}
+        self.averaging = averaging
         self.device = next(model.parameters()).device
         self.profiler = hooks.profiler or Profiler()
         self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions(), self.profiler)
@@ -191,6 +198,8 @@ class Trainer:
             output, loss = self.step(x, y)
         if self.scheduler is not None:
             self.scheduler.step_batch()
+        if self.averaging is not None:  # after the optimizer step, as the schedule
+            self.averaging.after_step()
         return output, loss
 
     def train_epoch(self, batches: Batches) -> dict[str, float]:
@@ -234,9 +243,15 @@ class Trainer:
             return acc.compute()
         return MetricAccumulator.merged(self.task, self.ranks.all_gather(to_cpu(acc.state_dict()))).compute()
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The module whose weights the run evaluates now: the averaged copy, or the model."""
+        averaging = self.averaging
+        return averaging.module if averaging is not None and averaging.evaluated else self.model
+
     @torch.no_grad()
     def evaluate(self, batches: Batches, outputs: list[torch.Tensor] | None = None,
-                 stoppable: bool = False) -> dict[str, float]:
+                 stoppable: bool = False, model: nn.Module | None = None) -> dict[str, float]:
         """Loss and metrics over ``batches`` in eval mode, without gradients.
 
         Args:
@@ -244,12 +259,15 @@ class Trainer:
             outputs: if given, each batch's model outputs are appended to it (on the device),
                 so one pass gives both the metrics and the predictions.
             stoppable: check for a stop request after each batch (validation).
+            model: the module to evaluate; by default :attr:`evaluated_model`.
         """
-        self.ranks.sync_buffers(self.model)  # one model for every rank's share of the split
-        self.model.eval()
+        model = model if model is not None else self.evaluated_model
+        self.ranks.sync_buffers(model)  # one model for every rank's share of the split
+        model.eval()
+        forward = None if model is self.model else model  # the model's own forward may be compiled
         acc = MetricAccumulator(self.task)
         for x, y in batches:
-            output, loss = self.step.outputs_and_loss(x, y)
+            output, loss = self.step.outputs_and_loss(x, y, forward)
             acc.update(output, y, loss)
             if outputs is not None:
                 outputs.append(output.detach())
@@ -323,6 +341,8 @@ class Trainer:
         except TrainingDiverged:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
+        if self.averaging is not None:  # SWA averages the epoch's last weights (and recomputes BN for them)
+            self.averaging.end_epoch(number, train_batches)
         last = number == self.max_epochs or self.budget.steps_done(self.global_step)
         validates = val_batches is not None and self.budget.validates(number, last)  # trainer.val_every_n_epochs
         val = None
@@ -331,7 +351,10 @@ class Trainer:
                 val = self.evaluate(val_batches, stoppable=True)
         # Rank 0's row on every rank (the metrics are the same, the timings not): every
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
-        row = self.ranks.broadcast(self._row(number, train, val))
+        # evaluate_averaged=false: the averaged weights' val_avg_* columns
+        evaluate = (lambda module: self.evaluate(val_batches, model=module)) if validates else None
+        beside = averaged_beside(self.averaging, evaluate, train) if self.validates else {}
+        row = self.ranks.broadcast({**self._row(number, train, val), **beside})
         if not weights_finite(self.model):  # the last step's gradients overflowed
             self._record_diverged(row)
             raise TrainingDiverged(TrainingDiverged.WEIGHTS, number, step=self.step_in_epoch, steps=len(train_batches),
@@ -345,7 +368,7 @@ class Trainer:
         watched = monitor is not None and (validates or not monitor.startswith("val_"))
         improved = watched and self.stopper.update(number, row[monitor])
         if improved and self.restore_best_weights:
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in self.evaluated_model.state_dict().items()}
         self.healthy = not self.stopper.non_finite
         if self.progress is not None:
             self.progress.end_epoch(row, improved)
@@ -375,10 +398,11 @@ class Trainer:
             self.on_epoch_end(self, row, False)
 
     def restore_best(self) -> bool:
-        """Load the best epoch's weights into the model; False if no epoch improved."""
+        """Load the best epoch's weights into the model evaluated (:attr:`evaluated_model`);
+        False if no epoch improved."""
         if self.best_state is None:
             return False
-        self.model.load_state_dict(self.best_state)
+        self.evaluated_model.load_state_dict(self.best_state)
         return True
 
     def state_dict(self) -> dict[str, Any]:
