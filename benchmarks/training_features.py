@@ -17,7 +17,7 @@ Workload: the suite's ``mlp`` (``benchmarks.run``): a 20,000 x 64 table of 10 cl
 a cost per step shows. Run it from the project root::
 
     python -m benchmarks.training_features                        # 3 rounds of 10 timed epochs
-    git archive 657540f | tar -x -C /tmp/before && ln -s ../conf /tmp/before/dltrain/conf
+    git archive 657540f | tar -x -C /tmp/before && ln -s /tmp/before/conf /tmp/before/dltrain/conf
     python -m benchmarks.training_features --baseline /tmp/before --repeats 5
     python -m benchmarks.training_features --quick --only plain,deterministic   # a smoke check
 """
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None and not (args.baseline / "dltrain" / "conf").is_dir():
         # else its dltrain would read this checkout's configs (the installed package's dltrain.conf)
         parser.error(f"--baseline {args.baseline}: it needs its configs inside its package: "
-                     f"ln -s ../conf {args.baseline}/dltrain/conf")
+                     f"ln -s {args.baseline.resolve()}/conf {args.baseline}/dltrain/conf")
     repeats, epochs, sizes = (1, 1, replace(QUICK)) if args.quick else (args.repeats, args.epochs, FULL)
     with tempfile.TemporaryDirectory(prefix="bench_features_data_") as folder:
         table = write_table(Path(folder), sizes)
