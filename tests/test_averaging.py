@@ -6,7 +6,6 @@ and the averaged weights as what ``best.pt``, ``dltrain-eval``, ``dltrain-predic
 from __future__ import annotations
 
 import csv
-import json
 import math
 import signal
 
@@ -205,7 +204,7 @@ def test_the_onnx_export_computes_with_the_averaged_weights(ema_run, capsys):
 def test_evaluate_averaged_false_evaluates_both(tmp_path):
     summary = train(compose([*SMALL, "trainer.max_epochs=3", "regularization.swa_start=2",
                              "regularization.evaluate_averaged=false"]), run_dir=tmp_path / "run")
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = _rows(tmp_path / "run")
     assert math.isnan(float(rows[0]["val_avg_loss"]))  # no average before swa_start
     assert rows[1]["val_avg_loss"] == rows[1]["val_loss"]  # the average of one epoch's weights: those weights
     assert float(rows[2]["val_avg_loss"]) != float(rows[2]["val_loss"])
