@@ -103,10 +103,10 @@ def test_logging_steps_count_optimizer_steps(monkeypatch):
     assert trainer.global_step == 7 and len(reads) == 4
 
 
-def test_ddp_accumulation_equals_the_single_process_big_batch(tmp_path):
-    """Two gloo ranks, 3 micro-batches of 2 each, equal one step of one process on the 12
-    examples; DDP all-reduces once for the group (3 times for 3 plain steps), and inside the
-    group the ranks' gradients are their own."""
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> list[dict]:
+    """What each of two gloo ranks saw (:mod:`tests.accumulate_workers`), started once for the module."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(WORLD),
                 LOCAL_WORLD_SIZE=str(WORLD), OMP_NUM_THREADS="1",
@@ -122,6 +122,14 @@ def test_ddp_accumulation_equals_the_single_process_big_batch(tmp_path):
         result = torch.load(path, weights_only=True)
         assert "unexpected" not in result, result.get("unexpected")
         results.append(result)
+    return results
+
+
+def test_ddp_accumulation_equals_the_single_process_big_batch(ddp_results):
+    """Two gloo ranks, 3 micro-batches of 2 each, equal one step of one process on the 12
+    examples; DDP all-reduces once for the group (3 times for 3 plain steps), and inside the
+    group the ranks' gradients are their own."""
+    results = ddp_results
     single = workers.trained(1, workers.B * workers.K * WORLD, 1)
     for result in results:
         assert_weights_close(result["weights"], single)
@@ -131,9 +139,27 @@ def test_ddp_accumulation_equals_the_single_process_big_batch(tmp_path):
     local = [result["local_grads"] for result in results]
     assert not torch.equal(local[0][0], local[1][0])
     for result in results:
-        assert result["saved"]["examples"] == workers.B
+        assert result["saved"]["examples"] == workers.B * WORLD  # the group's examples on both ranks
         for saved, grad0, grad1 in zip(result["saved"]["grads"], *local, strict=True):
             torch.testing.assert_close(saved, (grad0 + grad1) / 2)
+
+
+def test_a_two_rank_group_resumed_in_one_process_takes_the_big_batch_step(ddp_results):
+    """The checkpoint of two ranks after the first micro-step of a group, continued by one
+    process on the group's other batches (of both ranks' examples), takes the step of the
+    uninterrupted one-process run."""
+    model = workers.mlp()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), nn.CrossEntropyLoss(),
+                      "multiclass", max_epochs=1, stopper=EarlyStopping("val_loss"),
+                      options=StepOptions(accumulate_grad_batches=workers.K))
+    accumulation = trainer.accumulation
+    accumulation.load_state_dict(ddp_results[0]["saved"])
+    rest = list(workers.batches(workers.B * WORLD, workers.K))[1:]
+    for x, y in accumulation.batches(rest, workers.K, 1):
+        accumulation(x, y)
+    assert accumulation.stepped
+    straight = workers.trained(workers.K, workers.B * WORLD, workers.K)
+    assert_weights_close(model.state_dict(), straight)
 
 
 def test_end_to_end_epoch_equals_the_big_batch_run(compose, tmp_path):

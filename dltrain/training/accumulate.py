@@ -101,17 +101,20 @@ class Accumulation:
         return output, loss
 
     def state_dict(self) -> dict[str, Any] | None:
-        """Inside a group, its examples so far and the gradients they summed (the mean of every
-        rank's: the one all-reduce skipped so far, which any number of ranks can continue);
+        """Inside a group, its examples so far on all ranks together and the gradients they summed
+        (the mean of every rank's: the one all-reduce skipped so far, which any number of ranks
+        can continue);
         None between groups."""
         if self.done == 0:
             return None
         grads = [p.grad.detach().cpu().clone() if p.grad is not None else None for p in self.params]
+        examples = self.done
         if self.ranks.distributed:
-            every = self.ranks.all_gather(grads)
-            grads = [None if g is None else torch.stack([rank[i] for rank in every]).mean(0)
+            every = self.ranks.all_gather((self.done, grads))
+            examples = sum(done for done, _ in every)  # the group's examples on all ranks, like its gradient
+            grads = [None if g is None else torch.stack([rank[i] for _, rank in every]).mean(0)
                      for i, g in enumerate(grads)]
-        return {"examples": self.done, "grads": grads}
+        return {"examples": examples, "grads": grads}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Continue the group :meth:`state_dict` saved (None: none was under way)."""
@@ -119,4 +122,5 @@ class Accumulation:
             return
         for p, grad in zip(self.params, state["grads"], strict=True):
             p.grad = None if grad is None else grad.to(device=p.device, dtype=p.dtype)
-        self.done = int(state["examples"])
+        # The examples of all ranks: each of this run's ranks trains its share of the group.
+        self.done = int(state["examples"]) // self.ranks.world_size
