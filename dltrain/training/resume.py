@@ -53,7 +53,7 @@ RUN_CONTROL = (
     "trainer.checkpoint.",
     "trainer.early_stopping.patience", "trainer.early_stopping.enabled", "trainer.early_stopping.min_delta",
     "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite",
-    "data.num_workers", "logger.", "trust_code",
+    "regularization.evaluate_averaged", "data.num_workers", "logger.", "trust_code",
 )
 #: Keys a resumed run may change (a key, or a prefix ending in a dot): the run-control keys,
 #: and where the same data lives now.
@@ -99,19 +99,36 @@ def _changeable(key: str) -> bool:
 
 
 def _added_later(key: str, old: Any, new: Any, current: dict[str, Any]) -> bool:
-    """Whether ``key`` is one of :data:`ADDED_KEYS`, absent from the checkpoint's config, and
-    this run has it at its option's schema default: no change to the checkpoint's run."""
+    """Whether ``key`` is absent from the checkpoint's config and this run has it at its
+    schema default: no change to the checkpoint's run. A key of a plain node
+    (``trainer.*``, ``regularization.augment_params.mixup.alpha``) at any depth; a key of a
+    group's option only when it is one of :data:`ADDED_KEYS`."""
+    if type(old) is not object:  # differences() marks an absent key with a bare object()
+        return False
     group, _, leaf = key.partition(".")
     node = current.get(group)
     schema = GROUP_SCHEMAS.get(group, {}).get(node.get("name")) if isinstance(node, dict) else None
-    if schema is None and "." not in leaf:  # a key of a plain node (trainer.*, regularization.*)
-        schema = typing.get_type_hints(TrainConfig).get(group)
-        schema = schema if dataclasses.is_dataclass(schema) else None
-    # differences() marks an absent key with a bare object()
-    if key not in ADDED_KEYS or type(old) is not object or schema is None:
-        return False
-    default = {f.name: f.default for f in dataclasses.fields(schema)}.get(leaf, dataclasses.MISSING)
-    return default is not dataclasses.MISSING and new == default
+    if schema is not None:
+        return key in ADDED_KEYS and "." not in leaf and _default(schema, leaf.split(".")) == new
+    schema = typing.get_type_hints(TrainConfig).get(group)
+    return dataclasses.is_dataclass(schema) and _default(schema, leaf.split(".")) == new
+
+
+def _default(schema: Any, path: list[str]) -> Any:
+    """The default of the field ``path`` names in the dataclass ``schema`` (through nested
+    dataclass fields); a bare object() when it has none."""
+    field = {f.name: f for f in dataclasses.fields(schema)}.get(path[0])
+    if field is None:
+        return object()
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return object()
+    if len(path) == 1:
+        return value
+    return _default(type(value), path[1:]) if dataclasses.is_dataclass(value) else object()
 
 
 def explicit_keys(cfg: DictConfig) -> set[str]:
@@ -200,9 +217,13 @@ def check_config(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> 
         why = ("the model's architecture and data must stay those the weights were trained with"
                if arch else "a resumed run continues the same experiment")
         raise ConfigError(f"resume={path}: {listed}: {why}; drop that override, or train a new run without "
-                          "resume= (only trainer.max_epochs, early-stopping patience, device, checkpoint and data "
-                          "location keys may change)")
+                          f"resume= (only {_changeable_keys()} may change)")
     return [f"{k}: {_show(old)} -> {_show(new)}" for k, old, new in diffs]
+
+
+def _changeable_keys() -> str:
+    """The keys a resume may change, for a refusal: ``trainer.checkpoint.*`` for a prefix."""
+    return ", ".join(key + "*" if key.endswith(".") else key for key in CHANGEABLE if key != "resume")
 
 
 def _describe_changes(changes: list[tuple[str, Any, Any]]) -> list[str]:

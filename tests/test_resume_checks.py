@@ -1,0 +1,83 @@
+"""What a resume checks before it trains: a checkpoint written before keys were added still
+resumes, and a refusal lists the keys a resume may change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dltrain import train
+from dltrain.errors import ConfigError
+from dltrain.training.checkpoint import load_checkpoint
+from dltrain.training.resume import CHANGEABLE, flatten
+
+FAST = ["model.hidden=[16]", "trainer.batch_size=256", "trainer.diagnostics=false"]
+
+#: Every key the composed default config has now that a checkpoint of the config before
+#: the training features (accumulation, budgets, averaging, MixUp, step checkpoints) lacks.
+ADDED = (
+    "regularization.augment_params.cutmix.alpha", "regularization.augment_params.cutmix.p",
+    "regularization.augment_params.erasing.p", "regularization.augment_params.erasing.ratio",
+    "regularization.augment_params.erasing.scale", "regularization.augment_params.erasing.value",
+    "regularization.augment_params.mixup.alpha", "regularization.augment_params.mixup.p",
+    "regularization.ema_decay", "regularization.ema_warmup", "regularization.evaluate_averaged",
+    "regularization.swa_anneal_epochs", "regularization.swa_lr", "regularization.swa_start",
+    "trainer.accumulate_grad_batches", "trainer.checkpoint.every_n_minutes", "trainer.checkpoint.every_n_steps",
+    "trainer.checkpoint.save_top_k", "trainer.deterministic", "trainer.limit_train_batches",
+    "trainer.limit_val_batches", "trainer.max_steps", "trainer.max_time", "trainer.overfit_batches",
+    "trainer.profiler", "trainer.profiler_steps", "trainer.val_every_n_epochs",
+)
+#: The keys of that older default config.
+OLDER = (
+    "data.name", "data.test_fraction", "data.val_fraction", "device", "init.name", "loss.name", "model.activation",
+    "model.hidden", "model.name", "optim.amsgrad", "optim.betas", "optim.decoupled_weight_decay", "optim.eps",
+    "optim.foreach", "optim.fused", "optim.lr", "optim.maximize", "optim.name", "optim.weight_decay",
+    "regularization.augment", "regularization.augment_params.brightness.delta",
+    "regularization.augment_params.contrast.delta", "regularization.augment_params.crop.padding",
+    "regularization.augment_params.hflip.p", "regularization.augment_params.rotate.degrees",
+    "regularization.augment_params.shift.fraction", "regularization.augment_params.zoom.scale",
+    "regularization.batch_norm", "regularization.dropout", "regularization.grad_clip",
+    "regularization.grad_clip_value", "regularization.l1", "regularization.l2", "regularization.label_smoothing",
+    "resume", "scheduler.name", "scheduler.warmup_epochs", "seed", "trainer.batch_size", "trainer.channels_last",
+    "trainer.checkpoint.every_n_epochs", "trainer.checkpoint.keep_last", "trainer.checkpoint.save_best",
+    "trainer.checkpoint.save_last", "trainer.compile", "trainer.cudnn_benchmark", "trainer.diagnostics",
+    "trainer.early_stopping.baseline", "trainer.early_stopping.check_finite", "trainer.early_stopping.enabled",
+    "trainer.early_stopping.min_delta", "trainer.early_stopping.mode", "trainer.early_stopping.monitor",
+    "trainer.early_stopping.patience", "trainer.early_stopping.restore_best_weights",
+    "trainer.early_stopping.start_from_epoch", "trainer.eval_batch_size", "trainer.fast_dev_run",
+    "trainer.log_every_n_steps", "trainer.max_epochs", "trainer.precision", "trainer.repeats",
+    "trainer.sync_batchnorm", "trust_code",
+)
+
+
+def _drop(config: dict, key: str) -> None:
+    *path, leaf = key.split(".")
+    for part in path:
+        config = config[part]
+    del config[leaf]
+
+
+def test_a_checkpoint_without_every_added_key_resumes(compose, tmp_path):
+    """Its config lacks every key added since (nested ones too): it resumes with the defaults."""
+    keys = set(flatten(OmegaConf.to_container(compose(FAST), resolve=True)))
+    assert keys - set(OLDER) == set(ADDED)  # ADDED is complete
+    train(compose([*FAST, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    for key in ADDED:
+        _drop(state["config"], key)
+    torch.save(state, tmp_path / "old.pt")
+    summary = train(compose([*FAST, "trainer.max_epochs=2", f"resume={tmp_path / 'old.pt'}"]),
+                    run_dir=tmp_path / "resumed")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2
+
+
+def test_a_refusal_lists_every_key_a_resume_may_change(compose, tmp_path):
+    train(compose([*FAST, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    with pytest.raises(ConfigError) as err:
+        train(compose([*FAST, "optim.lr=0.5", f"resume={tmp_path / 'first'}"]), run_dir=tmp_path / "again")
+    message = str(err.value)
+    assert "\n" not in message and "optim.lr=0.5" in message
+    allowed = message.rsplit("(only ", 1)[1]
+    assert "regularization.evaluate_averaged" in allowed and "trainer.profiler_steps" in allowed
+    assert all(key.rstrip(".") in allowed for key in CHANGEABLE if key != "resume")
