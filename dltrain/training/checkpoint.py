@@ -88,9 +88,25 @@ def save_last(trainer: Any, folder: Path, ranks: Ranks) -> Path:
     """``last.pt`` of a stopped run into ``folder``: every rank gathers the state of ``trainer``
     (the Trainer, which imports this module), rank 0 saves it, and no rank leaves before it
     exists (a launcher may end the job when the first does)."""
-    state, path = trainer.checkpoint(), folder / "last.pt"
-    ranks.agreed("saving last.pt", lambda: save_checkpoint(state, path) if ranks.is_main else None)
+    path = folder / "last.pt"
+    save_agreed(trainer, path, ranks)
     return path
+
+
+def save_agreed(trainer: Any, path: Path, ranks: Ranks) -> None:
+    """Every rank gathers ``trainer``'s state, and rank 0 saves it at ``path`` unless its
+    weights are no longer finite (a diverged state is no place to resume from: the last good
+    file stays); the ranks then agree that it worked, so a failed write raises on all of them
+    instead of leaving the others waiting in their next collective."""
+    from dltrain.training.guard import weights_finite  # the guard's module imports more of training
+
+    state = trainer.checkpoint()
+
+    def save() -> None:
+        if ranks.is_main and weights_finite(trainer.model):
+            save_checkpoint(state, path)
+
+    ranks.agreed(f"saving {path.name}", save)
 
 
 def _write_failure(err: Exception, path: Path) -> str:

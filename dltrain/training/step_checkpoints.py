@@ -17,8 +17,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from dltrain.training.checkpoint import save_checkpoint
-from dltrain.training.guard import weights_finite
+from dltrain.training.checkpoint import save_agreed
 
 
 class StepCheckpoints:
@@ -60,12 +59,10 @@ class StepCheckpoints:
 
     def write(self, trainer: Any) -> None:
         """Gather ``trainer``'s state (on every rank: the random states of all are collected)
-        and, on rank 0, save it as ``last.pt``, unless the weights are no longer finite: a
-        diverged state is no place to resume from, and the last good ``last.pt`` stays."""
+        and, on rank 0, save it as ``last.pt`` (see :func:`~dltrain.training.checkpoint.save_agreed`):
+        a failed write stops every rank, not rank 0 alone."""
         with trainer.profiler.phase("checkpointing"):
-            state = trainer.checkpoint()
-            if self.main and weights_finite(trainer.model):
-                save_checkpoint(state, self.path)
+            save_agreed(trainer, self.path, trainer.ranks)
         self._since = self.clock()
 
 
