@@ -70,7 +70,7 @@ def test_a_tied_weight_is_averaged_once():
 
 def _swa_config(extra: list[str] = ()):
     return compose([*SMALL, "regularization.batch_norm=true", "trainer.max_epochs=4", "optim=sgd", "optim.lr=0.1",
-                    *extra])
+                    "scheduler=cosine", "trainer.batch_size=256", "trainer.limit_train_batches=6", *extra])
 
 
 def test_swa_equals_torch_swa_utils_on_the_same_run(tmp_path):
@@ -79,26 +79,33 @@ def test_swa_equals_torch_swa_utils_on_the_same_run(tmp_path):
     assert summary["averaging"]["method"] == "swa" and summary["averaging"]["updates"] == 3
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["averaged_model"]
 
-    # By hand: the same seed, data order and steps; AveragedModel, SWALR from epoch 2 and update_bn at the end.
+    # By hand, torch.optim.swa_utils' documented recipe: the same seed, data order and steps,
+    # SWALR built beside the configured schedule, and after each epoch `if epoch > swa_start:
+    # update_parameters; swa_scheduler.step() else: scheduler.step()`, update_bn at the end.
+    # That recipe's swa_start is the last 0-based epoch not averaged: 1-based swa_start=2 is 0.
     cfg = _swa_config()
     seed_everything(cfg.seed)
     exp = build_experiment(cfg, torch.device("cpu"))
-    model, optimizer, batches = exp.model, exp.optimizer, exp.batches[0]
+    model, optimizer, batches, scheduler = exp.model, exp.optimizer, exp.batches[0], exp.scheduler
     averaged = AveragedModel(model)
-    swa_lr = SWALR(optimizer, swa_lr=0.02, anneal_epochs=2, anneal_strategy="cos")
-    lrs = []
-    for epoch in range(1, 5):
+    swa_scheduler = SWALR(optimizer, swa_lr=0.02, anneal_epochs=2, anneal_strategy="cos")
+    swa_start, lrs = 0, []
+    for epoch in range(4):
         lrs.append(optimizer.param_groups[0]["lr"])
         model.train()
         for x, y in batches:
             optimizer.zero_grad(set_to_none=True)
             exp.loss_fn(model(x), y).backward()
             optimizer.step()
-        if epoch >= 2:
+        if epoch > swa_start:
             averaged.update_parameters(model)
-        swa_lr.step()  # epochs 2 on train at SWALR's LR
+            swa_scheduler.step()
+        else:
+            scheduler.step_epoch({})
     update_bn(batches, averaged)
-    assert lrs == pytest.approx([0.1, 0.06, 0.02, 0.02])
+    # cosine over 4 epochs, then SWALR's cosine from 0.1 * (1 + cos(pi/4)) / 2 to 0.02 over 2 epochs
+    start = 0.1 * (1 + math.cos(math.pi / 4)) / 2
+    assert lrs == pytest.approx([0.1, start, (start + 0.02) / 2, 0.02])
     with open(tmp_path / "run" / "metrics.csv") as f:
         assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx(lrs)
     mine = saved["weights"]

@@ -116,10 +116,28 @@ class WeightAverage:
             return
         order = getattr(train_batches, "order", None)
         saved = order.state_dict(0) if order is not None else None
-        update_bn(train_batches, self.module)
+        # Train mode runs dropout too: its draws come from forked generators, so the raw
+        # weights' training draws what it would without SWA.
+        devices = sorted({p.device for p in self.module.parameters() if p.device.type == "cuda"}, key=str)
+        with torch.random.fork_rng(devices=devices):
+            update_bn(train_batches, self.module)
         if order is not None:
             order.load_state_dict(saved)
+        average_batch_norm_over_ranks(self.module)
         self.module.eval()
+
+    def label(self) -> str:
+        """summary.json's ``test_weights`` while the averaged weights are evaluated."""
+        if self.method == "ema":
+            return f"EMA after {self.updates} update{'' if self.updates == 1 else 's'}"
+        return f"SWA average of epochs {self.swa_start}-{self.swa_start + self.updates - 1}"
+
+    def nothing_averaged(self) -> str | None:
+        """A warning for a run whose SWA averaged no epoch (it stopped before ``swa_start``'s end)."""
+        if self.method != "swa" or self.updates:
+            return None
+        return (f"regularization.swa_start={self.swa_start}: the run stopped before that epoch ended, "
+                "so SWA averaged nothing and the raw weights were evaluated")
 
     def state_dict(self) -> dict[str, Any]:
         """The averaged weights and counters, as tensors and plain data."""
@@ -149,6 +167,21 @@ class WeightAverage:
         return {"method": self.method, "weights": kind, "evaluated": evaluated, "updates": self.updates}
 
 
+def average_batch_norm_over_ranks(module: nn.Module) -> None:
+    """Under DDP, every rank's batch norm statistics become their mean over the ranks: each
+    rank's ``update_bn`` saw its own shard (equal in batches), so the mean is the statistics
+    of the pass over all of them. One collective per buffer, once per averaged epoch."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+            for buffer in (layer.running_mean, layer.running_var):
+                dist.all_reduce(buffer)
+                buffer.div_(dist.get_world_size())
+
+
 def averaged_beside(averaging: WeightAverage | None, evaluate: Callable[[nn.Module], dict[str, float]] | None,
            metrics: Iterable[str]) -> dict[str, float]:
     """With ``evaluate_averaged=false``, the averaged weights' validation metrics
@@ -162,7 +195,8 @@ def averaged_beside(averaging: WeightAverage | None, evaluate: Callable[[nn.Modu
 
 class SwaSchedule:
     """The configured LR schedule until ``swa_start``, then ``SWALR`` to ``swa_lr`` (cosine
-    annealing over ``anneal_epochs``): epoch ``swa_start`` trains at its first LR. Only the
+    annealing over ``anneal_epochs``) stepped after each averaged epoch: epoch ``swa_start``
+    trains at the configured schedule's LR, the next ones at SWALR's. Only the
     number of SWALR steps is saved: SWALR's next LR follows from it and the current one.
 
     Args:
@@ -179,20 +213,16 @@ class SwaSchedule:
         self.swa_steps = 0
         self._swalr: SWALR | None = None
 
-    @property
-    def lr(self) -> float:
-        """The current learning rate of param group 0."""
-        return float(self.optimizer.param_groups[0]["lr"])
-
     def step_batch(self) -> None:
         """The configured schedule's batch step, before SWA's epochs."""
         if self.swa_steps == 0:
             self.schedule.step_batch()
 
     def step_epoch(self, metrics: dict[str, float], **kwargs: Any) -> None:
-        """The configured schedule's epoch step, or SWALR's from the epoch before ``swa_start``."""
+        """The configured schedule's epoch step, or SWALR's after each averaged epoch (as
+        torch's recipe: ``if epoch > swa_start: swa_scheduler.step() else: scheduler.step()``)."""
         self.epoch += 1
-        if self.epoch + 1 < self.swa_start:
+        if self.epoch < self.swa_start:
             self.schedule.step_epoch(metrics, **kwargs)
             return
         with warnings.catch_warnings():  # SWALR, built now, never saw the optimizer step: it did
@@ -229,7 +259,7 @@ def build_averaging(model: nn.Module, *, ema_decay: float | None, ema_warmup: bo
 
 
 def check_averaging(*, ema_decay: float | None, ema_warmup: bool, swa_start: int | None, swa_lr: float | None,
-                    max_epochs: int) -> None:
+                    max_epochs: int, swa_anneal_epochs: int = 1) -> None:
     """The ``regularization.ema_*``/``swa_*`` keys together (``trainer.fast_dev_run``'s one
     epoch is not checked: a smoke run of a config that averages later averages nothing).
 
@@ -246,9 +276,25 @@ def check_averaging(*, ema_decay: float | None, ema_warmup: bool, swa_start: int
     if swa_lr is not None and swa_start is None:
         raise ConfigError(f"regularization.swa_lr={swa_lr:g} is the LR of SWA's epochs, but regularization.swa_start "
                           "is null: set regularization.swa_start, or swa_lr=null.")
+    if swa_anneal_epochs != 1 and swa_lr is None:
+        raise ConfigError(f"regularization.swa_anneal_epochs={swa_anneal_epochs} anneals the LR to swa_lr, but "
+                          "regularization.swa_lr is null: set regularization.swa_lr, or leave swa_anneal_epochs at 1.")
     if swa_start is not None and swa_start > max_epochs:
         raise ConfigError(f"regularization.swa_start={swa_start} is after the last epoch (trainer.max_epochs="
                           f"{max_epochs}): nothing would be averaged; set swa_start to {max_epochs} or less.")
+
+
+def check_swa_reaches(swa_start: int | None, epochs: int, max_steps: int | None) -> None:
+    """SWA's first epoch within the epochs the run takes (``epochs``: ``trainer.max_steps`` and the
+    batch limits counted).
+
+    Raises:
+        ConfigError: the run ends before ``swa_start``.
+    """
+    if swa_start is not None and swa_start > epochs:
+        raise ConfigError(f"regularization.swa_start={swa_start} is after the run's last epoch ({epochs}: "
+                          f"trainer.max_steps={max_steps} and the batches per epoch): nothing would be averaged; "
+                          f"set swa_start to {epochs} or less, or raise trainer.max_steps.")
 
 
 def weights_to_use(state: dict[str, Any], evaluate_averaged: bool = True) -> dict[str, torch.Tensor]:

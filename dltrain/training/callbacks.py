@@ -270,3 +270,5 @@ class EpochEndWriter:
                 state = trainer.checkpoint()  # on every rank, once for all the files of this epoch
                 if self.main:
                     self.policy.write(state, files)
+                elif self.policy.top_k is not None:  # rank 0 deletes the files; the others forget them
+                    self.policy.top_k.dropped.clear()

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from dltrain.optim import match_state_layouts
+from dltrain.training.averaging import STATE_KEY as AVERAGED_KEY
 from dltrain.training.checkpoint import seconds_so_far, to_cpu
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.rng import restore_rank_rng, rng_state
@@ -37,7 +38,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     return {
         "model": trainer.model.state_dict(),
         # The averaged weights (EMA, SWA) and the averager's counters; None without averaging.
-        "averaged_model": trainer.averaging.state_dict() if trainer.averaging is not None else None,
+        AVERAGED_KEY: trainer.averaging.state_dict() if trainer.averaging is not None else None,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "grad_scaler": trainer.step.scaler.state_dict() if trainer.step.scaler.is_enabled() else None,
@@ -84,7 +85,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     numbers while a run is set up."""
     trainer.model.load_state_dict(state["model"])
     if trainer.averaging is not None:  # an older checkpoint (no averaged_model) starts it again
-        trainer.averaging.load_state_dict(state.get("averaged_model"))
+        trainer.averaging.load_state_dict(state.get(AVERAGED_KEY))
     trainer.optimizer.load_state_dict(state["optimizer"])
     match_state_layouts(trainer.optimizer)
     if trainer.scheduler is not None and state.get("scheduler") is not None:
