@@ -58,3 +58,15 @@ def test_a_failed_write_raises_through_the_agreement(tmp_path):
     with pytest.raises(Exception):  # noqa: B017, PT011 - whichever error the write raises
         StepCheckpoints(tmp_path, every_n_steps=1).write(fake_trainer(ranks))
     assert ranks.agreed_on == ["saving last.pt"]
+
+
+def test_save_last_false_with_step_checkpoints_keeps_last_pt_at_each_epoch_end(compose, tmp_path):
+    """Mid-epoch last.pt files asked for: the epoch's end writes one too, so a resume never
+    trains again from the epoch's last mid-epoch one."""
+    from dltrain import train
+
+    train(compose(["model.hidden=[16]", "trainer.batch_size=256", "trainer.diagnostics=false",
+                   "trainer.max_epochs=2", "trainer.checkpoint.save_last=false",
+                   "trainer.checkpoint.every_n_steps=3"]), run_dir=tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and not state.get("partial_epoch") and state["global_step"] % 3

@@ -224,7 +224,10 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     ck, folder = tcfg.checkpoint, run_dir / "checkpoints"
     stopper = make_stopper(cfg, exp.data.has_validation)
     top_k = make_top_k(folder, ck.save_top_k, stopper.monitor, stopper.mode, stopper.start_from_epoch)
-    policy = CheckpointPolicy(folder, save_last=ck.save_last, save_best=ck.save_best,
+    # Mid-epoch last.pt files are asked for: each epoch's end keeps it current (save_last=false
+    # would leave the epoch's last mid-epoch one, which a resume would train again from).
+    save_last = ck.save_last or bool(ck.every_n_steps or ck.every_n_minutes)
+    policy = CheckpointPolicy(folder, save_last=save_last, save_best=ck.save_best,
                               every_n_epochs=ck.every_n_epochs, keep_last=ck.keep_last, top_k=top_k)
     profiler = make_profiler(tcfg.profiler, device, run_dir, tcfg.profiler_steps) if main else None  # rank 0's time
     # rank 0's own step is measured (its gradients are every rank's, averaged); no collective is involved
@@ -313,7 +316,7 @@ def _fit(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary) -> T
         summary.checkpoint = str(path)
         raise Interrupted(err.signum, f"{err}: saved {path}; continue with resume={path}") from None
     except Exception as err:
-        explained = nondeterministic_error(err)
+        explained = nondeterministic_error(err, tcfg.deterministic)
         summary.status, summary.stop_reason = "failed", first_line(explained or err)
         if explained is not None:
             raise explained from err
@@ -346,6 +349,9 @@ def _test_best(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary
     summary.test_weights = (f"best epoch {trainer.stopper.best_epoch}" if restored else
                             f"after step {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
                             else f"last epoch {trainer.epoch}")  # inside an epoch: trainer.max_time ran out
+    averaging = trainer.averaging
+    if not restored and averaging is not None and averaging.evaluated:  # the average, not that step's weights
+        summary.test_weights = averaging.label()
     try:
         _test(trainer, exp.data, exp.batches[2], summary, run.run_dir)
     except BaseException as err:  # a signal (which aborts at once now) or a failure: say so
@@ -395,6 +401,9 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary,
         if not averaging.evaluate_averaged and averaging.active:  # the averaged weights at the end, beside
             summary.test_averaged = trainer.evaluate(batches, model=averaging.module)
         summary.averaging = averaging.describe()
+        if (note := averaging.nothing_averaged()) is not None:
+            summary.warnings.append(note)
+            log.warning("warning: %s.", note)
     gathered = write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
     if gathered is not None:  # rank 0
         summary.report = write_report(run_dir, gathered, data, data.x_test)
