@@ -75,9 +75,10 @@ class Mix:
     @staticmethod
     def _lam(params: Mapping[str, float], device: torch.device) -> torch.Tensor:
         """``lam ~ Beta(alpha, alpha)``, or 1 (no mixing) with probability ``1 - p``; a 0-d tensor."""
-        alpha = torch.full((), params["alpha"], device=device)
-        # No argument validation: checking a tensor's values would read them back from the device.
-        lam = torch.distributions.Beta(alpha, alpha, validate_args=False).sample()
+        # Beta(a, a) as the first share of a Dirichlet(a, a) draw (two gamma draws, normalized):
+        # the very numbers torch.distributions.Beta samples, without building a distribution
+        # each step, and nothing read back from the device.
+        lam = torch._sample_dirichlet(torch.full((2,), params["alpha"], device=device))[0]
         mixed = torch.rand((), device=device) < params["p"]
         return torch.where(mixed, lam, torch.ones((), device=device))
 
