@@ -81,3 +81,28 @@ def test_a_refusal_lists_every_key_a_resume_may_change(compose, tmp_path):
     allowed = message.rsplit("(only ", 1)[1]
     assert "regularization.evaluate_averaged" in allowed and "trainer.profiler_steps" in allowed
     assert all(key.rstrip(".") in allowed for key in CHANGEABLE if key != "resume")
+
+
+@pytest.mark.parametrize("override", ["trainer.max_epochs=3", "trainer.max_steps=20"])
+def test_a_new_length_under_onecycle_is_refused_in_one_line(compose, tmp_path, override):
+    """onecycle's steps were sized on the checkpoint's length: a longer run would train on at its final LR."""
+    onecycle = [*FAST, "scheduler=onecycle", "trainer.max_epochs=2"]
+    train(compose(onecycle), run_dir=tmp_path / "first")
+    with pytest.raises(ConfigError) as err:
+        train(compose([*onecycle, override, f"resume={tmp_path / 'first'}"]), run_dir=tmp_path / "again")
+    key = override.split("=")[0]
+    assert "\n" not in str(err.value) and f"{override} (checkpoint: " in str(err.value)
+    assert "scheduler=onecycle" in str(err.value) and f"keep {key}=" in str(err.value)
+    assert not (tmp_path / "again").exists()
+
+
+def test_a_resume_with_its_max_time_spent_is_refused_before_anything_is_written(compose, tmp_path):
+    train(compose([*FAST, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    state["train_seconds"] = 120.0
+    torch.save(state, tmp_path / "spent.pt")
+    with pytest.raises(ConfigError, match=r"nothing to train: .* trained 120.0 s and trainer.max_time=60: "
+                                          r"raise trainer.max_time") as err:
+        train(compose([*FAST, "trainer.max_epochs=3", "trainer.max_time=60", f"resume={tmp_path / 'spent.pt'}"]),
+              run_dir=tmp_path / "again")
+    assert "\n" not in str(err.value) and not (tmp_path / "again").exists()

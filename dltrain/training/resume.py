@@ -30,7 +30,8 @@ from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import copy_atomically, remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
 from dltrain.training.callbacks import EarlyStopping
-from dltrain.training.checkpoint import load_checkpoint
+from dltrain.training.budget import parse_max_time
+from dltrain.training.checkpoint import load_checkpoint, seconds_so_far
 from dltrain.training.distributed import Ranks
 
 if TYPE_CHECKING:
@@ -360,7 +361,35 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
     validate(merged)
     for line in check_config(found, saved, OmegaConf.to_container(merged, resolve=True)):
         log.info("resume: override %s", line)
+    check_length(found, state, saved, merged)
     return Resume(found, state, merged)
+
+
+#: Schedules stepped per optimizer step over a length fixed when the run started.
+SIZED_ON_THE_RUN = ("onecycle",)
+
+
+def check_length(path: Path, state: dict[str, Any], saved: dict[str, Any], cfg: DictConfig) -> None:
+    """Refuse a resume whose length cannot continue the checkpoint's run.
+
+    Raises:
+        ConfigError: ``trainer.max_time`` is spent already (nothing to train), or
+            ``trainer.max_epochs`` / ``max_steps`` changed under a schedule sized on them
+            (it would train on at its final learning rate).
+    """
+    max_time = parse_max_time(cfg.trainer.max_time)
+    spent = seconds_so_far(state)
+    if max_time is not None and spent >= max_time:
+        raise ConfigError(f"resume={path}: nothing to train: the checkpoint's run trained {spent:.1f} s and "
+                          f"trainer.max_time={cfg.trainer.max_time}: raise trainer.max_time (or set it to null)")
+    if cfg.scheduler.name not in SIZED_ON_THE_RUN:
+        return
+    old = saved.get("trainer", {})
+    for key in ("max_epochs", "max_steps"):
+        if key in old and old[key] != cfg.trainer[key]:
+            raise ConfigError(f"resume={path}: trainer.{key}={cfg.trainer[key]} (checkpoint: {old[key]}) changes "
+                              f"the length scheduler={cfg.scheduler.name} was sized on: keep trainer.{key}="
+                              f"{old[key]}, or start a new run without resume=")
 
 
 def results_written(path: Path, ranks: Ranks) -> bool:
