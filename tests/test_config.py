@@ -28,7 +28,8 @@ def test_default_config(compose):
     assert set(cfg.trainer.early_stopping) == {"enabled", "monitor", "mode", "min_delta", "patience", "baseline",
                                                "restore_best_weights", "start_from_epoch", "check_finite"}
     assert cfg.trainer.early_stopping.restore_best_weights is True and cfg.trainer.early_stopping.baseline is None
-    assert set(cfg.trainer.checkpoint) == {"save_best", "save_last", "every_n_epochs", "keep_last"}
+    assert set(cfg.trainer.checkpoint) == {"save_best", "save_last", "every_n_epochs", "keep_last", "save_top_k",
+                                           "every_n_steps", "every_n_minutes"}
 
 
 def test_overrides_compose(compose):

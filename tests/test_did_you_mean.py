@@ -77,6 +77,7 @@ def test_what_is_suggested_composes():
     ("trainer.epochs=3", "trainer.max_epochs=3"),
     ("max_epochs=3", "trainer.max_epochs=3"),  # the one key of that name
     ("max_epoch=3", "trainer.max_epochs=3"),
+    ("max_steps=5", "trainer.max_steps=5"),  # a budget key of the trainer node
     ("hidden=[8]", "model.hidden=[8]"),
     ("weight_decay=1e-4", "regularization.l2=1e-4"),
     ("dropout=0.2", "regularization.dropout=0.2"),
@@ -111,7 +112,7 @@ def test_an_option_named_as_in_other_tools(group, option, meant):
 @pytest.mark.parametrize("override", [
     "colour=red", "optim.zzz=1", "model.width=3", "trainer.foo.bar=1",
     # spelled a little like a key of another meaning, an alias, or a node of keys
-    "max_steps=5", "steps=5", "es=1", "root=x", "lrate=0.1", "factor=0.5", "channels=3", "pretrained=true",
+    "steps=5", "es=1", "root=x", "lrate=0.1", "factor=0.5", "channels=3", "pretrained=true",
     "iterations=5", "modle=max",
 ])
 def test_no_suggestion_without_a_near_key(cfg, override):
