@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dltrain.config.conflicts import check_deterministic
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
@@ -37,7 +38,7 @@ from dltrain.training.budget import Budget, parse_max_time, schedule_length
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
-from dltrain.training.averaging import SwaSchedule, WeightAverage, build_averaging, check_averaging
+from dltrain.training.averaging import SwaSchedule, WeightAverage, build_averaging, check_averaging, check_swa_reaches
 from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,
@@ -49,7 +50,6 @@ from dltrain.training.checks import (
     transfer_warnings,
     validation_warnings,
 )
-from dltrain.training.determinism import check_deterministic
 from dltrain.training.device import resolve_memory_format, resolve_precision, set_cudnn_benchmark
 from dltrain.training.distributed import Ranks, check_world, sync_batchnorm
 from dltrain.training.fine_tune import FineTuneSchedule
@@ -162,7 +162,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     # model that cannot work, and it gives lazy layers their shapes before the init touches them.
     example = data.example(2).to(device)
     check_model(model, example, loss_fn, loss_name, autocast_dtype, name=cfg.model.name,
-                batch_size=tcfg.batch_size, precision=tcfg.precision)
+                batch_size=tcfg.batch_size, precision=tcfg.precision, deterministic=tcfg.deterministic)
     summary_rows = summarize(model, example)  # layers in the order they run
     last_layer = summary_rows[-1].kind if summary_rows else ""
     warnings += trap_warnings(loss_name, last_layer)
@@ -216,6 +216,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         max_epochs, optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), tcfg.max_steps)
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=schedule_epochs,
                                 steps_per_epoch=schedule_steps, **sched)
+    if schedule_epochs < max_epochs:  # max_steps ends the run first
+        check_swa_reaches(reg.swa_start, schedule_epochs, tcfg.max_steps)
     if reg.swa_lr is not None:  # from regularization.swa_start the LR anneals to swa_lr
         scheduler = SwaSchedule(scheduler, optimizer, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
                                 anneal_epochs=reg.swa_anneal_epochs)
@@ -321,7 +323,7 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     check_deterministic(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
     parse_max_time(cfg.trainer.max_time)  # a value the schema's pattern let through but no clock reads
     check_averaging(ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
-                    max_epochs=cfg.trainer.max_epochs)
+                    max_epochs=cfg.trainer.max_epochs, swa_anneal_epochs=reg.swa_anneal_epochs)
 
 
 def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:

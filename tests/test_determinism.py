@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from dltrain.training.determinism import CUBLAS_WORKSPACE, restored_determinism,
 from .conftest import run_cli
 from .test_bad_input import error_line
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["trainer.fast_dev_run=true", "device=cpu"]
 
 
@@ -79,9 +77,10 @@ def test_a_callers_own_setting_is_kept(compose, tmp_path):
         torch.use_deterministic_algorithms(False)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="every CPU run is the same bits, with or without the key")
 def test_two_runs_are_the_same_bits(compose, tmp_path):
-    """Two deterministic runs train the same weights, bit for bit (as every CPU run does)."""
-    overrides = ["model.hidden=[16]", "trainer.max_epochs=2", "device=cpu", "trainer.deterministic=true"]
+    """Two deterministic runs on CUDA train the same weights, bit for bit."""
+    overrides = ["model=cnn", "trainer.max_epochs=2", "device=cuda", "trainer.deterministic=true"]
     for name in ("a", "b"):
         train(compose(overrides), run_dir=tmp_path / name)
     weights = [torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["model"] for name in "ab"]
@@ -91,7 +90,8 @@ def test_two_runs_are_the_same_bits(compose, tmp_path):
 
 def test_cuda_settings_and_their_restoration(monkeypatch):
     """On CUDA: cuDNN deterministic without its timed pick, and the cuBLAS workspace setting
-    unless the user set one; all as before once the run's scope ends."""
+    unless the user set one; as before once the run's scope ends, but for cuDNN's timed pick,
+    which every run sets as it is built (trainer.cudnn_benchmark)."""
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
@@ -101,7 +101,7 @@ def test_cuda_settings_and_their_restoration(monkeypatch):
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert torch.are_deterministic_algorithms_enabled()
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.deterministic
     assert not torch.are_deterministic_algorithms_enabled()
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
@@ -110,10 +110,50 @@ def test_cuda_settings_and_their_restoration(monkeypatch):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # the user's value stays
 
 
+def test_cublas_set_after_cuda_started_is_warned(monkeypatch, caplog):
+    """cuBLAS reads its workspace setting once: set after CUDA started, it may not count."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="dltrain"), restored_determinism():
+        set_deterministic(True, torch.device("cuda"))
+    assert caplog.text.count("CUDA was used in this process before the run") == 1
+    assert "set CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment before starting" in caplog.text
+
+    caplog.clear()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own, set before
+    with caplog.at_level(logging.WARNING, logger="dltrain"), restored_determinism():
+        set_deterministic(True, torch.device("cuda"))
+    assert "CUDA was used" not in caplog.text
+
+
 def test_refused_with_cudnn_benchmark(compose, tmp_path):
     with pytest.raises(ConfigError, match=r"trainer\.deterministic=true cannot go with trainer\.cudnn_benchmark"):
         train(compose([*FAST, "trainer.deterministic=true", "trainer.cudnn_benchmark=true"]), run_dir=tmp_path)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_refused_with_cudnn_benchmark_before_the_run_dir(tmp_path):
+    """The command line refuses the pair as it checks the config: no run directory is made."""
+    proc = run_cli([*FAST, "trainer.deterministic=true", "trainer.cudnn_benchmark=true",
+                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert error_line(proc).startswith("dltrain: error: trainer.deterministic=true cannot go with "
+                                       "trainer.cudnn_benchmark=true")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_callers_own_setting_is_not_named_as_the_key(compose, tmp_path):
+    """trainer.deterministic=false with torch's setting on from the caller: torch's error is not
+    said to come from the key."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(Exception) as err:
+            train(compose([*FAST, "model=custom", "model._target_=tests.test_determinism.PutNet",
+                           "+model.training_only=true"]), run_dir=tmp_path)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert "put_ does not have a deterministic implementation" in str(err.value)
+    assert not str(err.value).startswith("trainer.deterministic=true")
+    assert not json.loads((tmp_path / "summary.json").read_text())["stop_reason"].startswith("trainer.deterministic")
 
 
 def test_an_op_in_a_training_step_is_one_line(compose, tmp_path):
@@ -131,15 +171,14 @@ def test_an_op_in_a_training_step_is_one_line(compose, tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_an_op_without_a_deterministic_version_through_the_cli(tmp_path):
-    """The command line: one line naming the op (found by the build's forward pass), exit code 2."""
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = run_cli([*FAST, "model=custom", "model._target_=tests.test_determinism.PutNet",
-                    "trainer.deterministic=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
-    line = error_line(proc)
-    assert line == ("dltrain: error: trainer.deterministic=true: put_ has no deterministic implementation in torch: "
-                    "set trainer.deterministic=false, or change the model or option that uses put_.")
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+def test_an_op_found_by_the_builds_forward_pass(compose, tmp_path):
+    """The build's forward pass finds the op: the same one line (the command line prints a
+    ConfigError's line and exits with 2)."""
+    cfg = compose([*FAST, "model=custom", "model._target_=tests.test_determinism.PutNet", "trainer.deterministic=true"])
+    with pytest.raises(ConfigError) as err:
+        train(cfg, run_dir=tmp_path / "run")
+    assert str(err.value) == ("trainer.deterministic=true: put_ has no deterministic implementation in torch: "
+                              "set trainer.deterministic=false, or change the model or option that uses put_.")
 
 
 def test_a_resume_may_turn_it_on_even_from_a_checkpoint_without_the_key(compose, tmp_path, caplog):

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from dltrain.cli.help import help_requested, print_help
 from dltrain.cli.repeats import expand_repeats, refuse_repeats_in_a_single_run
 from dltrain.config.compose import with_user_configs_first
+from dltrain.config.conflicts import check_conflicts
 from dltrain.config.describe import describe_config_error, name_the_file
 from dltrain.config.describe import one_line as _one_line
 from dltrain.config.hydra_job import in_sweep
@@ -321,6 +322,7 @@ class RunStartChecks(Callback):
             validate(config)
         except ConfigError as err:  # a value set in a file of the user's: the line names it
             raise ConfigError(name_the_file(err, config)) from err
+        check_conflicts(config)  # keys that cannot go together, before the run directory is made
         refuse_repeats_in_a_single_run(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

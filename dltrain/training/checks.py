@@ -80,12 +80,14 @@ def check_top_k(save_top_k: int, has_validation: bool, monitor: str) -> None:
 
 
 def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_name: str,
-                autocast_dtype: torch.dtype | None, *, name: str, batch_size: int, precision: str) -> None:
+                autocast_dtype: torch.dtype | None, *, name: str, batch_size: int, precision: str,
+                deterministic: bool = False) -> None:
     """One forward pass on ``example`` (a batch of two training inputs), in the run's
     precision (``autocast_dtype``, from ``trainer.precision=precision``): an error now for
     ``model=name`` if it fails on the data's shape, returns something other than a tensor,
     has the wrong output width for the loss, cannot run in the precision asked for, cannot
-    normalise batches of ``batch_size``, or has nothing to train."""
+    normalise batches of ``batch_size``, or has nothing to train; an op without a deterministic
+    version is named where ``trainer.deterministic=true`` (``deterministic``)."""
     facts = MODELS.facts(name)
     if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         # Batch norm comes from regularization.batch_norm, or from a model that has its own layers.
@@ -105,7 +107,7 @@ def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_nam
                 raise ConfigError(f"trainer.precision={precision}: model={name} cannot run in "
                                   f"{str(autocast_dtype).removeprefix('torch.')} on this device "
                                   f"({first_line(err)}): use trainer.precision=32.") from err
-        if (explained := nondeterministic_error(err)) is not None:  # trainer.deterministic=true
+        if (explained := nondeterministic_error(err, deterministic)) is not None:
             raise explained from err
         if not facts.user_code:  # a bug of dltrain's own: keep the traceback
             raise

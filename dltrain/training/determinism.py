@@ -8,6 +8,7 @@ the run set.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 import torch
 
 from dltrain.errors import ConfigError
+
+log = logging.getLogger("dltrain")
 
 #: cuBLAS reuses one workspace per stream only with this setting (NVIDIA's recommended value):
 #: it must be in the environment before the process's first cuBLAS call.
@@ -29,18 +32,6 @@ _NO_DETERMINISTIC = re.compile(r"^\s*(\S.*?) does not have a deterministic imple
 _CUBLAS = re.compile(r"this operation is not deterministic because it uses CuBLAS")
 
 
-def check_deterministic(deterministic: bool, cudnn_benchmark: bool) -> None:
-    """Refuse ``trainer.deterministic=true`` with ``trainer.cudnn_benchmark=true``: cuDNN's
-    timed pick of algorithms can differ from run to run.
-
-    Raises:
-        ConfigError: both are true.
-    """
-    if deterministic and cudnn_benchmark:
-        raise ConfigError("trainer.deterministic=true cannot go with trainer.cudnn_benchmark=true (cuDNN's timed "
-                          "pick of algorithms can differ by run): set one of them to false.")
-
-
 def set_deterministic(enabled: bool, device: torch.device) -> None:
     """Turn torch's deterministic algorithms on for this run (``enabled``); off, the process's
     own settings stay (a Python caller may have set them).
@@ -52,6 +43,10 @@ def set_deterministic(enabled: bool, device: torch.device) -> None:
         return
     torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
+        if _CUBLAS_KEY not in os.environ and torch.cuda.is_initialized():  # cuBLAS read it at its first use
+            log.warning("trainer.deterministic=true: CUDA was used in this process before the run, so cuBLAS "
+                        "may not honour %s set now: set %s=%s in the environment before starting Python.",
+                        _CUBLAS_KEY, _CUBLAS_KEY, CUBLAS_WORKSPACE)
         os.environ.setdefault(_CUBLAS_KEY, CUBLAS_WORKSPACE)  # a value of the user's own is theirs
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -59,27 +54,29 @@ def set_deterministic(enabled: bool, device: torch.device) -> None:
 
 @contextmanager
 def restored_determinism() -> Iterator[None]:
-    """Around one run: the deterministic-algorithm settings, cuDNN's switches and the cuBLAS
-    workspace setting are as they were before it, however it ends."""
+    """Around one run: the deterministic-algorithm settings, ``cudnn.deterministic`` and the
+    cuBLAS workspace setting are as they were before it, however it ends. ``cudnn.benchmark``
+    is not among them: every run sets it (``trainer.cudnn_benchmark``) as it is built."""
     algorithms = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    cudnn = torch.backends.cudnn.deterministic
     workspace = os.environ.get(_CUBLAS_KEY)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        torch.backends.cudnn.deterministic = cudnn
         if workspace is None:
             os.environ.pop(_CUBLAS_KEY, None)
         else:
             os.environ[_CUBLAS_KEY] = workspace
 
 
-def nondeterministic_error(err: BaseException) -> ConfigError | None:
+def nondeterministic_error(err: BaseException, deterministic: bool) -> ConfigError | None:
     """The one line for torch's error about an operation without a deterministic
-    implementation (naming the operation); None for any other error."""
-    if not isinstance(err, RuntimeError):
+    implementation (naming the operation) in a run with ``trainer.deterministic=true``; None
+    for any other error, or where the key is false (a Python caller turned torch's setting on)."""
+    if not deterministic or not isinstance(err, RuntimeError):
         return None
     text = str(err)
     if _CUBLAS.search(text):
