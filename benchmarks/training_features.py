@@ -17,7 +17,7 @@ Workload: the suite's ``mlp`` (``benchmarks.run``): a 20,000 x 64 table of 10 cl
 a cost per step shows. Run it from the project root::
 
     python -m benchmarks.training_features                        # 3 rounds of 10 timed epochs
-    git archive 657540f | tar -x -C /tmp/before && ln -s /tmp/before/conf /tmp/before/dltrain/conf
+    mkdir -p /tmp/before && git archive 657540f | tar -x -C /tmp/before && ln -s /tmp/before/conf /tmp/before/dltrain/conf
     python -m benchmarks.training_features --baseline /tmp/before --repeats 5
     python -m benchmarks.training_features --quick --only plain,deterministic   # a smoke check
 """

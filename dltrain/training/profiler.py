@@ -1,9 +1,11 @@
 """``trainer.profiler``: where a run's time goes.
 
-The loop asks its profiler for three things: ``batches(batches)`` (the training batches it
+The loop asks its profiler for four things: ``batches(batches)`` (the training batches it
 iterates, the wait for each timed as ``data``), ``phase(name)`` (a context around the batch
-augmentation, forward, backward, optimizer, evaluation and checkpointing) and
-``start()``/``stop()`` around ``fit``.
+augmentation, forward, backward, optimizer, weight averaging, evaluation and checkpointing),
+``step()`` after each optimizer step and ``start()``/``stop()`` around ``fit``. With
+``trainer.accumulate_grad_batches=k`` the phases of a batch (data, augment, forward, backward)
+are called once per batch, ``optimizer`` and the EMA's ``averaging`` once per optimizer step.
 
 ``none`` answers with the batches themselves and one shared ``nullcontext()``: nothing is
 timed, nothing synchronised, and no object is made per step (about a microsecond a step for
@@ -17,6 +19,7 @@ few steps after one skipped and one of warm-up, the phases marked as ranges.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -25,15 +28,17 @@ from typing import Any
 
 import torch
 
-from dltrain.files import atomic_write
+from dltrain.files import atomic_tmpfile, atomic_write
 
 log = logging.getLogger("dltrain")
 
 #: The phases, in the order they are reported.
-PHASES = ("data", "augment", "forward", "backward", "optimizer", "evaluation", "checkpointing")
+PHASES = ("data", "augment", "forward", "backward", "optimizer", "averaging", "evaluation", "checkpointing")
 #: ``profiler=pytorch``: steps skipped, then recorded but thrown away (warm-up), before the trace.
 TRACE_WAIT, TRACE_WARMUP = 1, 1
 TRACE_FILE = "profiler/trace.json"
+#: ``profile.txt``'s last line: what a call is (with accumulation a batch is not an optimizer step).
+CALLS_NOTE = "calls: per batch for data, augment, forward, backward; per optimizer step for optimizer"
 
 _NOTHING = nullcontext()  # reusable: it keeps no state
 
@@ -48,6 +53,9 @@ class Profiler:
     def phase(self, name: str) -> AbstractContextManager[Any]:
         """A context around one phase (see :data:`PHASES`)."""
         return _NOTHING
+
+    def step(self) -> None:
+        """Called after each optimizer step (with accumulation, once per group of batches)."""
 
     def start(self) -> None:
         """Called as ``fit`` starts."""
@@ -154,6 +162,7 @@ def format_profile(report: dict[str, dict[str, float]]) -> str:
         mean = f"{row['mean_ms']:>10.3f}" if "mean_ms" in row else " " * 10
         share = f"{row['share']:>8.1%}" if "share" in row else " " * 8
         lines.append(f"{name:<14}{row['seconds']:>10.3f}{calls}{mean}{share}")
+    lines.append(CALLS_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -180,8 +189,7 @@ class TorchProfiler(Profiler):
         self._running = False
 
     def batches(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """The batches, each one's wait a ``data`` range; the profiler's step ends as the loop
-        asks for the next one."""
+        """The batches, each one's wait a ``data`` range."""
         batch_iter = iter(batches)
         while True:
             with torch.profiler.record_function("data"):
@@ -189,7 +197,11 @@ class TorchProfiler(Profiler):
             if batch is None:
                 return
             yield batch
-            self.prof.step()
+
+    def step(self) -> None:
+        """The profiler's step ends with each optimizer step: with accumulation a step holds
+        its group's batches (and the wait for the next group's first, read ahead)."""
+        self.prof.step()
 
     def phase(self, name: str) -> AbstractContextManager[Any]:
         return torch.profiler.record_function(name)
@@ -206,7 +218,13 @@ class TorchProfiler(Profiler):
 
     def _write(self, prof: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(self.path))
+        fd, tmp = atomic_tmpfile(self.path)  # a reader never sees half a trace
+        os.close(fd)
+        try:
+            prof.export_chrome_trace(tmp)
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         self.traced = max(0, min(prof.step_num - TRACE_WAIT - TRACE_WARMUP, self.steps))
 
     def finish(self, run_dir: Path) -> dict[str, Any]:

@@ -199,7 +199,9 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step_batch()
         if self.averaging is not None:  # after the optimizer step, as the schedule
-            self.averaging.after_step()
+            with self.profiler.phase("averaging"):
+                self.averaging.after_step()
+        self.profiler.step()  # trainer.profiler=pytorch: its steps are optimizer steps
         return output, loss
 
     def train_epoch(self, batches: Batches) -> dict[str, float]:
@@ -342,7 +344,8 @@ class Trainer:
             self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
             raise
         if self.averaging is not None:  # SWA averages the epoch's last weights (and recomputes BN for them)
-            self.averaging.end_epoch(number, train_batches)
+            with self.profiler.phase("averaging"):
+                self.averaging.end_epoch(number, train_batches)
         last = number == self.max_epochs or self.budget.steps_done(self.global_step)
         validates = val_batches is not None and self.budget.validates(number, last)  # trainer.val_every_n_epochs
         val = None
@@ -353,7 +356,10 @@ class Trainer:
         # decision taken from it (early stopping, the schedule, checkpoints) is the same.
         # evaluate_averaged=false: the averaged weights' val_avg_* columns
         evaluate = (lambda module: self.evaluate(val_batches, model=module)) if validates else None
-        beside = averaged_beside(self.averaging, evaluate, train) if self.validates else {}
+        beside = {}
+        if self.validates and self.averaging is not None:
+            with self.profiler.phase("evaluation"):
+                beside = averaged_beside(self.averaging, evaluate, train)
         row = self.ranks.broadcast({**self._row(number, train, val), **beside})
         if not weights_finite(self.model):  # the last step's gradients overflowed
             self._record_diverged(row)
