@@ -124,13 +124,14 @@ def _rows(run_dir):
     ["regularization.swa_start=2", "regularization.swa_lr=0.05", "regularization.batch_norm=true"],
 ], ids=["ema", "swa"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, averaging):
-    overrides = [*SMALL, "regularization.dropout=0.3", "trainer.max_epochs=3", *averaging]
+    overrides = [*SMALL, "regularization.dropout=0.3", "trainer.max_epochs=3", "trainer.batch_size=128",
+                 "trainer.limit_train_batches=6", *averaging]
     straight = train(compose(overrides), run_dir=tmp_path / "straight")
     step = Trainer.train_step
 
     def interrupt_in_epoch_2(self, x, y):
         out = step(self, x, y)
-        if self.global_step == 27:  # epoch 2, step 7 of 20
+        if self.global_step == 9:  # epoch 2, step 3 of 6
             self.stop.signum = signal.SIGTERM
         return out
 
@@ -153,7 +154,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, ave
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ema") / "run"
-    summary = train(compose([*SMALL, "trainer.max_epochs=3", "regularization.ema_decay=0.9"]), run_dir=run_dir)
+    summary = train(compose([*SMALL, "trainer.max_epochs=3", "regularization.ema_decay=0.9", "trainer.batch_size=256",
+                             "trainer.limit_train_batches=6"]), run_dir=run_dir)
     return run_dir, summary
 
 

@@ -246,7 +246,7 @@ def test_no_synchronisation_on_cuda():
 
 # Dropout and a cosine schedule, as tests/test_resume.py: a resume that lost the RNG would differ.
 EXACT = ["regularization.dropout=0.3", "scheduler=cosine", "scheduler.T_max=3", "model.hidden=[16]",
-         "trainer.diagnostics=false",
+         "trainer.diagnostics=false", "trainer.batch_size=128", "trainer.limit_train_batches=6",
          "regularization.augment=[mixup,cutmix,erasing]", "regularization.augment_params.erasing.p=0.5"]
 
 
@@ -255,18 +255,18 @@ def test_a_run_with_every_mix_trains_and_resumes_exactly(compose, tmp_path, monk
     assert straight["status"] == "completed" and math.isfinite(straight["test"]["loss"])
     step = Trainer.train_step
 
-    def interrupt_at_step_27(self, x, y):  # epoch 2, step 7 of 20
+    def interrupt_at_step_9(self, x, y):  # epoch 2, step 3 of 6
         out = step(self, x, y)
-        if self.global_step == 26:  # counted after the step
+        if self.global_step == 8:  # counted after the step
             self.stop.signum = signal.SIGTERM
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_27)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_9)
     with pytest.raises(Interrupted):
         train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "first")
     monkeypatch.undo()
     last = tmp_path / "first" / "checkpoints" / "last.pt"
-    assert load_checkpoint(last)["partial_epoch"]["step"] == 7
+    assert load_checkpoint(last)["partial_epoch"]["step"] == 3
     train(compose([*EXACT, "trainer.max_epochs=3", f"resume={last}"]), run_dir=tmp_path / "resumed")
     assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
     checkpoints = [tmp_path / run / "checkpoints" / "last.pt" for run in ("resumed", "straight")]
