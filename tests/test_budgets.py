@@ -149,7 +149,8 @@ def test_a_stop_right_at_max_steps_resumes_into_the_end_of_that_epoch(compose, t
         assert train(compose([*run, "trainer.max_time=25"]), run_dir=tmp_path / "cut")["status"] == "time_limit"
     assert state(tmp_path / "cut")["partial_epoch"]["step"] == 5
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
-    resumed = train(compose([*run, f"resume={last}"]), run_dir=tmp_path / "resumed")
+    # max_time raised: a resume with its max_time spent is refused
+    resumed = train(compose([*run, "trainer.max_time=3600", f"resume={last}"]), run_dir=tmp_path / "resumed")
     train(compose(run), run_dir=tmp_path / "straight")
     assert resumed["stop_reason"] == "reached trainer.max_steps=25"
     assert state(tmp_path / "resumed")["global_step"] == 25
