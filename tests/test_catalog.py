@@ -52,6 +52,9 @@ SETTINGS = [
     ["trainer.limit_train_batches=0.5", "trainer.limit_val_batches=1"], ["trainer.overfit_batches=1"],
     ["trainer.val_every_n_epochs=2"],
     ["regularization.ema_decay=0.9"], ["regularization.swa_start=1"],
+    ["regularization.ema_warmup=true", "regularization.ema_decay=0.9"],
+    ["regularization.swa_lr=0.001", "regularization.swa_start=1"],
+    ["regularization.evaluate_averaged=false", "regularization.ema_decay=0.9"],
 ]
 
 
