@@ -69,14 +69,14 @@ def test_a_tied_weight_is_averaged_once():
 
 
 def _swa_config(extra: list[str] = ()):
-    return compose([*SMALL, "regularization.batch_norm=true", "trainer.max_epochs=4", "optim=sgd", "optim.lr=0.1",
+    return compose([*SMALL, "regularization.batch_norm=true", "trainer.max_epochs=3", "optim=sgd", "optim.lr=0.1",
                     "scheduler=cosine", "trainer.batch_size=256", "trainer.limit_train_batches=6", *extra])
 
 
 def test_swa_equals_torch_swa_utils_on_the_same_run(tmp_path):
     swa = ["regularization.swa_start=2", "regularization.swa_lr=0.02", "regularization.swa_anneal_epochs=2"]
     summary = train(_swa_config(swa), run_dir=tmp_path / "run")
-    assert summary["averaging"]["method"] == "swa" and summary["averaging"]["updates"] == 3
+    assert summary["averaging"]["method"] == "swa" and summary["averaging"]["updates"] == 2
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["averaged_model"]
 
     # By hand, torch.optim.swa_utils' documented recipe: the same seed, data order and steps,
@@ -90,7 +90,7 @@ def test_swa_equals_torch_swa_utils_on_the_same_run(tmp_path):
     averaged = AveragedModel(model)
     swa_scheduler = SWALR(optimizer, swa_lr=0.02, anneal_epochs=2, anneal_strategy="cos")
     swa_start, lrs = 0, []
-    for epoch in range(4):
+    for epoch in range(3):
         lrs.append(optimizer.param_groups[0]["lr"])
         model.train()
         for x, y in batches:
@@ -103,15 +103,15 @@ def test_swa_equals_torch_swa_utils_on_the_same_run(tmp_path):
         else:
             scheduler.step_epoch({})
     update_bn(batches, averaged)
-    # cosine over 4 epochs, then SWALR's cosine from 0.1 * (1 + cos(pi/4)) / 2 to 0.02 over 2 epochs
-    start = 0.1 * (1 + math.cos(math.pi / 4)) / 2
-    assert lrs == pytest.approx([0.1, start, (start + 0.02) / 2, 0.02])
+    # cosine over 3 epochs, then SWALR's cosine from 0.1 * (1 + cos(pi/3)) / 2 to 0.02 over 2 epochs
+    start = 0.1 * (1 + math.cos(math.pi / 3)) / 2
+    assert lrs == pytest.approx([0.1, start, (start + 0.02) / 2])
     with open(tmp_path / "run" / "metrics.csv") as f:
         assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx(lrs)
     mine = saved["weights"]
     for name, value in averaged.module.state_dict().items():
         torch.testing.assert_close(mine[name], value, msg=name)
-    assert int(averaged.n_averaged) == saved["updates"] == 3
+    assert int(averaged.n_averaged) == saved["updates"] == 2
 
 
 def _rows(run_dir):
@@ -124,7 +124,7 @@ def _rows(run_dir):
     ["regularization.swa_start=2", "regularization.swa_lr=0.05", "regularization.batch_norm=true"],
 ], ids=["ema", "swa"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, averaging):
-    overrides = [*SMALL, "regularization.dropout=0.3", "trainer.max_epochs=3", "trainer.batch_size=128",
+    overrides = [*SMALL, "regularization.dropout=0.3", "trainer.max_epochs=2", "trainer.batch_size=128",
                  "trainer.limit_train_batches=6", *averaging]
     straight = train(compose(overrides), run_dir=tmp_path / "straight")
     step = Trainer.train_step
