@@ -216,7 +216,7 @@ def test_interrupt_inside_a_group_then_resume_equals_straight(compose, tmp_path,
         return out
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_inside_group)
-    with pytest.raises(Interrupted, match="in epoch 2 after step 14 of 40: saved"):
+    with pytest.raises(Interrupted, match="in epoch 2 after batch 14 of 40: saved"):
         train(compose(EXACT), run_dir=tmp_path / "first")
     monkeypatch.undo()
     last = tmp_path / "first" / "checkpoints" / "last.pt"

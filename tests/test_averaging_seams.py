@@ -54,7 +54,7 @@ def test_a_run_stopped_before_swa_averaged_says_so(tmp_path):
                              "regularization.swa_start=1"]), run_dir=tmp_path / "run")
     assert summary["status"] == "time_limit" and summary["averaging"]["updates"] == 0
     assert any("SWA averaged nothing" in w for w in summary["warnings"])
-    assert summary["test_weights"] == "after step 1 of epoch 1"  # the raw weights
+    assert summary["test_weights"] == "after batch 1 of epoch 1"  # the raw weights
 
 
 def test_test_weights_name_the_ema_after_a_max_time_stop(tmp_path):

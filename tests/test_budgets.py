@@ -112,7 +112,7 @@ def test_max_time_run_exits_0_from_the_command_line(tmp_path):
                     "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "time_limit" and "in epoch 1 after step 1 of 20" in summary["stop_reason"]
+    assert summary["status"] == "time_limit" and "in epoch 1 after batch 1 of 20" in summary["stop_reason"]
     assert summary["test"] and (tmp_path / "run" / "predictions.csv").is_file()  # no epoch ended: no curves.png
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 

@@ -155,7 +155,7 @@ def test_stop_request_on_one_rank_stops_both_after_the_same_step(ranks):
     for rank, seen in enumerate(ranks.both("stop")):
         assert seen["num_batches"] == 10, rank
         assert seen["train"]["error"] == "Interrupted" and seen["train"]["signum"] == signal.SIGTERM, rank
-        assert seen["train"]["message"] == "interrupted by SIGTERM in epoch 1 after step 3 of 10", rank
+        assert seen["train"]["message"] == "interrupted by SIGTERM in epoch 1 after batch 3 of 10", rank
         assert seen["step_in_epoch"] == seen["global_step"] == 3, rank
         assert seen["val_batches"] == 2 + rank
         assert seen["validate"]["error"] == "Interrupted" and seen["validate"]["signum"] == signal.SIGUSR1, rank
@@ -168,7 +168,7 @@ def test_time_limit_on_rank_0s_clock_stops_both_after_the_same_step(ranks):
     for rank, seen in enumerate(ranks.both("time_limit")):
         assert seen["clock"] == (rank == 0), rank
         assert seen["train"]["error"] == "TimeLimitReached", (rank, seen)
-        assert seen["train"]["message"] == "in epoch 1 after step 3 of 10", rank
+        assert seen["train"]["message"] == "in epoch 1 after batch 3 of 10", rank
         assert seen["global_step"] == 3, rank
 
 
@@ -251,7 +251,7 @@ def test_two_rank_run_interrupted_then_resumed_equals_the_uninterrupted_one(rank
     results = ranks.both("runs")
     for rank, result in enumerate(results):
         assert result["interrupted"]["error"] == "Interrupted", rank
-        assert result["interrupted"]["message"].startswith("interrupted by SIGTERM in epoch 2 after step 5 of 20"), rank
+        assert result["interrupted"]["message"].startswith("interrupted by SIGTERM in epoch 2 after batch 5 of 20"), rank
         assert result["resumed"]["status"] == "completed", rank
     summary = json.loads((ranks.out / "interrupted" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["world_size"] == WORLD and summary["epochs_run"] == 1

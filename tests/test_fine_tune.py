@@ -118,7 +118,7 @@ def test_a_stop_inside_the_first_unfrozen_epoch_resumes_exactly(compose, tmp_pat
     shutil.copy(straight[0].parent / "start.pt", tmp_path / "start.pt")
     cfg = [*SCHEDULE, f"model.weights={tmp_path / 'start.pt'}", f"trainer.max_epochs={EPOCHS}"]
     monkeypatch.setattr(Trainer, "train_step", stop_in_epoch_3)
-    with pytest.raises(Interrupted, match=f"in epoch 3 after step 2 of {steps}"):
+    with pytest.raises(Interrupted, match=f"in epoch 3 after batch 2 of {steps}"):
         train(compose(cfg), run_dir=tmp_path / "first")
     monkeypatch.undo()
     last = tmp_path / "first" / "checkpoints" / "last.pt"

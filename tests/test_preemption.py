@@ -169,11 +169,11 @@ def test_a_preempted_two_rank_job_is_requeued_and_continues(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     logs = (job_dir / "dltrain.log").read_text()
     assert "SIGUSR1 received" in logs
-    resumed = re.search(r"resumed from .*: \d+ epochs done, epoch (\d+) continues after step (\d+)", logs)
+    resumed = re.search(r"resumed from .*: \d+ epochs done, epoch (\d+) continues after batch (\d+)", logs)
     assert resumed, logs[-2000:]
     # Rank 1 stopped after the very step rank 0 saved (its own log of the first attempt says where).
     rank1 = "".join(p.read_text() for p in job_dir.parent.glob(".submitit/*/*_1_log.*"))
-    assert f"interrupted by SIGUSR1 in epoch {resumed[1]} after step {resumed[2]} " in rank1
+    assert f"interrupted by SIGUSR1 in epoch {resumed[1]} after batch {resumed[2]} " in rank1
     rank0 = "".join(p.read_text() for p in job_dir.parent.glob(".submitit/*/*_0_log.*"))
     assert "Requeued job" in rank0
     summary = json.loads((job_dir / "summary.json").read_text())

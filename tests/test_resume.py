@@ -94,7 +94,7 @@ def test_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, stra
         return out
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_47)
-    with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 3 after step 7 of 20: saved"):
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 3 after batch 7 of 20: saved"):
         train(compose([*EXACT, "trainer.max_epochs=7"]), run_dir=tmp_path / "first")
     monkeypatch.undo()
     summary = json.loads((tmp_path / "first" / "summary.json").read_text())

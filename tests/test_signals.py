@@ -164,7 +164,7 @@ def test_sigusr1_stops_like_a_preemption_warning(tmp_path):
     done = summary(run)
     # Received at the end of epoch 1: the run stops after the next step, the first of epoch 2.
     assert done["status"] == "interrupted" and done["stop_reason"].startswith("interrupted by SIGUSR1 in epoch 2 "
-                                                                              "after step 1 of ")
+                                                                              "after batch 1 of ")
     state = load_checkpoint(done["checkpoint"])
     assert state["epoch"] == done["epochs_run"] == 1 and state["partial_epoch"]["step"] == 1
     assert len(metrics_rows(run)) == 1
@@ -293,7 +293,7 @@ def test_stopped_mid_epoch_and_resumed_equals_never_stopped(tmp_path):
 
         proc2 = run_cli([*EXACT, f"resume={last}", f"hydra.run.dir={resumed}"], cwd=tmp_path, env=ONE_THREAD)
         assert proc2.returncode == 0, proc2.stderr
-        assert f"epoch 2 continues after step {PAUSE_STEP - 79}" in proc2.stdout
+        assert f"epoch 2 continues after batch {PAUSE_STEP - 79}" in proc2.stdout
         ref_stderr = finish(reference, timeout=120)
     finally:
         reference.kill()

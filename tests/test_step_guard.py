@@ -104,7 +104,7 @@ def test_a_stop_request_stops_after_the_step_it_arrived_in():
     with pytest.raises(Interrupted) as raised:
         take_step(guard, metrics, 3, 23, 1.0)
     assert raised.value.signum == signal.SIGTERM
-    assert str(raised.value) == "interrupted by SIGTERM in epoch 3 after step 3 of 10"
+    assert str(raised.value) == "interrupted by SIGTERM in epoch 3 after batch 3 of 10"
 
 
 def test_another_ranks_stop_vote_stops_this_rank_after_the_same_step():
@@ -112,7 +112,7 @@ def test_another_ranks_stop_vote_stops_this_rank_after_the_same_step():
     guard, metrics = guarded(ranks=ranks, log_every=50)
     take_step(guard, metrics, 1, 21, 1.0)
     ranks.peer = [(int(signal.SIGUSR1), 0)]  # the other rank was asked to stop during step 2
-    with pytest.raises(Interrupted, match="by SIGUSR1 in epoch 3 after step 2 of 10"):
+    with pytest.raises(Interrupted, match="by SIGUSR1 in epoch 3 after batch 2 of 10"):
         take_step(guard, metrics, 2, 22, 1.0)
     # One vote per step (stop, diverged, then the others' questions), then one on the loss before
     # the state is saved.
@@ -296,6 +296,6 @@ def test_the_trainer_and_its_guard_share_one_stop_request_and_one_display():
     assert (trainer.guard.stop, trainer.guard.progress) == (stop, progress)
     stop.signum = signal.SIGTERM
     x, y = torch.randn(8, 3), torch.randn(8, 1)
-    with pytest.raises(Interrupted, match="after step 1 of 2"):
+    with pytest.raises(Interrupted, match="after batch 1 of 2"):
         trainer.train_epoch([(x[:4], y[:4]), (x[4:], y[4:])])
     assert progress.updates == [(1, None)]

@@ -31,7 +31,7 @@ class TimeLimitReached(BaseException):  # noqa: N818 - a stop, as Interrupted is
 
     def __init__(self, epoch: int, step: int, steps: int) -> None:
         self.epoch, self.step, self.steps = epoch, step, steps
-        super().__init__(f"in epoch {epoch} after step {step} of {steps}")
+        super().__init__(f"in epoch {epoch} after batch {step} of {steps}")  # batches: optimizer steps count k of them
 
 
 def parse_max_time(value: Any) -> float | None:

@@ -126,7 +126,7 @@ class StepGuard:
                                    global_step=global_step, lr=self.lr(), exact=False)
         if signum is None:
             raise TimeLimitReached(self.epoch, step, self.steps)
-        raise Interrupted(signum, f"interrupted by {signal_name(signum)} in epoch {self.epoch} after step {step} "
+        raise Interrupted(signum, f"interrupted by {signal_name(signum)} in epoch {self.epoch} after batch {step} "
                                   f"of {self.steps}")
 
     def _loss_finite(self) -> bool:

@@ -446,4 +446,4 @@ def continue_run(trainer: Trainer, resume: Resume, run_dir: Path, main: bool, me
         copy_atomically(best, target)
     partial = resume.state.get("partial_epoch")
     log.info("resumed from %s: %d epochs done%s", resume.path, trainer.epoch,
-             f", epoch {trainer.epoch + 1} continues after step {partial['step']}" if partial else "")
+             f", epoch {trainer.epoch + 1} continues after batch {partial['step']}" if partial else "")

@@ -347,7 +347,7 @@ def _test_best(run: _Run, exp: Experiment, trainer: Trainer, summary: RunSummary
     if diverged is not None and not restored:
         return
     summary.test_weights = (f"best epoch {trainer.stopper.best_epoch}" if restored else
-                            f"after step {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
+                            f"after batch {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
                             else f"last epoch {trainer.epoch}")  # inside an epoch: trainer.max_time ran out
     averaging = trainer.averaging
     if not restored and averaging is not None and averaging.evaluated:  # the average, not that step's weights
@@ -376,7 +376,8 @@ def _end(run: _Run, summary: RunSummary, diverged: TrainingDiverged | None) -> d
     except OSError as err:  # a full or read-only disk: the error to end with, once the results are printed
         unsaved = results_not_saved(run.run_dir / "summary.json", err)
     # The test result is the run's last line (report_end), after the files it wrote.
-    log.info("%s after %d epochs (%s)%s", summary.status, summary.epochs_run, summary.stop_reason,
+    log.info("%s after %d epoch%s (%s)%s", summary.status, summary.epochs_run, "" if summary.epochs_run == 1 else "s",
+             summary.stop_reason,
              "" if summary.test else "; not tested")
     if run.ranks.is_main and (diverged is None or unsaved is not None):
         print_results(summary.to_dict())  # the results reach the console even when the disk cannot take them
