@@ -125,6 +125,7 @@ def ddp_results(tmp_path_factory) -> list[dict]:
     return results
 
 
+@pytest.mark.slow  # two processes start (~5 s): test_distributed.py's DDP runs cover the default suite
 def test_ddp_accumulation_equals_the_single_process_big_batch(ddp_results):
     """Two gloo ranks, 3 micro-batches of 2 each, equal one step of one process on the 12
     examples; DDP all-reduces once for the group (3 times for 3 plain steps), and inside the
@@ -144,6 +145,7 @@ def test_ddp_accumulation_equals_the_single_process_big_batch(ddp_results):
             torch.testing.assert_close(saved, (grad0 + grad1) / 2)
 
 
+@pytest.mark.slow  # the two processes of the test above
 def test_a_two_rank_group_resumed_in_one_process_takes_the_big_batch_step(ddp_results):
     """The checkpoint of two ranks after the first micro-step of a group, continued by one
     process on the group's other batches (of both ranks' examples), takes the step of the
@@ -192,9 +194,10 @@ def test_fast_dev_run_takes_one_step_of_its_two_batches(compose, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["global_step"] == 1
 
 
-# Dropout and a cosine schedule, 40 batches of 32 an epoch in 14 groups of 3 (the last of 2).
-EXACT = ["regularization.dropout=0.3", "scheduler=cosine", "scheduler.T_max=5", "model.hidden=[32]",
-         "trainer.batch_size=32", "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2"]
+# Dropout and a cosine schedule, 20 batches of 64 an epoch in 7 groups of 3 (the last of 2).
+EXACT = ["regularization.dropout=0.3", "scheduler=cosine", "scheduler.T_max=5", "model.hidden=[16]",
+         "trainer.batch_size=64", "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2",
+         "trainer.diagnostics=false"]
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:
@@ -204,7 +207,7 @@ def rows(run_dir: Path) -> list[dict[str, str]]:
 
 def test_interrupt_inside_a_group_then_resume_equals_straight(compose, tmp_path, monkeypatch):
     """Stopped after batch 14 of epoch 2 (the 2nd of group 5's three), the checkpoint holds the
-    group's gradients of its 64 examples; the resumed run equals the straight one bit for bit."""
+    group's gradients of its 128 examples; the resumed run equals the straight one bit for bit."""
     straight = tmp_path / "straight"
     train(compose(EXACT), run_dir=straight)
     step = Trainer.train_step
@@ -216,13 +219,13 @@ def test_interrupt_inside_a_group_then_resume_equals_straight(compose, tmp_path,
         return out
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_inside_group)
-    with pytest.raises(Interrupted, match="in epoch 2 after batch 14 of 40: saved"):
+    with pytest.raises(Interrupted, match="in epoch 2 after batch 14 of 20: saved"):
         train(compose(EXACT), run_dir=tmp_path / "first")
     monkeypatch.undo()
     last = tmp_path / "first" / "checkpoints" / "last.pt"
     state = load_checkpoint(last)
     accumulated = state["partial_epoch"]["accumulated"]
-    assert state["global_step"] == 14 + 4 and accumulated["examples"] == 64
+    assert state["global_step"] == 7 + 4 and accumulated["examples"] == 128
     assert all(isinstance(g, torch.Tensor) and g.abs().sum() > 0 for g in accumulated["grads"])
     train(compose([*EXACT, f"resume={last}"]), run_dir=tmp_path / "resumed")
     assert rows(tmp_path / "resumed") == rows(straight)

@@ -77,7 +77,7 @@ def test_max_time_ends_with_results_and_a_last_pt_that_resumes_exactly(compose, 
         stopped = train(compose([*EXACT, "trainer.max_time=15"]), run_dir=tmp_path / "stopped")
     assert stopped["status"] == "time_limit"
     assert stopped["stop_reason"].startswith("reached trainer.max_time=15 after 15.0 s of training, in epoch 2 after "
-                                             "step 5 of 10: saved ")
+                                             "batch 5 of 10: saved ")
     last = tmp_path / "stopped" / "checkpoints" / "last.pt"
     assert stopped["checkpoint"] == str(last)
     saved = state(tmp_path / "stopped")
@@ -106,6 +106,7 @@ def test_a_time_limit_run_is_ranked_by_a_sweep_but_not_finished():
     assert not RunSummary("time_limit").finished and RunSummary("completed").finished
 
 
+@pytest.mark.slow  # a process of its own; the in-process max_time tests run by default
 def test_max_time_run_exits_0_from_the_command_line(tmp_path):
     """max_time=0 runs out after the first step, whatever the machine."""
     proc = run_cli(["trainer.max_time=0", "trainer.max_epochs=2", "trainer.diagnostics=false",
@@ -121,39 +122,38 @@ def test_max_time_run_exits_0_from_the_command_line(tmp_path):
 
 
 def test_max_steps_ends_the_epoch_it_is_reached_in(compose, tmp_path, caplog):
-    summary = train(compose(["trainer.max_steps=25", "trainer.max_epochs=5", "model.hidden=[32]"]),
-                    run_dir=tmp_path / "run")
-    assert summary["status"] == "completed" and summary["stop_reason"] == "reached trainer.max_steps=25"
+    fast = ["trainer.batch_size=256", "trainer.max_epochs=5", "model.hidden=[16]", "trainer.diagnostics=false"]
+    summary = train(compose(["trainer.max_steps=7", *fast]), run_dir=tmp_path / "run")  # 5 steps an epoch
+    assert summary["status"] == "completed" and summary["stop_reason"] == "reached trainer.max_steps=7"
     saved = state(tmp_path / "run")
-    assert saved["global_step"] == 25 and saved["epoch"] == 2 and saved["partial_epoch"] is None
+    assert saved["global_step"] == 7 and saved["epoch"] == 2 and saved["partial_epoch"] is None
     metrics = rows(tmp_path / "run")
     assert [r["epoch"] for r in metrics] == ["1", "2"] and all(r["val_loss"] != "nan" for r in metrics)
     # nothing left to train under the same max_steps; a larger one trains on
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     with caplog.at_level("INFO", logger="dltrain"):
-        again = train(compose(["trainer.max_steps=25", "trainer.max_epochs=5", "model.hidden=[32]", f"resume={last}"]),
-                      run_dir=tmp_path / "again")
-    assert "nothing to train (it took 25 optimizer steps and trainer.max_steps=25)" in caplog.text
+        again = train(compose(["trainer.max_steps=7", *fast, f"resume={last}"]), run_dir=tmp_path / "again")
+    assert "nothing to train (it took 7 optimizer steps and trainer.max_steps=7)" in caplog.text
     assert again["epochs_run"] == 2 and len(rows(tmp_path / "again")) == 2
-    train(compose(["trainer.max_steps=30", "trainer.max_epochs=5", "model.hidden=[32]", f"resume={last}"]),
-          run_dir=tmp_path / "more")
-    assert state(tmp_path / "more")["global_step"] == 30
+    train(compose(["trainer.max_steps=9", *fast, f"resume={last}"]), run_dir=tmp_path / "more")
+    assert state(tmp_path / "more")["global_step"] == 9
 
 
 def test_a_stop_right_at_max_steps_resumes_into_the_end_of_that_epoch(compose, tmp_path, monkeypatch):
     """max_time runs out at the very step max_steps is reached: the resume takes no step more,
     and ends (validates, writes) that epoch as the straight run did."""
-    run = ["trainer.max_steps=25", "trainer.max_epochs=5", "model.hidden=[16]", "trainer.diagnostics=false"]
+    run = ["trainer.max_steps=7", "trainer.max_epochs=5", "model.hidden=[16]", "trainer.diagnostics=false",
+           "trainer.batch_size=256"]  # 5 steps an epoch
     with monkeypatch.context() as patch:
         step_clock(patch)
-        assert train(compose([*run, "trainer.max_time=25"]), run_dir=tmp_path / "cut")["status"] == "time_limit"
-    assert state(tmp_path / "cut")["partial_epoch"]["step"] == 5
+        assert train(compose([*run, "trainer.max_time=7"]), run_dir=tmp_path / "cut")["status"] == "time_limit"
+    assert state(tmp_path / "cut")["partial_epoch"]["step"] == 2
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
     # max_time raised: a resume with its max_time spent is refused
     resumed = train(compose([*run, "trainer.max_time=3600", f"resume={last}"]), run_dir=tmp_path / "resumed")
     train(compose(run), run_dir=tmp_path / "straight")
-    assert resumed["stop_reason"] == "reached trainer.max_steps=25"
-    assert state(tmp_path / "resumed")["global_step"] == 25
+    assert resumed["stop_reason"] == "reached trainer.max_steps=7"
+    assert state(tmp_path / "resumed")["global_step"] == 7
     assert rows(tmp_path / "resumed") == rows(tmp_path / "straight") and len(rows(tmp_path / "straight")) == 2
 
 
@@ -225,7 +225,7 @@ def test_overfit_batches_are_the_first_training_examples_in_order(compose):
 
 def test_val_every_2_epochs_validates_epochs_2_4_and_the_last(compose, tmp_path):
     train(compose(["trainer.val_every_n_epochs=2", "trainer.max_epochs=5", "model.hidden=[16]",
-                   "trainer.diagnostics=false"]), run_dir=tmp_path / "run")
+                   "trainer.batch_size=256", "trainer.diagnostics=false"]), run_dir=tmp_path / "run")
     validated = [int(r["epoch"]) for r in rows(tmp_path / "run") if r["val_loss"] != "nan"]
     assert validated == [2, 4, 5]
 
@@ -235,7 +235,7 @@ def test_early_stopping_patience_counts_validations(compose, tmp_path):
     validation after it (epoch 6), not at the second epoch after it."""
     summary = train(compose(["trainer.val_every_n_epochs=2", "trainer.max_epochs=10", "model.hidden=[16]",
                              "trainer.early_stopping.patience=2", "trainer.early_stopping.min_delta=100",
-                             "trainer.diagnostics=false"]), run_dir=tmp_path / "run")
+                             "trainer.batch_size=256", "trainer.diagnostics=false"]), run_dir=tmp_path / "run")
     assert summary["status"] == "early_stopped" and summary["epochs_run"] == 6 and summary["best_epoch"] == 2
 
 
