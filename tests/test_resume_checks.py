@@ -3,6 +3,8 @@ resumes, and a refusal lists the keys a resume may change."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -106,3 +108,19 @@ def test_a_resume_with_its_max_time_spent_is_refused_before_anything_is_written(
         train(compose([*FAST, "trainer.max_epochs=3", "trainer.max_time=60", f"resume={tmp_path / 'spent.pt'}"]),
               run_dir=tmp_path / "again")
     assert "\n" not in str(err.value) and not (tmp_path / "again").exists()
+
+
+@pytest.mark.slow  # three processes: the command line is the point (trainer.max_time=null is an override there)
+def test_a_spent_max_time_is_refused_and_max_time_null_on_the_command_line_trains_on(tmp_path):
+    from tests.conftest import run_cli
+
+    fast = ["model.hidden=[16]", "trainer.batch_size=256", "trainer.diagnostics=false", "trainer.max_epochs=2"]
+    assert run_cli([*fast, "trainer.max_time=0", "hydra.run.dir=cut"], cwd=tmp_path).returncode == 0
+    last = "resume=cut/checkpoints/last.pt"
+    refused = run_cli([*fast, last, "hydra.run.dir=again"], cwd=tmp_path)
+    assert refused.returncode == 2 and "nothing to train" in refused.stderr and "raise trainer.max_time" in refused.stderr
+    assert not (tmp_path / "again" / "checkpoints").exists()  # its summary.json records the refusal alone
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["status"] == "failed"
+    resumed = run_cli([*fast, last, "trainer.max_time=null", "hydra.run.dir=on"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "on" / "summary.json").read_text())["status"] == "completed"
