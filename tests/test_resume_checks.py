@@ -124,3 +124,13 @@ def test_a_spent_max_time_is_refused_and_max_time_null_on_the_command_line_train
     resumed = run_cli([*fast, last, "trainer.max_time=null", "hydra.run.dir=on"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "on" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_max_time_null_given_on_resume_counts_though_it_is_the_default(compose, tmp_path):
+    train(compose([*FAST, "trainer.max_epochs=1"]), run_dir=tmp_path / "first")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    state["train_seconds"], state["config"]["trainer"]["max_time"] = 120.0, 60
+    torch.save(state, tmp_path / "limited.pt")
+    summary = train(compose([*FAST, "trainer.max_epochs=2", "trainer.max_time=null",
+                             f"resume={tmp_path / 'limited.pt'}"]), run_dir=tmp_path / "on")
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2

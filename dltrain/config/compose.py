@@ -6,9 +6,10 @@ This module imports no torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, ValueNode, open_dict, read_write
 
 from dltrain.config.describe import describe_config_error, name_the_file, one_line
 from dltrain.config.search_path import config_dir as packaged_config_dir
@@ -61,7 +62,40 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check
             raise ConfigError(message) from err
     with read_write(cfg), open_dict(cfg):  # as Hydra's compose() returns it
         del cfg["hydra"]
+    for key in given_keys_of(overrides):
+        node = _leaf(cfg, key)
+        if isinstance(node, ValueNode):  # a value equal to the default is set all the same (a resume's trainer.max_time=null)
+            node._set_flag(GIVEN, True)
     return cfg
+
+
+#: The flag on a config value the overrides set.
+GIVEN = "dltrain_given"
+
+
+def given_keys_of(overrides: Sequence[str]) -> list[str]:
+    """The keys ``overrides`` set (``trainer.max_time=null`` -> ``trainer.max_time``)."""
+    from dltrain.config.suggest import override_key
+
+    return [override_key(o) for o in overrides]
+
+
+def _leaf(cfg: DictConfig, key: str) -> Any:
+    """The node of ``key`` in ``cfg``; None when there is none."""
+    node: Any = cfg
+    for part in key.split("."):
+        try:
+            node = node._get_node(part)  # noqa: SLF001 - OmegaConf's node, which carries the flag
+        except Exception:  # noqa: BLE001 - a group's option, or no such key
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def given_keys(cfg: DictConfig, keys: Iterable[str]) -> set[str]:
+    """Those of ``keys`` that :func:`compose`'s overrides set, whatever their values."""
+    return {key for key in keys if (node := _leaf(cfg, key)) is not None and node._get_flag(GIVEN)}  # noqa: SLF001
 
 
 def with_user_configs_first(argv: list[str], app: Callable[[], object]) -> None:

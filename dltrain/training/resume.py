@@ -135,18 +135,19 @@ def _default(schema: Any, path: list[str]) -> Any:
 def explicit_keys(cfg: DictConfig) -> set[str]:
     """The keys this run sets itself. Under Hydra: the command line's overrides, where a
     group's option (``data=csv``) counts as its ``name`` key (``data.name``). From Python:
-    the keys whose values differ from the defaults of the same options, and the ``name`` of
-    each group whose option differs from the default one."""
+    the keys whose values differ from the defaults of the same options, those ``compose``'s
+    overrides set (``trainer.max_time=null`` too), and the ``name`` of each group whose
+    option differs from the default one."""
     keys = command_line_keys()
     if keys is not None:
         return keys
-    from dltrain.config.compose import compose
+    from dltrain.config.compose import compose, given_keys
 
     current = OmegaConf.to_container(cfg, resolve=True)
     default = OmegaConf.to_container(compose([], check=False), resolve=True)
     same_options = OmegaConf.to_container(compose([f"{g}={current[g]['name']}" for g in ONE_OPTION_GROUPS],
                                                   check=False), resolve=True)  # a required key (data.path) reads "???"
-    keys = {key for key, _, _ in differences(same_options, current)}
+    keys = {key for key, _, _ in differences(same_options, current)} | given_keys(cfg, flatten(current))
     return keys | {f"{g}.name" for g in ONE_OPTION_GROUPS if current[g]["name"] != default[g]["name"]}
 
 
