@@ -134,3 +134,17 @@ def test_max_time_null_given_on_resume_counts_though_it_is_the_default(compose, 
     summary = train(compose([*FAST, "trainer.max_epochs=2", "trainer.max_time=null",
                              f"resume={tmp_path / 'limited.pt'}"]), run_dir=tmp_path / "on")
     assert summary["status"] == "completed" and summary["epochs_run"] == 2
+
+
+def test_a_finished_run_with_its_max_time_spent_is_still_just_finished(compose, tmp_path):
+    """A spent trainer.max_time is no error for a run that completed anyway: a resume of it
+    says the run is done, as it did before the key existed."""
+    first = tmp_path / "first"
+    train(compose([*FAST, "trainer.max_epochs=1"]), run_dir=first)
+    last = first / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["train_seconds"] = 120.0
+    torch.save(state, last)
+    summary = train(compose([*FAST, "trainer.max_epochs=1", "trainer.max_time=60", f"resume={last}"]),
+                    run_dir=tmp_path / "again")
+    assert summary["status"] == "completed" and summary["test"]

@@ -362,16 +362,22 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
     validate(merged)
     for line in check_config(found, saved, OmegaConf.to_container(merged, resolve=True)):
         log.info("resume: override %s", line)
-    check_length(found, state, saved, merged)
-    return Resume(found, state, merged)
+    resume = Resume(found, state, merged)
+    check_length(found, state, saved, merged, finished=resume.nothing_left() is not None)
+    return resume
 
 
 #: Schedules stepped per optimizer step over a length fixed when the run started.
 SIZED_ON_THE_RUN = ("onecycle",)
 
 
-def check_length(path: Path, state: dict[str, Any], saved: dict[str, Any], cfg: DictConfig) -> None:
+def check_length(path: Path, state: dict[str, Any], saved: dict[str, Any], cfg: DictConfig, *,
+                 finished: bool = False) -> None:
     """Refuse a resume whose length cannot continue the checkpoint's run.
+
+    Args:
+        finished: the checkpoint's run has nothing left to train for another reason (it
+            completed or stopped early): its spent time is no error, the run is just done.
 
     Raises:
         ConfigError: ``trainer.max_time`` is spent already (nothing to train), or
@@ -380,7 +386,7 @@ def check_length(path: Path, state: dict[str, Any], saved: dict[str, Any], cfg: 
     """
     max_time = parse_max_time(cfg.trainer.max_time)
     spent = seconds_so_far(state)
-    if max_time is not None and spent >= max_time:
+    if max_time is not None and spent >= max_time and not finished:
         raise ConfigError(f"resume={path}: nothing to train: the checkpoint's run trained {spent:.1f} s and "
                           f"trainer.max_time={cfg.trainer.max_time}: raise trainer.max_time (or set it to null)")
     if cfg.scheduler.name not in SIZED_ON_THE_RUN:
