@@ -55,6 +55,12 @@ SETTINGS = [
     ["regularization.ema_warmup=true", "regularization.ema_decay=0.9"],
     ["regularization.swa_lr=0.001", "regularization.swa_start=1"],
     ["regularization.evaluate_averaged=false", "regularization.ema_decay=0.9"],
+    ["regularization.swa_start=1", "regularization.swa_lr=0.001", "regularization.swa_anneal_epochs=2"],
+    ["regularization.augment=[mixup,cutmix,erasing]", "regularization.augment_params.mixup.alpha=0.4",
+     "regularization.augment_params.cutmix.p=0.5", "regularization.augment_params.erasing.value=random",
+     "regularization.augment_params.erasing.scale=[0.1,0.2]"],
+    ["trainer.checkpoint.every_n_minutes=0.001"], ["trainer.profiler=pytorch", "trainer.profiler_steps=1"],
+    ["trainer.max_time=00:01:00:00"],
 ]
 
 
