@@ -22,11 +22,11 @@ from torch import nn
 
 from dltrain.errors import TrainingDiverged
 from dltrain.training.accumulate import Accumulation, group_end
-from dltrain.training.averaging import averaged_beside
 from dltrain.training.budget import Budget
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import to_cpu
 from dltrain.training.distributed import Ranks
+from dltrain.training.epoch_end import validate_epoch, watch
 from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
@@ -190,19 +190,19 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch, or with accumulation one micro-step of the group under
         way (the optimizer steps after its last); returns the outputs and the data loss (no penalty)."""
-        if self.accumulation is not None:
-            output, loss = self.accumulation(x, y)
-            if not self.accumulation.stepped:
-                return output, loss
-        else:
-            output, loss = self.step(x, y)
+        output, loss = (self.step if self.accumulation is None else self.accumulation)(x, y)
+        if self.accumulation is None or self.accumulation.stepped:
+            self.after_optimizer_step()
+        return output, loss
+
+    def after_optimizer_step(self) -> None:
+        """The schedule's batch step, the averaging's update and the profiler's step."""
         if self.scheduler is not None:
             self.scheduler.step_batch()
         if self.averaging is not None:  # after the optimizer step, as the schedule
             with self.profiler.phase("averaging"):
                 self.averaging.after_step()
         self.profiler.step()  # trainer.profiler=pytorch: its steps are optimizer steps
-        return output, loss
 
     def train_epoch(self, batches: Batches) -> dict[str, float]:
         """One pass over the training batches with gradient steps (continuing an epoch a
@@ -341,26 +341,9 @@ class Trainer:
         try:
             train = self.train_epoch(train_batches)
         except TrainingDiverged:
-            self._record_diverged(self._row(number, self._epoch_acc.compute(), None))
+            self._record_diverged(self.epoch_row(number, self._epoch_acc.compute(), None))
             raise
-        if self.averaging is not None:  # SWA averages the epoch's last weights (and recomputes BN for them)
-            with self.profiler.phase("averaging"):
-                self.averaging.end_epoch(number, train_batches)
-        last = number == self.max_epochs or self.budget.steps_done(self.global_step)
-        validates = val_batches is not None and self.budget.validates(number, last)  # trainer.val_every_n_epochs
-        val = None
-        if validates:
-            with self.profiler.phase("evaluation"):
-                val = self.evaluate(val_batches, stoppable=True)
-        # Rank 0's row on every rank (the metrics are the same, the timings not): every
-        # decision taken from it (early stopping, the schedule, checkpoints) is the same.
-        # evaluate_averaged=false: the averaged weights' val_avg_* columns
-        evaluate = (lambda module: self.evaluate(val_batches, model=module)) if validates else None
-        beside = {}
-        if self.validates and self.averaging is not None:
-            with self.profiler.phase("evaluation"):
-                beside = averaged_beside(self.averaging, evaluate, train)
-        row = self.ranks.broadcast({**self._row(number, train, val), **beside})
+        row, validates = validate_epoch(self, number, train, train_batches, val_batches)
         if not weights_finite(self.model):  # the last step's gradients overflowed
             self._record_diverged(row)
             raise TrainingDiverged(TrainingDiverged.WEIGHTS, number, step=self.step_in_epoch, steps=len(train_batches),
@@ -369,12 +352,7 @@ class Trainer:
         self.epoch, self.step_in_epoch = number, 0
         if self.scheduler is not None:
             self.scheduler.step_epoch(row, validated=validates)
-        monitor = self.stopper.monitor  # None: a validation monitor in a run without validation
-        # An epoch that did not validate is not seen: patience counts validations.
-        watched = monitor is not None and (validates or not monitor.startswith("val_"))
-        improved = watched and self.stopper.update(number, row[monitor])
-        if improved and self.restore_best_weights:
-            self.best_state = {k: v.detach().clone() for k, v in self.evaluated_model.state_dict().items()}
+        improved = watch(self, number, row, validates)
         self.healthy = not self.stopper.non_finite
         if self.progress is not None:
             self.progress.end_epoch(row, improved)
@@ -384,7 +362,7 @@ class Trainer:
             raise TrainingDiverged(TrainingDiverged.METRIC, number, metric=self.stopper.monitor,
                                    value=self.stopper.non_finite_value, lr=self._lr())
 
-    def _row(self, number: int, train: dict[str, float], val: dict[str, float] | None) -> dict[str, Any]:
+    def epoch_row(self, number: int, train: dict[str, float], val: dict[str, float] | None) -> dict[str, Any]:
         """The epoch's line of metrics.csv; a validation that did not run reads NaN, and a run
         without a validation split has no val_* columns."""
         row: dict[str, Any] = {"epoch": number}
