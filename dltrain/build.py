@@ -18,7 +18,7 @@ from dltrain.config.conflicts import check_deterministic
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
-from dltrain.data.limits import BatchLimits, overfit_examples
+from dltrain.data.limits import BatchLimits, overfit_splits
 from dltrain.data.mixing import Mix, build_mix
 from dltrain.data.preprocessing import Images
 from dltrain.errors import ConfigError
@@ -34,11 +34,11 @@ from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
-from dltrain.training.budget import Budget, parse_max_time, schedule_length
+from dltrain.training.budget import parse_max_time, schedule_length
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
-from dltrain.training.averaging import SwaSchedule, WeightAverage, build_averaging, check_averaging, check_swa_reaches
+from dltrain.training.averaging import SwaSchedule, check_averaging, with_swa
 from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,
@@ -203,8 +203,9 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     if own_init is not None and any(row.init == "default" for row in summary_rows):  # not PyTorch's defaults
         notes = [*notes, f"Init default: {own_init(OmegaConf.to_container(cfg.model, resolve=True))}"]
     augment = build_augment(list(reg.augment), OmegaConf.to_container(reg.augment_params), data.input_shape)
+    limits = BatchLimits(tcfg.limit_train_batches, tcfg.limit_val_batches, tcfg.overfit_batches)
     batches = make_batches(data, tcfg.batch_size, tcfg.eval_batch_size, cfg.seed, device, ranks,
-                           limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None, limits=batch_limits(tcfg))
+                           limit=FAST_DEV_BATCHES if tcfg.fast_dev_run else None, limits=limits)
 
     sched = group_options(cfg.scheduler)
     if scheduler_monitor is not None:
@@ -216,11 +217,10 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         max_epochs, optimizer_steps(len(batches[0]), tcfg.accumulate_grad_batches), tcfg.max_steps)
     scheduler = build_scheduler(cfg.scheduler.name, optimizer, max_epochs=schedule_epochs,
                                 steps_per_epoch=schedule_steps, **sched)
-    if schedule_epochs < max_epochs:  # max_steps ends the run first
-        check_swa_reaches(reg.swa_start, schedule_epochs, tcfg.max_steps)
-    if reg.swa_lr is not None:  # from regularization.swa_start the LR anneals to swa_lr
-        scheduler = SwaSchedule(scheduler, optimizer, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
-                                anneal_epochs=reg.swa_anneal_epochs)
+    # regularization.swa_lr: from swa_start the LR anneals to it
+    scheduler = with_swa(scheduler, optimizer, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
+                         anneal_epochs=reg.swa_anneal_epochs, epochs=schedule_epochs, max_epochs=max_epochs,
+                         max_steps=tcfg.max_steps)
     if not tcfg.fast_dev_run:
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
@@ -495,11 +495,8 @@ def make_batches(data: DataSplits, batch_size: int, eval_batch_size: int, seed: 
     batch_size = batch_size // ranks.world_size
     shard = {"rank": ranks.rank, "world_size": ranks.world_size}
     limits = limits if limits is not None and limit is None else BatchLimits()
-    train, val = (data.x_train, data.y_train), (data.x_val, data.y_val)
-    if limits.overfit:  # the same first examples, in order, to train and to validate on
-        count = overfit_examples(limits.overfit, batch_size * ranks.world_size, len(data.x_train), ranks.world_size)
-        train = val = ((data.x_train[:count], data.y_train[:count]) if data.in_memory else
-                       (torch.utils.data.Subset(data.x_train, range(count)), None))
+    # trainer.overfit_batches: the same first examples, in order, to train and to validate on
+    train, val = overfit_splits(limits.overfit, data, batch_size * ranks.world_size, ranks.world_size)
     shuffle = {"shuffle": True, "generator": generator} if not limits.overfit else {}
     if not data.in_memory:
         def loader(x, batch_size, **kw):
@@ -567,26 +564,6 @@ def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
     return EarlyStopping(monitor, es.mode, es.min_delta, es.patience,
                          enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
-
-
-def batch_limits(tcfg: DictConfig) -> BatchLimits:
-    """``trainer.limit_train_batches``, ``limit_val_batches`` and ``overfit_batches``."""
-    return BatchLimits(tcfg.limit_train_batches, tcfg.limit_val_batches, tcfg.overfit_batches)
-
-
-def make_budget(cfg: DictConfig) -> Budget:
-    """``trainer.max_steps``, ``max_time`` and ``val_every_n_epochs`` (a fast_dev_run has no budget)."""
-    tcfg = cfg.trainer
-    if tcfg.fast_dev_run:
-        return Budget()
-    return Budget(tcfg.max_steps, parse_max_time(tcfg.max_time), tcfg.val_every_n_epochs)
-
-
-def make_averaging(cfg: DictConfig, model: nn.Module) -> WeightAverage | None:
-    """The EMA or SWA of ``model``'s weights that ``regularization`` asks for; None for neither."""
-    reg = cfg.regularization
-    return build_averaging(model, ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup, swa_start=reg.swa_start,
-                           evaluate_averaged=reg.evaluate_averaged)
 
 
 def watched_mode(stopper: EarlyStopping) -> str | None:

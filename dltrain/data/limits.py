@@ -54,3 +54,18 @@ def overfit_examples(overfit: int, batch_size: int, num_train: int, world_size: 
     global batch) hold; a whole number per rank, so every rank takes as many steps."""
     count = min(overfit * batch_size, num_train)
     return count - count % world_size
+
+
+def overfit_splits(overfit: int, data: Any, batch_size: int,
+                   world_size: int) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The training and validation data ``(x, y)`` to batch: the splits of ``data``, or with
+    ``overfit`` N > 0 the same first training examples (N global batches of ``batch_size``)
+    for both; data read from disk is then a ``Subset`` whose targets it holds (y None)."""
+    if not overfit:
+        return (data.x_train, data.y_train), (data.x_val, data.y_val)
+    count = overfit_examples(overfit, batch_size, len(data.x_train), world_size)
+    if data.in_memory:
+        return ((data.x_train[:count], data.y_train[:count]),) * 2
+    from torch.utils.data import Subset  # only for data on disk: this module imports no torch
+
+    return ((Subset(data.x_train, range(count)), None),) * 2

@@ -297,6 +297,18 @@ def check_swa_reaches(swa_start: int | None, epochs: int, max_steps: int | None)
                           f"set swa_start to {epochs} or less, or raise trainer.max_steps.")
 
 
+def with_swa(scheduler: Any, optimizer: torch.optim.Optimizer, *, swa_start: int | None, swa_lr: float | None,
+             anneal_epochs: int, epochs: int, max_epochs: int, max_steps: int | None) -> Any:
+    """``scheduler``, or with ``swa_lr`` the :class:`SwaSchedule` that anneals to it from
+    ``swa_start``; when ``max_steps`` ends the run after ``epochs`` < ``max_epochs``, SWA's
+    first epoch is checked to come before (:func:`check_swa_reaches`)."""
+    if epochs < max_epochs:
+        check_swa_reaches(swa_start, epochs, max_steps)
+    if swa_lr is None:
+        return scheduler
+    return SwaSchedule(scheduler, optimizer, swa_start=swa_start, swa_lr=swa_lr, anneal_epochs=anneal_epochs)
+
+
 def weights_to_use(state: dict[str, Any], evaluate_averaged: bool = True) -> dict[str, torch.Tensor]:
     """The weights a checkpoint's run evaluated last: the averaged ones when it evaluated
     them and they hold an average, else the raw ones (``state["model"]``)."""

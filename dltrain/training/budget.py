@@ -102,6 +102,14 @@ class Budget:
         return f"reached trainer.max_epochs={max_epochs}"
 
 
+def make_budget(max_steps: int | None, max_time: Any, val_every_n_epochs: int, *, fast_dev_run: bool) -> Budget:
+    """The budget of ``trainer.max_steps``, ``max_time`` and ``val_every_n_epochs`` (a
+    fast_dev_run has none)."""
+    if fast_dev_run:
+        return Budget()
+    return Budget(max_steps, parse_max_time(max_time), val_every_n_epochs)
+
+
 def time_limit_reason(max_time: Any, seconds: float, stop: TimeLimitReached, path: Any) -> str:
     """The ``stop_reason`` of a run ``trainer.max_time`` ended, saved to ``path``."""
     return (f"reached trainer.max_time={max_time} after {seconds:.1f} s of training, {stop}: saved {path}; "

@@ -26,8 +26,6 @@ from dltrain.build import (
     build_experiment,
     checkpoint_meta,
     describe_data,
-    make_averaging,
-    make_budget,
     make_stopper,
     run_hparams,
     step_options,
@@ -48,7 +46,8 @@ from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.report.train_samples import write_samples
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
-from dltrain.training.budget import TimeLimitReached, time_limit_reason
+from dltrain.training.averaging import build_averaging
+from dltrain.training.budget import TimeLimitReached, make_budget, time_limit_reason
 from dltrain.training.checkpoint import save_last
 from dltrain.training.determinism import nondeterministic_error, restored_determinism, set_deterministic
 from dltrain.training.device import resolve_device
@@ -218,7 +217,7 @@ def _not_started(run: _Run, err: BaseException, own: Path | None) -> None:
 def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_dir: Path, stop: StopRequest,
                   logger: RunLogger, ranks: Ranks, train_forward: nn.Module | None) -> tuple[Trainer, MetricsCSV]:
     """The trainer, with the end-of-epoch writes (:class:`EpochEndWriter`)."""
-    tcfg = cfg.trainer
+    tcfg, reg = cfg.trainer, cfg.regularization
     main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     ck, folder = tcfg.checkpoint, run_dir / "checkpoints"
@@ -244,7 +243,9 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
                     step_checkpoints=make_step_checkpoints(folder, ck.every_n_steps, ck.every_n_minutes, main),
                     top_k=top_k, profiler=profiler),
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp),
-        budget=make_budget(cfg), averaging=make_averaging(cfg, exp.model))
+        budget=make_budget(tcfg.max_steps, tcfg.max_time, tcfg.val_every_n_epochs, fast_dev_run=tcfg.fast_dev_run),
+        averaging=build_averaging(exp.model, ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup,
+                                  swa_start=reg.swa_start, evaluate_averaged=reg.evaluate_averaged))
     return trainer, metrics_csv
 
 
