@@ -111,3 +111,31 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     ranks = trainer.ranks
     trainer._pending = (state.get("data_order"),
                         partial(restore_rank_rng, state["rng"], state.get("rng_ranks"), ranks.rank, ranks.world_size))
+
+
+def restore_data_order(trainer: Trainer, train_batches: Any) -> None:
+    """At the start of ``fit`` after a resume: the data order and the RNGs as they were saved."""
+    if trainer._pending is None:
+        return
+    order, rng = trainer._pending
+    trainer._pending = None
+    if order is not None and hasattr(train_batches, "order"):
+        train_batches.order.load_state_dict(order)
+    rng()
+
+
+def start_epoch(trainer: Trainer) -> None:
+    """The counters of the epoch about to train: fresh, or those of the unfinished epoch a
+    mid-epoch checkpoint saved."""
+    unfinished, trainer._resume_partial = trainer._resume_partial, None
+    trainer._epoch_acc = MetricAccumulator(trainer.task)
+    if unfinished:
+        if trainer.ranks.is_main:  # the sums of every rank's steps so far (merged when saved)
+            trainer._epoch_acc.load_state_dict(unfinished["train"], trainer.device)
+        trainer.step_in_epoch = int(unfinished["step"])
+        trainer._epoch_lr = float(unfinished["lr"])
+        trainer._epoch_started = time.perf_counter() - float(unfinished["seconds"])
+    else:
+        trainer.step_in_epoch = 0
+        trainer._epoch_lr = trainer._lr()  # the LR this epoch trains with
+        trainer._epoch_started = time.perf_counter()

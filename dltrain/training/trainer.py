@@ -31,7 +31,7 @@ from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.signals import StopRequest
-from dltrain.training.state import load_trainer_state, trainer_state
+from dltrain.training.state import load_trainer_state, restore_data_order, start_epoch, trainer_state
 from dltrain.training.profiler import Profiler
 from dltrain.training.step import OptimizerStep, StepOptions
 
@@ -295,12 +295,7 @@ class Trainer:
         """
         self.train_batches = train_batches
         self.validates = val_batches is not None
-        if self._pending is not None:  # a resume: the data order and RNGs as they were saved
-            order, rng = self._pending
-            self._pending = None
-            if order is not None and hasattr(train_batches, "order"):
-                train_batches.order.load_state_dict(order)
-            rng()
+        restore_data_order(self, train_batches)  # after a resume
         self._fit_started = time.perf_counter()
         self.profiler.start()
         try:
@@ -322,18 +317,7 @@ class Trainer:
 
     def _run_epoch(self, train_batches: Batches, val_batches: Batches | None) -> None:
         number = self.epoch + 1
-        unfinished, self._resume_partial = self._resume_partial, None
-        self._epoch_acc = MetricAccumulator(self.task)
-        if unfinished:
-            if self.ranks.is_main:  # the sums of every rank's steps so far (merged when saved)
-                self._epoch_acc.load_state_dict(unfinished["train"], self.device)
-            self.step_in_epoch = int(unfinished["step"])
-            self._epoch_lr = float(unfinished["lr"])
-            self._epoch_started = time.perf_counter() - float(unfinished["seconds"])
-        else:
-            self.step_in_epoch = 0
-            self._epoch_lr = self._lr()  # the LR this epoch trains with
-            self._epoch_started = time.perf_counter()
+        start_epoch(self)  # or continue the one a mid-epoch checkpoint saved
         if self.on_epoch_start is not None:
             self.on_epoch_start(number)
         if self.progress is not None:
