@@ -17,7 +17,8 @@ Workload: the suite's ``mlp`` (``benchmarks.run``): a 20,000 x 64 table of 10 cl
 a cost per step shows. Run it from the project root::
 
     python -m benchmarks.training_features                        # 3 rounds of 10 timed epochs
-    mkdir -p /tmp/before && git archive 657540f | tar -x -C /tmp/before && ln -s /tmp/before/conf /tmp/before/dltrain/conf
+    mkdir -p /tmp/before && git archive 657540f | tar -x -C /tmp/before \
+        && ln -s /tmp/before/conf /tmp/before/dltrain/conf
     python -m benchmarks.training_features --baseline /tmp/before --repeats 5
     python -m benchmarks.training_features --quick --only plain,deterministic   # a smoke check
 """
@@ -86,8 +87,9 @@ KINDS = {"cpu": "CPU seconds of an epoch's training pass", "wall": "wall seconds
 
 def run_once(overrides: list[str], checkout: Path | None,
              threads: int = 0) -> tuple[dict[str, list[float]], float]:
-    """The timed epochs of one run (``cpu`` and ``wall`` seconds) (in ``checkout``'s dltrain when given), and the cores other
-    processes used on average meanwhile. ``threads``: torch's threads in the run (0: its default)."""
+    """The timed epochs of one run (``cpu`` and ``wall`` seconds) (in ``checkout``'s dltrain when
+    given), and the cores other processes used on average meanwhile. ``threads``: torch's
+    threads in the run (0: its default)."""
     env = dict(os.environ)
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
@@ -139,7 +141,7 @@ def rows(times: dict[str, list[dict[str, list[float]]]], baseline: Path | None, 
         what, overrides = (f"plain run of {baseline}", []) if name == BASELINE else VARIANTS[name]
         medians = [statistics.median(r) for r in rounds]
         pooled = statistics.median([s for r in rounds for s in r])
-        ratios = [m / p for m, p in zip(medians, plain)]
+        ratios = [m / p for m, p in zip(medians, plain, strict=True)]
         per_round = ", ".join(f"{r:.2f}" for r in ratios)
         ratio = "—" if name == "plain" else f"{statistics.median(ratios):.3f}× (per round: {per_round})"
         keys = " ".join(f"`{o}`" for o in overrides) or "—"

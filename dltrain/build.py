@@ -34,11 +34,11 @@ from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
+from dltrain.training.accumulate import check_accumulation, optimizer_steps
+from dltrain.training.averaging import SwaSchedule, check_averaging, with_swa
 from dltrain.training.budget import parse_max_time, schedule_length
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, plain
-from dltrain.training.accumulate import check_accumulation, optimizer_steps
-from dltrain.training.averaging import SwaSchedule, check_averaging, with_swa
 from dltrain.training.checks import (
     channels_last_warnings,
     check_combinations,

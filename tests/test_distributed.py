@@ -251,7 +251,8 @@ def test_two_rank_run_interrupted_then_resumed_equals_the_uninterrupted_one(rank
     results = ranks.both("runs")
     for rank, result in enumerate(results):
         assert result["interrupted"]["error"] == "Interrupted", rank
-        assert result["interrupted"]["message"].startswith("interrupted by SIGTERM in epoch 2 after batch 5 of 20"), rank
+        message = result["interrupted"]["message"]
+        assert message.startswith("interrupted by SIGTERM in epoch 2 after batch 5 of 20"), rank
         assert result["resumed"]["status"] == "completed", rank
     summary = json.loads((ranks.out / "interrupted" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["world_size"] == WORLD and summary["epochs_run"] == 1

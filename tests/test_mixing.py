@@ -157,7 +157,7 @@ def erased_rectangles(before: torch.Tensor, after: torch.Tensor) -> list[tuple[i
     """Each example's erased rectangle (height, width), None if untouched; asserts that what
     changed is one whole rectangle in every channel, filled with zeros."""
     found = []
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         changed = a != b  # (C, H, W)
         assert torch.equal(changed, changed[:1].expand_as(changed))  # every channel alike
         mask = changed[0]

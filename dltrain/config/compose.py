@@ -64,7 +64,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME, check
         del cfg["hydra"]
     for key in given_keys_of(overrides):
         node = _leaf(cfg, key)
-        if isinstance(node, ValueNode):  # a value equal to the default is set all the same (a resume's trainer.max_time=null)
+        # A value equal to the default is given all the same (a resume's trainer.max_time=null).
+        if isinstance(node, ValueNode):
             node._set_flag(GIVEN, True)
     return cfg
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+
 def batch_count(limit: Any, available: int) -> int:
     """How many of ``available`` batches ``limit`` keeps: a float is a fraction (at least one
     batch of a split that has any), an int a count (at most ``available``)."""

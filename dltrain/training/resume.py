@@ -29,8 +29,8 @@ from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import copy_atomically, remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
-from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.budget import parse_max_time
+from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint, seconds_so_far
 from dltrain.training.distributed import Ranks
 

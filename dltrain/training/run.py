@@ -45,9 +45,9 @@ from dltrain.report.run_report import print_report, write_report
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.report.train_samples import write_samples
-from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.averaging import build_averaging
 from dltrain.training.budget import TimeLimitReached, make_budget, time_limit_reason
+from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.checkpoint import save_last
 from dltrain.training.determinism import nondeterministic_error, restored_determinism, set_deterministic
 from dltrain.training.device import resolve_device

@@ -29,10 +29,10 @@ from dltrain.training.distributed import Ranks
 from dltrain.training.epoch_end import validate_epoch, watch
 from dltrain.training.guard import StepGuard, weights_finite
 from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.profiler import Profiler
 from dltrain.training.progress import ProgressDisplay
 from dltrain.training.signals import StopRequest
 from dltrain.training.state import load_trainer_state, restore_data_order, start_epoch, trainer_state
-from dltrain.training.profiler import Profiler
 from dltrain.training.step import OptimizerStep, StepOptions
 
 if TYPE_CHECKING:
