@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dltrain import train
-from dltrain.errors import ConfigError
+from dltrain.errors import ConfigError, UserError
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
 from dltrain.training.checkpoint import load_checkpoint
 from dltrain.training.top_k import TopKCheckpoints, top_k_name
@@ -133,3 +133,23 @@ def test_a_checkpoint_written_before_top_k_and_the_profiler_resumes_with_them(co
                              "trainer.profiler=simple", f"resume={old}"]), run_dir=tmp_path / "resumed")
     assert summary["epochs_run"] == 4 and summary["profile"]["optimizer"]["calls"] > 0
     assert top_files(tmp_path / "resumed" / "checkpoints") == best_of(tmp_path / "resumed", 1, first=3)
+
+
+@pytest.mark.parametrize("name", ["../../outside.txt", "last.pt", "top-epoch0001-val_loss9.9999.pt"])
+def test_a_checkpoint_naming_another_file_in_its_top_k_list_is_refused(compose, tmp_path, name):
+    """The kept files are copied and deleted by later epochs: a crafted list naming a file
+    outside checkpoints/, one dltrain did not write as top-k, or a name its value does not give
+    is refused in one line, and that file is left alone."""
+    settings = [*FAST, "trainer.checkpoint.save_top_k=2"]
+    train(compose([*settings, "trainer.max_epochs=2"]), run_dir=tmp_path / "first")
+    victim = tmp_path / "outside.txt"
+    victim.write_text("not dltrain's")
+    state = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")
+    state["top_k"]["kept"][0]["file"] = name
+    crafted = tmp_path / "first" / "checkpoints" / "crafted.pt"
+    torch.save(state, crafted)
+    with pytest.raises(UserError) as err:
+        train(compose([*settings, "trainer.max_epochs=4", f"resume={crafted}"]), run_dir=tmp_path / "again")
+    assert "\n" not in str(err.value) and repr(name) in str(err.value)
+    assert victim.read_text() == "not dltrain's"
+    assert (tmp_path / "first" / "checkpoints" / "last.pt").is_file()

@@ -83,9 +83,30 @@ class TopKCheckpoints:
         return {"monitor": self.monitor, "kept": [dict(e) for e in self.kept]}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        """Continue with a checkpoint's kept files (None: one written without top-k: none kept)."""
-        self.kept = sorted((dict(e) for e in state["kept"]), key=self._rank) if state else []
+        """Continue with a checkpoint's kept files (None: one written without top-k: none kept).
+
+        Raises:
+            UserError: an entry names a file this class would not have written (the files it
+                names are copied and deleted later: a damaged or crafted checkpoint must not
+                reach a file outside ``checkpoints/``, or one dltrain did not write).
+        """
+        entries = [dict(e) for e in state["kept"]] if state else []
+        for entry in entries:
+            _check_entry(entry, str(state.get("monitor", self.monitor)))
+        self.kept = sorted(entries, key=self._rank)
         self.dropped = []
+
+
+def _check_entry(entry: dict[str, Any], monitor: str) -> None:
+    """Refuse a kept-file entry whose name is not the one its epoch and value give."""
+    from dltrain.errors import UserError
+
+    epoch, value, name = entry.get("epoch"), entry.get("value"), entry.get("file")
+    valid = (isinstance(epoch, int) and epoch >= 1 and isinstance(value, float) and math.isfinite(value)
+             and name == top_k_name(epoch, monitor, value))
+    if not valid:
+        raise UserError(f"the checkpoint's list of top-k files names {name!r} (epoch {epoch!r}, value {value!r}), "
+                        "not a file dltrain writes there: resume a checkpoint dltrain wrote, or start a new run.")
 
 
 def make_top_k(folder: Path, k: int, monitor: str | None, mode: str,
