@@ -247,6 +247,18 @@ def test_a_checkpoint_without_accumulated_gradients_loads():
     assert fresh.accumulation.done == 0 and fresh.global_step == 2
 
 
+def test_a_checkpoint_with_gradients_for_another_model_is_refused():
+    """A damaged or crafted list of accumulated gradients (too few) is the RuntimeError a
+    resume turns into its one line, not a zip() error."""
+    trainer = trainer_for(2)
+    trainer.train_epoch(TensorBatches(*data(12), 4))
+    state = trainer.state_dict()
+    state["partial_epoch"] = {"step": 1, "train": trainer._epoch_acc.state_dict(), "lr": 0.1, "seconds": 0.0,
+                              "accumulated": {"grads": [None], "examples": 4}}
+    with pytest.raises(RuntimeError, match=r"holds 1 accumulated gradients for a model of \d+ trained parameters"):
+        trainer_for(2).load_state_dict(state)
+
+
 def test_lbfgs_with_accumulation_is_refused_in_one_line(compose, tmp_path):
     with pytest.raises(ConfigError) as err:
         train(compose(["optim=lbfgs", "trainer.accumulate_grad_batches=2"]), run_dir=tmp_path)

@@ -142,6 +142,9 @@ class Accumulation:
         """Continue the group :meth:`state_dict` saved (None: none was under way)."""
         if state is None:
             return
+        if len(state["grads"]) != len(self.params):  # a resume turns a RuntimeError into its one line
+            raise RuntimeError(f"the checkpoint holds {len(state['grads'])} accumulated gradients for a model of "
+                               f"{len(self.params)} trained parameters")
         for p, grad in zip(self.params, state["grads"], strict=True):
             p.grad = None if grad is None else grad.to(device=p.device, dtype=p.dtype)
         # The examples of all ranks: each of this run's ranks trains its share of the group.
