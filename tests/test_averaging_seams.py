@@ -118,3 +118,35 @@ def _rank(rank: int, init: str) -> None:
 
 def test_batch_norm_statistics_are_averaged_over_the_ranks(tmp_path):
     mp.start_processes(_rank, args=(f"file://{tmp_path / 'rendezvous'}",), nprocs=2, start_method="fork")
+
+
+@pytest.mark.parametrize("saved", ["junk", {"weights": "x", "updates": 1}, {"weights": {}, "updates": "1"}])
+def test_averaged_weights_of_another_shape_are_the_resumes_runtime_error(saved):
+    """A damaged ``averaged_model`` entry is the RuntimeError a resume turns into its one line."""
+    average = WeightAverage(nn.Linear(2, 1), ema_decay=0.9)
+    with pytest.raises(RuntimeError, match="averaged weights are not"):
+        average.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("damage", ["removed", "junk", "updates"])
+def test_a_checkpoint_without_its_averaged_weights_is_refused_by_load_model(compose, tmp_path, damage):
+    """A run that averaged and evaluated the average: without a readable average in its file,
+    the raw weights are not what the run evaluated, so eval/predict/export refuse in one line
+    instead of silently using them."""
+    from dltrain.errors import UserError
+    from dltrain.inference.restore import load_model
+    from dltrain.training.checkpoint import load_checkpoint
+
+    train(compose([*FAST, "trainer.max_epochs=1", "regularization.ema_decay=0.9"]), run_dir=tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    if damage == "removed":
+        del state["averaged_model"]
+    elif damage == "junk":
+        state["averaged_model"] = "junk"
+    else:
+        state["averaged_model"]["updates"] = "many"
+    torch.save(state, tmp_path / "damaged.pt")
+    with pytest.raises(UserError, match="holds no averaged weights") as err:
+        load_model(tmp_path / "damaged.pt")
+    assert "\n" not in str(err.value)
+    load_model(tmp_path / "run" / "checkpoints" / "last.pt")  # the file as written loads

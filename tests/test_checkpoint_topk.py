@@ -153,3 +153,10 @@ def test_a_checkpoint_naming_another_file_in_its_top_k_list_is_refused(compose, 
     assert "\n" not in str(err.value) and repr(name) in str(err.value)
     assert victim.read_text() == "not dltrain's"
     assert (tmp_path / "first" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("saved", ["x", {"kept": "x"}, {"kept": ["x"]}])
+def test_a_top_k_state_of_another_shape_is_one_line(saved):
+    top = TopKCheckpoints(Path("checkpoints"), 2, "val_loss", "min")
+    with pytest.raises(UserError, match="not the list dltrain saves"):
+        top.load_state_dict(saved)

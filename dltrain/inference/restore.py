@@ -102,7 +102,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     if spec["log_softmax"] and (not rows or rows[-1].kind != "LogSoftmax"):  # as training added it
         add_log_softmax(model, spec["output_width"])
     # The weights the run evaluated: the averaged ones (EMA, SWA) unless regularization.evaluate_averaged=false
-    weights = weights_to_use(state, bool(OmegaConf.select(cfg, "regularization.evaluate_averaged", default=True)))
+    averaging = any(OmegaConf.select(cfg, f"regularization.{key}", default=None) is not None
+                    for key in ("ema_decay", "swa_start"))
+    try:
+        weights = weights_to_use(state, bool(OmegaConf.select(cfg, "regularization.evaluate_averaged", default=True)),
+                                 averaging)
+    except ValueError as err:
+        raise UserError(f"checkpoint {path}: {err}: the file was changed after training; use the checkpoint as "
+                        "dltrain wrote it.") from None
     _check_weights(path, model, weights)
     model.load_state_dict(weights, strict=True)
     return Restored(cfg, model.eval(), data, state, path)

@@ -150,8 +150,10 @@ class WeightAverage:
             self.module.load_state_dict(self.model.state_dict())
             self.updates = 0
             return
+        if not saved_average(state):  # a resume turns a RuntimeError into its one line
+            raise RuntimeError("the checkpoint's averaged weights are not the weights and update count dltrain saves")
         self.module.load_state_dict(state["weights"])
-        self.updates = int(state["updates"])
+        self.updates = state["updates"]
 
     def describe(self) -> dict[str, Any]:
         """summary.json's ``averaging``: what was averaged, and which weights were evaluated."""
@@ -309,11 +311,30 @@ def with_swa(scheduler: Any, optimizer: torch.optim.Optimizer, *, swa_start: int
     return SwaSchedule(scheduler, optimizer, swa_start=swa_start, swa_lr=swa_lr, anneal_epochs=anneal_epochs)
 
 
-def weights_to_use(state: dict[str, Any], evaluate_averaged: bool = True) -> dict[str, torch.Tensor]:
+def saved_average(entry: Any) -> bool:
+    """Whether ``entry`` has the shape :meth:`WeightAverage.state_dict` saves (weights and an
+    update count)."""
+    return isinstance(entry, dict) and isinstance(entry.get("weights"), dict) and isinstance(entry.get("updates"), int)
+
+
+def weights_to_use(state: dict[str, Any], evaluate_averaged: bool = True,
+                   averaging: bool = False) -> dict[str, torch.Tensor]:
     """The weights a checkpoint's run evaluated last: the averaged ones when it evaluated
-    them and they hold an average, else the raw ones (``state["model"]``)."""
+    them and they hold an average, else the raw ones (``state["model"]``).
+
+    Args:
+        averaging: the checkpoint's config averages the weights (``ema_decay`` or ``swa_start``).
+
+    Raises:
+        ValueError: ``averaging`` and ``evaluate_averaged``, but the file holds no average of
+            the shape dltrain saves (changed after training): its raw weights are not what the
+            run evaluated.
+    """
     averaged = state.get(STATE_KEY)
-    if evaluate_averaged and isinstance(averaged, dict) and (averaged.get("method") == "ema"
-                                                            or int(averaged.get("updates", 0)) > 0):
+    if not evaluate_averaged or (averaged is None and not averaging):
+        return state["model"]
+    if not saved_average(averaged):
+        raise ValueError("its config averages the weights, but it holds no averaged weights of the shape dltrain saves")
+    if averaged.get("method") == "ema" or averaged["updates"] > 0:
         return averaged["weights"]
     return state["model"]

@@ -90,7 +90,14 @@ class TopKCheckpoints:
                 names are copied and deleted later: a damaged or crafted checkpoint must not
                 reach a file outside ``checkpoints/``, or one dltrain did not write).
         """
-        entries = [dict(e) for e in state["kept"]] if state else []
+        state = {} if state is None else state
+        kept = state.get("kept", []) if isinstance(state, dict) else None
+        if not (isinstance(kept, list) and all(isinstance(e, dict) for e in kept)):
+            from dltrain.errors import UserError
+
+            raise UserError("the checkpoint's list of top-k files is not the list dltrain saves: resume a checkpoint "
+                            "dltrain wrote, or start a new run.")
+        entries = [dict(e) for e in kept]
         for entry in entries:
             _check_entry(entry, str(state.get("monitor", self.monitor)))
         self.kept = sorted(entries, key=self._rank)
