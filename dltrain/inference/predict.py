@@ -46,6 +46,8 @@ KEYS = {
     "device": Key("auto", "auto, cpu, cuda, cuda:N or mps; auto takes a GPU when there is one"),
     "batch_size": Key(512, "inputs per forward pass"),
     "overwrite": Key(False, "true: replace output= even if it is not an earlier dltrain-predict file"),
+    "returns": Key("auto", "auto (the checkpoint's own: predictions, or an autoencoder's latents), predictions, "
+                           "latents or reconstructions (an autoencoder's: the error, and the images written)"),
     **TRUST_KEYS,
 }
 ABOUT = """Predict with a checkpoint, preprocessing the inputs exactly as its training data was. input is:
@@ -60,11 +62,12 @@ EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt input=ne
 
 def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, device: str = "auto",
                  batch_size: int = 512, *, model_target: str | None = None, trust_code: bool = False,
-                 overwrite: bool = False) -> int:
+                 overwrite: bool = False, returns: str = "auto") -> int:
     """Predict every row or image of ``source`` (the ``input`` key) with ``ckpt`` and write ``output``.
 
     ``model_target`` and ``trust_code`` say what a ``model=custom`` checkpoint may import
-    (``target`` and ``trust_code`` of :func:`~dltrain.inference.restore.load_model`).
+    (``target`` and ``trust_code`` of :func:`~dltrain.inference.restore.load_model`); ``returns``
+    what each row holds (:mod:`dltrain.inference.predict_autoencoder`).
 
     Returns:
         The number of rows written.
@@ -75,16 +78,20 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     """
     import torch
 
+    from dltrain.inference.predict_autoencoder import batch_rows, resolve_returns
     from dltrain.inference.restore import load_model
 
     source, target = Path(source), Path(output)
     check_output(target, Path(ckpt), source, overwrite)
     restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
+    kind = resolve_returns(returns, restored, TOOL)
+    rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for ids, x, flags in read_flagged_inputs(restored, source, batch_size):
-            rows += flagged(output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data), flags)
+            rows += flagged(rows_of(x.to(dev), ids, len(rows)) if rows_of is not None else
+                            output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data), flags)
     return write_predictions(target, source, rows)
 
 
@@ -199,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             ) from None
         args = parse_args(argv, TOOL, KEYS, about=about, example=EXAMPLE, config_keys=False)
         predict_file(args["ckpt"], args["input"], args["output"], args["device"], args["batch_size"],
-                     model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"])
+                     model_target=args["model._target_"], trust_code=args["trust_code"], overwrite=args["overwrite"],
+                     returns=args["returns"])
 
     run_tool(TOOL, run)
 

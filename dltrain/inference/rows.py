@@ -79,7 +79,8 @@ _RECOGNISE_BYTES = 8 << 20
 def is_predictions_file(path: Path) -> bool:
     """Whether ``path`` has the shape :func:`write_rows` gives this tool's output: the header
     ``input,prediction[,confidence,p_<class>...]`` (or ``input,p_...`` columns of several labels,
-    or ``input,prediction_0,prediction_1,...``), with or without a last ``input_warnings``
+    or ``input,prediction_0,prediction_1,...``; an autoencoder's ``input,z0,z1,...`` or
+    ``input,reconstruction_error[,reconstruction]``), with or without a last ``input_warnings``
     column of flags, every row as wide as it, and probabilities in [0, 1]. A user's file that
     merely starts with ``input,prediction`` does not pass."""
     try:
@@ -100,6 +101,8 @@ def is_predictions_file(path: Path) -> bool:
     numbered = [f"prediction_{j}" for j in range(len(rest))]
     probabilities = [c for c in rest if c.startswith("p_")]
     shapes = (rest == numbered,
+              rest == [f"z{j}" for j in range(len(rest))],  # an autoencoder's latent codes
+              rest in (["reconstruction_error"], ["reconstruction_error", "reconstruction"]),
               rest == ["prediction"],
               rest[:2] == ["prediction", "confidence"] and len(probabilities) == len(rest) - 2 >= 1,
               rest[0] == "prediction" and len(probabilities) == len(rest) - 1 >= 1)

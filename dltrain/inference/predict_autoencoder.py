@@ -1,0 +1,123 @@
+"""``dltrain-predict`` of an autoencoder's checkpoint (``task=autoencoder``): with
+``returns=latents`` (its default) one row per input with its latent code, ``input, z0 .. z<K-1>``;
+with ``returns=reconstructions`` the reconstruction's mean squared error (in the model's
+standardised input space, as the run's loss sees it with ``task.loss=mse``) and, for images, the
+file the reconstructed image is written to (``<output's name>-reconstructions/<n>.png``, pixels
+with the data's normalisation undone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from dltrain.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dltrain.inference.restore import Restored
+
+#: What ``returns=`` may ask for: ``auto`` is the checkpoint's own kind of output.
+RETURNS = ("auto", "predictions", "latents", "reconstructions")
+
+
+def is_autoencoder(restored: Restored) -> bool:
+    """Whether the checkpoint's run trained an autoencoder (``task=autoencoder``)."""
+    return OmegaConf.select(restored.cfg, "task.name", default="supervised") == "autoencoder"
+
+
+def resolve_returns(returns: str, restored: Restored, tool: str) -> str:
+    """What to write: ``returns`` checked against the checkpoint (``auto``: latents for an
+    autoencoder, predictions for any other).
+
+    Raises:
+        UserError: an unknown value, or latents/reconstructions of a model that is no autoencoder
+            (and predictions of one that is).
+    """
+    if returns not in RETURNS:
+        raise UserError(f"returns={returns} is not a choice: use {', '.join(RETURNS)}")
+    autoencoder = is_autoencoder(restored)
+    if returns == "auto":
+        return "latents" if autoencoder else "predictions"
+    if autoencoder and returns == "predictions":
+        raise UserError(f"returns=predictions: {restored.path} is an autoencoder's checkpoint (task=autoencoder), "
+                        "which predicts no targets: use returns=latents or returns=reconstructions")
+    if not autoencoder and returns != "predictions":
+        raise UserError(f"returns={returns}: {restored.path} is not an autoencoder's checkpoint (its run trained "
+                        f"task={OmegaConf.select(restored.cfg, 'task.name', default='supervised')}), so it has no "
+                        f"{returns}: leave returns out, or give a task=autoencoder run's checkpoint; see {tool} --help")
+    return returns
+
+
+def images_folder(output: Path) -> Path:
+    """Where ``returns=reconstructions`` writes the reconstructed images: beside ``output``.
+
+    Raises:
+        UserError: the folder holds something this tool did not write (anything but ``<n>.png``).
+    """
+    folder = output.with_name(f"{output.stem}-reconstructions")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, where the reconstructed images go: move it away or choose another "
+                        "output=...")
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir() if not (p.suffix == ".png" and p.stem.isdigit()))
+        if others:
+            raise UserError(f"{folder} holds {', '.join(others[:3])}, which dltrain-predict did not write: move it "
+                            "away or choose another output=...")
+    return folder
+
+
+def latent_rows(model: Any, x: torch.Tensor, ids: list[Any]) -> list[dict[str, Any]]:
+    """``input, z0 .. z<K-1>`` for each input of the batch ``x``."""
+    codes = model.encode(x).float().reshape(len(x), -1).cpu().tolist()  # (B, K)
+    return [{"input": ids[i], **{f"z{j}": float(f"{v:.6g}") for j, v in enumerate(code)}}
+            for i, code in enumerate(codes)]
+
+
+def reconstruction_rows(model: Any, x: torch.Tensor, ids: list[Any], pixels: Any, folder: Path | None,
+                        first: int) -> list[dict[str, Any]]:
+    """``input, reconstruction_error`` (and ``reconstruction``: the image file written into
+    ``folder``, numbered from ``first``, for image data) for each input of the batch ``x``.
+
+    Args:
+        pixels: the checkpoint's preprocessing turning model inputs back into pixels in [0, 1]
+            (``Images.pixels``), or None for inputs that are no images.
+    """
+    import torch
+
+    out = model(x).float()  # (B, *input_shape)
+    errors = ((out - x.float()) ** 2).reshape(len(x), -1).mean(dim=1).cpu().tolist()  # (B,)
+    rows: list[dict[str, Any]] = [{"input": ids[i], "reconstruction_error": float(f"{e:.6g}")}
+                                  for i, e in enumerate(errors)]
+    if folder is None or out.dim() != 4:
+        return rows
+    from PIL import Image
+
+    from dltrain.files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = (pixels(out) if pixels is not None else out).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    for i, image in enumerate(images):  # (C, H, W)
+        name = f"{first + i}.png"
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        with atomic_write(folder / name, "wb") as f:
+            Image.fromarray(array).save(f, format="PNG")
+        rows[i]["reconstruction"] = f"{folder.name}/{name}"
+    return rows
+
+
+def batch_rows(kind: str, restored: Restored, output: Path) -> Any:
+    """``rows(x, ids, first)``: the rows of ``returns=kind`` (``latents`` or ``reconstructions``)
+    for a batch of inputs ``x`` on the model's device, the first numbered ``first``."""
+    from dltrain.data import preprocessing
+
+    model = restored.model
+    if kind == "latents":
+        return lambda x, ids, first: latent_rows(model, x, ids)
+    prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
+    pixels = getattr(prep, "pixels", None)
+    folder = images_folder(output) if len(restored.data["input_shape"]) == 3 else None
+    return lambda x, ids, first: reconstruction_rows(model, x, ids, pixels, folder, first)
