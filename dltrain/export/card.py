@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from dltrain.export.autoencoder import LATENTS, card_entry
 from dltrain.export.contract import CARD_VERSION
 from dltrain.export.graph import ExportGraph
 
@@ -17,6 +18,9 @@ def output_spec(graph: ExportGraph, data: dict[str, Any]) -> dict[str, Any]:
     if task == "regression":
         columns = ["prediction"] if width == 1 else [f"prediction_{j}" for j in range(width)]
         meaning = "the predicted value of each target, in the target's own units"
+    elif task == LATENTS:
+        columns = [f"z{j}" for j in range(width)]
+        meaning = "the latent code of each input: the output of the autoencoder's encoder"
     else:
         names = list(data.get("class_names") or [])
         names += [str(i) for i in range(len(names), width)]
@@ -51,6 +55,7 @@ def model_card(graph: ExportGraph, restored: Any, *, kind: str, fmt: str, file: 
     data = dict(restored.data)
     return {
         "dltrain_export": CARD_VERSION, "format": fmt, "file": file, "task": data["task"],
+        **(card_entry() if data["task"] == LATENTS else {}),
         "dataset": data.get("dataset"), "class_names": data.get("class_names"),
         "input": input_spec(graph, kind), "output": output_spec(graph, data),
         "outside_the_graph": graph.inputs.outside,

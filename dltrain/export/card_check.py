@@ -11,7 +11,8 @@ from typing import Any
 
 from dltrain.errors import UserError
 
-TASKS = ("binary", "multiclass", "multilabel", "regression")
+TASKS = ("binary", "multiclass", "multilabel", "regression", "latents")  # latents: an autoencoder's encoder
+OUTPUTS = {"regression": "values", "latents": "latents"}  # what a model of each task returns; else probabilities
 COLORS = {"grayscale": 1, "rgb": 3}
 #: The largest image side a model.json may name (a graph of that size would not fit in memory anyway).
 MAX_SIDE = 4096
@@ -64,7 +65,7 @@ COMMON: dict[str, dict[str, tuple[Check, str]]] = {
     "input": {"name": (_name, "a name"), "kind": (_name, "a kind's name"),
               "dtype": (lambda v: v in ("float32", "float64", "int64"), "float32, float64 or int64"),
               "shape": (lambda v: isinstance(v, list) and len(v) >= 2, "a list of sizes")},
-    "output": {"name": (lambda v: v in ("probabilities", "values"), "probabilities or values"),
+    "output": {"name": (lambda v: v in ("probabilities", "values", "latents"), "probabilities, values or latents"),
                "shape": (lambda v: isinstance(v, list) and len(v) == 2 and _int(v[1], 1), "[batch, outputs]")},
     "data": {"task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}"),
              "num_outputs": (lambda v: _int(v, 1), "a whole number"),
@@ -132,7 +133,7 @@ def _agree(where: Path, card: Mapping[str, Any], kind: str) -> None:
     task = data["task"]
     if card.get("task", task) != task:
         _refuse(where, f"its task {_short(card.get('task'))} and data.task {task!r} differ")
-    if output["name"] != ("values" if task == "regression" else "probabilities"):
+    if output["name"] != OUTPUTS.get(task, "probabilities"):
         _refuse(where, f"its output.name {output['name']!r} is not what a {task} model returns")
     columns = output.get("columns")
     if columns is not None and (not isinstance(columns, list) or len(columns) != output["shape"][1]):

@@ -92,6 +92,7 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
 
     from dltrain.data.preprocessing import kind_of
     from dltrain.export import formats
+    from dltrain.export.autoencoder import encoder_of
     from dltrain.export.card import card_files, model_card
     from dltrain.export.graph import export_graph
     from dltrain.export.raw import held_out
@@ -104,8 +105,9 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
     folder, earlier = export_folder(ckpt, fmt, output)
     restored = load_model(ckpt, torch.device("cpu"), target=model_target, trust_code=trust_code)
     apply_overrides(restored.cfg, overrides or {})
-    graph = export_graph(restored)
     examples = held_out(restored)
+    restored = encoder_of(restored)  # an autoencoder's export is its encoder: inputs -> latent codes
+    graph = export_graph(restored)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / spec.file

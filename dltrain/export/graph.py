@@ -243,7 +243,7 @@ class OutputHead(nn.Module):
     def __init__(self, task: str, width: int, target_scale: Any) -> None:
         super().__init__()
         self.task, self.binary_logit = task, task in ("binary", "multiclass") and width == 1
-        self.name = "values" if task == "regression" else "probabilities"
+        self.name = {"regression": "values", "latents": "latents"}.get(task, "probabilities")  # latents: an encoder's
         mean, std = target_scale or (0.0, 1.0)
         self.data = {"task": task, "target_scale": (float(mean), float(std))}
 

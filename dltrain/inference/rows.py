@@ -27,11 +27,15 @@ def prediction_rows(result: np.ndarray, ids: Sequence[Any], data: dict[str, Any]
         result: for classes, the probability of each class (or label) ``(N, K)``: a class name,
             ``confidence`` and a ``p_<class>`` column per class (labels above 0.5 joined by ``|``
             for multi-label data); for regression, values in the target's units ``(N, T)``:
-            ``prediction``, or ``prediction_<j>`` for several targets.
+            ``prediction``, or ``prediction_<j>`` for several targets; for ``latents`` (an exported
+            autoencoder's encoder) the codes ``(N, K)``: ``z0 .. z<K-1>``.
         ids: what names each input (row number or image path).
         data: the checkpoint's data record (``task``, ``class_names``, ``num_outputs``).
     """
     task, names = data["task"], list(data.get("class_names") or [])
+    if task == "latents":  # an exported autoencoder's encoder: each input's latent code
+        return [{"input": ids[i], **{f"z{j}": float(f"{v:.6g}") for j, v in enumerate(result[i])}}
+                for i in range(len(ids))]
     names += [str(i) for i in range(len(names), max(result.shape[1], data["num_outputs"]))]
     if task in ("binary", "multiclass"):
         pred, confidence = result.argmax(axis=1), result.max(axis=1)
