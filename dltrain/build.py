@@ -34,6 +34,8 @@ from dltrain.optim import OPTIMIZERS, build_optimizer
 from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
+from dltrain.tasks import TASKS, Task
+from dltrain.tasks.base import check_model_task
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
 from dltrain.training.averaging import SwaSchedule, check_averaging, with_swa
 from dltrain.training.budget import parse_max_time, schedule_length
@@ -72,7 +74,7 @@ def run_hparams(cfg: DictConfig) -> HParams:
     config here, so the loggers take plain values."""
     reg, tcfg = cfg.regularization, cfg.trainer
     hparams: dict[str, Any] = {group: cfg[group].name for group in ("model", "data", "optim", "loss", "init",
-                                                                    "scheduler")}
+                                                                    "scheduler", "task")}
     hparams.update({"optim.lr": cfg.optim.lr, "trainer.batch_size": tcfg.batch_size,
                     "trainer.max_epochs": tcfg.max_epochs, "regularization.dropout": reg.dropout,
                     "regularization.l1": reg.l1, "regularization.l2": reg.l2,
@@ -107,6 +109,7 @@ class Experiment:
     fine_tune: FineTuneSchedule | None = None  # model.freeze_epochs: the trainer's on_epoch_start
     summary_notes: list[str] = field(default_factory=list)  # lines after the model summary's table
     mix: Mix | None = None  # regularization.augment's mixup/cutmix: mixes each training batch and its targets
+    task: Task = field(default_factory=Task)  # task=: what a step computes (supervised by default)
 
 
 def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[dict[str, Any]] | None = None,
@@ -135,16 +138,19 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     # Asked once, before any data is read: a model that reads images is refused other data first.
     inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
     check_options(cfg, ranks, device)
+    task = build_task(cfg)
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.
     data = load_data(cfg, device, ranks, make_samples=saved_groups is None, recorded=recorded, inputs=inputs)
-    check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, data.task)
+    task.check(data)
+    metric_kind = task.metric_kind(data.task)
+    check_monitor("trainer.early_stopping.monitor", tcfg.early_stopping.monitor, metric_kind)
     autocast_dtype = resolve_precision(tcfg.precision, device, cfg.optim.name,
                                        closure=OPTIMIZERS.facts(cfg.optim.name).closure)
 
     # The loss first: it decides how wide the model's output layer is.
-    loss_name, loss_fn = build_loss(cfg, data)
+    loss_name, loss_fn = build_loss(cfg, data, task)
     mix = build_mix(list(reg.augment), OmegaConf.to_container(reg.augment_params), data, loss_name, loss_fn,
                     class_weights=cfg.loss.get("class_weights"))
     loss_fn = loss_fn.to(device)
@@ -210,7 +216,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     sched = group_options(cfg.scheduler)
     if scheduler_monitor is not None:
         sched["monitor"] = scheduler_monitor
-        check_monitor("scheduler.monitor", scheduler_monitor, data.task)
+        check_monitor("scheduler.monitor", scheduler_monitor, metric_kind)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     # Sized on the steps the run takes: max_steps, when that comes before max_epochs.
     schedule_epochs, schedule_steps = schedule_length(
@@ -225,7 +231,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
         warnings += schedule_warnings(cfg.scheduler.name, group_options(cfg.scheduler), max_epochs)
         warnings += transfer_warnings(transfer, max_epochs)
     return Experiment(data, model, init_applied, summary_rows, loss_name, loss_fn, optimizer, scheduler,
-                      penalty, augment, autocast_dtype, batches, warnings, fine_tune, notes, mix=mix)
+                      penalty, augment, autocast_dtype, batches, warnings, fine_tune, notes, mix=mix, task=task)
 
 
 def transfer_options(cfg: DictConfig) -> TransferOptions | None:
@@ -326,8 +332,22 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
                     max_epochs=cfg.trainer.max_epochs, swa_anneal_epochs=reg.swa_anneal_epochs)
 
 
-def build_loss(cfg: DictConfig, data: DataSplits) -> tuple[str, Loss]:
-    """``loss=...`` for ``data`` (``auto`` resolved from its task); returns the name and the loss."""
+def build_task(cfg: DictConfig) -> Task:
+    """``task=...`` (supervised by default), once ``model=`` is known to serve it.
+
+    Raises:
+        ConfigError: the model cannot be trained by the task.
+    """
+    check_model_task(cfg.task.name, cfg.model.name, MODELS.facts(cfg.model.name).tasks)
+    return TASKS.build(cfg.task.name, **group_options(cfg.task))
+
+
+def build_loss(cfg: DictConfig, data: DataSplits, task: Task | None = None) -> tuple[str, Loss]:
+    """``loss=...`` for ``data`` (``auto`` resolved from its task), or the loss ``task`` trains
+    with when it has its own; returns the name and the loss."""
+    own = task.loss(data) if task is not None else None
+    if own is not None:
+        return own
     picks = LOSSES.facts(cfg.loss.name).picks
     loss_name = picks(data.task) if picks is not None else cfg.loss.name
     return loss_name, LOSSES.build(loss_name, task=data.task, num_outputs=data.num_outputs,

@@ -30,11 +30,12 @@ from dltrain.report import sweep
 from dltrain.report.run_files import RUN_FILES, SWEEP_FILES, name_pattern
 from dltrain.report.sweep_progress import SWEEP_LOG
 from dltrain.schedulers import SCHEDULERS
+from dltrain.tasks import TASKS
 
 from .conftest import ROOT
 
 REGISTRIES = {"model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "loss": LOSSES, "init": INITS,
-              "scheduler": SCHEDULERS, "logger": LOGGERS}
+              "scheduler": SCHEDULERS, "logger": LOGGERS, "task": TASKS}
 #: Groups of ready-made presets with no builder behind them: their options are the YAML files.
 PRESET_GROUPS = ("experiment", "debug", "hparams_search", "cluster")
 

@@ -54,6 +54,8 @@ class ModelFacts:
         own_init: for models whose builder initialises the layers its own way (torchvision's
             networks): a function of the model's options saying how, the model summary's
             footnote for its ``default`` layers. None: PyTorch's layer defaults.
+        tasks: the ``task=`` options it can be trained by (``supervised``: its output is
+            compared with the data's targets); another task is refused in one line.
     """
 
     reads_tokens: bool = False
@@ -63,6 +65,7 @@ class ModelFacts:
     user_code: bool = False
     input_normalization: Callable[[Mapping[str, Any]], InputNormalization | None] | None = None
     own_init: Callable[[Mapping[str, Any]], str] | None = None
+    tasks: tuple[str, ...] = ("supervised",)
 
 
 MODELS: Registry[ModelFacts] = Registry("model", ModelFacts)

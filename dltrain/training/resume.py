@@ -29,6 +29,7 @@ from dltrain.config.validation import group_node, validate
 from dltrain.errors import ConfigError, UserError, first_line
 from dltrain.files import copy_atomically, remove_stale_tmpfiles
 from dltrain.report.summary import RunSummary, read_summary, write_summary
+from dltrain.tasks.base import BadTaskState
 from dltrain.training.budget import parse_max_time
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint, seconds_so_far
@@ -65,7 +66,8 @@ CHANGEABLE = (*RUN_CONTROL, "data.root", "data.path", "data.download", "data.in_
 #: checkpoint's run started, and a resume never repeats it.
 ADDED_KEYS = ("init.gain", "trainer.limit_train_batches", "trainer.overfit_batches", "trainer.accumulate_grad_batches",
               "regularization.ema_decay", "regularization.ema_warmup", "regularization.swa_start",
-              "regularization.swa_lr", "regularization.swa_anneal_epochs", "regularization.evaluate_averaged")
+              "regularization.swa_lr", "regularization.swa_anneal_epochs", "regularization.evaluate_averaged",
+              "task.name")  # task.name: a checkpoint from before task= trained task=supervised
 
 #: Keys that decide the model's layers and weights' shapes.
 ARCHITECTURE = ("model.", "regularization.dropout", "regularization.batch_norm", "loss.", "data.")
@@ -443,6 +445,9 @@ def continue_run(trainer: Trainer, resume: Resume, run_dir: Path, main: bool, me
     except RuntimeError as err:  # weights of another shape: other data behind data.path, say
         raise ConfigError(f"resume={resume.path}: the checkpoint's weights do not fit the model this config builds "
                           f"({first_line(err)}): point data.* at the data the run was trained on") from err
+    except BadTaskState as err:  # the task's own entry (task=), damaged or crafted
+        raise ConfigError(f"resume={resume.path}: the checkpoint's {first_line(err)}: resume a checkpoint "
+                          "dltrain wrote, or train a new run") from None
     if not main:
         return
     for row in trainer.history:  # the resumed run's metrics.csv holds the whole history

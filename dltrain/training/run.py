@@ -194,6 +194,7 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
             carry_records(cfg.logger, run.resume.path.parent.parent, run_dir, int(run.resume.state["epoch"]))
         run.logger = RunLogger(*build_loggers(cfg.logger, run_dir))
     trainer, metrics_csv = _make_trainer(cfg, exp, device, run_dir, run.stop, run.logger, run.ranks, train_forward)
+    exp.task.start(run_dir, main)  # task=: where its files go, before a resume loads its state
     run.logger.start(run_hparams(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     if run.resume is not None:
         continue_run(trainer, run.resume, run.run_dir, run.ranks.is_main, metrics_csv, run.logger)
@@ -235,7 +236,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     on_epoch_end = EpochEndWriter(metrics_csv, logger, policy, main, diagnostics, profiler)
     max_epochs = 1 if tcfg.fast_dev_run else tcfg.max_epochs
     trainer = Trainer(
-        exp.model, exp.optimizer, exp.loss_fn, exp.data.task, max_epochs=max_epochs,
+        exp.model, exp.optimizer, exp.loss_fn, exp.task.metric_kind(exp.data.task), max_epochs=max_epochs,
         stopper=stopper, scheduler=exp.scheduler, ranks=ranks,
         options=step_options(cfg, exp, train_forward),
         hooks=Hooks(on_epoch_end=on_epoch_end, progress=ProgressDisplay(max_epochs) if main else None, stop=stop,
@@ -245,7 +246,8 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
         restore_best_weights=tcfg.early_stopping.restore_best_weights, meta=checkpoint_meta(cfg, exp),
         budget=make_budget(tcfg.max_steps, tcfg.max_time, tcfg.val_every_n_epochs, fast_dev_run=tcfg.fast_dev_run),
         averaging=build_averaging(exp.model, ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup,
-                                  swa_start=reg.swa_start, evaluate_averaged=reg.evaluate_averaged))
+                                  swa_start=reg.swa_start, evaluate_averaged=reg.evaluate_averaged),
+        objective=exp.task)
     return trainer, metrics_csv
 
 
@@ -406,7 +408,10 @@ def _test(trainer: Trainer, data: DataSplits, batches: Any, summary: RunSummary,
         if (note := averaging.nothing_averaged()) is not None:
             summary.warnings.append(note)
             log.warning("warning: %s.", note)
-    gathered = write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
-    if gathered is not None:  # rank 0
-        summary.report = write_report(run_dir, gathered, data, data.x_test)
+    task = trainer.objective
+    if task.writes_predictions:  # supervised: the outputs predict y
+        gathered = write_test_predictions(run_dir / "predictions.csv", outputs, data, trainer.ranks)
+        if gathered is not None:  # rank 0
+            summary.report = write_report(run_dir, gathered, data, data.x_test)
+    summary.test.update(task.after_test(trainer, data, batches, outputs))  # task=: its own metrics and files
 

@@ -54,6 +54,8 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         "rng": rng,
         "data_order": order,
         "partial_epoch": unfinished,
+        # task=: the task's own state (a GAN's second optimizer, ...); None for supervised training.
+        "task": trainer.objective.state_dict(),
         **ranks,
     }
 
@@ -106,6 +108,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     if trainer.accumulation is not None and trainer._resume_partial:  # older checkpoints have no such key
         trainer.accumulation.load_state_dict(trainer._resume_partial.get("accumulated"))
     trainer._seconds_before = seconds_so_far(state)
+    trainer.objective.load_state_dict(state.get("task"))  # None from a checkpoint written before tasks
     # The data order and the step count carry over to any world size: trainer.batch_size is
     # the global batch, so step k of an epoch is the same batch of examples on 1 rank or 8.
     ranks = trainer.ranks

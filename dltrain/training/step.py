@@ -111,6 +111,12 @@ class OptimizerStep:
             output = forward(x)  # (B, num_outputs)
             return output, self.loss_fn(output, y)
 
+    def eval_outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor,
+                              forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What validation and the test compute per batch: the outputs and their loss against
+        ``y``; a task's step compares them with another target (an autoencoder's: ``x``)."""
+        return self.outputs_and_loss(x, y, forward)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the outputs and the data loss (no penalty)."""
         x, y = self.augmented(x, y)

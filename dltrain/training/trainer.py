@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import TrainingDiverged
+from dltrain.tasks import Task
 from dltrain.training.accumulate import Accumulation, group_end
 from dltrain.training.budget import Budget
 from dltrain.training.callbacks import EarlyStopping
@@ -90,7 +91,7 @@ class Trainer:
 
     Args:
         model, optimizer, loss_fn: what to train, how, and against what.
-        task: the data's task, for the metrics.
+        task: the metrics' kind (the data's task for supervised training; ``objective.metric_kind``).
         max_epochs: upper bound on epochs.
         stopper: tracks the monitored metric and decides early stops.
         scheduler: the learning-rate schedule, stepped after each batch and epoch.
@@ -107,6 +108,9 @@ class Trainer:
         averaging: the EMA or SWA of the weights (:class:`WeightAverage`): updated after each
             optimizer step and epoch; what validation, ``best_state`` and the test use while it
             is :attr:`~WeightAverage.evaluated`. None: no averaging.
+        objective: the ``task=`` (:class:`~dltrain.tasks.Task`): it makes the training step,
+            adds its metrics to each epoch's row (``end_epoch``) and has its state in every
+            checkpoint. None: supervised training.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         budget: Budget | None = None,
         averaging: WeightAverage | None = None,
+        objective: Task | None = None,
     ) -> None:
         hooks = hooks or Hooks()
         self.model, self.optimizer, self.loss_fn, self.task = model, optimizer, loss_fn, task
@@ -138,7 +143,9 @@ class Trainer:
         self.averaging = averaging
         self.device = next(model.parameters()).device
         self.profiler = hooks.profiler or Profiler()
-        self.step = OptimizerStep(model, optimizer, loss_fn, options or StepOptions(), self.profiler)
+        self.objective = objective if objective is not None else Task()
+        self.step: OptimizerStep = self.objective.make_step(model, optimizer, loss_fn, options or StepOptions(),
+                                                            self.profiler)
         k = self.step.options.accumulate_grad_batches
         self.accumulation = Accumulation(self.step, k, self.ranks) if k > 1 else None  # None: a step per batch
         self.guard = StepGuard(model, self._lr, self.ranks, hooks.stop, hooks.progress, hooks.log_every_n_steps, k)
@@ -269,7 +276,7 @@ class Trainer:
         forward = None if model is self.model else model  # the model's own forward may be compiled
         acc = MetricAccumulator(self.task)
         for x, y in batches:
-            output, loss = self.step.outputs_and_loss(x, y, forward)
+            output, loss = self.step.eval_outputs_and_loss(x, y, forward)
             acc.update(output, y, loss)
             if outputs is not None:
                 outputs.append(output.detach())
@@ -328,6 +335,7 @@ class Trainer:
             self._record_diverged(self.epoch_row(number, self._epoch_acc.compute(), None))
             raise
         row, validates = validate_epoch(self, number, train, train_batches, val_batches)
+        self.objective.end_epoch(self, row)  # the task's own metrics, before anything reads the row
         if not weights_finite(self.model):  # the last step's gradients overflowed
             self._record_diverged(row)
             raise TrainingDiverged(TrainingDiverged.WEIGHTS, number, step=self.step_in_epoch, steps=len(train_batches),

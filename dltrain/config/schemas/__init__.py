@@ -115,6 +115,7 @@ from dltrain.config.schemas.spec import (  # noqa: F401  (importable from here)
     PRECISIONS,
     spec,
 )
+from dltrain.config.schemas.tasks import SupervisedTaskConfig  # noqa: F401  (importable from here)
 from dltrain.config.schemas.trainer import (  # noqa: F401  (importable from here)
     CheckpointConfig,
     EarlyStoppingConfig,
@@ -133,6 +134,7 @@ class TrainConfig:
     init: Any = MISSING
     scheduler: Any = MISSING
     logger: Any = MISSING
+    task: Any = MISSING
     seed: int = spec(0, ge=0, le=2**32 - 1)
     device: str = spec("auto", pattern=DEVICE_PATTERN, help="auto, cpu, cuda, cuda:N or mps")
     resume: str | None = spec(None, help="a checkpoint file, a run directory, or auto")
@@ -169,6 +171,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
     "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig,
                "wandb": WandbLoggerConfig},
+    "task": {"supervised": SupervisedTaskConfig},
 }
 
 #: Groups that take several options at once (``logger=[tensorboard,mlflow]``), each option's keys
