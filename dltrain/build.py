@@ -462,7 +462,7 @@ def build_model(cfg: DictConfig, data: DataSplits, num_outputs: int, warnings: l
     if data.vocab_size is not None:
         if not facts.reads_tokens:
             raise ConfigError(f"data={cfg.data.name} gives sequences of token ids, which model={name} cannot read: "
-                              "use model=lstm, gru or rnn (they embed the tokens first), or model=custom.")
+                              "use model=lstm, gru, rnn or transformer (they embed the tokens first), or model=custom.")
         opts["vocab_size"] = data.vocab_size
     if facts.regularization_layers:
         opts["head_dropout" if "dropout" in opts else "dropout"] = reg.dropout

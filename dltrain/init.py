@@ -2,12 +2,13 @@
 
 Every builder takes ``(model, activation=None, **its_options)``, initialises the model in
 place and returns module name -> scheme applied (``"he_normal(relu)"``, ``"zeros"``, ...)
-for every leaf module that owns parameters: the Init column of the model summary.
+for every layer that owns parameters (a leaf module, or attention as a whole: :func:`layers`):
+the Init column of the model summary.
 
-What a scheme touches: the weights of ``nn.Linear``, ``nn.Conv1d/2d/3d`` and every
-``weight_*`` matrix of ``nn.RNN/LSTM/GRU``; their biases start at 0 (except under
-``default``). Normalisation layers (weight 1, bias 0), embeddings and any other module
-keep PyTorch's own initialisation and are reported as ``"default"``.
+What a scheme touches: the weights of ``nn.Linear``, ``nn.Conv1d/2d/3d``, every
+``weight_*`` matrix of ``nn.RNN/LSTM/GRU`` and the projections of ``nn.MultiheadAttention``;
+their biases start at 0 (except under ``default``). Normalisation layers (weight 1, bias 0),
+embeddings and any other module keep PyTorch's own initialisation and are reported as ``"default"``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ INITS: Registry[InitFacts] = Registry("init", InitFacts)
 
 #: Modules whose ``weight`` (and ``bias``) a scheme initialises.
 FEEDFORWARD = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Modules that are one layer with their children: attention computes with its ``out_proj``'s
+#: weight itself, never calling it, so the init and the model summary take the whole module.
+WHOLE_LAYERS = (nn.MultiheadAttention,)
 #: Negative slope of ``nn.LeakyReLU()``, the module ``model.activation=leaky_relu`` builds.
 LEAKY_RELU_SLOPE = 0.01
 #: dltrain activation name -> the nonlinearity name ``torch.nn.init.calculate_gain`` knows.
@@ -59,10 +63,24 @@ TORCH_NONLINEARITY = {
 Fill = Callable[[torch.Tensor, str], None]
 
 
-def _leaves_with_params(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(name, module) for every leaf module that owns parameters, in definition order."""
+def layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) for every layer, in definition order: each leaf module, and each of
+    :data:`WHOLE_LAYERS` in place of its children."""
+    whole: list[str] = []  # the name prefixes of the whole layers' children
     for name, module in model.named_modules():
-        if not list(module.children()) and any(True for _ in module.parameters(recurse=False)):
+        if any(name.startswith(prefix) for prefix in whole):
+            continue
+        if isinstance(module, WHOLE_LAYERS):
+            whole.append(f"{name}." if name else "")
+            yield name, module
+        elif not list(module.children()):
+            yield name, module
+
+
+def _leaves_with_params(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) for every layer (:func:`layers`) that owns parameters, in definition order."""
+    for name, module in layers(model):
+        if any(True for _ in module.parameters()):
             yield name, module
 
 
@@ -71,13 +89,17 @@ def _nonlinearity(nonlinearity: str | None, activation: str | None, module: nn.M
 
     ``init.nonlinearity`` wins; otherwise a recurrent module uses its own nonlinearity
     (tanh, or relu for ``nn.RNN(nonlinearity="relu")``: the gates of LSTM/GRU are
-    sigmoid/tanh, and the model's head activation says nothing about them); any other
-    module uses the model's activation, and relu when the model names none.
+    sigmoid/tanh, and the model's head activation says nothing about them); attention's
+    projections feed dot products and a residual sum, no activation, so they take the
+    identity's gain 1; any other module uses the model's activation, and relu when the model
+    names none.
     """
     if nonlinearity is not None:
         name, key = nonlinearity, "init.nonlinearity"
     elif isinstance(module, nn.RNNBase):
         name, key = getattr(module, "nonlinearity", "tanh"), "init.nonlinearity"
+    elif isinstance(module, nn.MultiheadAttention):
+        name, key = "identity", "init.nonlinearity"
     else:
         name, key = activation or "relu", "model.activation"
     if name not in TORCH_NONLINEARITY:
@@ -118,6 +140,12 @@ def _init_model(model: nn.Module, scheme: str, fill: Fill, activation: str | Non
             params = dict(module.named_parameters(recurse=False))
             weights = [p for n, p in params.items() if n.startswith("weight_")]
             biases = [p for n, p in params.items() if n.startswith("bias_")]
+        elif isinstance(module, nn.MultiheadAttention):
+            # in_proj_weight: the query, key and value projections stacked along dim 0 (fan_in is
+            # dim 1), as torch's own init takes it (or q/k/v_proj_weight apart); out_proj.weight.
+            params = dict(module.named_parameters())
+            weights = [p for n, p in params.items() if n.endswith("weight")]
+            biases = [p for n, p in params.items() if "bias" in n]  # in_proj_bias, out_proj.bias, bias_k, bias_v
         else:
             applied[name] = "default"
             continue
@@ -287,6 +315,8 @@ DEFAULT_FORMULAS: tuple[tuple[str, Callable[[str], bool], str], ...] = (
      "w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))"),
     ("RNN, LSTM, GRU", lambda kind: kind in ("RNN", "LSTM", "GRU"),
      "w, b ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))"),
+    ("MultiheadAttention", lambda kind: kind == "MultiheadAttention",
+     "in_proj w ~ U(-a, a), a = sqrt(6/(fan_in+fan_out)), out_proj w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), b = 0"),
     ("norm layers", lambda kind: "Norm" in kind, "w = 1, b = 0"),
     ("Embedding", lambda kind: kind.startswith("Embedding"), "w ~ N(0, 1)"),
 )
@@ -331,6 +361,6 @@ def apply_init(model: nn.Module, name: str, activation: str | None = None, **opt
         **options: the init config's keys other than ``name`` (``nonlinearity``, ``value``).
 
     Returns:
-        module name -> scheme applied, for every leaf module with parameters (the summary's Init column).
+        module name -> scheme applied, for every layer with parameters (the summary's Init column).
     """
     return INITS.build(name, model, activation=activation, **options)

@@ -28,7 +28,8 @@ REQUIRED = {
 
 #: Options that cannot read the default data (8x8 digits), and the data option each trains on.
 DATA_FOR = {("model", "lenet5"): "mnist",  # 5x5 convolutions after a pooling need more than 8x8 pixels
-            ("model", "torchvision"): "cifar10"}  # a torchvision network reads colour images
+            ("model", "torchvision"): "cifar10",  # a torchvision network reads colour images
+            ("model", "transformer"): "text_csv"}  # where it shows its token embedding and padding mask
 
 OPTIONS = [(group, option) for group, options in GROUP_SCHEMAS.items() for option in options]
 
@@ -61,6 +62,10 @@ SETTINGS = [
      "regularization.augment_params.erasing.scale=[0.1,0.2]"],
     ["trainer.checkpoint.every_n_minutes=0.001"], ["trainer.profiler=pytorch", "trainer.profiler_steps=1"],
     ["trainer.max_time=00:01:00:00"],
+    ["model=transformer", "model.d_model=32", "model.num_heads=2", "model.num_layers=1", "model.ff_dim=64",
+     "model.dropout=0.0", "model.activation=relu", "model.positional=learned", "model.max_length=16",
+     "model.pooling=mean", "model.norm_first=false", "model.head=[dense:16,relu]"],
+    ["model=transformer", "model.patch_size=4", "regularization.batch_norm=true", "regularization.dropout=0.2"],
 ]
 
 

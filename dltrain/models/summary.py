@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dltrain.init import init_formula
+from dltrain.init import init_formula, layers
 
 
 @dataclass
@@ -50,7 +50,7 @@ def summarize(
     example: torch.Tensor | tuple[int, ...],
     init_applied: dict[str, str] | None = None,
 ) -> list[LayerRow]:
-    """One row per leaf module, in call order, from a forward pass on a small batch.
+    """One row per layer (:func:`dltrain.init.layers`), in call order, from a forward pass on a small batch.
 
     Args:
         model: the model; its train/eval mode is restored afterwards.
@@ -59,13 +59,13 @@ def summarize(
     """
     init_applied = init_applied or {}
     rows: list[LayerRow] = []
-    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+    leaves = list(layers(model))  # attention is one row, its out_proj in it
 
     def hook(name: str, module: nn.Module):
         def record(_module, _inputs, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
             shape = "(-1, " + ", ".join(str(d) for d in out.shape[1:]) + ")" if torch.is_tensor(out) else "?"
-            params = sum(p.numel() for p in module.parameters(recurse=False))
+            params = sum(p.numel() for p in module.parameters())
             rows.append(LayerRow(name, type(module).__name__, shape.replace(", )", ")"), params,
                                  init_applied.get(name, "-" if params == 0 else "default")))
         return record
@@ -83,7 +83,7 @@ def mark_frozen(rows: list[LayerRow], model: nn.Module) -> None:
     """Mark the rows of layers whose parameters take no gradient (frozen)."""
     modules = dict(model.named_modules())
     for row in rows:
-        params = list(modules[row.name].parameters(recurse=False)) if row.name in modules else []
+        params = list(modules[row.name].parameters()) if row.name in modules else []
         row.frozen = bool(params) and not any(p.requires_grad for p in params)
 
 

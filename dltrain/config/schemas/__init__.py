@@ -69,6 +69,7 @@ from dltrain.config.schemas.models import (  # noqa: F401  (importable from here
     SequentialConfig,
     TorchvisionModelConfig,
     TransferConfig,
+    TransformerConfig,
 )
 from dltrain.config.schemas.optim import (  # noqa: F401  (importable from here)
     AdadeltaConfig,
@@ -151,7 +152,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
               "torchvision": TorchvisionModelConfig,
               # classic networks: presets of model=sequential (and of model=lstm) under their own names
               "lenet5": SequentialConfig, "mnist_net": SequentialConfig, "notes_cnn": SequentialConfig,
-              "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig},
+              "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig,
+              "transformer": TransformerConfig},
     "data": {"digits": DigitsConfig, "xor": XorConfig, "moons": MoonsConfig, "spirals": SpiralsConfig,
              "sine": SineConfig, "chirp": ChirpConfig, "csv": CSVConfig, "text_csv": TextCSVConfig,
              "mnist": TorchvisionConfig, "fashion_mnist": TorchvisionConfig, "cifar10": TorchvisionConfig,

@@ -107,3 +107,25 @@ class TorchvisionModelConfig(TransferConfig):
     image_size: list[int] | None = spec(None, items={"ge": 1, "le": MAX_IMAGE_SIDE, "help": IMAGE_SIDE_HELP},
                                         length=2, help="height and width the network reads; null: the weights' "
                                         "size (with model.weights=none: the data's)")
+
+
+@dataclass
+class TransformerConfig:
+    """``model=transformer``: a transformer encoder over a sequence (tokens, feature steps, image
+    rows or patches), pooled into a dense head."""
+
+    name: str = "transformer"
+    d_model: int = spec(64, ge=1, help="width of every step's vector")
+    num_heads: int = spec(4, ge=1, help="attention heads per layer; must divide model.d_model")
+    num_layers: int = spec(2, ge=1, help="stacked encoder layers")
+    ff_dim: int = spec(128, ge=1, help="width of each layer's feed-forward block")
+    dropout: float = spec(0.1, ge=0, lt=1, help="dropout in attention, feed-forward and on the embedded inputs")
+    activation: str = spec("gelu", choices=("relu", "gelu"), help="the feed-forward block's activation")
+    positional: str = spec("sinusoidal", choices=("sinusoidal", "learned"), help="fixed or learned positions")
+    max_length: int = spec(512, ge=1, help="positions learned (model.positional=learned): the longest sequence")
+    pooling: str = spec("cls", choices=("cls", "mean"),
+                        help="what the head reads: a class token's state or the mean over non-padding steps")
+    norm_first: bool = spec(True, help="layer norm before attention and feed-forward (pre-norm); false: after")
+    patch_size: int | None = spec(None, ge=1, help="read images as square patches of this side; null: row by row")
+    head: list[str] = spec([], help="layers between the pooled state and the output: dense:N, dropout:P, bn and "
+                           "activations (conf/model/sequential.yaml has the syntax)")
