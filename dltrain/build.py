@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dltrain.config.conflicts import check_deterministic
+from dltrain.config.conflicts import check_conflicts, check_deterministic
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
@@ -35,7 +35,7 @@ from dltrain.regularization import WeightPenalty
 from dltrain.report.tables import versions
 from dltrain.schedulers import SCHEDULERS, LRSchedule, build_scheduler
 from dltrain.tasks import TASKS, Task
-from dltrain.tasks.base import check_model_task
+from dltrain.tasks.base import check_model_task, check_task_fits
 from dltrain.training.accumulate import check_accumulation, optimizer_steps
 from dltrain.training.averaging import SwaSchedule, check_averaging, with_swa
 from dltrain.training.budget import parse_max_time, schedule_length
@@ -139,6 +139,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
     check_options(cfg, ranks, device)
     task = build_task(cfg)
+    check_task_fits(cfg.task.name, cfg.data.name, DATASETS.facts(cfg.data.name).inputs, ranks.world_size)
+    check_conflicts(cfg)  # train() from Python: the keys a task cannot take, as the command line checks them
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.
@@ -200,9 +202,11 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     found = stages_of(cfg.model.name, model, transfer)  # after sync_batchnorm: the layers trained
     backbone = found.stages if found is not None and transfer.backbone_lr != 1.0 else None
     # Every parameter, frozen or not: one frozen has no gradient, so the optimizer skips it until it is unfrozen.
-    optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
-                                saved_groups=saved_groups, backbone=backbone,
-                                backbone_lr=transfer.backbone_lr if transfer else 1.0, **group_options(cfg.optim))
+    optimizer = task.make_optimizer(model, saved_groups)  # task=gan: the generator's, with the discriminator's beside
+    if optimizer is None:
+        optimizer = build_optimizer(cfg.optim.name, model, l2=0.0 if closure else reg.l2,
+                                    saved_groups=saved_groups, backbone=backbone,
+                                    backbone_lr=transfer.backbone_lr if transfer else 1.0, **group_options(cfg.optim))
     penalty = WeightPenalty(model, l1=reg.l1, l2=reg.l2 if closure else 0.0)  # LBFGS: L2 as a loss term
     fine_tune, notes = freeze_stages(found, transfer, summary_rows, model, first_epoch)
     own_init = MODELS.facts(cfg.model.name).own_init

@@ -97,6 +97,8 @@ def built_model(option: str, tokens: bool = False) -> nn.Module:
 def assert_every_parameter_learns(model: nn.Module, x: torch.Tensor) -> None:
     """One backward pass from ``x`` leaves a finite gradient in every parameter (timm's check)."""
     loss = model(x).square().mean()
+    if hasattr(model, "generate"):  # a GAN's model: its generator's parameters learn through D's logit on its images
+        loss = loss + model(model.generate(torch.randn(len(x), model.latent_size))).square().mean()
     loss.backward()
     params = dict(model.named_parameters())
     assert params, "the model has no parameters"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from dltrain.config.gan_conflicts import check_gan_options
 from dltrain.errors import ConfigError
 
 
@@ -30,3 +31,6 @@ def check_conflicts(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer")
     if trainer is not None and "deterministic" in trainer and "cudnn_benchmark" in trainer:
         check_deterministic(bool(trainer.deterministic), bool(trainer.cudnn_benchmark))
+    task = cfg.get("task")
+    if task is not None and task.get("name") == "gan" and trainer is not None:
+        check_gan_options(cfg)

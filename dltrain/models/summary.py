@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,8 @@ class LayerRow:
 
 
 def dummy_forward(model: nn.Module, example: torch.Tensor | tuple[int, ...],
-                  autocast_dtype: torch.dtype | None = None) -> object:
+                  autocast_dtype: torch.dtype | None = None, call: Callable[[torch.Tensor], object] | None = None
+                  ) -> object:
     """The model's output for a small batch, in eval mode without gradients.
 
     It also materialises lazy layers (``nn.LazyLinear``). The model's train/eval mode is
@@ -32,6 +34,7 @@ def dummy_forward(model: nn.Module, example: torch.Tensor | tuple[int, ...],
         example: a batch of real inputs (any dtype: token ids stay integers), or the shape
             of one example, for a batch of two zero examples.
         autocast_dtype: run under autocast to this dtype.
+        call: what runs on the batch instead of ``model(x)`` (a model's ``summary_forward``).
     """
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -40,7 +43,7 @@ def dummy_forward(model: nn.Module, example: torch.Tensor | tuple[int, ...],
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                              enabled=autocast_dtype is not None):
-            return model(x)
+            return (call or model)(x)
     finally:
         model.train(was_training)
 
@@ -72,7 +75,8 @@ def summarize(
 
     hooks = [module.register_forward_hook(hook(name, module)) for name, module in leaves]
     try:
-        dummy_forward(model, example)
+        # A model of several networks runs each of them (DCGAN: the generator, then the discriminator).
+        dummy_forward(model, example, call=getattr(model, "summary_forward", None))
     finally:
         for h in hooks:
             h.remove()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from dltrain.losses import CLASSIFICATION
+from dltrain.tasks.gan_metrics import GAN_METRICS, add_gan_sums, gan_metrics
 
 
 class MetricAccumulator:
@@ -52,6 +53,8 @@ class MetricAccumulator:
                 self._add("true_pos", ((pred == 1) & (target == 1)).sum())
                 self._add("pred_pos", (pred == 1).sum())
                 self._add("actual_pos", (target == 1).sum())
+        elif self.task == "gan":  # task=gan: the step's (B, 4) logits and D's losses
+            add_gan_sums(self._add, output)
         else:
             pred = output.detach().float()
             y = target.reshape(pred.shape).float()
@@ -98,6 +101,8 @@ class MetricAccumulator:
                 out["precision"] = tp / pp if pp else 0.0
                 out["recall"] = tp / ap if ap else 0.0
                 out["f1"] = 2 * tp / (pp + ap) if pp + ap else 0.0
+        elif self.task == "gan":
+            out.update(gan_metrics(sums, n))
         else:
             out["rmse"] = float((sums["sse"] / n).mean().sqrt())
             out["mae"] = float((sums["sae"] / n).mean())
@@ -113,6 +118,8 @@ def metric_names(task: str) -> list[str]:
         per_split = ["loss", "accuracy", "precision", "recall", "f1"]
     elif task in CLASSIFICATION:
         per_split = ["loss", "accuracy"]
+    elif task == "gan":
+        per_split = ["loss", *GAN_METRICS]
     else:
         per_split = ["loss", "rmse", "mae", "r2"]
     return [f"{split}_{m}" for split in ("train", "val") for m in per_split] + ["lr"]

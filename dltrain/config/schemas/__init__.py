@@ -42,6 +42,13 @@ from dltrain.config.schemas.data import (  # noqa: F401  (importable from here)
     TorchvisionConfig,
     XorConfig,
 )
+from dltrain.config.schemas.gan import (  # noqa: F401  (importable from here)
+    AdamNetworkConfig,
+    DCGANConfig,
+    DiscriminatorConfig,
+    GanTaskConfig,
+    GeneratorConfig,
+)
 from dltrain.config.schemas.init import (  # noqa: F401  (importable from here)
     ConstantInitConfig,
     GainInitConfig,
@@ -149,7 +156,7 @@ class TrainConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
               "gru": RecurrentConfig, "custom": CustomModelConfig, "sequential": SequentialConfig,
-              "torchvision": TorchvisionModelConfig,
+              "torchvision": TorchvisionModelConfig, "dcgan": DCGANConfig,
               # classic networks: presets of model=sequential (and of model=lstm) under their own names
               "lenet5": SequentialConfig, "mnist_net": SequentialConfig, "notes_cnn": SequentialConfig,
               "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig,
@@ -173,7 +180,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
     "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig,
                "wandb": WandbLoggerConfig},
-    "task": {"supervised": SupervisedTaskConfig},
+    "task": {"supervised": SupervisedTaskConfig, "gan": GanTaskConfig},
 }
 
 #: Groups that take several options at once (``logger=[tensorboard,mlflow]``), each option's keys

@@ -1,0 +1,139 @@
+"""``task=gan``: adversarial training of ``model=dcgan`` (a generator and a discriminator).
+
+Each batch of real images, D is updated to tell them from generated ones, then G to make D
+call its images real (the non-saturating loss), each network with its own Adam (the paper's
+lr 2e-4 and betas (0.5, 0.999) by default): the generator's is the run's optimizer (its LR is
+the one reported), the discriminator's is this task's state, saved in every checkpoint with the
+fixed latent batch the samples are drawn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from dltrain.errors import ConfigError
+from dltrain.losses import Loss
+from dltrain.tasks.base import TASKS, BadTaskState, Task
+from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
+from dltrain.tasks.gan_step import GanStep
+from dltrain.tasks.sample_watch import SampleWatch, watched
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from dltrain.data import DataSplits
+    from dltrain.training.profiler import Profiler
+    from dltrain.training.step import StepOptions
+
+
+class AdversarialLoss(Loss):
+    """BCE on D's logit (one per image): what check_model sizes D's output by; the step
+    computes D's and G's losses from it with their own targets."""
+
+    output_width = 1
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output, target.float().reshape(output.shape))
+
+
+class GanTask(Task):
+    """``task=gan`` (see the module's docstring).
+
+    Attributes:
+        latents: the fixed latent batch ``(num_samples, latent_size)`` on the run's device,
+            drawn once from the run's seed (None before :meth:`make_step`): every epoch's samples
+            come from it, so they show one generator's progress on the same inputs.
+        discriminator_optimizer: D's Adam (None before :meth:`make_optimizer`).
+        samples: each epoch's ``samples/epoch-NNN.png`` and, with ``task.scorer``, the sample score.
+    """
+
+    name = "gan"
+    writes_predictions = False  # D's logits on test images are no predictions of their labels
+
+    def __init__(self, label_smoothing: float = 0.0, num_samples: int = 64,
+                 generator: Mapping[str, Any] | None = None, discriminator: Mapping[str, Any] | None = None,
+                 scorer: str | None = None, confidence: float = 0.9, score_samples: int = 1000) -> None:
+        super().__init__()
+        self.samples = SampleWatch(scorer, confidence, score_samples)  # samples/ and the score, each epoch
+        self.label_smoothing, self.num_samples = label_smoothing, num_samples
+        self.adam = {"generator": dict(generator or {}), "discriminator": dict(discriminator or {})}
+        self.to_range: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.latents: torch.Tensor | None = None
+        self.discriminator_optimizer: torch.optim.Optimizer | None = None
+
+    def check(self, data: DataSplits) -> None:
+        pixels = getattr(data.preprocessing, "pixels", None)
+        if pixels is None or len(data.input_shape) != 3:  # check_task_fits refused such data by name already
+            raise ConfigError("task=gan generates images, and this data gives none: use image data (data=digits, "
+                              "mnist, ...).")
+        # The data's model inputs back to pixels in [0, 1], then to the generator's Tanh range.
+        self.to_range = lambda x: pixels(x).mul_(2).sub_(1)
+        self.samples.check(data)  # task.scorer: loaded and checked against these images
+
+    def loss(self, data: DataSplits) -> tuple[str, Loss]:
+        return "adversarial_bce", AdversarialLoss()
+
+    def metric_kind(self, data_task: str) -> str:
+        return "gan"
+
+    def watched(self, monitor: str, mode: str) -> tuple[str | None, str, str | None]:
+        return watched(self.samples.scores, monitor, mode)  # the sample score, not the losses
+
+    def end_epoch(self, trainer: Any, row: dict[str, Any]) -> None:
+        self.samples.end_epoch(trainer.model, self.latents, trainer.epoch + 1, row, self.run_dir, self.is_main)
+
+    def after_test(self, trainer: Any, data: DataSplits, batches: Any,
+                   outputs: list[torch.Tensor]) -> dict[str, float]:
+        """The tested weights' sample score (with ``task.scorer``), in ``summary.json``'s ``test``."""
+        return self.samples.score(trainer.model)
+
+    def make_optimizer(self, model: nn.Module, saved_groups: list[dict[str, Any]] | None = None
+                       ) -> torch.optim.Optimizer:
+        """G's Adam (the run's optimizer); D's is kept as :attr:`discriminator_optimizer`."""
+        from dltrain.optim import build_optimizer
+
+        def adam(network: nn.Module, key: str, saved: list[dict[str, Any]] | None) -> torch.optim.Optimizer:
+            return build_optimizer("adam", network, saved_groups=saved, **self.adam[key])
+
+        self.discriminator_optimizer = adam(model.discriminator, "discriminator", None)
+        return adam(model.generator, "generator", saved_groups)
+
+    def make_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                  options: StepOptions, profiler: Profiler | None = None) -> GanStep:
+        device = next(model.parameters()).device
+        # From the run's seed (torch's, which the run seeded), on a generator of its own: the run's
+        # random stream is not moved.
+        seed = torch.initial_seed()
+        drawn = torch.randn(self.num_samples, model.latent_size, generator=torch.Generator().manual_seed(seed))
+        self.latents = drawn.to(device)  # (num_samples, latent_size)
+        if self.discriminator_optimizer is None:  # a trainer built without the build step
+            optimizer = self.make_optimizer(model)
+        return GanStep(model, optimizer, loss_fn, options, profiler,
+                       discriminator_optimizer=self.discriminator_optimizer,
+                       to_range=self.to_range or (lambda x: x), label_smoothing=self.label_smoothing)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {LATENTS: self.latents, D_OPTIMIZER: self.discriminator_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is None:  # written before tasks existed: no GAN wrote it (its model check refuses it)
+            return
+        if not isinstance(state, dict):
+            raise BadTaskState(f"task state is a {type(state).__name__}, not the dict task=gan saves")
+        self.latents = checked_latents(state.get(LATENTS), tuple(self.latents.shape)).to(self.latents.device)
+        load_adam_state(self.discriminator_optimizer, state.get(D_OPTIMIZER))
+
+
+@TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False)
+def gan(label_smoothing: float = 0.0, num_samples: int = 64, generator: Mapping[str, Any] | None = None,
+        discriminator: Mapping[str, Any] | None = None, scorer: str | None = None, confidence: float = 0.9,
+        score_samples: int = 1000) -> GanTask:
+    """``task=gan``: D and G trained in turn, each with its own Adam (``task.generator.*``,
+    ``task.discriminator.*``), one-sided ``label_smoothing`` on the real images' target, and a
+    fixed latent batch of ``num_samples`` vectors; with a ``scorer`` (a dltrain classifier), the
+    samples' score each epoch (``confidence``, ``score_samples``: see :mod:`dltrain.tasks.sample_watch`)."""
+    return GanTask(label_smoothing, num_samples, generator, discriminator, scorer, confidence, score_samples)
