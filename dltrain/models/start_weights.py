@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import ConfigError, first_line
+from dltrain.models.encoder_weights import EncoderStart, encoder_start, is_autoencoder
 from dltrain.models.transfer import TransferParts, parts
 from dltrain.training.checkpoint import CHECKPOINT_FORMAT, verify_checksums
 
@@ -62,6 +63,7 @@ class StartWeights(NamedTuple):
 
     loaded: list[str]
     warning: str | None
+    sources: dict[str, str] | None = None  # a layer -> the autoencoder's encoder layer it came from
 
 
 def is_checkpoint_file(path: str | Path) -> bool:
@@ -115,6 +117,8 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     """
     weights = read_weights(path, key)
     own = model.state_dict()
+    if is_autoencoder(weights) and not is_autoencoder(own):  # its encoder starts the model's first layers
+        return _load_encoder(model, encoder_start(model, weights, f"{key}={path}", model_name), f"{key}={path}")
     fits = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
     if not fits:
         raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({few(list(weights))}) fits "
@@ -125,6 +129,15 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     warning = (f"{key}={path}: loaded {len(fits)} of the model's {len(own)} tensors; {problems}"
                if problems else None)
     return StartWeights(list(fits), warning)
+
+
+def _load_encoder(model: nn.Module, start: EncoderStart, where: str) -> StartWeights:
+    """Load an autoencoder's encoder (:func:`~dltrain.models.encoder_weights.encoder_start`) into
+    ``model``; the warning names the encoder's layers the model had no room for."""
+    model.load_state_dict(start.weights, strict=False)
+    warning = (f"{where}: the model's {len(start.sources)} layer(s) before its head took the encoder's first "
+               f"{len(start.sources)}; its other layers ({few(start.unused)}) were not loaded" if start.unused else None)
+    return StartWeights(list(start.weights), warning, start.sources)
 
 
 def init_head(model: nn.Module, found: TransferParts | None, init: str,
@@ -195,6 +208,8 @@ def start_model(model: nn.Module, weights: str, *, read_here: bool, init: str,
             warnings.append(start.warning)
     found = parts(model)
     labels = pretrained_labels(model, found, loaded)
+    if read_here and start.sources:  # which layer of the autoencoder's encoder each one holds
+        labels |= {name: f"pretrained ({source})" for name, source in start.sources.items() if name in labels}
     if head_loaded(model, found, loaded):  # nothing left to draw
         if init != "default":
             warnings.append(f"init={init} draws nothing: model.weights={weights} fitted the head too (as many "

@@ -113,7 +113,11 @@ def format_summary(rows: list[LayerRow], model: nn.Module, notes: list[str] | tu
     # What each scheme in the Init column draws, once per scheme: the column stays short. A note
     # may say it already (a model that initialises its layers its own way).
     said = {note.partition(":")[0].removeprefix("Init ") for note in notes if note.startswith("Init ")}
-    labels = dict.fromkeys(r.init for r in rows if r.init not in ("-", *said))
+    # "pretrained (encoder.0)": loaded from an autoencoder's encoder layer (one note for all of them)
+    labels = dict.fromkeys(r.init.partition(" (encoder")[0] for r in rows if r.init not in ("-", *said))
+    from_encoder = any(r.init.startswith("pretrained (encoder") for r in rows)
     out += [f"Init {init_formula(label, [r.kind for r in rows if r.init == label])}" if label != "pretrained"
-            else "Init pretrained: loaded from model.weights, not drawn" for label in labels]
+            else "Init pretrained: loaded from model.weights, not drawn" + (
+                "; (encoder.N): the autoencoder's encoder layer it holds" if from_encoder else "")
+            for label in labels]
     return "\n".join(s.rstrip() for s in out) + "\n"

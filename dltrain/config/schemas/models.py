@@ -23,8 +23,10 @@ class TransferConfig:
 
 
 @dataclass
-class MLPConfig:
-    """``model=mlp``: a multilayer perceptron; input and output sizes come from the data."""
+class MLPConfig(TransferConfig):
+    """``model=mlp``: a multilayer perceptron; input and output sizes come from the data. It can
+    start from another run's weights (an autoencoder's encoder among them) and fine-tune them
+    (:class:`TransferConfig`)."""
 
     name: str = "mlp"
     hidden: list[int] = spec([128, 64], items={"ge": 1}, help="widths of the hidden layers; [] is a linear model")
