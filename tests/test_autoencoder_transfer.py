@@ -69,3 +69,20 @@ def test_a_layer_of_another_shape_is_one_line_naming_both(tmp_path):
     assert "\n" not in message
     assert "encoder.1 (weight (32, 64), bias (32,))" in message and "fc1 (weight (16, 64), bias (16,))" in message
     assert "model.weights=" in message
+
+
+@pytest.mark.parametrize(("autoencoder", "classifier", "pairs"), [
+    (["model.hidden=[32]"], ["model=mlp", "model.hidden=[32,8]"], [("fc1", "fc1"), ("codes", "fc2")]),
+    (["model.encoder=conv", "model.channels=[4,8]"],
+     ["model=cnn", "model.channels=[4,8]", "model.stride=2", "model.pool=none", "model.hidden=[8]"],
+     [("conv1", "conv1"), ("conv2", "conv2"), ("codes", "fc1")]),
+], ids=["mlp", "conv"])
+def test_a_trained_autoencoder_s_encoder_starts_a_classifier(tmp_path, autoencoder, classifier, pairs):
+    train(compose(["task=autoencoder", *autoencoder, "model.bottleneck=8", *FAST]), run_dir=tmp_path / "ae")
+    best = tmp_path / "ae" / "checkpoints" / "best.pt"
+    encoder = torch.load(best, weights_only=True)["model"]
+    train(compose([*classifier, f"model.weights={best}", "optim.lr=0", *FAST]), run_dir=tmp_path / "clf")
+    trained = model_weights(tmp_path / "clf")
+    for source, layer in pairs:
+        assert torch.equal(trained[f"{layer}.weight"], encoder[f"encoder.{source}.weight"]), layer
+    assert f"pretrained (encoder.{pairs[-1][0]})" in (tmp_path / "clf" / "model_summary.txt").read_text()

@@ -25,7 +25,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = self.autoencoder.encode(x)
-        return code.reshape(len(code), -1)  # (B, K)
+        return code.flatten(1)  # (B, K); flatten keeps the batch size free in a traced graph
 
 
 def encoder_of(restored: Any) -> Any:
