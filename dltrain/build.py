@@ -161,6 +161,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
                                                                     scheduler_monitor)
     check_top_k(tcfg.checkpoint.save_top_k, data.has_validation, tcfg.early_stopping.monitor)
+    if (note := task.watched(tcfg.early_stopping.monitor, tcfg.early_stopping.mode)[2]) is not None:
+        warnings.append(note)  # e.g. a GAN without a scorer: nothing to stop on
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
     start_weights = saved_groups is None
     # Rank 0 builds first: trained weights it downloads are in torch's cache for the others.
@@ -580,12 +582,14 @@ def describe_data(cfg: DictConfig, data: DataSplits) -> dict[str, Any]:
             "target_scale": list(data.target_scale) if data.target_scale else None, **info}
 
 
-def make_stopper(cfg: DictConfig, has_validation: bool = True) -> EarlyStopping:
-    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run);
-    without a validation split, a ``val_*`` monitor watches nothing and nothing stops."""
+def make_stopper(cfg: DictConfig, has_validation: bool = True, task: Task | None = None) -> EarlyStopping:
+    """The early-stopping policy of ``trainer.early_stopping`` (never stopping a fast_dev_run),
+    on the metric the run's ``task`` watches (:meth:`Task.watched`; built from ``cfg`` when not
+    given); without a validation split, a ``val_*`` monitor watches nothing and nothing stops."""
     es = cfg.trainer.early_stopping
-    monitor = es.monitor if has_validation or not es.monitor.startswith("val_") else None
-    return EarlyStopping(monitor, es.mode, es.min_delta, es.patience,
+    monitor, mode, _ = (task if task is not None else build_task(cfg)).watched(es.monitor, es.mode)
+    monitor = monitor if monitor is not None and (has_validation or not monitor.startswith("val_")) else None
+    return EarlyStopping(monitor, mode, es.min_delta, es.patience,
                          enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)
 

@@ -110,3 +110,108 @@ def test_a_scorer_that_is_no_image_classifier_or_no_checkpoint_is_one_line(tmp_p
     with pytest.raises(ConfigError, match=r"^task.scorer=\S+missing.pt: ") as err:
         load_scorer(tmp_path / "missing.pt", (1, 8, 8), 10, device=CPU)
     assert "\n" not in str(err.value)
+
+
+# --- a GAN run ----------------------------------------------------------------------------------------------------
+
+#: A small DCGAN on data=digits (8x8): a few seconds an epoch with its score.
+GAN = ["task=gan", "data=digits", "device=cpu", "trainer.batch_size=128", "task.num_samples=10",
+       "trainer.limit_train_batches=2", "trainer.diagnostics=false",
+       "task.score_samples=200", "model.latent_size=16", "model.generator.channels=[16,8]",
+       "model.discriminator.channels=[8,16]"]
+
+
+def gan_run(run_dir: Path, *overrides: str) -> dict:
+    return train(compose([*GAN, *overrides]), run_dir=run_dir)
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_epoch_writes_its_grid_of_the_fixed_batch(tmp_path: Path) -> None:
+    summary = gan_run(tmp_path / "run", "trainer.max_epochs=2")
+    shown = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert shown == ["epoch-001.png", "epoch-002.png"]
+    for name in shown:  # task.num_samples=10 images of 8x8: a row of 8 and a row of 2
+        assert Image.open(tmp_path / "run" / "samples" / name).size == (8 * 10 + 2, 2 * 10 + 2)
+    first, second = (np.asarray(Image.open(tmp_path / "run" / "samples" / n)) for n in shown)
+    assert not np.array_equal(first, second)  # the generator learned between them
+    # No scorer: nothing to stop on, no best.pt, the last epoch tested, said once
+    assert summary["monitor"] is None and summary["test_weights"] == "last epoch 2"
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert [w for w in summary["warnings"] if "without task.scorer" in w] == [
+        "task=gan without task.scorer: no sample score to follow, so no early stopping and no best.pt; the last "
+        "epoch's weights are tested (give task.scorer=<a dltrain classifier's best.pt trained on the real images> "
+        "to follow the score)"]
+    assert "val_sample_score" not in csv_rows(tmp_path / "run")[0]
+
+
+def test_early_stopping_and_best_pt_follow_the_sample_score(tmp_path: Path, digits_classifier: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake score sequence through the epoch-end hook: best at epoch 2, patience 2 stops after
+    epoch 4, best.pt holds epoch 2 and the test scores its weights."""
+    from dltrain.tasks.sample_watch import SampleWatch
+
+    values = iter([1.0, 3.0, 2.0, 2.5, 1.5, 9.9])
+    monkeypatch.setattr(SampleWatch, "score", lambda self, model: {
+        "sample_score": next(values), "sample_confident": 0.5, "sample_classes": 0.25})
+    summary = gan_run(tmp_path / "run", f"task.scorer={digits_classifier}", "trainer.max_epochs=10",
+                      "trainer.early_stopping.patience=2")
+    assert [row["val_sample_score"] for row in csv_rows(tmp_path / "run")] == ["1", "3", "2", "2.5"]
+    assert summary["monitor"] == "val_sample_score" and summary["mode"] == "max"
+    assert (summary["status"], summary["best_epoch"], summary["best_value"]) == ("early_stopped", 2, 3.0)
+    assert summary["stopped_epoch"] == 4 and summary["test_weights"] == "best epoch 2"
+    assert checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["epoch"] == 2
+    assert summary["test"]["sample_score"] == 1.5  # the fifth call: the tested (best) weights after training
+
+
+def test_a_sample_monitor_without_a_scorer_is_one_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        gan_run(Path("never"), "trainer.early_stopping.monitor=val_sample_classes")
+    assert str(err.value) == ("trainer.early_stopping.monitor=val_sample_classes needs task.scorer (a dltrain "
+                              "classifier of the real images scores the samples): give task.scorer=<its "
+                              "checkpoints/best.pt>, or monitor another metric.")
+
+
+def test_samples_and_scores_change_nothing_in_training(tmp_path: Path, digits_classifier: Path) -> None:
+    """The same weights, latent batch, optimizers and random state with and without a scorer, bit for bit."""
+    gan_run(tmp_path / "plain", "trainer.max_epochs=2")
+    gan_run(tmp_path / "scored", "trainer.max_epochs=2", f"task.scorer={digits_classifier}")
+    plain, scored = (checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("plain", "scored"))
+    assert same_tensors(plain["model"], scored["model"])
+    assert torch.equal(plain["task"]["latents"], scored["task"]["latents"])
+    assert plain["optimizer"]["state"].keys() == scored["optimizer"]["state"].keys()
+    assert all(same_tensors(plain["optimizer"]["state"][k], scored["optimizer"]["state"][k])
+               for k in plain["optimizer"]["state"])
+    assert torch.equal(plain["rng"]["torch"], scored["rng"]["torch"])
+    trained = [{k: v for k, v in row.items() if not k.startswith("val_sample")} for row in csv_rows(tmp_path / "scored")]
+    assert trained == csv_rows(tmp_path / "plain")
+    scores = [float(row["val_sample_score"]) for row in csv_rows(tmp_path / "scored")]
+    assert all(1 <= s <= 10 for s in scores)  # between 1 and the number of classes
+
+
+def test_a_scored_run_resumed_equals_it_straight(tmp_path: Path, digits_classifier: Path) -> None:
+    scorer = f"task.scorer={digits_classifier}"
+    straight = gan_run(tmp_path / "straight", "trainer.max_epochs=3", scorer)
+    gan_run(tmp_path / "first", "trainer.max_epochs=2", scorer)
+    resumed = gan_run(tmp_path / "resumed", "trainer.max_epochs=3", scorer,
+                      f"resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}")
+    assert csv_rows(tmp_path / "resumed") == csv_rows(tmp_path / "straight")
+    for name in ("last.pt", "best.pt"):
+        assert same_tensors(checkpoint(tmp_path / "resumed" / "checkpoints" / name)["model"],
+                            checkpoint(tmp_path / "straight" / "checkpoints" / name)["model"])
+    assert resumed["test"] == straight["test"] and resumed["best_epoch"] == straight["best_epoch"]
+    assert (tmp_path / "resumed" / "samples" / "epoch-003.png").read_bytes() == \
+        (tmp_path / "straight" / "samples" / "epoch-003.png").read_bytes()

@@ -30,9 +30,6 @@ from torch import nn
 
 from dltrain.errors import ConfigError, UserError
 
-#: The names of the metrics, as they appear in an epoch's row after ``val_``.
-SCORE_METRICS = ("sample_score", "sample_confident", "sample_classes")
-
 
 def score_probabilities(probs: torch.Tensor, confidence: float) -> dict[str, float]:
     """The three numbers of the module's docstring for class probabilities ``probs`` ``(N, K)``.
@@ -46,7 +43,7 @@ def score_probabilities(probs: torch.Tensor, confidence: float) -> dict[str, flo
     p = probs.detach().double()  # (N, K)
     n, k = p.shape
     share = torch.bincount(p.argmax(dim=1), minlength=k).double() / n  # (K,)
-    spread = -torch.xlogy(share, share).sum() / math.log(k)
+    spread = -torch.xlogy(share, share).sum() / math.log(k) + 0.0  # + 0.0: one class is 0, not -0
     marginal = p.mean(dim=0, keepdim=True)  # (1, K): p(y)
     kl = (torch.xlogy(p, p) - torch.xlogy(p, marginal)).sum(dim=1)  # (N,): 0 log 0 counts as 0
     return {"sample_score": float(kl.mean().exp()), "sample_confident": float(confident),
@@ -108,7 +105,11 @@ def load_scorer(path: str | Path, image_shape: tuple[int, ...], num_classes: int
     from dltrain.inference.restore import load_model
 
     try:
-        restored = load_model(path, device, target=target, trust_code=trust_code)
+        # Rebuilding it initialises its layers before its weights are loaded: from a fork of the CPU
+        # generator, so the run's own random numbers (its model's initialisation, next) are untouched.
+        with torch.random.fork_rng(devices=[]):
+            restored = load_model(path, "cpu", target=target, trust_code=trust_code)
+        restored.model.to(device)
         prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
     except UserError as err:
         raise ConfigError(f"task.scorer={path}: {err}") from None

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from dltrain.errors import ConfigError
 from dltrain.report.gan_samples import epoch_file, to_pixels, write_grid
-from dltrain.tasks.sample_score import SCORE_METRICS, Scorer, load_scorer
+from dltrain.tasks.gan_metrics import SAMPLE_METRICS
+from dltrain.tasks.sample_score import Scorer, load_scorer
 
 if TYPE_CHECKING:
     from dltrain.data import DataSplits
@@ -32,8 +34,34 @@ SCORE_SEED = 0
 CHUNK = 500
 
 #: Said once (log and summary.json's warnings) by a GAN run that has no scorer.
-NO_SCORER = ("task=gan without task.scorer: no sample score, so no early stopping and best.pt is the last epoch "
-             "(give task.scorer=<a dltrain classifier's best.pt trained on the real images> to follow the score)")
+NO_SCORER = ("task=gan without task.scorer: no sample score to follow, so no early stopping and no best.pt; the "
+             "last epoch's weights are tested (give task.scorer=<a dltrain classifier's best.pt trained on the real "
+             "images> to follow the score)")
+
+
+def watched(scores: bool, monitor: str, mode: str) -> tuple[str | None, str, str | None]:
+    """What a GAN's early stopping and ``best.pt`` follow (see :meth:`~dltrain.tasks.base.Task.watched`).
+
+    The default monitor, ``val_loss`` (D's plus G's losses), says little of the samples'
+    quality: with a scorer the run watches ``val_sample_score`` (the higher the better) in its
+    place; without one, nothing (no early stopping; the last epoch is tested), said once. Any
+    other monitor is as configured, a ``val_sample_*`` one ``max`` for ``mode=auto``.
+
+    Args:
+        scores: whether the run has ``task.scorer``.
+        monitor, mode: ``trainer.early_stopping.monitor`` and ``.mode``.
+
+    Raises:
+        ConfigError: a ``val_sample_*`` monitor without ``task.scorer``.
+    """
+    sample = monitor.removeprefix("val_") in SAMPLE_METRICS
+    if sample and not scores:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} needs task.scorer (a dltrain classifier of the "
+                          "real images scores the samples): give task.scorer=<its checkpoints/best.pt>, or monitor "
+                          "another metric.")
+    if monitor == "val_loss":
+        return ("val_sample_score", "max", None) if scores else (None, mode, NO_SCORER)
+    return monitor, "max" if sample and mode == "auto" else mode, None
 
 
 @contextmanager
@@ -110,7 +138,7 @@ class SampleWatch:
         with evaluating(model.generator) as generator:
             images = torch.cat([generator(chunk.to(device)) for chunk in latents.split(CHUNK)])
         scores = self.scorer.score(images)
-        return {name: scores[name] for name in SCORE_METRICS}
+        return {name: scores[name] for name in SAMPLE_METRICS}
 
     def _score_latents(self, size: int) -> torch.Tensor:
         """The scored latent vectors ``(score_samples, size)`` on the CPU, drawn once from

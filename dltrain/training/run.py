@@ -222,7 +222,7 @@ def _make_trainer(cfg: DictConfig, exp: Experiment, device: torch.device, run_di
     main = ranks.is_main
     metrics_csv = MetricsCSV(run_dir / "metrics.csv")
     ck, folder = tcfg.checkpoint, run_dir / "checkpoints"
-    stopper = make_stopper(cfg, exp.data.has_validation)
+    stopper = make_stopper(cfg, exp.data.has_validation, exp.task)
     top_k = make_top_k(folder, ck.save_top_k, stopper.monitor, stopper.mode, stopper.start_from_epoch)
     # Mid-epoch last.pt files are asked for: each epoch's end keeps it current (save_last=false
     # would leave the epoch's last mid-epoch one, which a resume would train again from).
