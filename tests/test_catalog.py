@@ -158,6 +158,16 @@ def test_text_csv_with_mlp_is_a_config_error(compose, tmp_path, data_overrides):
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
 
 
+def test_a_gan_with_a_scorer_trains(compose, tmp_path):
+    """task.scorer, task.confidence and task.score_samples: a classifier of the same digits
+    (trained here) scores the samples, and the run watches the score."""
+    train(compose(["data=digits", "model=cnn", "trainer.fast_dev_run=true", "device=cpu"]), run_dir=tmp_path / "clf")
+    scorer = tmp_path / "clf" / "checkpoints" / "last.pt"
+    _, summary = fast_run(compose, tmp_path, ["task=gan", f"task.scorer={scorer}", "task.confidence=0.5",
+                                              "task.score_samples=20"])
+    assert summary["monitor"] == "val_sample_score" and 1 <= summary["test"]["sample_score"] <= 10
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_image_folder_read_from_disk_trains(compose, tmp_path, data_overrides, workers):
     """data.in_memory=false: batches come through a DataLoader (with worker processes or
