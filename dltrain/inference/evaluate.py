@@ -65,7 +65,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         UserError: a bad checkpoint, split, device or override, or data that no longer
             matches the checkpoint.
     """
-    from dltrain.build import build_loss, load_data, make_batches
+    from dltrain.build import build_loss, build_task, load_data, make_batches
     from dltrain.data.synthetic import FunctionValuesError
     from dltrain.files import write_json
     from dltrain.report.classification import confusion_matrix, predicted_classes
@@ -92,18 +92,20 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
     if split == "val" and not data.has_validation:
         raise UserError(f"checkpoint {ckpt}: its run had no validation split (data.val_fraction=0), so split=val "
                         "has nothing to evaluate: use split=test")
-    loss_fn = build_loss(cfg, data)[1].to(dev)
+    task = build_task(cfg)  # task=: what the loss compares the outputs with, and the metrics' kind
+    task.check(data)  # what the task reads of the data (a GAN: its images' pixel range)
+    loss_fn = build_loss(cfg, data, task)[1].to(dev)
     batches = make_batches(data, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.seed,
                            dev)[1 if split == "val" else 2]
 
     folder = report_folder(Path(ckpt), split)
-    acc = MetricAccumulator(data.task)
+    acc = MetricAccumulator(task.metric_kind(data.task))
     outputs, targets = [], []
     # Full precision, whatever trainer.precision trained in: the weights' own quality.
     with torch.no_grad():
         for x, y in batches:
-            output = restored.model(x)  # (B, width)
-            acc.update(output, y, loss_fn(output, y))
+            output, loss = task.evaluate_batch(restored.model, loss_fn, x, y)  # (B, width), its loss
+            acc.update(output, y, loss)
             outputs.append(output.cpu())
             targets.append(y.cpu())
     result: dict[str, Any] = {
@@ -111,7 +113,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         "dataset": cfg.data.name, "task": data.task, "num_examples": acc.count, "metrics": acc.compute(),
         "overrides": dict(overrides or {}),
     }
-    if outputs:
+    if outputs and task.writes_predictions:  # an autoencoder's outputs predict no y
         split_outputs = _split_outputs(torch.cat(outputs), torch.cat(targets), data, split)
         matrix = None
         if data.task in ("binary", "multiclass"):

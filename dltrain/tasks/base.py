@@ -18,7 +18,8 @@ When each hook is called, in a run's order:
    group's. Its ``output_width`` is the model's ``num_outputs``.
    :meth:`Task.make_optimizer` (build step): the run's optimizer, when the task makes its own.
 3. :meth:`Task.metric_kind` (build step and trainer): the :class:`~dltrain.training.metrics.MetricAccumulator`
-   kind of every split's metrics (``metrics.csv``'s columns, what early stopping may watch).
+   kind of every split's metrics (``metrics.csv``'s columns, what early stopping may watch);
+   :meth:`Task.watched`: the metric early stopping and ``best.pt`` follow.
 4. :meth:`Task.make_step` (trainer construction): the training step, called ``step(x, y)`` ->
    ``(output, loss)`` per batch; :meth:`~dltrain.training.step.OptimizerStep.eval_outputs_and_loss`
    is what validation and the test call per batch.
@@ -119,6 +120,29 @@ class Task:
         (``binary``, ``multiclass``, ``multilabel``, ``regression``) for supervised training."""
         return data_task
 
+    def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the loss compares a batch's outputs with outside training (``dltrain-eval``): ``y``
+        for supervised training, the inputs ``x`` for an autoencoder (the step does the same in training)."""
+        return y
+
+    def evaluate_batch(self, model: nn.Module, loss_fn: nn.Module, x: torch.Tensor,
+                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dltrain-eval``'s outputs and loss on one batch (no gradients, after :meth:`check` of
+        the data): the model's outputs and their loss against :meth:`target`."""
+        output = model(x)  # (B, width)
+        return output, loss_fn(output, self.target(x, y))
+
+    def watched(self, monitor: str, mode: str) -> tuple[str | None, str, str | None]:
+        """What early stopping, ``best.pt`` and top-k follow, given ``trainer.early_stopping``'s
+        ``monitor`` and ``mode`` (build step, and wherever the stopper is made): the metric (None:
+        nothing, the last epoch is tested), its mode, and a note said once in the log and in
+        ``summary.json``'s warnings (None: nothing to say). As configured by default.
+
+        Raises:
+            ConfigError: a monitor this task cannot log as configured.
+        """
+        return monitor, mode, None
+
     def make_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                   options: StepOptions, profiler: Profiler | None = None) -> OptimizerStep:
         """The training step the trainer calls per batch, ``step(x, y) -> (output, loss)``, with
@@ -194,6 +218,5 @@ def check_model_task(task: str, model: str, model_tasks: tuple[str, ...]) -> Non
         return
     serves = " or ".join(f"task={name}" for name in model_tasks)
     use = TASKS.facts(task).default_model
-    instead = f"use model={use} (task={task}'s default: drop model=)" if use else "use a model that serves it"
-    raise ConfigError(f"model={model} cannot be trained by task={task} (it serves {serves}): {instead}, "
-                      f"or another task=.")
+    instead = f"use model={use} (task={task}'s own: drop model=)" if use else f"use {serves}"
+    raise ConfigError(f"model={model} cannot be trained by task={task} (it serves {serves}): {instead}.")

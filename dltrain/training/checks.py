@@ -120,10 +120,11 @@ def check_model(model: nn.Module, example: torch.Tensor, loss_fn: Loss, loss_nam
         raise ConfigError(f"model={name} returned a {type(output).__name__}, not a tensor: make forward() "
                           "return the outputs (logits) as one tensor.")
     width, n = loss_fn.output_width, example.shape[0]
-    if output.ndim != 2 or output.shape[1] != width:
+    shape = getattr(loss_fn, "output_shape", None) or (width,)  # a reconstruction's: the input's shape
+    if output.ndim != len(shape) + 1 or tuple(output.shape[1:]) != tuple(shape):
         raise ConfigError(f"model={name} outputs shape {tuple(output.shape)} for a batch of {n}, but loss={loss_name} "
-                          f"on this data needs ({n}, {width}): make the model's last layer {width} wide "
-                          "(use the num_outputs argument dltrain passes).")
+                          f"on this data needs ({n}, {', '.join(map(str, shape))}): make the model's last layer "
+                          f"{width} wide (use the num_outputs argument dltrain passes).")
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model={name} has no trainable parameters: give it layers with weights.")
 

@@ -18,7 +18,7 @@ class MetricAccumulator:
     Classification reports ``loss`` and ``accuracy`` (per label for multi-label data), and for
     binary data ``precision``, ``recall`` and ``f1`` of the positive class (index 1), which
     accuracy hides on imbalanced data; regression reports ``loss``, ``rmse``, ``mae`` and ``r2``
-    (averaged over output columns).
+    (averaged over output columns); ``reconstruction`` (``task=autoencoder``) reports ``loss`` alone.
     """
 
     def __init__(self, task: str) -> None:
@@ -43,6 +43,8 @@ class MetricAccumulator:
             self.sums["loss"] = loss.detach().float() * n
         else:
             total.add_(loss.detach().float() * n)  # in place; the product first, as the sum always rounded
+        if self.task == "reconstruction":  # task=autoencoder: the reconstruction loss is its metric
+            return
         if self.task == "multilabel":  # share of labels right, averaged over examples
             self._add("correct", ((output > 0) == (target > 0.5)).float().mean(dim=1).sum())
         elif self.task in CLASSIFICATION:
@@ -94,6 +96,8 @@ class MetricAccumulator:
         n = self.count
         sums = {k: v.double().cpu() for k, v in self.sums.items()}
         out = {"loss": float(sums["loss"]) / n}
+        if self.task == "reconstruction":
+            return out
         if self.task in CLASSIFICATION:
             out["accuracy"] = float(sums["correct"]) / n
             if self.task == "binary":  # 0 where undefined (nothing predicted or nothing to find)
@@ -114,6 +118,8 @@ class MetricAccumulator:
 
 def metric_names(task: str) -> list[str]:
     """Every per-epoch column ``metrics.csv`` has for ``task`` (what early stopping may monitor)."""
+    if task == "reconstruction":  # task=autoencoder
+        return ["train_loss", "val_loss", "lr"]
     if task == "binary":
         per_split = ["loss", "accuracy", "precision", "recall", "f1"]
     elif task in CLASSIFICATION:

@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from dltrain.config.schemas.autoencoder import AutoencoderConfig, AutoencoderTaskConfig  # noqa: F401
 from dltrain.config.schemas.data import (  # noqa: F401  (importable from here)
     ChirpConfig,
     CSVConfig,
@@ -156,7 +157,7 @@ class TrainConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "lstm": RecurrentConfig,
               "gru": RecurrentConfig, "custom": CustomModelConfig, "sequential": SequentialConfig,
-              "torchvision": TorchvisionModelConfig, "dcgan": DCGANConfig,
+              "torchvision": TorchvisionModelConfig, "dcgan": DCGANConfig, "autoencoder": AutoencoderConfig,
               # classic networks: presets of model=sequential (and of model=lstm) under their own names
               "lenet5": SequentialConfig, "mnist_net": SequentialConfig, "notes_cnn": SequentialConfig,
               "resnet_small": SequentialConfig, "vgg_small": SequentialConfig, "mnist_rnn": RecurrentConfig,
@@ -180,7 +181,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
                   "plateau": PlateauSchedulerConfig, "onecycle": OneCycleSchedulerConfig},
     "logger": {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MLflowLoggerConfig,
                "wandb": WandbLoggerConfig},
-    "task": {"supervised": SupervisedTaskConfig, "gan": GanTaskConfig},
+    "task": {"supervised": SupervisedTaskConfig, "autoencoder": AutoencoderTaskConfig, "gan": GanTaskConfig},
 }
 
 #: Groups that take several options at once (``logger=[tensorboard,mlflow]``), each option's keys
