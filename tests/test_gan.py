@@ -214,6 +214,16 @@ def test_three_epochs_then_resume_equals_five_straight(compose, tmp_path):
                                b["task"]["discriminator_optimizer"]["state"].values(), strict=True))
 
 
+def test_dltrain_eval_reports_the_gan_metrics_of_a_checkpoint(compose, tmp_path):
+    from dltrain.inference.evaluate import evaluate_checkpoint
+
+    summary = train(compose([*SMALL, "trainer.max_epochs=1"]), run_dir=tmp_path)
+    result = evaluate_checkpoint(tmp_path / "checkpoints" / "last.pt", device="cpu")
+    assert set(result["metrics"]) == {"loss", "d_loss", "g_loss", "d_real", "d_fake"}
+    # D(x) on the real test images depends on the weights alone (D(G(z)) on the latents drawn too).
+    assert result["metrics"]["d_real"] == pytest.approx(summary["test"]["d_real"], rel=1e-5)
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda task: task.update(latents=task["latents"][:3]),
      r"fixed latent batch \(task=gan's\) is a torch.float32 tensor of shape \(3, 8\), not a float32 64x8 tensor"),

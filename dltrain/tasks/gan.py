@@ -19,7 +19,7 @@ from dltrain.errors import ConfigError
 from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, BadTaskState, Task
 from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
-from dltrain.tasks.gan_step import GanStep
+from dltrain.tasks.gan_step import GanStep, adversarial_losses
 from dltrain.tasks.sample_watch import SampleWatch, watched
 
 if TYPE_CHECKING:
@@ -90,6 +90,11 @@ class GanTask(Task):
                    outputs: list[torch.Tensor]) -> dict[str, float]:
         """The tested weights' sample score (with ``task.scorer``), in ``summary.json``'s ``test``."""
         return self.samples.score(trainer.model)
+
+    def evaluate_batch(self, model: nn.Module, loss_fn: nn.Module, x: torch.Tensor,
+                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits and both losses, as validation computes them (``dltrain-eval``)."""
+        return adversarial_losses(model, self.to_range(x), 1.0 - self.label_smoothing)
 
     def make_optimizer(self, model: nn.Module, saved_groups: list[dict[str, Any]] | None = None
                        ) -> torch.optim.Optimizer:

@@ -107,16 +107,21 @@ class GanStep(OptimizerStep):
 
     def eval_outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor,
                               forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation and test: D's logits on the real images and on as many generated ones, and
-        both losses, without updates (the output's columns as in training; G's column repeats D's)."""
-        real = self.real_images(x)
+        """Validation and the test: :func:`adversarial_losses` of the batch, no update."""
         with self.autocast():
-            fake = self.generator(self.latents(len(real), real.device))
-            real_logit, fake_logit = self.discriminator(real), self.discriminator(fake)
-            d_terms = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, self.real_target),
-                                                          reduction="none")
-                       + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit),
-                                                            reduction="none"))
-            g_loss = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
-        output = torch.cat([real_logit, fake_logit, fake_logit, d_terms], dim=1).float()  # (B, 4)
-        return output, d_terms.mean() + g_loss
+            return adversarial_losses(self.model, self.real_images(x), self.real_target)
+
+
+def adversarial_losses(model: nn.Module, real: torch.Tensor, real_target: float = 1.0
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's logits on real images ``(B, C, H, W)`` in [-1, 1] and on as many generated ones, and
+    both losses, without updates (validation, the test, ``dltrain-eval``): the output's columns
+    as in training (G's column repeats D's: nothing was updated between), and D's loss plus G's."""
+    fake = model.generator(torch.randn(len(real), model.latent_size, device=real.device))
+    real_logit, fake_logit = model.discriminator(real), model.discriminator(fake)  # (B, 1) each
+    d_terms = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, real_target),
+                                                  reduction="none")
+               + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit), reduction="none"))
+    g_loss = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
+    output = torch.cat([real_logit, fake_logit, fake_logit, d_terms], dim=1).float()  # (B, 4)
+    return output, d_terms.mean() + g_loss
