@@ -25,6 +25,7 @@ REQUIRED = {
     ("data", "text_csv"): ["model=lstm"],  # token ids need a model that embeds them
     ("loss", "bce"): ["data=moons"],  # two classes: bce refuses classes that exclude each other
     ("model", "dcgan"): ["task=gan"],  # a generator and a discriminator: trained adversarially only
+    ("model", "autoencoder"): ["task=autoencoder"],  # it reconstructs its input: no output predicts y
 }
 
 #: Options that cannot read the default data (8x8 digits), and the data option each trains on.
@@ -73,6 +74,11 @@ SETTINGS = [
      "model.discriminator.channels=[16,32]", "model.discriminator.batch_norm=false",
      "model.discriminator.negative_slope=0.1", "regularization.grad_clip=1.0", "regularization.grad_clip_value=0.5",
      "regularization.augment=[hflip]", "trainer.precision=bf16"],
+    ["task=autoencoder", "task.loss=bce", "task.denoise=masking", "task.noise=0.3", "model.encoder=conv",
+     "model.channels=[4,8]", "model.kernel_size=4", "model.bottleneck=6", "model.activation=tanh",
+     "regularization.batch_norm=true"],
+    ["task=autoencoder", "task.loss=l1", "task.denoise=gaussian", "model.hidden=[32,16]", "model.bottleneck=4",
+     "regularization.dropout=0.2", "trainer.accumulate_grad_batches=2", "trainer.precision=bf16"],
 ]
 
 
