@@ -198,6 +198,14 @@ def run_two_ranks(ranks: Ranks, out: Path) -> dict[str, Any]:
     return result
 
 
+def autoencoder_run(out: Path) -> dict[str, Any]:
+    """train() on both ranks: a denoising autoencoder's fast run (its step, metrics and noisy test loss)."""
+    from dltrain import compose, train
+
+    return train(compose([*RUN, "task=autoencoder", "task.denoise=gaussian", "model.bottleneck=4",
+                          "trainer.fast_dev_run=true"]), run_dir=out / "autoencoder")
+
+
 def peer_left(ranks: Ranks) -> dict[str, Any]:
     """Rank 1 leaves the run (its process ends); rank 0's next vote finds out. Last: the
     group is broken afterwards."""
@@ -211,7 +219,8 @@ def main(out: Path) -> None:
     scenarios: dict[str, Callable[[Ranks], dict[str, Any]]] = {
         "equivalence": equivalence, "evaluation": evaluation, "stop": stop_agreement,
         "divergence": divergence_agreement, "setup_error": setup_error_agreement, "time_limit": time_agreement,
-        "runs": lambda r: run_two_ranks(r, out), "peer_left": peer_left,
+        "runs": lambda r: run_two_ranks(r, out), "autoencoder": lambda r: autoencoder_run(out),
+        "peer_left": peer_left,
     }
     for name, scenario in scenarios.items():
         try:

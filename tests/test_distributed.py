@@ -200,7 +200,8 @@ def test_two_rank_run_writes_one_run_directory(ranks):
     for rank, result in enumerate(results):
         assert result["straight"]["status"] == "completed" and result["straight"]["world_size"] == WORLD, rank
     assert results[0]["straight"]["test"] == results[1]["straight"]["test"]
-    assert sorted(p.name for p in ranks.out.iterdir() if p.is_dir()) == ["fast", "interrupted", "resumed", "straight"]
+    made = sorted(p.name for p in ranks.out.iterdir() if p.is_dir())
+    assert made == ["autoencoder", "fast", "interrupted", "resumed", "straight"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == WORLD and summary["status"] == "completed"
     assert summary["run_dir"] == str(run_dir)
@@ -230,6 +231,12 @@ def test_two_rank_run_writes_the_report_of_the_whole_test_split_once(ranks):
     with (run_dir / "diagnostics.csv").open(newline="") as f:
         measured = [(row["epoch"], row["layer"]) for row in csv.DictReader(f)]
     assert len(measured) == len(set(measured)) and {epoch for epoch, _ in measured} == {"1", "2"}  # one writer
+
+
+def test_two_rank_autoencoder_trains_and_both_ranks_agree_on_its_test(ranks):
+    results = ranks.both("autoencoder")
+    assert all(r["status"] == "completed" and r["world_size"] == WORLD for r in results)
+    assert results[0]["test"] == results[1]["test"] and set(results[0]["test"]) == {"loss", "noisy_loss"}
 
 
 def test_checkpoint_of_a_two_rank_run_resumes_in_a_single_process(ranks, compose, tmp_path):
