@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from dltrain.losses import CLASSIFICATION
-from dltrain.tasks.gan_metrics import GAN_METRICS, add_gan_sums, gan_metrics
+from dltrain.tasks.gan_metrics import GAN_METRICS, SAMPLE_METRICS, add_gan_sums, gan_metrics
 
 
 class MetricAccumulator:
@@ -128,4 +128,5 @@ def metric_names(task: str) -> list[str]:
         per_split = ["loss", *GAN_METRICS]
     else:
         per_split = ["loss", "rmse", "mae", "r2"]
-    return [f"{split}_{m}" for split in ("train", "val") for m in per_split] + ["lr"]
+    names = [f"{split}_{m}" for split in ("train", "val") for m in per_split] + ["lr"]
+    return names + [f"val_{m}" for m in SAMPLE_METRICS] if task == "gan" else names  # task.scorer's
