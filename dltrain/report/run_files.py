@@ -42,6 +42,8 @@ RUN_FILES: tuple[RunFile, ...] = (
             "classification of images"),
     RunFile("roc_pr.png", "ROC and precision-recall curves of the test split, with their areas", "binary data"),
     RunFile("regression.png", "the test split's predictions against the truth, and their residuals", "regression"),
+    RunFile("samples/", "epoch-NNN.png: each epoch's images of the generator from the fixed latent batch "
+            "(task.num_samples), 8 a row", "task=gan"),
     RunFile("diagnostics.csv", "per epoch and layer: gradient and weight norms, update-to-weight ratio, "
             "activation mean and std, dead or saturated units, identical units", "trainer.diagnostics"),
     RunFile("gradients.png", "gradient norm and update ratio per layer over the epochs (log scale), dead or "
