@@ -86,3 +86,20 @@ def test_a_trained_autoencoder_s_encoder_starts_a_classifier(tmp_path, autoencod
     for source, layer in pairs:
         assert torch.equal(trained[f"{layer}.weight"], encoder[f"encoder.{source}.weight"]), layer
     assert f"pretrained (encoder.{pairs[-1][0]})" in (tmp_path / "clf" / "model_summary.txt").read_text()
+
+
+def test_the_benchmark_s_labelled_set_and_its_sweep(tmp_path):
+    """benchmarks/autoencoder.py: per_class training images of each digit, every test image, and one sweep
+    that differs between its two starts only in model.weights."""
+    from benchmarks.autoencoder import classifier_sweep, read_idx, write_labelled
+    from tests.files import write_mnist
+
+    raw = write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    labels = read_idx(raw / "train-labels-idx1-ubyte")
+    train_count, test_count = write_labelled(tmp_path / "mnist", tmp_path / "labelled", 20)
+    per_digit = {d: min(2, int((labels == d).sum())) for d in range(10)}
+    assert train_count == sum(per_digit.values()) and test_count == 20
+    for digit, count in per_digit.items():
+        assert len(list((tmp_path / "labelled" / "train" / str(digit)).glob("*.png"))) == count
+    sweep = classifier_sweep(tmp_path / "labelled", tmp_path / "best.pt", 5, [0, 1], tmp_path / "sweep")
+    assert f"model.weights=none,{tmp_path / 'best.pt'}" in sweep and "seed=0,1" in sweep and sweep[1] == "-m"

@@ -7,7 +7,8 @@ in another order), so at most about 1e-6;
 :data:`PROBABILITY_TOLERANCE` leaves room for a deeper network's accumulated rounding and no room
 for a wrong preprocessing (a pixel off by one moves probabilities by far more). Values are
 compared in the target's units against :data:`VALUE_TOLERANCE` times the target's standard
-deviation: the model's outputs are standardised values.
+deviation: the model's outputs are standardised values. An autoencoder's latent codes (its
+encoder's export) are unbounded: :data:`VALUE_TOLERANCE` of the largest code's size.
 """
 
 from __future__ import annotations
@@ -67,7 +68,14 @@ def verify(run: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, exam
         raise UserError(f"the exported model returns outputs of shape {list(ours.shape)} where dltrain gives "
                         f"{list(theirs.shape)}: nothing was written; please report this")
     largest = float(np.nanmax(np.abs(ours - theirs))) if np.isfinite(ours).all() else float("inf")
-    return {"split": "test", "examples": len(ours), "max_abs_diff": largest, "tolerance": tolerance(data)}
+    limit = tolerance(data) if data["task"] != "latents" else latent_tolerance(theirs)
+    return {"split": "test", "examples": len(ours), "max_abs_diff": largest, "tolerance": limit}
+
+
+def latent_tolerance(codes: np.ndarray) -> float:
+    """An exported encoder's tolerance: latent codes are unbounded, so :data:`VALUE_TOLERANCE` of the
+    largest code's size (float32 rounding is relative to it), and at least :data:`VALUE_TOLERANCE`."""
+    return VALUE_TOLERANCE * max(1.0, float(np.abs(codes).max(initial=0.0)))
 
 
 def describe(result: dict[str, Any]) -> str:
