@@ -42,6 +42,12 @@ RUN_FILES: tuple[RunFile, ...] = (
             "classification of images"),
     RunFile("roc_pr.png", "ROC and precision-recall curves of the test split, with their areas", "binary data"),
     RunFile("regression.png", "the test split's predictions against the truth, and their residuals", "regression"),
+    RunFile("reconstructions.png", "8 test inputs, their noisy versions (task.denoise) and their reconstructions, "
+            "side by side (images; a heatmap of table rows)", "task=autoencoder"),
+    RunFile("latents.csv", "the test split's latent codes: row (as predictions.csv names it), label (when the data "
+            "has classes), z0..z<K-1>", "task=autoencoder"),
+    RunFile("latents.png", "the test codes in 2-D (themselves for model.bottleneck=2, else their first two principal "
+            "components), coloured by label", "task=autoencoder"),
     RunFile("samples/", "epoch-NNN.png: each epoch's images of the generator from the fixed latent batch "
             "(task.num_samples), 8 a row", "task=gan"),
     RunFile("diagnostics.csv", "per epoch and layer: gradient and weight norms, update-to-weight ratio, "
