@@ -22,7 +22,8 @@ When each hook is called, in a run's order:
    :meth:`Task.watched`: the metric early stopping and ``best.pt`` follow.
 4. :meth:`Task.make_step` (trainer construction): the training step, called ``step(x, y)`` ->
    ``(output, loss)`` per batch; :meth:`~dltrain.training.step.OptimizerStep.eval_outputs_and_loss`
-   is what validation and the test call per batch.
+   is what validation and the test call per batch. :meth:`Task.target` (``dltrain-eval``): what
+   the loss compares the outputs with (``y``; an autoencoder's inputs).
 5. :meth:`Task.start` (run start, every rank, before any epoch): the run directory and whether
    this rank writes files.
 6. :meth:`Task.state_dict` / :meth:`Task.load_state_dict` (every checkpoint / a resume):
