@@ -177,6 +177,15 @@ def test_early_stopping_and_best_pt_follow_the_sample_score(tmp_path: Path, digi
     assert summary["test"]["sample_score"] == 1.5  # the fifth call: the tested (best) weights after training
 
 
+def test_a_scorer_that_is_not_there_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    proc = run_cli(["task=gan", "task.scorer=missing.pt", "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("dltrain: error: task.scorer=missing.pt: checkpoint missing.pt does not exist: "
+                                   "check the path.")
+
+
 def test_a_sample_monitor_without_a_scorer_is_one_line() -> None:
     with pytest.raises(ConfigError) as err:
         gan_run(Path("never"), "trainer.early_stopping.monitor=val_sample_classes")
@@ -200,6 +209,16 @@ def test_samples_and_scores_change_nothing_in_training(tmp_path: Path, digits_cl
     assert trained == csv_rows(tmp_path / "plain")
     scores = [float(row["val_sample_score"]) for row in csv_rows(tmp_path / "scored")]
     assert all(1 <= s <= 10 for s in scores)  # between 1 and the number of classes
+
+
+def test_dltrain_eval_scores_a_gan_checkpoint_with_its_scorer(tmp_path: Path, digits_classifier: Path) -> None:
+    """The tested weights (best.pt) scored again by dltrain-eval: the run's own numbers."""
+    from dltrain.inference.evaluate import evaluate_checkpoint
+
+    summary = gan_run(tmp_path / "run", "trainer.max_epochs=1", f"task.scorer={digits_classifier}")
+    metrics = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")["metrics"]
+    assert {k: metrics[k] for k in ("sample_score", "sample_confident", "sample_classes")} == {
+        k: summary["test"][k] for k in ("sample_score", "sample_confident", "sample_classes")}
 
 
 def test_a_scored_run_resumed_equals_it_straight(tmp_path: Path, digits_classifier: Path) -> None:

@@ -133,6 +133,11 @@ class Task:
         output = model(x)  # (B, width)
         return output, loss_fn(output, self.target(x, y))
 
+    def evaluate_model(self, model: nn.Module) -> dict[str, float]:
+        """``dltrain-eval``'s metrics of the model itself, beside the split's (after :meth:`check`):
+        none by default; a GAN's sample score with its ``task.scorer``."""
+        return {}
+
     def watched(self, monitor: str, mode: str) -> tuple[str | None, str, str | None]:
         """What early stopping, ``best.pt`` and top-k follow, given ``trainer.early_stopping``'s
         ``monitor`` and ``mode`` (build step, and wherever the stopper is made): the metric (None:

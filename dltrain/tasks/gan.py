@@ -91,6 +91,10 @@ class GanTask(Task):
         """The tested weights' sample score (with ``task.scorer``), in ``summary.json``'s ``test``."""
         return self.samples.score(trainer.model)
 
+    def evaluate_model(self, model: nn.Module) -> dict[str, float]:
+        """``dltrain-eval``: the checkpoint's sample score with the run's ``task.scorer`` (none without one)."""
+        return self.samples.score(model)
+
     def evaluate_batch(self, model: nn.Module, loss_fn: nn.Module, x: torch.Tensor,
                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits and both losses, as validation computes them (``dltrain-eval``)."""
