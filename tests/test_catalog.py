@@ -79,6 +79,7 @@ SETTINGS = [
      "regularization.batch_norm=true"],
     ["task=autoencoder", "task.loss=l1", "task.denoise=gaussian", "model.hidden=[32,16]", "model.bottleneck=4",
      "regularization.dropout=0.2", "trainer.accumulate_grad_batches=2", "trainer.precision=bf16"],
+    ["model=mlp", "model.freeze=1", "model.freeze_epochs=1", "model.backbone_lr=0.5"],  # model.weights: its own test
 ]
 
 
