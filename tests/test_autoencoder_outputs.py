@@ -197,3 +197,14 @@ def test_export_writes_the_encoder_and_its_codes_come_back_from_the_onnx_file(ae
     assert list(exported[0]) == list(own[0])
     assert np.allclose([[float(v) for k, v in row.items() if k.startswith("z")] for row in exported],
                        [[float(v) for k, v in row.items() if k.startswith("z")] for row in own], atol=1e-4)
+
+
+def test_rows_of_a_table_are_drawn_as_one_heatmap_per_panel():
+    from dltrain.report.reconstructions import reconstructions_figure
+
+    x = torch.randn(8, 5)
+    fig = reconstructions_figure([("input", x), ("noisy input", x + 1), ("reconstruction", x / 2)], None,
+                                 [str(i) for i in range(8)], "rows")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["input", "noisy input", "reconstruction"]
+    assert np.allclose(panels[1].images[0].get_array(), (x + 1).numpy())

@@ -6,6 +6,7 @@ values, one panel per kind.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dltrain.report.plots import DPI, _save
 
@@ -52,8 +54,8 @@ def _heatmaps(panels: Sequence[tuple[str, torch.Tensor]], captions: Sequence[str
     values = [batch.detach().float().cpu().reshape(len(batch), -1).numpy() for _, batch in panels]  # (N, F) each
     bound = max(float(np.abs(v).max(initial=0.0)) for v in values) or 1.0
     n, features = values[0].shape
-    width = min(14.0, 1.5 + len(panels) * max(2.0, 0.18 * features))
-    fig = Figure(figsize=(width, 1.4 + 0.3 * n), dpi=DPI)
+    width = min(14.0, 2.0 + len(panels) * max(2.5, 0.18 * features))
+    fig = Figure(figsize=(width, 1.6 + 0.3 * n), dpi=DPI)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     fig.subplots_adjust(left=0.12, right=0.9, bottom=0.15, top=0.8, wspace=0.1)
     image = None
@@ -61,10 +63,11 @@ def _heatmaps(panels: Sequence[tuple[str, torch.Tensor]], captions: Sequence[str
         image = ax.imshow(v, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto", interpolation="nearest")
         ax.set_title(name, fontsize="small")
         ax.set_xlabel("feature (standardised)", fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # features are columns: whole numbers
         ax.set_yticks(range(n))
         ax.set_yticklabels([str(c) for c in captions] if k == 0 else [], fontsize="x-small")
     fig.colorbar(image, ax=list(axes), fraction=0.03)
-    fig.suptitle(title, fontsize="medium")
+    fig.suptitle(textwrap.fill(title, int(width * 9)), fontsize="medium")  # about 9 characters an inch
     return fig
 
 
