@@ -205,7 +205,8 @@ def test_samples_and_scores_change_nothing_in_training(tmp_path: Path, digits_cl
     assert all(same_tensors(plain["optimizer"]["state"][k], scored["optimizer"]["state"][k])
                for k in plain["optimizer"]["state"])
     assert torch.equal(plain["rng"]["torch"], scored["rng"]["torch"])
-    trained = [{k: v for k, v in row.items() if not k.startswith("val_sample")} for row in csv_rows(tmp_path / "scored")]
+    trained = [{k: v for k, v in row.items() if not k.startswith("val_sample")}
+               for row in csv_rows(tmp_path / "scored")]
     assert trained == csv_rows(tmp_path / "plain")
     scores = [float(row["val_sample_score"]) for row in csv_rows(tmp_path / "scored")]
     assert all(1 <= s <= 10 for s in scores)  # between 1 and the number of classes
