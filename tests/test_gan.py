@@ -166,6 +166,17 @@ def test_the_metrics_are_the_means_of_d_of_real_and_generated_images():
     assert metric_names("gan")[:5] == ["train_loss", "train_d_loss", "train_g_loss", "train_d_real", "train_d_fake"]
 
 
+def test_real_images_reach_the_discriminator_in_the_tanhs_range(compose):
+    from dltrain.build import load_data
+
+    data = load_data(compose(["task=gan"]), torch.device("cpu"))
+    task = GanTask()
+    task.check(data)
+    real = task.to_range(data.x_train)  # standardised ink counts back to pixels, then to [-1, 1]
+    assert torch.allclose(real, data.preprocessing.pixels(data.x_train) * 2 - 1, atol=1e-6)
+    assert real.min().item() == pytest.approx(-1, abs=1e-6) and real.max().item() == pytest.approx(1, abs=1e-6)
+
+
 # --- runs -------------------------------------------------------------------------------
 
 def test_a_gan_trains_on_the_digits_and_reports_both_networks(compose, tmp_path):
@@ -267,6 +278,15 @@ def test_a_gan_on_tabular_data_is_one_line_from_the_command_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "task=gan trains on images or ink_counts, and data=moons gives points: use data=cifar10, digits, "
         "fashion_mnist, image_folder, mnist or svhn, or another task=.")
+
+
+def test_a_gan_on_several_processes_is_one_line():
+    from dltrain.tasks.base import check_task_fits
+
+    check_task_fits("gan", "digits", "ink_counts", world_size=1)
+    with pytest.raises(ConfigError, match=r"^task=gan trains in one process, and this run has 2 \(torchrun or "
+                                          r"Slurm\): run it as one process\.$"):
+        check_task_fits("gan", "digits", "ink_counts", world_size=2)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

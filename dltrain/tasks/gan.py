@@ -70,9 +70,21 @@ class GanTask(Task):
         if pixels is None or len(data.input_shape) != 3:  # check_task_fits refused such data by name already
             raise ConfigError("task=gan generates images, and this data gives none: use image data (data=digits, "
                               "mnist, ...).")
-        # The data's model inputs back to pixels in [0, 1], then to the generator's Tanh range.
-        self.to_range = lambda x: pixels(x).mul_(2).sub_(1)
+        # The data's model inputs back to pixels in [0, 1], then to the generator's Tanh range: an
+        # affine map per value (the inverse of the standardisation), found once so that a step
+        # makes no new tensor on the host (pixels() would copy the statistics to the device).
+        probe = torch.zeros((1, *data.input_shape))  # (1, C, H, W)
+        shift = pixels(probe)
+        self._range_map = ((pixels(probe + 1) - shift) * 2, shift * 2 - 1)
+        self.to_range = self._to_range
         self.samples.check(data)  # task.scorer: loaded and checked against these images
+
+    def _to_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``(B, C, H, W)`` -> the same images in [-1, 1]."""
+        scale, shift = self._range_map
+        if scale.device != x.device:  # once: the maps move to the data's device
+            self._range_map = scale, shift = scale.to(x.device), shift.to(x.device)
+        return torch.addcmul(shift, x, scale)
 
     def loss(self, data: DataSplits) -> tuple[str, Loss]:
         return "adversarial_bce", AdversarialLoss()
