@@ -243,6 +243,19 @@ def one_epoch(tmp_path_factory) -> Path:
     return run / "checkpoints" / "last.pt"
 
 
+def test_dltrain_predict_refuses_a_gans_checkpoint_in_one_line(capsys, tmp_path, one_epoch):
+    from PIL import Image
+
+    from dltrain.inference.predict import main
+    from tests.conftest import tool_error
+
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    err = tool_error(capsys, main, "dltrain-predict", [f"ckpt={one_epoch}", f"input={tmp_path / 'a.png'}",
+                                                       f"output={tmp_path / 'p.csv'}"])
+    assert "is a GAN's checkpoint (task=gan): its discriminator predicts no labels" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda task: task.update(latents=task["latents"][:3]),
      r"fixed latent batch \(task=gan's\) is a torch.float32 tensor of shape \(3, 8\), not a float32 64x8 tensor"),

@@ -86,6 +86,9 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
     kind = resolve_returns(returns, restored, TOOL)
+    if restored.cfg.get("task", {}).get("name") == "gan":  # its model's output is D's logit, no label of the data
+        raise UserError(f"{ckpt} is a GAN's checkpoint (task=gan): its discriminator predicts no labels; its "
+                        "generated images are the run's samples/, and dltrain-eval reports D(x) and D(G(z))")
     rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
