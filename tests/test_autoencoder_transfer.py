@@ -12,6 +12,8 @@ from torch import nn
 
 from dltrain import compose, train
 from dltrain.errors import ConfigError
+from tests.conftest import run_cli
+from tests.test_bad_input import error_line
 
 FAST = ["trainer.fast_dev_run=true", "device=cpu", "trainer.diagnostics=false"]
 
@@ -58,6 +60,14 @@ def test_a_deeper_encoder_loads_what_fits_and_says_what_it_left(tmp_path):
     summary = train(cfg, run_dir=tmp_path / "run")
     assert torch.equal(model_weights(tmp_path / "run")["fc1.weight"], state["encoder.1.weight"])
     assert any("encoder.3" in warning and "not loaded" in warning for warning in summary["warnings"])
+
+
+def test_from_the_command_line_a_layer_of_another_shape_is_one_line(tmp_path):
+    autoencoder_state(tmp_path / "ae.pt")
+    proc = run_cli(["model=mlp", "model.hidden=[16]", f"model.weights={tmp_path / 'ae.pt'}", "device=cpu",
+                    "hydra.run.dir=run"], cwd=tmp_path)
+    line = error_line(proc)
+    assert "encoder.1 (weight (32, 64), bias (32,))" in line and "fc1 (weight (16, 64), bias (16,))" in line
 
 
 def test_a_layer_of_another_shape_is_one_line_naming_both(tmp_path):
