@@ -208,3 +208,11 @@ def test_rows_of_a_table_are_drawn_as_one_heatmap_per_panel():
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["input", "noisy input", "reconstruction"]
     assert np.allclose(panels[1].images[0].get_array(), (x + 1).numpy())
+
+
+def test_a_caption_fits_under_its_picture():
+    from dltrain.tasks.autoencoder_outputs import caption
+
+    assert caption(3, "7") == "3 (7)"
+    assert caption("circle/circle_009.png", "circle") == "circle"
+    assert caption("circle/circle_009.png", None) == "...e_009.png" and len(caption("x" * 40, None)) == 12

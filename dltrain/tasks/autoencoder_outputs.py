@@ -102,11 +102,20 @@ def write_reconstructions(run_dir: Path, model: nn.Module, data: DataSplits,
     finally:
         model.train(was_training)
     rows, labels = test_rows(data)[:len(x)], test_labels(data)
-    captions = [f"{row}" + (f" ({labels[i]})" if labels is not None else "") for i, row in enumerate(rows)]
+    captions = [caption(row, labels[i] if labels is not None else None) for i, row in enumerate(rows)]
     error = float(((panels[-1][1] - x) ** 2).mean())
     title = (f"test inputs{', noisy inputs' if corrupt is not None else ''} and their reconstructions "
              f"(mean squared error {error:.4g}, standardised)")
     return plot_reconstructions(panels, data, captions, run_dir / RECONSTRUCTIONS_PNG, title)
+
+
+def caption(row: Any, label: str | None, fits: int = 12) -> str:
+    """An example's caption under its picture: its row and label, the label alone when the row is
+    too long to fit under an image (an image folder's path), the last part of the row without labels."""
+    text = str(row)
+    if label is None:
+        return text if len(text) <= fits else "..." + text[-(fits - 3):]
+    return f"{text} ({label})" if len(text) + len(str(label)) + 3 <= fits else str(label)
 
 
 def write_outputs(run_dir: Path, model: nn.Module, data: DataSplits,
