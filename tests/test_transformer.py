@@ -220,3 +220,40 @@ def test_resume_equals_the_uninterrupted_run(compose, tmp_path):
     assert len(rows(straight)) == 3 and rows(tmp_path / "resumed") == rows(straight)
     for name in ("last.pt", "best.pt"):
         assert same_weights(tmp_path / "resumed" / "checkpoints" / name, straight / "checkpoints" / name)
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_a_traced_graph_computes_the_positions_of_any_length_alike(monkeypatch, positional):
+    model = net((6,), vocab_size=10, positional=positional, max_length=6).eval()
+    x = token_batch()
+    with torch.no_grad():
+        eager = model(x)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # as torch.export traces it
+        torch.testing.assert_close(model(x), eager, rtol=0, atol=1e-6)
+        assert model(torch.cat([x, torch.ones(2, 4, dtype=x.dtype)], dim=1)).shape == (2, 3)  # past max_length
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported_program"])
+def test_a_text_transformer_exports_and_verifies(tmp_path, compose, fmt):
+    from tests.test_export_recurrent import export, write_texts
+
+    texts = write_texts(tmp_path / "texts.csv")
+    train(compose(["model=transformer", "device=cpu", "trainer.fast_dev_run=true", "data=text_csv",
+                   f"data.path={texts}", "model.d_model=8", "model.num_heads=2", "model.ff_dim=16",
+                   "model.positional=learned", "model.max_length=16"]), run_dir=tmp_path / "run")
+    folder, printed = export(tmp_path / "run" / "checkpoints" / "best.pt", fmt)
+    assert printed.splitlines()[0].startswith("dltrain-export: largest difference: ")
+    assert (folder / "vocab.txt").is_file() and (folder / "model.json").is_file()
+
+
+def test_the_benchmark_s_runs_compose_and_pair_each_data_with_a_transformer(compose):
+    from benchmarks.transformer_vs_lstm import command, runs
+
+    planned = runs("samples/mnist-8k")
+    for _, keys in planned:
+        args = command(keys, "outputs/x")[1:]
+        assert args[-1] == "hydra.run.dir=outputs/x"
+        compose(args[:-1])
+    for data in {data for data, _ in planned}:
+        models = [key for d, keys in planned if d == data for key in keys if key.startswith("model=")]
+        assert models[0] != "model=transformer" and "model=transformer" in models[1:]

@@ -18,21 +18,27 @@ POOLINGS = ("cls", "mean")
 ACTIVATIONS = ("relu", "gelu")  # the two torch's encoder layer computes on its fast path
 
 
-def sinusoidal(length: int, d_model: int) -> torch.Tensor:
+def sinusoidal(length: int, d_model: int, device: torch.device | None = None) -> torch.Tensor:
     """``(length, d_model)``: PE(pos, 2i) = sin(pos / 10000^(2i / d_model)), PE(pos, 2i + 1) the cosine."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
-    rates = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(length, d_model)
+    pos = torch.arange(length, dtype=torch.float32, device=device)[:, None]  # (L, 1)
+    rates = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model, device=device)
     table[:, 0::2] = torch.sin(pos * rates)
     table[:, 1::2] = torch.cos(pos * rates[: d_model // 2])  # an odd d_model has one cosine fewer
     return table
 
 
+def traced() -> bool:
+    """Whether the forward pass is being traced into a graph (export, ``torch.compile``): the
+    length of a sequence is then a symbol, and the graph must take any length."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sinusoidal encoding of each step's position: ``(B, T, D) -> (B, T, D)``.
 
-    The table is no weight: it is not saved in checkpoints, and a sequence longer than it gets
-    its own computed."""
+    The table is no weight: it is not saved in checkpoints, and a sequence longer than it (or
+    any sequence, in a traced graph) gets its own computed."""
 
     def __init__(self, length: int, d_model: int) -> None:
         super().__init__()
@@ -40,8 +46,9 @@ class SinusoidalPositions(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         steps = seq.shape[1]
-        table = self.table if steps <= self.table.shape[0] else sinusoidal(steps, seq.shape[2]).to(seq.device)
-        return seq + table[:steps].to(seq.dtype)
+        if traced() or steps > self.table.shape[0]:
+            return seq + sinusoidal(steps, seq.shape[2], seq.device).to(seq.dtype)
+        return seq + self.table[:steps].to(seq.dtype)
 
 
 class LearnedPositions(nn.Module):
@@ -54,9 +61,12 @@ class LearnedPositions(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         steps = seq.shape[1]
+        if traced():  # an exported graph takes any length: steps past the last position reuse it
+            return seq + self.weight[torch.arange(steps, device=seq.device).clamp_max(self.max_length - 1)]
         if steps > self.max_length:  # a shape, no value read from the device
-            raise ConfigError(f"a sequence of {steps} steps is longer than the model.max_length="
-                              f"{self.max_length} positions it learned: give sequences of at most that length.")
+            raise ConfigError(f"a sequence of {steps} steps is longer than the model.max_length={self.max_length} "
+                              f"positions the model learned: give sequences of at most {self.max_length} steps "
+                              "(a text's tokens), or train with a larger model.max_length.")
         return seq + self.weight[:steps]
 
 
