@@ -202,3 +202,15 @@ def test_dltrain_eval_reports_the_reconstruction_loss(compose, tmp_path):
     result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")
     assert set(result["metrics"]) == {"loss"}
     assert result["metrics"]["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)
+
+
+def test_the_lr_range_test_steps_the_reconstruction_loss(compose):
+    from dltrain.training.lr_find import lr_find
+
+    cfg = compose([*AE, "model.bottleneck=8"])
+    found = lr_find(cfg, start_lr=1e-7, end_lr=1e-6, num_steps=10)  # too small a rate to move the weights
+    exp = build_experiment(compose([*AE, "model.bottleneck=8"]), torch.device("cpu"))  # the same seeded start
+    x = exp.data.x_train[:64]
+    with torch.no_grad():
+        first = float(((exp.model(x) - x) ** 2).mean())
+    assert found.losses[0] == pytest.approx(first, rel=0.3)  # the first batch's error against its inputs

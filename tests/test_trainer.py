@@ -18,7 +18,7 @@ from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.device import resolve_precision
 from dltrain.training.trainer import StepOptions, Trainer
 
-from .test_catalog import DATA_FOR
+from .test_catalog import DATA_FOR, REQUIRED
 
 
 def read_metrics(run_dir) -> list[dict[str, str]]:
@@ -256,8 +256,8 @@ def test_bf16_trains_or_says_it_cannot(compose, tmp_path, data_overrides, model)
     (or a traceback where it cannot) fails. A model that cannot read the digits reads the
     data the catalog trains it on."""
     data = DATA_FOR.get(("model", model))
-    overrides = [f"model={model}", "trainer.precision=bf16", "device=cpu",
-                 *([f"data={data}", *data_overrides(data)] if data else [])]
+    overrides = [f"model={model}", "trainer.precision=bf16", "device=cpu", *REQUIRED.get(("model", model), []),
+                 *([f"data={data}", *data_overrides(data)] if data else [])]  # REQUIRED: a model's task
     exp = build_experiment(compose(overrides), torch.device("cpu"))
     runs = _bf16_step_runs(exp.model, exp.data.x_train[:2])
     cfg = compose([*overrides, "trainer.fast_dev_run=true"])

@@ -186,8 +186,8 @@ def _ramp(cfg: DictConfig, start_lr: float, end_lr: float, num_steps: int,
     seed_everything(cfg.seed)  # as a run seeds itself before it builds
     exp = build_experiment(cfg, resolve_device(cfg.device))
     try:
-        return _steps(exp, OptimizerStep(exp.model, exp.optimizer, exp.loss_fn, step_options(cfg, exp)),
-                      start_lr, end_lr, num_steps, beta)
+        step = exp.task.make_step(exp.model, exp.optimizer, exp.loss_fn, step_options(cfg, exp))  # task='s step
+        return _steps(exp, step, start_lr, end_lr, num_steps, beta)
     finally:
         for batches in exp.batches:  # a DataLoader's worker processes (data read from disk) end here
             if hasattr(batches, "close"):
