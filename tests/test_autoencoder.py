@@ -214,3 +214,15 @@ def test_the_lr_range_test_steps_the_reconstruction_loss(compose):
     with torch.no_grad():
         first = float(((exp.model(x) - x) ** 2).mean())
     assert found.losses[0] == pytest.approx(first, rel=0.3)  # the first batch's error against its inputs
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("loss=cross_entropy", "loss=cross_entropy does not apply to task=autoencoder: its loss compares"),
+    ("regularization.augment=[hflip,mixup]", "regularization.augment=[hflip,mixup] does not apply to "
+                                             "task=autoencoder: mixup mixes class targets"),
+    ("regularization.label_smoothing=0.1", "regularization.label_smoothing=0.1 does not apply to task=autoencoder"),
+])
+def test_supervised_keys_an_autoencoder_would_ignore_are_refused_before_it_builds(compose, override, words):
+    with pytest.raises(ConfigError) as err:
+        build_experiment(compose([*AE, override]), torch.device("cpu"))
+    assert str(err.value).startswith(words) and "\n" not in str(err.value)

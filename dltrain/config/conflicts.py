@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from dltrain.config.autoencoder_conflicts import check_autoencoder_options
 from dltrain.config.gan_conflicts import check_gan_options
 from dltrain.errors import ConfigError
 
@@ -34,3 +35,5 @@ def check_conflicts(cfg: DictConfig) -> None:
     task = cfg.get("task")
     if task is not None and task.get("name") == "gan" and trainer is not None:
         check_gan_options(cfg)
+    if task is not None and task.get("name") == "autoencoder" and trainer is not None:
+        check_autoencoder_options(cfg)
