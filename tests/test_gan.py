@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from dltrain.models.dcgan import INIT_STD
 from dltrain.tasks.gan import GanTask
 from dltrain.tasks.gan_step import GanStep
 from dltrain.training.metrics import MetricAccumulator, metric_names
+from dltrain.training.signals import Interrupted
 from dltrain.training.step import StepOptions
+from dltrain.training.trainer import Trainer
 from tests.conftest import run_cli
 from tests.test_registry_walk import assert_every_parameter_learns
 from tests.test_resume import rows, same_weights
@@ -221,6 +224,28 @@ def test_one_epoch_then_resume_equals_three_straight(compose, tmp_path):
     assert all(torch.equal(x["exp_avg"], y["exp_avg"])
                for x, y in zip(a["task"]["discriminator_optimizer"]["state"].values(),
                                b["task"]["discriminator_optimizer"]["state"].values(), strict=True))
+
+
+def test_an_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, monkeypatch):
+    exact = [*SMALL, "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.max_epochs=2"]
+    train(compose(exact), run_dir=tmp_path / "straight")
+    step = Trainer.train_step
+
+    def interrupt_at_step_7(self, x, y):  # epoch 2, step 3 of 4: the partial epoch's sums and D's moments are saved
+        out = step(self, x, y)
+        if self.global_step == 6:  # counted after this call
+            self.stop.signum = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_7)
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 2 after batch 3 of 4: saved"):
+        train(compose(exact), run_dir=tmp_path / "first")
+    monkeypatch.undo()
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    train(compose([*exact, f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt",
+                        tmp_path / "straight" / "checkpoints" / "last.pt")
 
 
 def test_dltrain_eval_reports_the_gan_metrics_of_a_checkpoint(compose, tmp_path):
