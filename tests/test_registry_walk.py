@@ -29,9 +29,10 @@ from dltrain.models import MODELS
 from dltrain.models.transfer import split_options
 from dltrain.optim import OPTIMIZERS
 from dltrain.schedulers import SCHEDULERS
+from dltrain.tasks import TASKS
 
 REGISTRIES = {"model": MODELS, "data": DATASETS, "optim": OPTIMIZERS, "loss": LOSSES, "init": INITS,
-              "scheduler": SCHEDULERS, "logger": LOGGERS}
+              "scheduler": SCHEDULERS, "logger": LOGGERS, "task": TASKS}
 OPTIONS = [(group, option) for group, registry in REGISTRIES.items() for option in registry.names()]
 
 #: A user's model for options whose model is user code (``model._target_``): a tests.nets module.
@@ -78,6 +79,7 @@ CALL_TIME = {
     "init": {"model": nn.Identity(), "activation": None},  # the model, and the activation its gain follows
     "scheduler": {"optimizer": None, "max_epochs": 2, "steps_per_epoch": 3},  # lengths from trainer.* and data
     "logger": {"run_dir": "run"},  # the run directory
+    "task": {},  # a task takes its own keys alone
 }
 
 #: Keywords a builder takes that are deliberately no config key: torch's internal switches.
