@@ -71,8 +71,14 @@ def test_the_papers_initialisation_is_the_models_default():
     convs = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
     scales = torch.cat([m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
     assert convs.mean().abs() < 1e-3 and convs.std().item() == pytest.approx(INIT_STD, rel=0.02)
-    assert scales.mean().item() == pytest.approx(1, abs=0.01) and scales.std().item() == pytest.approx(INIT_STD, rel=0.2)
+    assert scales.mean().item() == pytest.approx(1, abs=0.01)
+    assert scales.std().item() == pytest.approx(INIT_STD, rel=0.2)
     assert all(not m.bias.any() for m in model.modules() if getattr(m, "bias", None) is not None)
+
+
+def test_no_blocks_is_one_line():
+    with pytest.raises(ConfigError, match=r"^model.discriminator.channels is empty: give it at least one entry"):
+        dcgan((1, 8, 8), discriminator={"channels": []})
 
 
 def test_a_size_the_blocks_cannot_reach_is_one_line():

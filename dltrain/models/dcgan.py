@@ -61,10 +61,13 @@ def start_size(height: int, width: int, blocks: int, key: str) -> tuple[int, int
     Raises:
         ConfigError: a side is not a multiple of ``2 ** blocks``, naming ``key`` and what to do.
     """
+    if blocks == 0:  # the generator's start map and the discriminator's first layer are its entries
+        raise ConfigError(f"{key} is empty: give it at least one entry (one doubling of the map each).")
     factor = 2 ** blocks
     if height % factor or width % factor:
         fits = [n for n in range(1, blocks) if height % 2 ** n == 0 and width % 2 ** n == 0]
-        fix = f"give {key} {max(fits)} {'entry' if max(fits) == 1 else 'entries'}" if fits else "use images whose sides are even"
+        most = max(fits, default=0)
+        fix = f"give {key} {most} {'entry' if most == 1 else 'entries'}" if fits else "use images whose sides are even"
         raise ConfigError(f"model=dcgan cannot reach {height}x{width} images with {blocks} blocks of stride 2 "
                           f"({key} has {blocks} entries; each side must be a multiple of {factor}): {fix}, "
                           "or resize the images (data.image_size).")
