@@ -4,6 +4,7 @@ the init of attention, its refusals, and runs (text, digits as patches, exact re
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,8 +197,25 @@ def fast(compose, tmp_path, overrides):
     return (tmp_path / "run" / "model_summary.txt").read_text()
 
 
-def test_text_csv_trains_on_embedded_tokens(compose, tmp_path, data_overrides):
-    text = fast(compose, tmp_path, ["data=text_csv", *data_overrides("text_csv"), "model.pooling=mean"])
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    """The run directory of a text transformer (learned positions, mean pooling) trained for a few
+    batches on texts of 2 to 12 tokens."""
+    from dltrain import compose
+    from tests.test_export_recurrent import write_texts
+
+    root = tmp_path_factory.mktemp("text")
+    texts = write_texts(root / "texts.csv")
+    summary = train(compose(["model=transformer", "device=cpu", "trainer.fast_dev_run=true", "data=text_csv",
+                             f"data.path={texts}", "model.d_model=8", "model.num_heads=2", "model.ff_dim=16",
+                             "model.positional=learned", "model.max_length=16", "model.pooling=mean"]),
+                    run_dir=root / "run")
+    assert summary["status"] == "completed" and math.isfinite(summary["test"]["loss"])
+    return root / "run"
+
+
+def test_text_csv_trains_on_embedded_tokens(text_run):
+    text = (text_run / "model_summary.txt").read_text()
     assert "embed  " in text and "Embedding" in text and "MultiheadAttention" in text
 
 
@@ -233,15 +251,11 @@ def test_a_traced_graph_computes_the_positions_of_any_length_alike(monkeypatch, 
         assert model(torch.cat([x, torch.ones(2, 4, dtype=x.dtype)], dim=1)).shape == (2, 3)  # past max_length
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "exported_program"])
-def test_a_text_transformer_exports_and_verifies(tmp_path, compose, fmt):
-    from tests.test_export_recurrent import export, write_texts
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("exported_program", marks=pytest.mark.slow)])
+def test_a_text_transformer_exports_and_verifies(text_run, fmt):
+    from tests.test_export_recurrent import export
 
-    texts = write_texts(tmp_path / "texts.csv")
-    train(compose(["model=transformer", "device=cpu", "trainer.fast_dev_run=true", "data=text_csv",
-                   f"data.path={texts}", "model.d_model=8", "model.num_heads=2", "model.ff_dim=16",
-                   "model.positional=learned", "model.max_length=16"]), run_dir=tmp_path / "run")
-    folder, printed = export(tmp_path / "run" / "checkpoints" / "best.pt", fmt)
+    folder, printed = export(text_run / "checkpoints" / "best.pt", fmt)
     assert printed.splitlines()[0].startswith("dltrain-export: largest difference: ")
     assert (folder / "vocab.txt").is_file() and (folder / "model.json").is_file()
 
