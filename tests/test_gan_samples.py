@@ -103,10 +103,14 @@ def test_a_scorer_of_other_images_or_classes_is_one_line(digits_classifier: Path
     assert message.startswith(f"task.scorer={digits_classifier} {words}") and "\n" not in message
 
 
-def test_a_scorer_that_is_no_image_classifier_or_no_checkpoint_is_one_line(tmp_path: Path) -> None:
+def test_a_scorer_that_is_no_image_classifier_custom_code_or_no_checkpoint_is_one_line(tmp_path: Path) -> None:
     train(compose(["data=xor", "model.hidden=[4]", "trainer.fast_dev_run=true", "device=cpu"]), run_dir=tmp_path / "x")
     with pytest.raises(ConfigError, match=r"^task.scorer=\S+ is not a classifier of images \(data=xor"):
         load_scorer(tmp_path / "x" / "checkpoints" / "last.pt", (1, 8, 8), 10, device=CPU)
+    train(compose(["model=custom", "model._target_=tests.nets.TinyNet", "+model.width=8", "trainer.fast_dev_run=true",
+                   "device=cpu"]), run_dir=tmp_path / "custom")
+    with pytest.raises(ConfigError, match=r"^task.scorer=\S+ is a model=custom classifier, whose code dltrain never "):
+        load_scorer(tmp_path / "custom" / "checkpoints" / "last.pt", (1, 8, 8), 10, device=CPU)
     with pytest.raises(ConfigError, match=r"^task.scorer=\S+missing.pt: ") as err:
         load_scorer(tmp_path / "missing.pt", (1, 8, 8), 10, device=CPU)
     assert "\n" not in str(err.value)

@@ -112,6 +112,10 @@ def load_scorer(path: str | Path, image_shape: tuple[int, ...], num_classes: int
         restored.model.to(device)
         prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
     except UserError as err:
+        if _names_code(path):  # the tools' ways to allow it (model._target_=, trust_code=) are no keys of a run's
+            raise ConfigError(f"task.scorer={path} is a model=custom classifier, whose code dltrain never runs from "
+                              "a file it is given: give task.scorer a classifier of a registered model (model=cnn, "
+                              "mlp, ...).") from None
         raise ConfigError(f"task.scorer={path}: {err}") from None
     record = restored.data
     kind = preprocessing.kind_of(record)
@@ -129,6 +133,20 @@ def load_scorer(path: str | Path, image_shape: tuple[int, ...], num_classes: int
                           f"{fix}.")
     prepare = prep.apply if kind == "images" else (lambda raw: prep.apply(prep.counts(raw)))  # ink counts (digits)
     return Scorer(restored.model, prepare, dict(record), confidence, Path(path))
+
+
+def _names_code(path: str | Path) -> bool:
+    """Whether ``path`` is a readable checkpoint of a model whose code its config names (``model=custom``)."""
+    from dltrain.models.registry import MODELS
+    from dltrain.training.checkpoint import load_checkpoint
+
+    try:
+        config = load_checkpoint(path, map_location="cpu").get("config")
+    except UserError:
+        return False
+    name = config.get("model", {}).get("name") if isinstance(config, dict) and isinstance(config.get("model"), dict) \
+        else None
+    return isinstance(name, str) and name in MODELS and MODELS.facts(name).user_code
 
 
 def _num_classes(record: dict[str, Any]) -> int:
