@@ -163,6 +163,10 @@ class Task:
         """Called once per rank before the first epoch (also of a resumed run): where files go."""
         self.run_dir, self.is_main = run_dir, is_main
 
+    def carry_from(self, run_dir: Path, epoch: int) -> None:
+        """A run resumed into another directory (rank 0, after :meth:`start`): copy the files this
+        task wrote for epochs ``1..epoch`` in the run it continues (``run_dir``). Nothing by default."""
+
     def state_dict(self) -> dict[str, Any] | None:
         """The task's own training state for a checkpoint, as tensors and plain data
         (``weights_only=True`` loads it); None: none (supervised)."""

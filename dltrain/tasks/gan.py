@@ -20,9 +20,11 @@ from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, BadTaskState, Task
 from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
 from dltrain.tasks.gan_step import GanStep, adversarial_losses
-from dltrain.tasks.sample_watch import SampleWatch, watched
+from dltrain.tasks.sample_watch import SampleWatch, carry_samples, watched
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
     from dltrain.data import DataSplits
@@ -102,6 +104,9 @@ class GanTask(Task):
                    outputs: list[torch.Tensor]) -> dict[str, float]:
         """The tested weights' sample score (with ``task.scorer``), in ``summary.json``'s ``test``."""
         return self.samples.score(trainer.model)
+
+    def carry_from(self, run_dir: Path, epoch: int) -> None:
+        carry_samples(run_dir, self.run_dir, epoch)  # samples/epoch-NNN.png of the epochs kept
 
     def evaluate_model(self, model: nn.Module) -> dict[str, float]:
         """``dltrain-eval``: the checkpoint's sample score with the run's ``task.scorer`` (none without one)."""

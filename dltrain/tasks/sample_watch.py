@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from dltrain.errors import ConfigError
-from dltrain.report.gan_samples import epoch_file, to_pixels, write_grid
+from dltrain.files import copy_atomically
+from dltrain.report.gan_samples import SAMPLES_DIR, epoch_file, to_pixels, write_grid
 from dltrain.tasks.gan_metrics import SAMPLE_METRICS
 from dltrain.tasks.sample_score import Scorer, load_scorer
 
@@ -62,6 +63,17 @@ def watched(scores: bool, monitor: str, mode: str) -> tuple[str | None, str, str
     if monitor == "val_loss":
         return ("val_sample_score", "max", None) if scores else (None, mode, NO_SCORER)
     return monitor, "max" if sample and mode == "auto" else mode, None
+
+
+def carry_samples(source: Path, target: Path | None, epoch: int) -> None:
+    """A run resumed into another directory: copy the grids of epochs ``1..epoch`` that the run it
+    continues (``source``) wrote into ``target`` (None, or the same directory: nothing to do)."""
+    if target is None or not (source / SAMPLES_DIR).is_dir() or source.resolve() == target.resolve():
+        return
+    for old in sorted((source / SAMPLES_DIR).glob("epoch-*.png")):
+        number = old.stem.removeprefix("epoch-")
+        if number.isdigit() and int(number) <= epoch and old.is_file():  # later ones: epochs trained again now
+            copy_atomically(old, epoch_file(target, int(number)))
 
 
 @contextmanager

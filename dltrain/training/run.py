@@ -202,6 +202,8 @@ def _start(run: _Run, exp: Experiment, device: torch.device,
             trainer.diagnostics.continue_from(run.resume.path.parent.parent / "diagnostics.csv", trainer.epoch)
         if trainer.top_k is not None and run.ranks.is_main:  # its k best checkpoints, copied when it moves
             trainer.top_k.carry_from(run.resume.path.parent)
+        if run.ranks.is_main:  # task=: its files of the epochs the resumed run keeps (a GAN's samples/)
+            exp.task.carry_from(run.resume.path.parent.parent, trainer.epoch)
     return trainer, metrics_csv
 
 
