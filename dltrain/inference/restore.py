@@ -89,6 +89,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
 
     check_stored_config(path, state["config"], target=target, trust_code=trust_code)
     cfg = stored_config(path, state["config"])
+    _check_model_task(path, cfg)
     check_data_record(path, state["data"])
     data, spec = state["data"], state["model_spec"]
     _check_input_size(path, data)
@@ -113,6 +114,26 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, target: 
     _check_weights(path, model, weights)
     model.load_state_dict(weights, strict=True)
     return Restored(cfg, model.eval(), data, state, path)
+
+
+def _check_model_task(path: Path, cfg: DictConfig) -> None:
+    """Refuse a config whose model its task could not have trained (a relabelled checkpoint), as
+    training and ``dltrain-eval`` do, before the tools call what the task's model would have.
+
+    Raises:
+        UserError: naming the checkpoint, the model and the task.
+    """
+    from dltrain.errors import ConfigError
+    from dltrain.models import MODELS
+    from dltrain.tasks.base import check_model_task
+
+    task = OmegaConf.select(cfg, "task.name", default="supervised")  # written before task= existed
+    try:
+        check_model_task(str(task), str(cfg.model.name), MODELS.facts(cfg.model.name).tasks)
+    except (ConfigError, KeyError):
+        raise UserError(f"checkpoint {path}: its config's model={cfg.model.name} cannot be trained by its "
+                        f"task={task}: the file was changed after training; use the checkpoint as dltrain "
+                        "wrote it.") from None
 
 
 def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:

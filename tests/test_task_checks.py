@@ -1,0 +1,46 @@
+"""A checkpoint whose model its task could not have trained (a relabelled config) is one line
+from every tool that rebuilds a model from it, as it is from training and dltrain-eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dltrain import compose, train
+from tests.conftest import tool_error
+
+
+@pytest.fixture(scope="module")
+def mlp_ckpt(tmp_path_factory) -> Path:
+    """A supervised MLP's best.pt (one batch of digits)."""
+    run_dir = tmp_path_factory.mktemp("clf") / "run"
+    train(compose(["trainer.fast_dev_run=true", "device=cpu", "trainer.diagnostics=false"]), run_dir=run_dir)
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def relabelled(ckpt: Path, folder: Path, task: str) -> Path:
+    """A copy of ``ckpt`` whose config says ``task=task``."""
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["task"] = {"name": task}
+    path = folder / f"{task}.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("task", ["autoencoder", "gan"])
+def test_predict_and_export_refuse_a_model_its_task_cannot_train(mlp_ckpt, tmp_path, capsys, task):
+    from dltrain.export.cli import main as export_main
+    from dltrain.inference.predict import main as predict_main
+
+    ckpt = relabelled(mlp_ckpt, tmp_path, task)
+    csv = tmp_path / "in.csv"
+    csv.write_text("x\n1\n")
+    err = tool_error(capsys, predict_main, "dltrain-predict",
+                     [f"ckpt={ckpt}", f"input={csv}", f"output={tmp_path / 'o.csv'}"])
+    assert str(ckpt) in err and f"model=mlp cannot be trained by its task={task}" in err
+    err = tool_error(capsys, export_main, "dltrain-export",
+                     [f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'export'}"])
+    assert str(ckpt) in err and f"model=mlp cannot be trained by its task={task}" in err
+    assert not (tmp_path / "export").exists()
