@@ -123,6 +123,7 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     if not fits:
         raise ConfigError(f"{key}={path}: none of its {len(weights)} tensors ({few(list(weights))}) fits "
                           f"model={model_name} ({few(list(own))}): start from the weights of the same architecture.")
+    _check_kinds(fits, own, f"{key}={path}")
     model.load_state_dict(fits, strict=False)
     problems = differences(own, weights).describe(shapes="skipped (shape in the file vs the model)",
                                                   extra="not in the model", missing="not in the file, kept as built")
@@ -131,9 +132,24 @@ def load_start_weights(model: nn.Module, path: str | Path, key: str = "model.wei
     return StartWeights(list(fits), warning)
 
 
+def _check_kinds(loading: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse tensors of another kind than the model's (integer or complex weights): loading
+    would cast them silently into numbers nothing trained.
+
+    Raises:
+        ConfigError: naming the file and a few such tensors.
+    """
+    wrong = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in loading.items()
+             if v.is_complex() or v.is_floating_point() != own[k].is_floating_point()]
+    if wrong:
+        raise ConfigError(f"{where}: its tensors {few(wrong)} are not of the model's kind (floating-point "
+                          "weights, integer counters): the file was not written by training; give one that was.")
+
+
 def _load_encoder(model: nn.Module, start: EncoderStart, where: str) -> StartWeights:
     """Load an autoencoder's encoder (:func:`~dltrain.models.encoder_weights.encoder_start`) into
     ``model``; the warning names the encoder's layers the model had no room for."""
+    _check_kinds(start.weights, model.state_dict(), where)
     model.load_state_dict(start.weights, strict=False)
     warning = (f"{where}: the model's {len(start.sources)} layer(s) before its head took the encoder's first "
                f"{len(start.sources)}; its other layers ({few(start.unused)}) were not loaded" if start.unused else None)
