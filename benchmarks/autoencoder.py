@@ -26,14 +26,14 @@ import importlib.metadata
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.readme_results import ReadmeError, check_mnist_8k, dltrain_command
+from benchmarks.commands import invocation, run
+from benchmarks.readme_results import ReadmeError, check_mnist_8k
 from benchmarks.transfer import empty_folder
 
 SIDE = 28
@@ -93,21 +93,6 @@ def classifier_sweep(labelled: Path, weights: Path, epochs: int, seeds: list[int
             f"hydra.sweep.dir={sweep_dir}"]
 
 
-def run(command: list[str]) -> None:
-    """Run a dltrain command from this folder.
-
-    Raises:
-        ReadmeError: the command failed.
-    """
-    print(f"running: {shlex.join(command)}", file=sys.stderr, flush=True)
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run([*dltrain_command(), *command[1:]], env={**env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise ReadmeError(f"`{shlex.join(command)}` exited with {proc.returncode}:\n"
-                          f"{(proc.stdout + proc.stderr)[-3000:]}")
-
-
 def reconstruction_errors(run_dir: Path, noise_std: float, seed: int = 0) -> tuple[float, float]:
     """The mean squared error of the run's best.pt reconstructions of the clean test images, and of the same
     images with Gaussian noise of ``noise_std`` (drawn from ``seed``), both against the clean images, in the
@@ -132,13 +117,13 @@ def sweep_groups(sweep_dir: Path) -> dict[str, dict[str, str]]:
 
 
 def report(commands: list[str], errors: dict[str, tuple[float, float]], groups: dict[str, dict[str, str]],
-           counts: tuple[int, int], seconds: float, noise_std: float) -> str:
+           counts: tuple[int, int], seconds: float, noise_std: float, argv: list[str] | None = None) -> str:
     """The markdown block: where it was measured, the commands and the two tables."""
     from benchmarks.machine import cpu_model
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    lines = [f"Measured by `python -m benchmarks.autoencoder --mnist-root samples/mnist-8k` on {cpu_model()} "
+    lines = [f"Measured by `{invocation('benchmarks.autoencoder', argv)}` on {cpu_model()} "
              f"({cores} cores), torch {importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s.", "",
              "```bash", *commands, "```", "",
              f"| autoencoder | test MSE, clean inputs | test MSE, inputs with noise (std {noise_std}) |",
@@ -182,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               f"trained with noise (std {noise_std})": reconstruction_errors(folder / "denoising", noise_std)}
     groups = sweep_groups(folder / "classifier")
     block = report([shlex.join(c) for c in (plain, denoising, sweep)], errors, groups, counts,
-                   time.perf_counter() - started, noise_std)
+                   time.perf_counter() - started, noise_std, argv)
     print(block)
     print(json.dumps({"errors": errors, "groups": groups}), file=sys.stderr)
     return 0

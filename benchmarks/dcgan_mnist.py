@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from benchmarks.readme_results import README, ReadmeError, check_mnist_8k
-from benchmarks.transfer import empty_folder, run
+from benchmarks.commands import invocation, run
+from benchmarks.transfer import empty_folder
 
 BEGIN = "<!-- dcgan_results:begin -->"
 END = "<!-- dcgan_results:end -->"
@@ -77,7 +78,7 @@ def table(rows: list[dict[str, str]], best: int | None) -> list[str]:
 
 
 def report(shown: list[str], scorer_accuracy: float, rows: list[dict[str, str]], summary: dict,
-           seconds: float) -> str:
+           seconds: float, argv: list[str] | None = None) -> str:
     """The markdown block: where it was measured, the commands, the table and the picture."""
     from benchmarks.machine import cpu_model
 
@@ -85,7 +86,7 @@ def report(shown: list[str], scorer_accuracy: float, rows: list[dict[str, str]],
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     best = summary.get("best_epoch")
     return "\n".join([
-        f"Measured by `python -m benchmarks.dcgan_mnist` on {cpu_model()} ({cores} cores), torch "
+        f"Measured by `{invocation('benchmarks.dcgan_mnist', argv)}` on {cpu_model()} ({cores} cores), torch "
         f"{importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s: the scorer's test accuracy on mnist-8k "
         f"is {scorer_accuracy:.3f}; the GAN ran {summary['epochs_run']} epochs ({summary['stop_reason']}), "
         f"its best epoch {best}.",
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     best = summary.get("best_epoch") or summary["epochs_run"]
     block = report([shlex.join(scorer), shlex.join(gan)], scorer_accuracy, epoch_rows(folder / "gan"), summary,
-                   seconds)
+                   seconds, argv)
     print(block)
     if args.write:
         PICTURE.parent.mkdir(exist_ok=True)

@@ -26,18 +26,17 @@ import argparse
 import dataclasses
 import datetime
 import importlib.metadata
-import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.readme_results import README, ReadmeError, check_mnist_8k, dltrain_command
+from benchmarks.commands import invocation, run
+from benchmarks.readme_results import README, ReadmeError, check_mnist_8k
 
 BEGIN = "<!-- transfer_results:begin -->"
 END = "<!-- transfer_results:end -->"
@@ -117,23 +116,6 @@ def validation_share() -> float:
     return next(f.default for f in dataclasses.fields(ImageFolderConfig) if f.name == "val_fraction")
 
 
-def run(command: list[str]) -> dict:
-    """Run a dltrain command (from this folder) and return its run's ``summary.json``.
-
-    Raises:
-        ReadmeError: the command failed.
-    """
-    print(f"running: {shlex.join(command)}", file=sys.stderr, flush=True)
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run([*dltrain_command(), *command[1:]], env={**env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise ReadmeError(f"`{shlex.join(command)}` exited with {proc.returncode}:\n"
-                          f"{(proc.stdout + proc.stderr)[-3000:]}")
-    run_dir = next(arg.split("=", 1)[1] for arg in command if arg.startswith("hydra.run.dir="))
-    return json.loads(Path(run_dir, "summary.json").read_text())
-
-
 def mean_std(values: list[float]) -> str:
     """``mean ± std`` of accuracies (the sample standard deviation; 0 for one value)."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -150,14 +132,14 @@ def table(results: dict[str, list[float]], seeds: list[int]) -> list[str]:
 
 
 def report(commands: list[str], results: dict[str, list[float]], seeds: list[int], counts: tuple[int, int],
-           pretrain_accuracy: float, seconds: float) -> str:
+           pretrain_accuracy: float, seconds: float, argv: list[str] | None = None) -> str:
     """The markdown block: where it was measured, the data, the commands and the table."""
     from benchmarks.machine import cpu_model
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     return "\n".join([
-        f"Measured by `python -m benchmarks.transfer` on {cpu_model()} ({cores} cores), torch "
+        f"Measured by `{invocation('benchmarks.transfer', argv)}` on {cpu_model()} ({cores} cores), torch "
         f"{importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s: the pretrained CNN's test accuracy on "
         f"mnist-8k is {pretrain_accuracy:.3f}; the small set is {counts[0]} of scikit-learn's digits "
         f"({counts[0] // 10} per class, {validation_share():.0%} of them for validation), the test split its other "
@@ -217,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, commands in runs.items():
             results[name].append(run(commands[i])["test"]["accuracy"])
     seconds = time.perf_counter() - started
-    block = report(shown_commands(pretrain, runs), results, args.seeds, counts, pretrain_accuracy, seconds)
+    block = report(shown_commands(pretrain, runs), results, args.seeds, counts, pretrain_accuracy, seconds, argv)
     print(block)
     if args.write:
         write_readme(block)

@@ -11,10 +11,10 @@ comparison (### Transformers), measured with dltrain commands.
 
 Every run is a ``dltrain`` command on the CPU, printed as it starts, its run directory under ``--dir`` (default
 ``outputs/transformer_vs_lstm``, which must be empty or new). The runs get ``OMP_NUM_THREADS=--threads``
-(default 1: on a machine whose cores other work shares, torch's threads wait on each other and the timings
-say more about the neighbours than about the models). A markdown block with the commands and each run's
-test accuracy, training seconds and parameters (from its ``summary.json``) goes to stdout, progress to
-stderr. From the project root::
+(default 1: one thread per run, so that the timings compare the models' work rather than how torch shares
+the machine's cores between its threads). A markdown block with the commands and each run's test accuracy,
+best validation accuracy and its epoch (from ``metrics.csv``), epochs run, training seconds, seconds per
+epoch and parameters (from its ``summary.json``) goes to stdout, progress to stderr. From the project root::
 
     python -m benchmarks.transformer_vs_lstm
     python -m benchmarks.transformer_vs_lstm --mnist-root samples/mnist-8k
@@ -23,17 +23,17 @@ stderr. From the project root::
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import importlib.metadata
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.readme_results import ReadmeError, check_mnist_8k, dltrain_command
+from benchmarks.commands import invocation, run
+from benchmarks.readme_results import ReadmeError, check_mnist_8k
 
 #: experiment=text_lstm's training keys (its model keys are the LSTM's own), for both models on the texts.
 TEXT = ["data=text_csv", "data.path=samples/reviews.csv", "optim.lr=0.003", "regularization.dropout=0.2",
@@ -57,40 +57,35 @@ def command(keys: list[str], run_dir: Path | str) -> list[str]:
     return ["dltrain", *keys, "device=cpu", f"hydra.run.dir={run_dir}"]
 
 
-def run(args: list[str], threads: int) -> dict:
-    """Run a dltrain command and return its run's ``summary.json``.
-
-    Raises:
-        ReadmeError: the command failed.
-    """
-    print(f"running: {shlex.join(args)}", file=sys.stderr, flush=True)
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run([*dltrain_command(), *args[1:]], env={**env, "OMP_NUM_THREADS": str(threads)},
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise ReadmeError(f"`{shlex.join(args)}` exited with {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    run_dir = next(arg.split("=", 1)[1] for arg in args if arg.startswith("hydra.run.dir="))
-    return json.loads(Path(run_dir, "summary.json").read_text())
+def best_validation(run_dir: Path) -> tuple[float, int]:
+    """The highest ``val_accuracy`` in the run's ``metrics.csv`` and its epoch (the first, on a tie)."""
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        rows = [(float(r["val_accuracy"]), int(r["epoch"])) for r in csv.DictReader(f)]
+    return max(rows, key=lambda r: (r[0], -r[1]))
 
 
 def row(data: str, keys: list[str], summary: dict) -> str:
-    """One line of the table: the data, the run's model keys, and what its summary.json says."""
+    """One line of the table: the data, the run's model keys, what its summary.json and metrics.csv say."""
     model = " ".join(f"`{key}`" for key in keys if key.startswith("model"))
-    return (f"| {data} | {model} | {summary['test']['accuracy']:.3f} | {summary['train_seconds']:.1f} | "
-            f"{summary['epochs_run']} | {summary['num_params']:,} |")
+    accuracy, epoch = best_validation(Path(summary["run_dir"]))
+    epochs, seconds = summary["epochs_run"], summary["train_seconds"]
+    return (f"| {data} | {model} | {summary['test']['accuracy']:.3f} | {accuracy:.3f} ({epoch}) | {epochs} | "
+            f"{seconds:.1f} | {seconds / epochs:.2f} | {summary['num_params']:,} |")
 
 
-def report(done: list[tuple[str, list[str], list[str], dict]], threads: int, seconds: float) -> str:
+def report(done: list[tuple[str, list[str], list[str], dict]], threads: int, seconds: float,
+           argv: list[str] | None = None) -> str:
     """The markdown block: where it was measured, the commands, the table."""
     from benchmarks.machine import cpu_model
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     return "\n".join([
-        f"Measured by `python -m benchmarks.transformer_vs_lstm` on {cpu_model()} ({cores} cores, "
+        f"Measured by `{invocation('benchmarks.transformer_vs_lstm', argv)}` on {cpu_model()} ({cores} cores, "
         f"OMP_NUM_THREADS={threads}), torch {importlib.metadata.version('torch')}, {date}, in {seconds:.0f} s:",
         "", "```bash", *(shlex.join(args) for _, _, args, _ in done), "```", "",
-        "| data | model | test accuracy | train seconds | epochs | parameters |", "|---|---|---|---|---|---|",
+        "| data | model | test accuracy | best val accuracy (epoch) | epochs | train seconds | seconds per epoch "
+        "| parameters |", "|---|---|---|---|---|---|---|---|",
         *(row(data, keys, summary) for data, keys, _, summary in done)])
 
 
@@ -113,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     start, done = time.perf_counter(), []
     for i, (data, keys) in enumerate(runs(args.mnist_root)):
         args_ = command(keys, args.dir / f"run{i}")
-        done.append((data, keys, args_, run(args_, args.threads)))
-    print(report(done, args.threads, time.perf_counter() - start))
+        done.append((data, keys, args_, run(args_, {"OMP_NUM_THREADS": str(args.threads)})))
+    print(report(done, args.threads, time.perf_counter() - start, argv))
 
 
 if __name__ == "__main__":
