@@ -319,6 +319,9 @@ DEFAULT_FORMULAS: tuple[tuple[str, Callable[[str], bool], str], ...] = (
      "in_proj w ~ U(-a, a), a = sqrt(6/(fan_in+fan_out)), out_proj w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), b = 0"),
     ("norm layers", lambda kind: "Norm" in kind, "w = 1, b = 0"),
     ("Embedding", lambda kind: kind.startswith("Embedding"), "w ~ N(0, 1)"),
+    # the transformer's own parameters (dltrain/models/transformer.py), as ViT and BERT/GPT-2 start them
+    ("ClassToken", lambda kind: kind == "ClassToken", "w = 0"),
+    ("LearnedPositions", lambda kind: kind == "LearnedPositions", "w ~ N(0, std 0.02)"),
 )
 
 

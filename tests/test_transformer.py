@@ -190,6 +190,17 @@ def test_the_summary_counts_attention_as_one_layer():
     assert sum(row.params for row in rows_.values()) == sum(p.numel() for p in model.parameters())
 
 
+def test_the_init_footnote_says_what_the_class_token_and_learned_positions_start_from():
+    from dltrain.init import init_formula
+
+    formula = init_formula("default", ["ClassToken", "LearnedPositions"])
+    assert "ClassToken: w = 0" in formula and "LearnedPositions: w ~ N(0, std 0.02)" in formula
+    assert "its own" not in formula
+    model = net((6,), vocab_size=10, positional="learned", max_length=4096, pooling="cls")
+    assert torch.count_nonzero(model.cls.weight) == 0
+    assert model.positions.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
 def fast(compose, tmp_path, overrides):
     cfg = compose(["model=transformer", "trainer.fast_dev_run=true", "device=cpu", *overrides])
     summary = train(cfg, run_dir=tmp_path / "run")

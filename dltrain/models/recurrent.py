@@ -154,15 +154,21 @@ class RecurrentNet(nn.Module):
         return self._head(pooled)
 
     def _head(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Pooled states ``(B, D * H)`` -> logits ``(B, num_outputs)``: batch norm, dropout, the
-        head's layers and the output layer, those there are (the export's unpacked net runs it too)."""
-        if self.bn is not None:
-            pooled = self.bn(pooled)
-        if self.dropout is not None:
-            pooled = self.dropout(pooled)
-        if self.head is not None:
-            pooled = self.head(pooled)
-        return self.out(pooled)
+        """Pooled states ``(B, D * H)`` -> logits (the export's unpacked net runs it too)."""
+        return dense_head(self, pooled)
+
+
+def dense_head(net: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """Pooled states ``(B, D)`` -> logits ``(B, num_outputs)`` through ``net``'s batch norm, dropout,
+    head layers and output layer, those there are (``net.bn``, ``net.dropout``, ``net.head``: None when
+    absent; ``net.out``); the recurrent models and the transformer share it."""
+    if net.bn is not None:
+        pooled = net.bn(pooled)
+    if net.dropout is not None:
+        pooled = net.dropout(pooled)
+    if net.head is not None:
+        pooled = net.head(pooled)
+    return net.out(pooled)
 
 
 def masked_pool(output: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 
 from dltrain.errors import ConfigError
 from dltrain.models.layer_spec import HEAD_KINDS, build_layers
+from dltrain.models.recurrent import dense_head, masked_pool
 from dltrain.models.registry import MODELS
 
 POSITIONALS = ("sinusoidal", "learned")
@@ -201,19 +202,9 @@ class TransformerNet(nn.Module):
         elif padding is None:
             pooled = out.mean(dim=1)
         else:
-            keep = (~padding)[..., None].to(out.dtype)  # (B, T, 1)
-            pooled = (out * keep).sum(dim=1) / keep.sum(dim=1)
-        return self._head(pooled)
-
-    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Pooled states ``(B, D)`` -> logits: batch norm, dropout, the head's layers, the output layer."""
-        if self.bn is not None:
-            pooled = self.bn(pooled)
-        if self.dropout is not None:
-            pooled = self.dropout(pooled)
-        if self.head is not None:
-            pooled = self.head(pooled)
-        return self.out(pooled)
+            keep = (~padding)[..., None]  # (B, T, 1): the tokens, not the padding
+            pooled = masked_pool(out, keep.sum(dim=(1, 2)), keep, "mean")
+        return dense_head(self, pooled)
 
 
 def embedding(input_shape: tuple[int, ...], d_model: int, vocab_size: int | None,
