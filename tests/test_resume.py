@@ -107,6 +107,57 @@ def test_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, stra
     assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", straight[0] / "checkpoints" / "last.pt")
 
 
+def same_state(a, b) -> bool:
+    """Whether two checkpoint entries (nested dicts, lists, tensors, plain values) are equal, bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+#: The new architectures and tasks, tiny, with what a lost state would change: dropout, the denoising
+#: noise, the GAN's label smoothing, fixed latent batch and second optimizer.
+NEW_KINDS = {
+    "transformer": ["model=transformer", "model.d_model=16", "model.num_heads=2", "model.num_layers=1",
+                    "model.ff_dim=16", "model.dropout=0.2", "model.positional=learned", "model.max_length=8"],
+    "autoencoder": ["task=autoencoder", "task.denoise=gaussian", "regularization.dropout=0.2", "model.hidden=[16]",
+                    "model.bottleneck=4"],
+    "gan": ["task=gan", "task.label_smoothing=0.1", "model.latent_size=8", "model.generator.channels=[16,8]",
+            "model.discriminator.channels=[8,16]"],
+}
+
+
+@pytest.mark.parametrize("kind", list(NEW_KINDS))
+def test_each_new_kind_interrupted_mid_epoch_then_resumed_equals_straight(compose, tmp_path, monkeypatch, kind):
+    keys = [*NEW_KINDS[kind], "trainer.batch_size=64", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+            "trainer.max_epochs=2", "trainer.diagnostics=false", "device=cpu"]
+    train(compose(keys), run_dir=tmp_path / "straight")
+    step = Trainer.train_step
+
+    def interrupt_at_step_7(self, x, y):  # epoch 2, batch 3 of 4
+        out = step(self, x, y)
+        if self.global_step == 6:
+            self.stop.signum = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_7)
+    with pytest.raises(Interrupted, match="in epoch 2 after batch 3 of 4: saved"):
+        train(compose(keys), run_dir=tmp_path / "first")
+    monkeypatch.undo()
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["partial_epoch"]["step"] == 3
+    summary = train(compose([*keys, f"resume={last}"]), run_dir=tmp_path / "resumed")
+    assert len(rows(tmp_path / "straight")) == 2 and rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    resumed, straight_ = (torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+                          for run in (tmp_path / "resumed", tmp_path / "straight"))
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", tmp_path / "straight" / "checkpoints" / "last.pt")
+    assert same_state(resumed.get("task"), straight_.get("task"))  # the GAN's latents and D's optimizer
+    assert summary["test"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["test"]
+
+
 def test_resuming_a_finished_run_trains_nothing(compose, tmp_path, straight):
     last = straight[0] / "checkpoints" / "last.pt"
     (tmp_path / "again").mkdir()
