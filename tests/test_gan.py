@@ -204,8 +204,11 @@ def test_a_gan_trains_on_the_digits_and_reports_both_networks(compose, tmp_path)
     assert "generator.project" in text and "discriminator.logit" in text and "N(0, 0.02)" in text
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["task"]["latents"].shape == (64, 8)
-    assert {len(g["params"]) for g in state["optimizer"]["param_groups"]} and \
-        state["task"]["discriminator_optimizer"]["param_groups"][0]["betas"] == (0.5, 0.999)
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    for network, saved in (("generator", state["optimizer"]), ("discriminator", state["task"]["discriminator_optimizer"])):
+        weights = [k for k in state["model"] if k.startswith(f"{network}.") and not k.endswith(buffers)]
+        assert sum(len(g["params"]) for g in saved["param_groups"]) == len(weights), network  # each its own network's
+        assert {g["betas"] for g in saved["param_groups"]} == {(0.5, 0.999)}, network
 
 
 def test_the_latent_batch_is_drawn_from_the_runs_seed(compose, tmp_path):

@@ -19,7 +19,7 @@ from dltrain.errors import ConfigError
 from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, BadTaskState, Task
 from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
-from dltrain.tasks.gan_step import GanStep, adversarial_losses
+from dltrain.tasks.gan_step import EvalLatents, GanStep, adversarial_losses
 from dltrain.tasks.sample_watch import SampleWatch, carry_samples, watched
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class GanTask(Task):
         self.to_range: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.latents: torch.Tensor | None = None
         self.discriminator_optimizer: torch.optim.Optimizer | None = None
+        self.eval_latents = EvalLatents()  # dltrain-eval's (the run's step has its own)
 
     def check(self, data: DataSplits) -> None:
         pixels = getattr(data.preprocessing, "pixels", None)
@@ -114,8 +115,9 @@ class GanTask(Task):
 
     def evaluate_batch(self, model: nn.Module, loss_fn: nn.Module, x: torch.Tensor,
                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's logits and both losses, as validation computes them (``dltrain-eval``)."""
-        return adversarial_losses(model, self.to_range(x), 1.0 - self.label_smoothing)
+        """D's logits and both losses, as validation computes them (``dltrain-eval``: one split,
+        its latents from the start as in the run's evaluations)."""
+        return adversarial_losses(model, self.to_range(x), self.eval_latents, 1.0 - self.label_smoothing)
 
     def make_optimizer(self, model: nn.Module, saved_groups: list[dict[str, Any]] | None = None
                        ) -> torch.optim.Optimizer:

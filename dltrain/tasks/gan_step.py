@@ -18,6 +18,28 @@ from torch import nn
 from dltrain.training.profiler import Profiler
 from dltrain.training.step import Forward, OptimizerStep, StepOptions
 
+EVAL_SEED = 1  # validation's, the test's and dltrain-eval's latents: never the run's random stream
+
+
+class EvalLatents:
+    """The latent vectors that validation, the test and ``dltrain-eval`` give the generator: from a
+    private CPU generator seeded with :data:`EVAL_SEED` again at each evaluation, one vector per
+    example in turn, so every evaluation of a split sees the same ones whatever its batch size,
+    and training draws the same numbers with or without validation."""
+
+    def __init__(self) -> None:
+        self.generator = torch.Generator()
+        self.restart()
+
+    def restart(self) -> None:
+        """The first example of the next evaluation gets the first vector again."""
+        self.generator.manual_seed(EVAL_SEED)
+
+    def __call__(self, n: int, latent_size: int, device: torch.device) -> torch.Tensor:
+        """The next ``n`` vectors ``(n, latent_size)`` on ``device``."""
+        drawn = [torch.randn(latent_size, generator=self.generator) for _ in range(n)]  # one draw per example
+        return torch.stack(drawn).to(device)
+
 
 class GanStep(OptimizerStep):
     """``step(x, y) -> (output, loss)`` for a :class:`~dltrain.models.dcgan.DCGAN`.
@@ -41,6 +63,7 @@ class GanStep(OptimizerStep):
         self.generator, self.discriminator = model.generator, model.discriminator
         self.discriminator_optimizer = discriminator_optimizer
         self.to_range, self.real_target = to_range, 1.0 - label_smoothing
+        self.eval_latents = EvalLatents()
 
     def latents(self, n: int, device: torch.device) -> torch.Tensor:
         """``n`` latent vectors from the device's own generator (saved and restored with the run's RNGs)."""
@@ -69,10 +92,7 @@ class GanStep(OptimizerStep):
         its loss per example ``(B, 1)``, whose mean it minimised."""
         with self.phase("forward"), self.autocast():
             real_logit, fake_logit = self.discriminator(real), self.discriminator(fake)  # (B, 1) each
-            d_terms = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, self.real_target),
-                                                          reduction="none")
-                       + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit),
-                                                            reduction="none"))
+            d_terms = discriminator_terms(real_logit, fake_logit, self.real_target)
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         with self.phase("backward"):
             d_terms.mean().backward()
@@ -105,23 +125,31 @@ class GanStep(OptimizerStep):
                 nn.utils.clip_grad_value_(network.parameters(), self.options.grad_clip_value)
             optimizer.step()
 
+    def begin_evaluation(self) -> None:
+        self.eval_latents.restart()
+
     def eval_outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor,
                               forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Validation and the test: :func:`adversarial_losses` of the batch, no update."""
         with self.autocast():
-            return adversarial_losses(self.model, self.real_images(x), self.real_target)
+            return adversarial_losses(self.model, self.real_images(x), self.eval_latents, self.real_target)
 
 
-def adversarial_losses(model: nn.Module, real: torch.Tensor, real_target: float = 1.0
+def adversarial_losses(model: nn.Module, real: torch.Tensor, latents: EvalLatents, real_target: float = 1.0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """D's logits on real images ``(B, C, H, W)`` in [-1, 1] and on as many generated ones, and
-    both losses, without updates (validation, the test, ``dltrain-eval``): the output's columns
-    as in training (G's column repeats D's: nothing was updated between), and D's loss plus G's."""
-    fake = model.generator(torch.randn(len(real), model.latent_size, device=real.device))
+    """D's logits on real images ``(B, C, H, W)`` in [-1, 1] and on as many generated ones (from
+    ``latents``), and both losses, without updates (validation, the test, ``dltrain-eval``): the
+    output's columns as in training (G's column repeats D's: nothing was updated between), and D's loss plus G's."""
+    fake = model.generator(latents(len(real), model.latent_size, real.device))
     real_logit, fake_logit = model.discriminator(real), model.discriminator(fake)  # (B, 1) each
-    d_terms = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, real_target),
-                                                  reduction="none")
-               + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit), reduction="none"))
+    d_terms = discriminator_terms(real_logit, fake_logit, real_target)
     g_loss = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
     output = torch.cat([real_logit, fake_logit, fake_logit, d_terms], dim=1).float()  # (B, 4)
     return output, d_terms.mean() + g_loss
+
+
+def discriminator_terms(real_logit: torch.Tensor, fake_logit: torch.Tensor, real_target: float) -> torch.Tensor:
+    """D's loss per example ``(B, 1)``: BCE of its logit on a real image against ``real_target``
+    plus that on a generated one against 0."""
+    return (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, real_target), reduction="none")
+            + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit), reduction="none"))

@@ -111,6 +111,9 @@ class OptimizerStep:
             output = forward(x)  # (B, num_outputs)
             return output, self.loss_fn(output, y)
 
+    def begin_evaluation(self) -> None:
+        """Called before each evaluation of a split (a GAN's step restarts its evaluation latents)."""
+
     def eval_outputs_and_loss(self, x: torch.Tensor, y: torch.Tensor,
                               forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """What validation and the test compute per batch: the outputs and their loss against

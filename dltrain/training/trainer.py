@@ -275,6 +275,7 @@ class Trainer:
         model.eval()
         forward = None if model is self.model else model  # the model's own forward may be compiled
         acc = MetricAccumulator(self.task)
+        self.step.begin_evaluation()
         for x, y in batches:
             output, loss = self.step.eval_outputs_and_loss(x, y, forward)
             acc.update(output, y, loss)

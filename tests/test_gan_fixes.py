@@ -1,0 +1,39 @@
+"""``task=gan``: evaluations draw their latents from a private generator (training's numbers do
+not depend on validation, and ``dltrain-eval`` repeats the run's test)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dltrain import train
+from dltrain.inference.evaluate import evaluate_checkpoint
+from tests.test_gan import SMALL
+from tests.test_resume import rows
+
+TWO_EPOCHS = [*SMALL, "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.early_stopping.enabled=false"]
+
+
+def train_columns(run_dir) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k.startswith("train_")} for row in rows(run_dir)]
+
+
+def test_validation_draws_nothing_from_the_runs_random_stream(compose, tmp_path):
+    every = tmp_path / "every"
+    train(compose([*TWO_EPOCHS, "trainer.val_every_n_epochs=1"]), run_dir=every)
+    second = tmp_path / "second"
+    train(compose([*TWO_EPOCHS, "trainer.val_every_n_epochs=2"]), run_dir=second)
+    validated = [not math.isnan(float(rows(run)[0]["val_loss"])) for run in (every, second)]
+    assert validated == [True, False]  # epoch 1 validated in one run only
+    assert train_columns(every) == train_columns(second)
+
+
+def test_eval_repeats_the_runs_test(compose, tmp_path):
+    summary = train(compose(TWO_EPOCHS), run_dir=tmp_path)
+    result = evaluate_checkpoint(tmp_path / "checkpoints" / "last.pt", device="cpu")
+    tested = json.loads((tmp_path / "summary.json").read_text())["test"]
+    assert summary["status"] == "completed"
+    for name in ("loss", "d_loss", "g_loss", "d_real", "d_fake"):
+        assert result["metrics"][name] == tested[name], name  # the same latents, the same numbers
