@@ -110,7 +110,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
             targets.append(y.cpu())
     result: dict[str, Any] = {
         "checkpoint": str(Path(ckpt).resolve()), "epoch": restored.state.get("epoch"), "split": split,
-        "dataset": cfg.data.name, "task": data.task, "num_examples": acc.count,
+        "dataset": cfg.data.name, "task": data.task, "objective": cfg.task.name, "num_examples": acc.count,
         "metrics": {**acc.compute(), **task.evaluate_model(restored.model)}, "overrides": dict(overrides or {}),
     }
     if outputs and task.writes_predictions:  # an autoencoder's outputs predict no y

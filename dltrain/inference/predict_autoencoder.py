@@ -3,7 +3,9 @@
 with ``returns=reconstructions`` the reconstruction's mean squared error (in the model's
 standardised input space, as the run's loss sees it with ``task.loss=mse``) and, for images, the
 file the reconstructed image is written to (``<output's name>-reconstructions/<n>.png``, pixels
-with the data's normalisation undone).
+with the data's normalisation undone). The folder lists the images it holds in ``MANIFEST``: a
+folder without one was not written by this tool and is never written into; a rerun replaces the
+images the last run listed (none left over from a longer input).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 #: What ``returns=`` may ask for: ``auto`` is the checkpoint's own kind of output.
 RETURNS = ("auto", "predictions", "latents", "reconstructions")
+#: The list of the images dltrain-predict wrote into a reconstructions folder: what marks it as its own.
+MANIFEST = "dltrain-predict.json"
 
 
 def is_autoencoder(restored: Restored) -> bool:
@@ -53,21 +57,49 @@ def resolve_returns(returns: str, restored: Restored, tool: str) -> str:
 
 
 def images_folder(output: Path) -> Path:
-    """Where ``returns=reconstructions`` writes the reconstructed images: beside ``output``.
+    """Where ``returns=reconstructions`` writes the reconstructed images: beside ``output``, a
+    folder that is new, empty or this tool's (its :data:`MANIFEST` lists every image in it); the
+    images an earlier run listed are removed, and the manifest restarted, before any is written.
 
     Raises:
-        UserError: the folder holds something this tool did not write (anything but ``<n>.png``).
+        UserError: the folder holds something this tool did not write (not in its manifest).
     """
     folder = output.with_name(f"{output.stem}-reconstructions")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, where the reconstructed images go: move it away or choose another "
                         "output=...")
     if folder.is_dir():
-        others = sorted(p.name for p in folder.iterdir() if not (p.suffix == ".png" and p.stem.isdigit()))
+        listed = _listed(folder)
+        others = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in listed)
         if others:
-            raise UserError(f"{folder} holds {', '.join(others[:3])}, which dltrain-predict did not write: move it "
-                            "away or choose another output=...")
+            raise UserError(f"{folder} holds {', '.join(others[:3])}, which dltrain-predict did not write (it lists "
+                            f"what it writes in {MANIFEST}): move it away or choose another output=...")
+        for name in listed:
+            (folder / name).unlink(missing_ok=True)
+    _write_manifest(folder, [])
     return folder
+
+
+def _listed(folder: Path) -> list[str]:
+    """The image names ``folder``'s manifest lists; none without a readable one. Only plain
+    ``<n>.png`` names count: the manifest is a file anyone can edit."""
+    import json
+
+    try:
+        names = json.loads((folder / MANIFEST).read_text())["images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and n.endswith(".png") and n[:-4].isdigit()]
+
+
+def _write_manifest(folder: Path, names: list[str]) -> None:
+    """List ``names`` as the images this tool wrote into ``folder`` (made if missing)."""
+    from dltrain.files import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / MANIFEST, {"written_by": "dltrain-predict", "images": names})
 
 
 def latent_rows(model: Any, x: torch.Tensor, ids: list[Any]) -> list[dict[str, Any]]:
@@ -98,7 +130,8 @@ def reconstruction_rows(model: Any, x: torch.Tensor, ids: list[Any], pixels: Any
 
     from dltrain.files import atomic_write
 
-    folder.mkdir(parents=True, exist_ok=True)
+    names = _listed(folder)
+    _write_manifest(folder, names + [f"{first + i}.png" for i in range(len(out))])  # listed before written
     images = (pixels(out) if pixels is not None else out).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     for i, image in enumerate(images):  # (C, H, W)
         name = f"{first + i}.png"

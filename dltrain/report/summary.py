@@ -19,8 +19,8 @@ from dltrain.files import write_json
 
 #: A run that trained: how training and the test ended, and what was trained on what.
 TRAINED = ("status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "monitor", "mode", "best_value",
-           "test", "test_weights", "num_params", "train_seconds", "task", "loss", "data", "device", "world_size",
-           "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions")
+           "test", "test_weights", "num_params", "train_seconds", "task", "objective", "loss", "data", "device",
+           "world_size", "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions")
 #: Keys a trained run's summary gains, after the others, once they apply: the ``last.pt`` an
 #: interrupted run saved, this segment's time, a signal after the last step, the end time, the
 #: weight averaging and its test beside the raw weights' (EMA, SWA), the time per phase
@@ -65,7 +65,9 @@ class RunSummary:
     test_weights: str | None = None
     num_params: int = 0
     train_seconds: float = 0.0  # the whole run's, over every resumed segment
-    task: str | None = None
+    task: str | None = None  # the data's task (multiclass, regression, ...): what its labels are
+    #: ``task=``: what training computed (supervised, autoencoder, gan); None in a summary written before it.
+    objective: str | None = None
     loss: str | None = None
     data: dict[str, int] = field(default_factory=dict)
     device: str | None = None

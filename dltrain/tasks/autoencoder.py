@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from dltrain.data.batches import shard_range
 from dltrain.errors import ConfigError
 from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, Task
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from dltrain.training.step import StepOptions
 
 Corrupt = Callable[[torch.Tensor], torch.Tensor]
-#: Seeds the noise of the noisy test inputs (batch i: NOISE_SEED + i): the same noise every run.
+#: Seeds the noise of the noisy test inputs (example i: NOISE_SEED + i): the same noise every run, however
+#: the test split is batched or sharded.
 NOISE_SEED = 0
 EPS = 1e-6  # bce: probabilities kept inside (0, 1), where the logarithms are finite
 
@@ -113,6 +115,7 @@ class AutoencoderTask(Task):
                               "below 1, e.g. task.noise=0.2.")
         self.loss_kind, self.denoise, self.noise = loss, denoise, noise
         self.corrupt = corruption(denoise, noise)
+        self._noisy_sum, self._noisy_count = 0.0, 0  # dltrain-eval's noisy_loss so far
 
     def check(self, data: DataSplits) -> None:
         if data.vocab_size is not None:
@@ -132,6 +135,24 @@ class AutoencoderTask(Task):
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x
 
+    def evaluate_batch(self, model: nn.Module, loss_fn: nn.Module, x: torch.Tensor,
+                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's loss, and (with ``denoise``) its ``noisy_loss`` as the run's test computed it:
+        the batches come in order, so example ``i``'s noise is drawn from ``NOISE_SEED + i``."""
+        from dltrain.tasks.autoencoder_outputs import noisy_examples
+
+        output, loss = super().evaluate_batch(model, loss_fn, x, y)
+        if self.corrupt is not None:
+            noisy = loss_fn(model(noisy_examples(x, self.corrupt, NOISE_SEED + self._noisy_count)), x)
+            self._noisy_sum += float(noisy) * len(x)  # dltrain-eval, not training: one read per batch is fine
+            self._noisy_count += len(x)
+        return output, loss
+
+    def evaluate_model(self, model: nn.Module) -> dict[str, float]:
+        if self.corrupt is None or not self._noisy_count:
+            return {}
+        return {"noisy_loss": self._noisy_sum / self._noisy_count}
+
     def make_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                   options: StepOptions, profiler: Profiler | None = None) -> OptimizerStep:
         return ReconstructionStep(model, optimizer, loss_fn, options, profiler, corrupt=self.corrupt)
@@ -141,7 +162,8 @@ class AutoencoderTask(Task):
         """``noisy_loss`` (with ``denoise``), then latents.csv, latents.png and reconstructions.png."""
         from dltrain.tasks.autoencoder_outputs import write_outputs
 
-        metrics = {"noisy_loss": noisy_loss(trainer, batches, self.corrupt)} if self.corrupt is not None else {}
+        start = shard_range(len(data.x_test), trainer.ranks.rank, trainer.ranks.world_size)[0]  # this rank's first
+        metrics = {"noisy_loss": noisy_loss(trainer, batches, self.corrupt, start)} if self.corrupt is not None else {}
         if self.is_main and self.run_dir is not None:
             write_outputs(self.run_dir, trainer.evaluated_model, data, self.corrupt, NOISE_SEED)
         return metrics
@@ -162,19 +184,21 @@ def pixel_map(data: DataSplits) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 @torch.no_grad()
-def noisy_loss(trainer: Any, batches: Any, corrupt: Corrupt) -> float:
-    """The test's reconstruction loss of noisy inputs against the clean ones, the noise of batch
-    ``i`` drawn from seed ``NOISE_SEED + i`` without touching the run's random numbers."""
-    from dltrain.tasks.autoencoder_outputs import noisy_copy
+def noisy_loss(trainer: Any, batches: Any, corrupt: Corrupt, start: int = 0) -> float:
+    """The test's reconstruction loss of noisy inputs against the clean ones, the noise of the
+    split's example ``i`` drawn from seed ``NOISE_SEED + i`` without touching the run's random
+    numbers (``start``: the position of ``batches``' first example in the split, this rank's shard's)."""
+    from dltrain.tasks.autoencoder_outputs import noisy_examples
 
     model = trainer.evaluated_model
     model.eval()
     forward = None if model is trainer.model else model
     acc = MetricAccumulator("reconstruction")
-    for i, (x, y) in enumerate(batches):
-        output, loss = trainer.step.outputs_and_loss(noisy_copy(x, corrupt, NOISE_SEED + i), x, forward)
+    for x, y in batches:  # an unshuffled split: its examples in order from start
+        output, loss = trainer.step.outputs_and_loss(noisy_examples(x, corrupt, NOISE_SEED + start), x, forward)
         acc.update(output, y, loss)
-    return trainer._reduce(acc)["loss"]
+        start += len(x)
+    return trainer.reduce(acc)["loss"]
 
 
 @TASKS.register("autoencoder", default_model="autoencoder")

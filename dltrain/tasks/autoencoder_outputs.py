@@ -70,12 +70,17 @@ def encode_split(model: nn.Module, x: torch.Tensor | Any) -> torch.Tensor:
         model.train(was_training)
 
 
-def noisy_copy(x: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor], seed: int) -> torch.Tensor:
-    """``corrupt(x)`` with random numbers of its own: the run's generators are left as they were."""
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return corrupt(x)
+def noisy_examples(x: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor], seed: int) -> torch.Tensor:
+    """``corrupt`` of each example of ``x`` apart, example ``j``'s noise drawn on the CPU from seed
+    ``seed + j``: a split's noise depends on each example's position alone, not on its batches,
+    its shards or the device (the run's generators are left as they were)."""
+    cpu = x.detach().cpu()
+    with torch.random.fork_rng(devices=[]):
+        noisy = []
+        for j in range(len(cpu)):
+            torch.manual_seed(seed + j)
+            noisy.append(corrupt(cpu[j:j + 1]))
+    return torch.cat(noisy).to(x.device) if noisy else x.clone()
 
 
 @torch.no_grad()
@@ -94,7 +99,7 @@ def write_reconstructions(run_dir: Path, model: nn.Module, data: DataSplits,
     try:
         panels = [("input", x)]
         if corrupt is not None:
-            noisy = noisy_copy(x, corrupt, seed)
+            noisy = noisy_examples(x, corrupt, seed)  # the examples noisy_loss reads first
             panels.append(("noisy input", noisy))
             panels.append(("reconstruction", model(noisy)))
         else:

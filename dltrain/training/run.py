@@ -273,7 +273,8 @@ def _summary(run: _Run, exp: Experiment, trainer: Trainer) -> RunSummary:
     data, stopper = exp.data, trainer.stopper
     return RunSummary(
         "failed", monitor=stopper.monitor, mode=watched_mode(stopper),
-        num_params=sum(p.numel() for p in exp.model.parameters()), task=data.task, loss=exp.loss_name,
+        num_params=sum(p.numel() for p in exp.model.parameters()), task=data.task, objective=run.cfg.task.name,
+        loss=exp.loss_name,
         data=data.sizes, device=str(trainer.device), world_size=run.ranks.world_size,
         resumed_from=str(run.resume.path) if run.resume else None,
         validation=f"{data.sizes['num_val']} examples" if data.has_validation else "none (data.val_fraction=0)",

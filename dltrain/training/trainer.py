@@ -244,9 +244,9 @@ class Trainer:
                 self.step_checkpoints.write(self)
             if self.global_step == self.budget.max_steps:  # trainer.max_steps: the epoch ends here
                 break
-        return self._reduce(acc)
+        return self.reduce(acc)
 
-    def _reduce(self, acc: MetricAccumulator) -> dict[str, float]:
+    def reduce(self, acc: MetricAccumulator) -> dict[str, float]:
         """The metrics of ``acc`` over every rank's examples (this rank's alone in one process)."""
         if not self.ranks.distributed:
             return acc.compute()
@@ -285,7 +285,7 @@ class Trainer:
                 self.guard.after_validation_batch(self.epoch + 1)
         if stoppable:
             self.guard.after_validation(self.epoch + 1)
-        return self._reduce(acc)
+        return self.reduce(acc)
 
     def fit(self, train_batches: Batches, val_batches: Batches | None) -> str:
         """Train until ``max_epochs``, ``budget.max_steps`` or an early stop (continuing where :meth:`load_state_dict`
