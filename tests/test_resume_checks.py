@@ -17,7 +17,8 @@ from dltrain.training.resume import CHANGEABLE, flatten
 FAST = ["model.hidden=[16]", "trainer.batch_size=256", "trainer.diagnostics=false"]
 
 #: Every key the composed default config has now that a checkpoint of the config before
-#: the training features (accumulation, budgets, averaging, MixUp, step checkpoints) lacks.
+#: the training features (accumulation, budgets, averaging, MixUp, step checkpoints), model=mlp's
+#: start weights and the task= group lacks.
 ADDED = (
     "regularization.augment_params.cutmix.alpha", "regularization.augment_params.cutmix.p",
     "regularization.augment_params.erasing.p", "regularization.augment_params.erasing.ratio",
@@ -29,6 +30,8 @@ ADDED = (
     "trainer.checkpoint.save_top_k", "trainer.deterministic", "trainer.limit_train_batches",
     "trainer.limit_val_batches", "trainer.max_steps", "trainer.max_time", "trainer.overfit_batches",
     "trainer.profiler", "trainer.profiler_steps", "trainer.val_every_n_epochs",
+    # model=mlp's start-weights keys (an autoencoder's encoder as its first layers) and the task= group
+    "model.backbone_lr", "model.freeze", "model.freeze_epochs", "model.weights", "task.name",
 )
 #: The keys of that older default config.
 OLDER = (
@@ -54,10 +57,14 @@ OLDER = (
 
 
 def _drop(config: dict, key: str) -> None:
+    """Remove ``key``, and its node once empty: an older config had no such node (``task``)."""
     *path, leaf = key.split(".")
+    parent, node = None, config
     for part in path:
-        config = config[part]
-    del config[leaf]
+        parent, node = node, node[part]
+    del node[leaf]
+    if parent is not None and not node:
+        del parent[path[-1]]
 
 
 def test_a_checkpoint_without_every_added_key_resumes(compose, tmp_path):

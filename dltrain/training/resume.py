@@ -34,6 +34,7 @@ from dltrain.training.budget import parse_max_time
 from dltrain.training.callbacks import EarlyStopping
 from dltrain.training.checkpoint import load_checkpoint, seconds_so_far
 from dltrain.training.distributed import Ranks
+from dltrain.training.optimizer_state import BadOptimizerState
 
 if TYPE_CHECKING:
     from dltrain.loggers import RunLogger
@@ -67,7 +68,9 @@ CHANGEABLE = (*RUN_CONTROL, "data.root", "data.path", "data.download", "data.in_
 ADDED_KEYS = ("init.gain", "trainer.limit_train_batches", "trainer.overfit_batches", "trainer.accumulate_grad_batches",
               "regularization.ema_decay", "regularization.ema_warmup", "regularization.swa_start",
               "regularization.swa_lr", "regularization.swa_anneal_epochs", "regularization.evaluate_averaged",
-              "task.name")  # task.name: a checkpoint from before task= trained task=supervised
+              "task.name",  # task.name: a checkpoint from before task= trained task=supervised
+              # model=mlp took the start-weights keys later: an older mlp checkpoint has none of them
+              "model.weights", "model.freeze", "model.freeze_epochs", "model.backbone_lr")
 
 #: Keys that decide the model's layers and weights' shapes.
 ARCHITECTURE = ("model.", "regularization.dropout", "regularization.batch_norm", "loss.", "data.")
@@ -445,7 +448,7 @@ def continue_run(trainer: Trainer, resume: Resume, run_dir: Path, main: bool, me
     except RuntimeError as err:  # weights of another shape: other data behind data.path, say
         raise ConfigError(f"resume={resume.path}: the checkpoint's weights do not fit the model this config builds "
                           f"({first_line(err)}): point data.* at the data the run was trained on") from err
-    except BadTaskState as err:  # the task's own entry (task=), damaged or crafted
+    except (BadTaskState, BadOptimizerState) as err:  # an optimizer's or the task's own entry, damaged or crafted
         raise ConfigError(f"resume={resume.path}: the checkpoint's {first_line(err)}: resume a checkpoint "
                           "dltrain wrote, or train a new run") from None
     if not main:
