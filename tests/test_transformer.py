@@ -219,7 +219,8 @@ def text_run(tmp_path_factory) -> Path:
     texts = write_texts(root / "texts.csv")
     summary = train(compose(["model=transformer", "device=cpu", "trainer.fast_dev_run=true", "data=text_csv",
                              f"data.path={texts}", "model.d_model=8", "model.num_heads=2", "model.ff_dim=16",
-                             "model.positional=learned", "model.max_length=16", "model.pooling=mean"]),
+                             "model.num_layers=1", "model.positional=learned", "model.max_length=16",
+                             "model.pooling=mean", "trainer.diagnostics=false"]),
                     run_dir=root / "run")
     assert summary["status"] == "completed" and math.isfinite(summary["test"]["loss"])
     return root / "run"
@@ -240,6 +241,7 @@ EXACT = ["model=transformer", "model.d_model=16", "model.num_heads=2", "model.ff
          "scheduler.T_max=3", "trainer.batch_size=64", "trainer.limit_train_batches=4", "trainer.diagnostics=false"]
 
 
+@pytest.mark.slow  # tests/test_resume.py's mid-epoch interrupt of model=transformer checks more, by default
 def test_resume_equals_the_uninterrupted_run(compose, tmp_path):
     straight = tmp_path / "straight"
     train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=straight)
@@ -262,21 +264,56 @@ def test_a_traced_graph_computes_the_positions_of_any_length_alike(monkeypatch, 
         assert model(torch.cat([x, torch.ones(2, 4, dtype=x.dtype)], dim=1)).shape == (2, 3)  # past max_length
 
 
-@pytest.mark.parametrize("fmt", ["onnx", pytest.param("exported_program", marks=pytest.mark.slow)])
-def test_a_text_transformer_exports_and_verifies(text_run, fmt):
+@pytest.fixture(scope="module")
+def text_onnx(text_run) -> tuple[Path, str]:
+    """The text transformer exported to ONNX: (its folder, what dltrain-export printed)."""
     from tests.test_export_recurrent import export
 
-    folder, printed = export(text_run / "checkpoints" / "best.pt", fmt)
+    return export(text_run / "checkpoints" / "best.pt", "onnx")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("exported_program", marks=pytest.mark.slow)])
+def test_a_text_transformer_exports_and_verifies(text_run, text_onnx, fmt):
+    from tests.test_export_recurrent import export
+
+    folder, printed = text_onnx if fmt == "onnx" else export(text_run / "checkpoints" / "best.pt", fmt)
     assert printed.splitlines()[0].startswith("dltrain-export: largest difference: ")
     assert (folder / "vocab.txt").is_file() and (folder / "model.json").is_file()
+
+
+def test_the_onnx_export_reads_texts_longer_than_the_learned_positions(text_run, text_onnx, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    from dltrain.inference.restore import load_model
+
+    session = ort.InferenceSession(str(text_onnx[0] / "model.onnx"), providers=["CPUExecutionProvider"])
+    (name,) = [i.name for i in session.get_inputs()]
+    model = load_model(text_run / "checkpoints" / "best.pt", "cpu").model.eval()
+    ids = torch.randint(1, model.embed.num_embeddings, (3, 25), generator=torch.Generator().manual_seed(0))
+    assert ids.shape[1] > model.positions.max_length  # 25 tokens, 16 learned positions
+    with torch.no_grad():
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the positions as the graph computes them
+        p = torch.sigmoid(model(ids))  # (3, 1): the binary logit
+    (probabilities,) = session.run(None, {name: ids.numpy()})
+    torch.testing.assert_close(torch.from_numpy(probabilities), torch.cat([1 - p, p], dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_predict_refuses_a_text_longer_than_the_learned_positions_in_one_line(text_run, tmp_path, capsys):
+    from dltrain.inference.predict import main as predict_main
+    from tests.conftest import tool_error
+
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\nGood movie\n" + "Bad " * 30 + "\n")
+    err = tool_error(capsys, predict_main, "dltrain-predict",
+                     [f"ckpt={text_run / 'checkpoints' / 'best.pt'}", f"input={texts}", f"output={tmp_path / 'p.csv'}"])
+    assert "model.max_length=16" in err and not (tmp_path / "p.csv").exists()
 
 
 def test_the_benchmark_s_runs_compose_and_pair_each_data_with_a_transformer(compose):
     from benchmarks.transformer_vs_lstm import command, runs
 
     planned = runs("samples/mnist-8k")
-    for _, keys in planned:
-        args = command(keys, "outputs/x")[1:]
+    for data in dict.fromkeys(data for data, _ in planned):  # one command per data set: composing is slow
+        args = command(next(keys for d, keys in planned if d == data and "model=transformer" in keys), "outputs/x")[1:]
         assert args[-1] == "hydra.run.dir=outputs/x"
         compose(args[:-1])
     for data in {data for data, _ in planned}:
