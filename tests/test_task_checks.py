@@ -44,3 +44,21 @@ def test_predict_and_export_refuse_a_model_its_task_cannot_train(mlp_ckpt, tmp_p
                      [f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'export'}"])
     assert str(ckpt) in err and f"model=mlp cannot be trained by its task={task}" in err
     assert not (tmp_path / "export").exists()
+
+
+def test_dropout_with_the_conv_encoder_is_refused_as_the_config_is_checked():
+    from dltrain.config.conflicts import check_conflicts
+    from dltrain.errors import ConfigError
+
+    cfg = compose(["task=autoencoder", "model.encoder=conv", "regularization.dropout=0.2"])
+    with pytest.raises(ConfigError, match=r"regularization.dropout=0.2 does not apply to model.encoder=conv"):
+        check_conflicts(cfg)
+    check_conflicts(compose(["task=autoencoder", "model.encoder=mlp", "regularization.dropout=0.2"]))
+
+
+def test_dltrain_eval_s_help_says_which_checkpoints_get_no_report_folder(capsys):
+    from dltrain.inference.evaluate import main as eval_main
+
+    with pytest.raises(SystemExit):
+        eval_main(["--help"])
+    assert "an autoencoder's or a GAN's checkpoint gets eval.json alone" in capsys.readouterr().out

@@ -29,3 +29,8 @@ def check_autoencoder_options(cfg: DictConfig) -> None:
     for refused, key, what in refusals:
         if refused:
             raise ConfigError(f"{key} does not apply to task=autoencoder: {what}.")
+    model = cfg.get("model")
+    if model is not None and model.get("name") == "autoencoder" and model.get("encoder") == "conv" \
+            and reg.dropout != 0:
+        raise ConfigError(f"regularization.dropout={reg.dropout} does not apply to model.encoder=conv (dropout "
+                          "follows the mlp encoder's dense layers): set it to 0, or use model.encoder=mlp.")
