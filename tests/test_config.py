@@ -49,8 +49,8 @@ def test_types_are_converted(compose):
 BAD = [
     ("optim.lrr=0.1", "optim.lrr is not a config key"),
     ("trainer.max_epochs=abc", "trainer.max_epochs"),
-    ("model=nosuch", "model=nosuch is not a known option: choose one of cnn, custom, gru, lenet5, lstm, mlp, "
-     "mnist_net, mnist_rnn, notes_cnn, resnet_small, rnn, sequential"),
+    ("model=nosuch", "model=nosuch is not a known option: choose one of autoencoder, cnn, custom, dcgan, gru, "
+     "lenet5, lstm, mlp, mnist_net, mnist_rnn, notes_cnn, resnet_small, rnn, sequential, torchvision, transformer"),
     ("optim.lr=-1", "optim.lr=-1.0 is out of range: it must be >= 0"),
     ("trainer.batch_size=0", "trainer.batch_size=0 is out of range: it must be >= 1"),
     ("regularization.dropout=1.5", "regularization.dropout=1.5 is out of range: it must be < 1"),
@@ -70,7 +70,8 @@ BAD = [
     ("init.value=inf", "init.value is not a config key"),
     ("regularization.augment=rotate", "regularization.augment=rotate is not a list: write it in brackets, "
                                       "e.g. regularization.augment=[rotate]"),
-    ("model.dropout=0.5", "only model=rnn, lstm, gru, mnist_rnn have it; for this model set regularization.dropout"),
+    ("model.dropout=0.5", "only model=rnn, lstm, gru, mnist_rnn, transformer have it; for this model set "
+     "regularization.dropout"),
     ("loss.class_weights=[1,2]", "only loss=cross_entropy, nll have it"),
     ("optim.lr=nan", "optim.lr=nan is not valid: expected a finite number"),
     ("~optim.lr", "optim.lr cannot be removed: dltrain needs it, so set it (optim.lr=...) instead"),

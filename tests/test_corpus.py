@@ -481,7 +481,7 @@ CONFIG = [  # composition and validation: stopped before any run directory exist
     bad("removed-group-key", "dltrain", ["~optim.lr"], "optim.lr cannot be removed"),
     bad("bad-interpolation", "dltrain", ["seed=${nosuch}"], "seed: Interpolation key 'nosuch' not found"),
     bad("option-name-mismatch", "dltrain", ["optim.name=sgd"], "does not match the optim config loaded"),
-    bad("key-of-another-option", "dltrain", ["model.dropout=0.5"], "only model=rnn, lstm, gru, mnist_rnn have it"),
+    bad("key-of-another-option", "dltrain", ["model.dropout=0.5"], "only model=rnn, lstm, gru, mnist_rnn, transformer have it"),
     bad("unquoted-parentheses", "dltrain", ["data.function=sin(3*x)"], "quote the value"),
     bad("not-key-value", "dltrain", ["optim.lr"], "Error parsing override 'optim.lr'", "write overrides as key=value"),
     bad("custom-key-without-plus", "dltrain", ["model=custom", "model._target_=tests.nets.TinyNet", "model.width=3"],

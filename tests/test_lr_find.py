@@ -170,16 +170,16 @@ def test_command_replaces_the_learning_rate_given() -> None:
 
 
 def test_the_ramp_keeps_the_backbone_groups_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dltrain.training.lr_find as finder
+    import dltrain.training.step as steps
 
     seen: list[list[float]] = []
 
-    class Recording(finder.OptimizerStep):
+    class Recording(steps.OptimizerStep):
         def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             seen.append([group["lr"] for group in self.optimizer.param_groups])
             return super().__call__(x, y)
 
-    monkeypatch.setattr(finder, "OptimizerStep", Recording)
+    monkeypatch.setattr(steps, "OptimizerStep", Recording)  # the task's make_step builds the step from it
     finding = lr_find(compose(["model=cnn", "model.backbone_lr=0.1"]), num_steps=10)
     assert len(seen) == 10 and len(seen[0]) > 1
     for lrs, lr in zip(seen, finding.lrs, strict=True):
