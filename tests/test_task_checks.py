@@ -62,3 +62,16 @@ def test_dltrain_eval_s_help_says_which_checkpoints_get_no_report_folder(capsys)
     with pytest.raises(SystemExit):
         eval_main(["--help"])
     assert "an autoencoder's or a GAN's checkpoint gets eval.json alone" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", [["x"], {"name": "x"}])
+def test_resume_from_a_checkpoint_whose_task_is_no_option_names_the_file(mlp_ckpt, tmp_path, task):
+    from dltrain.errors import ConfigError
+
+    state = torch.load(mlp_ckpt.with_name("last.pt"), weights_only=True)
+    state["config"]["task"] = task
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    cfg = compose([f"resume={path}", "device=cpu", "trainer.diagnostics=false"])
+    with pytest.raises(ConfigError, match=rf"^resume={path}: its config's task .* is not an option"):
+        train(cfg, run_dir=tmp_path / "run")

@@ -362,6 +362,7 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
     check_stored_config(found, state["config"], target=named_target(cfg.model), trust_code=cfg.trust_code,
                         naming="model=custom model._target_=")
     saved = upgraded(state["config"])  # a run written when the logger group held one logger too
+    check_saved_groups(found, saved)
     merged = resumed_config(cfg, saved, explicit_keys(cfg))
     merged.trust_code = cfg.trust_code
     validate(merged)
@@ -370,6 +371,22 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
     resume = Resume(found, state, merged)
     check_length(found, state, saved, merged, finished=resume.nothing_left() is not None)
     return resume
+
+
+def check_saved_groups(path: Path, saved: dict[str, Any]) -> None:
+    """Refuse a stored config whose one-option group (``task``, ``model``, ...) is not an option's
+    keys (a list, a name this version has no option of): the file was changed after training.
+    A group missing altogether was written before the group existed, and takes its default.
+
+    Raises:
+        ConfigError: naming the checkpoint and the group.
+    """
+    for group, options in ONE_OPTION_GROUPS.items():
+        node = saved.get(group)
+        if group in saved and not (isinstance(node, dict) and node.get("name") in options):
+            raise ConfigError(f"resume={path}: its config's {group} ({node!r:.60}) is not an option of this dltrain "
+                              f"version ({', '.join(options)}): the file was changed after training, or another "
+                              "version wrote it; resume a checkpoint dltrain wrote, with that version.")
 
 
 #: Schedules stepped per optimizer step over a length fixed when the run started.
