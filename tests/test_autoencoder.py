@@ -174,6 +174,7 @@ EXACT = [*AE, "task.denoise=gaussian", "regularization.dropout=0.2", "model.hidd
          "trainer.limit_train_batches=6", "trainer.early_stopping.patience=9"]
 
 
+@pytest.mark.slow  # tests/test_resume.py's mid-epoch interrupt of a denoising task=autoencoder runs by default
 def test_an_interrupted_denoising_autoencoder_resumes_exactly(compose, tmp_path, monkeypatch):
     train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "straight")
     step = Trainer.train_step
@@ -198,7 +199,8 @@ def test_an_interrupted_denoising_autoencoder_resumes_exactly(compose, tmp_path,
 
 
 def test_dltrain_eval_reports_the_reconstruction_loss(compose, tmp_path):
-    summary = train(compose([*AE, "trainer.max_epochs=2", "model.encoder=conv"]), run_dir=tmp_path / "run")
+    summary = train(compose([*AE, "trainer.max_epochs=2", "model.encoder=conv", "trainer.limit_train_batches=2",
+                             "trainer.diagnostics=false"]), run_dir=tmp_path / "run")
     result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")
     assert set(result["metrics"]) == {"loss"}
     assert result["metrics"]["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)

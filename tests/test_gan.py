@@ -217,6 +217,7 @@ def test_the_latent_batch_is_drawn_from_the_runs_seed(compose, tmp_path):
     assert torch.equal(latents, torch.randn(5, 8, generator=torch.Generator().manual_seed(3)))
 
 
+@pytest.mark.slow  # tests/test_resume.py's mid-epoch interrupt of task=gan runs by default
 def test_one_epoch_then_resume_equals_three_straight(compose, tmp_path):
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     exact = [*SMALL, "task.label_smoothing=0.1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1"]
@@ -235,6 +236,7 @@ def test_one_epoch_then_resume_equals_three_straight(compose, tmp_path):
                                b["task"]["discriminator_optimizer"]["state"].values(), strict=True))
 
 
+@pytest.mark.slow  # the same check as tests/test_resume.py's task=gan parametrization, which runs by default
 def test_an_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, monkeypatch):
     exact = [*SMALL, "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.max_epochs=2"]
     train(compose(exact), run_dir=tmp_path / "straight")

@@ -107,7 +107,7 @@ def test_the_loop_calls_a_task_s_step_epoch_row_state_and_test_hooks(compose, tm
 
 
 def test_a_damaged_task_entry_is_one_line_naming_the_checkpoint(compose, tmp_path, counting):
-    cfg = compose(["trainer.max_epochs=1", "trainer.limit_train_batches=2", "device=cpu"])
+    cfg = compose(["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.diagnostics=false", "device=cpu"])
     cfg.task.name = "counting"
     train(cfg, run_dir=tmp_path / "run")
     last = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -122,7 +122,8 @@ def test_a_damaged_task_entry_is_one_line_naming_the_checkpoint(compose, tmp_pat
 
 
 def test_a_checkpoint_from_before_tasks_resumes_as_supervised(compose, tmp_path):
-    train(compose(["trainer.max_epochs=1", "device=cpu"]), run_dir=tmp_path / "old")
+    train(compose(["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.diagnostics=false", "device=cpu"]),
+          run_dir=tmp_path / "old")
     last = tmp_path / "old" / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=True)
     del state["task"], state["config"]["task"]  # what a checkpoint written before task= holds
