@@ -4,6 +4,7 @@ command is one ReadmeError quoting it; benchmarks/transformer_vs_lstm.py's table
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,18 @@ def test_the_measured_by_command_is_the_script_with_its_arguments() -> None:
     assert invocation("benchmarks.x", []) == "python -m benchmarks.x"
 
 
-def test_a_failed_command_is_a_readme_error_naming_it() -> None:
-    with pytest.raises(ReadmeError, match=r"`dltrain no_such_group=1` exited with [1-9]"):
-        run(["dltrain", "no_such_group=1"])
+def test_a_failed_command_is_a_readme_error_naming_it_and_quoting_its_output(monkeypatch, tmp_path) -> None:
+    # a stand-in for the dltrain entry point: prints what it was given and whether HYDRA_FULL_ERROR reached it
+    script = ("import os, sys; print(sys.argv[1:], os.environ.get('HYDRA_FULL_ERROR'), os.environ['OMP_NUM_THREADS']); "
+              "sys.exit(3)")
+    monkeypatch.setattr("benchmarks.commands.dltrain_command", lambda: [sys.executable, "-c", script])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ReadmeError) as err:
+        run(["dltrain", "seed=1"], {"OMP_NUM_THREADS": "1"})
+    assert str(err.value) == "`dltrain seed=1` exited with 3:\n['seed=1'] None 1\n"
+    script = f"import pathlib; pathlib.Path({str(tmp_path)!r}, 'summary.json').write_text('{{\"epochs_run\": 2}}')"
+    assert run(["dltrain", f"hydra.run.dir={tmp_path}"]) == {"epochs_run": 2}
+    assert run(["dltrain", "-m", "seed=1,2"]) == {}  # a sweep: no run directory of its own
 
 
 def test_a_row_shows_epochs_seconds_per_epoch_and_the_best_validation_accuracy(tmp_path: Path) -> None:

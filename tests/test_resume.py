@@ -153,7 +153,8 @@ def test_each_new_kind_interrupted_mid_epoch_then_resumed_equals_straight(compos
     assert len(rows(tmp_path / "straight")) == 2 and rows(tmp_path / "resumed") == rows(tmp_path / "straight")
     resumed, straight_ = (torch.load(run / "checkpoints" / "last.pt", weights_only=True)
                           for run in (tmp_path / "resumed", tmp_path / "straight"))
-    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", tmp_path / "straight" / "checkpoints" / "last.pt")
+    assert same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt",
+                        tmp_path / "straight" / "checkpoints" / "last.pt")
     assert same_state(resumed.get("task"), straight_.get("task"))  # the GAN's latents and D's optimizer
     assert summary["test"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["test"]
 
