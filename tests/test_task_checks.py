@@ -75,3 +75,45 @@ def test_resume_from_a_checkpoint_whose_task_is_no_option_names_the_file(mlp_ckp
     cfg = compose([f"resume={path}", "device=cpu", "trainer.diagnostics=false"])
     with pytest.raises(ConfigError, match=rf"^resume={path}: its config's task .* is not an option"):
         train(cfg, run_dir=tmp_path / "run")
+
+
+def test_the_config_checks_facts_are_the_registries():
+    from dltrain.config.task_conflicts import DATA_INPUTS, MODEL_TASKS, TASK_INPUTS, TASK_MODELS
+    from dltrain.data import DATASETS
+    from dltrain.models import MODELS
+    from dltrain.tasks import TASKS
+
+    assert {n: MODEL_TASKS.get(n, ("supervised",)) for n in MODELS.names()} == {
+        n: MODELS.facts(n).tasks for n in MODELS.names()}
+    assert DATA_INPUTS == {n: DATASETS.facts(n).inputs for n in DATASETS.names()}
+    assert {n: TASK_MODELS.get(n) for n in TASKS.names()} == {n: TASKS.facts(n).default_model for n in TASKS.names()}
+    assert {n: TASK_INPUTS.get(n) for n in TASKS.names()} == {n: TASKS.facts(n).inputs for n in TASKS.names()}
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["model=transformer", "model.num_heads=3", "model.d_model=64"],
+     "dltrain: error: model.num_heads=3 does not divide model.d_model=64 (each head reads d_model / num_heads "
+     "features): set model.num_heads to one of 1, 2, 4, 8, 16, 32, 64 or model.d_model to a multiple of it."),
+    (["model=autoencoder"], "dltrain: error: model=autoencoder cannot be trained by task=supervised (it serves "
+     "task=autoencoder): use task=autoencoder."),
+    (["task=gan", "data=moons"], "dltrain: error: task=gan trains on images or ink_counts, and data=moons gives "
+     "points: use data=cifar10, digits, fashion_mnist, image_folder, mnist or svhn, or another task=."),
+])
+def test_config_errors_of_task_model_and_data_leave_no_run_directory(tmp_path, args, line):
+    from tests.conftest import run_cli
+
+    result = run_cli([*args, "hydra.run.dir=run"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stdout + result.stderr == line + "\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_config_checks_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dltrain import compose; from dltrain.config.conflicts import check_conflicts\n"
+            "try:\n check_conflicts(compose(['task=gan', 'data=moons']))\nexcept Exception as e: print(e)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [out.splitlines()[0], "False"] and "task=gan trains on" in out

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from dltrain.config.autoencoder_conflicts import check_autoencoder_options
 from dltrain.config.gan_conflicts import check_gan_options
+from dltrain.config.task_conflicts import check_task_options
 from dltrain.errors import ConfigError
 
 
@@ -32,6 +33,7 @@ def check_conflicts(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer")
     if trainer is not None and "deterministic" in trainer and "cudnn_benchmark" in trainer:
         check_deterministic(bool(trainer.deterministic), bool(trainer.cudnn_benchmark))
+    check_task_options(cfg)  # the model, the data and the task go together
     task = cfg.get("task")
     if task is not None and task.get("name") == "gan" and trainer is not None:
         check_gan_options(cfg)

@@ -205,13 +205,11 @@ def check_task_fits(task: str, data: str, data_inputs: str | None, world_size: i
     Raises:
         ConfigError: one line naming ``data=`` or the processes, and what to do.
     """
+    from dltrain.config.task_conflicts import refuse_data
     from dltrain.data import DATASETS
 
     facts = TASKS.facts(task)
-    if facts.inputs is not None and data_inputs not in facts.inputs:
-        fits = [name for name in DATASETS.names() if DATASETS.facts(name).inputs in facts.inputs]
-        raise ConfigError(f"task={task} trains on {' or '.join(facts.inputs)}, and data={data} gives "
-                          f"{data_inputs or 'none'}: use data={', '.join(fits[:-1])} or {fits[-1]}, or another task=.")
+    refuse_data(task, data, data_inputs, facts.inputs, {name: DATASETS.facts(name).inputs for name in DATASETS.names()})
     if world_size > 1 and not facts.distributed:
         raise ConfigError(f"task={task} trains in one process, and this run has {world_size} (torchrun or Slurm): "
                           "run it as one process.")
@@ -224,9 +222,6 @@ def check_model_task(task: str, model: str, model_tasks: tuple[str, ...]) -> Non
     Raises:
         ConfigError: the model does not serve the task.
     """
-    if task in model_tasks:
-        return
-    serves = " or ".join(f"task={name}" for name in model_tasks)
-    use = TASKS.facts(task).default_model
-    instead = f"use model={use} (task={task}'s own: drop model=)" if use else f"use {serves}"
-    raise ConfigError(f"model={model} cannot be trained by task={task} (it serves {serves}): {instead}.")
+    from dltrain.config.task_conflicts import refuse_model_task
+
+    refuse_model_task(task, model, model_tasks, TASKS.facts(task).default_model)
