@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from dltrain.tasks.base import BadTaskState
+from dltrain.training.optimizer_state import load_checked_optimizer_state
 
 LATENTS, D_OPTIMIZER = "latents", "discriminator_optimizer"
-ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def _refuse(what: str) -> BadTaskState:
@@ -36,29 +36,10 @@ def checked_latents(entry: Any, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def load_adam_state(optimizer: torch.optim.Optimizer, entry: Any) -> None:
-    """Load a saved optimizer state into ``optimizer`` (the discriminator's Adam), once it has
-    the groups, parameter count and per-parameter moments (each of its parameter's shape,
-    floating point) that ``optimizer`` keeps.
+    """Load a saved optimizer state into ``optimizer`` (the discriminator's Adam), checked as the
+    run's optimizer is (:func:`~dltrain.training.optimizer_state.load_checked_optimizer_state`).
 
     Raises:
-        BadTaskState: any of them differs (the resume names the checkpoint in its one line).
+        BadOptimizerState: anything it refuses (the resume names the checkpoint in its one line).
     """
-    what = "discriminator's optimizer state (task=gan's) is"
-    if not (isinstance(entry, dict) and isinstance(entry.get("state"), dict)
-            and isinstance(entry.get("param_groups"), list)):
-        raise _refuse(f"{what} a {type(entry).__name__} without state and param_groups")
-    try:
-        optimizer.load_state_dict(entry)
-    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:  # torch's checks of the groups
-        raise _refuse(f"{what} for other parameters ({str(err).splitlines()[0] if str(err) else err!r})") \
-            from None
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if not isinstance(state, dict):
-                raise _refuse(f"{what} damaged (a {type(state).__name__} for a parameter)")
-            for key, value in state.items():
-                wanted = p.shape if key in ADAM_MOMENTS else torch.Size([])
-                if not (torch.is_tensor(value) and value.is_floating_point() and value.shape == wanted):
-                    raise _refuse(f"{what} damaged ({key} of a parameter of shape {tuple(p.shape)} "
-                                  f"is {tuple(value.shape) if torch.is_tensor(value) else type(value).__name__})")
+    load_checked_optimizer_state(optimizer, entry, "discriminator's optimizer state (task=gan's)")

@@ -14,6 +14,7 @@ from dltrain.optim import match_state_layouts
 from dltrain.training.averaging import STATE_KEY as AVERAGED_KEY
 from dltrain.training.checkpoint import seconds_so_far, to_cpu
 from dltrain.training.metrics import MetricAccumulator
+from dltrain.training.optimizer_state import load_checked_optimizer_state
 from dltrain.training.rng import restore_rank_rng, rng_state
 
 # The trainer imports this module, so it is typed ``Any`` here: a Trainer, its state read and set.
@@ -88,7 +89,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.model.load_state_dict(state["model"])
     if trainer.averaging is not None:  # an older checkpoint (no averaged_model) starts it again
         trainer.averaging.load_state_dict(state.get(AVERAGED_KEY))
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    load_checked_optimizer_state(trainer.optimizer, state["optimizer"], "optimizer state")
     match_state_layouts(trainer.optimizer)
     if trainer.scheduler is not None and state.get("scheduler") is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
