@@ -37,3 +37,18 @@ def test_eval_repeats_the_runs_test(compose, tmp_path):
     assert summary["status"] == "completed"
     for name in ("loss", "d_loss", "g_loss", "d_real", "d_fake"):
         assert result["metrics"][name] == tested[name], name  # the same latents, the same numbers
+
+
+def test_a_gans_checkpoint_without_its_task_entry_is_one_line(compose, tmp_path):
+    import torch
+
+    from dltrain.errors import ConfigError
+
+    train(compose([*SMALL, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]), run_dir=tmp_path / "first")
+    state = torch.load(tmp_path / "first" / "checkpoints" / "last.pt", weights_only=True)
+    del state["task"]
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    with pytest.raises(ConfigError, match=rf"^resume={crafted}: the checkpoint's task entry is missing \(task=gan "
+                                          r"saves the discriminator's optimizer and the fixed latent batch there\)"):
+        train(compose([*TWO_EPOCHS, f"resume={crafted}"]), run_dir=tmp_path / "resumed")

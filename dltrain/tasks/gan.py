@@ -148,8 +148,9 @@ class GanTask(Task):
         return {LATENTS: self.latents, D_OPTIMIZER: self.discriminator_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if state is None:  # written before tasks existed: no GAN wrote it (its model check refuses it)
-            return
+        if state is None:  # every GAN's checkpoint has it: without, D's Adam and the latents would start again
+            raise BadTaskState("task entry is missing (task=gan saves the discriminator's optimizer and the fixed "
+                               "latent batch there)")
         if not isinstance(state, dict):
             raise BadTaskState(f"task state is a {type(state).__name__}, not the dict task=gan saves")
         self.latents = checked_latents(state.get(LATENTS), tuple(self.latents.shape)).to(self.latents.device)
