@@ -91,7 +91,17 @@ def report(shown: list[str], scorer_accuracy: float, rows: list[dict[str, str]],
         f"is {scorer_accuracy:.3f}; the GAN ran {summary['epochs_run']} epochs ({summary['stop_reason']}), "
         f"its best epoch {best}.",
         "", "```bash", *shown, "```", "", *table(rows, best), "",
-        f"![The best epoch's samples (epoch {best}) from the fixed latent batch]({PICTURE.as_posix()})"])
+        f"![The best epoch's samples (epoch {best}) from the fixed latent batch]({PICTURE.as_posix()})", "",
+        prose(rows)])
+
+
+def prose(rows: list[dict[str, str]]) -> str:
+    """What the table says, in words: the score's first and last values and the last epoch's parts."""
+    first, last = rows[0], rows[-1]
+    return (f"The score went from {float(first['val_sample_score']):.2f} after epoch 1 to "
+            f"{float(last['val_sample_score']):.2f} of a possible 10 after epoch {last['epoch']}: by then "
+            f"{float(last['val_sample_confident']):.3f} of the samples are digits the scorer is 90% sure of, and "
+            f"the spread of the predicted classes is {float(last['val_sample_classes']):.3f} (1: all equally often).")
 
 
 def write_readme(block: str, path: Path = README) -> None:
@@ -112,7 +122,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mnist-root", required=True, help="mnist-8k's folder (samples/mnist-8k)")
     parser.add_argument("--dir", type=Path, default=Path("outputs/dcgan"), help="where the runs go (empty or new)")
     parser.add_argument("--scorer-epochs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8, help="the GAN's epochs")
+    parser.add_argument("--epochs", type=int, default=6, help="the GAN's epochs")
     parser.add_argument("--write", action="store_true", help="put the block into README.md and the best "
                         f"epoch's samples into {PICTURE}")
     return parser
