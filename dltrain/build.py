@@ -158,9 +158,12 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     loss_fn = loss_fn.to(device)
     scheduler_monitor = ((cfg.scheduler.monitor or tcfg.early_stopping.monitor)
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
-    warnings: list[str] = list(data.warnings) + validation_warnings(data.has_validation, tcfg.early_stopping.monitor,
+    watched = task.watched(tcfg.early_stopping.monitor, tcfg.early_stopping.mode)[0]
+    # A task's own val_* metric that needs no validation split (a GAN's sample score) is watched without one.
+    has_validation = data.has_validation or (watched is not None and not task.needs_validation(watched))
+    warnings: list[str] = list(data.warnings) + validation_warnings(has_validation, tcfg.early_stopping.monitor,
                                                                     scheduler_monitor)
-    check_top_k(tcfg.checkpoint.save_top_k, data.has_validation, tcfg.early_stopping.monitor)
+    check_top_k(tcfg.checkpoint.save_top_k, has_validation, tcfg.early_stopping.monitor)
     if (note := task.watched(tcfg.early_stopping.monitor, tcfg.early_stopping.mode)[2]) is not None:
         warnings.append(note)  # e.g. a GAN without a scorer: nothing to stop on
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.
@@ -587,8 +590,9 @@ def make_stopper(cfg: DictConfig, has_validation: bool = True, task: Task | None
     on the metric the run's ``task`` watches (:meth:`Task.watched`; built from ``cfg`` when not
     given); without a validation split, a ``val_*`` monitor watches nothing and nothing stops."""
     es = cfg.trainer.early_stopping
-    monitor, mode, _ = (task if task is not None else build_task(cfg)).watched(es.monitor, es.mode)
-    monitor = monitor if monitor is not None and (has_validation or not monitor.startswith("val_")) else None
+    task = task if task is not None else build_task(cfg)
+    monitor, mode, _ = task.watched(es.monitor, es.mode)
+    monitor = monitor if monitor is not None and (has_validation or not task.needs_validation(monitor)) else None
     return EarlyStopping(monitor, mode, es.min_delta, es.patience,
                          enabled=es.enabled and not cfg.trainer.fast_dev_run, baseline=es.baseline,
                          start_from_epoch=es.start_from_epoch, check_finite=es.check_finite)

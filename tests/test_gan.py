@@ -288,7 +288,7 @@ def test_dltrain_predict_refuses_a_gans_checkpoint_in_one_line(capsys, tmp_path,
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
     err = tool_error(capsys, main, "dltrain-predict", [f"ckpt={one_epoch}", f"input={tmp_path / 'a.png'}",
                                                        f"output={tmp_path / 'p.csv'}"])
-    assert "is a GAN's checkpoint (task=gan): its discriminator predicts no labels" in err
+    assert "is a checkpoint of task=gan: its discriminator predicts no labels" in err
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -52,3 +52,28 @@ def test_a_gans_checkpoint_without_its_task_entry_is_one_line(compose, tmp_path)
     with pytest.raises(ConfigError, match=rf"^resume={crafted}: the checkpoint's task entry is missing \(task=gan "
                                           r"saves the discriminator's optimizer and the fixed latent batch there\)"):
         train(compose([*TWO_EPOCHS, f"resume={crafted}"]), run_dir=tmp_path / "resumed")
+
+
+def test_the_sample_score_is_followed_without_a_validation_split(compose, tmp_path):
+    scorer = tmp_path / "scorer"
+    train(compose(["data=digits", "model=cnn", "trainer.max_epochs=1", "trainer.batch_size=64",
+                   "trainer.limit_train_batches=3", "trainer.diagnostics=false", "device=cpu"]), run_dir=scorer)
+    summary = train(compose([*TWO_EPOCHS, "data.val_fraction=0", "task.score_samples=100",
+                             f"task.scorer={scorer / 'checkpoints' / 'best.pt'}"]), run_dir=tmp_path / "gan")
+    assert summary["monitor"] == "val_sample_score" and summary["best_epoch"] in (1, 2)
+    assert (tmp_path / "gan" / "checkpoints" / "best.pt").is_file()
+    assert not any("early stopping is off" in w for w in summary["warnings"])
+
+
+def test_dltrain_export_refuses_a_gans_checkpoint_in_one_line(compose, tmp_path, capsys):
+    from dltrain.export.cli import main
+    from dltrain.tasks import TASKS
+    from tests.conftest import tool_error
+
+    assert TASKS.facts("gan").refuses_serving and TASKS.facts("supervised").refuses_serving is None
+    train(compose([*SMALL, "trainer.fast_dev_run=true"]), run_dir=tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    err = tool_error(capsys, main, "dltrain-export",
+                     [f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'out'}"])
+    assert f"{ckpt} is a checkpoint of task=gan: its discriminator predicts no labels" in err
+    assert not (tmp_path / "out").exists()

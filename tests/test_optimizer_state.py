@@ -55,7 +55,8 @@ def discriminator(state):
     return state["task"]["discriminator_optimizer"]
 
 
-EXP_AVG = (lambda opt: opt["state"][0].update(exp_avg=torch.zeros(3)), r"exp_avg of a parameter of shape \(.*\) is \(3,\)")
+EXP_AVG = (lambda opt: opt["state"][0].update(exp_avg=torch.zeros(3)),
+           r"exp_avg of a parameter of shape \(.*\) is \(3,\)")
 GENERATOR, DISCRIMINATOR = ("gan", generator, "optimizer state"), \
     ("gan", discriminator, r"discriminator's optimizer state \(task=gan's\)")
 SUPERVISED_ADAM = ("supervised", generator, "optimizer state")

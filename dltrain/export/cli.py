@@ -98,12 +98,13 @@ def export_checkpoint(ckpt: str | Path, fmt: str, output: str = "", batch_size: 
     from dltrain.export.raw import held_out
     from dltrain.export.verify import check, describe, verify
     from dltrain.files import atomic_write, write_json
-    from dltrain.inference.restore import apply_overrides, load_model
+    from dltrain.inference.restore import apply_overrides, check_serves, load_model
 
     spec = formats.check_format(fmt)
     ckpt = Path(ckpt)
     folder, earlier = export_folder(ckpt, fmt, output)
     restored = load_model(ckpt, torch.device("cpu"), target=model_target, trust_code=trust_code)
+    check_serves(ckpt, restored.cfg)  # a GAN's model is its discriminator: no classifier of the data
     apply_overrides(restored.cfg, overrides or {})
     examples = held_out(restored)
     restored = encoder_of(restored)  # an autoencoder's export is its encoder: inputs -> latent codes

@@ -79,16 +79,14 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     import torch
 
     from dltrain.inference.predict_autoencoder import batch_rows, resolve_returns
-    from dltrain.inference.restore import load_model
+    from dltrain.inference.restore import check_serves, load_model
 
     source, target = Path(source), Path(output)
     check_output(target, Path(ckpt), source, overwrite)
     restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
     dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
     kind = resolve_returns(returns, restored, TOOL)
-    if restored.cfg.get("task", {}).get("name") == "gan":  # its model's output is D's logit, no label of the data
-        raise UserError(f"{ckpt} is a GAN's checkpoint (task=gan): its discriminator predicts no labels; its "
-                        "generated images are the run's samples/, and dltrain-eval reports D(x) and D(G(z))")
+    check_serves(ckpt, restored.cfg)  # a GAN's model outputs D's logit, no label of the data
     rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
     rows: list[dict[str, Any]] = []
     with torch.no_grad():

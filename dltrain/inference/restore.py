@@ -136,6 +136,21 @@ def _check_model_task(path: Path, cfg: DictConfig) -> None:
                         "wrote it.") from None
 
 
+def check_serves(path: str | Path, cfg: DictConfig) -> None:
+    """Refuse, for ``dltrain-predict`` and ``dltrain-export``, a checkpoint whose task's model serves
+    nothing (its :class:`~dltrain.tasks.base.TaskFacts` ``refuses_serving``: a GAN's discriminator).
+
+    Raises:
+        UserError: naming the checkpoint, its task and why.
+    """
+    from dltrain.tasks import TASKS
+
+    task = str(OmegaConf.select(cfg, "task.name", default="supervised"))  # checked by load_model
+    why = TASKS.facts(task).refuses_serving
+    if why is not None:
+        raise UserError(f"{path} is a checkpoint of task={task}: {why}")
+
+
 def _check_weights(path: Path, model: nn.Module, weights: Any) -> None:
     """Refuse weights that do not fit ``model``, or that are not finite, naming a few at fault.
 

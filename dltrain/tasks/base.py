@@ -67,11 +67,14 @@ class TaskFacts:
             the one-line refusal of a model that cannot serve it.
         inputs: the kinds of input (``DatasetFacts.inputs``) it trains on; None: any.
         distributed: it trains on several processes (torchrun, Slurm); False refuses them.
+        refuses_serving: why its checkpoint's model serves nothing through ``dltrain-predict`` and
+            ``dltrain-export`` (words after ``is a checkpoint of task=<name>:``); None: it serves its outputs.
     """
 
     default_model: str | None = None
     inputs: tuple[str, ...] | None = None
     distributed: bool = True
+    refuses_serving: str | None = None
 
 
 #: Task builders: ``TASKS.build(name, **cfg.task options)`` -> :class:`Task`.
@@ -148,6 +151,11 @@ class Task:
             ConfigError: a monitor this task cannot log as configured.
         """
         return monitor, mode, None
+
+    def needs_validation(self, monitor: str) -> bool:
+        """Whether the watched ``monitor`` is computed on the validation split (a run without one
+        watches nothing then); a task may log ``val_*`` metrics of its own that need none."""
+        return monitor.startswith("val_")
 
     def make_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                   options: StepOptions, profiler: Profiler | None = None) -> OptimizerStep:

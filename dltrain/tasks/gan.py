@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from dltrain.errors import ConfigError
 from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, BadTaskState, Task
+from dltrain.tasks.gan_metrics import SAMPLE_METRICS
 from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
 from dltrain.tasks.gan_step import EvalLatents, GanStep, adversarial_losses
 from dltrain.tasks.sample_watch import SampleWatch, carry_samples, watched
@@ -98,6 +99,9 @@ class GanTask(Task):
     def watched(self, monitor: str, mode: str) -> tuple[str | None, str, str | None]:
         return watched(self.samples.scores, monitor, mode)  # the sample score, not the losses
 
+    def needs_validation(self, monitor: str) -> bool:
+        return monitor.startswith("val_") and monitor.removeprefix("val_") not in SAMPLE_METRICS  # generated images
+
     def end_epoch(self, trainer: Any, row: dict[str, Any]) -> None:
         self.samples.end_epoch(trainer.model, self.latents, trainer.epoch + 1, row, self.run_dir, self.is_main)
 
@@ -157,7 +161,9 @@ class GanTask(Task):
         load_adam_state(self.discriminator_optimizer, state.get(D_OPTIMIZER))
 
 
-@TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False)
+@TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False,
+                refuses_serving="its discriminator predicts no labels; its generated images are the run's samples/, "
+                                "and dltrain-eval reports D(x) and D(G(z))")
 def gan(label_smoothing: float = 0.0, num_samples: int = 64, generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None, scorer: str | None = None, confidence: float = 0.9,
         score_samples: int = 1000) -> GanTask:

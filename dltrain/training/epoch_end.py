@@ -49,8 +49,8 @@ def watch(trainer: Trainer, number: int, row: dict[str, Any], validates: bool) -
     """Whether epoch ``number`` improved the monitored metric; if so, its evaluated weights
     are kept for ``restore_best`` (``restore_best_weights``)."""
     monitor = trainer.stopper.monitor  # None: a validation monitor in a run without validation
-    # An epoch that did not validate is not seen: patience counts validations.
-    watched = monitor is not None and (validates or not monitor.startswith("val_"))
+    # An epoch that did not validate is not seen: patience counts validations (of a metric that needs them).
+    watched = monitor is not None and (validates or not trainer.objective.needs_validation(monitor))
     improved = watched and trainer.stopper.update(number, row[monitor])
     if improved and trainer.restore_best_weights:
         trainer.best_state = {k: v.detach().clone() for k, v in trainer.evaluated_model.state_dict().items()}
