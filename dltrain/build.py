@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.config.conflicts import check_conflicts, check_deterministic
-from dltrain.config.hydra_job import command_line_keys
+from dltrain.config.hydra_job import command_line_keys, from_start
 from dltrain.config.schemas import GROUP_SCHEMAS, TransferConfig
 from dltrain.data import DATASETS, Augment, DataSplits, LoaderBatches, TensorBatches, build_augment
 from dltrain.data.limits import BatchLimits, overfit_splits
@@ -138,6 +138,7 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     # Asked once, before any data is read: a model that reads images is refused other data first.
     inputs = model_inputs(cfg) if recorded is None else Images.declared(recorded)
     check_options(cfg, ranks, device)
+    absolute_task_paths(cfg)
     task = build_task(cfg)
     check_task_fits(cfg.task.name, cfg.data.name, DATASETS.facts(cfg.data.name).inputs, ranks.world_size)
     check_conflicts(cfg)  # train() from Python: the keys a task cannot take, as the command line checks them
@@ -339,6 +340,14 @@ def check_options(cfg: DictConfig, ranks: Ranks, device: torch.device) -> None:
     parse_max_time(cfg.trainer.max_time)  # a value the schema's pattern let through but no clock reads
     check_averaging(ema_decay=reg.ema_decay, ema_warmup=reg.ema_warmup, swa_start=reg.swa_start, swa_lr=reg.swa_lr,
                     max_epochs=cfg.trainer.max_epochs, swa_anneal_epochs=reg.swa_anneal_epochs)
+
+
+def absolute_task_paths(cfg: DictConfig) -> None:
+    """The task's file keys (``TaskFacts.path_keys``: a GAN's ``task.scorer``) made absolute as the
+    command meant them, in the config the run stores: ``dltrain-eval`` reads them from any folder."""
+    for key in TASKS.facts(cfg.task.name).path_keys:
+        if cfg.task.get(key) and from_start(cfg.task[key]).is_file():  # a missing one's error names it as given
+            cfg.task[key] = str(from_start(cfg.task[key]))
 
 
 def build_task(cfg: DictConfig) -> Task:

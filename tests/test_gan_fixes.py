@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from dltrain import train
 from dltrain.inference.evaluate import evaluate_checkpoint
@@ -77,3 +78,25 @@ def test_dltrain_export_refuses_a_gans_checkpoint_in_one_line(compose, tmp_path,
                      [f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'out'}"])
     assert f"{ckpt} is a checkpoint of task=gan: its discriminator predicts no labels" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_scorer_is_stored_absolute_and_eval_goes_on_without_it(compose, tmp_path, monkeypatch, capsys):
+    import os
+
+    scorer_run = tmp_path / "start" / "scorer"
+    train(compose(["data=digits", "model=cnn", "trainer.max_epochs=1", "trainer.batch_size=64",
+                   "trainer.limit_train_batches=2", "trainer.diagnostics=false", "device=cpu"]), run_dir=scorer_run)
+    monkeypatch.chdir(tmp_path / "start")
+    relative = os.path.join("scorer", "checkpoints", "best.pt")
+    train(compose([*SMALL, "trainer.fast_dev_run=true", "task.score_samples=50", f"task.scorer={relative}"]),
+          run_dir=tmp_path / "gan")
+    ckpt = tmp_path / "gan" / "checkpoints" / "last.pt"
+    stored = torch.load(ckpt, weights_only=True)["config"]["task"]["scorer"]
+    assert stored == str(scorer_run / "checkpoints" / "best.pt")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored path still finds it
+    assert "sample_score" in evaluate_checkpoint(ckpt, device="cpu")["metrics"]
+    (scorer_run / "checkpoints" / "best.pt").unlink()
+    capsys.readouterr()
+    metrics = evaluate_checkpoint(ckpt, device="cpu")["metrics"]
+    assert "sample_score" not in metrics and math.isfinite(metrics["d_loss"])
+    assert f"dltrain-eval: warning: task.scorer={stored} does not exist" in capsys.readouterr().err

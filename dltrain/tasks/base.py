@@ -69,12 +69,15 @@ class TaskFacts:
         distributed: it trains on several processes (torchrun, Slurm); False refuses them.
         refuses_serving: why its checkpoint's model serves nothing through ``dltrain-predict`` and
             ``dltrain-export`` (words after ``is a checkpoint of task=<name>:``); None: it serves its outputs.
+        path_keys: its ``task.*`` keys that name files, stored absolute when a run starts, so that
+            the tools read them from any folder.
     """
 
     default_model: str | None = None
     inputs: tuple[str, ...] | None = None
     distributed: bool = True
     refuses_serving: str | None = None
+    path_keys: tuple[str, ...] = ()
 
 
 #: Task builders: ``TASKS.build(name, **cfg.task options)`` -> :class:`Task`.
@@ -151,6 +154,12 @@ class Task:
             ConfigError: a monitor this task cannot log as configured.
         """
         return monitor, mode, None
+
+    def check_for_evaluation(self, data: DataSplits) -> str | None:
+        """:meth:`check` for ``dltrain-eval``, which may go on without what only adds to its
+        report; returns a warning saying what it left out (None: nothing)."""
+        self.check(data)
+        return None
 
     def needs_validation(self, monitor: str) -> bool:
         """Whether the watched ``monitor`` is computed on the validation split (a run without one

@@ -10,6 +10,7 @@ fixed latent batch the samples are drawn from.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,8 +25,6 @@ from dltrain.tasks.gan_step import EvalLatents, GanStep, adversarial_losses
 from dltrain.tasks.sample_watch import SampleWatch, carry_samples, watched
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from torch import nn
 
     from dltrain.data import DataSplits
@@ -82,6 +81,16 @@ class GanTask(Task):
         self._range_map = ((pixels(probe + 1) - shift) * 2, shift * 2 - 1)
         self.to_range = self._to_range
         self.samples.check(data)  # task.scorer: loaded and checked against these images
+
+    def check_for_evaluation(self, data: DataSplits) -> str | None:
+        """A scorer no longer there leaves ``dltrain-eval`` the losses and D's outputs, said once."""
+        scorer = self.samples.scorer_path
+        gone = scorer is not None and not Path(scorer).is_file()
+        if gone:
+            self.samples.scorer_path = None
+        self.check(data)
+        return f"task.scorer={scorer} does not exist: no sample score, the losses and D's outputs only" if gone \
+            else None
 
     def _to_range(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs ``(B, C, H, W)`` -> the same images in [-1, 1]."""
@@ -163,7 +172,7 @@ class GanTask(Task):
 
 @TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False,
                 refuses_serving="its discriminator predicts no labels; its generated images are the run's samples/, "
-                                "and dltrain-eval reports D(x) and D(G(z))")
+                                "and dltrain-eval reports D(x) and D(G(z))", path_keys=("scorer",))
 def gan(label_smoothing: float = 0.0, num_samples: int = 64, generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None, scorer: str | None = None, confidence: float = 0.9,
         score_samples: int = 1000) -> GanTask:
