@@ -191,7 +191,8 @@ def test_other_errors(runs, tmp_path, capsys):
     err = _fails(capsys, [f"ckpt={tmp_path / 'chirp.pt'}", f"input={tmp_path}", out])
     assert "dltrain-predict does not read inputs of data=chirp" in err
     assert "unknown key colour: dltrain-predict takes ckpt, input, output, device, batch_size, overwrite, " \
-        "returns, model._target_, trust_code;" in _fails(capsys, [f"ckpt={runs['sine']}", f"input={tmp_path}", out, "colour=red"])
+        "returns, model._target_, trust_code;" in _fails(capsys, [f"ckpt={runs['sine']}", f"input={tmp_path}", out,
+                                                                  "colour=red"])
     assert "unknown key data.path" in _fails(capsys, [f"ckpt={runs['sine']}", "data.path=x.csv", out])
     assert "batch_size=0 is not a whole number" in _fails(capsys, [f"ckpt={runs['sine']}", "batch_size=0"])
     assert "input=..., output=... are required" in _fails(capsys, [f"ckpt={runs['sine']}"])

@@ -13,8 +13,8 @@ from dltrain.report.summary import RunSummary, read_summary, write_summary
 
 #: The keys of a run that trained, in the order summary.json lists them.
 TRAINED = ["status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "monitor", "mode", "best_value",
-           "test", "test_weights", "num_params", "train_seconds", "task", "objective", "loss", "data", "device", "world_size",
-           "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions"]
+           "test", "test_weights", "num_params", "train_seconds", "task", "objective", "loss", "data", "device",
+           "world_size", "resumed_from", "validation", "warnings", "run_dir", "started_at", "versions"]
 NOT_STARTED = ["status", "stop_reason", "epochs_run", "stopped_epoch", "best_epoch", "resumed_from", "world_size",
                "started_at"]
 ALREADY_FINISHED = ["status", "stop_reason", "resumed_from", "epochs_run", "stopped_epoch", "best_epoch", "monitor",

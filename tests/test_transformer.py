@@ -82,9 +82,9 @@ def test_mean_pooling_averages_the_tokens_and_cls_reads_its_token():
     for pooling in ("cls", "mean"):
         model = net((6,), vocab_size=10, pooling=pooling, dropout=0.0).eval()
         states = {}
-        model.encoder.register_forward_hook(lambda _m, _i, out: states.update(out=out))
+        model.encoder.register_forward_hook(lambda _m, _i, out, states=states: states.update(out=out))
         pooled = {}
-        model.out.register_forward_hook(lambda _m, inputs, _o: pooled.update(x=inputs[0]))
+        model.out.register_forward_hook(lambda _m, inputs, _o, pooled=pooled: pooled.update(x=inputs[0]))
         model(x)
         out = states["out"]
         if pooling == "cls":

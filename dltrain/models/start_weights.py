@@ -151,8 +151,9 @@ def _load_encoder(model: nn.Module, start: EncoderStart, where: str) -> StartWei
     ``model``; the warning names the encoder's layers the model had no room for."""
     _check_kinds(start.weights, model.state_dict(), where)
     model.load_state_dict(start.weights, strict=False)
-    warning = (f"{where}: the model's {len(start.sources)} layer(s) before its head took the encoder's first "
-               f"{len(start.sources)}; its other layers ({few(start.unused)}) were not loaded" if start.unused else None)
+    taken = len(start.sources)
+    warning = (f"{where}: the model's {taken} layer(s) before its head took the encoder's first {taken}; its other "
+               f"layers ({few(start.unused)}) were not loaded" if start.unused else None)
     return StartWeights(list(start.weights), warning, start.sources)
 
 

@@ -19,7 +19,6 @@ from matplotlib.ticker import MaxNLocator
 from dltrain.report.plots import DPI, _save
 
 
-
 def reconstructions_figure(panels: Sequence[tuple[str, torch.Tensor]], data: Any, captions: Sequence[str],
                            title: str) -> Figure:
     """Draw each panel's examples in a row (images) or as a heatmap (anything else).

@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-from dltrain.config.schemas.spec import spec
-
 
 @dataclass
 class SupervisedTaskConfig:
