@@ -117,3 +117,13 @@ def test_the_config_checks_import_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [out.splitlines()[0], "False"] and "task=gan trains on" in out
+
+
+@pytest.mark.parametrize(("data", "gives"), [("data=csv", "table rows"), ("data=text_csv", "texts"),
+                                             ("data=chirp", "sequences")])
+def test_a_gan_on_tables_texts_or_sequences_says_what_the_data_gives(data, gives):
+    from dltrain.config.conflicts import check_conflicts
+    from dltrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^task=gan trains on images or ink_counts, and {data} gives {gives}: "):
+        check_conflicts(compose(["task=gan", data, "data.path=rows.csv"] if "csv" in data else ["task=gan", data]))

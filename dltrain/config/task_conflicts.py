@@ -51,8 +51,9 @@ def refuse_data(task: str, data: str, data_inputs: str | None, task_inputs: tupl
     if task_inputs is None or data_inputs in task_inputs:
         return
     fits = sorted(name for name, kind in datasets.items() if kind in task_inputs)
+    gives = {"table": "table rows", "text": "texts", None: "sequences"}.get(data_inputs, data_inputs)  # as words
     raise ConfigError(f"task={task} trains on {' or '.join(task_inputs)}, and data={data} gives "
-                      f"{data_inputs or 'none'}: use data={', '.join(fits[:-1])} or {fits[-1]}, or another task=.")
+                      f"{gives}: use data={', '.join(fits[:-1])} or {fits[-1]}, or another task=.")
 
 
 def check_task_options(cfg: DictConfig) -> None:
