@@ -66,6 +66,39 @@ def parameter_problem(p: torch.Tensor, state: Any) -> str | None:
     return None
 
 
+def flat_state_problem(state: Any, numel: int, dtype: torch.dtype) -> str | None:
+    """What is wrong with the state LBFGS keeps on its first parameter (None: nothing): flat
+    tensors of all ``numel`` parameters, lists of them, scalars; NAdam's ``mu_product`` a scalar."""
+    if not isinstance(state, dict):
+        return None  # parameter_problem names it
+    for key in ("d", "prev_flat_grad"):
+        value = state.get(key)
+        if value is not None and not _tensor_like(value, (numel,), dtype):
+            return f"{key} is {_described(value)}, not a {dtype} tensor of shape ({numel},)"
+    for key, shape in (("old_dirs", (numel,)), ("old_stps", (numel,)), ("ro", ()), ("al", ())):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, list) and all(
+                v is None or _tensor_like(v, shape, dtype) for v in value)):
+            return f"{key} is {_described(value)}, not a list of {dtype} tensors of shape {shape}"
+    for key in ("t", "prev_loss", "mu_product", "H_diag"):
+        value = state.get(key)
+        if value is not None and not (_number(value) or _tensor_like(value, (), None)):
+            return f"{key} is {_described(value)}, not a finite scalar"
+    for key in ("func_evals", "n_iter"):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return f"{key} is {_described(value)}, not a count"
+    return None
+
+
+def _tensor_like(value: Any, shape: tuple[int, ...], dtype: torch.dtype | None) -> bool:
+    """A tensor of ``shape`` (and ``dtype`` unless None), finite where it holds one number."""
+    if not (torch.is_tensor(value) and tuple(value.shape) == shape and value.is_floating_point()
+            and (dtype is None or value.dtype == dtype)):
+        return False
+    return bool(torch.isfinite(value)) if value.dim() == 0 else True
+
+
 def _described(value: Any) -> str:
     return f"a {value.dtype} tensor of shape {tuple(value.shape)}" if torch.is_tensor(value) else \
         f"a {type(value).__name__}"
@@ -90,9 +123,23 @@ def load_checked_optimizer_state(optimizer: torch.optim.Optimizer, entry: Any, w
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:  # torch's own checks
         raise BadOptimizerState(f"{what} is for other parameters or damaged "
                                 f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    check_loaded_optimizer(optimizer, what)
+
+
+def check_loaded_optimizer(optimizer: torch.optim.Optimizer, what: str) -> None:
+    """Check the hyperparameters and state ``optimizer`` holds now: after its own state is
+    loaded, and again once anything else read from the checkpoint (the scheduler's saved
+    groups) has written into its groups.
+
+    Raises:
+        BadOptimizerState: the first thing wrong, in words.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    numel = sum(p.numel() for p in params)
     for group in optimizer.param_groups:
         problem = group_problem(group)
         for p in group["params"]:
-            problem = problem or parameter_problem(p, optimizer.state.get(p, {}))
+            state = optimizer.state.get(p, {})
+            problem = problem or parameter_problem(p, state) or flat_state_problem(state, numel, p.dtype)
         if problem:
             raise BadOptimizerState(f"{what} is damaged ({problem})")

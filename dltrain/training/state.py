@@ -14,7 +14,7 @@ from dltrain.optim import match_state_layouts
 from dltrain.training.averaging import STATE_KEY as AVERAGED_KEY
 from dltrain.training.checkpoint import seconds_so_far, to_cpu
 from dltrain.training.metrics import MetricAccumulator
-from dltrain.training.optimizer_state import load_checked_optimizer_state
+from dltrain.training.optimizer_state import check_loaded_optimizer, load_checked_optimizer_state
 from dltrain.training.rng import restore_rank_rng, rng_state
 
 # The trainer imports this module, so it is typed ``Any`` here: a Trainer, its state read and set.
@@ -93,6 +93,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any]) -> None:
     match_state_layouts(trainer.optimizer)
     if trainer.scheduler is not None and state.get("scheduler") is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
+        check_loaded_optimizer(trainer.optimizer, "scheduler state")  # its saved groups write into the optimizer's
     if trainer.step.scaler.is_enabled() and state.get("grad_scaler") is not None:
         trainer.step.scaler.load_state_dict(state["grad_scaler"])
     trainer.epoch, trainer.global_step = int(state["epoch"]), int(state["global_step"])
