@@ -161,10 +161,11 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
                          if SCHEDULERS.facts(cfg.scheduler.name).needs_monitor else None)
     watched = task.watched(tcfg.early_stopping.monitor, tcfg.early_stopping.mode)[0]
     # A task's own val_* metric that needs no validation split (a GAN's sample score) is watched without one.
-    has_validation = data.has_validation or (watched is not None and not task.needs_validation(watched))
-    warnings: list[str] = list(data.warnings) + validation_warnings(has_validation, tcfg.early_stopping.monitor,
-                                                                    scheduler_monitor)
-    check_top_k(tcfg.checkpoint.save_top_k, has_validation, tcfg.early_stopping.monitor)
+    unsplit = watched is not None and not task.needs_validation(watched)
+    warnings: list[str] = list(data.warnings) + validation_warnings(
+        data.has_validation, tcfg.early_stopping.monitor, scheduler_monitor, watched_without_validation=unsplit)
+    check_top_k(tcfg.checkpoint.save_top_k, data.has_validation, tcfg.early_stopping.monitor,
+                watched_without_validation=unsplit)
     if (note := task.watched(tcfg.early_stopping.monitor, tcfg.early_stopping.mode)[2]) is not None:
         warnings.append(note)  # e.g. a GAN without a scorer: nothing to stop on
     # A resumed run continues its checkpoint's weights: no start weights are read, none downloaded.

@@ -83,8 +83,7 @@ def test_the_config_checks_facts_are_the_registries():
     from dltrain.models import MODELS
     from dltrain.tasks import TASKS
 
-    assert {n: MODEL_TASKS.get(n, ("supervised",)) for n in MODELS.names()} == {
-        n: MODELS.facts(n).tasks for n in MODELS.names()}
+    assert MODEL_TASKS == {n: MODELS.facts(n).tasks for n in MODELS.names()}
     assert DATA_INPUTS == {n: DATASETS.facts(n).inputs for n in DATASETS.names()}
     assert {n: TASK_MODELS.get(n) for n in TASKS.names()} == {n: TASKS.facts(n).default_model for n in TASKS.names()}
     assert {n: TASK_INPUTS.get(n) for n in TASKS.names()} == {n: TASKS.facts(n).inputs for n in TASKS.names()}

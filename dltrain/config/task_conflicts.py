@@ -12,8 +12,13 @@ from omegaconf import DictConfig
 
 from dltrain.errors import ConfigError
 
-#: ``ModelFacts.tasks`` of the models that serve another task than ``supervised``.
-MODEL_TASKS: dict[str, tuple[str, ...]] = {"autoencoder": ("autoencoder",), "dcgan": ("gan",)}
+#: ``ModelFacts.tasks`` of every ``model=`` option (a model registered from Python is not here: the
+#: build step checks it with its registration's facts).
+MODEL_TASKS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("cnn", "custom", "gru", "lenet5", "lstm", "mlp", "mnist_net", "mnist_rnn", "notes_cnn",
+                     "resnet_small", "rnn", "sequential", "torchvision", "transformer", "vgg_small"), ("supervised",)),
+    "autoencoder": ("autoencoder",), "dcgan": ("gan",),
+}
 #: ``TaskFacts.default_model``: the model each task's preset selects.
 TASK_MODELS: dict[str, str] = {"autoencoder": "autoencoder", "gan": "dcgan"}
 #: ``TaskFacts.inputs`` of the tasks that read some kinds of input only.
@@ -68,8 +73,8 @@ def check_task_options(cfg: DictConfig) -> None:
     name = str(task.get("name", "supervised"))
     if name != "supervised" and name not in TASK_MODELS:
         return  # a task registered elsewhere: the build step checks it with the registries' own facts
-    # every model not listed (model=custom too) serves supervised alone
-    refuse_model_task(name, str(model.name), MODEL_TASKS.get(str(model.name), ("supervised",)), TASK_MODELS.get(name))
+    if str(model.name) in MODEL_TASKS:  # not a model registered from Python: the build step checks those
+        refuse_model_task(name, str(model.name), MODEL_TASKS[str(model.name)], TASK_MODELS.get(name))
     if data.get("name") in DATA_INPUTS:
         refuse_data(name, str(data.name), DATA_INPUTS[str(data.name)], TASK_INPUTS.get(name), DATA_INPUTS)
     d_model, heads = model.get("d_model"), model.get("num_heads")

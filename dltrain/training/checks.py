@@ -43,18 +43,21 @@ NO_VALIDATION = ("data.val_fraction=0: no validation split, so early stopping is
                  "are tested")
 
 
-def validation_warnings(has_validation: bool, monitor: str, scheduler_monitor: str | None = None) -> list[str]:
+def validation_warnings(has_validation: bool, monitor: str, scheduler_monitor: str | None = None, *,
+                        watched_without_validation: bool = False) -> list[str]:
     """What a run without a validation split (``data.val_fraction=0``) cannot do: watch a
     ``val_*`` metric. The default early-stopping ``monitor``, ``val_loss``, then watches
     nothing (a warning says so); any other ``val_*`` monitor, of early stopping or the
     ``scheduler_monitor`` of a schedule that needs one (``scheduler=plateau``), is an error.
+    ``watched_without_validation``: early stopping watches a task's metric that needs no
+    validation split (a GAN's sample score), so its monitor is excused; the scheduler's is not.
 
     Raises:
         ConfigError: naming the monitor's key and ``data.val_fraction``.
     """
     if has_validation:
         return []
-    watched = {"trainer.early_stopping.monitor": monitor}
+    watched = {} if watched_without_validation else {"trainer.early_stopping.monitor": monitor}
     if scheduler_monitor is not None:  # e.g. plateau has no "off": it needs a logged metric
         watched["scheduler.monitor"] = scheduler_monitor
     for key, monitor in watched.items():
@@ -62,17 +65,19 @@ def validation_warnings(has_validation: bool, monitor: str, scheduler_monitor: s
             raise ConfigError(f"{key}={monitor} needs a validation split, but data.val_fraction=0 leaves none: "
                               f"set {key}=train_{monitor[4:]}, or hold out data for validation "
                               "(data.val_fraction=0.1).")
-    return [NO_VALIDATION] if watched["trainer.early_stopping.monitor"].startswith("val_") else []
+    return [NO_VALIDATION] if watched.get("trainer.early_stopping.monitor", "").startswith("val_") else []
 
 
-def check_top_k(save_top_k: int, has_validation: bool, monitor: str) -> None:
+def check_top_k(save_top_k: int, has_validation: bool, monitor: str, *, watched_without_validation: bool = False
+                ) -> None:
     """``trainer.checkpoint.save_top_k`` ranks epochs by the early-stopping monitor: a
-    validation metric in a run without a validation split leaves nothing to rank.
+    validation metric in a run without a validation split leaves nothing to rank (unless
+    ``watched_without_validation``: the task's watched metric needs no validation split).
 
     Raises:
         ConfigError: naming save_top_k, the monitor and ``data.val_fraction``.
     """
-    if save_top_k and not has_validation and monitor.startswith("val_"):
+    if save_top_k and not has_validation and not watched_without_validation and monitor.startswith("val_"):
         raise ConfigError(f"trainer.checkpoint.save_top_k={save_top_k} ranks epochs by "
                           f"trainer.early_stopping.monitor={monitor}, but data.val_fraction=0 leaves no validation "
                           f"split: set trainer.early_stopping.monitor=train_{monitor[4:]}, hold out data for "

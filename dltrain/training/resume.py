@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.build import make_stopper, watched_mode
+from dltrain.build import absolute_task_paths, make_stopper, watched_mode
 from dltrain.config.hydra_job import command_line_keys
 from dltrain.config.loggers import logger_node, upgraded, without_network
 from dltrain.config.schemas import GROUP_SCHEMAS, ONE_OPTION_GROUPS, TrainConfig
@@ -337,6 +337,7 @@ def load_resume(cfg: DictConfig, ranks: Ranks, own: Path | None = None) -> Resum
         ConfigError: no such checkpoint, one without a training state, or a config that may
             not continue it.
     """
+    absolute_task_paths(cfg)  # as the checkpoint stores them (a relative task.scorer would differ from it)
     found: Path | str | None = own
     if own is None and ranks.is_main:
         try:
