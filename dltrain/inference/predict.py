@@ -78,7 +78,7 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     """
     import torch
 
-    from dltrain.inference.predict_autoencoder import batch_rows, resolve_returns
+    from dltrain.inference.predict_autoencoder import batch_rows, replaced_when_done, resolve_returns
     from dltrain.inference.restore import check_serves, load_model
 
     source, target = Path(source), Path(output)
@@ -89,7 +89,7 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     check_serves(ckpt, restored.cfg)  # a GAN's model outputs D's logit, no label of the data
     rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
     rows: list[dict[str, Any]] = []
-    with torch.no_grad():
+    with torch.no_grad(), replaced_when_done(rows_of):  # an earlier run's images stay until every input is read
         for ids, x, flags in read_flagged_inputs(restored, source, batch_size):
             rows += flagged(rows_of(x.to(dev), ids, len(rows)) if rows_of is not None else
                             output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data), flags)

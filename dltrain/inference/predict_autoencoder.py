@@ -5,11 +5,16 @@ standardised input space, as the run's loss sees it with ``task.loss=mse``) and,
 file the reconstructed image is written to (``<output's name>-reconstructions/<n>.png``, pixels
 with the data's normalisation undone). The folder lists the images it holds in ``MANIFEST``: a
 folder without one was not written by this tool and is never written into; a rerun replaces the
-images the last run listed (none left over from a longer input).
+images the last run listed (none left over from a longer input), once every input is read: the new
+images wait in a folder of their own beside it until then, so a run that fails leaves the earlier
+images, and the CSV naming them, as they were.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +63,8 @@ def resolve_returns(returns: str, restored: Restored, tool: str) -> str:
 
 def images_folder(output: Path) -> Path:
     """Where ``returns=reconstructions`` writes the reconstructed images: beside ``output``, a
-    folder that is new, empty or this tool's (its :data:`MANIFEST` lists every image in it); the
-    images an earlier run listed are removed, and the manifest restarted, before any is written.
+    folder that is new, empty or this tool's (its :data:`MANIFEST` lists every image in it). Its
+    images stay as they are until :meth:`ReconstructionImages.finish`.
 
     Raises:
         UserError: the folder holds something this tool did not write (not in its manifest).
@@ -74,10 +79,66 @@ def images_folder(output: Path) -> Path:
         if others:
             raise UserError(f"{folder} holds {', '.join(others[:3])}, which dltrain-predict did not write (it lists "
                             f"what it writes in {MANIFEST}): move it away or choose another output=...")
-        for name in listed:
-            (folder / name).unlink(missing_ok=True)
-    _write_manifest(folder, [])
     return folder
+
+
+class ReconstructionImages:
+    """The images of one ``returns=reconstructions`` run, bound for ``folder``: written into a
+    new hidden folder beside it while the inputs are read, moved into it by :meth:`finish`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.names = folder, []
+        self.staging: Path | None = None
+
+    def write(self, name: str, image: Any) -> str:
+        """Write the PIL ``image`` as ``name``; returns its path relative to the output's folder."""
+        import tempfile
+
+        from dltrain.files import atomic_write
+
+        if self.staging is None:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}-", dir=self.folder.parent))
+        with atomic_write(self.staging / name, "wb") as f:
+            image.save(f, format="PNG")
+        self.names.append(name)
+        return f"{self.folder.name}/{name}"
+
+    def finish(self) -> None:
+        """Every input read: the images the last run listed give way to the new ones. The
+        manifest lists both while they move, so an interrupted move leaves no unlisted image."""
+        listed = _listed(self.folder) if self.folder.is_dir() else []
+        _write_manifest(self.folder, [*listed, *(n for n in self.names if n not in listed)])
+        for name in listed:
+            if name not in self.names:
+                (self.folder / name).unlink(missing_ok=True)
+        for name in self.names:
+            os.replace(self.staging / name, self.folder / name)
+        _write_manifest(self.folder, self.names)
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the new images not moved (a run that failed), and their folder."""
+        if self.staging is not None:
+            for name in self.names:
+                (self.staging / name).unlink(missing_ok=True)
+            self.staging.rmdir()
+            self.staging = None
+
+
+@contextmanager
+def replaced_when_done(rows_of: Any) -> Iterator[None]:
+    """Around the reading of every input: the new images replace the earlier run's only if it
+    ends without an error (``rows_of`` from :func:`batch_rows`, or None: no images)."""
+    images = getattr(rows_of, "images", None)
+    try:
+        yield
+    except BaseException:
+        if images is not None:
+            images.discard()
+        raise
+    if images is not None:
+        images.finish()
 
 
 def _listed(folder: Path) -> list[str]:
@@ -109,10 +170,10 @@ def latent_rows(model: Any, x: torch.Tensor, ids: list[Any]) -> list[dict[str, A
             for i, code in enumerate(codes)]
 
 
-def reconstruction_rows(model: Any, x: torch.Tensor, ids: list[Any], pixels: Any, folder: Path | None,
+def reconstruction_rows(model: Any, x: torch.Tensor, ids: list[Any], pixels: Any, images: ReconstructionImages | None,
                         first: int) -> list[dict[str, Any]]:
     """``input, reconstruction_error`` (and ``reconstruction``: the image file written into
-    ``folder``, numbered from ``first``, for image data) for each input of the batch ``x``.
+    ``images``, numbered from ``first``, for image data) for each input of the batch ``x``.
 
     Args:
         pixels: the checkpoint's preprocessing turning model inputs back into pixels in [0, 1]
@@ -124,27 +185,21 @@ def reconstruction_rows(model: Any, x: torch.Tensor, ids: list[Any], pixels: Any
     errors = ((out - x.float()) ** 2).reshape(len(x), -1).mean(dim=1).cpu().tolist()  # (B,)
     rows: list[dict[str, Any]] = [{"input": ids[i], "reconstruction_error": float(f"{e:.6g}")}
                                   for i, e in enumerate(errors)]
-    if folder is None or out.dim() != 4:
+    if images is None or out.dim() != 4:
         return rows
     from PIL import Image
 
-    from dltrain.files import atomic_write
-
-    names = _listed(folder)
-    _write_manifest(folder, names + [f"{first + i}.png" for i in range(len(out))])  # listed before written
-    images = (pixels(out) if pixels is not None else out).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    for i, image in enumerate(images):  # (C, H, W)
-        name = f"{first + i}.png"
+    drawn = (pixels(out) if pixels is not None else out).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    for i, image in enumerate(drawn):  # (C, H, W)
         array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
-        with atomic_write(folder / name, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        rows[i]["reconstruction"] = f"{folder.name}/{name}"
+        rows[i]["reconstruction"] = images.write(f"{first + i}.png", Image.fromarray(array))
     return rows
 
 
 def batch_rows(kind: str, restored: Restored, output: Path) -> Any:
     """``rows(x, ids, first)``: the rows of ``returns=kind`` (``latents`` or ``reconstructions``)
-    for a batch of inputs ``x`` on the model's device, the first numbered ``first``."""
+    for a batch of inputs ``x`` on the model's device, the first numbered ``first``; its
+    ``images`` attribute (None: none) is what :func:`replaced_when_done` finishes."""
     from dltrain.data import preprocessing
 
     model = restored.model
@@ -152,5 +207,10 @@ def batch_rows(kind: str, restored: Restored, output: Path) -> Any:
         return lambda x, ids, first: latent_rows(model, x, ids)
     prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
     pixels = getattr(prep, "pixels", None)
-    folder = images_folder(output) if len(restored.data["input_shape"]) == 3 else None
-    return lambda x, ids, first: reconstruction_rows(model, x, ids, pixels, folder, first)
+    images = ReconstructionImages(images_folder(output)) if len(restored.data["input_shape"]) == 3 else None
+
+    def rows(x: torch.Tensor, ids: list[Any], first: int) -> list[dict[str, Any]]:
+        return reconstruction_rows(model, x, ids, pixels, images, first)
+
+    rows.images = images  # type: ignore[attr-defined]
+    return rows
