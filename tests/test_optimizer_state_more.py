@@ -60,7 +60,8 @@ def test_each_option_s_real_state_loads_and_a_crafted_moment_is_refused(name, fo
 
 @pytest.mark.parametrize(("name", "key", "value", "problem"), [
     ("lbfgs", "prev_flat_grad", torch.zeros(3), "prev_flat_grad is a torch.float32 tensor of shape (3,)"),
-    ("lbfgs", "d", torch.zeros(34), "d is a torch.float32 tensor of shape (34,), not a torch.float32 tensor of shape (26,)"),
+    ("lbfgs", "d", torch.zeros(34),
+     "d is a torch.float32 tensor of shape (34,), not a torch.float32 tensor of shape (26,)"),  # 26 parameters
     ("lbfgs", "old_dirs", [torch.zeros(34), torch.zeros(2)], "old_dirs is a list"),
     ("lbfgs", "ro", torch.zeros(3), "ro is a torch.float32 tensor of shape (3,), not a list"),
     ("lbfgs", "t", "1", "t is a str, not a finite scalar"),
