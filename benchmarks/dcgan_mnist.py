@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.readme_results import README, ReadmeError, check_mnist_8k
 from benchmarks.commands import invocation, run
+from benchmarks.readme_results import README, ReadmeError, check_mnist_8k
 from benchmarks.transfer import empty_folder
 
 BEGIN = "<!-- dcgan_results:begin -->"

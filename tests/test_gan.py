@@ -205,7 +205,8 @@ def test_a_gan_trains_on_the_digits_and_reports_both_networks(compose, tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["task"]["latents"].shape == (64, 8)
     buffers = ("running_mean", "running_var", "num_batches_tracked")
-    for network, saved in (("generator", state["optimizer"]), ("discriminator", state["task"]["discriminator_optimizer"])):
+    networks = (("generator", state["optimizer"]), ("discriminator", state["task"]["discriminator_optimizer"]))
+    for network, saved in networks:
         weights = [k for k in state["model"] if k.startswith(f"{network}.") and not k.endswith(buffers)]
         assert sum(len(g["params"]) for g in saved["param_groups"]) == len(weights), network  # each its own network's
         assert {g["betas"] for g in saved["param_groups"]} == {(0.5, 0.999)}, network

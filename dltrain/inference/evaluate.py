@@ -40,8 +40,8 @@ KEYS = {
 ABOUT = ("Evaluate a checkpoint on its run's test (or validation) split, rebuilt from the checkpoint's own "
          "config and seed:\nloss and metrics, and a confusion matrix for classification. Writes eval.json beside "
          "the checkpoint,\nand its report (the run's report files, for this checkpoint and split) into "
-         "eval-<checkpoint>-<split>/ in its run directory\n(an autoencoder's or a GAN's checkpoint gets eval.json alone: "
-         "its outputs predict no labels).")
+         "eval-<checkpoint>-<split>/ in its run directory\n(an autoencoder's or a GAN's checkpoint gets eval.json "
+         "alone: its outputs predict no labels).")
 EXAMPLE = f"{TOOL} ckpt=outputs/2024-05-01/12-00-00/checkpoints/best.pt split=test"
 
 
