@@ -364,6 +364,10 @@ def test_set_threads_replaces_torchruns_default_of_one(monkeypatch, threads, lau
     if launcher_has_it:
         env["OMP_NUM_THREADS"] = "1"
     launcher = subprocess.Popen(["sleep", "60"], env=env)
+    # Until the child has exec'd sleep, /proc shows the forked interpreter's environment, not env.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{launcher.pid}/cmdline").read_bytes() != b"sleep\x0060\x00" and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         monkeypatch.setattr(os, "getppid", lambda: launcher.pid)
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
