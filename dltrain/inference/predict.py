@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,20 +81,24 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
 
     from dltrain.inference.predict_autoencoder import batch_rows, replaced_when_done, resolve_returns
     from dltrain.inference.restore import check_serves, load_model
+    from dltrain.training.signals import StopRequest, held
 
     source, target = Path(source), Path(output)
     check_output(target, Path(ckpt), source, overwrite)
-    restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
-    dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
-    kind = resolve_returns(returns, restored, TOOL)
-    check_serves(ckpt, restored.cfg)  # a GAN's model outputs D's logit, no label of the data
-    rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
-    rows: list[dict[str, Any]] = []
-    with torch.no_grad(), replaced_when_done(rows_of):  # an earlier run's images stay until every input is read
-        for ids, x, flags in read_flagged_inputs(restored, source, batch_size):
-            rows += flagged(rows_of(x.to(dev), ids, len(rows)) if rows_of is not None else
-                            output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data), flags)
-    return write_predictions(target, source, rows)
+    # SIGTERM (and the other stop signals) end the run as Ctrl-C does: through replaced_when_done's discard.
+    with StopRequest(), ExitStack() as writing:
+        restored = load_model(ckpt, device, target=model_target, trust_code=trust_code)
+        dev = next((p.device for p in restored.model.parameters()), torch.device("cpu"))
+        kind = resolve_returns(returns, restored, TOOL)
+        check_serves(ckpt, restored.cfg)  # a GAN's model outputs D's logit, no label of the data
+        rows_of = batch_rows(kind, restored, target) if kind != "predictions" else None  # an autoencoder's
+        rows: list[dict[str, Any]] = []
+        with torch.no_grad(), replaced_when_done(rows_of):  # an earlier run's images stay until every input is read
+            for ids, x, flags in read_flagged_inputs(restored, source, batch_size):
+                rows += flagged(rows_of(x.to(dev), ids, len(rows)) if rows_of is not None else
+                                output_rows(restored.model(x.to(dev)).float().cpu(), ids, restored.data), flags)
+            writing.enter_context(held())  # every input read: a stop waits until the images and CSV are written
+        return write_predictions(target, source, rows)
 
 
 def read_inputs(restored: Restored, path: Path, batch_size: int) -> Iterator[tuple[list[Any], torch.Tensor]]:

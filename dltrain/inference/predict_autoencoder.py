@@ -7,12 +7,15 @@ with the data's normalisation undone). The folder lists the images it holds in `
 folder without one was not written by this tool and is never written into; a rerun replaces the
 images the last run listed (none left over from a longer input), once every input is read: the new
 images wait in a folder of their own beside it until then, so a run that fails leaves the earlier
-images, and the CSV naming them, as they were.
+images, and the CSV naming them, as they were; so does a run stopped by SIGTERM or Ctrl-C. The
+hidden folder a killed run (SIGKILL, a power cut) leaves is removed by the next run of the same
+output, once its mark shows that this tool made it in a process that is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +34,12 @@ if TYPE_CHECKING:
 RETURNS = ("auto", "predictions", "latents", "reconstructions")
 #: The list of the images dltrain-predict wrote into a reconstructions folder: what marks it as its own.
 MANIFEST = "dltrain-predict.json"
+#: The file that marks a hidden folder the new images wait in as this tool's, and names the
+#: process that made it: a later run removes the folder only once that process is gone.
+STAGING_MARK = "dltrain-predict-staging.json"
+#: The files a staging folder may hold besides its mark: the images, and atomic_write's temp
+#: files of them (``.tmp-<n>.png.<pid>.<8 random>``) that a kill mid-write leaves.
+_STAGED = re.compile(r"^(\d+\.png|\.tmp-\d+\.png\.\d+\.[a-z0-9_]{8})$")
 
 
 def is_autoencoder(restored: Restored) -> bool:
@@ -99,6 +108,7 @@ class ReconstructionImages:
         if self.staging is None:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}-", dir=self.folder.parent))
+            _mark(self.staging, self.folder)
         with atomic_write(self.staging / name, "wb") as f:
             image.save(f, format="PNG")
         self.names.append(name)
@@ -118,9 +128,9 @@ class ReconstructionImages:
         self.discard()
 
     def discard(self) -> None:
-        """Remove the new images not moved (a run that failed), and their folder."""
+        """Remove the new images not moved (a run that failed or was stopped), and their folder."""
         if self.staging is not None:
-            for name in self.names:
+            for name in [*self.names, STAGING_MARK]:
                 (self.staging / name).unlink(missing_ok=True)
             self.staging.rmdir()
             self.staging = None
@@ -129,16 +139,93 @@ class ReconstructionImages:
 @contextmanager
 def replaced_when_done(rows_of: Any) -> Iterator[None]:
     """Around the reading of every input: the new images replace the earlier run's only if it
-    ends without an error (``rows_of`` from :func:`batch_rows`, or None: no images)."""
+    ends without an error (``rows_of`` from :func:`batch_rows`, or None: no images).
+
+    Raises:
+        Interrupted: a stop signal (SIGTERM, Ctrl-C) while the inputs were read, saying that
+            nothing was written.
+    """
+    from dltrain.training.signals import Interrupted, signal_name
+
     images = getattr(rows_of, "images", None)
     try:
         yield
-    except BaseException:
+    except BaseException as err:
         if images is not None:
             images.discard()
+        if isinstance(err, Interrupted):
+            raise Interrupted(err.signum, f"stopped by {signal_name(err.signum)}: nothing written",
+                              aborted=err.aborted) from None
         raise
     if images is not None:
         images.finish()
+
+
+def remove_stale_staging(folder: Path) -> list[Path]:
+    """Remove the hidden folders beside ``folder`` in which runs killed before they finished
+    (SIGKILL, a crash, a power cut) left their new images; returns them. Only a folder named as
+    :class:`ReconstructionImages` names them, whose :data:`STAGING_MARK` says this tool made it
+    for ``folder`` in a process of this machine that is gone, and which holds nothing but its
+    mark, images and their temp files, is removed; one holding anything else is left as it
+    is, and said so once."""
+    from dltrain.inference.rows import warn
+
+    name = re.compile(rf"^\.{re.escape(folder.name)}-[a-z0-9_]{{8}}$")  # tempfile.mkdtemp's: 8 random
+    removed, left = [], []
+    try:
+        siblings = sorted(p for p in folder.parent.iterdir() if name.match(p.name))
+    except OSError:  # no folder yet, or one that cannot be listed: nothing of ours to remove
+        return []
+    for staging in siblings:
+        try:
+            if staging.is_symlink() or not staging.is_dir() or not _made_by_gone_run(staging, folder):
+                continue
+            files = list(staging.iterdir())
+            if others := [p.name for p in files if p.name != STAGING_MARK and
+                          (not _STAGED.match(p.name) or p.is_symlink() or not p.is_file())]:
+                left.append(f"{staging} (it holds {', '.join(sorted(others)[:3])})")
+                continue
+            for p in sorted(files, key=lambda p: p.name == STAGING_MARK):  # the mark last
+                p.unlink(missing_ok=True)
+            staging.rmdir()
+            removed.append(staging)
+        except OSError:  # another run removing it too, or one we may not change: left
+            continue
+    if left:
+        warn(f"left {'; '.join(left)}: a killed run's images wait there beside files dltrain-predict did not "
+             "write, so it is left as it is: remove it once you have what you need")
+    return removed
+
+
+def _mark(staging: Path, folder: Path) -> None:
+    """Mark ``staging`` as the folder this process made for ``folder``'s new images."""
+    import json
+    import socket
+
+    with (staging / STAGING_MARK).open("x") as f:
+        json.dump({"written_by": "dltrain-predict", "folder": folder.name, "host": socket.gethostname(),
+                   "pid": os.getpid()}, f)
+
+
+def _made_by_gone_run(staging: Path, folder: Path) -> bool:
+    """Whether ``staging``'s mark says this tool made it for ``folder`` in a process of this
+    machine that no longer runs (a folder of another machine's cannot be told from a live one)."""
+    import json
+    import socket
+
+    from dltrain.files import _alive
+
+    mark = staging / STAGING_MARK
+    try:
+        if mark.is_symlink() or not mark.is_file() or mark.stat().st_size > 4096:
+            return False
+        made = json.loads(mark.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(made, dict) or made.get("written_by") != "dltrain-predict" or made.get("folder") != folder.name:
+        return False
+    pid = made.get("pid")
+    return made.get("host") == socket.gethostname() and type(pid) is int and pid > 0 and not _alive(pid)
 
 
 def _listed(folder: Path) -> list[str]:
@@ -207,7 +294,10 @@ def batch_rows(kind: str, restored: Restored, output: Path) -> Any:
         return lambda x, ids, first: latent_rows(model, x, ids)
     prep = preprocessing.from_record(restored.data, restored.cfg.data, restored.path)
     pixels = getattr(prep, "pixels", None)
-    images = ReconstructionImages(images_folder(output)) if len(restored.data["input_shape"]) == 3 else None
+    images = None
+    if len(restored.data["input_shape"]) == 3:
+        images = ReconstructionImages(images_folder(output))
+        remove_stale_staging(images.folder)  # what a killed run of this output left
 
     def rows(x: torch.Tensor, ids: list[Any], first: int) -> list[dict[str, Any]]:
         return reconstruction_rows(model, x, ids, pixels, images, first)
