@@ -114,7 +114,7 @@ class Experiment:
 
 def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[dict[str, Any]] | None = None,
                      ranks: Ranks | None = None, recorded: Mapping[str, Any] | None = None,
-                     first_epoch: int = 1) -> Experiment:
+                     first_epoch: int = 1, task_state: Any = None) -> Experiment:
     """Data, loss, model, init, optimizer, schedule and regularizers from ``cfg``: the one
     place where config keys become builder arguments.
 
@@ -129,6 +129,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
             from it, not asked of the model again (its start weights' file may be gone).
         first_epoch: the epoch the run trains first (a resumed run's next): the model is frozen
             (``model.freeze``) as the fine-tune schedule has it in that epoch.
+        task_state: a resumed checkpoint's task entry: the task refuses, before the data is read,
+            files it identifies that changed since (:meth:`~dltrain.tasks.base.Task.check_resumed`).
 
     Raises:
         ConfigError: for combinations that cannot work, before any training step.
@@ -142,6 +144,8 @@ def build_experiment(cfg: DictConfig, device: torch.device, saved_groups: list[d
     task = build_task(cfg)
     check_task_fits(cfg.task.name, cfg.data.name, DATASETS.facts(cfg.data.name).inputs, ranks.world_size)
     check_conflicts(cfg)  # train() from Python: the keys a task cannot take, as the command line checks them
+    if task_state is not None:
+        task.check_resumed(task_state)  # a GAN's task.scorer: the same file's content as when the run started
     set_cudnn_benchmark(tcfg.cudnn_benchmark, device)
     # A resumed run goes on with the data it began with: a missing sample is an error then, since
     # sample data written now could differ from the data the checkpoint was trained on.

@@ -94,7 +94,8 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", device: str = "au
         raise UserError(f"checkpoint {ckpt}: its run had no validation split (data.val_fraction=0), so split=val "
                         "has nothing to evaluate: use split=test")
     task = build_task(cfg)  # task=: what the loss compares the outputs with, and the metrics' kind
-    note = task.check_for_evaluation(data)  # what the task reads of the data (a GAN: its images' pixel range)
+    # What the task reads of the data (a GAN: its images' pixel range), and of its files (a GAN's scorer)
+    note = task.check_for_evaluation(data, restored.state.get("task"))
     if note is not None:
         print(f"{TOOL}: warning: {note}", file=sys.stderr)
     loss_fn = build_loss(cfg, data, task)[1].to(dev)

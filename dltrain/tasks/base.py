@@ -13,7 +13,9 @@ When each hook is called, in a run's order:
    data or options it cannot train, as one-line ``ConfigError``. The model/task match is
    checked before it from the model's registered facts (``ModelFacts.tasks``; see
    :func:`check_model_task`), and the data's kind of input and the processes training together
-   from its own (``TaskFacts.inputs``, ``distributed``; see :func:`check_task_fits`).
+   from its own (``TaskFacts.inputs``, ``distributed``; see :func:`check_task_fits`). On a resume,
+   :meth:`Task.check_resumed` first compares the files the checkpoint's task state identifies with
+   those the config names now, before anything is built or written.
 2. :meth:`Task.loss` (build step): the loss the task trains with, or None for the ``loss=``
    group's. Its ``output_width`` is the model's ``num_outputs``.
    :meth:`Task.make_optimizer` (build step): the run's optimizer, when the task makes its own.
@@ -111,6 +113,16 @@ class Task:
             ConfigError: one line naming the key and what to do.
         """
 
+    def check_resumed(self, state: Any) -> None:
+        """On a resume, before :meth:`check` and before the run writes anything: refuse what the
+        checkpoint's task entry (``state``, as :meth:`state_dict` saved it; hostile input, None
+        when absent) says has changed since the run started (a GAN's ``task.scorer`` file).
+        Nothing by default.
+
+        Raises:
+            ConfigError: one line naming the key and file, and what to do.
+        """
+
     def make_optimizer(self, model: nn.Module,
                        saved_groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer | None:
         """The run's optimizer when the task makes its own (``saved_groups``: a resumed
@@ -155,9 +167,11 @@ class Task:
         """
         return monitor, mode, None
 
-    def check_for_evaluation(self, data: DataSplits) -> str | None:
+    def check_for_evaluation(self, data: DataSplits, state: Any = None) -> str | None:
         """:meth:`check` for ``dltrain-eval``, which may go on without what only adds to its
-        report; returns a warning saying what it left out (None: nothing)."""
+        report; returns a warning saying what it left out (None: nothing). ``state``: the
+        checkpoint's task entry (hostile input, None when absent), for what it recorded of the
+        task's files."""
         self.check(data)
         return None
 

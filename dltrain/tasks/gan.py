@@ -20,7 +20,14 @@ from dltrain.errors import ConfigError
 from dltrain.losses import Loss
 from dltrain.tasks.base import TASKS, BadTaskState, Task
 from dltrain.tasks.gan_metrics import SAMPLE_METRICS
-from dltrain.tasks.gan_state import D_OPTIMIZER, LATENTS, checked_latents, load_adam_state
+from dltrain.tasks.gan_state import (
+    D_OPTIMIZER,
+    LATENTS,
+    SCORER_SHA256,
+    checked_latents,
+    checked_sha256,
+    load_adam_state,
+)
 from dltrain.tasks.gan_step import EvalLatents, GanStep, adversarial_losses
 from dltrain.tasks.sample_watch import SampleWatch, carry_samples, watched
 
@@ -82,13 +89,29 @@ class GanTask(Task):
         self.to_range = self._to_range
         self.samples.check(data)  # task.scorer: loaded and checked against these images
 
-    def check_for_evaluation(self, data: DataSplits) -> str | None:
-        """A scorer no longer there leaves ``dltrain-eval`` the losses and D's outputs, said once."""
+    def check_resumed(self, state: Any) -> None:
+        """A resume scores with the file the run scored with: one whose content changed since
+        (its SHA-256 is not the checkpoint's) is refused before anything is built or written."""
+        self._refuse_changed_scorer(_recorded_sha256(state))
+
+    def _refuse_changed_scorer(self, recorded: str | None) -> None:
+        if (changed := self.samples.changed(recorded)) is not None:
+            raise ConfigError(f"task.scorer={self.samples.scorer_path} {changed}: put the original file back to "
+                              "resume this run, or give the new scorer to a new run (without resume=).")
+
+    def check_for_evaluation(self, data: DataSplits, state: Any = None) -> str | None:
+        """A scorer no longer there, or whose content changed since the run started (its SHA-256
+        is not the one ``state``, the checkpoint's task entry, recorded), leaves ``dltrain-eval``
+        the losses and D's outputs, said once."""
         scorer = self.samples.scorer_path
+        changed = self.samples.changed(_recorded_sha256(state))
         gone = scorer is not None and not Path(scorer).is_file()
-        if gone:
+        if gone or changed is not None:
             self.samples.scorer_path = None
         self.check(data)
+        if changed is not None:
+            return (f"task.scorer={scorer} {changed}: no sample score, the losses and D's outputs only (put the "
+                    "original file back to score the samples)")
         return f"task.scorer={scorer} does not exist: no sample score, the losses and D's outputs only" if gone \
             else None
 
@@ -158,7 +181,8 @@ class GanTask(Task):
                        to_range=self.to_range or (lambda x: x), label_smoothing=self.label_smoothing)
 
     def state_dict(self) -> dict[str, Any]:
-        return {LATENTS: self.latents, D_OPTIMIZER: self.discriminator_optimizer.state_dict()}
+        return {LATENTS: self.latents, D_OPTIMIZER: self.discriminator_optimizer.state_dict(),
+                SCORER_SHA256: self.samples.identity()}  # hashed once, when the scorer was loaded
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is None:  # every GAN's checkpoint has it: without, D's Adam and the latents would start again
@@ -168,6 +192,17 @@ class GanTask(Task):
             raise BadTaskState(f"task state is a {type(state).__name__}, not the dict task=gan saves")
         self.latents = checked_latents(state.get(LATENTS), tuple(self.latents.shape)).to(self.latents.device)
         load_adam_state(self.discriminator_optimizer, state.get(D_OPTIMIZER))
+        # None: a checkpoint from before the scorer's file was recorded, resumed as it is
+        self._refuse_changed_scorer(checked_sha256(state.get(SCORER_SHA256)))
+
+
+def _recorded_sha256(state: Any) -> str | None:
+    """The scorer's SHA-256 a checkpoint's task entry recorded; None when it holds none, or none
+    that is a SHA-256 (:meth:`GanTask.load_state_dict` refuses that on a resume)."""
+    try:
+        return checked_sha256(state.get(SCORER_SHA256)) if isinstance(state, dict) else None
+    except BadTaskState:
+        return None
 
 
 @TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False,

@@ -1,5 +1,6 @@
-"""A GAN's own training state in a checkpoint (the ``task`` entry): the fixed latent batch and
-the discriminator's optimizer (the generator's is the checkpoint's ``optimizer``). Read back,
+"""A GAN's own training state in a checkpoint (the ``task`` entry): the fixed latent batch,
+the discriminator's optimizer (the generator's is the checkpoint's ``optimizer``) and the
+SHA-256 of the ``task.scorer`` file the run scores with (None without one). Read back,
 it is hostile input: every entry is checked before it is used, and a bad one is one line."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from dltrain.tasks.base import BadTaskState
 from dltrain.training.optimizer_state import load_checked_optimizer_state
 
-LATENTS, D_OPTIMIZER = "latents", "discriminator_optimizer"
+LATENTS, D_OPTIMIZER, SCORER_SHA256 = "latents", "discriminator_optimizer", "scorer_sha256"
 
 
 def _refuse(what: str) -> BadTaskState:
@@ -33,6 +34,21 @@ def checked_latents(entry: Any, shape: tuple[int, int]) -> torch.Tensor:
     if not bool(torch.isfinite(entry).all()):
         raise _refuse("fixed latent batch (task=gan's) holds non-finite values")
     return entry.clone()
+
+
+def checked_sha256(entry: Any) -> str | None:
+    """The saved scorer's SHA-256 (64 lowercase hex digits), or None: none saved (a run without
+    ``task.scorer``, or a checkpoint written before it was recorded).
+
+    Raises:
+        BadTaskState: anything else (the resume names the checkpoint in its one line).
+    """
+    if entry is None:
+        return None
+    if not (isinstance(entry, str) and len(entry) == 64 and all(c in "0123456789abcdef" for c in entry)):
+        raise _refuse(f"scorer's SHA-256 (task=gan's) is {type(entry).__name__} {str(entry)[:20]!r}, not 64 hex "
+                      "digits")
+    return entry
 
 
 def load_adam_state(optimizer: torch.optim.Optimizer, entry: Any) -> None:

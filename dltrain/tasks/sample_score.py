@@ -20,6 +20,7 @@ of a PNG would in ``dltrain-predict``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,24 @@ def load_scorer(path: str | Path, image_shape: tuple[int, ...], num_classes: int
                           f"{fix}.")
     prepare = prep.apply if kind == "images" else (lambda raw: prep.apply(prep.counts(raw)))  # ink counts (digits)
     return Scorer(restored.model, prepare, dict(record), confidence, Path(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of the file's bytes, hex: what identifies a run's ``task.scorer`` (read in
+    blocks, once per run start or evaluation).
+
+    Raises:
+        ConfigError: the file cannot be read, naming ``task.scorer``.
+    """
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise ConfigError(f"task.scorer={path} cannot be read ({err.strerror or err}): give task.scorer a "
+                          "readable dltrain classifier's checkpoint.") from None
+    return digest.hexdigest()
 
 
 def _names_code(path: str | Path) -> bool:

@@ -23,7 +23,7 @@ from dltrain.errors import ConfigError
 from dltrain.files import copy_atomically
 from dltrain.report.gan_samples import SAMPLES_DIR, epoch_file, to_pixels, write_grid
 from dltrain.tasks.gan_metrics import SAMPLE_METRICS
-from dltrain.tasks.sample_score import Scorer, load_scorer
+from dltrain.tasks.sample_score import Scorer, file_sha256, load_scorer
 
 if TYPE_CHECKING:
     from dltrain.data import DataSplits
@@ -101,6 +101,7 @@ class SampleWatch:
         self.scorer_path, self.confidence, self.score_samples = scorer, confidence, score_samples
         self.scorer: Scorer | None = None
         self._latents: torch.Tensor | None = None
+        self._sha256: str | None = None
 
     @property
     def scores(self) -> bool:
@@ -119,6 +120,32 @@ class SampleWatch:
         classes = len(data.class_names) if data.task == "multiclass" and data.class_names else None
         self.scorer = load_scorer(self.scorer_path, tuple(data.input_shape), classes, device=torch.device("cpu"),
                                   confidence=self.confidence)
+        self.identity()  # what a checkpoint records of the file, read once it loaded (a missing one: said above)
+
+    def identity(self) -> str | None:
+        """The scorer file's SHA-256 (hex), read once (at the run's start, or dltrain-eval's);
+        None without a scorer. A checkpoint records it, so that a resume or dltrain-eval can tell
+        a replaced file from the one the run scored with.
+
+        Raises:
+            ConfigError: the file cannot be read.
+        """
+        if self.scorer_path is not None and self._sha256 is None:
+            self._sha256 = file_sha256(self.scorer_path)
+        return self._sha256 if self.scorer_path is not None else None
+
+    def changed(self, recorded: str | None) -> str | None:
+        """How the scorer file differs from the one a run recorded (``recorded``: its SHA-256),
+        in words after ``task.scorer=<file>``; None when it is the same, when nothing was recorded
+        (a checkpoint from before it was, or a run without a scorer), or when there is no file to
+        compare (:meth:`check` says so)."""
+        if recorded is None or self.scorer_path is None or not Path(self.scorer_path).is_file():
+            return None
+        now = self.identity()
+        if now == recorded:
+            return None
+        return (f"changed since the run started (sha256 {recorded[:12]}... recorded, {now[:12]}... now), so its "
+                "scores would not compare with the run's")
 
     def end_epoch(self, model: nn.Module, latents: torch.Tensor, epoch: int, row: dict[str, Any],
                   run_dir: Path | None, is_main: bool) -> None:

@@ -163,7 +163,8 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
     try:
         return device, build_experiment(run.cfg, device, resume.state["optimizer"]["param_groups"] if resume else None,
                                         run.ranks, recorded=resume.state.get("data") if resume else None,
-                                        first_epoch=int(resume.state["epoch"]) + 1 if resume else 1)
+                                        first_epoch=int(resume.state["epoch"]) + 1 if resume else 1,
+                                        task_state=resume.state.get("task") if resume else None)
     except FunctionValuesError as err:
         if resume is None:
             raise
