@@ -128,12 +128,24 @@ class ReconstructionImages:
         self.discard()
 
     def discard(self) -> None:
-        """Remove the new images not moved (a run that failed or was stopped), and their folder."""
-        if self.staging is not None:
-            for name in [*self.names, STAGING_MARK]:
-                (self.staging / name).unlink(missing_ok=True)
-            self.staging.rmdir()
-            self.staging = None
+        """Remove the new images not moved (a run that failed or was stopped), and their folder.
+        A signal inside a write can leave that write's temp file, whose name nobody was told
+        (it stopped in ``mkstemp``): the folder's images and temp files, all this run's, go too. A
+        folder that still cannot be removed is said once, not raised over the error that ended the run."""
+        if self.staging is None:
+            return
+        staging, self.staging = self.staging, None
+        try:
+            for path in staging.iterdir():
+                if path.name == STAGING_MARK or (_STAGED.match(path.name) and path.is_file()
+                                                 and not path.is_symlink()):
+                    path.unlink(missing_ok=True)
+            staging.rmdir()
+        except OSError as err:
+            from dltrain.inference.rows import warn
+
+            warn(f"could not remove {staging} ({err.strerror or err}): it holds this run's unfinished images; "
+                 "remove it")
 
 
 @contextmanager

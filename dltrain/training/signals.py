@@ -76,16 +76,28 @@ def signal_name(signum: int) -> str:
 @contextmanager
 def held() -> Iterator[None]:
     """Hold the stop signals back while the block runs (a write that must be whole, as the files of
-    a finished prediction); one sent meanwhile is handled as the block ends. Where signals
-    cannot be blocked (Windows), the block runs as it is."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    a finished prediction); one sent meanwhile is handled as the block ends. It holds what a
+    :class:`StopRequest` handles: the handler puts a signal aside while a block is held rather
+    than blocking it, since a process-wide signal reaches any thread that does not block it
+    (torch's own, here) and a mask set in this thread alone would not hold it back."""
+    _hold.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _hold.depth -= 1
+        if not _hold.depth and _hold.pending is not None:
+            signum, _hold.pending = _hold.pending, None
+            signal.raise_signal(signum)  # handled now, by the handler that put it aside
+
+
+class _Hold:
+    """What :func:`held` holds: how many held blocks run, and the first signal put aside."""
+
+    depth = 0
+    pending: int | None = None
+
+
+_hold = _Hold()
 
 
 class StopRequest:
@@ -133,6 +145,9 @@ class StopRequest:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if _hold.depth:  # inside held(): handled as the block ends
+            _hold.pending = _hold.pending or signum
+            return
         if signum == self.signum and time.monotonic() - self._first_at < self.repeat_window:
             return
         note(signum)
