@@ -91,9 +91,10 @@ def copy_atomically(source: str | Path, target: str | Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a number read from a file name or a mark: any size)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # too large for a pid: no process has it
         return False
     except PermissionError:  # someone else's process
         return True

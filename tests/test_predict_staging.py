@@ -168,6 +168,31 @@ def test_a_stop_signal_while_the_output_is_written_waits_until_it_is():
         done.set()
         other.join()
     assert seen == ["written"] and stopped.value.signum == signal.SIGTERM
+    assert str(stopped.value) == "SIGTERM arrived while the results were written: they were written whole"
+
+
+def test_a_second_signal_while_held_aborts_at_once_and_an_error_of_the_block_wins():
+    from dltrain.training.signals import Interrupted, StopRequest, held
+
+    seen: list[str] = []
+    with pytest.raises(Interrupted) as stopped, StopRequest():
+        with held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("first put aside")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            seen.append("not reached")
+    assert seen == ["first put aside"] and stopped.value.aborted and stopped.value.signum == signal.SIGINT
+
+    with pytest.raises(OSError, match="disk full"), StopRequest():
+        with held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            raise OSError("disk full")
+    with StopRequest():  # nothing left over from the signal put aside
+        with held():
+            pass
 
 
 def test_a_stop_inside_a_write_leaves_no_temp_file_and_a_folder_that_stays_is_one_warning(tmp_path, capsys):
@@ -191,3 +216,12 @@ def test_a_stop_inside_a_write_leaves_no_temp_file_and_a_folder_that_stays_is_on
     assert sorted(p.name for p in staging.iterdir()) == ["notes.txt"]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"dltrain-predict: warning: could not remove {staging}"), err
+
+
+def test_a_mark_naming_a_pid_no_process_can_have_is_a_gone_run(tmp_path):
+    from dltrain.files import _alive
+    from dltrain.inference.predict_autoencoder import remove_stale_staging
+
+    assert not _alive(2**63)  # os.kill raises OverflowError, not ProcessLookupError
+    left = staged(tmp_path, ".rec-reconstructions-toolarge", {"0.png": b"an image"}, killed_runs_mark(2**40))
+    assert remove_stale_staging(tmp_path / "rec-reconstructions") == [left] and not left.exists()

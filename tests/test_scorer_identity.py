@@ -149,6 +149,7 @@ def test_a_resume_of_a_recorded_sha256_that_is_no_hex_digest_is_one_line(started
     assert str(err.value) == (f"resume={tmp_path / 'old' / 'checkpoints' / 'last.pt'}: the checkpoint's scorer's "
                               "SHA-256 (task=gan's) is str 'crafted\\nlines', not 64 hex digits: resume a checkpoint "
                               "dltrain wrote, or train a new run")
+    assert not (tmp_path / "resumed").exists()  # refused before the run directory's first file
 
 
 @pytest.mark.parametrize("entry", [5, "abc", "A" * 64, b"0" * 64])

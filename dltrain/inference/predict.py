@@ -76,8 +76,8 @@ def predict_file(ckpt: str | Path, source: str | Path, output: str | Path, devic
     Raises:
         UserError: a bad checkpoint or device, inputs that cannot be read or do not match
             what the model was trained on, or a dataset whose inputs this tool does not read.
-        Interrupted: a stop signal (SIGTERM, Ctrl-C) before the output was written: nothing was
-            (one during the writing is handled once it is done).
+        Interrupted: a stop signal (SIGTERM, Ctrl-C) before the output was written: nothing was;
+            one while it is written ends the run once it is whole, saying so.
     """
     import torch
 

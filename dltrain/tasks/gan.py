@@ -91,8 +91,11 @@ class GanTask(Task):
 
     def check_resumed(self, state: Any) -> None:
         """A resume scores with the file the run scored with: one whose content changed since
-        (its SHA-256 is not the checkpoint's) is refused before anything is built or written."""
-        self._refuse_changed_scorer(_recorded_sha256(state))
+        (its SHA-256 is not the checkpoint's) is refused before anything is built or written, as
+        is a recorded SHA-256 that is none (:class:`BadTaskState`)."""
+        if not isinstance(state, dict):
+            raise BadTaskState(f"task state is a {type(state).__name__}, not the dict task=gan saves")
+        self._refuse_changed_scorer(checked_sha256(state.get(SCORER_SHA256)))
 
     def _refuse_changed_scorer(self, recorded: str | None) -> None:
         if (changed := self.samples.changed(recorded)) is not None:

@@ -45,6 +45,7 @@ from dltrain.report.run_report import print_report, write_report
 from dltrain.report.summary import RunSummary, write_summary
 from dltrain.report.tables import MetricsCSV, write_test_predictions
 from dltrain.report.train_samples import write_samples
+from dltrain.tasks.base import BadTaskState
 from dltrain.training.averaging import build_averaging
 from dltrain.training.budget import TimeLimitReached, make_budget, time_limit_reason
 from dltrain.training.callbacks import CheckpointPolicy, EpochEndWriter
@@ -171,6 +172,9 @@ def _build(run: _Run) -> tuple[torch.device, Experiment]:
         # A resume cannot change the data: the function is the checkpoint's.
         raise ConfigError(f"resume={resume.path}: the checkpoint's {err.problem}: resume a checkpoint "
                           "written by dltrain training, or train a new run") from None
+    except BadTaskState as err:  # what the task's entry identifies (a GAN's scorer file), damaged or crafted
+        raise ConfigError(f"resume={resume.path}: the checkpoint's {first_line(err)}: resume a checkpoint "
+                          "dltrain wrote, or train a new run") from None
 
 
 def _start(run: _Run, exp: Experiment, device: torch.device,

@@ -76,7 +76,9 @@ def signal_name(signum: int) -> str:
 @contextmanager
 def held() -> Iterator[None]:
     """Hold the stop signals back while the block runs (a write that must be whole, as the files of
-    a finished prediction); one sent meanwhile is handled as the block ends. It holds what a
+    a finished prediction): the first one sent meanwhile ends the run as the block ends, with
+    :class:`Interrupted` saying the block's work was done; a second aborts at once, as in
+    training. An error of the block's own is raised rather than the signal. It holds what a
     :class:`StopRequest` handles: the handler puts a signal aside while a block is held rather
     than blocking it, since a process-wide signal reaches any thread that does not block it
     (torch's own, here) and a mask set in this thread alone would not hold it back."""
@@ -85,9 +87,12 @@ def held() -> Iterator[None]:
         yield
     finally:
         _hold.depth -= 1
-        if not _hold.depth and _hold.pending is not None:
-            signum, _hold.pending = _hold.pending, None
-            signal.raise_signal(signum)  # handled now, by the handler that put it aside
+        signum = _hold.pending if not _hold.depth else None
+        if signum is not None:
+            _hold.pending = None
+    if signum is not None:
+        raise Interrupted(signum, f"{signal_name(signum)} arrived while the results were written: they were "
+                                  "written whole")
 
 
 class _Hold:
@@ -145,8 +150,10 @@ class StopRequest:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if _hold.depth:  # inside held(): handled as the block ends
-            _hold.pending = _hold.pending or signum
+        if _hold.depth and _hold.pending is None:  # inside held(): handled as the block ends
+            note(signum)
+            _hold.pending, self.signum = signum, self.signum or signum  # a second one aborts
+            self._first_at = time.monotonic()
             return
         if signum == self.signum and time.monotonic() - self._first_at < self.repeat_window:
             return
