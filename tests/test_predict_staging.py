@@ -216,6 +216,41 @@ def test_a_stop_inside_a_write_leaves_no_temp_file_and_a_folder_that_stays_is_on
     assert sorted(p.name for p in staging.iterdir()) == ["notes.txt"]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"dltrain-predict: warning: could not remove {staging}"), err
+    assert "it holds notes.txt, which this run did not leave there" in err[0]
+
+
+def test_a_move_that_fails_takes_the_images_not_moved_away(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dltrain.inference import predict_autoencoder
+    from dltrain.inference.predict_autoencoder import ReconstructionImages, replaced_when_done
+
+    images = ReconstructionImages(tmp_path / "out-reconstructions")
+    for i in range(3):
+        images.write(f"{i}.png", Image.new("L", (4, 4)))
+    staging, replace, moved = images.staging, predict_autoencoder.os.replace, []
+
+    def failing(src, dst):
+        if moved:
+            raise OSError(28, "No space left on device")
+        moved.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(predict_autoencoder.os, "replace", failing)
+    with pytest.raises(OSError, match="No space"), replaced_when_done(type("Rows", (), {"images": images})()):
+        pass
+    assert not staging.exists()
+
+
+def test_a_signal_put_aside_by_an_earlier_run_of_the_process_does_not_carry_over():
+    from dltrain.training import signals
+    from dltrain.training.signals import StopRequest, held
+
+    signals._hold.pending = signal.SIGTERM  # as a repeat inside held()'s last lines could leave it
+    with StopRequest():
+        with held():
+            pass
+    assert signals._hold.pending is None and signals._hold.depth == 0
 
 
 def test_a_mark_naming_a_pid_no_process_can_have_is_a_gone_run(tmp_path):

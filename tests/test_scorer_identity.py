@@ -125,6 +125,20 @@ def test_dltrain_eval_of_a_changed_scorer_gives_the_losses_and_says_why(started:
     assert "loss" in metrics and not any(name.startswith("sample_") for name in metrics)
 
 
+def test_dltrain_eval_of_a_damaged_record_gives_the_losses_and_says_why(started: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from dltrain.inference.evaluate import evaluate_checkpoint
+
+    state = load_checkpoint(started / "first" / "checkpoints" / "best.pt")
+    state["task"][SCORER_SHA256] = "crafted"
+    save_checkpoint(state, tmp_path / "crafted" / "checkpoints" / "best.pt")
+    metrics = evaluate_checkpoint(tmp_path / "crafted" / "checkpoints" / "best.pt", device="cpu")["metrics"]
+    assert "dltrain-eval: warning: the checkpoint's scorer's SHA-256 (task=gan's) is str 'crafted', not 64 hex " \
+           f"digits, so task.scorer={scorer_file(started)} cannot be told to be the run's scorer: no sample score, " \
+           "the losses and D's outputs only\n" in capsys.readouterr().err
+    assert "loss" in metrics and not any(name.startswith("sample_") for name in metrics)
+
+
 def test_a_checkpoint_written_before_the_sha256_was_recorded_resumes_and_records_it(started: Path,
                                                                                     tmp_path: Path) -> None:
     """Nothing recorded: nothing to compare, even with another scorer's file; the resumed run's

@@ -144,8 +144,13 @@ class ReconstructionImages:
         except OSError as err:
             from dltrain.inference.rows import warn
 
-            warn(f"could not remove {staging} ({err.strerror or err}): it holds this run's unfinished images; "
-                 "remove it")
+            try:
+                left = sorted(p.name for p in staging.iterdir())
+            except OSError:
+                left = []
+            holds = f"it holds {', '.join(left[:3])}{', ...' if len(left) > 3 else ''}" if left else "it is left"
+            warn(f"could not remove {staging} ({err.strerror or err}): {holds}, which this run did not leave "
+                 "there or could not remove: look at it before you remove it")
 
 
 @contextmanager
@@ -170,7 +175,11 @@ def replaced_when_done(rows_of: Any) -> Iterator[None]:
                               aborted=err.aborted) from None
         raise
     if images is not None:
-        images.finish()
+        try:
+            images.finish()
+        except BaseException:  # a second signal or a failed move: the images not moved go too
+            images.discard()
+            raise
 
 
 def remove_stale_staging(folder: Path) -> list[Path]:

@@ -104,14 +104,23 @@ class GanTask(Task):
 
     def check_for_evaluation(self, data: DataSplits, state: Any = None) -> str | None:
         """A scorer no longer there, or whose content changed since the run started (its SHA-256
-        is not the one ``state``, the checkpoint's task entry, recorded), leaves ``dltrain-eval``
-        the losses and D's outputs, said once."""
+        is not the one ``state``, the checkpoint's task entry, recorded), or one that cannot be
+        matched with a damaged record, leaves ``dltrain-eval`` the losses and D's outputs, said once."""
         scorer = self.samples.scorer_path
-        changed = self.samples.changed(_recorded_sha256(state))
+        try:
+            changed = self.samples.changed(checked_sha256(state.get(SCORER_SHA256)) if isinstance(state, dict)
+                                           else None)
+        except BadTaskState as err:  # a crafted entry: whether the scorer is the run's cannot be told
+            changed, damaged = None, str(err)
+        else:
+            damaged = None
         gone = scorer is not None and not Path(scorer).is_file()
-        if gone or changed is not None:
+        if gone or changed is not None or (damaged is not None and scorer is not None):
             self.samples.scorer_path = None
         self.check(data)
+        if damaged is not None and scorer is not None:
+            return (f"the checkpoint's {damaged}, so task.scorer={scorer} cannot be told to be the run's scorer: no "
+                    "sample score, the losses and D's outputs only")
         if changed is not None:
             return (f"task.scorer={scorer} {changed}: no sample score, the losses and D's outputs only (put the "
                     "original file back to score the samples)")
@@ -197,15 +206,6 @@ class GanTask(Task):
         load_adam_state(self.discriminator_optimizer, state.get(D_OPTIMIZER))
         # None: a checkpoint from before the scorer's file was recorded, resumed as it is
         self._refuse_changed_scorer(checked_sha256(state.get(SCORER_SHA256)))
-
-
-def _recorded_sha256(state: Any) -> str | None:
-    """The scorer's SHA-256 a checkpoint's task entry recorded; None when it holds none, or none
-    that is a SHA-256 (:meth:`GanTask.load_state_dict` refuses that on a resume)."""
-    try:
-        return checked_sha256(state.get(SCORER_SHA256)) if isinstance(state, dict) else None
-    except BadTaskState:
-        return None
 
 
 @TASKS.register("gan", default_model="dcgan", inputs=("images", "ink_counts"), distributed=False,

@@ -82,14 +82,14 @@ def held() -> Iterator[None]:
     :class:`StopRequest` handles: the handler puts a signal aside while a block is held rather
     than blocking it, since a process-wide signal reaches any thread that does not block it
     (torch's own, here) and a mask set in this thread alone would not hold it back."""
-    _hold.depth += 1
+    signum = None
     try:
+        _hold.depth += 1
         yield
     finally:
+        if _hold.depth == 1:  # the outermost block: what was put aside is taken before a repeat can abort
+            signum, _hold.pending = _hold.pending, None
         _hold.depth -= 1
-        signum = _hold.pending if not _hold.depth else None
-        if signum is not None:
-            _hold.pending = None
     if signum is not None:
         raise Interrupted(signum, f"{signal_name(signum)} arrived while the results were written: they were "
                                   "written whole")
@@ -127,6 +127,8 @@ class StopRequest:
         self._first_at = 0.0
 
     def __enter__(self) -> StopRequest:
+        if not _hold.depth:  # nothing put aside by an earlier run of this process carries over
+            _hold.pending = None
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
