@@ -18,10 +18,9 @@ from dltrain.models.autoencoder import build_autoencoder
 from dltrain.tasks.autoencoder import ReconstructionLoss, ReconstructionStep, corruption
 from dltrain.training.signals import Interrupted
 from dltrain.training.step import StepOptions
-from dltrain.training.trainer import Trainer
 
 from .conftest import run_cli
-from .test_resume import rows, same_weights
+from .test_resume import rows, same_weights, stop_in_step
 
 AE = ["task=autoencoder", "device=cpu"]
 QUICK = [*AE, "trainer.fast_dev_run=true"]
@@ -177,15 +176,7 @@ EXACT = [*AE, "task.denoise=gaussian", "regularization.dropout=0.2", "model.hidd
 @pytest.mark.slow  # tests/test_resume.py's mid-epoch interrupt of a denoising task=autoencoder runs by default
 def test_an_interrupted_denoising_autoencoder_resumes_exactly(compose, tmp_path, monkeypatch):
     train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "straight")
-    step = Trainer.train_step
-
-    def interrupt_at_step_9(self, x, y):  # epoch 2, batch 3 of 6
-        out = step(self, x, y)
-        if self.global_step == 9:
-            self.stop.signum = 15
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_9)
+    stop_in_step(monkeypatch, 9)  # step 10: epoch 2, batch 4 of 6
     with pytest.raises(Interrupted):
         train(compose([*EXACT, "trainer.max_epochs=3"]), run_dir=tmp_path / "first")
     monkeypatch.undo()

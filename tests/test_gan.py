@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import signal
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ from dltrain.tasks.gan_step import GanStep
 from dltrain.training.metrics import MetricAccumulator, metric_names
 from dltrain.training.signals import Interrupted
 from dltrain.training.step import StepOptions
-from dltrain.training.trainer import Trainer
 from tests.conftest import run_cli
 from tests.test_registry_walk import assert_every_parameter_learns
-from tests.test_resume import rows, same_weights
+from tests.test_resume import rows, same_weights, stop_in_step
 
 #: A small DCGAN on the 8x8 digits: a run of a few epochs takes seconds.
 SMALL = ["task=gan", "model.latent_size=8", "model.generator.channels=[16,8]", "model.discriminator.channels=[8,16]",
@@ -241,15 +239,7 @@ def test_one_epoch_then_resume_equals_three_straight(compose, tmp_path):
 def test_an_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, monkeypatch):
     exact = [*SMALL, "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.max_epochs=2"]
     train(compose(exact), run_dir=tmp_path / "straight")
-    step = Trainer.train_step
-
-    def interrupt_at_step_7(self, x, y):  # epoch 2, step 3 of 4: the partial epoch's sums and D's moments are saved
-        out = step(self, x, y)
-        if self.global_step == 6:  # counted after this call
-            self.stop.signum = signal.SIGTERM
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_7)
+    stop_in_step(monkeypatch, 6)  # step 7: epoch 2, step 3 of 4: the partial epoch's sums and D's moments are saved
     with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 2 after batch 3 of 4: saved"):
         train(compose(exact), run_dir=tmp_path / "first")
     monkeypatch.undo()

@@ -84,16 +84,23 @@ def test_checkpoint_holds_the_full_state_as_plain_data(straight):
     assert state["config"]["regularization"]["dropout"] == 0.3 and state["partial_epoch"] is None
 
 
-def test_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, straight, monkeypatch):
+def stop_in_step(monkeypatch, global_step: int) -> None:
+    """Make ``Trainer.train_step`` ask for a SIGTERM stop (as the signal handler would) in the
+    step whose call returns with the trainer's ``global_step`` at ``global_step`` (it is counted
+    after the call): the run stops at the next step boundary, saving ``last.pt``."""
     step = Trainer.train_step
 
-    def interrupt_at_step_47(self, x, y):  # epoch 3, step 7 of 20
+    def stopping(self, x, y):
         out = step(self, x, y)
-        if self.global_step == 46:
+        if self.global_step == global_step:
             self.stop.signum = signal.SIGTERM
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_47)
+    monkeypatch.setattr(Trainer, "train_step", stopping)
+
+
+def test_interrupt_mid_epoch_then_resume_equals_straight(compose, tmp_path, straight, monkeypatch):
+    stop_in_step(monkeypatch, 46)  # step 47: epoch 3, step 7 of 20
     with pytest.raises(Interrupted, match="interrupted by SIGTERM in epoch 3 after batch 7 of 20: saved"):
         train(compose([*EXACT, "trainer.max_epochs=7"]), run_dir=tmp_path / "first")
     monkeypatch.undo()
@@ -135,15 +142,7 @@ def test_each_new_kind_interrupted_mid_epoch_then_resumed_equals_straight(compos
     keys = [*NEW_KINDS[kind], "trainer.batch_size=64", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
             "trainer.max_epochs=2", "trainer.diagnostics=false", "device=cpu"]
     train(compose(keys), run_dir=tmp_path / "straight")
-    step = Trainer.train_step
-
-    def interrupt_at_step_7(self, x, y):  # epoch 2, batch 3 of 4
-        out = step(self, x, y)
-        if self.global_step == 6:
-            self.stop.signum = signal.SIGTERM
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_7)
+    stop_in_step(monkeypatch, 6)  # step 7: epoch 2, batch 3 of 4
     with pytest.raises(Interrupted, match="in epoch 2 after batch 3 of 4: saved"):
         train(compose(keys), run_dir=tmp_path / "first")
     monkeypatch.undo()
